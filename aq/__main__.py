@@ -1,0 +1,3 @@
+from aq.cli import main
+
+main()

@@ -1,0 +1,415 @@
+"""Use-cases: each command of the CLI is one call here, returning a frozen result.
+
+The CLI parses and renders; everything that reads or changes the queue happens here, with
+`now` and `who` passed in.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aq.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
+from aq.core.events import ADDED, MOVED, Event, iso
+from aq.core.ids import check_job_id, new_job_id
+from aq.core.lifecycle import STAGES, Action, Stage, allowed_actions, check_move
+from aq.core.manifest import Manifest, parse_manifest, render_manifest
+from aq.core.scheduler import Verdict, assess, dependency_cycles
+from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
+from aq.store import (
+    EVENTS_DIR,
+    HALT_FILE,
+    LOGS_DIR,
+    QUEUE_DIR,
+    Job,
+    Queue,
+    Snapshot,
+    Tx,
+    write_atomic,
+)
+
+GITATTRIBUTES_LINE = "queue/.events/*.jsonl merge=union"
+
+
+def who_am_i() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "someone"
+    return f"{user}@{socket.gethostname().split('.')[0]}"
+
+
+# --- init ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    root: Path
+    created: tuple[str, ...]
+    git_initialized: bool
+    committed: bool
+
+
+def init_queue(root: Path) -> InitResult:
+    """Make (or complete) a queue at `root`. Running it again changes nothing."""
+    from aq import gitops
+
+    root = root.expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    created: list[str] = []
+    git_new = False
+    if not gitops.is_work_tree(root):
+        gitops.init(root)
+        git_new = True
+    for stage in STAGES:
+        keep = root / QUEUE_DIR / stage / ".gitkeep"
+        if not keep.exists():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.touch()
+            created.append(f"{QUEUE_DIR}/{stage}/")
+    for extra in (EVENTS_DIR, LOGS_DIR):
+        keep = root / QUEUE_DIR / extra / ".gitkeep"
+        if not keep.exists():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.touch()
+    config = root / CONFIG_NAME
+    if not config.exists():
+        write_atomic(config, DEFAULT_CONFIG_TEXT)
+        created.append(CONFIG_NAME)
+    attributes = root / ".gitattributes"
+    existing = attributes.read_text(encoding="utf-8") if attributes.exists() else ""
+    if GITATTRIBUTES_LINE not in existing.splitlines():
+        sep = "" if not existing or existing.endswith("\n") else "\n"
+        write_atomic(attributes, f"{existing}{sep}{GITATTRIBUTES_LINE}\n")
+        created.append(".gitattributes")
+    ignore = root / QUEUE_DIR / ".gitignore"
+    if not ignore.exists():
+        write_atomic(ignore, ".state/\n.*.tmp-*\n")
+        created.append(f"{QUEUE_DIR}/.gitignore")
+    committed = False
+    if created:
+        gitops.git(root, "add", "--", QUEUE_DIR, CONFIG_NAME, ".gitattributes")
+        committed = gitops.git(root, *gitops.identity_args(root), "commit", "-q", "--no-verify",
+                               "-m", "aq: init queue", check=False).returncode == 0
+    return InitResult(root, tuple(created), git_new, committed)
+
+
+# --- add -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    job: Job
+    created: bool  # False: an add with the same idempotency key and content already made it
+    message: str
+
+
+def add_job(
+    queue: Queue,
+    body: str,
+    fields: Mapping[str, Any],
+    *,
+    job_id: str | None,
+    now: datetime,
+    who: str,
+    entropy: int,
+) -> AddResult:
+    """Write a new job into the inbox (or find the one its idempotency key already made)."""
+    if not body.strip():
+        raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
+    text = render_manifest(fields, body)
+    probe_id = check_job_id(job_id) if job_id else "new-job"
+    manifest = parse_manifest(probe_id, text, "the new job")
+    if manifest.idempotency_key:
+        existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+        if existing is not None:
+            return _same_key(existing, manifest)
+    chosen = job_id or new_job_id(manifest.title, entropy)
+
+    def write(tx: Tx) -> AddResult:
+        if manifest.idempotency_key:  # again, under the lock: two adds at once make one job
+            existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+            if existing is not None:
+                return _same_key(existing, manifest)
+        stage = tx.stage_of(chosen)
+        if stage is not None:
+            raise JobExists(f"job id {chosen} is taken (it is in {stage}): choose another --id")
+        path = queue.job_path(Stage.INBOX, chosen)
+        event: Event = {"ts": iso(now), "type": ADDED, "by": who, "to": Stage.INBOX}
+        if manifest.idempotency_key:
+            event["key"] = manifest.idempotency_key
+        tx.append_event(chosen, event)
+        tx.write(path, text)
+        return AddResult(_job_at(queue, chosen), True, f"added {chosen}")
+
+    return queue.transact(write, f"aq: add {chosen} by {who}")
+
+
+def _find_by_key(snapshot: Snapshot, key: str) -> Job | None:
+    for job in snapshot.jobs:
+        if job.manifest is not None and job.manifest.idempotency_key == key:
+            return job
+    return None
+
+
+def _same_key(existing: Job, manifest: Manifest) -> AddResult:
+    assert existing.manifest is not None
+    if _content(existing.manifest) != _content(manifest):
+        raise IdempotencyConflict(
+            f"idempotency key {manifest.idempotency_key!r} already made job {existing.id} with other "
+            "content: use a new key, or leave the job as it is"
+        )
+    return AddResult(existing, False, f"{existing.id} already exists with this idempotency key; nothing added")
+
+
+def _content(manifest: Manifest) -> str:
+    """What makes two adds 'the same': every key and the body, not the id."""
+    parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
+             if name not in ("id", "content_hash", "keys")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _job_at(queue: Queue, job_id: str) -> Job:
+    return queue.resolve(job_id)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    jobs: tuple[Job, ...]
+    verdicts: Mapping[str, Verdict]  # inbox jobs only
+    problems: tuple[str, ...]
+
+
+def list_jobs(
+    queue: Queue,
+    *,
+    now: datetime,
+    capabilities: frozenset[str] | None,
+    stages: Sequence[Stage] = (),
+    ready: bool = False,
+    blocked: bool = False,
+) -> Listing:
+    snapshot = queue.snapshot()
+    verdicts = {v.job.id: v for v in assess(snapshot.views(), now, halted=queue.halted(),
+                                            worker_caps=capabilities)}
+    order = {stage: index for index, stage in enumerate(STAGES)}
+    jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
+    if stages:
+        jobs = [job for job in jobs if job.stage in stages]
+    if ready or blocked:
+        jobs = [job for job in jobs if job.id in verdicts
+                and ((ready and verdicts[job.id].ready) or (blocked and not verdicts[job.id].ready))]
+    if ready:  # in the order `aq run` would take them
+        jobs.sort(key=lambda j: list(verdicts).index(j.id))
+    return Listing(tuple(jobs), verdicts, snapshot.problems)
+
+
+@dataclass(frozen=True, slots=True)
+class NextResult:
+    chosen: Job | None
+    verdicts: tuple[Verdict, ...]
+    jobs: Mapping[str, Job]
+
+
+def next_job(queue: Queue, *, now: datetime, capabilities: frozenset[str] | None) -> NextResult:
+    snapshot = queue.snapshot()
+    verdicts = assess(snapshot.views(), now, halted=queue.halted(), worker_caps=capabilities)
+    by_id = snapshot.by_id()
+    chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
+    return NextResult(chosen, tuple(verdicts), by_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """One manifest value with where it came from: job, profile or queue default."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    job: Job
+    events: tuple[Event, ...]
+    resolved: Mapping[str, Resolved]
+    verdict: Verdict | None
+    allowed: tuple[str, ...]
+    text: str
+
+
+def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: frozenset[str] | None
+             ) -> JobDetail:
+    snapshot = queue.snapshot()
+    job = queue.resolve(ref, snapshot)
+    verdict = None
+    if job.stage is Stage.INBOX:
+        verdicts = assess(snapshot.views(), now, halted=queue.halted(), worker_caps=capabilities)
+        verdict = next((v for v in verdicts if v.job.id == job.id), None)
+    resolved: dict[str, Resolved] = {}
+    if job.manifest is not None:
+        resolved = resolve_settings(queue, job.manifest)
+    try:
+        text = job.path.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    return JobDetail(job, tuple(queue.read_events(job.id)), resolved, verdict,
+                     tuple(str(a) for a in allowed_actions(job.stage)), text)
+
+
+def resolve_settings(queue: Queue, manifest: Manifest) -> dict[str, Resolved]:
+    config = queue.config
+    rule = config.retry_rule(manifest)
+
+    def pick(key: str, value: Any, default: Any) -> Resolved:
+        return Resolved(value, "job") if key in manifest.keys else Resolved(default, "queue default")
+
+    return {
+        "engine": pick("engine", manifest.engine, config.default_engine),
+        "cwd": pick("cwd", manifest.cwd, str(queue.root)),
+        "timeout": pick("timeout", manifest.timeout, config.timeout),
+        "verify": pick("verify", manifest.verify, None),
+        "priority": pick("priority", manifest.priority, "medium"),
+        "review-policy": pick("review-policy", manifest.review_policy, "manual"),
+        "retry": Resolved({"max": rule.max, "backoff": rule.backoff, "on": sorted(rule.on)},
+                          "job" if "retry" in manifest.keys else "queue default"),
+        "lock": pick("lock", manifest.lock, None),
+        "yolo": pick("yolo", manifest.yolo, False),
+    }
+
+
+# --- lint ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LintResult:
+    jobs: int
+    problems: tuple[str, ...] = field(default=())
+
+
+def lint(queue: Queue) -> LintResult:
+    """Every manifest valid, every dep present, no dependency cycle, event logs readable."""
+    from aq.store import bad_event_lines
+
+    try:
+        queue.config  # noqa: B018 - a broken aq.yaml is a problem too
+        problems: list[str] = []
+    except AqError as err:
+        problems = [str(err)]
+    snapshot = queue.snapshot()
+    problems += list(snapshot.problems)
+    by_id = snapshot.by_id()
+    manifests = {job.id: job.manifest for job in snapshot.jobs if job.manifest is not None}
+    for job in snapshot.jobs:
+        if job.error:
+            problems.append(job.error)
+    for job_id, manifest in sorted(manifests.items()):
+        for dep in manifest.deps:
+            if dep not in by_id:
+                problems.append(f"{_rel(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
+    seen_cycles: set[tuple[str, ...]] = set()
+    for cycle in dependency_cycles(manifests).values():
+        if tuple(cycle) not in seen_cycles:
+            seen_cycles.add(tuple(cycle))
+            problems.append("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+    events_dir = queue.qdir / EVENTS_DIR
+    if events_dir.is_dir():
+        for path in sorted(events_dir.glob("*.jsonl")):
+            bad = bad_event_lines(path)
+            if bad:
+                problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event "
+                                f"({len(bad)} such line(s)); the rest of the log is used")
+    return LintResult(len(snapshot.jobs), tuple(problems))
+
+
+def _rel(job: Job) -> str:
+    return f"{QUEUE_DIR}/{job.stage}/{job.id}.md"
+
+
+# --- human moves -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MoveResult:
+    job_id: str
+    source: Stage
+    target: Stage
+    action: Action
+
+
+def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
+             reason: str | None = None) -> MoveResult:
+    """promote, ship, reject, requeue, cancel: refused unless the lifecycle allows it."""
+    job_id = queue.resolve(ref).id
+
+    def change(tx: Tx) -> MoveResult:
+        stage = tx.stage_of(job_id)
+        if stage is None:
+            raise AqError(f"{job_id} vanished while moving it: run 'aq ls'")
+        target = check_move(job_id, stage, action)
+        why = reason or {"cancel": "canceled"}.get(str(action), f"{action} by {who}")
+        tx.move(job_id, stage, target, {
+            "ts": iso(now), "type": MOVED, "by": who, "from": stage, "to": target,
+            "action": action, "why": why,
+        })
+        return MoveResult(job_id, stage, target, action)
+
+    return queue.transact(change, f"aq: {action} {job_id} by {who}")
+
+
+# --- halt ------------------------------------------------------------------------------------
+
+def halt(queue: Queue, *, reason: str, who: str, now: datetime) -> bool:
+    """Create queue/HALT: no worker claims anything until `resume`. False if already halted."""
+    def change(tx: Tx) -> bool:
+        if queue.halted() is not None:
+            return False
+        tx.write(queue.qdir / HALT_FILE, f"{reason}\nby {who} at {iso(now)}\n")
+        return True
+
+    return queue.transact(change, f"aq: halt by {who}: {reason}")
+
+
+def resume(queue: Queue, *, who: str) -> bool:
+    def change(tx: Tx) -> bool:
+        if queue.halted() is None:
+            return False
+        tx.remove(queue.qdir / HALT_FILE)
+        return True
+
+    return queue.transact(change, f"aq: resume by {who}")
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LogRef:
+    job_id: str
+    attempt: int
+    path: Path
+    running: bool  # the attempt is running now on this machine: follow the live file
+
+
+def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
+    job = queue.resolve(ref)
+    count = job.state.attempt_count
+    if count == 0:
+        raise AqError(f"{job.id} has not been run yet (it is in {job.stage})")
+    number = attempt or count
+    if not 1 <= number <= count:
+        raise UsageError(f"{job.id} has attempts 1 to {count}; --attempt {number} is not one of them")
+    live = queue.running_dir() / job.id / f"{number}.log"
+    kept = queue.logs_dir(job.id) / f"{number}.log"
+    is_running = job.stage is Stage.BUILDING and number == count and not kept.exists()
+    if is_running and live.exists():
+        return LogRef(job.id, number, live, True)
+    if kept.exists():
+        return LogRef(job.id, number, kept, False)
+    if is_running:
+        raise AqError(f"{job.id} attempt {number} runs on another machine ({job.state.holder}); "
+                      "its log arrives when the attempt ends")
+    raise AqError(f"no log kept for {job.id} attempt {number}")
+

@@ -1,0 +1,249 @@
+"""Running one attempt of a claimed job: engine, then verify, with a scrubbed and capped log.
+
+Nothing here moves the job: `execute` returns an `AttemptResult` and the worker decides and
+records the move in a transaction (so a fenced, stale result changes nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aq import proc
+from aq.config import QueueConfig
+from aq.core.lifecycle import Outcome
+from aq.core.manifest import Manifest
+from aq.core.scrub import Scrubber
+from aq.engines import EngineSpec
+
+TAIL_LINES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptPlan:
+    """What a claim hands to `execute`."""
+
+    job_id: str
+    attempt: int
+    token: str
+    worker: str
+    manifest: Manifest
+    queue_root: Path
+    run_dir: Path  # this attempt's private folder: running log, prompt file
+    previous_failure: str | None = None
+    wall_used: float = 0.0
+    persona: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    outcome: Outcome
+    verified: bool | None  # None: the job has no verify
+    exit_code: int | None
+    verify_exit: int | None
+    detail: str  # one line: what happened
+    tail: str  # the tail of the failing part's output, for the next attempt's prompt
+    log_path: Path  # the running log (scrubbed)
+    log_text: str  # the log as it is kept in the queue: scrubbed and capped
+    duration: float
+    cwd: Path | None
+    artifacts: tuple[Path, ...] = field(default=())
+
+
+class AttemptLog:
+    """The attempt's output: streamed to a file for `aq logs -f`, kept head+tail within `cap` bytes."""
+
+    def __init__(self, path: Path, cap: int, scrubber: Scrubber) -> None:
+        self.path = path
+        self.cap = max(cap, 1024)
+        self.scrubber = scrubber
+        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._lock = threading.Lock()
+        self._head: list[bytes] = []
+        self._head_size = 0
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
+        self._cut = 0
+        self._written = 0
+        self.section: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def write(self, raw: bytes) -> None:
+        text = self.scrubber.line(raw.decode("utf-8", errors="replace"))
+        data = text.encode()
+        with self._lock:
+            self.section.append(text.rstrip("\n"))
+            if self._written < 8 * self.cap:
+                self._file.write(data)
+                self._file.flush()
+                self._written += len(data)
+            if self._head_size + len(data) <= self.cap // 2 and not self._tail:
+                self._head.append(data)
+                self._head_size += len(data)
+                return
+            self._tail.append(data)
+            self._tail_size += len(data)
+            while self._tail_size > self.cap // 2 and len(self._tail) > 1:
+                dropped = self._tail.popleft()
+                self._tail_size -= len(dropped)
+                self._cut += len(dropped)
+
+    def note(self, text: str) -> None:
+        """A line of aq's own in the log (headers, outcomes)."""
+        self.write(f"[aq] {text}\n".encode())
+
+    def start_section(self) -> None:
+        self.section.clear()
+
+    def kept_text(self) -> str:
+        with self._lock:
+            middle = [f"[aq] ... {self._cut} bytes cut to keep this log under {self.cap} bytes ...\n"
+                      .encode()] if self._cut else []
+            return b"".join([*self._head, *middle, *self._tail]).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def build_prompt(plan: AttemptPlan) -> str:
+    """Persona, then the job body, then (on a retry) what went wrong last time."""
+    parts = []
+    if plan.persona:
+        parts.append(plan.persona.strip())
+    parts.append(plan.manifest.body.strip())
+    if plan.previous_failure:
+        parts.append(
+            "The previous attempt at this job failed. The end of its output:\n\n```\n"
+            + plan.previous_failure.strip() + "\n```\n\nFix the cause of that failure."
+        )
+    return "\n\n---\n\n".join(parts) + "\n"
+
+
+def resolve_cwd(manifest: Manifest, queue_root: Path) -> Path:
+    if not manifest.cwd:
+        return queue_root
+    path = Path(os.path.expanduser(manifest.cwd))
+    return path if path.is_absolute() else (queue_root / path)
+
+
+def execute(
+    plan: AttemptPlan,
+    config: QueueConfig,
+    *,
+    stop: threading.Event,
+    log_note: Callable[[str], None] = lambda _: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AttemptResult:
+    """Run the engine and then verify for one attempt. Never raises for a job's own failures."""
+    started = clock()
+    manifest = plan.manifest
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    env = proc.clean_env({
+        "AQ_JOB_ID": plan.job_id,
+        "AQ_ATTEMPT": str(plan.attempt),
+        "AQ_QUEUE": str(plan.queue_root),
+        "AQ_WORKER_ID": plan.worker,
+    })
+    scrubber = Scrubber(env)
+    log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
+    cwd = resolve_cwd(manifest, plan.queue_root)
+
+    def finish(outcome: Outcome, detail: str, *, verified: bool | None = None,
+               exit_code: int | None = None, verify_exit: int | None = None) -> AttemptResult:
+        tail = "\n".join(log.section) if outcome is not Outcome.OK else ""
+        if outcome is not Outcome.OK:
+            tail = f"{tail}\n[{outcome}: {detail}]".lstrip("\n")
+        log.note(f"outcome: {outcome} ({detail})")
+        log.close()
+        artifacts = collect_artifacts(manifest, cwd) if cwd.is_dir() else ()
+        return AttemptResult(outcome, verified, exit_code, verify_exit, detail,
+                             scrubber.text(tail), log.path, log.kept_text(), clock() - started,
+                             cwd if cwd.is_dir() else None, artifacts)
+
+    log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
+    if not cwd.is_dir():
+        return finish(Outcome.ENGINE_FAILED, f"cwd {cwd} does not exist on this machine")
+    budget_left = None
+    if manifest.budget and manifest.budget.wall:
+        budget_left = manifest.budget.wall - plan.wall_used
+        if budget_left <= 0:
+            return finish(Outcome.BUDGET_EXHAUSTED,
+                          f"budget.wall of {manifest.budget.wall:.0f}s is used up")
+    limit = config.timeout_for(manifest)
+    if budget_left is not None:
+        limit = min(limit, budget_left)
+    deadline = started + limit
+
+    engine_name = config.engine_for(manifest)
+    spec = config.engines.get(engine_name)
+    if spec is None:
+        known = ", ".join(sorted(config.engines))
+        return finish(Outcome.ENGINE_MISSING,
+                      f"engine {engine_name!r} is not defined (known: {known}); add it under engines: in aq.yaml")
+    prompt = build_prompt(plan)
+    prompt_file = plan.run_dir / f"{plan.attempt}.prompt"
+    prompt_file.write_text(manifest.body if spec.input == "body" else prompt, encoding="utf-8")
+    env.update({"AQ_PROMPT_FILE": str(prompt_file), **spec.env})
+    if plan.previous_failure:
+        failure_file = plan.run_dir / f"{plan.attempt}.previous-failure"
+        failure_file.write_text(plan.previous_failure, encoding="utf-8")
+        env["AQ_PREVIOUS_FAILURE_FILE"] = str(failure_file)
+    argv = spec.argv(prompt=prompt, prompt_file=str(prompt_file), yolo=manifest.yolo)
+    if shutil.which(argv[0], path=env.get("PATH")) is None and not os.path.isfile(argv[0]):
+        return finish(Outcome.ENGINE_MISSING,
+                      f"engine {engine_name!r} needs {argv[0]!r}, which is not installed on this machine")
+
+    log_note(f"running {engine_name}")
+    log.note(f"engine {engine_name}: {_show_argv(argv, spec)}")
+    log.start_section()
+    ran = proc.run_streaming(argv, cwd=cwd, env=env, sink=log.write, deadline=deadline,
+                             stop=stop, grace=config.kill_grace, clock=clock)
+    if ran.ended == "missing":
+        return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
+    if ran.ended == "stopped":
+        return finish(Outcome.INTERRUPTED, "stopped while the engine ran")
+    if ran.ended == "timeout":
+        return finish(Outcome.TIMEOUT, f"engine ran past the {limit:.0f}s limit")
+    if ran.returncode != 0:
+        return finish(Outcome.ENGINE_FAILED, f"engine exited with {ran.returncode}",
+                      exit_code=ran.returncode)
+    if not manifest.verify:
+        return finish(Outcome.OK, "engine exited 0; no verify", exit_code=0)
+
+    log.note(f"verify: {manifest.verify}")
+    log.start_section()
+    checked = proc.run_streaming(["bash", "-c", manifest.verify], cwd=cwd, env=env, sink=log.write,
+                                 deadline=deadline, stop=stop, grace=config.kill_grace, clock=clock)
+    if checked.ended == "stopped":
+        return finish(Outcome.INTERRUPTED, "stopped while verify ran", exit_code=0)
+    if checked.ended == "timeout":
+        return finish(Outcome.TIMEOUT, f"verify ran past the {limit:.0f}s limit", exit_code=0)
+    if checked.ended == "missing":
+        return finish(Outcome.VERIFY_FAILED, "bash is not installed", exit_code=0)
+    if checked.returncode != 0:
+        return finish(Outcome.VERIFY_FAILED, f"verify exited with {checked.returncode}",
+                      verified=False, exit_code=0, verify_exit=checked.returncode)
+    return finish(Outcome.OK, "engine exited 0; verify passed", verified=True, exit_code=0,
+                  verify_exit=0)
+
+
+def _show_argv(argv: list[str], spec: EngineSpec) -> str:
+    """The command line for the log, with the (long) prompt shown as a placeholder."""
+    shown = []
+    for part in argv:
+        shown.append("<prompt>" if len(part) > 80 and spec.input == "prompt" else part)
+    return " ".join(shown)
+
+
+def collect_artifacts(manifest: Manifest, cwd: Path) -> tuple[Path, ...]:
+    found: dict[Path, None] = {}
+    for pattern in manifest.artifacts:
+        for path in sorted(cwd.glob(pattern)):
+            if path.is_file() and not path.is_symlink():
+                found[path] = None
+    return tuple(found)

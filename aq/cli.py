@@ -1,0 +1,546 @@
+"""The command line: parse, call one use-case in `aq.app`, render. Nothing else lives here.
+
+`main` is the one exit boundary: an `AqError` becomes one line on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from aq.errors import AqError, ExitStatus, UsageError
+
+if TYPE_CHECKING:
+    from aq.app import JobDetail, Listing, NextResult
+    from aq.core.scheduler import Verdict
+    from aq.store import Job, Queue
+
+app = typer.Typer(
+    name="aq",
+    help="aq: a job queue for coding agents. The queue is a git repository; a job is a Markdown "
+         "file; its stage is the folder it sits in.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Queue folder (default: "
+                     "walk up from here to the first folder holding queue/inbox; or AQ_QUEUE).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and agents.")]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _queue(path: str | None) -> Queue:
+    from aq.store import Queue
+
+    return Queue.locate(path)
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:
+    from aq.capabilities import probe
+
+    return probe(queue.config, tags or ())
+
+
+# --- init / add ------------------------------------------------------------------------------
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to make the queue.")] = Path("."),
+) -> None:
+    """Make a queue: stage folders, aq.yaml, .gitattributes, and a git repo if there is none."""
+    from aq.app import init_queue
+
+    result = init_queue(directory)
+    if not result.created:
+        print(f"{result.root} is already an aq queue; nothing changed")
+        return
+    made = ", ".join(result.created)
+    print(f"made a queue in {result.root}: {made}" + (" (new git repo)" if result.git_initialized else ""))
+    print("next: aq add --title 'Say hello' --engine shell --body 'echo hello'; then aq run --drain")
+
+
+@app.command()
+def add(
+    file: Annotated[str | None, typer.Argument(help="Markdown file with the job body (and "
+                    "frontmatter), or '-' for stdin.")] = None,
+    body: Annotated[str | None, typer.Option("--body", "-b", help="The job body as text.")] = None,
+    title: Annotated[str | None, typer.Option("--title", "-t")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Use this id (refused if taken).")] = None,
+    priority: Annotated[str | None, typer.Option("--priority", "-p",
+                        help="critical, high, medium or low.")] = None,
+    deps: Annotated[str | None, typer.Option("--deps", help="Comma-separated job ids.")] = None,
+    verify: Annotated[str | None, typer.Option("--verify", help="Shell command; exit 0 = pass.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e")] = None,
+    profile: Annotated[str | None, typer.Option("--profile")] = None,
+    lock: Annotated[str | None, typer.Option("--lock")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 45m, 2h.")] = None,
+    retry_max: Annotated[int | None, typer.Option("--retry-max", min=0)] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+    cwd: Annotated[str | None, typer.Option("--cwd", help="Where the engine and verify run.")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a job to the inbox and print its id."""
+    import secrets
+
+    from aq.app import add_job, who_am_i
+    from aq.core.manifest import split_frontmatter
+    from aq.errors import ManifestError
+
+    q = _queue(queue)
+    text = _read_body(file, body)
+    try:
+        front, text_body = split_frontmatter(text, file or "the job body")
+    except ManifestError as err:
+        raise UsageError(str(err)) from None
+    fields: dict[str, Any] = dict(front)
+    options = {"title": title, "priority": priority, "deps": deps, "verify": verify,
+               "engine": engine, "profile": profile, "lock": lock, "timeout": timeout,
+               "idempotency-key": key, "cwd": cwd}
+    fields.update({k: v for k, v in options.items() if v is not None})
+    if retry_max is not None:
+        retry = dict(fields.get("retry") or {}) if isinstance(fields.get("retry"), dict) else {}
+        fields["retry"] = {**retry, "max": retry_max}
+    if deps is not None:
+        fields["deps"] = [d.strip() for d in deps.split(",") if d.strip()]
+    try:
+        result = add_job(q, text_body, fields, job_id=job_id, now=now(), who=who_am_i(),
+                         entropy=secrets.randbits(30))
+    except ManifestError as err:
+        raise UsageError(str(err)) from None
+    if as_json:
+        _emit({**_job_json(result.job), "created": result.created})
+    elif result.created:
+        print(result.job.id)
+    else:
+        print(result.job.id)
+        print(f"aq: {result.message}", file=sys.stderr)
+
+
+def _read_body(file: str | None, body: str | None) -> str:
+    if body is not None and file is not None:
+        raise UsageError("give the body either as FILE or as --body, not both")
+    if body is not None:
+        return body
+    if file == "-":
+        return sys.stdin.read()
+    if file is not None:
+        try:
+            return Path(file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot read {file}: {err.strerror}") from None
+    raise UsageError("no job body: give a FILE, '-' for stdin, or --body TEXT")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+@app.command("ls")
+def ls_(
+    stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only this stage "
+                     "(repeatable): inbox building review testing shipped failed dead_letter.")] = None,
+    ready: Annotated[bool, typer.Option("--ready", help="Only inbox jobs a worker here could take now.")] = False,
+    blocked: Annotated[bool, typer.Option("--blocked", help="Only inbox jobs that wait, with why.")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs by stage, with the reason an inbox job waits."""
+    from aq.app import list_jobs
+    from aq.core.lifecycle import Stage
+
+    q = _queue(queue)
+    stages = []
+    for name in stage or []:
+        try:
+            stages.append(Stage(name))
+        except ValueError:
+            raise UsageError(f"--stage {name!r} is not a stage: {', '.join(Stage)}") from None
+    listing = list_jobs(q, now=now(), capabilities=_caps(q), stages=stages, ready=ready, blocked=blocked)
+    if as_json:
+        _emit([_job_json(job, listing.verdicts.get(job.id)) for job in listing.jobs])
+        return
+    _print_listing(listing)
+
+
+def _print_listing(listing: Listing) -> None:
+    for problem in listing.problems:
+        print(f"aq: {problem}", file=sys.stderr)
+    if not listing.jobs:
+        print("no jobs")
+        return
+    width = max(len(job.id) for job in listing.jobs)
+    current = None
+    for job in listing.jobs:
+        if job.stage != current:
+            current = job.stage
+            print(f"{job.stage}:")
+        verdict = listing.verdicts.get(job.id)
+        title = job.manifest.title if job.manifest else "(invalid)"
+        prio = job.manifest.priority if job.manifest else "-"
+        note = ""
+        if verdict is not None:
+            note = "  [ready]" if verdict.ready else f"  [{verdict.reason}]"
+        elif job.state.holder:
+            note = f"  [{job.state.holder}, attempt {job.state.attempt_count}]"
+        print(f"  {job.id:<{width}}  {prio:<8}  {_cut(title, 60)}{note}")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@app.command()
+def show(
+    job: Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")],
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a job: manifest, resolved settings, stage, attempts, events, why it waits."""
+    from aq.app import show_job
+
+    q = _queue(queue)
+    detail = show_job(q, job, now=now(), capabilities=_caps(q))
+    if as_json:
+        _emit(_detail_json(detail))
+        return
+    _print_detail(detail)
+
+
+def _print_detail(detail: JobDetail) -> None:
+    job = detail.job
+    print(f"{job.id}: {job.manifest.title if job.manifest else '(invalid manifest)'}")
+    print(f"  stage:    {job.stage}")
+    if job.error:
+        print(f"  error:    {job.error}")
+    if detail.verdict is not None:
+        print(f"  pick:     {'ready' if detail.verdict.ready else detail.verdict.reason}")
+    if job.state.holder:
+        print(f"  held by:  {job.state.holder} (lease {job.state.token})")
+    print(f"  moves:    {', '.join(detail.allowed) or 'none'}")
+    if job.manifest is not None:
+        m = job.manifest
+        if m.deps:
+            print(f"  deps:     {', '.join(m.deps)}")
+        for name, item in detail.resolved.items():
+            if item.value not in (None, False, ()):
+                print(f"  {name + ':':<15}{_fmt(item.value)}  ({item.source})")
+    if job.state.attempts:
+        print("attempts:")
+        for a in job.state.attempts:
+            verify = "" if a.verify_exit is None else f", verify exit {a.verify_exit}"
+            print(f"  #{a.number} {a.worker} {a.started}  {a.outcome or 'running'}{verify}"
+                  + (f"  log {a.log}" if a.log else ""))
+            for artifact in a.artifacts:
+                print(f"      artifact {artifact}")
+    print("events:")
+    for event in detail.events:
+        move = f" {event.get('from', '')}->{event['to']}" if event.get("to") else ""
+        why = f": {event['why']}" if event.get("why") else ""
+        print(f"  {event.get('ts', '?')}  {event.get('type')}{move} by {event.get('by', '?')}{why}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        from aq.core.durations import format_duration
+
+        return format_duration(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+@app.command("next")
+def next_(
+    explain: Annotated[bool, typer.Option("--explain", help="Say why every other job was passed over.")] = False,
+    cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What `aq run` would take next here, and (with --explain) why."""
+    from aq.app import next_job
+
+    q = _queue(queue)
+    result = next_job(q, now=now(), capabilities=_caps(q, cap))
+    if as_json:
+        _emit(_next_json(result))
+        return
+    _print_next(result, explain)
+
+
+def _print_next(result: NextResult, explain: bool) -> None:
+    if result.chosen is None:
+        print("nothing to take" + ("" if result.verdicts else ": the inbox is empty"))
+    else:
+        m = result.chosen.manifest
+        assert m is not None
+        print(f"{result.chosen.id}  ({m.priority}) {m.title}")
+    if explain:
+        for verdict in result.verdicts:
+            if result.chosen is not None and verdict.job.id == result.chosen.id:
+                print(f"  take  {verdict.job.id}: first in order (priority, age, id)")
+            elif verdict.ready:
+                print(f"  later {verdict.job.id}: ready, but after {result.chosen.id if result.chosen else '?'} in order")
+            else:
+                print(f"  skip  {verdict.job.id}: {verdict.reason}")
+
+
+@app.command()
+def lint(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Check every manifest, dependency and event log; exit 1 listing every problem."""
+    from aq.app import lint as run_lint
+
+    result = run_lint(_queue(queue))
+    if as_json:
+        _emit({"jobs": result.jobs, "problems": list(result.problems), "ok": not result.problems})
+    else:
+        for problem in result.problems:
+            print(problem)
+        print(f"{result.jobs} jobs, {len(result.problems)} problem(s)", file=sys.stderr)
+    if result.problems:
+        raise typer.Exit(int(ExitStatus.REFUSED))
+
+
+# --- running ---------------------------------------------------------------------------------
+
+@app.command()
+def run(
+    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
+    drain: Annotated[bool, typer.Option("--drain", help="Run until nothing it could take is left.")] = False,
+    poll: Annotated[str | None, typer.Option("--poll", help="Idle wait between looks, e.g. 5s.")] = None,
+    max_jobs: Annotated[int, typer.Option("--max", "-j", min=1, help="Jobs at once.")] = 1,
+    worker: Annotated[str | None, typer.Option("--worker", "-w", help="Worker name (default host-pid).")] = None,
+    cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""
+    from aq.core.durations import parse_duration
+    from aq.worker import Worker
+
+    if once and drain:
+        raise UsageError("--once and --drain do not go together: choose one")
+    poll_s = None
+    if poll is not None:
+        try:
+            poll_s = parse_duration(poll)
+        except ValueError as err:
+            raise UsageError(f"--poll: {err}") from None
+    q = _queue(queue)
+    q.config  # noqa: B018 - a broken aq.yaml stops here, before any claim
+    mode = "once" if once else "drain" if drain else "forever"
+    result = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
+                    capabilities=_caps(q, cap)).run()
+    print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
+          file=sys.stderr)
+
+
+@app.command()
+def logs(
+    job: Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")],
+    attempt: Annotated[int | None, typer.Option("--attempt", "-n", min=1, help="Attempt number (default: the latest).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the attempt runs.")] = False,
+    queue: QueueOpt = None,
+) -> None:
+    """Print an attempt's log (scrubbed of secrets)."""
+    import time
+
+    from aq.app import find_log
+    from aq.core.lifecycle import Stage
+
+    q = _queue(queue)
+    ref = find_log(q, job, attempt)
+    out = sys.stdout
+    with open(ref.path, "rb") as handle:
+        while True:
+            chunk = handle.read(65536)
+            if chunk:
+                out.write(chunk.decode("utf-8", errors="replace"))
+                out.flush()
+                continue
+            if not (follow and ref.running):
+                return
+            kept = q.logs_dir(ref.job_id) / f"{ref.attempt}.log"
+            if kept.exists() or q.stage_of(ref.job_id) is not Stage.BUILDING:
+                return
+            time.sleep(0.3)
+
+
+# --- human moves -----------------------------------------------------------------------------
+
+def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json: bool) -> None:
+    from aq.app import move_job, who_am_i
+    from aq.core.lifecycle import Action
+
+    result = move_job(_queue(queue), ref, Action(action), who=who_am_i(), now=now(), reason=reason)
+    if as_json:
+        _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action})
+    else:
+        print(f"{result.job_id}: {result.source} -> {result.target}")
+
+
+JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")]
+
+
+@app.command()
+def promote(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Move a reviewed job on to testing (review -> testing)."""
+    _move(job, "promote", queue, None, as_json)
+
+
+@app.command()
+def ship(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """The human gate: review or testing -> shipped."""
+    _move(job, "ship", queue, None, as_json)
+
+
+@app.command()
+def reject(
+    job: JobArg,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the event log).")],
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a job in review or testing to failed, saying why."""
+    _move(job, "reject", queue, reason, as_json)
+
+
+@app.command()
+def requeue(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Put a failed or dead-lettered job back in the inbox (its attempts stay in the log)."""
+    _move(job, "requeue", queue, None, as_json)
+
+
+@app.command()
+def cancel(
+    job: JobArg,
+    reason: Annotated[str | None, typer.Option("--reason", "-r")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop an unfinished job (a running attempt here is stopped) and move it to failed."""
+    _move(job, "cancel", queue, f"canceled: {reason}" if reason else "canceled", as_json)
+
+
+@app.command()
+def halt(
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Shown to everyone who looks.")] = "halted",
+    queue: QueueOpt = None,
+) -> None:
+    """Kill switch: no worker claims anything until 'aq resume'; running jobs finish."""
+    from aq.app import halt as do_halt
+    from aq.app import who_am_i
+
+    changed = do_halt(_queue(queue), reason=reason, who=who_am_i(), now=now())
+    print("halted: no worker will claim a job" if changed else "already halted")
+
+
+@app.command()
+def resume(queue: QueueOpt = None) -> None:
+    """Lift a halt: workers claim again."""
+    from aq.app import resume as do_resume
+    from aq.app import who_am_i
+
+    changed = do_resume(_queue(queue), who=who_am_i())
+    print("resumed: workers claim again" if changed else "not halted")
+
+
+# --- JSON shapes (pinned by tests/test_cli_json.py) -------------------------------------------
+
+def _job_json(job: Job, verdict: Verdict | None = None) -> dict[str, Any]:
+    m = job.manifest
+    state = job.state
+    data: dict[str, Any] = {
+        "id": job.id,
+        "stage": str(job.stage),
+        "title": m.title if m else None,
+        "priority": m.priority if m else None,
+        "engine": m.engine if m else None,
+        "profile": m.profile if m else None,
+        "lock": m.lock if m else None,
+        "deps": list(m.deps) if m else [],
+        "capabilities": list(m.capabilities) if m else [],
+        "tracker_item": m.tracker_item if m else None,
+        "added": job.added.isoformat(),
+        "attempts": state.attempt_count,
+        "holder": state.holder,
+        "lease_token": state.token,
+        "not_before": state.not_before,
+        "last_outcome": state.last_outcome,
+        "error": job.error,
+    }
+    if verdict is not None:
+        data["ready"] = verdict.ready
+        data["blocked"] = None if verdict.ready else {"kind": verdict.kind, "reason": verdict.reason}
+    return data
+
+
+def _detail_json(detail: JobDetail) -> dict[str, Any]:
+    job = detail.job
+    data = _job_json(job, detail.verdict)
+    data.update({
+        "body": job.manifest.body if job.manifest else None,
+        "keys": list(job.manifest.keys) if job.manifest else [],
+        "resolved": {k: {"value": v.value, "source": v.source} for k, v in detail.resolved.items()},
+        "allowed_moves": list(detail.allowed),
+        "attempt_log": [
+            {"number": a.number, "worker": a.worker, "token": a.token, "started": a.started,
+             "finished": a.finished, "outcome": a.outcome, "verify_exit": a.verify_exit,
+             "log": a.log, "artifacts": list(a.artifacts), "reason": a.reason}
+            for a in job.state.attempts
+        ],
+        "events": list(detail.events),
+    })
+    return data
+
+
+def _next_json(result: NextResult) -> dict[str, Any]:
+    return {
+        "next": _job_json(result.chosen) if result.chosen else None,
+        "passed_over": [
+            {"id": v.job.id, "ready": v.ready, "kind": v.kind, "reason": v.reason}
+            for v in result.verdicts if result.chosen is None or v.job.id != result.chosen.id
+        ],
+    }
+
+
+# --- the exit boundary -----------------------------------------------------------------------
+
+def _fail(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"aq: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def main() -> None:
+    try:
+        app()
+    except AqError as err:
+        _fail(str(err), int(err.exit_status))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(int(ExitStatus.OK)) from None
+    except OSError as err:
+        _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), int(ExitStatus.REFUSED))
+    except Exception as err:
+        if os.environ.get("AQ_DEBUG"):
+            raise
+        _fail(f"internal error: {type(err).__name__}: {err} (set AQ_DEBUG=1 for the traceback, "
+              "and please report it)", int(ExitStatus.REFUSED))

@@ -1,0 +1,175 @@
+"""aq.yaml: the queue's configuration, validated, with defaults for every key."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aq.core.durations import parse_duration, parse_size
+from aq.core.lifecycle import RetryRule
+from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
+from aq.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
+from aq.errors import ConfigError
+
+CONFIG_NAME = "aq.yaml"
+
+DEFAULT_CONFIG_TEXT = """\
+# aq.yaml: this queue's configuration. Every key is optional; the values shown are the defaults.
+
+# Engine for jobs that name none (and whose profile names none).
+default_engine: claude
+
+# Wall limit of one attempt (engine + verify); a job's `timeout:` overrides it.
+timeout: 1h
+# After a timeout or a stop: TERM the engine's process group, wait this long, then KILL.
+kill_grace: 10s
+
+# Defaults for jobs that set `retry:` (a job with no retry, or max 0, fails on its first failure).
+retry:
+  max: 0
+  backoff: 5m
+  on: [timeout, verify_failed, engine_failed]
+
+# A job whose worker stops under it this many times goes to dead_letter (reason lease_expired).
+max_reclaims: 3
+lease_ttl: 10m
+
+# How often `aq run` looks for work when idle.
+poll: 5s
+
+# Attempt logs and artifacts kept in the queue (secrets are scrubbed before anything is written).
+log_max: 1MiB
+artifact_max: 10MiB
+
+# Engines: command templates; add your own or override a built-in (claude, codex, devin,
+# aider, gemini, shell). Placeholders: {prompt}, {prompt_file}, {yolo}.
+# engines:
+#   claude:
+#     cmd: [claude, -p, "{prompt}"]
+#     yolo: [--dangerously-skip-permissions]
+#   my-agent:
+#     cmd: [my-agent, --task-file, "{prompt_file}"]
+"""
+
+_KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
+          "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    default_engine: str = "claude"
+    timeout: float = 3600.0
+    kill_grace: float = 10.0
+    retry_max: int = 0
+    retry_backoff: float = 300.0
+    retry_on: frozenset[str] = frozenset(DEFAULT_RETRY_ON)
+    max_reclaims: int = 3
+    lease_ttl: float = 600.0
+    heartbeat_interval: float | None = None
+    poll: float = 5.0
+    log_max: int = 1 << 20
+    artifact_max: int = 10 << 20
+    remote: str | None = None
+    engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
+
+    def retry_rule(self, manifest: Manifest) -> RetryRule:
+        policy = manifest.retry
+        return RetryRule(
+            max=policy.max if policy and policy.max is not None else self.retry_max,
+            backoff=policy.backoff if policy and policy.backoff is not None else self.retry_backoff,
+            on=frozenset(policy.on) if policy and policy.on is not None else self.retry_on,
+        )
+
+    def engine_for(self, manifest: Manifest) -> str:
+        return manifest.engine or self.default_engine
+
+    def timeout_for(self, manifest: Manifest) -> float:
+        return manifest.timeout or self.timeout
+
+
+def load_config(root: Path) -> QueueConfig:
+    path = root / CONFIG_NAME
+    if not path.exists():
+        return QueueConfig()
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    return parse_config(raw or {}, str(path))
+
+
+def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys such as 'timeout: 1h'")
+    for key in raw:
+        if key not in _KNOWN:
+            close = difflib.get_close_matches(str(key), _KNOWN, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
+    values: dict[str, Any] = {}
+
+    def take(key: str, parse: Any, attr: str | None = None) -> None:
+        if raw.get(key) is not None:
+            try:
+                values[attr or key] = parse(raw[key])
+            except ValueError as err:
+                raise ConfigError(f"{source}: key '{key}': {err}") from None
+
+    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll"):
+        take(key, parse_duration)
+    for key in ("log_max", "artifact_max"):
+        take(key, parse_size)
+    take("max_reclaims", _positive_int)
+    take("default_engine", str)
+    take("remote", str)
+    retry = raw.get("retry") or {}
+    if not isinstance(retry, dict):
+        raise ConfigError(f"{source}: key 'retry': expected {{max: 0, backoff: 5m, on: [...]}}")
+    retry = {("on" if k is True else k): v for k, v in retry.items()}
+    take_retry = {"max": ("retry_max", _count), "backoff": ("retry_backoff", parse_duration),
+                  "on": ("retry_on", _retry_on)}
+    for key, value in retry.items():
+        if key not in take_retry:
+            raise ConfigError(f"{source}: unknown key 'retry.{key}'; known: max, backoff, on")
+        attr, parse = take_retry[key]
+        try:
+            values[attr] = parse(value)
+        except ValueError as err:
+            raise ConfigError(f"{source}: key 'retry.{key}': {err}") from None
+    engines = dict(DEFAULT_ENGINES)
+    raw_engines = raw.get("engines") or {}
+    if not isinstance(raw_engines, dict):
+        raise ConfigError(f"{source}: key 'engines': expected a mapping of engine names")
+    for name, spec in raw_engines.items():
+        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)))
+    values["engines"] = engines
+    return QueueConfig(**values)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not a whole number of 1 or more")
+    return value
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a whole number of 0 or more")
+    return value
+
+
+def _retry_on(value: object) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"{value!r} is not a list of outcomes")
+    outcomes = frozenset(str(item).strip() for item in items)
+    unknown = outcomes - set(RETRY_ON)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]!r} is not an outcome; expected some of {', '.join(RETRY_ON)}")
+    return outcomes

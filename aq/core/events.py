@@ -1,0 +1,121 @@
+"""Events: the append-only record of a job, and the fold that gives its current state.
+
+An event is a flat JSON object: `ts` (UTC ISO-8601), `type`, `by` (worker or user@host),
+`from`/`to` for moves, `why`, and type-specific fields. The state of a job is its stage folder
+plus `fold(events)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+Event = dict[str, Any]
+
+# event types
+ADDED = "added"
+CLAIMED = "claimed"
+FINISHED = "finished"  # a worker's attempt ended and moved the job
+MOVED = "moved"  # a person's move: promote, ship, reject, requeue, cancel
+STALE_RESULT = "stale_result"
+NOTE = "note"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    worker: str
+    token: str
+    started: str
+    outcome: str | None = None
+    verify_exit: int | None = None
+    finished: str | None = None
+    log: str | None = None
+    artifacts: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    attempts: tuple[Attempt, ...] = ()
+    token: str | None = None  # lease token of the current claim
+    holder: str | None = None
+    added_at: str | None = None
+    not_before: str | None = None
+    retries_used: int = 0  # retried failures since the job was added or last requeued
+    last_fingerprint: str | None = None
+    last_failure_tail: str | None = None
+    last_outcome: str | None = None
+    reclaims: int = 0
+    last_reason: str | None = None
+    events: int = 0
+    wall_used: float = 0.0  # seconds of attempts, for budget.wall
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)
+
+
+def fold(events: Iterable[Event]) -> JobState:
+    """The current state of a job from its events, oldest first. Unknown types are kept, not fatal."""
+    attempts: list[Attempt] = []
+    token = holder = added_at = not_before = last_fp = last_tail = last_outcome = last_reason = None
+    retries_used = reclaims = count = 0
+    wall_used = 0.0
+    for event in events:
+        count += 1
+        kind = event.get("type")
+        if kind == ADDED:
+            added_at = added_at or event.get("ts")
+        elif kind == CLAIMED:
+            token, holder = event.get("token"), event.get("by")
+            attempts.append(Attempt(
+                number=int(event.get("attempt", len(attempts) + 1)),
+                worker=str(holder), token=str(token), started=str(event.get("ts")),
+            ))
+            not_before = None
+        elif kind == FINISHED:
+            if attempts and attempts[-1].token == event.get("token"):
+                attempts[-1] = _finish(attempts[-1], event)
+            wall_used += float(event.get("duration", 0.0))
+            token = holder = None
+            not_before = event.get("not_before")
+            last_outcome, last_reason = event.get("outcome"), event.get("why")
+            action = event.get("action")
+            if action == "retry":
+                retries_used += 1
+            if action == "reclaim" or event.get("reclaim"):
+                reclaims += 1
+            if event.get("outcome") not in (None, "ok", "interrupted"):
+                last_fp, last_tail = event.get("fingerprint"), event.get("tail")
+        elif kind == MOVED:
+            last_reason = event.get("why") or last_reason
+            if event.get("action") == "cancel" and token is not None:
+                token = holder = None
+            if event.get("action") == "requeue":
+                retries_used, reclaims, last_fp, not_before = 0, 0, None, None
+    return JobState(
+        attempts=tuple(attempts), token=token, holder=holder, added_at=added_at,
+        not_before=not_before, retries_used=retries_used, last_fingerprint=last_fp,
+        last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
+        last_reason=last_reason, events=count, wall_used=wall_used,
+    )
+
+
+def _finish(attempt: Attempt, event: Event) -> Attempt:
+    return Attempt(
+        number=attempt.number, worker=attempt.worker, token=attempt.token, started=attempt.started,
+        outcome=event.get("outcome"), verify_exit=event.get("verify_exit"),
+        finished=event.get("ts"), log=event.get("log"),
+        artifacts=tuple(event.get("artifacts", ())), reason=event.get("why"),
+    )

@@ -1,0 +1,159 @@
+"""Stages, the moves between them (DESIGN §3), and what an attempt's outcome leads to.
+
+Only the moves in `MOVES` exist; any other is refused naming the stage and the moves it allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from aq.errors import MoveRefused
+
+
+class Stage(StrEnum):
+    INBOX = "inbox"
+    BUILDING = "building"
+    REVIEW = "review"
+    TESTING = "testing"
+    SHIPPED = "shipped"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+
+
+STAGES = tuple(Stage)
+DONE_FOR_DEPS = frozenset({Stage.TESTING, Stage.SHIPPED})
+
+
+class Action(StrEnum):
+    # moves a worker makes
+    CLAIM = "claim"
+    SUBMIT = "submit"  # engine ok, no verify: a person reviews
+    PASS = "pass"  # engine ok, verify ok
+    AUTOSHIP = "autoship"  # verify ok and review-policy auto
+    RETRY = "retry"
+    DEAD = "dead"
+    FAIL = "fail"
+    RECLAIM = "reclaim"  # not the job's fault: lease expired, worker interrupted
+    # moves a person makes
+    PROMOTE = "promote"
+    SHIP = "ship"
+    REJECT = "reject"
+    REQUEUE = "requeue"
+    CANCEL = "cancel"
+
+
+_UNFINISHED = frozenset({Stage.INBOX, Stage.BUILDING, Stage.REVIEW, Stage.TESTING})
+MOVES: dict[Action, tuple[frozenset[Stage], Stage]] = {
+    Action.CLAIM: (frozenset({Stage.INBOX}), Stage.BUILDING),
+    Action.SUBMIT: (frozenset({Stage.BUILDING}), Stage.REVIEW),
+    Action.PASS: (frozenset({Stage.BUILDING}), Stage.TESTING),
+    Action.AUTOSHIP: (frozenset({Stage.BUILDING}), Stage.SHIPPED),
+    Action.RETRY: (frozenset({Stage.BUILDING}), Stage.INBOX),
+    Action.DEAD: (frozenset({Stage.BUILDING}), Stage.DEAD_LETTER),
+    Action.FAIL: (frozenset({Stage.BUILDING}), Stage.FAILED),
+    Action.RECLAIM: (frozenset({Stage.BUILDING}), Stage.INBOX),
+    Action.PROMOTE: (frozenset({Stage.REVIEW}), Stage.TESTING),
+    Action.SHIP: (frozenset({Stage.REVIEW, Stage.TESTING}), Stage.SHIPPED),
+    Action.REJECT: (frozenset({Stage.REVIEW, Stage.TESTING}), Stage.FAILED),
+    Action.REQUEUE: (frozenset({Stage.FAILED, Stage.DEAD_LETTER}), Stage.INBOX),
+    Action.CANCEL: (_UNFINISHED, Stage.FAILED),
+}
+HUMAN_ACTIONS = (Action.PROMOTE, Action.SHIP, Action.REJECT, Action.REQUEUE, Action.CANCEL)
+
+
+def allowed_actions(stage: Stage) -> tuple[Action, ...]:
+    """The moves a person may make on a job in `stage`."""
+    return tuple(action for action in HUMAN_ACTIONS if stage in MOVES[action][0])
+
+
+def check_move(job_id: str, stage: Stage, action: Action) -> Stage:
+    """The stage `action` takes a job in `stage` to, or MoveRefused saying what is allowed."""
+    sources, target = MOVES[action]
+    if stage in sources:
+        return target
+    allowed = ", ".join(allowed_actions(stage)) or "none (it is final)"
+    raise MoveRefused(f"cannot {action} {job_id}: it is in {stage}; from {stage} a person may: {allowed}")
+
+
+# --- after an attempt ---------------------------------------------------------------------
+
+class Outcome(StrEnum):
+    OK = "ok"
+    TIMEOUT = "timeout"
+    VERIFY_FAILED = "verify_failed"
+    ENGINE_FAILED = "engine_failed"
+    ENGINE_MISSING = "engine_missing"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    INTERRUPTED = "interrupted"  # the worker was stopped (Ctrl-C, TERM): not the job's fault
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """A job's retry policy with aq.yaml's defaults filled in. `max == 0` means retry is not set."""
+
+    max: int
+    backoff: float
+    on: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    to: Stage
+    reason: str
+    not_before: datetime | None = None
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    verified: bool | None,
+    review_policy: str,
+    retry: RetryRule,
+    retries_used: int,
+    fingerprint: str | None,
+    last_fingerprint: str | None,
+    reclaims: int,
+    max_reclaims: int,
+    now: datetime,
+) -> Decision:
+    """Where a job goes after an attempt (DESIGN §3). `verified` is None when the job has no verify."""
+    if outcome is Outcome.OK:
+        if verified is None:
+            return Decision(Action.SUBMIT, Stage.REVIEW, "engine ok, no verify: waiting for review")
+        if review_policy == "auto":
+            return Decision(Action.AUTOSHIP, Stage.SHIPPED, "verify passed and review-policy is auto")
+        return Decision(Action.PASS, Stage.TESTING, "verify passed")
+    if outcome is Outcome.INTERRUPTED:
+        if reclaims + 1 >= max_reclaims:
+            return Decision(Action.DEAD, Stage.DEAD_LETTER,
+                            f"interrupted {reclaims + 1} times (max_reclaims {max_reclaims})")
+        return Decision(Action.RECLAIM, Stage.INBOX, "worker stopped while running it; not counted as a retry")
+    if retry.max == 0:
+        return Decision(Action.FAIL, Stage.FAILED, f"{outcome} and no retry is set")
+    if outcome not in retry.on:
+        return Decision(Action.FAIL, Stage.FAILED, f"{outcome} is not in retry.on ({', '.join(sorted(retry.on))})")
+    if fingerprint is not None and fingerprint == last_fingerprint:
+        return Decision(Action.DEAD, Stage.DEAD_LETTER, "stuck: the same failure twice in a row")
+    if retries_used >= retry.max:
+        return Decision(Action.DEAD, Stage.DEAD_LETTER, f"{outcome}; all {retry.max} retries used")
+    wait = retry.backoff * (2 ** retries_used)
+    return Decision(
+        Action.RETRY, Stage.INBOX,
+        f"{outcome}; retry {retries_used + 1} of {retry.max} after {wait:.0f}s",
+        not_before=now + timedelta(seconds=wait),
+    )
+
+
+_VOLATILE = re.compile(r"0x[0-9a-f]+|\b[0-9a-f]{8,}\b|\d+(\.\d+)?", re.I)
+
+
+def failure_fingerprint(outcome: Outcome, tail: str) -> str:
+    """Equal for two failures that differ only in numbers, hashes, times and addresses."""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()][-20:]
+    normalized = _VOLATILE.sub("#", "\n".join(lines))
+    return hashlib.sha256(f"{outcome}\n{normalized}".encode()).hexdigest()[:16]

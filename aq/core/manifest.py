@@ -1,0 +1,311 @@
+"""The job manifest: YAML frontmatter + a Markdown body, validated into a frozen `Manifest`.
+
+The manifest is immutable once added; everything that changes about a job is an event.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aq.core.durations import DURATION_EXAMPLES, parse_duration, parse_money, parse_size
+from aq.core.ids import is_job_id
+from aq.errors import ManifestError
+
+PRIORITIES = ("critical", "high", "medium", "low")
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+REVIEW_POLICIES = ("auto", "manual")
+RETRY_ON = ("timeout", "verify_failed", "engine_failed", "engine_missing")
+DEFAULT_RETRY_ON = ("timeout", "verify_failed", "engine_failed")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """`None` fields inherit from aq.yaml's `retry:` defaults."""
+
+    max: int | None = None
+    backoff: float | None = None
+    on: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    wall: float | None = None
+    usd: float | None = None
+    tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    id: str
+    title: str
+    body: str
+    keys: tuple[str, ...] = ()  # the frontmatter keys the file set, in file order
+    engine: str | None = None
+    cwd: str | None = None
+    yolo: bool = False
+    lock: str | None = None
+    timeout: float | None = None
+    verify: str | None = None
+    profile: str | None = None
+    engine_class: str | None = None
+    capabilities: tuple[str, ...] = ()
+    prefers: tuple[str, ...] = ()
+    priority: str = "medium"
+    budget: Budget | None = None
+    deps: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    retry: RetryPolicy | None = None
+    review_policy: str | None = None
+    artifacts: tuple[str, ...] = ()
+    tracker_item: str | None = None
+    content_hash: str = field(default="", compare=False)
+
+    @property
+    def priority_rank(self) -> int:
+        return PRIORITY_RANK[self.priority]
+
+
+# --- value checkers: each returns the normalized value or raises ValueError(expected) ---
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise ValueError(f"{value!r} is not text")
+    text = str(value).strip()
+    if not text:
+        raise ValueError("is empty")
+    return text
+
+
+def _one_line(value: object) -> str:
+    text = _text(value)
+    if "\n" in text:
+        raise ValueError("must be one line")
+    return text
+
+
+def _name(value: object) -> str:
+    text = _one_line(value)
+    if not NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a name (letters, digits, '.', '_', '-')")
+    return text
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration; expected {DURATION_EXAMPLES}")
+    return seconds
+
+
+def _str_list(value: object) -> tuple[str, ...]:
+    """A YAML list of strings, or one string with items separated by commas."""
+    if isinstance(value, str):
+        items: list[object] = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"{value!r} is not a list")
+    return tuple(_one_line(item) for item in items)
+
+
+def _priority(value: object) -> str:
+    text = _one_line(value).lower()
+    if text not in PRIORITY_RANK:
+        raise ValueError(f"{value!r} is not a priority; expected one of {', '.join(PRIORITIES)}"
+                         + _suggest(text, PRIORITIES))
+    return text
+
+
+def _review_policy(value: object) -> str:
+    text = _one_line(value).lower()
+    if text not in REVIEW_POLICIES:
+        raise ValueError(f"{value!r} is not a review policy; expected auto or manual")
+    return text
+
+
+def _artifacts(value: object) -> tuple[str, ...]:
+    globs = _str_list(value)
+    for glob in globs:
+        if glob.startswith(("/", "~")) or ".." in glob.split("/"):
+            raise ValueError(f"{glob!r} leaves cwd; artifacts are globs under cwd such as dist/*.whl")
+    return globs
+
+
+def _retry(value: object) -> RetryPolicy:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return RetryPolicy(max=_count(value))
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a retry policy such as {{max: 2, backoff: 5m, on: [timeout]}}")
+    # YAML 1.1 reads a bare `on` key as the boolean true.
+    fields = {("on" if key is True else str(key)): item for key, item in value.items()}
+    _reject_unknown(fields, ("max", "backoff", "on"), "retry.")
+    on = None
+    if "on" in fields:
+        on = _str_list(fields["on"])
+        for outcome in on:
+            if outcome not in RETRY_ON:
+                raise ValueError(f"retry.on: {outcome!r} is not an outcome; expected some of "
+                                 f"{', '.join(RETRY_ON)}" + _suggest(outcome, RETRY_ON))
+    return RetryPolicy(
+        max=_count(fields["max"]) if "max" in fields else None,
+        backoff=parse_duration(fields["backoff"]) if "backoff" in fields else None,
+        on=on,
+    )
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a whole number of 0 or more")
+    return value
+
+
+def _budget(value: object) -> Budget:
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a budget such as {{wall: 4h, usd: 5, tokens: 2M}}")
+    fields = {str(key): item for key, item in value.items()}
+    _reject_unknown(fields, ("wall", "usd", "tokens"), "budget.")
+    return Budget(
+        wall=_positive_duration(fields["wall"]) if "wall" in fields else None,
+        usd=parse_money(fields["usd"]) if "usd" in fields else None,
+        tokens=parse_size(fields["tokens"]) if "tokens" in fields else None,
+    )
+
+
+def _deps(value: object) -> tuple[str, ...]:
+    deps = _str_list(value)
+    for dep in deps:
+        if not is_job_id(dep):
+            raise ValueError(f"{dep!r} is not a job id")
+    return tuple(dict.fromkeys(deps))
+
+
+_CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
+    # manifest key: (Manifest field, checker)
+    "title": ("title", _one_line),
+    "engine": ("engine", _name),
+    "cwd": ("cwd", _one_line),
+    "yolo": ("yolo", _bool),
+    "lock": ("lock", _one_line),
+    "timeout": ("timeout", _positive_duration),
+    "verify": ("verify", _text),
+    "profile": ("profile", _name),
+    "engine-class": ("engine_class", _name),
+    "capabilities": ("capabilities", _str_list),
+    "prefers": ("prefers", _str_list),
+    "priority": ("priority", _priority),
+    "budget": ("budget", _budget),
+    "deps": ("deps", _deps),
+    "idempotency-key": ("idempotency_key", _one_line),
+    "retry": ("retry", _retry),
+    "review-policy": ("review_policy", _review_policy),
+    "artifacts": ("artifacts", _artifacts),
+    "tracker-item": ("tracker_item", _one_line),
+}
+KNOWN_KEYS = tuple(_CHECKERS)
+
+
+def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _reject_unknown(fields: Mapping[str, object], known: tuple[str, ...], prefix: str) -> None:
+    for key in fields:
+        if key not in known:
+            raise ValueError(f"unknown key '{prefix}{key}'{_suggest(key, known)}; "
+                             f"known: {', '.join(known)}")
+
+
+def default_title(body: str) -> str:
+    """The first Markdown heading of the body, else its first non-empty line."""
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("#"):
+            return line.lstrip("#").strip()[:200] or "untitled"
+    return lines[0][:200] if lines else "untitled"
+
+
+_FENCE = re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+
+
+def split_frontmatter(text: str, source: str) -> tuple[dict[Any, Any], str]:
+    """Parse `---`-fenced YAML frontmatter; a file without an opening fence is all body."""
+    text = text.lstrip("\ufeff")
+    if not text.startswith("---"):
+        return {}, text.strip()
+    match = _FENCE.match(text)
+    if match is None:
+        raise ManifestError(source, "the frontmatter opened with '---' is never closed: end it with a line '---'")
+    import yaml  # lazily: only a cache miss pays for the YAML parser
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        metadata = yaml.load(match.group(1), Loader=loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 2}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "unreadable"
+        raise ManifestError(source, f"frontmatter is not valid YAML{where}: {problem}") from None
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ManifestError(source, f"frontmatter is a {type(metadata).__name__}, not a mapping of keys such as 'priority: high'")
+    return metadata, text[match.end():].strip()
+
+
+def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
+    """Validate a manifest's text into a `Manifest`, or raise ManifestError naming file and key."""
+    metadata, body = split_frontmatter(text, source)
+    if not body.strip():
+        raise ManifestError(source, "the body is empty: write what the job should do below the frontmatter")
+    values: dict[str, Any] = {}
+    keys: list[str] = []
+    for raw_key, raw_value in metadata.items():
+        key = "on" if raw_key is True else str(raw_key)
+        if key not in _CHECKERS:
+            raise ManifestError(source, f"unknown key{_suggest(key, KNOWN_KEYS)}; known keys: "
+                                f"{', '.join(KNOWN_KEYS)}", key)
+        if raw_value is None:  # `lock:` with nothing after it means unset
+            continue
+        field_name, checker = _CHECKERS[key]
+        try:
+            values[field_name] = checker(raw_value)
+        except ValueError as err:
+            raise ManifestError(source, str(err), key) from None
+        keys.append(key)
+    if job_id in values.get("deps", ()):
+        raise ManifestError(source, f"the job depends on itself ({job_id!r})", "deps")
+    values.setdefault("title", default_title(body))
+    return Manifest(
+        id=job_id,
+        body=body,
+        keys=tuple(keys),
+        content_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+        **values,
+    )
+
+
+def render_manifest(fields: Mapping[str, object], body: str) -> str:
+    """The file text for a new job: YAML frontmatter (only the keys given) and the body."""
+    import yaml
+
+    for key in fields:
+        if key not in _CHECKERS:
+            raise ValueError(f"unknown key {key!r}")
+    if not fields:
+        return body.rstrip("\n") + "\n"
+    head = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return f"---\n{head}---\n\n{body.strip()}\n"

@@ -1,0 +1,182 @@
+"""Picking (DESIGN §4): which inbox job a worker takes next, and why every other one waits.
+
+Pure: it is handed the jobs, their stages and `now`; it reads nothing and never the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from aq.core.events import JobState, parse_iso
+from aq.core.lifecycle import DONE_FOR_DEPS, Stage
+from aq.core.manifest import Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What the scheduler knows of one job."""
+
+    id: str
+    stage: Stage
+    manifest: Manifest | None  # None: the file is invalid; `error` says why
+    state: JobState
+    added: datetime  # for age ordering: the `added` event, else the file's time
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    job: JobView
+    reason: str | None  # None: ready to be taken
+    kind: str | None = None  # invalid, cycle, dep, lock, not_before, capability, halted
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+
+def pick_order(job: JobView) -> tuple[int, datetime, str]:
+    rank = job.manifest.priority_rank if job.manifest else 99
+    return (rank, job.added, job.id)
+
+
+def dependency_cycles(manifests: Mapping[str, Manifest]) -> dict[str, list[str]]:
+    """For each job on a dependency cycle, the cycle it is on (Tarjan's SCC, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    cycles: dict[str, list[str]] = {}
+    counter = 0
+    for root in manifests:
+        if root in index:
+            continue
+        work = [(root, iter(manifests[root].deps))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in manifests:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(manifests[child].deps)))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    ordered = sorted(component)
+                    for member in component:
+                        cycles[member] = ordered
+    return cycles
+
+
+def capabilities_missing(required: Iterable[str], have: frozenset[str] | None) -> list[str]:
+    """The required capabilities a worker lacks; nothing is checked when `have` is None."""
+    if have is None:
+        return []
+    return [cap for cap in required if cap not in have]
+
+
+def assess(
+    jobs: Sequence[JobView],
+    now: datetime,
+    *,
+    halted: str | None = None,
+    worker_caps: frozenset[str] | None = None,
+    held_locks: Mapping[str, str] | None = None,
+) -> list[Verdict]:
+    """Every inbox job in pick order, each with the reason it cannot be taken now (None: ready).
+
+    `held_locks` adds locks (lock -> job id) beyond those of building jobs, for a worker that
+    claims several jobs in one pass.
+    """
+    stages = {job.id: job.stage for job in jobs}
+    manifests = {job.id: job.manifest for job in jobs if job.manifest is not None}
+    locks: dict[str, str] = {}
+    for job in jobs:
+        if job.stage is Stage.BUILDING and job.manifest and job.manifest.lock:
+            locks.setdefault(job.manifest.lock, job.id)
+    locks.update(held_locks or {})
+    inbox = sorted((job for job in jobs if job.stage is Stage.INBOX), key=pick_order)
+    cycles = dependency_cycles(manifests) if any(m.deps for m in manifests.values()) else {}
+    verdicts = []
+    for job in inbox:
+        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles)
+        verdicts.append(Verdict(job, blocked[1], blocked[0]) if blocked else Verdict(job, None))
+    return verdicts
+
+
+def _block_reason(
+    job: JobView,
+    now: datetime,
+    halted: str | None,
+    worker_caps: frozenset[str] | None,
+    stages: Mapping[str, Stage],
+    locks: Mapping[str, str],
+    cycles: Mapping[str, list[str]],
+) -> tuple[str, str] | None:
+    """(kind, reason) of what keeps the job from being taken now, or None."""
+    manifest = job.manifest
+    if manifest is None:
+        return "invalid", f"invalid manifest: {job.error}"
+    if job.id in cycles:
+        return "cycle", "dependency cycle: " + " -> ".join([*cycles[job.id], cycles[job.id][0]])
+    for dep in manifest.deps:
+        stage = stages.get(dep)
+        if stage is None:
+            return "dep", f"dep {dep} does not exist"
+        if stage not in DONE_FOR_DEPS:
+            return "dep", f"waits for dep {dep} ({stage})"
+    if manifest.lock and manifest.lock in locks:
+        return "lock", f"lock {manifest.lock!r} is held by {locks[manifest.lock]}"
+    if job.state.not_before is not None:
+        not_before = parse_iso(job.state.not_before)
+        if not_before > now:
+            wait = (not_before - now).total_seconds()
+            return "not_before", f"retry not before {job.state.not_before} (in {wait:.0f}s)"
+    missing = capabilities_missing(manifest.capabilities, worker_caps)
+    if missing:
+        return "capability", "needs capability " + ", ".join(missing) + " that this worker lacks"
+    if halted is not None:
+        return "halted", f"queue halted: {halted}"
+    return None
+
+
+def pick(
+    jobs: Sequence[JobView],
+    now: datetime,
+    *,
+    halted: str | None = None,
+    worker_caps: frozenset[str] | None = None,
+    held_locks: Mapping[str, str] | None = None,
+) -> JobView | None:
+    """The job a worker takes next, or None."""
+    for verdict in assess(jobs, now, halted=halted, worker_caps=worker_caps, held_locks=held_locks):
+        if verdict.ready:
+            return verdict.job
+    return None

@@ -1,0 +1,75 @@
+"""One root exception with an exit code; subclasses say what happened and what to do.
+
+`aq.cli` is the only place that turns these into a line on stderr.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    REFUSED = 1  # the action was refused: bad move, not found, invalid queue content
+    USAGE = 2  # the command line itself is wrong
+
+
+class AqError(Exception):
+    """Base of every error aq reports to a person. `str(err)` is the one line shown."""
+
+    exit_status: ExitStatus = ExitStatus.REFUSED
+
+
+class UsageError(AqError):
+    exit_status = ExitStatus.USAGE
+
+
+class QueueNotFound(AqError):
+    pass
+
+
+class JobNotFound(AqError):
+    pass
+
+
+class AmbiguousJob(AqError):
+    pass
+
+
+class InvalidJobId(AqError):
+    exit_status = ExitStatus.USAGE
+
+
+class ManifestError(AqError):
+    """A manifest that cannot be used: names the file, the key, the value and what was expected."""
+
+    def __init__(self, source: str, problem: str, key: str | None = None) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: key '{key}'" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(AqError):
+    pass
+
+
+class MoveRefused(AqError):
+    pass
+
+
+class JobExists(AqError):
+    pass
+
+
+class IdempotencyConflict(AqError):
+    pass
+
+
+class GitError(AqError):
+    pass
+
+
+class LintFailed(AqError):
+    """Raised after the problems were printed; carries only the count."""

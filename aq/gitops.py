@@ -1,0 +1,54 @@
+"""Git, through the CLI and the one subprocess chokepoint. Every failure becomes a sentence."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from aq import proc
+from aq.errors import GitError
+
+
+def git(root: Path, *args: str, check: bool = True, input: str | None = None) -> proc.Completed:
+    try:
+        done = proc.run(["git", *args], cwd=root, input=input)
+    except FileNotFoundError:
+        raise GitError("git is not installed or not on PATH: install git and try again") from None
+    if check and done.returncode != 0:
+        detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        message = detail[-1] if detail else f"exit code {done.returncode}"
+        raise GitError(f"git {args[0]} failed in {root}: {message}")
+    return done
+
+
+def is_work_tree(path: Path) -> bool:
+    try:
+        done = proc.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "true"
+
+
+def init(root: Path) -> None:
+    git(root, "init", "-q")
+
+
+def identity_args(root: Path) -> list[str]:
+    """`-c user.name/-c user.email` for a machine with no git identity, so commits never fail on it."""
+    done = git(root, "config", "user.email", check=False)
+    if done.returncode == 0 and done.stdout.strip():
+        return []
+    return ["-c", "user.name=aq", "-c", f"user.email=aq@{socket.gethostname()}"]
+
+
+def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Sequence[str]) -> bool:
+    """Stage `paths` (new, changed or deleted) and commit them. False when there was nothing to commit."""
+    git(root, "add", "-A", "--", *paths)
+    done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths, check=False)
+    if done.returncode == 0:
+        return True
+    if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
+        return False
+    detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    raise GitError(f"git commit failed in {root}: {detail[-1] if detail else done.returncode}")

@@ -1,0 +1,142 @@
+"""The one place aq starts subprocesses.
+
+`run` is for short helpers (git); `run_streaming` is for engines and verify: its own process
+group, output streamed line by line to a sink, a deadline and a stop signal that TERM the
+whole group, then KILL it after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False) -> dict[str, str]:
+    """The environment for a child: ours without `GIT_*` (a hook's GIT_DIR must not leak), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if keep_git or not k.startswith("GIT_")}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float | None = None,
+) -> Completed:
+    """Run a short command to completion and capture its output. A missing program raises OSError."""
+    proc = subprocess.run(
+        list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
+        input=input, capture_output=True, text=True, timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    returncode: int | None  # None: it never started (see `missing`) or was killed before exiting
+    ended: str  # "exit", "timeout", "stopped", "missing"
+    seconds: float
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the thread that started us dies (Linux), then be a group leader."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def run_streaming(
+    argv: Sequence[str],
+    *,
+    cwd: Path | str,
+    env: Mapping[str, str],
+    sink: Callable[[bytes], None],
+    deadline: float | None,
+    stop: threading.Event,
+    grace: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> StreamResult:
+    """Run `argv` in a new session with stdout+stderr to `sink`, until exit, `deadline` or `stop`.
+
+    On deadline or stop the whole process group gets TERM, then KILL after `grace` seconds.
+    Whatever the group left running after the main process exits is killed too.
+    """
+    start = clock()
+    try:
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
+        sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
+        return StreamResult(None, "missing", clock() - start)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def pump() -> None:
+        for line in iter(stdout.readline, b""):
+            sink(line)
+
+    reader = threading.Thread(target=pump, name=f"pump-{proc.pid}", daemon=True)
+    reader.start()
+    ended = "exit"
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if stop.is_set():
+            ended = "stopped"
+        elif deadline is not None and clock() >= deadline:
+            ended = "timeout"
+        else:
+            continue
+        stop_group(proc, grace)
+        break
+    _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a script that exited
+    reader.join(timeout=2.0)
+    stdout.close()
+    code = proc.returncode if ended == "exit" else None
+    return StreamResult(code, ended, clock() - start)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """TERM the process group, wait up to `grace` seconds, then KILL it."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
