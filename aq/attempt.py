@@ -201,8 +201,10 @@ def execute(
     log_note(f"running {engine_name}")
     log.note(f"engine {engine_name}: {_show_argv(argv, spec)}")
     log.start_section()
+    pgid_file = plan.run_dir / f"{plan.attempt}.pgid"
     ran = proc.run_streaming(argv, cwd=cwd, env=env, sink=log.write, deadline=deadline,
-                             stop=stop, grace=config.kill_grace, clock=clock)
+                             stop=stop, grace=config.kill_grace, clock=clock,
+                             on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
     if ran.ended == "missing":
         return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
     if ran.ended == "stopped":
@@ -218,7 +220,8 @@ def execute(
     log.note(f"verify: {manifest.verify}")
     log.start_section()
     checked = proc.run_streaming(["bash", "-c", manifest.verify], cwd=cwd, env=env, sink=log.write,
-                                 deadline=deadline, stop=stop, grace=config.kill_grace, clock=clock)
+                                 deadline=deadline, stop=stop, grace=config.kill_grace, clock=clock,
+                                 on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
     if checked.ended == "stopped":
         return finish(Outcome.INTERRUPTED, "stopped while verify ran", exit_code=0)
     if checked.ended == "timeout":
@@ -247,3 +250,7 @@ def collect_artifacts(manifest: Manifest, cwd: Path) -> tuple[Path, ...]:
             if path.is_file() and not path.is_symlink():
                 found[path] = None
     return tuple(found)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")

@@ -80,11 +80,13 @@ def run_streaming(
     stop: threading.Event,
     grace: float,
     clock: Callable[[], float] = time.monotonic,
+    on_start: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Run `argv` in a new session with stdout+stderr to `sink`, until exit, `deadline` or `stop`.
 
     On deadline or stop the whole process group gets TERM, then KILL after `grace` seconds.
     Whatever the group left running after the main process exits is killed too.
+    `on_start` gets the process group id as soon as it exists.
     """
     start = clock()
     try:
@@ -98,6 +100,8 @@ def run_streaming(
         return StreamResult(None, "missing", clock() - start)
     assert proc.stdout is not None
     stdout = proc.stdout
+    if on_start is not None:
+        on_start(proc.pid)
 
     def pump() -> None:
         for line in iter(stdout.readline, b""):
@@ -135,6 +139,11 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def kill_group(pgid: int) -> None:
+    """KILL a process group left behind by a worker that died (its pgid was recorded)."""
+    _kill_group(pgid, signal.SIGKILL)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

@@ -9,18 +9,21 @@ the result is fenced and kept as a `stale_result` event with its log.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
+from aq import proc
 from aq.attempt import AttemptPlan, AttemptResult, execute
 from aq.core.events import CLAIMED, FINISHED, STALE_RESULT, iso
 from aq.core.lifecycle import Outcome, Stage, decide, failure_fingerprint
@@ -111,8 +114,12 @@ class Worker:
         self._wake.set()
 
     def _loop(self) -> None:
+        next_orphan_check = 0.0
         while True:
             self._reap()
+            if not self._stopping.is_set() and time.monotonic() >= next_orphan_check:
+                self._recover_orphans()
+                next_orphan_check = time.monotonic() + self.poll
             if self._stopping.is_set():
                 if not self.running:
                     return
@@ -243,6 +250,51 @@ class Worker:
                 running.stop_reason = "the job left building while it ran (canceled?)"
                 running.stop.set()
 
+    def _recover_orphans(self) -> None:
+        """Put back building jobs whose worker on this host is gone (killed -9, machine crash).
+
+        Only a worker on this host can be checked this way (by its pid); jobs held on other
+        machines wait for the lease protocol of the fleet.
+        """
+        host = socket.gethostname()
+        for job in self.queue.snapshot().jobs:
+            state = job.state
+            if (job.stage is Stage.BUILDING and job.id not in self.running and state.token
+                    and state.holder_host == host and state.holder_pid
+                    and not _pid_alive(state.holder_pid)):
+                self.queue.transact(functools.partial(self._reclaim, job),
+                                    f"aq: reclaim {job.id} from dead worker {state.holder}")
+
+    def _reclaim(self, job: Job, tx: Tx) -> None:
+        state = tx.state(job.id)
+        if tx.stage_of(job.id) is not Stage.BUILDING or state.token != job.state.token:
+            return  # someone got there first
+        decision = decide(
+            Outcome.INTERRUPTED, verified=None, review_policy="manual",
+            retry=self.config.retry_rule(job.manifest) if job.manifest else self.config.retry_rule_default(),
+            retries_used=state.retries_used, fingerprint=None, last_fingerprint=state.last_fingerprint,
+            reclaims=state.reclaims, max_reclaims=self.config.max_reclaims, now=self.clock(),
+        )
+        why = f"worker {state.holder} (pid {state.holder_pid}) on this host is gone: {decision.reason}"
+        log_rel = None
+        run_dir = self.queue.running_dir() / job.id
+        with contextlib.suppress(OSError, ValueError):  # what the dead worker's engine left running
+            proc.kill_group(int((run_dir / f"{state.attempt_count}.pgid").read_text()))
+        live = run_dir / f"{state.attempt_count}.log"
+        if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
+            data = live.read_bytes()[-self.config.log_max:]
+            kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
+            tx.write(kept, data + f"\n[aq] {why}\n".encode())
+            log_rel = self.queue.relative(kept)
+            shutil.rmtree(live.parent, ignore_errors=True)
+        tx.move(job.id, Stage.BUILDING, decision.to, {
+            "ts": iso(self.clock()), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
+            "to": decision.to, "action": decision.action, "attempt": state.attempt_count,
+            "token": state.token, "outcome": Outcome.INTERRUPTED, "why": why, "reclaim": True,
+            "log": log_rel,
+        })
+        self.say(f"{self.worker_id}: {job.id}: {why} -> {decision.to}")
+
     # --- finishing -------------------------------------------------------------------------
 
     def _finish(self, claim: Claim, result: AttemptResult, stop_reason: str | None) -> None:
@@ -251,6 +303,7 @@ class Worker:
             lambda tx: self._record(tx, claim, result, stop_reason),
             f"aq: {job_id} attempt {claim.attempt} {result.outcome} by {self.worker_id}",
         )
+        shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
         if moved is None:
             self.summary.stale.append(job_id)
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")
@@ -329,5 +382,16 @@ class Worker:
         return kept
 
 
-def running_log(queue: Queue, job_id: str, attempt: int) -> Path:
-    return queue.running_dir() / job_id / f"{attempt}.log"
+def _pid_alive(pid: int) -> bool:
+    """True if `pid` runs; a zombie (dead, not yet reaped) counts as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

@@ -50,6 +50,8 @@ class JobState:
     attempts: tuple[Attempt, ...] = ()
     token: str | None = None  # lease token of the current claim
     holder: str | None = None
+    holder_host: str | None = None
+    holder_pid: int | None = None
     added_at: str | None = None
     not_before: str | None = None
     retries_used: int = 0  # retried failures since the job was added or last requeued
@@ -70,6 +72,8 @@ def fold(events: Iterable[Event]) -> JobState:
     """The current state of a job from its events, oldest first. Unknown types are kept, not fatal."""
     attempts: list[Attempt] = []
     token = holder = added_at = not_before = last_fp = last_tail = last_outcome = last_reason = None
+    holder_host: str | None = None
+    holder_pid: int | None = None
     retries_used = reclaims = count = 0
     wall_used = 0.0
     for event in events:
@@ -79,6 +83,8 @@ def fold(events: Iterable[Event]) -> JobState:
             added_at = added_at or event.get("ts")
         elif kind == CLAIMED:
             token, holder = event.get("token"), event.get("by")
+            holder_host, pid = event.get("host"), event.get("pid")
+            holder_pid = pid if isinstance(pid, int) else None
             attempts.append(Attempt(
                 number=int(event.get("attempt", len(attempts) + 1)),
                 worker=str(holder), token=str(token), started=str(event.get("ts")),
@@ -88,7 +94,7 @@ def fold(events: Iterable[Event]) -> JobState:
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
             wall_used += float(event.get("duration", 0.0))
-            token = holder = None
+            token = holder = holder_host = holder_pid = None
             not_before = event.get("not_before")
             last_outcome, last_reason = event.get("outcome"), event.get("why")
             action = event.get("action")
@@ -101,11 +107,12 @@ def fold(events: Iterable[Event]) -> JobState:
         elif kind == MOVED:
             last_reason = event.get("why") or last_reason
             if event.get("action") == "cancel" and token is not None:
-                token = holder = None
+                token = holder = holder_host = holder_pid = None
             if event.get("action") == "requeue":
                 retries_used, reclaims, last_fp, not_before = 0, 0, None, None
     return JobState(
-        attempts=tuple(attempts), token=token, holder=holder, added_at=added_at,
+        attempts=tuple(attempts), token=token, holder=holder, holder_host=holder_host,
+        holder_pid=holder_pid, added_at=added_at,
         not_before=not_before, retries_used=retries_used, last_fingerprint=last_fp,
         last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
         last_reason=last_reason, events=count, wall_used=wall_used,
