@@ -26,7 +26,8 @@ timeout: 1h
 # After a timeout or a stop: TERM the engine's process group, wait this long, then KILL.
 kill_grace: 10s
 
-# Defaults for jobs that set `retry:` (a job with no retry, or max 0, fails on its first failure).
+# Retry defaults for every job; a job's own `retry:` overrides them key by key.
+# max 0: a job's first failure is final (failed); with retries it ends in dead_letter.
 retry:
   max: 0
   backoff: 5m
@@ -98,8 +99,10 @@ def load_config(root: Path) -> QueueConfig:
         return QueueConfig()
     import yaml
 
+    from aq.core.yamltext import load_yaml
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
     except OSError as err:
@@ -134,7 +137,6 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     retry = raw.get("retry") or {}
     if not isinstance(retry, dict):
         raise ConfigError(f"{source}: key 'retry': expected {{max: 0, backoff: 5m, on: [...]}}")
-    retry = {("on" if k is True else k): v for k, v in retry.items()}
     take_retry = {"max": ("retry_max", _count), "backoff": ("retry_backoff", parse_duration),
                   "on": ("retry_on", _retry_on)}
     for key, value in retry.items():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|m|min|mins|h|hr|hrs|d|w)", re.I)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|secs?|s|mins?|m|hrs?|h|d|w)", re.I)
 _UNIT_SECONDS = {
     "ms": 0.001,
     "s": 1, "sec": 1, "secs": 1,
@@ -89,11 +91,12 @@ def parse_money(value: object) -> float:
     """Dollars from `5`, `2.50` or `$5`."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not an amount of dollars such as 5 or 2.50")
+    amount = None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().lstrip("$"))
-        except ValueError:
-            pass
-    raise ValueError(f"{value!r} is not an amount of dollars such as 5 or 2.50")
+        amount = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            amount = float(value.strip().lstrip("$"))
+    if amount is None or not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"{value!r} is not an amount of dollars such as 5 or 2.50")
+    return amount

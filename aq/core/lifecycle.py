@@ -149,7 +149,7 @@ def decide(
     )
 
 
-_VOLATILE = re.compile(r"0x[0-9a-f]+|\b[0-9a-f]{8,}\b|\d+(\.\d+)?", re.I)
+_VOLATILE = re.compile(r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{7,}\b|\d+(\.\d+)?", re.I)
 
 
 def failure_fingerprint(outcome: Outcome, tail: str) -> str:

@@ -149,8 +149,7 @@ def _retry(value: object) -> RetryPolicy:
         return RetryPolicy(max=_count(value))
     if not isinstance(value, dict):
         raise ValueError(f"{value!r} is not a retry policy such as {{max: 2, backoff: 5m, on: [timeout]}}")
-    # YAML 1.1 reads a bare `on` key as the boolean true.
-    fields = {("on" if key is True else str(key)): item for key, item in value.items()}
+    fields = {str(key): item for key, item in value.items()}
     _reject_unknown(fields, ("max", "backoff", "on"), "retry.")
     on = None
     if "on" in fields:
@@ -238,22 +237,24 @@ def default_title(body: str) -> str:
     return lines[0][:200] if lines else "untitled"
 
 
+_OPENING = re.compile(r"---[ \t]*\r?\n")
 _FENCE = re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 
 
 def split_frontmatter(text: str, source: str) -> tuple[dict[Any, Any], str]:
     """Parse `---`-fenced YAML frontmatter; a file without an opening fence is all body."""
     text = text.lstrip("\ufeff")
-    if not text.startswith("---"):
+    if not _OPENING.match(text):
         return {}, text.strip()
     match = _FENCE.match(text)
     if match is None:
         raise ManifestError(source, "the frontmatter opened with '---' is never closed: end it with a line '---'")
     import yaml  # lazily: only a cache miss pays for the YAML parser
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    from aq.core.yamltext import load_yaml
+
     try:
-        metadata = yaml.load(match.group(1), Loader=loader)
+        metadata = load_yaml(match.group(1))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark is not None else ""
@@ -274,7 +275,7 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
     values: dict[str, Any] = {}
     keys: list[str] = []
     for raw_key, raw_value in metadata.items():
-        key = "on" if raw_key is True else str(raw_key)
+        key = str(raw_key)
         if key not in _CHECKERS:
             raise ManifestError(source, f"unknown key{_suggest(key, KNOWN_KEYS)}; known keys: "
                                 f"{', '.join(KNOWN_KEYS)}", key)
@@ -306,6 +307,8 @@ def render_manifest(fields: Mapping[str, object], body: str) -> str:
         if key not in _CHECKERS:
             raise ValueError(f"unknown key {key!r}")
     if not fields:
+        if _OPENING.match(body.lstrip("\ufeff")):  # a body opening with a '---' rule needs a fence
+            return f"---\n---\n\n{body.strip()}\n"
         return body.rstrip("\n") + "\n"
     head = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, default_flow_style=None)
     return f"---\n{head}---\n\n{body.strip()}\n"

@@ -10,7 +10,8 @@ import re
 from collections.abc import Mapping
 
 REDACTED = "[REDACTED]"
-TOKEN_PATTERNS = (
+_START = r"(?<![A-Za-z0-9_\-])"  # a token starts a word: "task-queue" holds no "sk-" token
+TOKEN_PATTERNS = tuple(_START + pattern for pattern in (
     r"gh[pousr]_[A-Za-z0-9]{20,}",
     r"github_pat_[A-Za-z0-9_]{20,}",
     r"sk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}",
@@ -19,11 +20,11 @@ TOKEN_PATTERNS = (
     r"glpat-[A-Za-z0-9_\-]{16,}",
     r"AIza[0-9A-Za-z_\-]{35}",
     r"(?i:bearer)\s+[A-Za-z0-9._\-]{20,}",
-)
+))
 SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD", re.I)
 MIN_SECRET_LENGTH = 6  # shorter values ("1", "yes") would redact ordinary words
-KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY-----")
+KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 
 def secret_values(env: Mapping[str, str]) -> list[str]:

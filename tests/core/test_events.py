@@ -1,0 +1,159 @@
+"""The fold of a job's events into its current state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from aq.core.events import Attempt, Event, JobState, fold, iso, parse_iso
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> str:
+    return iso(T0 + timedelta(minutes=minutes))
+
+
+def added(minutes: float = 0) -> Event:
+    return {"ts": at(minutes), "type": "added", "by": "ann@laptop"}
+
+
+def claimed(attempt: int, token: str, worker: str = "box-1", minutes: float = 1) -> Event:
+    return {"ts": at(minutes), "type": "claimed", "by": worker, "from": "inbox", "to": "building",
+            "attempt": attempt, "token": token}
+
+
+def finished(token: str, outcome: str, action: str, minutes: float = 2, **extra: object) -> Event:
+    event: Event = {"ts": at(minutes), "type": "finished", "by": "box-1", "from": "building",
+                    "token": token, "outcome": outcome, "action": action, "why": f"{outcome} ({action})"}
+    event.update(extra)
+    return event
+
+
+def moved(action: str, why: str, minutes: float = 10) -> Event:
+    return {"ts": at(minutes), "type": "moved", "by": "ann@laptop", "action": action, "why": why}
+
+
+def test_no_events_is_the_empty_state() -> None:
+    """A job with no events has no attempts, no lease and nothing used."""
+    assert fold([]) == JobState()
+
+
+def test_added_time_is_the_first_added_event() -> None:
+    """`added_at` is the time of the first `added` event, not of a later one."""
+    assert fold([added(0), added(5)]).added_at == at(0)
+
+
+def test_claim_holds_a_lease_and_opens_an_attempt() -> None:
+    """A claim records the lease token and holder and starts attempt n."""
+    state = fold([added(), claimed(1, "box-1:1")])
+    assert (state.token, state.holder) == ("box-1:1", "box-1")
+    assert state.attempts == (Attempt(number=1, worker="box-1", token="box-1:1", started=at(1)),)
+    assert state.attempt_count == 1
+
+
+def test_claim_records_the_holders_host_and_pid() -> None:
+    """A claim carrying host and pid records them for the holder; the finish clears them."""
+    claim = {**claimed(1, "box-1:1"), "host": "box-1.lan", "pid": 4242}
+    assert (fold([claim]).holder_host, fold([claim]).holder_pid) == ("box-1.lan", 4242)
+    assert fold([{**claim, "pid": "4242"}]).holder_pid is None
+    done = fold([claim, finished("box-1:1", "ok", "submit")])
+    assert (done.holder_host, done.holder_pid) == (None, None)
+
+
+def test_finished_closes_the_attempt_and_releases_the_lease() -> None:
+    """A finished event fills in the attempt's outcome, log and artifacts, and clears the lease."""
+    state = fold([
+        added(), claimed(1, "box-1:1"),
+        finished("box-1:1", "ok", "pass", minutes=3, verify_exit=0, log="queue/.logs/j/1.log",
+                 artifacts=["dist/a.whl"], duration=120.5),
+    ])
+    assert state.attempts == (Attempt(
+        number=1, worker="box-1", token="box-1:1", started=at(1), outcome="ok", verify_exit=0,
+        finished=at(3), log="queue/.logs/j/1.log", artifacts=("dist/a.whl",), reason="ok (pass)",
+    ),)
+    assert (state.token, state.holder) == (None, None)
+    assert (state.last_outcome, state.last_reason) == ("ok", "ok (pass)")
+    assert state.wall_used == 120.5
+
+
+def test_finished_with_another_token_leaves_the_attempt_open() -> None:
+    """A finished event whose token is not the current attempt's does not rewrite that attempt."""
+    state = fold([claimed(1, "box-1:1"), finished("box-9:1", "ok", "pass")])
+    assert state.attempts[0].outcome is None
+
+
+def test_retries_count_and_set_not_before() -> None:
+    """Each retry counts one retry used and sets the not-before time; the next claim clears it."""
+    wait = at(12)
+    events = [
+        added(), claimed(1, "w:1"),
+        finished("w:1", "verify_failed", "retry", not_before=wait, fingerprint="f1", tail="boom 1", duration=30),
+    ]
+    state = fold(events)
+    assert (state.retries_used, state.not_before) == (1, wait)
+    assert (state.last_fingerprint, state.last_failure_tail) == ("f1", "boom 1")
+    events += [claimed(2, "w:2", minutes=13),
+               finished("w:2", "timeout", "retry", minutes=14, not_before=at(30), fingerprint="f2", duration=45)]
+    state = fold(events)
+    assert (state.retries_used, state.not_before, state.last_fingerprint) == (2, at(30), "f2")
+    assert [attempt.number for attempt in state.attempts] == [1, 2]
+    assert state.wall_used == 75.0
+    assert fold([*events, claimed(3, "w:3", minutes=31)]).not_before is None
+
+
+def test_success_keeps_the_last_failure_fingerprint() -> None:
+    """An ok or interrupted attempt does not overwrite the fingerprint of the last failure."""
+    state = fold([
+        claimed(1, "w:1"), finished("w:1", "verify_failed", "retry", fingerprint="f1", tail="boom"),
+        claimed(2, "w:2"), finished("w:2", "interrupted", "reclaim", reclaim=True, fingerprint=None),
+        claimed(3, "w:3"), finished("w:3", "ok", "submit", fingerprint=None),
+    ])
+    assert (state.last_fingerprint, state.last_failure_tail, state.last_outcome) == ("f1", "boom", "ok")
+
+
+def test_reclaims_are_counted_but_are_not_retries() -> None:
+    """A reclaim counts a reclaim, not a retry; an interrupted attempt that dead-letters counts too."""
+    state = fold([
+        claimed(1, "w:1"), finished("w:1", "interrupted", "reclaim", reclaim=True),
+        claimed(2, "w:2"), finished("w:2", "interrupted", "reclaim", reclaim=True),
+        claimed(3, "w:3"), finished("w:3", "interrupted", "dead", reclaim=True),
+    ])
+    assert (state.reclaims, state.retries_used) == (3, 0)
+
+
+def test_requeue_resets_retries_reclaims_and_wait() -> None:
+    """A requeue gives the job fresh retries and reclaims, forgets the stuck fingerprint and the wait."""
+    state = fold([
+        added(), claimed(1, "w:1"),
+        finished("w:1", "verify_failed", "retry", not_before=at(8), fingerprint="f1", duration=10),
+        claimed(2, "w:2"), finished("w:2", "interrupted", "reclaim", reclaim=True, duration=5),
+        claimed(3, "w:3"), finished("w:3", "verify_failed", "dead", fingerprint="f1", duration=10),
+        moved("requeue", "try again with the new fixture"),
+    ])
+    assert (state.retries_used, state.reclaims, state.last_fingerprint, state.not_before) == (0, 0, None, None)
+    assert state.attempt_count == 3  # attempts stay in the record
+    assert state.wall_used == 25.0
+    assert state.last_reason == "try again with the new fixture"
+
+
+def test_cancel_releases_the_lease() -> None:
+    """Canceling a building job clears its lease token and holder."""
+    state = fold([claimed(1, "w:1"), moved("cancel", "canceled")])
+    assert (state.token, state.holder, state.last_reason) == (None, None, "canceled")
+
+
+def test_unknown_event_types_are_tolerated() -> None:
+    """An event of a type this version does not know, or with no type, is counted and otherwise ignored."""
+    events = [added(), {"ts": at(1), "type": "from-the-future", "x": 1}, {"ts": at(2)}, claimed(1, "w:1"),
+              {"ts": at(3), "type": "stale_result", "token": "old:1", "outcome": "ok"}]
+    state = fold(events)
+    assert state.events == 5
+    assert (state.token, state.attempt_count, state.added_at) == ("w:1", 1, at(0))
+
+
+def test_iso_is_utc_and_parses_back() -> None:
+    """iso writes UTC with a Z, and parse_iso reads it back to the same moment."""
+    moment = datetime(2026, 3, 1, 14, 30, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    text = iso(moment)
+    assert text == "2026-03-01T12:30:05.123456Z"
+    assert parse_iso(text) == moment
