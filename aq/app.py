@@ -93,9 +93,8 @@ def init_queue(root: Path) -> InitResult:
         created.append(f"{QUEUE_DIR}/.gitignore")
     committed = False
     if created:
-        gitops.git(root, "add", "--", QUEUE_DIR, CONFIG_NAME, ".gitattributes")
-        committed = gitops.git(root, *gitops.identity_args(root), "commit", "-q", "--no-verify",
-                               "-m", "aq: init queue", check=False).returncode == 0
+        committed = gitops.commit_paths(root, [QUEUE_DIR, CONFIG_NAME, ".gitattributes"],
+                                        "aq: init queue", gitops.identity_args(root))
     return InitResult(root, tuple(created), git_new, committed)
 
 
@@ -215,14 +214,16 @@ class NextResult:
     chosen: Job | None
     verdicts: tuple[Verdict, ...]
     jobs: Mapping[str, Job]
+    halted: str | None = None
 
 
 def next_job(queue: Queue, *, now: datetime, capabilities: frozenset[str] | None) -> NextResult:
     snapshot = queue.snapshot()
-    verdicts = assess(snapshot.views(), now, halted=queue.halted(), worker_caps=capabilities)
+    halted = queue.halted()
+    verdicts = assess(snapshot.views(), now, halted=halted, worker_caps=capabilities)
     by_id = snapshot.by_id()
     chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
-    return NextResult(chosen, tuple(verdicts), by_id)
+    return NextResult(chosen, tuple(verdicts), by_id, halted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,8 +322,8 @@ def lint(queue: Queue) -> LintResult:
         for path in sorted(events_dir.glob("*.jsonl")):
             bad = bad_event_lines(path)
             if bad:
-                problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event "
-                                f"({len(bad)} such line(s)); the rest of the log is used")
+                problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
+                                f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
     return LintResult(len(snapshot.jobs), tuple(problems))
 
 

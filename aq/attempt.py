@@ -23,6 +23,7 @@ from aq.core.scrub import Scrubber
 from aq.engines import EngineSpec
 
 TAIL_LINES = 40
+TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def execute(
 
     def finish(outcome: Outcome, detail: str, *, verified: bool | None = None,
                exit_code: int | None = None, verify_exit: int | None = None) -> AttemptResult:
-        tail = "\n".join(log.section) if outcome is not Outcome.OK else ""
+        tail = "\n".join(log.section)[-min(TAIL_CHARS, config.log_max // 2):] if outcome is not Outcome.OK else ""
         if outcome is not Outcome.OK:
             tail = f"{tail}\n[{outcome}: {detail}]".lstrip("\n")
         log.note(f"outcome: {outcome} ({detail})")
@@ -194,6 +195,8 @@ def execute(
         failure_file.write_text(plan.previous_failure, encoding="utf-8")
         env["AQ_PREVIOUS_FAILURE_FILE"] = str(failure_file)
     argv = spec.argv(prompt=prompt, prompt_file=str(prompt_file), yolo=manifest.yolo)
+    if stop.is_set():  # the worker was told to stop before this attempt got going
+        return finish(Outcome.INTERRUPTED, "stopped before the engine started")
     if shutil.which(argv[0], path=env.get("PATH")) is None and not os.path.isfile(argv[0]):
         return finish(Outcome.ENGINE_MISSING,
                       f"engine {engine_name!r} needs {argv[0]!r}, which is not installed on this machine")

@@ -286,7 +286,9 @@ def next_(
 
 def _print_next(result: NextResult, explain: bool) -> None:
     if result.chosen is None:
-        print("nothing to take" + ("" if result.verdicts else ": the inbox is empty"))
+        why = (f": queue halted: {result.halted}" if result.halted
+               else "" if result.verdicts else ": the inbox is empty")
+        print(f"nothing to take{why}")
     else:
         m = result.chosen.manifest
         assert m is not None
@@ -512,6 +514,7 @@ def _detail_json(detail: JobDetail) -> dict[str, Any]:
 def _next_json(result: NextResult) -> dict[str, Any]:
     return {
         "next": _job_json(result.chosen) if result.chosen else None,
+        "halted": result.halted,
         "passed_over": [
             {"id": v.job.id, "ready": v.ready, "kind": v.kind, "reason": v.reason}
             for v in result.verdicts if result.chosen is None or v.job.id != result.chosen.id
@@ -527,9 +530,34 @@ def _fail(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-def main() -> None:
+def _click_exceptions() -> Any:
+    """Typer >= 0.20 raises the exceptions of the click it vendors; older Typer uses click itself."""
     try:
-        app()
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older Typer
+        from click import exceptions  # type: ignore[import-not-found,no-redef]
+    return exceptions
+
+
+def main() -> None:
+    click = _click_exceptions()
+    try:
+        try:
+            status = app(standalone_mode=False)  # returns the code of a typer.Exit
+        except click.NoArgsIsHelpError as err:
+            print(err.ctx.get_help() if err.ctx else "")
+            raise SystemExit(int(ExitStatus.OK)) from None
+        except typer.Exit as err:
+            raise SystemExit(err.exit_code) from None
+        except typer.Abort:
+            _fail("interrupted", 130)
+        except click.UsageError as err:
+            hint = f" (see 'aq {err.ctx.info_name} --help')" if err.ctx and err.ctx.info_name != "aq" else \
+                " (see 'aq --help')"
+            _fail(err.format_message().replace("\n", " ") + hint, int(ExitStatus.USAGE))
+        except click.ClickException as err:
+            _fail(err.format_message(), int(ExitStatus.USAGE))
+        raise SystemExit(status if isinstance(status, int) else 0)
     except AqError as err:
         _fail(str(err), int(err.exit_status))
     except KeyboardInterrupt:

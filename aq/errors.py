@@ -73,3 +73,23 @@ class GitError(AqError):
 
 class LintFailed(AqError):
     """Raised after the problems were printed; carries only the count."""
+
+
+class RemoteUnreachable(AqError):
+    """The queue's remote did not answer, and the change must land there to count."""
+
+
+class PushUncertain(AqError):
+    """A push failed in transport and the remote cannot be asked whether it landed.
+
+    `result` is what the change returned; the caller must not act on it until it is confirmed.
+    """
+
+    def __init__(self, message: str, result: object, commit: str) -> None:
+        super().__init__(message)
+        self.result = result
+        self.commit = commit
+
+
+class RemoteBusy(AqError):
+    """Every try to push lost to another machine's push (a very busy remote)."""

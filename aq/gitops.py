@@ -52,3 +52,25 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
         return False
     detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
     raise GitError(f"git commit failed in {root}: {detail[-1] if detail else done.returncode}")
+
+
+def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str]:
+    """Remove git lock files a killed process left behind. Call only while holding the queue lock,
+    so that no aq process of this clone is running git at the time."""
+    import time
+
+    if git_dir is None or not git_dir.is_dir():
+        return []
+    candidates = [git_dir / "index.lock", git_dir / "HEAD.lock", git_dir / "packed-refs.lock",
+                  *git_dir.glob("refs/heads/**/*.lock"), *git_dir.glob("refs/remotes/**/*.lock"),
+                  *git_dir.glob("refs/aq/**/*.lock")]
+    removed = []
+    now = time.time()
+    for path in candidates:
+        try:
+            if now - path.stat().st_mtime >= older_than:
+                path.unlink()
+                removed.append(str(path))
+        except FileNotFoundError:
+            continue
+    return removed

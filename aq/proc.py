@@ -126,7 +126,8 @@ def run_streaming(
         break
     _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a script that exited
     reader.join(timeout=2.0)
-    stdout.close()
+    if not reader.is_alive():  # else a daemon outside the group holds the pipe: the reader ends with it
+        stdout.close()
     code = proc.returncode if ended == "exit" else None
     return StreamResult(code, ended, clock() - start)
 

@@ -7,6 +7,7 @@ now, applies it (renames, event lines, files) and commits the touched paths.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -27,6 +28,7 @@ from aq.errors import AmbiguousJob, AqError, JobNotFound, ManifestError, QueueNo
 
 if TYPE_CHECKING:
     from aq.config import QueueConfig
+    from aq.sync import Remote
 
 QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
@@ -66,6 +68,37 @@ class Snapshot:
         return [job.view() for job in self.jobs]
 
 
+def find_git_dir(root: Path) -> Path | None:
+    """The git dir of the work tree holding `root` (no subprocess: `ls` must stay fast).
+
+    A `.git` folder, or a `.git` file (worktree, submodule) pointing at one, in `root` or above.
+    """
+    for folder in (root, *root.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            return dot_git
+        if dot_git.is_file():
+            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            if text.startswith("gitdir:"):
+                target = Path(text[len("gitdir:"):].strip())
+                return target if target.is_absolute() else (folder / target).resolve()
+    return None
+
+
+def _state_key(root: Path) -> str:
+    """One state folder per queue in a repo: '.' for a queue at the top, else its path's hash."""
+    top = root
+    for folder in (root, *root.parents):
+        if (folder / ".git").exists():
+            top = folder
+            break
+    if top == root:
+        return "."
+    import hashlib
+
+    return "q-" + hashlib.sha256(str(root.relative_to(top)).encode()).hexdigest()[:12]
+
+
 def find_root(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / QUEUE_DIR / Stage.INBOX).is_dir():
@@ -75,10 +108,12 @@ def find_root(start: Path) -> Path | None:
 
 class Queue:
     def __init__(self, root: Path) -> None:
+        self.owed: list[tuple[Callable[[Tx], object], str]] = []  # work the remote has not taken yet
+        self.last_sync_ok = True
         self.root = root.resolve()
         self.qdir = self.root / QUEUE_DIR
-        git_dir = self.root / ".git"
-        self.state_dir = git_dir / "aq" if git_dir.is_dir() else self.qdir / ".state"
+        self.git_dir = find_git_dir(self.root)
+        self.state_dir = (self.git_dir / "aq" / _state_key(self.root)) if self.git_dir else self.qdir / ".state"
 
     @classmethod
     def locate(cls, explicit: str | None = None, cwd: Path | None = None) -> Queue:
@@ -146,6 +181,9 @@ class Queue:
     def read_events(self, job_id: str) -> list[Event]:
         return _parse_events(self.events_path(job_id))
 
+    def state_of(self, job_id: str) -> JobState:
+        return fold(self.read_events(job_id))
+
     def snapshot(self) -> Snapshot:
         """All jobs, read through the manifest/state cache (a file is parsed again only if it changed)."""
         cache = _Cache.load(self.state_dir / "cache.pickle")
@@ -187,16 +225,16 @@ class Queue:
                 manifest, error = cache.manifest(job_id, (stat.st_mtime_ns, stat.st_size, stat.st_ino),
                                                  Path(entry.path), rel)
                 state = cache.state(job_id, event_sigs.get(job_id), events_dir / f"{job_id}.jsonl")
-                added = (parse_iso(state.added_at) if state.added_at
-                         else datetime.fromtimestamp(stat.st_mtime, UTC))
+                added = (_parse_time(state.added_at)
+                         or datetime.fromtimestamp(stat.st_mtime, UTC))
                 jobs.append(Job(job_id, stage, Path(entry.path), manifest, error, state, added))
         cache.save(keep=seen.keys())
         return Snapshot(tuple(jobs), tuple(problems))
 
     def resolve(self, ref: str, snapshot: Snapshot | None = None) -> Job:
         """The job whose id is `ref` or the only one starting with it."""
-        if "/" in ref or "\\" in ref or ".." in ref:
-            check_job_id(ref)  # raises: a path is never a job id
+        if not ref.strip() or "/" in ref or "\\" in ref or ".." in ref:
+            check_job_id(ref.strip())  # raises: a path (or nothing) is never a job id
         ref = ref.removesuffix(".md")
         snap = snapshot or self.snapshot()
         by_id = snap.by_id()
@@ -225,24 +263,115 @@ class Queue:
             raise AqError(f"the queue lock {self.state_dir / 'queue.lock'} is busy: another aq is "
                           "writing; try again") from None
 
-    def transact(self, change: Callable[[Tx], T], message: str,
-                 describe: Callable[[T], str] | None = None) -> T:
-        """Apply `change` under the lock and commit what it touched. `change` checks its own precondition.
+    @cached_property
+    def remote(self) -> Remote | None:
+        from aq.sync import Remote
 
-        `describe` makes the commit message from the result, when only the change knows what it did.
+        return Remote.detect(self.root, self.config.remote)
+
+    def transact(
+        self,
+        change: Callable[[Tx], T],
+        message: str,
+        describe: Callable[[T], str] | None = None,
+        *,
+        owe: Callable[[T], Callable[[Tx], object] | None] | None = None,
+    ) -> T:
+        """Apply `change` under the lock, commit what it touched and (with a remote) push it.
+
+        `change` checks its own precondition on what is on disk, so it is simply run again on
+        the remote's new tip when a push is rejected. `describe` makes the commit message from
+        the result. With a remote the change counts only once pushed: unless `owe` is given, an
+        unreachable remote raises RemoteUnreachable before anything changes. With `owe`, a
+        change made while the remote cannot be reached is kept, and `owe(result)` is the change
+        replayed on the tip when it answers again (None: nothing to replay).
         """
         with self.lock():
-            tx = Tx(self)
-            result = change(tx)
-            if tx.touched:
-                self._commit(describe(result) if describe and result is not None else message)
-            return result
+            if self.remote is None:
+                return self._apply(change, message, describe)
+            return self._transact_remote(self.remote, change, message, describe, owe)
+
+    def _apply(self, change: Callable[[Tx], T], message: str,
+               describe: Callable[[T], str] | None, online: bool = True) -> T:
+        tx = Tx(self, online)
+        result = change(tx)
+        if tx.touched:
+            self._commit(describe(result) if describe and result is not None else message)
+        return result
+
+    def _transact_remote(
+        self,
+        remote: Remote,
+        change: Callable[[Tx], T],
+        message: str,
+        describe: Callable[[T], str] | None,
+        owe: Callable[[T], Callable[[Tx], object] | None] | None,
+    ) -> T:
+        from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
+        from aq.sync import Push
+
+        for attempt in range(PUSH_TRIES):
+            reachable = self.sync_from_remote(remote)
+            if not reachable and owe is None:
+                raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: nothing "
+                                        "changed; try again when it answers")
+            result = self._apply(change, message, describe, online=reachable)
+            if remote.head() == remote.tip():
+                return result  # nothing to push
+            if not reachable:
+                self._owe(owe, result)
+                return result
+            pushed = remote.push()
+            if pushed is Push.OK:
+                self.owed.clear()
+                return result
+            if pushed is Push.TRANSPORT:
+                landed = self._confirm(remote)
+                if landed:
+                    self.owed.clear()
+                    return result
+                if landed is None:
+                    if owe is None:
+                        raise PushUncertain(
+                            f"the remote {remote.name!r} stopped answering during the push; it may "
+                            "or may not have taken the change", result, remote.head() or "")
+                    self._owe(owe, result)
+                    return result
+            _backoff(attempt)  # lost to another machine: decide again on its tip
+        raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
+                         "try again")
+
+    def sync_from_remote(self, remote: Remote) -> bool:
+        """Fetch, then bring this clone to the remote's tip and replay the work still owed to it."""
+        self.last_sync_ok = remote.fetch()
+        if not self.last_sync_ok:
+            return False
+        remote.align()
+        owed, self.owed = self.owed, []
+        for replay, message in owed:
+            self._apply(replay, message, None)
+        return True
+
+    def _owe(self, owe: Callable[[T], Callable[[Tx], object] | None] | None, result: T) -> None:
+        replay = owe(result) if owe is not None else None
+        if replay is not None:
+            self.owed.append((replay, "aq: replay of work done while the remote was away"))
+
+    def _confirm(self, remote: Remote) -> bool | None:
+        """After a transport failure: did our HEAD land? Asks a few times while the remote is away."""
+        head = remote.head() or ""
+        for attempt in range(CONFIRM_TRIES):
+            landed = remote.landed(head)
+            if landed is not None:
+                return landed
+            _backoff(attempt)
+        return None
 
     @cached_property
     def _git_identity(self) -> list[str] | None:
         from aq import gitops
 
-        if not (self.root / ".git").exists():
+        if self.git_dir is None:
             return None
         return gitops.identity_args(self.root)
 
@@ -255,11 +384,24 @@ class Queue:
         gitops.commit_paths(self.root, [QUEUE_DIR], message, identity)
 
 
+PUSH_TRIES = 40
+CONFIRM_TRIES = 4
+
+
+def _backoff(attempt: int) -> None:
+    """Exponential backoff with full jitter, capped at 2 s: losers of a race spread out."""
+    import random
+    import time
+
+    time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(attempt, 7))))
+
+
 class Tx:
     """The changes of one transaction. Each method does its I/O at once, under the queue lock."""
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: Queue, online: bool = True) -> None:
         self.queue = queue
+        self.online = online  # False: the remote did not answer; this change is kept as owed work
         self.touched: list[Path] = []
 
     def stage_of(self, job_id: str) -> Stage | None:
@@ -307,10 +449,19 @@ class Tx:
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write via a temp file in the same folder and `os.replace`: readers see old or new, never half."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _parse_events(path: Path) -> list[Event]:
@@ -331,16 +482,28 @@ def _parse_events(path: Path) -> list[Event]:
     return events  # file order is causal order; timestamps of different machines may disagree
 
 
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = parse_iso(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def bad_event_lines(path: Path) -> list[int]:
-    """Line numbers (1-based) of lines that are not JSON objects."""
+    """Line numbers (1-based) of lines that are not JSON objects with a readable `ts`."""
     bad = []
     for number, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            if not isinstance(json.loads(line), dict):
-                bad.append(number)
+            event = json.loads(line)
         except ValueError:
+            bad.append(number)
+            continue
+        if not isinstance(event, dict) or _parse_time(event.get("ts")) is None:
             bad.append(number)
     return bad
 
@@ -377,8 +540,8 @@ class _Cache:
     def manifest(self, job_id: str, sig: Signature, path: Path, rel: str
                  ) -> tuple[Manifest | None, str | None]:
         hit = self.manifests.get(job_id)
-        if hit is not None and hit[0] == sig:
-            return hit[1], hit[2]
+        if hit is not None and hit[0] == sig and (hit[2] is None or hit[2].startswith(rel + ":")):
+            return hit[1], hit[2]  # an error names the file's path: it must be where it was
         try:
             manifest: Manifest | None = parse_manifest(job_id, path.read_text(encoding="utf-8"), rel)
             error = None

@@ -1,9 +1,16 @@
 """`aq run`: a worker that claims jobs, runs attempts, and records where each job goes next.
 
-A claim is a transaction that picks from what is on disk under the queue lock and renames
-inbox -> building with a `claimed` event carrying a fresh lease token. A finished attempt is a
-transaction that moves the job only if it is still in building under the same token; otherwise
-the result is fenced and kept as a `stale_result` event with its log.
+A claim is a transaction that first takes back jobs whose lease expired, then picks from what
+is on disk under the queue lock and renames inbox -> building with a `claimed` event carrying a
+fresh lease token. With a remote, the claim counts only once pushed (a rejected push means
+another machine won; the transaction decides again on the new tip). A finished attempt is a
+transaction that moves the job only if it is still in building under the same token;
+otherwise the result is fenced and kept as a `stale_result` event with its log.
+
+Leases: the worker force-pushes a heartbeat listing the tokens it holds to its own ref
+(`refs/aq/workers/<id>`) every `heartbeat_interval`. A lease is expired when the observer has
+seen no renewal for `lease_ttl` on its own monotonic clock. A holder that cannot renew for
+`renew_deadline` stops its attempts, so that no two engines work one job at once.
 """
 
 from __future__ import annotations
@@ -25,10 +32,18 @@ from types import FrameType
 
 from aq import proc
 from aq.attempt import AttemptPlan, AttemptResult, execute
-from aq.core.events import CLAIMED, FINISHED, STALE_RESULT, iso
-from aq.core.lifecycle import Outcome, Stage, decide, failure_fingerprint
+from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso
+from aq.core.lifecycle import (
+    Decision,
+    Outcome,
+    Stage,
+    decide,
+    failure_fingerprint,
+    reclaim_decision,
+)
 from aq.core.scheduler import assess
-from aq.store import Job, Queue, Tx
+from aq.errors import AqError, PushUncertain, RemoteUnreachable
+from aq.store import Job, Queue, Snapshot, Tx
 
 Clock = Callable[[], datetime]
 
@@ -46,6 +61,7 @@ class Claim:
     job: Job
     attempt: int
     token: str
+    event: dict[str, object]
 
 
 @dataclass
@@ -62,6 +78,8 @@ class RunSummary:
     claimed: int = 0
     finished: dict[str, str] = field(default_factory=dict)  # job id -> stage it went to
     stale: list[str] = field(default_factory=list)
+    reclaimed: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # offline claims someone else also took
     interrupted: bool = False
 
 
@@ -75,32 +93,58 @@ class Worker:
         poll: float | None = None,
         mode: str = "forever",  # "once", "drain" or "forever"
         capabilities: frozenset[str] | None = None,
+        offline: bool = False,
+        lease_ttl: float | None = None,
+        heartbeat: float | None = None,
         clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
         say: Callable[[str], None] | None = None,
     ) -> None:
         self.queue = queue
         self.config = queue.config
+        self.remote = queue.remote
         self.worker_id = worker_id or default_worker_id()
         self.max_jobs = max(1, max_jobs)
         self.poll = poll if poll is not None else self.config.poll
         self.mode = mode
         self.capabilities = capabilities
+        self.offline = offline
+        self.lease_ttl = lease_ttl or self.config.lease_ttl
+        self.heartbeat_interval = heartbeat or self.config.heartbeat_interval or self.lease_ttl / 4
+        # stop our own attempts well before any observer could see the lease as expired
+        self.renew_deadline = max(self.lease_ttl - 2 * self.heartbeat_interval, self.lease_ttl / 2)
         self.clock = clock
+        self.monotonic = monotonic
         self.say = say or (lambda text: print(text, flush=True))
         self.running: dict[str, Running] = {}
+        self.uncertain: dict[str, Claim] = {}  # claims whose push may or may not have landed
+        self.unrecorded: list[tuple[Claim, AttemptResult, str | None]] = []
         self.summary = RunSummary()
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._beat_now = threading.Event()
         self._warned: set[str] = set()
+        self._renewed_at = self.monotonic()
+        self._last_unreachable_note = 0.0
 
     # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
         restore = self._install_signals()
+        beating = self._start_heartbeats()
         try:
+            with self.queue.lock():
+                from aq.gitops import clear_stale_locks
+
+                for path in clear_stale_locks(self.queue.git_dir):
+                    self.say(f"{self.worker_id}: removed {path} left by a killed process")
             self._loop()
         finally:
             restore()
+            if beating is not None:
+                self._stopping.set()
+                self._beat_now.set()
+                beating.join(timeout=5)
         return self.summary
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -114,31 +158,45 @@ class Worker:
         self._wake.set()
 
     def _loop(self) -> None:
-        next_orphan_check = 0.0
         while True:
             self._reap()
-            if not self._stopping.is_set() and time.monotonic() >= next_orphan_check:
-                self._recover_orphans()
-                next_orphan_check = time.monotonic() + self.poll
+            self._record_unrecorded()
             if self._stopping.is_set():
-                if not self.running:
+                if not self.running and not self.unrecorded:
+                    self._flush_owed()
                     return
             else:
                 claimed_now = self._claim_up_to_capacity()
-                if self.mode == "once" and self.summary.claimed >= 1 and not self.running:
+                if self.mode == "once" and self.summary.claimed >= 1 and not self._busy():
+                    self._flush_owed()
                     return
                 if self._finished_draining(claimed_now):
                     if self.summary.claimed == 0:
                         self.say(f"{self.worker_id}: nothing to run")
+                    self._flush_owed()
                     return
             self._watch_cancellations()
-            self._wake.wait(timeout=0.2 if self.running else self._idle_wait())
+            self._wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
             self._wake.clear()
 
+    def _busy(self) -> bool:
+        return bool(self.running or self.uncertain or self.unrecorded or self.queue.owed)
+
     def _finished_draining(self, claimed_now: int) -> bool:
-        if self.mode not in ("once", "drain") or self.running or claimed_now:
+        if self.mode not in ("once", "drain") or self._busy() or claimed_now:
             return False
-        return self.mode == "once" or not self._waiting_on_time()
+        return self.mode == "once" or not self._waiting_on_others()
+
+    def _waiting_on_others(self) -> bool:
+        """True while an inbox job will become takeable without a person: its retry time is
+        coming, or (drain) it waits for a job that is running or for a lock a running job holds."""
+        snapshot = self.queue.snapshot()
+        verdicts = assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
+                          worker_caps=self.capabilities)
+        return any(v.kind == "not_before" for v in verdicts) or (
+            self.remote is not None
+            and any(job.stage is Stage.BUILDING for job in snapshot.jobs)
+            and any(v.kind in ("dep", "lock") for v in verdicts))
 
     def _idle_wait(self) -> float:
         return min(self.poll, 1.0) if self.mode == "drain" else self.poll
@@ -158,49 +216,153 @@ class Worker:
 
         return restore
 
-    def _waiting_on_time(self) -> bool:
-        """True while some inbox job waits only for its retry time (drain waits for it)."""
-        verdicts = assess(self.queue.snapshot().views(), self.clock(), halted=self.queue.halted(),
-                          worker_caps=self.capabilities)
-        return any(v.kind == "not_before" for v in verdicts)
-
     # --- claiming --------------------------------------------------------------------------
 
     def _claim_up_to_capacity(self) -> int:
         count = 0
-        while len(self.running) < self.max_jobs and not self._stopping.is_set():
+        while len(self.running) + len(self.uncertain) < self.max_jobs and not self._stopping.is_set():
             if self.mode == "once" and self.summary.claimed >= 1:
                 break
-            claim = self.queue.transact(self._claim, f"aq: claim by {self.worker_id}",
-                                        describe=lambda c: f"aq: claim {c.job.id if c else ''} by {self.worker_id}")
+            claim = self._transact_claim()
+            self._settle_uncertain()
             if claim is None:
                 break
             count += 1
             self._start(claim)
         return count
 
+    def _transact_claim(self) -> Claim | None:
+        owe = (lambda c: functools.partial(self._replay_claim, c) if c else None) if self.offline else None
+        try:
+            claim: Claim | None = self.queue.transact(
+                self._claim, f"aq: claim by {self.worker_id}",
+                describe=lambda c: f"aq: claim {c.job.id if c else ''} by {self.worker_id}", owe=owe)
+            return claim
+        except RemoteUnreachable:
+            self._note_unreachable("claiming nothing new until it answers")
+        except PushUncertain as err:
+            if isinstance(err.result, Claim):
+                self.uncertain[err.result.job.id] = err.result
+                self.say(f"{self.worker_id}: {err.result.job.id}: the remote stopped answering during "
+                         "the claim; it runs once the claim is confirmed")
+        except AqError as err:
+            self.say(f"{self.worker_id}: could not claim: {err}")
+        return None
+
+    def _note_unreachable(self, what: str) -> None:
+        now = self.monotonic()
+        if now - self._last_unreachable_note > 30:
+            self._last_unreachable_note = now
+            name = self.remote.name if self.remote else "remote"
+            self.say(f"{self.worker_id}: the remote {name!r} does not answer: {what}")
+
     def _claim(self, tx: Tx) -> Claim | None:
         snapshot = self.queue.snapshot()
-        self._warn_invalid(snapshot.jobs, snapshot.problems)
+        if self._take_back_expired(tx, snapshot):
+            snapshot = self.queue.snapshot()
+        self._warn_invalid(snapshot)
         verdicts = assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
                           worker_caps=self.capabilities)
-        chosen = next((v.job for v in verdicts if v.ready), None)
+        chosen = next((v.job for v in verdicts if v.ready and v.job.id not in self.running), None)
         if chosen is None:
             return None
         job = snapshot.by_id()[chosen.id]
         attempt = job.state.attempt_count + 1
         token = f"{attempt}.{self.worker_id}.{secrets.token_hex(3)}"
-        now = self.clock()
-        tx.move(job.id, Stage.INBOX, Stage.BUILDING, {
-            "ts": iso(now), "type": CLAIMED, "by": self.worker_id, "from": Stage.INBOX,
+        event: dict[str, object] = {
+            "ts": iso(self.clock()), "type": CLAIMED, "by": self.worker_id, "from": Stage.INBOX,
             "to": Stage.BUILDING, "attempt": attempt, "token": token,
             "host": socket.gethostname(), "pid": os.getpid(),
-        })
-        return Claim(job, attempt, token)
+        }
+        if not tx.online:
+            event["offline"] = True
+        tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
+        return Claim(job, attempt, token, event)
 
-    def _warn_invalid(self, jobs: tuple[Job, ...], problems: tuple[str, ...]) -> None:
-        lines = [job.error for job in jobs if job.stage is Stage.INBOX and job.error] + list(problems)
-        for line in lines:
+    def _replay_claim(self, claim: Claim, tx: Tx) -> None:
+        """An offline claim, replayed on the remote's tip: it stands only if the job is still waiting."""
+        job_id = claim.job.id
+        stage = tx.stage_of(job_id)
+        if stage is Stage.INBOX:
+            tx.move(job_id, Stage.INBOX, Stage.BUILDING, {**claim.event, "replayed": iso(self.clock())})
+            return
+        self.summary.conflicts.append(job_id)
+        self.say(f"{self.worker_id}: {job_id}: ran offline, but it was taken meanwhile (now in {stage}); "
+                 "its result is kept as stale_result, not counted")
+        tx.append_event(job_id, {
+            "ts": iso(self.clock()), "type": NOTE, "by": self.worker_id, "token": claim.token,
+            "why": f"offline_conflict: claimed offline by {self.worker_id}, but the job was in {stage} "
+                   "on the remote",
+        })
+
+    def _settle_uncertain(self) -> None:
+        """Start a claim once the remote shows it landed; forget it once it shows it did not."""
+        if not self.uncertain or not self.queue.last_sync_ok:
+            return
+        for job_id, claim in list(self.uncertain.items()):
+            del self.uncertain[job_id]
+            stage = self.queue.stage_of(job_id)
+            token = self.queue.state_of(job_id).token
+            if stage is Stage.BUILDING and token == claim.token:
+                self.say(f"{self.worker_id}: {job_id}: the claim landed after all")
+                self._start(claim)
+            else:
+                self.say(f"{self.worker_id}: {job_id}: the claim did not land; not running it")
+
+    def _take_back_expired(self, tx: Tx, snapshot: Snapshot) -> bool:
+        """Move building jobs whose lease expired back to the inbox (or dead_letter). True if any."""
+        building = {job.state.token: job for job in snapshot.jobs
+                    if job.stage is Stage.BUILDING and job.state.token
+                    and job.id not in self.running and job.id not in self.uncertain}
+        if not building:
+            return False
+        silence: dict[str, float] = {}
+        if self.remote is not None and tx.online:
+            from aq.sync import LeaseObserver
+
+            observer = LeaseObserver(self.queue.state_dir / "leases.json")
+            silence = observer.observe(self.remote, self.monotonic(),
+                                       {token: str(job.state.holder) for token, job in building.items()})
+        host = socket.gethostname()
+        taken = False
+        for token, job in building.items():
+            state = job.state
+            if state.holder_host == host and state.holder_pid and not _pid_alive(state.holder_pid):
+                cause = f"worker {state.holder} (pid {state.holder_pid}) on this host is gone"
+            elif silence.get(token, 0.0) >= self.lease_ttl:
+                cause = (f"no heartbeat from {state.holder} renewed lease {token} for "
+                         f"{silence[token]:.0f}s (lease_ttl {self.lease_ttl:.0f}s)")
+            else:
+                continue
+            self._take_back(tx, job, cause)
+            taken = True
+        return taken
+
+    def _take_back(self, tx: Tx, job: Job, cause: str) -> None:
+        state = job.state
+        decision = reclaim_decision("lease_expired", cause, state.reclaims, self.config.max_reclaims)
+        log_rel = None
+        run_dir = self.queue.running_dir() / job.id
+        with contextlib.suppress(OSError, ValueError):  # what a dead worker's engine left running here
+            proc.kill_group(int((run_dir / f"{state.attempt_count}.pgid").read_text()))
+        live = run_dir / f"{state.attempt_count}.log"
+        if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
+            kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
+            tx.write(kept, live.read_bytes()[-self.config.log_max:] + f"\n[aq] {cause}\n".encode())
+            log_rel = self.queue.relative(kept)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        tx.move(job.id, Stage.BUILDING, decision.to, {
+            "ts": iso(self.clock()), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
+            "to": decision.to, "action": decision.action, "attempt": state.attempt_count,
+            "token": state.token, "outcome": "lease_expired", "why": decision.reason,
+            "reclaim": True, "log": log_rel,
+        })
+        self.summary.reclaimed.append(job.id)
+        self.say(f"{self.worker_id}: {job.id}: {decision.reason} -> {decision.to}")
+
+    def _warn_invalid(self, snapshot: Snapshot) -> None:
+        lines = [job.error for job in snapshot.jobs if job.stage is Stage.INBOX and job.error]
+        for line in [*lines, *snapshot.problems]:
             if line and line not in self._warned:
                 self._warned.add(line)
                 print(f"aq: skipping {line}", file=sys.stderr, flush=True)
@@ -219,10 +381,14 @@ class Worker:
             previous_failure=job.state.last_failure_tail, wall_used=job.state.wall_used,
         )
         running = Running(claim, threading.Thread(), threading.Event())
+        if self._stopping.is_set():  # a signal landed while this claim was being committed
+            running.stop_reason = "the worker was told to stop as it claimed the job"
+            running.stop.set()
         running.thread = threading.Thread(target=self._attempt, args=(running, plan),
                                           name=f"attempt-{job.id}", daemon=True)
         self.running[job.id] = running
         running.thread.start()
+        self._beat_now.set()  # publish the new lease at once
 
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
@@ -238,80 +404,103 @@ class Worker:
             if running.result is None:  # the attempt thread died of a bug: leave the lease to expire
                 self.say(f"{self.worker_id}: attempt of {job_id} ended without a result")
                 continue
-            self._finish(running.claim, running.result, running.stop_reason)
+            self.unrecorded.append((running.claim, running.result, running.stop_reason))
 
     def _watch_cancellations(self) -> None:
         """Stop an attempt whose job left building under us (canceled, or taken by another)."""
         for job_id, running in self.running.items():
             if running.stop.is_set():
                 continue
-            path = self.queue.job_path(Stage.BUILDING, job_id)
-            if not path.exists():
+            if not self.queue.job_path(Stage.BUILDING, job_id).exists():
                 running.stop_reason = "the job left building while it ran (canceled?)"
                 running.stop.set()
 
-    def _recover_orphans(self) -> None:
-        """Put back building jobs whose worker on this host is gone (killed -9, machine crash).
+    # --- heartbeats ------------------------------------------------------------------------
 
-        Only a worker on this host can be checked this way (by its pid); jobs held on other
-        machines wait for the lease protocol of the fleet.
-        """
-        host = socket.gethostname()
-        for job in self.queue.snapshot().jobs:
-            state = job.state
-            if (job.stage is Stage.BUILDING and job.id not in self.running and state.token
-                    and state.holder_host == host and state.holder_pid
-                    and not _pid_alive(state.holder_pid)):
-                self.queue.transact(functools.partial(self._reclaim, job),
-                                    f"aq: reclaim {job.id} from dead worker {state.holder}")
+    def _start_heartbeats(self) -> threading.Thread | None:
+        if self.remote is None:
+            return None
+        thread = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        thread.start()
+        return thread
 
-    def _reclaim(self, job: Job, tx: Tx) -> None:
-        state = tx.state(job.id)
-        if tx.stage_of(job.id) is not Stage.BUILDING or state.token != job.state.token:
-            return  # someone got there first
-        decision = decide(
-            Outcome.INTERRUPTED, verified=None, review_policy="manual",
-            retry=self.config.retry_rule(job.manifest) if job.manifest else self.config.retry_rule_default(),
-            retries_used=state.retries_used, fingerprint=None, last_fingerprint=state.last_fingerprint,
-            reclaims=state.reclaims, max_reclaims=self.config.max_reclaims, now=self.clock(),
-        )
-        why = f"worker {state.holder} (pid {state.holder_pid}) on this host is gone: {decision.reason}"
-        log_rel = None
-        run_dir = self.queue.running_dir() / job.id
-        with contextlib.suppress(OSError, ValueError):  # what the dead worker's engine left running
-            proc.kill_group(int((run_dir / f"{state.attempt_count}.pgid").read_text()))
-        live = run_dir / f"{state.attempt_count}.log"
-        if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
-            data = live.read_bytes()[-self.config.log_max:]
-            kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
-            tx.write(kept, data + f"\n[aq] {why}\n".encode())
-            log_rel = self.queue.relative(kept)
-            shutil.rmtree(live.parent, ignore_errors=True)
-        tx.move(job.id, Stage.BUILDING, decision.to, {
-            "ts": iso(self.clock()), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
-            "to": decision.to, "action": decision.action, "attempt": state.attempt_count,
-            "token": state.token, "outcome": Outcome.INTERRUPTED, "why": why, "reclaim": True,
-            "log": log_rel,
-        })
-        self.say(f"{self.worker_id}: {job.id}: {why} -> {decision.to}")
+    def _heartbeats(self) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            self._beat(seq, retiring=self._stopping.is_set() and not self.running)
+            if self._stopping.is_set() and not self.running:
+                return
+            self._beat_now.wait(timeout=self.heartbeat_interval)
+            self._beat_now.clear()
+
+    def _beat(self, seq: int, retiring: bool = False) -> None:
+        assert self.remote is not None
+        tokens = [r.claim.token for r in list(self.running.values())]
+        tokens += [c.token for c in list(self.uncertain.values())]
+        payload = {
+            "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "seq": seq,
+            "wall": iso(self.clock()), "tokens": tokens, "retiring": retiring,
+            "capabilities": sorted(self.capabilities or ()),
+        }
+        started = self.monotonic()
+        if self.remote.heartbeat(self.worker_id, payload):
+            self._renewed_at = started
+            return
+        silent = self.monotonic() - self._renewed_at
+        if silent >= self.renew_deadline and self.running:
+            reason = (f"lease lost: no heartbeat reached the remote for {silent:.0f}s "
+                      f"(renew deadline {self.renew_deadline:.0f}s)")
+            for running in list(self.running.values()):
+                if not running.stop.is_set():
+                    running.stop_reason = reason
+                    running.stop.set()
+            self._wake.set()
 
     # --- finishing -------------------------------------------------------------------------
 
-    def _finish(self, claim: Claim, result: AttemptResult, stop_reason: str | None) -> None:
+    def _record_unrecorded(self) -> None:
+        pending, self.unrecorded = self.unrecorded, []
+        for claim, result, stop_reason in pending:
+            if not self._finish(claim, result, stop_reason):
+                self.unrecorded.append((claim, result, stop_reason))
+
+    def _finish(self, claim: Claim, result: AttemptResult, stop_reason: str | None) -> bool:
+        """Record the attempt's result. False if it could not be recorded yet (it is tried again)."""
         job_id = claim.job.id
-        moved = self.queue.transact(
-            lambda tx: self._record(tx, claim, result, stop_reason),
-            f"aq: {job_id} attempt {claim.attempt} {result.outcome} by {self.worker_id}",
-        )
+        record = functools.partial(self._record, claim, result, stop_reason)
+        try:
+            moved = self.queue.transact(
+                record, f"aq: {job_id} attempt {claim.attempt} {result.outcome} by {self.worker_id}",
+                owe=lambda _moved: record)
+        except AqError as err:
+            self.say(f"{self.worker_id}: {job_id}: result not recorded yet ({err}); trying again")
+            return False
         shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
+        if self.queue.owed:
+            self._note_unreachable("results are kept and sent when it answers")
         if moved is None:
             self.summary.stale.append(job_id)
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")
         else:
             self.summary.finished[job_id] = moved
             self.say(f"{self.worker_id}: {job_id}: {result.detail} -> {moved}")
+        return True
 
-    def _record(self, tx: Tx, claim: Claim, result: AttemptResult, stop_reason: str | None
+    def _flush_owed(self) -> None:
+        """Before exiting, give work owed to the remote a few chances to land."""
+        for attempt in range(5):
+            if not self.queue.owed:
+                return
+            try:
+                self.queue.transact(lambda tx: None, "aq: flush")
+            except AqError:
+                time.sleep(min(2.0, 0.2 * 2 ** attempt))
+        if self.queue.owed:
+            self.say(f"{self.worker_id}: {len(self.queue.owed)} result(s) not yet on the remote; they "
+                     "are committed in this clone and are sent by the next 'aq run' here")
+
+    def _record(self, claim: Claim, result: AttemptResult, stop_reason: str | None, tx: Tx
                 ) -> str | None:
         job_id, manifest = claim.job.id, claim.job.manifest
         assert manifest is not None
@@ -328,21 +517,14 @@ class Worker:
             return None
         fingerprint = (failure_fingerprint(result.outcome, result.tail)
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
-        decision = decide(
-            result.outcome, verified=result.verified,
-            review_policy=manifest.review_policy or "manual",
-            retry=self.config.retry_rule(manifest), retries_used=state.retries_used,
-            fingerprint=fingerprint, last_fingerprint=state.last_fingerprint,
-            reclaims=state.reclaims, max_reclaims=self.config.max_reclaims, now=now,
-        )
+        decision = self._decide(claim, result, stop_reason, fingerprint, state.retries_used,
+                                state.last_fingerprint, state.reclaims, now)
         artifacts = self._keep_artifacts(tx, job_id, claim.attempt, result)
-        why = decision.reason if result.outcome is not Outcome.INTERRUPTED else (
-            f"{stop_reason or 'worker stopped'}: {decision.reason}")
         tx.move(job_id, Stage.BUILDING, decision.to, {
             "ts": iso(now), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
             "to": decision.to, "action": decision.action, "attempt": claim.attempt,
             "token": claim.token, "outcome": result.outcome, "exit_code": result.exit_code,
-            "verify_exit": result.verify_exit, "detail": result.detail, "why": why,
+            "verify_exit": result.verify_exit, "detail": result.detail, "why": decision.reason,
             "not_before": iso(decision.not_before) if decision.not_before else None,
             "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel,
             "artifacts": artifacts, "duration": round(result.duration, 3),
@@ -350,8 +532,24 @@ class Worker:
         })
         return str(decision.to)
 
+    def _decide(self, claim: Claim, result: AttemptResult, stop_reason: str | None,
+                fingerprint: str | None, retries_used: int, last_fingerprint: str | None,
+                reclaims: int, now: datetime) -> Decision:
+        manifest = claim.job.manifest
+        assert manifest is not None
+        if result.outcome is Outcome.INTERRUPTED:
+            return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
+                                    reclaims, self.config.max_reclaims)
+        return decide(
+            result.outcome, verified=result.verified,
+            review_policy=manifest.review_policy or "manual",
+            retry=self.config.retry_rule(manifest), retries_used=retries_used,
+            fingerprint=fingerprint, last_fingerprint=last_fingerprint,
+            reclaims=reclaims, max_reclaims=self.config.max_reclaims, now=now,
+        )
+
     def _keep_log(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult) -> str:
-        """Copy the capped, scrubbed log into queue/.logs/<id>/<n>.log (or .stale-<n>.log)."""
+        """Copy the capped, scrubbed log into queue/.logs/<id>/<n>.log (or .stale-<x>.log)."""
         path = self.queue.logs_dir(job_id) / f"{attempt}.log"
         if path.exists():  # a fenced duplicate must not overwrite the log of record
             path = path.with_name(f"{attempt}.stale-{secrets.token_hex(2)}.log")
@@ -373,8 +571,8 @@ class Worker:
             if len(data) > budget:
                 self.say(f"{self.worker_id}: {job_id}: artifact {path.name} skipped: over artifact_max")
                 continue
-            with contextlib.suppress(UnicodeDecodeError):  # binary: kept as it is
-                data = scrubber.text(data.decode("utf-8")).encode()
+            # surrogateescape keeps every byte as it was, except what the scrubber replaces
+            data = scrubber.text(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
             budget -= len(data)
             dest = target / path.relative_to(result.cwd)
             tx.write(dest, data)

@@ -129,10 +129,7 @@ def decide(
             return Decision(Action.AUTOSHIP, Stage.SHIPPED, "verify passed and review-policy is auto")
         return Decision(Action.PASS, Stage.TESTING, "verify passed")
     if outcome is Outcome.INTERRUPTED:
-        if reclaims + 1 >= max_reclaims:
-            return Decision(Action.DEAD, Stage.DEAD_LETTER,
-                            f"interrupted {reclaims + 1} times (max_reclaims {max_reclaims})")
-        return Decision(Action.RECLAIM, Stage.INBOX, "worker stopped while running it; not counted as a retry")
+        return reclaim_decision("interrupted", "the worker stopped while running it", reclaims, max_reclaims)
     if retry.max == 0:
         return Decision(Action.FAIL, Stage.FAILED, f"{outcome} and no retry is set")
     if outcome not in retry.on:
@@ -147,6 +144,15 @@ def decide(
         f"{outcome}; retry {retries_used + 1} of {retry.max} after {wait:.0f}s",
         not_before=now + timedelta(seconds=wait),
     )
+
+
+def reclaim_decision(code: str, cause: str, reclaims: int, max_reclaims: int) -> Decision:
+    """A job taken back from its worker: not its fault, so no retry is used; the
+    `max_reclaims`-th time (a job that kills its machine) it goes to dead_letter."""
+    if reclaims + 1 >= max_reclaims:
+        return Decision(Action.DEAD, Stage.DEAD_LETTER,
+                        f"{code}: {cause}; taken back {reclaims + 1} times (max_reclaims {max_reclaims})")
+    return Decision(Action.RECLAIM, Stage.INBOX, f"{code}: {cause}; not counted as a retry")
 
 
 _VOLATILE = re.compile(r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{7,}\b|\d+(\.\d+)?", re.I)

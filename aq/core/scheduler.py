@@ -154,17 +154,26 @@ def _block_reason(
             return "dep", f"waits for dep {dep} ({stage})"
     if manifest.lock and manifest.lock in locks:
         return "lock", f"lock {manifest.lock!r} is held by {locks[manifest.lock]}"
-    if job.state.not_before is not None:
-        not_before = parse_iso(job.state.not_before)
-        if not_before > now:
-            wait = (not_before - now).total_seconds()
-            return "not_before", f"retry not before {job.state.not_before} (in {wait:.0f}s)"
+    not_before = _time_or_none(job.state.not_before)
+    if not_before is not None and not_before > now:
+        wait = (not_before - now).total_seconds()
+        return "not_before", f"retry not before {job.state.not_before} (in {wait:.0f}s)"
     missing = capabilities_missing(manifest.capabilities, worker_caps)
     if missing:
         return "capability", "needs capability " + ", ".join(missing) + " that this worker lacks"
     if halted is not None:
         return "halted", f"queue halted: {halted}"
     return None
+
+
+def _time_or_none(text: str | None) -> datetime | None:
+    """A time from an event; an unreadable one counts as absent (`aq lint` reports it)."""
+    if not text:
+        return None
+    try:
+        return parse_iso(text)
+    except (ValueError, TypeError):
+        return None
 
 
 def pick(

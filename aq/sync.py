@@ -1,0 +1,261 @@
+"""The queue's git remote: fetch, align to the remote's tip, push as compare-and-swap, heartbeats.
+
+A push is the only lock across machines. A rejected push means another machine moved first:
+the caller aligns to the new tip and decides again; nothing is ever rebased or merged (two
+identical renames would merge cleanly and make two owners). A push that fails in transport
+may still have landed, so it is confirmed by fetching and checking ancestry.
+
+Heartbeats never touch the main branch: each worker force-pushes a parentless commit to
+`refs/aq/workers/<id>`, a ref only it writes. Observers fetch those refs and note, on their own
+monotonic clock, when each one last changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from aq import gitops, proc
+from aq.errors import GitError
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+WORKER_REFS = "refs/aq/workers"
+OBSERVED_REFS = "refs/aq/observed"
+MANAGED_PATHS = ("queue", "aq.yaml", "profiles")
+
+
+class Push(StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"  # another machine moved the branch first: we lost
+    TRANSPORT = "transport"  # the remote did not answer: the push may or may not have landed
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    root: Path
+    name: str
+    branch: str
+
+    @property
+    def tracking(self) -> str:
+        return f"refs/remotes/{self.name}/{self.branch}"
+
+    @classmethod
+    def detect(cls, root: Path, configured: str | None) -> Remote | None:
+        """The queue's remote: aq.yaml `remote:`, else `origin` if the repo has it; None for a local queue."""
+        from aq.store import find_git_dir
+
+        if find_git_dir(root) is None:
+            return None
+        names = gitops.git(root, "remote", check=False).stdout.split()
+        name = configured or ("origin" if "origin" in names else None)
+        if name is None:
+            return None
+        if name not in names:
+            raise GitError(f"aq.yaml names remote {name!r}, which this clone does not have: "
+                           f"git remote add {name} URL")
+        head = gitops.git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False)
+        branch = head.stdout.strip() or "main"
+        return cls(root, name, branch)
+
+    def _git(self, *args: str, check: bool = True) -> proc.Completed:
+        return gitops.git(self.root, *args, check=check)
+
+    # --- reading the remote ------------------------------------------------------------------
+
+    def fetch(self) -> bool:
+        """Fetch the branch and the workers' heartbeat refs. False when the remote is unreachable."""
+        done = self._git(
+            "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", self.name,
+            f"+refs/heads/{self.branch}:{self.tracking}",
+            f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*", check=False,
+        )
+        if done.returncode == 0:
+            return True
+        if "couldn't find remote ref" in done.stderr:  # an empty remote: nothing pushed yet
+            return self._git("ls-remote", "-q", self.name, check=False).returncode == 0
+        return False
+
+    def tip(self) -> str | None:
+        done = self._git("rev-parse", "-q", "--verify", f"{self.tracking}^{{commit}}", check=False)
+        return done.stdout.strip() or None
+
+    def head(self) -> str | None:
+        done = self._git("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
+        return done.stdout.strip() or None
+
+    def is_ancestor(self, commit: str, of: str) -> bool:
+        return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
+
+    def landed(self, commit: str) -> bool | None:
+        """Whether `commit` is in the remote branch now; None while the remote cannot be reached."""
+        if not self.fetch():
+            return None
+        tip = self.tip()
+        return bool(tip is not None and self.is_ancestor(commit, tip))
+
+    # --- changing the local clone ------------------------------------------------------------
+
+    def align(self) -> None:
+        """Make HEAD and the queue's files what the remote's tip holds.
+
+        A fast-forward when HEAD is behind; otherwise (local commits the remote refused) HEAD
+        and the index move to the tip and the files aq manages are checked out from it. Files
+        outside queue/, aq.yaml and profiles/ are never touched.
+        """
+        tip, head = self.tip(), self.head()
+        if tip is None or tip == head:
+            return
+        if head is not None and self.is_ancestor(head, tip):
+            done = self._git("merge", "--ff-only", "-q", tip, check=False)
+            if done.returncode == 0:
+                return
+        dropped = self._dropped_jobs()
+        self._git("reset", "-q", "--mixed", tip)
+        present = [p for p in MANAGED_PATHS  # ./path: relative to the queue root, not the repo's top
+                   if self._git("cat-file", "-e", f"{tip}:./{p}", check=False).returncode == 0]
+        if present:
+            self._git("checkout", "-q", "-f", tip, "--", *present)
+        self._git("clean", "-fdq", "--", "queue")
+        self._restore_dropped(dropped)
+
+    def _dropped_jobs(self) -> dict[Path, tuple[bytes, float]]:
+        """Job files a person dropped into the inbox that no commit holds yet."""
+        done = self._git("ls-files", "-z", "--others", "--exclude-standard", "--", "queue/inbox",
+                         check=False)
+        dropped = {}
+        for name in filter(None, done.stdout.split("\0")):
+            path = self.root / name
+            if name.endswith(".md") and path.is_file():
+                dropped[path] = (path.read_bytes(), path.stat().st_mtime)
+        return dropped
+
+    def _restore_dropped(self, dropped: Mapping[Path, tuple[bytes, float]]) -> None:
+        """Put dropped files back, unless the tip now has a job of that id in some stage."""
+        queue_dir = self.root / "queue"
+        for path, (data, mtime) in dropped.items():
+            name = path.name
+            if any((folder / name).exists() for folder in queue_dir.iterdir() if folder.is_dir()):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            os.utime(path, (mtime, mtime))
+
+    def push(self) -> Push:
+        done = self._git("push", "--porcelain", "-q", self.name, f"HEAD:refs/heads/{self.branch}",
+                         check=False)
+        if done.returncode == 0:
+            return Push.OK
+        for line in done.stdout.splitlines():
+            if line.startswith("!") and ("rejected" in line or "stale info" in line):
+                return Push.REJECTED
+        return Push.TRANSPORT
+
+    # --- heartbeats -----------------------------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, payload: Mapping[str, Any]) -> bool:
+        """Force-push a parentless commit carrying `payload` to refs/aq/workers/<id>."""
+        message = json.dumps(dict(payload), sort_keys=True)
+        made = self._git("commit-tree", EMPTY_TREE, "-m", message, check=False)
+        if made.returncode != 0:
+            return False
+        commit = made.stdout.strip()
+        done = self._git("push", "-q", "--force", self.name, f"{commit}:{WORKER_REFS}/{worker_id}",
+                         check=False)
+        return done.returncode == 0
+
+    def observed_heartbeats(self) -> dict[str, str]:
+        """worker id -> commit of its heartbeat ref, as of the last fetch."""
+        done = self._git("for-each-ref", "--format=%(objectname) %(refname)", OBSERVED_REFS,
+                         check=False)
+        beats = {}
+        prefix = f"{OBSERVED_REFS}/"
+        for line in done.stdout.splitlines():
+            commit, _, ref = line.partition(" ")
+            if ref.startswith(prefix):
+                beats[ref[len(prefix):]] = commit
+        return beats
+
+    def heartbeat_payload(self, commit: str) -> dict[str, Any]:
+        done = self._git("cat-file", "commit", commit, check=False)
+        body = done.stdout.split("\n\n", 1)[1] if "\n\n" in done.stdout else "{}"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+class LeaseObserver:
+    """When this machine last saw each lease renewed, on its own monotonic clock.
+
+    A lease (a claim's token) is renewed when its holder's heartbeat ref changes to a commit
+    that lists the token. It is expired when this machine has seen no renewal for the TTL,
+    counting from the first time it looked if it never saw one. No wall clock of any machine
+    takes part, so a clock that is off neither steals live jobs nor keeps dead ones.
+
+    Kept in the state folder so that every process on the machine shares what it saw; valid
+    only within one boot (CLOCK_MONOTONIC restarts at boot).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def boot_id() -> str:
+        try:
+            return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return "unknown-boot"
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict) or data.get("boot") != self.boot_id():
+            data = {"boot": self.boot_id()}
+        for table in ("workers", "renewed", "first", "payloads"):
+            data.setdefault(table, {})
+        return data
+
+    def _save(self, data: Mapping[str, Any]) -> None:
+        from aq.store import write_atomic
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(data))
+
+    def observe(self, remote: Remote, now: float, building: Mapping[str, str]) -> dict[str, float]:
+        """Note the heartbeats fetched last; return each building token's silence in seconds.
+
+        `building` maps each building job's lease token to its holder.
+        """
+        data = self._load()
+        workers, renewed, first = data["workers"], data["renewed"], data["first"]
+        for worker, commit in remote.observed_heartbeats().items():
+            if workers.get(worker, [None])[0] != commit:
+                payload = remote.heartbeat_payload(commit)
+                workers[worker] = [commit, now]
+                data["payloads"][worker] = payload
+                for token in payload.get("tokens", []):
+                    renewed[str(token)] = now
+        silence = {}
+        for token in building:
+            if token not in renewed:
+                first.setdefault(token, now)
+            silence[token] = now - renewed.get(token, first.get(token, now))
+        data["renewed"] = {t: v for t, v in renewed.items() if t in building}
+        data["first"] = {t: v for t, v in first.items() if t in building}
+        self._save(data)
+        return silence
+
+    def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        """worker id -> (seconds since its heartbeat last changed as seen here, its last payload)."""
+        data = self._load()
+        return {worker: (now - float(seen[1]) if seen else None, data["payloads"].get(worker, {}))
+                for worker, seen in data["workers"].items()}
