@@ -414,3 +414,131 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
                       "its log arrives when the attempt ends")
     raise AqError(f"no log kept for {job.id} attempt {number}")
 
+
+
+# --- fleet: workers and fsck -----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    worker: str
+    host: str | None
+    silent_for: float | None  # seconds since this machine saw its heartbeat change; None: unknown
+    their_clock: str | None  # the wall time the worker wrote into its heartbeat (its own clock)
+    jobs: tuple[str, ...]
+    retiring: bool
+
+
+def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
+    """Each worker whose heartbeat ref is on the remote, as this machine sees it now."""
+    from aq.sync import LeaseObserver
+
+    remote = queue.remote
+    if remote is None:
+        raise AqError("this queue has no git remote: workers publish heartbeats only to a remote")
+    with queue.lock():
+        reachable = queue.sync_from_remote(remote)
+    if not reachable:
+        raise AqError(f"cannot reach the queue's remote {remote.name!r}: try again when it answers")
+    snapshot = queue.snapshot()
+    building = {job.state.token: job for job in snapshot.jobs
+                if job.stage is Stage.BUILDING and job.state.token}
+    observer = LeaseObserver(queue.state_dir / "leases.json")
+    with queue.lock():
+        observer.observe(remote, monotonic, {t: str(j.state.holder) for t, j in building.items()})
+        seen = observer.workers(monotonic)
+    rows = []
+    for worker, (silent, payload) in sorted(seen.items()):
+        tokens = payload.get("tokens", [])
+        jobs = tuple(sorted(building[t].id for t in tokens if t in building))
+        rows.append(WorkerRow(worker, payload.get("host"), silent, payload.get("wall"), jobs,
+                              bool(payload.get("retiring"))))
+    return tuple(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class FsckResult:
+    commits: int
+    jobs: int
+    problems: tuple[str, ...]
+
+
+def fsck(queue: Queue, *, history: bool) -> FsckResult:
+    """Every job in exactly one stage at HEAD (and at every commit with `history`), every
+    building job holding a lease, every event log readable."""
+    from aq import gitops
+    from aq.store import bad_event_lines
+
+    if queue.git_dir is None:
+        raise AqError("this queue is not in a git repository: nothing to check")
+    problems: list[str] = []
+    listed = gitops.git(queue.root, "ls-tree", "-r", "--name-only", "HEAD", "--", QUEUE_DIR,
+                        check=False).stdout.splitlines()
+    stages = _stages_by_job(listed)
+    for job_id, where in sorted(stages.items()):
+        if len(where) > 1:
+            problems.append(f"HEAD: job {job_id} is in {len(where)} stages: {', '.join(sorted(where))}")
+    for job_id, where in sorted(stages.items()):
+        if "building" in where and queue.state_of(job_id).token is None:
+            problems.append(f"HEAD: job {job_id} is in building but holds no lease (no claim event)")
+    events_dir = queue.qdir / EVENTS_DIR
+    for path in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
+        bad = bad_event_lines(path)
+        if bad:
+            problems.append(f"{queue.relative(path)}: line {bad[0]} is not a readable event "
+                            f"({len(bad)} such line(s))")
+    commits = 1
+    if history:
+        commits, found = _fsck_history(queue)
+        problems += found
+    return FsckResult(commits, len(stages), tuple(problems))
+
+
+def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
+    stages: dict[str, set[str]] = {}
+    stage_names = {str(stage) for stage in STAGES}
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] in stage_names and parts[2].endswith(".md"):
+            stages.setdefault(parts[2][:-3], set()).add(parts[1])
+    return stages
+
+
+def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
+    """Replay the first-parent history of HEAD file by file, checking each commit."""
+    from aq import gitops
+
+    log = gitops.git(queue.root, "log", "--first-parent", "--reverse", "--no-renames",
+                     "--format=@%H", "--name-status", "HEAD", "--", QUEUE_DIR).stdout
+    stage_names = {str(stage) for stage in STAGES}
+    present: dict[str, set[str]] = {}
+    problems: list[str] = []
+    commits = 0
+    commit = ""
+    touched: set[str] = set()
+
+    def check() -> None:
+        for job_id in touched:
+            if len(present.get(job_id, ())) > 1:
+                problems.append(f"commit {commit[:10]}: job {job_id} is in "
+                                f"{', '.join(sorted(present[job_id]))}")
+
+    for line in log.splitlines():
+        if line.startswith("@"):
+            if commit:
+                check()
+            commit, touched = line[1:], set()
+            commits += 1
+            continue
+        status, _, path = line.partition("\t")
+        parts = path.split("/")
+        if len(parts) != 3 or parts[1] not in stage_names or not parts[2].endswith(".md"):
+            continue
+        job_id, stage = parts[2][:-3], parts[1]
+        touched.add(job_id)
+        if status.startswith("D"):
+            present.get(job_id, set()).discard(stage)
+        else:
+            present.setdefault(job_id, set()).add(stage)
+    if commit:
+        check()
+    return commits, problems

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,6 +330,11 @@ def run(
     max_jobs: Annotated[int, typer.Option("--max", "-j", min=1, help="Jobs at once.")] = 1,
     worker: Annotated[str | None, typer.Option("--worker", "-w", help="Worker name (default host-pid).")] = None,
     cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Claim even while the remote is "
+                       "unreachable; reconcile when it answers.")] = False,
+    lease_ttl: Annotated[str | None, typer.Option("--lease-ttl", help="Lease TTL (default aq.yaml, 10m).")] = None,
+    heartbeat: Annotated[str | None, typer.Option("--heartbeat", help="Heartbeat interval "
+                         "(default a quarter of the TTL).")] = None,
     queue: QueueOpt = None,
 ) -> None:
     """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""
@@ -337,17 +343,28 @@ def run(
 
     if once and drain:
         raise UsageError("--once and --drain do not go together: choose one")
-    poll_s = None
-    if poll is not None:
+    def seconds(flag: str, value: str | None) -> float | None:
+        if value is None:
+            return None
         try:
-            poll_s = parse_duration(poll)
+            parsed = parse_duration(value)
         except ValueError as err:
-            raise UsageError(f"--poll: {err}") from None
+            raise UsageError(f"{flag}: {err}") from None
+        if parsed <= 0:
+            raise UsageError(f"{flag}: must be more than 0")
+        return parsed
+
+    poll_s = seconds("--poll", poll)
+    ttl_s, beat_s = seconds("--lease-ttl", lease_ttl), seconds("--heartbeat", heartbeat)
     q = _queue(queue)
     q.config  # noqa: B018 - a broken aq.yaml stops here, before any claim
     mode = "once" if once else "drain" if drain else "forever"
+    if worker is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", worker)
+                               or ".." in worker or worker.endswith((".", ".lock"))):
+        raise UsageError(f"--worker {worker!r}: use letters, digits, '.', '_' and '-' (it names a git ref)")
     result = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
-                    capabilities=_caps(q, cap)).run()
+                    capabilities=_caps(q, cap), offline=offline, lease_ttl=ttl_s,
+                    heartbeat=beat_s).run()
     print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
           file=sys.stderr)
 
@@ -460,6 +477,50 @@ def resume(queue: QueueOpt = None) -> None:
 
     changed = do_resume(_queue(queue), who=who_am_i())
     print("resumed: workers claim again" if changed else "not halted")
+
+
+@app.command()
+def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Workers seen on the remote: heartbeat age on this machine's clock, the jobs they hold."""
+    import time
+
+    from aq.app import list_workers
+    from aq.core.durations import format_duration
+
+    rows = list_workers(_queue(queue), monotonic=time.monotonic())
+    if as_json:
+        _emit([{"worker": r.worker, "host": r.host, "heartbeat_age": r.silent_for,
+                "their_clock": r.their_clock, "jobs": list(r.jobs), "retiring": r.retiring}
+               for r in rows])
+        return
+    if not rows:
+        print("no worker has published a heartbeat to the remote")
+    for r in rows:
+        age = "first seen now" if not r.silent_for else f"heartbeat {format_duration(r.silent_for)} ago"
+        held = ", ".join(r.jobs) or "no jobs"
+        print(f"{r.worker:<24} {r.host or '?':<16} {age:<24} {held}{'  (stopped)' if r.retiring else ''}")
+
+
+@app.command()
+def fsck(
+    history: Annotated[bool, typer.Option("--history", help="Check every commit of the branch too.")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that every job is in exactly one stage and every building job holds a lease."""
+    from aq.app import fsck as run_fsck
+
+    result = run_fsck(_queue(queue), history=history)
+    if as_json:
+        _emit({"commits": result.commits, "jobs": result.jobs, "problems": list(result.problems),
+               "ok": not result.problems})
+    else:
+        for problem in result.problems:
+            print(problem)
+        print(f"{result.jobs} jobs, {result.commits} commit(s) checked, "
+              f"{len(result.problems)} problem(s)", file=sys.stderr)
+    if result.problems:
+        raise typer.Exit(int(ExitStatus.REFUSED))
 
 
 # --- JSON shapes (pinned by tests/test_cli_json.py) -------------------------------------------

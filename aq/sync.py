@@ -230,20 +230,26 @@ class LeaseObserver:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(data))
 
-    def observe(self, remote: Remote, now: float, building: Mapping[str, str]) -> dict[str, float]:
-        """Note the heartbeats fetched last; return each building token's silence in seconds.
+    def observe(self, remote: Remote, now: float, building: Mapping[str, str]
+                ) -> tuple[dict[str, float], set[str]]:
+        """Note the heartbeats fetched last. Returns each building token's silence in seconds,
+        and the tokens this machine has seen renewed (a heartbeat ref changing to list them).
 
         `building` maps each building job's lease token to its holder.
         """
         data = self._load()
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
+        confirmed = set(data.setdefault("confirmed", []))
         for worker, commit in remote.observed_heartbeats().items():
-            if workers.get(worker, [None])[0] != commit:
+            previous = workers.get(worker, [None])[0]
+            if previous != commit:
                 payload = remote.heartbeat_payload(commit)
                 workers[worker] = [commit, now]
                 data["payloads"][worker] = payload
                 for token in payload.get("tokens", []):
                     renewed[str(token)] = now
+                    if previous is not None:
+                        confirmed.add(str(token))
         silence = {}
         for token in building:
             if token not in renewed:
@@ -251,8 +257,9 @@ class LeaseObserver:
             silence[token] = now - renewed.get(token, first.get(token, now))
         data["renewed"] = {t: v for t, v in renewed.items() if t in building}
         data["first"] = {t: v for t, v in first.items() if t in building}
+        data["confirmed"] = sorted(t for t in confirmed if t in building)
         self._save(data)
-        return silence
+        return silence, confirmed & set(building)
 
     def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
         """worker id -> (seconds since its heartbeat last changed as seen here, its last payload)."""

@@ -126,6 +126,8 @@ class Worker:
         self._warned: set[str] = set()
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
+        self._next_refresh = 0.0
+        self._silent_leases = False  # some lease held elsewhere is going unrenewed
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -175,9 +177,24 @@ class Worker:
                         self.say(f"{self.worker_id}: nothing to run")
                     self._flush_owed()
                     return
+            self._refresh_while_busy()
             self._watch_cancellations()
             self._wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
             self._wake.clear()
+
+    def _refresh_while_busy(self) -> None:
+        """At capacity a worker claims nothing, so it fetches on its own every poll: to see a
+        job canceled or taken from it elsewhere, and to send owed work."""
+        if self.remote is None or not self._busy():
+            return
+        now = self.monotonic()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + self.poll
+        try:
+            self.queue.transact(lambda tx: None, "aq: refresh", owe=lambda _: None)
+        except AqError as err:
+            self.say(f"{self.worker_id}: could not refresh from the remote: {err}")
 
     def _busy(self) -> bool:
         return bool(self.running or self.uncertain or self.unrecorded or self.queue.owed)
@@ -193,7 +210,7 @@ class Worker:
         snapshot = self.queue.snapshot()
         verdicts = assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
                           worker_caps=self.capabilities)
-        return any(v.kind == "not_before" for v in verdicts) or (
+        return any(v.kind == "not_before" for v in verdicts) or self._silent_leases or (
             self.remote is not None
             and any(job.stage is Stage.BUILDING for job in snapshot.jobs)
             and any(v.kind in ("dep", "lock") for v in verdicts))
@@ -314,15 +331,23 @@ class Worker:
         building = {job.state.token: job for job in snapshot.jobs
                     if job.stage is Stage.BUILDING and job.state.token
                     and job.id not in self.running and job.id not in self.uncertain}
-        if not building:
-            return False
         silence: dict[str, float] = {}
+        if not building:
+            self._silent_leases = False
+            return False
         if self.remote is not None and tx.online:
             from aq.sync import LeaseObserver
 
             observer = LeaseObserver(self.queue.state_dir / "leases.json")
-            silence = observer.observe(self.remote, self.monotonic(),
-                                       {token: str(job.state.holder) for token, job in building.items()})
+            silence, confirmed = observer.observe(
+                self.remote, self.monotonic(),
+                {token: str(job.state.holder) for token, job in building.items()})
+        else:
+            confirmed = set(building)
+        # drain waits for a lease that may expire: one it has not yet seen renewed, or one
+        # unrenewed for two heartbeats
+        self._silent_leases = any(s > 2 * self.heartbeat_interval or token not in confirmed
+                                  for token, s in silence.items())
         host = socket.gethostname()
         taken = False
         for token, job in building.items():
@@ -444,18 +469,25 @@ class Worker:
             "capabilities": sorted(self.capabilities or ()),
         }
         started = self.monotonic()
-        if self.remote.heartbeat(self.worker_id, payload):
+        gap = started - self._renewed_at  # a pause (SIGSTOP, a suspended laptop) counts too
+        renewed = self.remote.heartbeat(self.worker_id, payload)
+        if gap >= self.renew_deadline:
+            self._lose_leases(f"lease lost: {gap:.0f}s between renewals "
+                              f"(renew deadline {self.renew_deadline:.0f}s)")
+        if renewed:
             self._renewed_at = started
-            return
-        silent = self.monotonic() - self._renewed_at
-        if silent >= self.renew_deadline and self.running:
-            reason = (f"lease lost: no heartbeat reached the remote for {silent:.0f}s "
-                      f"(renew deadline {self.renew_deadline:.0f}s)")
-            for running in list(self.running.values()):
-                if not running.stop.is_set():
-                    running.stop_reason = reason
-                    running.stop.set()
-            self._wake.set()
+        elif self.monotonic() - self._renewed_at >= self.renew_deadline:
+            self._lose_leases(f"lease lost: no heartbeat reached the remote for "
+                              f"{self.monotonic() - self._renewed_at:.0f}s")
+
+    def _lose_leases(self, reason: str) -> None:
+        """Stop every attempt: another machine may own these jobs now. Their results are
+        recorded only if the job is still ours on the remote (the token check fences them)."""
+        for running in list(self.running.values()):
+            if not running.stop.is_set():
+                running.stop_reason = reason
+                running.stop.set()
+        self._wake.set()
 
     # --- finishing -------------------------------------------------------------------------
 
