@@ -6,9 +6,6 @@ The CLI parses and renders; everything that reads or changes the queue happens h
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +35,9 @@ GITATTRIBUTES_LINE = "queue/.events/*.jsonl merge=union"
 
 
 def who_am_i() -> str:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -167,6 +167,8 @@ def _same_key(existing: Job, manifest: Manifest) -> AddResult:
 
 def _content(manifest: Manifest) -> str:
     """What makes two adds 'the same': every key and the body, not the id."""
+    import hashlib
+
     parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
              if name not in ("id", "content_hash", "keys")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -205,7 +207,8 @@ def list_jobs(
         jobs = [job for job in jobs if job.id in verdicts
                 and ((ready and verdicts[job.id].ready) or (blocked and not verdicts[job.id].ready))]
     if ready:  # in the order `aq run` would take them
-        jobs.sort(key=lambda j: list(verdicts).index(j.id))
+        order_of = {job_id: index for index, job_id in enumerate(verdicts)}
+        jobs.sort(key=lambda j: order_of[j.id])
     return Listing(tuple(jobs), verdicts, snapshot.problems)
 
 

@@ -150,7 +150,8 @@ def execute(
         "AQ_QUEUE": str(plan.queue_root),
         "AQ_WORKER_ID": plan.worker,
     })
-    scrubber = Scrubber(env)
+    spec = config.engines.get(config.engine_for(manifest))
+    scrubber = Scrubber({**env, **(spec.env if spec else {})})  # the engine's own env: secrets too
     log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
     cwd = resolve_cwd(manifest, plan.queue_root)
 
@@ -210,6 +211,10 @@ def execute(
                              on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
     if ran.ended == "missing":
         return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
+    if ran.ended == "unstartable":
+        return finish(Outcome.ENGINE_FAILED,
+                      f"could not start {argv[0]!r} (a prompt too long for a command line? "
+                      "use {prompt_file} in the engine's cmd)")
     if ran.ended == "stopped":
         return finish(Outcome.INTERRUPTED, "stopped while the engine ran")
     if ran.ended == "timeout":
@@ -229,7 +234,7 @@ def execute(
         return finish(Outcome.INTERRUPTED, "stopped while verify ran", exit_code=0)
     if checked.ended == "timeout":
         return finish(Outcome.TIMEOUT, f"verify ran past the {limit:.0f}s limit", exit_code=0)
-    if checked.ended == "missing":
+    if checked.ended in ("missing", "unstartable"):
         return finish(Outcome.VERIFY_FAILED, "bash is not installed", exit_code=0)
     if checked.returncode != 0:
         return finish(Outcome.VERIFY_FAILED, f"verify exited with {checked.returncode}",
@@ -257,3 +262,10 @@ def collect_artifacts(manifest: Manifest, cwd: Path) -> tuple[Path, ...]:
 
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
+
+
+def crashed_attempt(plan: AttemptPlan, err: BaseException) -> AttemptResult:
+    """The result of an attempt that raised instead of returning: an engine failure, kept."""
+    detail = f"aq could not run the attempt: {type(err).__name__}: {err}"
+    return AttemptResult(Outcome.ENGINE_FAILED, None, None, None, detail, detail,
+                         plan.run_dir / f"{plan.attempt}.log", f"[aq] {detail}\n", 0.0, None)

@@ -49,7 +49,9 @@ def _queue(path: str | None) -> Queue:
 
 
 def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    """JSON on stdout: indented for a person at a terminal, compact (and faster) for a program."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
 
 
 def _caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,10 +94,47 @@ class QueueConfig:
         return manifest.timeout or self.timeout
 
 
-def load_config(root: Path) -> QueueConfig:
+def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
+    """aq.yaml parsed; with `cache_dir`, a warm run reuses the parse while the file is unchanged."""
     path = root / CONFIG_NAME
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return QueueConfig()
+    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    cached = _cached_config(cache_dir, signature)
+    if cached is not None:
+        return cached
+    config = _read_config(path)
+    _save_config(cache_dir, signature, config)
+    return config
+
+
+def _cached_config(cache_dir: Path | None, signature: tuple[int, int, int]) -> QueueConfig | None:
+    if cache_dir is None:
+        return None
+    import pickle
+
+    try:
+        with open(cache_dir / "config.pickle", "rb") as handle:
+            saved_signature, config = pickle.load(handle)
+    except Exception:  # any unreadable cache is simply rebuilt
+        return None
+    return config if saved_signature == signature and isinstance(config, QueueConfig) else None
+
+
+def _save_config(cache_dir: Path | None, signature: tuple[int, int, int], config: QueueConfig) -> None:
+    if cache_dir is None:
+        return
+    import pickle
+
+    from aq.store import write_atomic
+
+    with contextlib.suppress(OSError):  # a read-only clone still works, only slower
+        write_atomic(cache_dir / "config.pickle", pickle.dumps((signature, config)))
+
+
+def _read_config(path: Path) -> QueueConfig:
     import yaml
 
     from aq.core.yamltext import load_yaml

@@ -47,6 +47,7 @@ def run(
         list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
         input=input, capture_output=True, text=True, timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C on the terminal must not kill a git commit half-way
     )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
@@ -54,7 +55,7 @@ def run(
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     returncode: int | None  # None: it never started (see `missing`) or was killed before exiting
-    ended: str  # "exit", "timeout", "stopped", "missing"
+    ended: str  # "exit", "timeout", "stopped", "missing", "unstartable"
     seconds: float
 
 
@@ -98,6 +99,9 @@ def run_streaming(
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
         sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
         return StreamResult(None, "missing", clock() - start)
+    except OSError as err:  # e.g. E2BIG: the command line is longer than the system allows
+        sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
+        return StreamResult(None, "unstartable", clock() - start)
     assert proc.stdout is not None
     stdout = proc.stdout
     if on_start is not None:

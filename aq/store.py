@@ -34,7 +34,7 @@ QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it
@@ -44,11 +44,15 @@ Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutab
 class Job:
     id: str
     stage: Stage
-    path: Path
+    folder: Path  # the stage folder: shared by every job in it, so a listing builds few paths
     manifest: Manifest | None
     error: str | None
     state: JobState
     added: datetime
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.id}.md"
 
     def view(self) -> JobView:
         return JobView(self.id, self.stage, self.manifest, self.state, self.added, self.error)
@@ -159,7 +163,7 @@ class Queue:
     def config(self) -> QueueConfig:
         from aq.config import load_config
 
-        return load_config(self.root)
+        return load_config(self.root, self.state_dir)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -223,11 +227,11 @@ class Queue:
                 seen[job_id] = stage
                 stat = entry.stat()
                 manifest, error = cache.manifest(job_id, (stat.st_mtime_ns, stat.st_size, stat.st_ino),
-                                                 Path(entry.path), rel)
-                state = cache.state(job_id, event_sigs.get(job_id), events_dir / f"{job_id}.jsonl")
+                                                 folder, name, rel)
+                state = cache.state(job_id, event_sigs.get(job_id), events_dir)
                 added = (_parse_time(state.added_at)
                          or datetime.fromtimestamp(stat.st_mtime, UTC))
-                jobs.append(Job(job_id, stage, Path(entry.path), manifest, error, state, added))
+                jobs.append(Job(job_id, stage, folder, manifest, error, state, added))
         cache.save(keep=seen.keys())
         return Snapshot(tuple(jobs), tuple(problems))
 
@@ -528,22 +532,30 @@ class _Cache:
 
     @classmethod
     def load(cls, path: Path) -> _Cache:
+        import gc
+
+        enabled = gc.isenabled()
+        gc.disable()  # tens of thousands of small objects: collecting mid-load only costs time
         try:
             with open(path, "rb") as handle:
                 data = pickle.load(handle)
             if isinstance(data, dict) and data.get("v") == CACHE_VERSION:
                 return cls(path, data)
-        except Exception:
+        except Exception:  # any unreadable cache (torn, old, foreign) is simply rebuilt
             pass
+        finally:
+            if enabled:
+                gc.enable()
         return cls(path, {})
 
-    def manifest(self, job_id: str, sig: Signature, path: Path, rel: str
+    def manifest(self, job_id: str, sig: Signature, folder: Path, name: str, rel: str
                  ) -> tuple[Manifest | None, str | None]:
         hit = self.manifests.get(job_id)
         if hit is not None and hit[0] == sig and (hit[2] is None or hit[2].startswith(rel + ":")):
             return hit[1], hit[2]  # an error names the file's path: it must be where it was
         try:
-            manifest: Manifest | None = parse_manifest(job_id, path.read_text(encoding="utf-8"), rel)
+            text = (folder / name).read_text(encoding="utf-8")
+            manifest: Manifest | None = parse_manifest(job_id, text, rel)
             error = None
         except ManifestError as err:
             manifest, error = None, str(err)
@@ -553,11 +565,11 @@ class _Cache:
         self.dirty = True
         return manifest, error
 
-    def state(self, job_id: str, sig: Signature | None, path: Path) -> JobState:
+    def state(self, job_id: str, sig: Signature | None, events_dir: Path) -> JobState:
         hit = self.states.get(job_id)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        state = fold(_parse_events(path)) if sig is not None else JobState()
+        state = fold(_parse_events(events_dir / f"{job_id}.jsonl")) if sig is not None else JobState()
         self.states[job_id] = (sig, state)
         self.dirty = True
         return state

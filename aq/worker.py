@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from aq import proc
-from aq.attempt import AttemptPlan, AttemptResult, execute
+from aq.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
 from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso
 from aq.core.lifecycle import (
     Decision,
@@ -41,6 +41,7 @@ from aq.core.lifecycle import (
     failure_fingerprint,
     reclaim_decision,
 )
+from aq.core.manifest import Manifest
 from aq.core.scheduler import assess
 from aq.errors import AqError, PushUncertain, RemoteUnreachable
 from aq.store import Job, Queue, Snapshot, Tx
@@ -418,6 +419,8 @@ class Worker:
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
             running.result = execute(plan, self.config, stop=running.stop)
+        except Exception as err:  # a bug or an OS failure: recorded as a failed attempt, not lost
+            running.result = crashed_attempt(plan, err)
         finally:
             self._wake.set()
 
@@ -551,7 +554,7 @@ class Worker:
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
         decision = self._decide(claim, result, stop_reason, fingerprint, state.retries_used,
                                 state.last_fingerprint, state.reclaims, now)
-        artifacts = self._keep_artifacts(tx, job_id, claim.attempt, result)
+        artifacts = self._keep_artifacts(tx, job_id, claim.attempt, result, manifest)
         tx.move(job_id, Stage.BUILDING, decision.to, {
             "ts": iso(now), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
             "to": decision.to, "action": decision.action, "attempt": claim.attempt,
@@ -588,13 +591,15 @@ class Worker:
         tx.write(path, result.log_text)
         return self.queue.relative(path)
 
-    def _keep_artifacts(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult) -> list[str]:
+    def _keep_artifacts(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult,
+                        manifest: Manifest) -> list[str]:
         """Copy the attempt's artifacts to queue/.logs/<id>/<n>/, text scrubbed, within artifact_max."""
         if not result.artifacts or result.cwd is None:
             return []
         from aq.core.scrub import Scrubber
 
-        scrubber = Scrubber(os.environ)
+        spec = self.config.engines.get(self.config.engine_for(manifest))
+        scrubber = Scrubber({**os.environ, **(spec.env if spec else {})})
         target = self.queue.logs_dir(job_id) / str(attempt)
         kept: list[str] = []
         budget = self.config.artifact_max

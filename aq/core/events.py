@@ -8,7 +8,7 @@ plus `fold(events)`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,9 @@ class Attempt:
     artifacts: tuple[str, ...] = ()
     reason: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
+
 
 @dataclass(frozen=True, slots=True)
 class JobState:
@@ -66,6 +69,15 @@ class JobState:
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
+
+
+# Cached by the thousand: see aq.core.manifest._FIELD_NAMES.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (Attempt, JobState)
+}
 
 
 def fold(events: Iterable[Event]) -> JobState:

@@ -5,7 +5,6 @@ Only the moves in `MOVES` exist; any other is refused naming the stage and the m
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,6 +159,8 @@ _VOLATILE = re.compile(r"0x[0-9a-f]+|\b(?=[0-9a-f]*\d)[0-9a-f]{7,}\b|\d+(\.\d+)?
 
 def failure_fingerprint(outcome: Outcome, tail: str) -> str:
     """Equal for two failures that differ only in numbers, hashes, times and addresses."""
+    import hashlib
+
     lines = [line.strip() for line in tail.splitlines() if line.strip()][-20:]
     normalized = _VOLATILE.sub("#", "\n".join(lines))
     return hashlib.sha256(f"{outcome}\n{normalized}".encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aq.core.durations import DURATION_EXAMPLES, parse_duration, parse_money, parse_size
@@ -32,12 +32,18 @@ class RetryPolicy:
     backoff: float | None = None
     on: tuple[str, ...] | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
     wall: float | None = None
     usd: float | None = None
     tokens: int | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,16 @@ class Manifest:
     @property
     def priority_rank(self) -> int:
         return PRIORITY_RANK[self.priority]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
+
+
+# The manifest cache pickles thousands of these: rebuilding each from its fields in order is
+# several times faster than the field-by-field __setstate__ dataclasses give slots classes.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (RetryPolicy, Budget, Manifest)
+}
 
 
 # --- value checkers: each returns the normalized value or raises ValueError(expected) ---

@@ -29,8 +29,14 @@ KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """Values of variables whose names say they are secrets, longest first."""
-    values = {value for name, value in env.items()
-              if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH}
+    values: set[str] = set()
+    for name, value in env.items():
+        if not SECRET_NAME.search(name):
+            continue
+        # a multi-line value (a JSON credential) is scrubbed line by line, as logs are written
+        for part in (value, *value.splitlines()):
+            if len(part.strip()) >= MIN_SECRET_LENGTH:
+                values.add(part.strip())
     return sorted(values, key=len, reverse=True)
 
 
