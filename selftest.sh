@@ -29,8 +29,9 @@ for n in 1 2 3 4 5 6 7 8; do aq add --id "quick-$n" --lock quick --body "echo $n
 aq lint >/dev/null 2>&1 || fail "lint found problems in a good queue"
 
 # three workers on one clone at once
+echo "selftest: start $(date +%T)"
 for w in w1 w2 w3; do aq run --drain --poll 0.2 --worker "$w" >"$work/$w.log" 2>&1 & done
-wait
+wait; echo "selftest: workers done at $(date +%T)"
 
 stage() { aq show "$1" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["stage"])'; }
 expect() { got=$(stage "$1"); [ "$got" = "$2" ] || fail "$1 is in $got, expected $2"; }
@@ -60,4 +61,58 @@ claims=$(cat "$work"/q/queue/.events/*.jsonl | grep -c '"type":"claimed"')
 git -C "$work/q" fsck --no-progress >/dev/null 2>&1 || fail "git fsck found problems"
 building=$(aq ls --stage building --json | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')
 [ "$building" = 0 ] || fail "$building job(s) left in building"
-echo "selftest: 1 passed, 0 failed ($claims attempts over $(ls "$work"/q/queue/.events | wc -l) jobs)"
+echo "selftest: one clone: $claims attempts over $(ls "$work"/q/queue/.events | wc -l) jobs, all as expected"
+
+# --- a fleet: a bare remote, two clones, workers in both -------------------------------------
+git init -q --bare -b main "$work/remote.git"
+"$AQ" init "$work/seed" >/dev/null
+sed -i.bak -e 's/^default_engine: claude/default_engine: shell/' -e 's/^kill_grace: 10s/kill_grace: 1s/' "$work/seed/aq.yaml"
+rm -f "$work/seed/aq.yaml.bak"
+git -C "$work/seed" commit -qam "selftest: shell engine"
+git -C "$work/seed" remote add origin "$work/remote.git"
+git -C "$work/seed" push -q origin HEAD:main
+git clone -q "$work/remote.git" "$work/a"
+git clone -q "$work/remote.git" "$work/b"
+ina() { (cd "$work/a" && "$AQ" "$@"); }
+inb() { (cd "$work/b" && "$AQ" "$@"); }
+
+ina add --id f-pass --body 'echo built' --verify true >/dev/null
+inb add --id f-review --body 'echo "a design"' >/dev/null
+printf -- '---\nretry: {max: 2, backoff: 1s}\nverify: test "$AQ_ATTEMPT" -ge 2\n---\necho try $AQ_ATTEMPT\n' > "$work/fr.md"
+ina add "$work/fr.md" --id f-retried >/dev/null
+printf -- '---\nretry: {max: 3, backoff: 1s}\n---\necho "boom"; exit 1\n' > "$work/fd.md"
+inb add "$work/fd.md" --id f-dead >/dev/null
+ina add --id f-after --deps f-pass --body 'true' --verify true >/dev/null
+for n in 1 2 3 4 5 6; do inb add --id "f-quick-$n" --body "echo $n" --verify true >/dev/null; done
+inb add --key same-key --id f-keyed --body 'true' --verify true >/dev/null
+ina add --key same-key --id f-keyed --body "true" --verify true >/dev/null 2>&1  # a no-op: same key, same content
+
+echo "selftest: fleet start $(date +%T)"
+for w in a1 a2; do ina run --drain --poll 0.2 --lease-ttl 20s --worker "fleet-$w" >"$work/$w.log" 2>&1 & done
+inb run --drain --poll 0.2 --lease-ttl 20s --worker fleet-b1 >"$work/b1.log" 2>&1 &
+wait; echo "selftest: workers done at $(date +%T)"
+
+git clone -q "$work/remote.git" "$work/check"
+inc() { (cd "$work/check" && "$AQ" "$@"); }
+fstage() { inc show "$1" --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["stage"])'; }
+fexpect() { got=$(fstage "$1"); [ "$got" = "$2" ] || fail "fleet: $1 is in $got, expected $2"; }
+fexpect f-pass testing
+fexpect f-review review
+fexpect f-retried testing
+fexpect f-dead dead_letter
+fexpect f-after testing
+fexpect f-keyed testing
+for n in 1 2 3 4 5 6; do fexpect "f-quick-$n" testing; done
+inb promote f-review >/dev/null
+ina ship f-pass >/dev/null
+(cd "$work/check" && git pull -q)
+fexpect f-review testing
+fexpect f-pass shipped
+inc fsck --history >/dev/null 2>&1 || { inc fsck --history; fail "fleet: aq fsck --history found problems"; }
+git -C "$work/remote.git" fsck --no-progress >/dev/null 2>&1 || fail "fleet: git fsck of the remote found problems"
+main_commits=$(git -C "$work/remote.git" rev-list --count main)
+beats=$(git -C "$work/remote.git" for-each-ref refs/aq/workers | wc -l)
+[ "$beats" -ge 2 ] || fail "fleet: expected heartbeat refs of the workers, found $beats"
+fleet_claims=$(cat "$work"/check/queue/.events/*.jsonl | grep -c '"type":"claimed"')
+echo "selftest: fleet: $fleet_claims claims over 2 clones, $main_commits commits on main, $beats heartbeat refs off main, fsck --history clean"
+echo "selftest: 2 passed, 0 failed"
