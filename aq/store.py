@@ -24,7 +24,7 @@ from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.manifest import Manifest, parse_manifest
 from aq.core.scheduler import JobView
-from aq.errors import AmbiguousJob, AqError, JobNotFound, ManifestError, QueueNotFound
+from aq.errors import AmbiguousJob, AqError, GitError, JobNotFound, ManifestError, QueueNotFound
 
 if TYPE_CHECKING:
     from aq.config import QueueConfig
@@ -114,6 +114,8 @@ class Queue:
     def __init__(self, root: Path) -> None:
         self.owed: list[tuple[Callable[[Tx], object], str]] = []  # work the remote has not taken yet
         self.last_sync_ok = True
+        self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
+        self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
         self.root = root.resolve()
         self.qdir = self.root / QUEUE_DIR
         self.git_dir = find_git_dir(self.root)
@@ -260,12 +262,16 @@ class Queue:
         from filelock import FileLock, Timeout
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.state_dir / "queue.lock"), timeout=timeout)
         try:
-            with FileLock(str(self.state_dir / "queue.lock"), timeout=timeout):
-                yield
+            lock.acquire(poll_interval=0.005)  # a waiting sibling worker gets its turn promptly
         except Timeout:
             raise AqError(f"the queue lock {self.state_dir / 'queue.lock'} is busy: another aq is "
                           "writing; try again") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     @cached_property
     def remote(self) -> Remote | None:
@@ -298,9 +304,17 @@ class Queue:
     def _apply(self, change: Callable[[Tx], T], message: str,
                describe: Callable[[T], str] | None, online: bool = True) -> T:
         tx = Tx(self, online)
-        result = change(tx)
-        if tx.touched:
-            self._commit(describe(result) if describe and result is not None else message)
+        try:
+            result = change(tx)
+            if tx.touched:
+                self._commit(describe(result) if describe and result is not None else message)
+        except BaseException as err:
+            tx.rollback()  # nothing half-done stays in the clone
+            if isinstance(err, GitError) and ".lock" in str(err):
+                from aq.gitops import clear_stale_locks
+
+                clear_stale_locks(self.git_dir, older_than=2.0)  # left by a process killed just now
+            raise
         return result
 
     def _transact_remote(
@@ -314,13 +328,18 @@ class Queue:
         from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
         from aq.sync import Push
 
+        self.last_push_confirmed = False
         for attempt in range(PUSH_TRIES):
+            replayed = bool(self.owed)
             reachable = self.sync_from_remote(remote)
+            replayed = replayed and reachable
             if not reachable and owe is None:
                 raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: nothing "
                                         "changed; try again when it answers")
+            commits = self._commits
             result = self._apply(change, message, describe, online=reachable)
-            if remote.head() == remote.tip():
+            if self._commits == commits and not replayed:
+                self.last_push_confirmed = reachable
                 return result  # nothing to push
             if not reachable:
                 self._owe(owe, result)
@@ -328,11 +347,13 @@ class Queue:
             pushed = remote.push()
             if pushed is Push.OK:
                 self.owed.clear()
+                self.last_push_confirmed = True
                 return result
             if pushed is Push.TRANSPORT:
                 landed = self._confirm(remote)
                 if landed:
                     self.owed.clear()
+                    self.last_push_confirmed = True
                     return result
                 if landed is None:
                     if owe is None:
@@ -369,6 +390,7 @@ class Queue:
             if landed is not None:
                 return landed
             _backoff(attempt)
+        self.last_sync_ok = False  # the clone holds commits the remote may not have
         return None
 
     @cached_property
@@ -385,7 +407,8 @@ class Queue:
             return
         from aq import gitops
 
-        gitops.commit_paths(self.root, [QUEUE_DIR], message, identity)
+        if gitops.commit_paths(self.root, [QUEUE_DIR], message, identity):
+            self._commits += 1
 
 
 PUSH_TRIES = 40
@@ -393,11 +416,12 @@ CONFIRM_TRIES = 4
 
 
 def _backoff(attempt: int) -> None:
-    """Exponential backoff with full jitter, capped at 2 s: losers of a race spread out."""
+    """Exponential backoff with full jitter, capped at about one claim window (0.25 s): long
+    enough to spread the losers of a race, short enough that they are not starved by winners."""
     import random
     import time
 
-    time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(attempt, 7))))
+    time.sleep(random.uniform(0, min(0.25, 0.01 * 2 ** min(attempt, 5))))
 
 
 class Tx:
@@ -407,6 +431,7 @@ class Tx:
         self.queue = queue
         self.online = online  # False: the remote did not answer; this change is kept as owed work
         self.touched: list[Path] = []
+        self._undo: list[Callable[[], None]] = []  # newest last: how to put each change back
 
     def stage_of(self, job_id: str) -> Stage | None:
         return self.queue.stage_of(job_id)
@@ -426,15 +451,18 @@ class Tx:
         self.append_event(job_id, event)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.rename(src, dst)
+        self._undo.append(lambda: os.rename(dst, src))
         self.touched += [src, dst]
 
     def append_event(self, job_id: str, event: Event) -> None:
         path = self.queue.events_path(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+        existed = path.exists()
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
+            self._undo.append(lambda: os.truncate(path, size) if existed else path.unlink())
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = "\n" + line  # a torn last line stays on its own line
             os.write(fd, line.encode())
@@ -443,12 +471,29 @@ class Tx:
         self.touched.append(path)
 
     def write(self, path: Path, data: bytes | str) -> None:
+        self._remember(path)
         write_atomic(path, data)
         self.touched.append(path)
 
     def remove(self, path: Path) -> None:
+        self._remember(path)
         path.unlink(missing_ok=True)
         self.touched.append(path)
+
+    def _remember(self, path: Path) -> None:
+        try:
+            before: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            before = None
+        self._undo.append(lambda: write_atomic(path, before) if before is not None
+                          else path.unlink(missing_ok=True))
+
+    def rollback(self) -> None:
+        """Put every file this transaction changed back as it was (its commit failed)."""
+        while self._undo:
+            with contextlib.suppress(OSError):
+                self._undo.pop()()
+        self.touched.clear()
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

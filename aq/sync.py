@@ -89,6 +89,15 @@ class Remote:
         done = self._git("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False)
         return done.stdout.strip() or None
 
+    def heads(self) -> tuple[str | None, str | None]:
+        """HEAD and the remote's tip as last fetched, in one git call."""
+        done = self._git("rev-parse", "HEAD", self.tracking, check=False)
+        lines = [line.strip() for line in done.stdout.splitlines()]
+        valid = [line if len(line) == 40 and line != self.tracking else None for line in lines]
+        while len(valid) < 2:
+            valid.append(None)
+        return valid[0], valid[1]
+
     def is_ancestor(self, commit: str, of: str) -> bool:
         return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
 
@@ -108,13 +117,14 @@ class Remote:
         and the index move to the tip and the files aq manages are checked out from it. Files
         outside queue/, aq.yaml and profiles/ are never touched.
         """
-        tip, head = self.tip(), self.head()
+        head, tip = self.heads()
         if tip is None or tip == head:
             return
-        if head is not None and self.is_ancestor(head, tip):
-            done = self._git("merge", "--ff-only", "-q", tip, check=False)
-            if done.returncode == 0:
-                return
+        # one call in the common cases (behind, or our refused commits on top): --keep moves
+        # HEAD, index and the files that differ, and refuses rather than lose a local change
+        done = self._git("reset", "-q", "--keep", tip, check=False)
+        if done.returncode == 0:
+            return
         dropped = self._dropped_jobs()
         self._git("reset", "-q", "--mixed", tip)
         present = [p for p in MANAGED_PATHS  # ./path: relative to the queue root, not the repo's top
@@ -169,26 +179,26 @@ class Remote:
                          check=False)
         return done.returncode == 0
 
-    def observed_heartbeats(self) -> dict[str, str]:
-        """worker id -> commit of its heartbeat ref, as of the last fetch."""
-        done = self._git("for-each-ref", "--format=%(objectname) %(refname)", OBSERVED_REFS,
-                         check=False)
+    def observed_heartbeats(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """worker id -> (commit of its heartbeat ref, its payload), as of the last fetch."""
+        done = self._git("for-each-ref", "--format=%(objectname) %(refname) %(contents:subject)",
+                         OBSERVED_REFS, check=False)
         beats = {}
         prefix = f"{OBSERVED_REFS}/"
         for line in done.stdout.splitlines():
-            commit, _, ref = line.partition(" ")
+            commit, _, rest = line.partition(" ")
+            ref, _, subject = rest.partition(" ")
             if ref.startswith(prefix):
-                beats[ref[len(prefix):]] = commit
+                beats[ref[len(prefix):]] = (commit, _payload(subject))
         return beats
 
-    def heartbeat_payload(self, commit: str) -> dict[str, Any]:
-        done = self._git("cat-file", "commit", commit, check=False)
-        body = done.stdout.split("\n\n", 1)[1] if "\n\n" in done.stdout else "{}"
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
+def _payload(text: str) -> dict[str, Any]:
+    """A heartbeat's payload: the one-line JSON message of its commit."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class LeaseObserver:
@@ -240,10 +250,9 @@ class LeaseObserver:
         data = self._load()
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
-        for worker, commit in remote.observed_heartbeats().items():
+        for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
-                payload = remote.heartbeat_payload(commit)
                 workers[worker] = [commit, now]
                 data["payloads"][worker] = payload
                 for token in payload.get("tokens", []):

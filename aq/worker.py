@@ -43,7 +43,7 @@ from aq.core.lifecycle import (
 )
 from aq.core.manifest import Manifest
 from aq.core.scheduler import assess
-from aq.errors import AqError, PushUncertain, RemoteUnreachable
+from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store import Job, Queue, Snapshot, Tx
 
 Clock = Callable[[], datetime]
@@ -128,6 +128,9 @@ class Worker:
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
         self._next_refresh = 0.0
+        self._unlanded: set[str] = set()
+        self._unreachable_since: float | None = None
+        self._contended = False  # the last claim lost every race: work is there  # tokens whose result is committed here but not yet pushed
         self._silent_leases = False  # some lease held elsewhere is going unrenewed
 
     # --- the loop --------------------------------------------------------------------------
@@ -179,6 +182,7 @@ class Worker:
                     self._flush_owed()
                     return
             self._refresh_while_busy()
+            self._settle_uncertain()
             self._watch_cancellations()
             self._wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
             self._wake.clear()
@@ -196,14 +200,30 @@ class Worker:
             self.queue.transact(lambda tx: None, "aq: refresh", owe=lambda _: None)
         except AqError as err:
             self.say(f"{self.worker_id}: could not refresh from the remote: {err}")
+        self._drop_landed()
+
+    def _drop_landed(self) -> None:
+        if not self.queue.owed:
+            self._unlanded.clear()
 
     def _busy(self) -> bool:
         return bool(self.running or self.uncertain or self.unrecorded or self.queue.owed)
 
     def _finished_draining(self, claimed_now: int) -> bool:
-        if self.mode not in ("once", "drain") or self._busy() or claimed_now:
+        if self.mode not in ("once", "drain") or self._busy() or claimed_now or self._contended:
             return False
+        if self.remote is not None and not self.queue.last_sync_ok and self._unreachable_for() < self.lease_ttl:
+            return False  # the remote is away: what is left there is unknown, so wait (a while)
         return self.mode == "once" or not self._waiting_on_others()
+
+    def _unreachable_for(self) -> float:
+        now = self.monotonic()
+        if self.queue.last_sync_ok:
+            self._unreachable_since = None
+            return 0.0
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        return now - self._unreachable_since
 
     def _waiting_on_others(self) -> bool:
         """True while an inbox job will become takeable without a person: its retry time is
@@ -237,12 +257,12 @@ class Worker:
     # --- claiming --------------------------------------------------------------------------
 
     def _claim_up_to_capacity(self) -> int:
+        self._contended = False
         count = 0
         while len(self.running) + len(self.uncertain) < self.max_jobs and not self._stopping.is_set():
             if self.mode == "once" and self.summary.claimed >= 1:
                 break
             claim = self._transact_claim()
-            self._settle_uncertain()
             if claim is None:
                 break
             count += 1
@@ -263,6 +283,9 @@ class Worker:
                 self.uncertain[err.result.job.id] = err.result
                 self.say(f"{self.worker_id}: {err.result.job.id}: the remote stopped answering during "
                          "the claim; it runs once the claim is confirmed")
+        except RemoteBusy as err:
+            self._contended = True  # others kept winning: there is work, try again shortly
+            self.say(f"{self.worker_id}: {err}")
         except AqError as err:
             self.say(f"{self.worker_id}: could not claim: {err}")
         return None
@@ -315,8 +338,11 @@ class Worker:
 
     def _settle_uncertain(self) -> None:
         """Start a claim once the remote shows it landed; forget it once it shows it did not."""
-        if not self.uncertain or not self.queue.last_sync_ok:
+        remote = self.remote
+        if not self.uncertain or not self.queue.last_sync_ok or remote is None:
             return
+        if remote.head() != remote.tip():
+            return  # the clone still holds commits the remote has not taken: not the remote's view
         for job_id, claim in list(self.uncertain.items()):
             del self.uncertain[job_id]
             stage = self.queue.stage_of(job_id)
@@ -414,7 +440,9 @@ class Worker:
                                           name=f"attempt-{job.id}", daemon=True)
         self.running[job.id] = running
         running.thread.start()
-        self._beat_now.set()  # publish the new lease at once
+        # the claim commit itself starts the lease: observers count from when they first see it,
+        # and the next regular heartbeat renews it
+        self._next_refresh = self.monotonic() + self.poll
 
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
@@ -466,6 +494,8 @@ class Worker:
         assert self.remote is not None
         tokens = [r.claim.token for r in list(self.running.values())]
         tokens += [c.token for c in list(self.uncertain.values())]
+        tokens += [claim.token for claim, _, _ in list(self.unrecorded)]
+        tokens += list(self._unlanded)  # recorded here, owed to the remote: still ours there
         payload = {
             "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "seq": seq,
             "wall": iso(self.clock()), "tokens": tokens, "retiring": retiring,
@@ -495,32 +525,66 @@ class Worker:
     # --- finishing -------------------------------------------------------------------------
 
     def _record_unrecorded(self) -> None:
-        pending, self.unrecorded = self.unrecorded, []
-        for claim, result, stop_reason in pending:
-            if not self._finish(claim, result, stop_reason):
-                self.unrecorded.append((claim, result, stop_reason))
+        # entries stay listed until recorded: the heartbeat thread keeps renewing their leases
+        for entry in list(self.unrecorded):
+            if self._finish(*entry):
+                self.unrecorded.remove(entry)
 
     def _finish(self, claim: Claim, result: AttemptResult, stop_reason: str | None) -> bool:
-        """Record the attempt's result. False if it could not be recorded yet (it is tried again)."""
+        """Record the attempt's result, and in the same commit claim the next job when this worker
+        will take one: one push per job instead of two. False if the result could not be
+        recorded yet (it is tried again)."""
         job_id = claim.job.id
         record = functools.partial(self._record, claim, result, stop_reason)
+        claim_next = self._may_claim_after_finish()
+
+        def change(tx: Tx) -> tuple[str | None, Claim | None]:
+            moved = record(tx)
+            taken = self._claim(tx) if claim_next and (tx.online or self.offline) else None
+            return moved, taken
+
+        def owed(done: tuple[str | None, Claim | None]) -> Callable[[Tx], object]:
+            taken = done[1]
+            if taken is None:
+                return record
+
+            def replay(tx: Tx) -> None:
+                record(tx)
+                self._replay_claim(taken, tx)
+
+            return replay
+
+        message = f"aq: {job_id} attempt {claim.attempt} {result.outcome} by {self.worker_id}"
         try:
-            moved = self.queue.transact(
-                record, f"aq: {job_id} attempt {claim.attempt} {result.outcome} by {self.worker_id}",
-                owe=lambda _moved: record)
+            moved, taken = self.queue.transact(
+                change, message, owe=owed,
+                describe=lambda done: message + (f"; claim {done[1].job.id}" if done[1] else ""))
         except AqError as err:
             self.say(f"{self.worker_id}: {job_id}: result not recorded yet ({err}); trying again")
             return False
         shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
         if self.queue.owed:
+            self._unlanded.add(claim.token)
             self._note_unreachable("results are kept and sent when it answers")
+        else:
+            self._unlanded.clear()
         if moved is None:
             self.summary.stale.append(job_id)
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")
         else:
             self.summary.finished[job_id] = moved
             self.say(f"{self.worker_id}: {job_id}: {result.detail} -> {moved}")
+        if taken is not None:
+            if self.queue.last_push_confirmed or self.offline:
+                self._start(taken)
+            else:  # the push was not confirmed: run it only once the remote shows the claim
+                self.uncertain[taken.job.id] = taken
         return True
+
+    def _may_claim_after_finish(self) -> bool:
+        if self._stopping.is_set() or self.mode == "once":
+            return False
+        return len(self.running) + len(self.uncertain) < self.max_jobs
 
     def _flush_owed(self) -> None:
         """Before exiting, give work owed to the remote a few chances to land."""

@@ -74,8 +74,12 @@ def test_fifty_jobs_under_four_workers_each_run_exactly_once(
     claims: Counter[str] = Counter()
     for commit in history.split("@")[1:]:
         subject, *changes = commit.strip().splitlines()
-        if subject.startswith("aq: claim "):
-            job_id = subject.split()[2]
+        # a claim commits alone ("aq: claim X by W") or with the worker's previous result
+        # ("aq: Y attempt 1 ok by W; claim X"): one push per job
+        claimed = (subject.split()[2] if subject.startswith("aq: claim ")
+                   else subject.rsplit("; claim ", 1)[1] if "; claim " in subject else None)
+        if claimed is not None:
+            job_id = claimed
             claims[job_id] += 1
             assert f"D\tqueue/inbox/{job_id}.md" in changes
             assert f"A\tqueue/building/{job_id}.md" in changes
