@@ -18,10 +18,17 @@ def git(root: Path, *args: str, check: bool = True, input: str | None = None) ->
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if check and done.returncode != 0:
-        detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
-        message = detail[-1] if detail else f"exit code {done.returncode}"
-        raise GitError(f"git {args[0]} failed in {root}: {message}")
+        raise GitError(f"git {args[0]} failed in {root}: {_reason(done)}")
     return done
+
+
+def _reason(done: proc.Completed) -> str:
+    """git's own words for a failure: its fatal:/error: line, else its last line."""
+    lines = [line.strip() for line in (done.stderr.strip() or done.stdout.strip()).splitlines()]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else f"exit code {done.returncode}"
 
 
 def is_work_tree(path: Path) -> bool:
@@ -44,16 +51,28 @@ def identity_args(root: Path) -> list[str]:
     return ["-c", "user.name=aq", "-c", f"user.email=aq@{socket.gethostname()}"]
 
 
-def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Sequence[str]) -> bool:
-    """Stage `paths` (new, changed or deleted) and commit them. False when there was nothing to commit."""
-    git(root, "add", "-A", "--", *paths)
-    done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths, check=False)
+def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Sequence[str],
+                 exact: bool = False) -> bool:
+    """Stage `paths` (new, changed or deleted) and commit them. False when there was nothing to commit.
+
+    `exact`: `paths` are files, staged one by one (a path that exists nowhere is skipped), and
+    the commit takes what is staged under queue/, not every untracked file there.
+    """
+    if exact:
+        git(root, "update-index", "--add", "--remove", "--", *dict.fromkeys(paths))
+        # `-- queue` matches what the index holds under queue/ (untracked files are not in it),
+        # and never a file the person staged elsewhere in the repo
+        done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", "queue",
+                   check=False)
+    else:
+        git(root, "add", "-A", "--", *paths)
+        done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths,
+                   check=False)
     if done.returncode == 0:
         return True
     if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
         return False
-    detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
-    raise GitError(f"git commit failed in {root}: {detail[-1] if detail else done.returncode}")
+    raise GitError(f"git commit failed in {root}: {_reason(done)}")
 
 
 def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str]:

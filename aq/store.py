@@ -8,6 +8,7 @@ now, applies it (renames, event lines, files) and commits the touched paths.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -115,6 +116,8 @@ class Queue:
         self.owed: list[tuple[Callable[[Tx], object], str]] = []  # work the remote has not taken yet
         self.last_sync_ok = True
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
+        self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
+        self._adopting: set[str] = set()
         self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
         self.root = root.resolve()
         self.qdir = self.root / QUEUE_DIR
@@ -307,7 +310,8 @@ class Queue:
         try:
             result = change(tx)
             if tx.touched:
-                self._commit(describe(result) if describe and result is not None else message)
+                self._commit(describe(result) if describe and result is not None else message,
+                             tx.touched if self.remote is not None else None)
         except BaseException as err:
             tx.rollback()  # nothing half-done stays in the clone
             if isinstance(err, GitError) and ".lock" in str(err):
@@ -368,14 +372,50 @@ class Queue:
 
     def sync_from_remote(self, remote: Remote) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work still owed to it."""
+        head_before = remote.head() if self.owed else None
         self.last_sync_ok = remote.fetch()
         if not self.last_sync_ok:
             return False
+        tip = remote.tip()
+        if head_before and tip and remote.is_ancestor(head_before, tip):
+            self.owed.clear()  # a push we could not confirm did land: nothing is owed any more
+        self._adopt_dropped(remote)
         remote.align()
-        owed, self.owed = self.owed, []
-        for replay, message in owed:
+        # owed work stays listed until a push of it lands: a replay that loses a race is replayed again
+        for replay, message in list(self.owed):
             self._apply(replay, message, None)
         return True
+
+    def _adopt_dropped(self, remote: Remote) -> None:
+        """Job files a person dropped into this clone's inbox become owed adds: committed with an
+        `added` event and replayed after any lost race, so a reset to the tip never loses them."""
+        inbox = self.qdir / Stage.INBOX
+        try:
+            mtime = inbox.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._inbox_seen:
+            return  # no file came or went since the last look
+        self._inbox_seen = mtime
+        for path, data in remote.untracked_inbox_jobs().items():
+            if path.stem in self._adopting or not is_job_id(path.stem):
+                continue
+            self._adopting.add(path.stem)
+            self.owed.append((functools.partial(self._adopt, path, data),
+                              f"aq: add {path.stem} (dropped into the inbox by hand)"))
+
+    def _adopt(self, path: Path, data: bytes, tx: Tx) -> None:
+        job_id = path.stem
+        stage = tx.stage_of(job_id)
+        if stage is not None and stage is not Stage.INBOX:
+            return  # the id is taken on the remote; the file stays as it is, untracked
+        if stage is None:
+            tx.write(path, data)
+        else:
+            tx.touched.append(path)
+        if not tx.state(job_id).added_at:
+            tx.append_event(job_id, {"ts": _utc_iso(), "type": "added", "by": "dropped-by-hand",
+                                     "to": Stage.INBOX})
 
     def _owe(self, owe: Callable[[T], Callable[[Tx], object] | None] | None, result: T) -> None:
         replay = owe(result) if owe is not None else None
@@ -401,13 +441,16 @@ class Queue:
             return None
         return gitops.identity_args(self.root)
 
-    def _commit(self, message: str) -> None:
+    def _commit(self, message: str, touched: list[Path] | None = None) -> None:
+        """Commit the queue: with a remote, exactly the paths the transaction touched (never a
+        file a person dropped, which is adopted on its own); alone, everything in queue/."""
         identity = self._git_identity
         if identity is None:
             return
         from aq import gitops
 
-        if gitops.commit_paths(self.root, [QUEUE_DIR], message, identity):
+        paths = [QUEUE_DIR] if touched is None else [self.relative(p) for p in touched]
+        if gitops.commit_paths(self.root, paths, message, identity, exact=touched is not None):
             self._commits += 1
 
 
@@ -529,6 +572,12 @@ def _parse_events(path: Path) -> list[Event]:
         if isinstance(event, dict):
             events.append(event)
     return events  # file order is causal order; timestamps of different machines may disagree
+
+
+def _utc_iso() -> str:
+    from aq.core.events import iso
+
+    return iso(datetime.now(UTC))
 
 
 def _parse_time(text: object) -> datetime | None:

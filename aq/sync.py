@@ -134,6 +134,10 @@ class Remote:
         self._git("clean", "-fdq", "--", "queue")
         self._restore_dropped(dropped)
 
+    def untracked_inbox_jobs(self) -> dict[Path, bytes]:
+        """Job files in queue/inbox that git does not track: dropped there by a person."""
+        return {path: data for path, (data, _mtime) in self._dropped_jobs().items()}
+
     def _dropped_jobs(self) -> dict[Path, tuple[bytes, float]]:
         """Job files a person dropped into the inbox that no commit holds yet."""
         done = self._git("ls-files", "-z", "--others", "--exclude-standard", "--", "queue/inbox",
