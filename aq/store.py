@@ -379,6 +379,7 @@ class Queue:
         tip = remote.tip()
         if head_before and tip and remote.is_ancestor(head_before, tip):
             self.owed.clear()  # a push we could not confirm did land: nothing is owed any more
+        remote.discard_uncommitted()  # half a move a killed process left: never committed as is
         self._adopt_dropped(remote)
         remote.align()
         # owed work stays listed until a push of it lands: a replay that loses a race is replayed again

@@ -120,11 +120,14 @@ class Remote:
         head, tip = self.heads()
         if tip is None or tip == head:
             return
-        # one call in the common cases (behind, or our refused commits on top): --keep moves
-        # HEAD, index and the files that differ, and refuses rather than lose a local change
-        done = self._git("reset", "-q", "--keep", tip, check=False)
-        if done.returncode == 0:
-            return
+        # one call in the common case (behind, or only aq's refused commits on top): --keep moves
+        # HEAD, index and the files that differ, and refuses rather than lose a local change.
+        # Only when no file outside what aq manages differs: a person's own work is never touched.
+        outside = [f":(exclude){path}" for path in MANAGED_PATHS]
+        if self._git("diff", "--quiet", tip, "HEAD", "--", ".", *outside, check=False).returncode == 0:
+            done = self._git("reset", "-q", "--keep", tip, check=False)
+            if done.returncode == 0:
+                return
         dropped = self._dropped_jobs()
         self._git("reset", "-q", "--mixed", tip)
         present = [p for p in MANAGED_PATHS  # ./path: relative to the queue root, not the repo's top
@@ -133,6 +136,33 @@ class Remote:
             self._git("checkout", "-q", "-f", tip, "--", *present)
         self._git("clean", "-fdq", "--", "queue")
         self._restore_dropped(dropped)
+
+    def discard_uncommitted(self) -> list[str]:
+        """Put queue/ back to HEAD when a process killed mid-transaction left half a move there
+        (call only under the queue lock). A job file in the inbox that no commit holds is kept
+        when it is a person's (no other stage has that job) and removed when it is the moved
+        copy of a job HEAD has elsewhere."""
+        done = self._git("status", "--porcelain=v1", "-uall", "--", "queue", check=False)
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        dirty = [line for line in lines
+                 if not (line.startswith("?? queue/inbox/") and line.endswith(".md"))]
+        leftovers = []
+        for line in lines:
+            if line.startswith("?? queue/inbox/") and line.endswith(".md"):
+                name = line[3:].rsplit("/", 1)[1]
+                tracked = self._git("ls-files", "--", *[f"queue/{stage}/{name}" for stage in
+                                                        ("building", "review", "testing", "shipped",
+                                                         "failed", "dead_letter")], check=False)
+                if tracked.stdout.strip():
+                    leftovers.append(line[3:])
+        if not dirty and not leftovers:
+            return []
+        if dirty:
+            self._git("checkout", "-q", "HEAD", "--", "queue", check=False)
+            self._git("clean", "-fdq", "--", "queue", ":(exclude)queue/inbox/*.md", check=False)
+        for path in leftovers:
+            (self.root / path).unlink(missing_ok=True)
+        return dirty + leftovers
 
     def untracked_inbox_jobs(self) -> dict[Path, bytes]:
         """Job files in queue/inbox that git does not track: dropped there by a person."""
