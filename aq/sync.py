@@ -27,6 +27,8 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
 MANAGED_PATHS = ("queue", "aq.yaml", "profiles")
+# untracked files under queue/ that a person made and aq must never clean away
+PERSONS_FILES = (":(exclude)queue/inbox/*.md", ":(exclude)queue/HALT")
 
 
 class Push(StrEnum):
@@ -134,7 +136,7 @@ class Remote:
                    if self._git("cat-file", "-e", f"{tip}:./{p}", check=False).returncode == 0]
         if present:
             self._git("checkout", "-q", "-f", tip, "--", *present)
-        self._git("clean", "-fdq", "--", "queue")
+        self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES)
         self._restore_dropped(dropped)
 
     def discard_uncommitted(self) -> list[str]:
@@ -144,8 +146,9 @@ class Remote:
         copy of a job HEAD has elsewhere."""
         done = self._git("status", "--porcelain=v1", "-uall", "--", "queue", check=False)
         lines = [line for line in done.stdout.splitlines() if line.strip()]
-        dirty = [line for line in lines
-                 if not (line.startswith("?? queue/inbox/") and line.endswith(".md"))]
+        dirty = [line for line in lines  # a person's files: jobs dropped in the inbox, a HALT
+                 if not (line.startswith("?? queue/inbox/") and line.endswith(".md"))
+                 and line != "?? queue/HALT"]
         leftovers = []
         for line in lines:
             if line.startswith("?? queue/inbox/") and line.endswith(".md"):
@@ -159,7 +162,7 @@ class Remote:
             return []
         if dirty:
             self._git("checkout", "-q", "HEAD", "--", "queue", check=False)
-            self._git("clean", "-fdq", "--", "queue", ":(exclude)queue/inbox/*.md", check=False)
+            self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES, check=False)
         for path in leftovers:
             (self.root / path).unlink(missing_ok=True)
         return dirty + leftovers
