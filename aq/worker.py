@@ -212,7 +212,8 @@ class Worker:
     def _finished_draining(self, claimed_now: int) -> bool:
         if self.mode not in ("once", "drain") or self._busy() or claimed_now or self._contended:
             return False
-        if self.remote is not None and not self.queue.last_sync_ok and self._unreachable_for() < self.lease_ttl:
+        if (self.mode == "drain" and self.remote is not None and not self.queue.last_sync_ok
+                and self._unreachable_for() < self.lease_ttl):
             return False  # the remote is away: what is left there is unknown, so wait (a while)
         return self.mode == "once" or not self._waiting_on_others()
 
