@@ -47,8 +47,9 @@ def run(
         list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
         input=input, capture_output=True, text=True, timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C on the terminal must not kill a git commit half-way
-    )
+        start_new_session=True,  # Ctrl-C on the terminal must not kill a git commit half-way,
+        preexec_fn=_die_with_parent,  # but a worker killed with -9 takes its git with it: an
+    )  # orphaned commit must never race the next worker's transaction in the same clone
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -407,13 +407,16 @@ class Queue:
 
     def _adopt(self, path: Path, data: bytes, tx: Tx) -> None:
         job_id = path.stem
-        stage = tx.stage_of(job_id)
-        if stage is not None and stage is not Stage.INBOX:
-            return  # the id is taken on the remote; the file stays as it is, untracked
-        if stage is None:
-            tx.write(path, data)
-        else:
+        elsewhere = [stage for stage in STAGES if stage is not Stage.INBOX
+                     and (self.qdir / stage / path.name).exists()]
+        if elsewhere:  # the job is already in another stage: this copy is a leftover, not a new job
+            path.unlink(missing_ok=True)
+            self._adopting.discard(job_id)
+            return
+        if path.exists():
             tx.touched.append(path)
+        else:
+            tx.write(path, data)
         if not tx.state(job_id).added_at:
             tx.append_event(job_id, {"ts": _utc_iso(), "type": "added", "by": "dropped-by-hand",
                                      "to": Stage.INBOX})
