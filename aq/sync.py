@@ -161,6 +161,7 @@ class Remote:
         if not dirty and not leftovers:
             return []
         if dirty:
+            self._git("reset", "-q", "HEAD", "--", "queue", check=False)  # what it staged, too
             self._git("checkout", "-q", "HEAD", "--", "queue", check=False)
             self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES, check=False)
         for path in leftovers:

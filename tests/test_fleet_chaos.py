@@ -74,10 +74,7 @@ exec {git} "$@"
 
 @pytest.mark.parametrize("step", [
     "update-index",
-    pytest.param("commit", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: a move a killed worker staged but did not commit survives Remote.discard_uncommitted "
-        "('git checkout HEAD -- queue' keeps index entries HEAD lacks) and rides in the next "
-        "commit of that clone: the job is in two stages on the remote"))),
+    "commit",  # killed after staging: discard_uncommitted resets the index for queue/ too
 ])
 def test_a_worker_killed_between_a_move_and_its_commit_loses_no_job(
         fleet: Fleet, step: str) -> None:
