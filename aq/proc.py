@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,9 +46,10 @@ def run(
         list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
         input=input, capture_output=True, text=True, timeout=timeout,
         stdin=None if input is not None else subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C on the terminal must not kill a git commit half-way,
-        preexec_fn=_die_with_parent,  # but a worker killed with -9 takes its git with it: an
-    )  # orphaned commit must never race the next worker's transaction in the same clone
+        # Ctrl-C on the terminal must not kill a git commit half-way. (No preexec_fn: forking a
+        # threaded process to run Python in the child prints tracebacks from logging's locks.)
+        start_new_session=True,
+    )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -58,18 +58,6 @@ class StreamResult:
     returncode: int | None  # None: it never started (see `missing`) or was killed before exiting
     ended: str  # "exit", "timeout", "stopped", "missing", "unstartable"
     seconds: float
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the thread that started us dies (Linux), then be a group leader."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
 
 
 def run_streaming(
@@ -95,7 +83,7 @@ def run_streaming(
         proc = subprocess.Popen(
             list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True,  # what a dead worker leaves is killed by this group id
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
         sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
