@@ -124,13 +124,14 @@ class Fleet:
         git(self.root, "clone", "-q", self.url, str(path))
         return path
 
-    def drop(self, seed: Path, ids: Iterable[str], pause: float = 0.0) -> None:
+    def drop(self, seed: Path, ids: Iterable[str], pause: float = 0.0, body: str | None = None) -> None:
         """Add jobs the way a person does: files in the seed's inbox, a commit, a push (fetch
         and rebase while the workers' pushes win; a person's commit only adds files)."""
         git(seed, "fetch", "-q", "origin")
         git(seed, "reset", "-q", "--hard", "origin/main")
         for job_id in ids:
-            (seed / "queue" / "inbox" / f"{job_id}.md").write_text(job_file(self.ledger, pause))
+            text = job_file(self.ledger, pause) if body is None else f'---\nverify: "true"\n---\n{body}'
+            (seed / "queue" / "inbox" / f"{job_id}.md").write_text(text)
         git(seed, "add", "queue/inbox")
         git(seed, "commit", "-q", "-m", "add jobs by hand")
         for _ in range(50):
