@@ -451,8 +451,8 @@ def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
         seen = observer.workers(monotonic)
     rows = []
     for worker, (silent, payload) in sorted(seen.items()):
-        tokens = payload.get("tokens", [])
-        jobs = tuple(sorted(building[t].id for t in tokens if t in building))
+        # the jobs it holds: its claims on the remote (its heartbeat lists them only from its next beat)
+        jobs = tuple(sorted(job.id for job in building.values() if job.state.holder == worker))
         rows.append(WorkerRow(worker, payload.get("host"), silent, payload.get("wall"), jobs,
                               bool(payload.get("retiring"))))
     return tuple(rows)
