@@ -143,7 +143,7 @@ def add_job(
             event["key"] = manifest.idempotency_key
         tx.append_event(chosen, event)
         tx.write(path, text)
-        return AddResult(_job_at(queue, chosen), True, f"added {chosen}")
+        return AddResult(queue.resolve(chosen), True, f"added {chosen}")
 
     return queue.transact(write, f"aq: add {chosen} by {who}")
 
@@ -172,10 +172,6 @@ def _content(manifest: Manifest) -> str:
     parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
              if name not in ("id", "content_hash", "keys")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _job_at(queue: Queue, job_id: str) -> Job:
-    return queue.resolve(job_id)
 
 
 # --- reading ---------------------------------------------------------------------------------

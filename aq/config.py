@@ -84,9 +84,6 @@ class QueueConfig:
             on=frozenset(policy.on) if policy and policy.on is not None else self.retry_on,
         )
 
-    def retry_rule_default(self) -> RetryRule:
-        return RetryRule(max=self.retry_max, backoff=self.retry_backoff, on=self.retry_on)
-
     def engine_for(self, manifest: Manifest) -> str:
         return manifest.engine or self.default_engine
 

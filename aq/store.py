@@ -483,9 +483,6 @@ class Tx:
     def stage_of(self, job_id: str) -> Stage | None:
         return self.queue.stage_of(job_id)
 
-    def events(self, job_id: str) -> list[Event]:
-        return self.queue.read_events(job_id)
-
     def state(self, job_id: str) -> JobState:
         return fold(self.queue.read_events(job_id))
 
