@@ -111,9 +111,18 @@ def find_root(start: Path) -> Path | None:
     return None
 
 
+@dataclass(slots=True)
+class Owed:
+    """Work the remote has not taken yet: replayed on its tip until a push of it lands."""
+
+    replay: Callable[[Tx], object]
+    message: str
+    commit: str | None = None  # a commit of this clone holding the work, whose push was not confirmed
+
+
 class Queue:
     def __init__(self, root: Path) -> None:
-        self.owed: list[tuple[Callable[[Tx], object], str]] = []  # work the remote has not taken yet
+        self.owed: list[Owed] = []
         self.last_sync_ok = True
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
@@ -360,11 +369,14 @@ class Queue:
                     self.last_push_confirmed = True
                     return result
                 if landed is None:
+                    head = remote.head() or ""
                     if owe is None:
                         raise PushUncertain(
                             f"the remote {remote.name!r} stopped answering during the push; it may "
-                            "or may not have taken the change", result, remote.head() or "")
-                    self._owe(owe, result)
+                            "or may not have taken the change", result, head)
+                    for owed in self.owed:  # replayed into this HEAD: landed if it lands
+                        owed.commit = head
+                    self._owe(owe, result, head)
                     return result
             _backoff(attempt)  # lost to another machine: decide again on its tip
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
@@ -372,20 +384,29 @@ class Queue:
 
     def sync_from_remote(self, remote: Remote) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work still owed to it."""
-        head_before = remote.head() if self.owed else None
         self.last_sync_ok = remote.fetch()
         if not self.last_sync_ok:
             return False
-        tip = remote.tip()
-        if head_before and tip and remote.is_ancestor(head_before, tip):
-            self.owed.clear()  # a push we could not confirm did land: nothing is owed any more
+        self._drop_landed(remote)
         remote.discard_uncommitted()  # half a move a killed process left: never committed as is
         self._adopt_dropped(remote)
         remote.align()
         # owed work stays listed until a push of it lands: a replay that loses a race is replayed again
-        for replay, message in list(self.owed):
-            self._apply(replay, message, None)
+        for owed in list(self.owed):
+            self._apply(owed.replay, owed.message, None)
         return True
+
+    def _drop_landed(self, remote: Remote) -> None:
+        """Owed work whose unconfirmed push did land is owed no more. Each item is checked by its
+        own commit, never by HEAD: a sibling worker on this clone moves HEAD to the tip."""
+        tip = remote.tip() if any(owed.commit for owed in self.owed) else None
+        if tip is None:
+            return
+        landed: dict[str, bool] = {}
+        for owed in self.owed:
+            if owed.commit and owed.commit not in landed:
+                landed[owed.commit] = remote.is_ancestor(owed.commit, tip)
+        self.owed = [owed for owed in self.owed if not (owed.commit and landed[owed.commit])]
 
     def _adopt_dropped(self, remote: Remote) -> None:
         """Job files a person dropped into this clone's inbox become owed adds: committed with an
@@ -402,8 +423,8 @@ class Queue:
             if path.stem in self._adopting or not is_job_id(path.stem):
                 continue
             self._adopting.add(path.stem)
-            self.owed.append((functools.partial(self._adopt, path, data),
-                              f"aq: add {path.stem} (dropped into the inbox by hand)"))
+            self.owed.append(Owed(functools.partial(self._adopt, path, data),
+                                  f"aq: add {path.stem} (dropped into the inbox by hand)"))
 
     def _adopt(self, path: Path, data: bytes, tx: Tx) -> None:
         job_id = path.stem
@@ -421,10 +442,11 @@ class Queue:
             tx.append_event(job_id, {"ts": _utc_iso(), "type": "added", "by": "dropped-by-hand",
                                      "to": Stage.INBOX})
 
-    def _owe(self, owe: Callable[[T], Callable[[Tx], object] | None] | None, result: T) -> None:
+    def _owe(self, owe: Callable[[T], Callable[[Tx], object] | None] | None, result: T,
+             commit: str | None = None) -> None:
         replay = owe(result) if owe is not None else None
         if replay is not None:
-            self.owed.append((replay, "aq: replay of work done while the remote was away"))
+            self.owed.append(Owed(replay, "aq: replay of work done while the remote was away", commit))
 
     def _confirm(self, remote: Remote) -> bool | None:
         """After a transport failure: did our HEAD land? Asks a few times while the remote is away."""

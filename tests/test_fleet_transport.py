@@ -202,8 +202,6 @@ def test_a_result_owed_to_the_remote_survives_a_lost_race(fleet: Fleet) -> None:
     assert result.executions == 1
 
 
-@pytest.mark.xfail(strict=False, reason="BUG (open): Queue.sync_from_remote forgets owed work when the clone's "
-                   "HEAD is an ancestor of the tip, but a sibling worker on the clone moves that HEAD")
 def test_a_result_owed_to_the_remote_survives_a_sibling_realigning_the_clone(
         tmp_path: Path) -> None:
     """A result one worker owes the remote is sent even when a sibling worker on the same clone
