@@ -10,11 +10,12 @@ from aq import proc
 from aq.errors import GitError
 
 
-def git(root: Path, *args: str, check: bool = True, input: str | None = None) -> proc.Completed:
+def git(root: Path, *args: str, check: bool = True, input: str | None = None,
+        timeout: float | None = None) -> proc.Completed:
     try:
         # aq's own small commits and fetches never wait on an automatic gc or maintenance run
         done = proc.run(["git", "-c", "gc.auto=0", "-c", "maintenance.auto=0", *args], cwd=root,
-                        input=input)
+                        input=input, timeout=timeout)
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if check and done.returncode != 0:

@@ -33,6 +33,9 @@ def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False)
     return env
 
 
+TIMED_OUT = 124  # the exit code `run` reports for a command it stopped at its timeout, as timeout(1) does
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -41,16 +44,28 @@ def run(
     input: str | None = None,
     timeout: float | None = None,
 ) -> Completed:
-    """Run a short command to completion and capture its output. A missing program raises OSError."""
-    proc = subprocess.run(
+    """Run a short command to completion and capture its output. A missing program raises OSError.
+
+    At `timeout` seconds the command's whole process group is killed (a git push's transport
+    helpers too) and the result has exit code TIMED_OUT."""
+    with subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
-        input=input, capture_output=True, text=True, timeout=timeout,
-        stdin=None if input is not None else subprocess.DEVNULL,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         # Ctrl-C on the terminal must not kill a git commit half-way. (No preexec_fn: forking a
         # threaded process to run Python in the child prints tracebacks from logging's locks.)
         start_new_session=True,
-    )
-    return Completed(proc.returncode, proc.stdout, proc.stderr)
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            return Completed(TIMED_OUT, stdout, f"{stderr}{argv[0]}: no answer in {timeout:g}s; stopped\n")
+        except BaseException:
+            _kill_group(child.pid, signal.SIGKILL)
+            raise
+    return Completed(child.returncode, stdout, stderr)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from aq.errors import GitError
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
+NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
 MANAGED_PATHS = ("queue", "aq.yaml", "profiles")
 # untracked files under queue/ that a person made and aq must never clean away
 PERSONS_FILES = (":(exclude)queue/inbox/*.md", ":(exclude)queue/HALT")
@@ -65,8 +66,8 @@ class Remote:
         branch = head.stdout.strip() or "main"
         return cls(root, name, branch)
 
-    def _git(self, *args: str, check: bool = True) -> proc.Completed:
-        return gitops.git(self.root, *args, check=check)
+    def _git(self, *args: str, check: bool = True, timeout: float | None = None) -> proc.Completed:
+        return gitops.git(self.root, *args, check=check, timeout=timeout)
 
     # --- reading the remote ------------------------------------------------------------------
 
@@ -75,12 +76,13 @@ class Remote:
         done = self._git(
             "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", self.name,
             f"+refs/heads/{self.branch}:{self.tracking}",
-            f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*", check=False,
+            f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*", check=False, timeout=NETWORK_TIMEOUT,
         )
         if done.returncode == 0:
             return True
         if "couldn't find remote ref" in done.stderr:  # an empty remote: nothing pushed yet
-            return self._git("ls-remote", "-q", self.name, check=False).returncode == 0
+            return self._git("ls-remote", "-q", self.name, check=False,
+                             timeout=NETWORK_TIMEOUT).returncode == 0
         return False
 
     def tip(self) -> str | None:
@@ -196,7 +198,7 @@ class Remote:
 
     def push(self) -> Push:
         done = self._git("push", "--porcelain", "-q", self.name, f"HEAD:refs/heads/{self.branch}",
-                         check=False)
+                         check=False, timeout=NETWORK_TIMEOUT)
         if done.returncode == 0:
             return Push.OK
         for line in done.stdout.splitlines():
@@ -206,15 +208,17 @@ class Remote:
 
     # --- heartbeats -----------------------------------------------------------------------------
 
-    def heartbeat(self, worker_id: str, payload: Mapping[str, Any]) -> bool:
-        """Force-push a parentless commit carrying `payload` to refs/aq/workers/<id>."""
+    def heartbeat(self, worker_id: str, payload: Mapping[str, Any],
+                  timeout: float = NETWORK_TIMEOUT) -> bool:
+        """Force-push a parentless commit carrying `payload` to refs/aq/workers/<id>; False if it
+        failed or did not finish within `timeout` seconds."""
         message = json.dumps(dict(payload), sort_keys=True)
         made = self._git("commit-tree", EMPTY_TREE, "-m", message, check=False)
         if made.returncode != 0:
             return False
         commit = made.stdout.strip()
         done = self._git("push", "-q", "--force", self.name, f"{commit}:{WORKER_REFS}/{worker_id}",
-                         check=False)
+                         check=False, timeout=timeout)
         return done.returncode == 0
 
     def observed_heartbeats(self) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -63,6 +63,7 @@ class Claim:
     attempt: int
     token: str
     event: dict[str, object]
+    claimed_at: float  # monotonic, before the claim was pushed: its lease cannot start earlier
 
 
 @dataclass
@@ -130,7 +131,7 @@ class Worker:
         self._next_refresh = 0.0
         self._unlanded: set[str] = set()
         self._unreachable_since: float | None = None
-        self._contended = False  # the last claim lost every race: work is there  # tokens whose result is committed here but not yet pushed
+        self._contended = False  # the last claim lost every race: work is there
         self._silent_leases = False  # some lease held elsewhere is going unrenewed
 
     # --- the loop --------------------------------------------------------------------------
@@ -181,6 +182,7 @@ class Worker:
                         self.say(f"{self.worker_id}: nothing to run")
                     self._flush_owed()
                     return
+            self._check_renewal()
             self._refresh_while_busy()
             self._settle_uncertain()
             self._watch_cancellations()
@@ -319,7 +321,7 @@ class Worker:
         if not tx.online:
             event["offline"] = True
         tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
-        return Claim(job, attempt, token, event)
+        return Claim(job, attempt, token, event, claimed_at=self.monotonic())
 
     def _replay_claim(self, claim: Claim, tx: Tx) -> None:
         """An offline claim, replayed on the remote's tip: it stands only if the job is still waiting."""
@@ -503,25 +505,38 @@ class Worker:
             "capabilities": sorted(self.capabilities or ()),
         }
         started = self.monotonic()
-        gap = started - self._renewed_at  # a pause (SIGSTOP, a suspended laptop) counts too
-        renewed = self.remote.heartbeat(self.worker_id, payload)
-        if gap >= self.renew_deadline:
-            self._lose_leases(f"lease lost: {gap:.0f}s between renewals "
-                              f"(renew deadline {self.renew_deadline:.0f}s)")
+        renewed_before = self._renewed_at
+        # a push that hangs must not outlast the renew deadline (the main loop checks it too)
+        renewed = self.remote.heartbeat(self.worker_id, payload,
+                                        timeout=max(2.0, self.heartbeat_interval))
+        # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
+        # laptop) between renewals may have let observers expire the lease
+        self._lose_silent_leases(renewed_before, started)
         if renewed:
             self._renewed_at = started
-        elif self.monotonic() - self._renewed_at >= self.renew_deadline:
-            self._lose_leases(f"lease lost: no heartbeat reached the remote for "
-                              f"{self.monotonic() - self._renewed_at:.0f}s")
+        else:
+            self._lose_silent_leases(renewed_before, self.monotonic())
 
-    def _lose_leases(self, reason: str) -> None:
-        """Stop every attempt: another machine may own these jobs now. Their results are
-        recorded only if the job is still ours on the remote (the token check fences them)."""
+    def _check_renewal(self) -> None:
+        """The renew deadline, checked from the main loop as well: the heartbeat thread may be
+        stuck in a push that neither lands nor fails."""
+        if self.remote is not None:
+            self._lose_silent_leases(self._renewed_at, self.monotonic())
+
+    def _lose_silent_leases(self, renewed_at: float, now: float) -> None:
+        """Stop each attempt whose lease went unrenewed for the renew deadline: another machine
+        may own the job now. A lease runs from the later of the last renewal and its own claim
+        (observers start counting when they first see the claim). A result is recorded only if
+        the job is still ours on the remote (the token check fences it)."""
         for running in list(self.running.values()):
-            if not running.stop.is_set():
-                running.stop_reason = reason
+            if running.claim.event.get("offline"):
+                continue  # the remote never saw this claim: no one else counts it as a lease
+            silent = now - max(renewed_at, running.claim.claimed_at)
+            if silent >= self.renew_deadline and not running.stop.is_set():
+                running.stop_reason = (f"lease lost: no heartbeat reached the remote for "
+                                       f"{silent:.0f}s (renew deadline {self.renew_deadline:.0f}s)")
                 running.stop.set()
-        self._wake.set()
+                self._wake.set()
 
     # --- finishing -------------------------------------------------------------------------
 

@@ -245,8 +245,6 @@ exit 0
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the renew deadline is checked only when a heartbeat push "
-                   "returns; a push that hangs leaves the holder running after its lease expired")
 def test_a_holder_whose_heartbeat_push_hangs_stops_its_attempt_before_the_lease_expires(
         fleet: Fleet) -> None:
     """A worker whose heartbeat push hangs (no answer, no error) stops its attempt by its renew
