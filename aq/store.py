@@ -35,7 +35,7 @@ QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it

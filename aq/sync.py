@@ -272,7 +272,7 @@ class LeaseObserver:
             data = {}
         if not isinstance(data, dict) or data.get("boot") != self.boot_id():
             data = {"boot": self.boot_id()}
-        for table in ("workers", "renewed", "first", "payloads"):
+        for table in ("workers", "renewed", "first", "payloads", "retries"):
             data.setdefault(table, {})
         return data
 
@@ -311,6 +311,20 @@ class LeaseObserver:
         data["confirmed"] = sorted(t for t in confirmed if t in building)
         self._save(data)
         return silence, confirmed & set(building)
+
+    def retry_waits(self, now: float, pending: Mapping[str, float]) -> dict[str, float]:
+        """Seconds each retry still waits on this machine's own clock, counted from the first
+        time this machine saw it: a finishing worker's wall clock being off does not hold a
+        retry back for an hour, nor let it run early.
+
+        `pending` maps each waiting retry's key (job id and attempt) to its backoff in seconds.
+        """
+        data = self._load()
+        first = {key: data["retries"].get(key, now) for key in pending}
+        if first != data["retries"]:
+            data["retries"] = first
+            self._save(data)
+        return {key: max(0.0, backoff - (now - first[key])) for key, backoff in pending.items()}
 
     def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
         """worker id -> (seconds since its heartbeat last changed as seen here, its last payload)."""

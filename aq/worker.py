@@ -42,7 +42,7 @@ from aq.core.lifecycle import (
     reclaim_decision,
 )
 from aq.core.manifest import Manifest
-from aq.core.scheduler import assess
+from aq.core.scheduler import Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store import Job, Queue, Snapshot, Tx
 
@@ -232,8 +232,7 @@ class Worker:
         """True while an inbox job will become takeable without a person: its retry time is
         coming, or (drain) it waits for a job that is running or for a lock a running job holds."""
         snapshot = self.queue.snapshot()
-        verdicts = assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
-                          worker_caps=self.capabilities)
+        verdicts = self._assess(snapshot)
         return any(v.kind == "not_before" for v in verdicts) or self._silent_leases or (
             self.remote is not None
             and any(job.stage is Stage.BUILDING for job in snapshot.jobs)
@@ -305,8 +304,7 @@ class Worker:
         if self._take_back_expired(tx, snapshot):
             snapshot = self.queue.snapshot()
         self._warn_invalid(snapshot)
-        verdicts = assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
-                          worker_caps=self.capabilities)
+        verdicts = self._assess(snapshot)
         chosen = next((v.job for v in verdicts if v.ready and v.job.id not in self.running), None)
         if chosen is None:
             return None
@@ -322,6 +320,24 @@ class Worker:
             event["offline"] = True
         tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
         return Claim(job, attempt, token, event, claimed_at=self.monotonic())
+
+    def _assess(self, snapshot: Snapshot) -> list[Verdict]:
+        return assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
+                      worker_caps=self.capabilities, retry_waits=self._retry_waits(snapshot))
+
+    def _retry_waits(self, snapshot: Snapshot) -> dict[str, float] | None:
+        """In a fleet, a retry's backoff runs on this machine's monotonic clock from when it first
+        saw the retry, not on the finishing worker's wall clock (which may be an hour off)."""
+        if self.remote is None:
+            return None
+        pending = {f"{job.id}:{job.state.attempt_count}": backoff for job in snapshot.jobs
+                   if job.stage is Stage.INBOX and (backoff := job.state.retry_backoff) is not None}
+        if not pending:
+            return {}
+        from aq.sync import LeaseObserver
+
+        waits = LeaseObserver(self.queue.state_dir / "leases.json").retry_waits(self.monotonic(), pending)
+        return {key.rpartition(":")[0]: wait for key, wait in waits.items()}
 
     def _replay_claim(self, claim: Claim, tx: Tx) -> None:
         """An offline claim, replayed on the remote's tip: it stands only if the job is still waiting."""
@@ -641,6 +657,8 @@ class Worker:
             "token": claim.token, "outcome": result.outcome, "exit_code": result.exit_code,
             "verify_exit": result.verify_exit, "detail": result.detail, "why": decision.reason,
             "not_before": iso(decision.not_before) if decision.not_before else None,
+            "backoff": (round((decision.not_before - now).total_seconds(), 3)
+                        if decision.not_before else None),
             "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel,
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,

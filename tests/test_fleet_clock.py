@@ -174,3 +174,39 @@ def fleet_refs(fleet: Fleet) -> str:
 
 def building(fleet: Fleet) -> int:
     return sum(stages == ["building"] for stages in fleet.stages().values())
+
+
+RETRIED = """---
+verify: "true"
+retry: {{max: 1, backoff: {backoff}s, on: [engine_failed]}}
+---
+echo "$AQ_JOB_ID $AQ_ATTEMPT $AQ_WORKER_ID" >> {ledger}
+[ "$AQ_ATTEMPT" -ge 2 ]
+"""
+
+
+@pytest.mark.parametrize("failer_clock", ["fast", "slow"])
+def test_a_retry_waits_its_backoff_on_the_retrying_machine_clock(
+        fleet: Fleet, clocks: dict[str, dict[str, str]], failer_clock: str) -> None:
+    """A retry's backoff is measured by the machine that runs it, not by the wall clock of the
+    worker that failed: a failure stamped an hour fast is retried after its backoff, not an hour
+    later, and one stamped an hour slow is not retried before its backoff."""
+    backoff = 4.0
+    seed = fleet.seed()
+    (seed / "queue" / "inbox" / "flaky.md").write_text(RETRIED.format(backoff=int(backoff),
+                                                                      ledger=fleet.ledger))
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "a job that fails once")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    failer = fleet.start("failer", fleet.clone("failer"), mode="--once", env=clocks[failer_clock])
+    assert failer.proc.wait(timeout=60) == 0, failer.output()
+    failed_at = time.monotonic()
+    assert fleet.ledger.read_text().split() == ["flaky", "1", "failer"]
+
+    retrier = fleet.start("retrier", fleet.clone("retrier"), mode="--drain")
+    wait_for(lambda: "flaky 2 retrier" in fleet.ledger.read_text(), 60,
+             "the true-clock worker retries the job within a minute")
+    retried_after = time.monotonic() - failed_at
+    assert fleet.stop(retrier) == 0, retrier.output()
+    assert retried_after >= backoff, f"retried {retried_after:.1f}s after the failure"
+    assert fleet.stages()["flaky"] == ["testing"]

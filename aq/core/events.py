@@ -56,7 +56,8 @@ class JobState:
     holder_host: str | None = None
     holder_pid: int | None = None
     added_at: str | None = None
-    not_before: str | None = None
+    not_before: str | None = None  # a retry's earliest start, on the finishing worker's clock
+    retry_backoff: float | None = None  # that retry's wait in seconds, for clocks of other machines
     retries_used: int = 0  # retried failures since the job was added or last requeued
     last_fingerprint: str | None = None
     last_failure_tail: str | None = None
@@ -88,6 +89,7 @@ def fold(events: Iterable[Event]) -> JobState:
     holder_pid: int | None = None
     retries_used = reclaims = count = 0
     wall_used = 0.0
+    backoff: float | None = None
     for event in events:
         count += 1
         kind = event.get("type")
@@ -101,13 +103,15 @@ def fold(events: Iterable[Event]) -> JobState:
                 number=int(event.get("attempt", len(attempts) + 1)),
                 worker=str(holder), token=str(token), started=str(event.get("ts")),
             ))
-            not_before = None
+            not_before, backoff = None, None
         elif kind == FINISHED:
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
             wall_used += float(event.get("duration", 0.0))
             token = holder = holder_host = holder_pid = None
             not_before = event.get("not_before")
+            wait = event.get("backoff")
+            backoff = float(wait) if isinstance(wait, int | float) and not_before else None
             last_outcome, last_reason = event.get("outcome"), event.get("why")
             action = event.get("action")
             if action == "retry":
@@ -121,11 +125,11 @@ def fold(events: Iterable[Event]) -> JobState:
             if event.get("action") == "cancel" and token is not None:
                 token = holder = holder_host = holder_pid = None
             if event.get("action") == "requeue":
-                retries_used, reclaims, last_fp, not_before = 0, 0, None, None
+                retries_used, reclaims, last_fp, not_before, backoff = 0, 0, None, None, None
     return JobState(
         attempts=tuple(attempts), token=token, holder=holder, holder_host=holder_host,
         holder_pid=holder_pid, added_at=added_at,
-        not_before=not_before, retries_used=retries_used, last_fingerprint=last_fp,
+        not_before=not_before, retry_backoff=backoff, retries_used=retries_used, last_fingerprint=last_fp,
         last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
         last_reason=last_reason, events=count, wall_used=wall_used,
     )

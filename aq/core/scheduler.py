@@ -109,11 +109,13 @@ def assess(
     halted: str | None = None,
     worker_caps: frozenset[str] | None = None,
     held_locks: Mapping[str, str] | None = None,
+    retry_waits: Mapping[str, float] | None = None,
 ) -> list[Verdict]:
     """Every inbox job in pick order, each with the reason it cannot be taken now (None: ready).
 
     `held_locks` adds locks (lock -> job id) beyond those of building jobs, for a worker that
-    claims several jobs in one pass.
+    claims several jobs in one pass. `retry_waits` (job id -> seconds) is how long each retry
+    still waits as a worker measures it on its own clock; without it the wall clock decides.
     """
     stages = {job.id: job.stage for job in jobs}
     manifests = {job.id: job.manifest for job in jobs if job.manifest is not None}
@@ -126,7 +128,7 @@ def assess(
     cycles = dependency_cycles(manifests) if any(m.deps for m in manifests.values()) else {}
     verdicts = []
     for job in inbox:
-        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles)
+        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles, retry_waits)
         verdicts.append(Verdict(job, blocked[1], blocked[0]) if blocked else Verdict(job, None))
     return verdicts
 
@@ -139,6 +141,7 @@ def _block_reason(
     stages: Mapping[str, Stage],
     locks: Mapping[str, str],
     cycles: Mapping[str, list[str]],
+    retry_waits: Mapping[str, float] | None = None,
 ) -> tuple[str, str] | None:
     """(kind, reason) of what keeps the job from being taken now, or None."""
     manifest = job.manifest
@@ -155,7 +158,10 @@ def _block_reason(
     if manifest.lock and manifest.lock in locks:
         return "lock", f"lock {manifest.lock!r} is held by {locks[manifest.lock]}"
     not_before = _time_or_none(job.state.not_before)
-    if not_before is not None and not_before > now:
+    if retry_waits is not None and job.id in retry_waits:
+        if retry_waits[job.id] > 0:
+            return "not_before", f"retry waits its backoff ({retry_waits[job.id]:.0f}s more)"
+    elif not_before is not None and not_before > now:
         wait = (not_before - now).total_seconds()
         return "not_before", f"retry not before {job.state.not_before} (in {wait:.0f}s)"
     missing = capabilities_missing(manifest.capabilities, worker_caps)
@@ -183,9 +189,11 @@ def pick(
     halted: str | None = None,
     worker_caps: frozenset[str] | None = None,
     held_locks: Mapping[str, str] | None = None,
+    retry_waits: Mapping[str, float] | None = None,
 ) -> JobView | None:
     """The job a worker takes next, or None."""
-    for verdict in assess(jobs, now, halted=halted, worker_caps=worker_caps, held_locks=held_locks):
+    for verdict in assess(jobs, now, halted=halted, worker_caps=worker_caps, held_locks=held_locks,
+                          retry_waits=retry_waits):
         if verdict.ready:
             return verdict.job
     return None

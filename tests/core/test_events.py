@@ -101,6 +101,18 @@ def test_retries_count_and_set_not_before() -> None:
     assert fold([*events, claimed(3, "w:3", minutes=31)]).not_before is None
 
 
+def test_a_retry_keeps_its_backoff_until_the_next_claim() -> None:
+    """A retry's backoff in seconds is kept beside its not-before time, for machines whose clock
+    differs from the finisher's; the next claim clears both."""
+    waiting = fold([added(), claimed(1, "t1"),
+                    finished("t1", "verify_failed", "retry", not_before=at(7), backoff=300.0)])
+    assert (waiting.not_before, waiting.retry_backoff) == (at(7), 300.0)
+    again = fold([added(), claimed(1, "t1"),
+                  finished("t1", "verify_failed", "retry", not_before=at(7), backoff=300.0),
+                  claimed(2, "t2", minutes=8)])
+    assert (again.not_before, again.retry_backoff) == (None, None)
+
+
 def test_success_keeps_the_last_failure_fingerprint() -> None:
     """An ok or interrupted attempt does not overwrite the fingerprint of the last failure."""
     state = fold([

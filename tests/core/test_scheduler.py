@@ -128,6 +128,17 @@ def test_not_before_in_the_future_blocks() -> None:
     assert verdicts_by_id([job("past", not_before=T0 - timedelta(hours=1))])["past"].ready
 
 
+def test_a_retry_wait_measured_by_the_worker_overrides_the_wall_clock() -> None:
+    """Given how long each retry still waits on the worker's own clock, the scheduler uses that
+    and not the not-before time another machine's wall clock stamped."""
+    stamped_fast = job("fast", not_before=T0 + timedelta(hours=1))
+    stamped_slow = job("slow", not_before=T0 - timedelta(hours=1))
+    verdicts = verdicts_by_id([stamped_fast, stamped_slow], retry_waits={"fast": 0.0, "slow": 30.0})
+    assert verdicts["fast"].ready
+    assert verdicts["slow"].kind == "not_before"
+    assert verdicts["slow"].reason == "retry waits its backoff (30s more)"
+
+
 def test_missing_capability_blocks_naming_it() -> None:
     """A job needing a capability the worker lacks waits, naming the missing capability."""
     jobs = [job("train", caps=("gpu", "os:linux"))]
