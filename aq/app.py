@@ -6,7 +6,7 @@ The CLI parses and renders; everything that reads or changes the queue happens h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -183,18 +183,33 @@ class Listing:
     problems: tuple[str, ...]
 
 
+# This machine's capabilities: given, unknown (None: not checked), or probed on demand from the
+# tools whose versions the inbox's requirements compare (probing every version costs ~0.3 s).
+Capabilities = frozenset[str] | Callable[[frozenset[str]], frozenset[str]] | None
+
+
+def _worker_caps(capabilities: Capabilities, snapshot: Snapshot) -> frozenset[str] | None:
+    if not callable(capabilities):
+        return capabilities
+    from aq.core.requirements import tools_compared
+
+    return capabilities(tools_compared(
+        cap for job in snapshot.jobs if job.stage is Stage.INBOX and job.manifest
+        for cap in job.manifest.capabilities))
+
+
 def list_jobs(
     queue: Queue,
     *,
     now: datetime,
-    capabilities: frozenset[str] | None,
+    capabilities: Capabilities,
     stages: Sequence[Stage] = (),
     ready: bool = False,
     blocked: bool = False,
 ) -> Listing:
     snapshot = queue.snapshot()
     verdicts = {v.job.id: v for v in assess(snapshot.views(), now, halted=queue.halted(),
-                                            worker_caps=capabilities)}
+                                            worker_caps=_worker_caps(capabilities, snapshot))}
     order = {stage: index for index, stage in enumerate(STAGES)}
     jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
     if stages:
@@ -216,10 +231,11 @@ class NextResult:
     halted: str | None = None
 
 
-def next_job(queue: Queue, *, now: datetime, capabilities: frozenset[str] | None) -> NextResult:
+def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities) -> NextResult:
     snapshot = queue.snapshot()
     halted = queue.halted()
-    verdicts = assess(snapshot.views(), now, halted=halted, worker_caps=capabilities)
+    verdicts = assess(snapshot.views(), now, halted=halted,
+                      worker_caps=_worker_caps(capabilities, snapshot))
     by_id = snapshot.by_id()
     chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
     return NextResult(chosen, tuple(verdicts), by_id, halted)
@@ -243,13 +259,13 @@ class JobDetail:
     text: str
 
 
-def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: frozenset[str] | None
-             ) -> JobDetail:
+def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilities) -> JobDetail:
     snapshot = queue.snapshot()
     job = queue.resolve(ref, snapshot)
     verdict = None
     if job.stage is Stage.INBOX:
-        verdicts = assess(snapshot.views(), now, halted=queue.halted(), worker_caps=capabilities)
+        verdicts = assess(snapshot.views(), now, halted=queue.halted(),
+                          worker_caps=_worker_caps(capabilities, snapshot))
         verdict = next((v for v in verdicts if v.job.id == job.id), None)
     resolved: dict[str, Resolved] = {}
     if job.manifest is not None:

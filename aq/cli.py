@@ -18,6 +18,8 @@ import typer
 from aq.errors import AqError, ExitStatus, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aq.app import JobDetail, Listing, NextResult
     from aq.core.scheduler import Verdict
     from aq.store import Job, Queue
@@ -54,7 +56,15 @@ def _emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
 
 
-def _caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:
+def _caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str]], frozenset[str]]:
+    """This machine's capabilities, probed when a command needs them: with the versions of only
+    the tools some job compares (`node>=20`), since asking every tool takes a few hundred ms."""
+    from aq.capabilities import probe
+
+    return lambda compared: probe(queue.config, tags or (), versions=compared)
+
+
+def _all_caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:
     from aq.capabilities import probe
 
     return probe(queue.config, tags or ())
@@ -365,7 +375,7 @@ def run(
                                or ".." in worker or worker.endswith((".", ".lock"))):
         raise UsageError(f"--worker {worker!r}: use letters, digits, '.', '_' and '-' (it names a git ref)")
     result = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
-                    capabilities=_caps(q, cap), offline=offline, lease_ttl=ttl_s,
+                    capabilities=_all_caps(q, cap), offline=offline, lease_ttl=ttl_s,
                     heartbeat=beat_s).run()
     print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
           file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -675,3 +676,21 @@ def test_usage_mistakes_are_one_line_exit_2(aq: Aq, args: list[str]) -> None:
 def test_parser_errors_are_one_line_exit_2(aq: Aq, args: list[str]) -> None:
     """An unknown option or a missing required option is one line on stderr, exit 2."""
     assert_one_line_error(aq(*args), ExitStatus.USAGE)
+
+
+def test_next_checks_version_requirements_against_the_tools_on_path(
+        aq: Aq, queue_root: Path, tmp_path: Path) -> None:
+    """`aq next` probes the versions a job's requirements compare: `node>=20` is met by a node
+    that says v20.11.1 and not by one that says v18.19.0, and --explain names what is missing."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    node = tools / "node"
+    write_job(queue_root, "needs-node", capabilities=["node>=20,<23"])
+    for version, taken in (("v20.11.1", True), ("v18.19.0", False)):
+        node.write_text(f"#!/bin/sh\necho {version}\n")
+        node.chmod(0o755)
+        path = f"{tools}:{os.environ['PATH']}"
+        out = aq("next", "--explain", env={"PATH": path}).stdout
+        assert out.startswith("needs-node") is taken, out
+        if not taken:
+            assert "needs-node: needs capability node>=20,<23 that this worker lacks" in out

@@ -12,6 +12,7 @@ from datetime import datetime
 from aq.core.events import JobState, parse_iso
 from aq.core.lifecycle import DONE_FOR_DEPS, Stage
 from aq.core.manifest import Manifest
+from aq.core.requirements import missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +97,11 @@ def dependency_cycles(manifests: Mapping[str, Manifest]) -> dict[str, list[str]]
 
 
 def capabilities_missing(required: Iterable[str], have: frozenset[str] | None) -> list[str]:
-    """The required capabilities a worker lacks; nothing is checked when `have` is None."""
+    """The required capabilities a worker lacks (`node>=20` against its `node=20.11.1`); nothing
+    is checked when `have` is None."""
     if have is None:
         return []
-    return [cap for cap in required if cap not in have]
+    return missing(required, have)
 
 
 def assess(

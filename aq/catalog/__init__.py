@@ -1,0 +1,1 @@
+"""The starter catalog that `aq init` copies into a new queue."""
