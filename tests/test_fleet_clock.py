@@ -105,9 +105,6 @@ def test_no_worker_takes_a_live_lease_whatever_its_wall_clock(
     assert_skewed(result.events)
 
 
-@pytest.mark.xfail(strict=False, reason="open: the skewed workers may claim no job at all when the "
-                   "others are quicker (one push per job made them so); the test cannot yet force "
-                   "every clock to take part")
 def test_chaos_with_clocks_an_hour_apart_ends_like_any_chaos(
         fleet: Fleet, clocks: dict[str, dict[str, str]]) -> None:
     """A small chaos run (40 jobs, kill -9 every 1-3 s, the remote's git killed) with workers
@@ -127,8 +124,6 @@ def test_chaos_with_clocks_an_hour_apart_ends_like_any_chaos(
 
 
 @pytest.mark.parametrize("watcher_clock", ["fast", "slow"])
-@pytest.mark.xfail(strict=False, reason="open: timing-sensitive on a loaded 2-core machine (the "
-                   "'fast' case failed once of three runs under load 4-10)")
 def test_a_dead_holders_job_is_reclaimed_by_a_skewed_worker_after_the_ttl(
         fleet: Fleet, clocks: dict[str, dict[str, str]], watcher_clock: str) -> None:
     """A job whose holder on another machine died is taken back by a worker whose clock is an

@@ -63,8 +63,6 @@ def test_over_git_daemon_every_job_has_exactly_one_winner(fleet: Fleet) -> None:
     assert set(result.stages.values()) == {"testing"}
 
 
-@pytest.mark.xfail(strict=False, reason="open: under load 7 a surviving worker's 3 s lease expired "
-                   "(its heartbeat was late, not the outage); passes on a quieter machine")
 def test_chaos_over_git_daemon_with_an_outage_shorter_than_the_lease(fleet: Fleet) -> None:
     """Over git://, workers killed with kill -9 and the daemon killed and restarted for 3 s
     (TTL 8 s): every job ends in one final stage, run once per lease, and no lease of a worker
