@@ -17,12 +17,14 @@ from aq.core.events import ADDED, MOVED, Event, iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import STAGES, Action, Stage, allowed_actions, check_move
 from aq.core.manifest import Manifest, parse_manifest, render_manifest
-from aq.core.scheduler import Verdict, assess, dependency_cycles
+from aq.core.profile import Profile, apply_profile, setting_sources
+from aq.core.scheduler import Routing, Verdict, assess, dependency_cycles
 from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
 from aq.store import (
     EVENTS_DIR,
     HALT_FILE,
     LOGS_DIR,
+    PROFILES_DIR,
     QUEUE_DIR,
     Job,
     Queue,
@@ -87,15 +89,32 @@ def init_queue(root: Path) -> InitResult:
         sep = "" if not existing or existing.endswith("\n") else "\n"
         write_atomic(attributes, f"{existing}{sep}{GITATTRIBUTES_LINE}\n")
         created.append(".gitattributes")
+    created += _copy_catalog(root)
     ignore = root / QUEUE_DIR / ".gitignore"
     if not ignore.exists():
         write_atomic(ignore, ".state/\n.*.tmp-*\n")
         created.append(f"{QUEUE_DIR}/.gitignore")
     committed = False
     if created:
-        committed = gitops.commit_paths(root, [QUEUE_DIR, CONFIG_NAME, ".gitattributes"],
-                                        "aq: init queue", gitops.identity_args(root))
+        committed = gitops.commit_paths(root, [QUEUE_DIR, CONFIG_NAME, ".gitattributes",
+                                               PROFILES_DIR], "aq: init queue",
+                                        gitops.identity_args(root))
     return InitResult(root, tuple(created), git_new, committed)
+
+
+def _copy_catalog(root: Path) -> list[str]:
+    """The starter profiles shipped with aq, into profiles/: a file already there is kept."""
+    from importlib.resources import files
+
+    created = []
+    catalog = files("aq.catalog").joinpath("profiles")
+    for item in sorted(catalog.iterdir(), key=lambda entry: entry.name):
+        target = root / PROFILES_DIR / item.name
+        if item.name.endswith(".md") and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, item.read_text(encoding="utf-8"))
+            created.append(f"{PROFILES_DIR}/{item.name}")
+    return created
 
 
 # --- add -------------------------------------------------------------------------------------
@@ -188,14 +207,37 @@ class Listing:
 Capabilities = frozenset[str] | Callable[[frozenset[str]], frozenset[str]] | None
 
 
-def _worker_caps(capabilities: Capabilities, snapshot: Snapshot) -> frozenset[str] | None:
+def _worker_caps(capabilities: Capabilities, snapshot: Snapshot,
+                 profiles: Mapping[str, Profile]) -> frozenset[str] | None:
     if not callable(capabilities):
         return capabilities
     from aq.core.requirements import tools_compared
 
-    return capabilities(tools_compared(
-        cap for job in snapshot.jobs if job.stage is Stage.INBOX and job.manifest
-        for cap in job.manifest.capabilities))
+    required: list[str] = []
+    for job in snapshot.jobs:
+        if job.stage is Stage.INBOX and job.manifest:
+            required += job.manifest.capabilities
+            if job.manifest.profile and job.manifest.profile in profiles:
+                required += profiles[job.manifest.profile].capabilities
+    return capabilities(tools_compared(required))
+
+
+def _profiles_used(queue: Queue, snapshot: Snapshot) -> dict[str, Profile]:
+    """The queue's profiles, read only when some job names one (a listing stays fast)."""
+    if any(job.manifest and job.manifest.profile for job in snapshot.jobs):
+        return queue.profiles().found
+    return {}
+
+
+def _assess(queue: Queue, snapshot: Snapshot, now: datetime, capabilities: Capabilities,
+            worker_id: str | None = None) -> list[Verdict]:
+    """What `aq run` on this machine would decide for each inbox job (`worker_id`: as which
+    worker, for `prefers:`; None leaves preferences out)."""
+    profiles = _profiles_used(queue, snapshot)
+    config = queue.config
+    routing = Routing(profiles, config.engine_classes, worker_id, config.prefer_window)
+    return assess(snapshot.views(), now, halted=queue.halted(),
+                  worker_caps=_worker_caps(capabilities, snapshot, profiles), routing=routing)
 
 
 def list_jobs(
@@ -208,8 +250,7 @@ def list_jobs(
     blocked: bool = False,
 ) -> Listing:
     snapshot = queue.snapshot()
-    verdicts = {v.job.id: v for v in assess(snapshot.views(), now, halted=queue.halted(),
-                                            worker_caps=_worker_caps(capabilities, snapshot))}
+    verdicts = {v.job.id: v for v in _assess(queue, snapshot, now, capabilities)}
     order = {stage: index for index, stage in enumerate(STAGES)}
     jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
     if stages:
@@ -231,11 +272,11 @@ class NextResult:
     halted: str | None = None
 
 
-def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities) -> NextResult:
+def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities,
+             worker_id: str | None = None) -> NextResult:
     snapshot = queue.snapshot()
     halted = queue.halted()
-    verdicts = assess(snapshot.views(), now, halted=halted,
-                      worker_caps=_worker_caps(capabilities, snapshot))
+    verdicts = _assess(queue, snapshot, now, capabilities, worker_id)
     by_id = snapshot.by_id()
     chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
     return NextResult(chosen, tuple(verdicts), by_id, halted)
@@ -264,12 +305,12 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     job = queue.resolve(ref, snapshot)
     verdict = None
     if job.stage is Stage.INBOX:
-        verdicts = assess(snapshot.views(), now, halted=queue.halted(),
-                          worker_caps=_worker_caps(capabilities, snapshot))
+        verdicts = _assess(queue, snapshot, now, capabilities)
         verdict = next((v for v in verdicts if v.job.id == job.id), None)
     resolved: dict[str, Resolved] = {}
     if job.manifest is not None:
-        resolved = resolve_settings(queue, job.manifest)
+        profile = queue.profiles().found.get(job.manifest.profile) if job.manifest.profile else None
+        resolved = resolve_settings(queue, job.manifest, profile)
     try:
         text = job.path.read_text(encoding="utf-8")
     except OSError:
@@ -278,18 +319,28 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
                      tuple(str(a) for a in allowed_actions(job.stage)), text)
 
 
-def resolve_settings(queue: Queue, manifest: Manifest) -> dict[str, Resolved]:
+def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None
+                     ) -> dict[str, Resolved]:
+    """The job's settings as a worker runs them, each with where it came from: the job, its
+    profile, or the queue's defaults."""
     config = queue.config
+    manifest = apply_profile(own, profile)
+    sources = setting_sources(own, profile)
     rule = config.retry_rule(manifest)
 
     def pick(key: str, value: Any, default: Any) -> Resolved:
-        return Resolved(value, "job") if key in manifest.keys else Resolved(default, "queue default")
+        source = sources.get(key) or ("job" if key in own.keys else "queue default")
+        return Resolved(default if source == "queue default" else value, source)
 
-    return {
+    resolved = {
+        "profile": Resolved(own.profile, "job" if own.profile else "none"),
         "engine": pick("engine", manifest.engine, config.default_engine),
+        "engine-class": pick("engine-class", manifest.engine_class, None),
         "cwd": pick("cwd", manifest.cwd, str(queue.root)),
         "timeout": pick("timeout", manifest.timeout, config.timeout),
         "verify": pick("verify", manifest.verify, None),
+        "capabilities": pick("capabilities", list(manifest.capabilities), []),
+        "allowed-scope": pick("allowed-scope", list(manifest.allowed_scope or ()) or None, None),
         "priority": pick("priority", manifest.priority, "medium"),
         "review-policy": pick("review-policy", manifest.review_policy, "manual"),
         "retry": Resolved({"max": rule.max, "backoff": rule.backoff, "on": sorted(rule.on)},
@@ -297,6 +348,43 @@ def resolve_settings(queue: Queue, manifest: Manifest) -> dict[str, Resolved]:
         "lock": pick("lock", manifest.lock, None),
         "yolo": pick("yolo", manifest.yolo, False),
     }
+    if own.profile and profile is None:
+        resolved["profile"] = Resolved(own.profile, "job (missing: profiles/"
+                                       f"{own.profile}.md does not exist)")
+    return resolved
+
+
+# --- profiles --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ProfileListing:
+    profiles: tuple[Profile, ...]
+    problems: tuple[str, ...]  # files in profiles/ that cannot be read as a profile
+    jobs: Mapping[str, int]  # profile name -> jobs naming it, in any stage
+
+
+def list_profiles(queue: Queue) -> ProfileListing:
+    loaded = queue.profiles()
+    jobs: dict[str, int] = {}
+    for job in queue.snapshot().jobs:
+        if job.manifest and job.manifest.profile:
+            jobs[job.manifest.profile] = jobs.get(job.manifest.profile, 0) + 1
+    return ProfileListing(tuple(loaded.found[name] for name in sorted(loaded.found)),
+                          loaded.problems, jobs)
+
+
+def get_profile(queue: Queue, name: str) -> Profile:
+    from aq.errors import ProfileNotFound
+
+    loaded = queue.profiles()
+    if name in loaded.found:
+        return loaded.found[name]
+    broken = [problem for problem in loaded.problems if problem.startswith(f"{PROFILES_DIR}/{name}.md")]
+    if broken:
+        raise ProfileNotFound(broken[0])
+    known = ", ".join(sorted(loaded.found)) or "none"
+    raise ProfileNotFound(f"no profile {name!r} in {PROFILES_DIR}/ (known: {known}); add "
+                          f"{PROFILES_DIR}/{name}.md")
 
 
 # --- lint ------------------------------------------------------------------------------------
@@ -323,10 +411,14 @@ def lint(queue: Queue) -> LintResult:
     for job in snapshot.jobs:
         if job.error:
             problems.append(job.error)
+    profiles = queue.profiles()
+    problems += list(profiles.problems)
     for job_id, manifest in sorted(manifests.items()):
         for dep in manifest.deps:
             if dep not in by_id:
                 problems.append(f"{_rel(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
+        problems += [f"{_rel(by_id[job_id])}: {problem}"
+                     for problem in _routing_problems(manifest, profiles.found)]
     seen_cycles: set[tuple[str, ...]] = set()
     for cycle in dependency_cycles(manifests).values():
         if tuple(cycle) not in seen_cycles:
@@ -340,6 +432,23 @@ def lint(queue: Queue) -> LintResult:
                 problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
                                 f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
     return LintResult(len(snapshot.jobs), tuple(problems))
+
+
+def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile]) -> list[str]:
+    from aq.core.profile import profile_problem
+    from aq.core.requirements import check_requirement
+    from aq.scope import check_globs
+
+    problems = []
+    if manifest.profile and manifest.profile not in profiles:
+        problems.append(f"key 'profile': {profile_problem(manifest, profiles)}")
+    elif manifest.profile and (refused := profile_problem(manifest, profiles)):
+        problems.append(f"key 'yolo': {refused}")
+    problems += [f"key 'capabilities': {problem}" for req in manifest.capabilities
+                 if (problem := check_requirement(req))]
+    if manifest.allowed_scope is not None and (bad := check_globs(manifest.allowed_scope)):
+        problems.append(f"key 'allowed-scope': {bad}")
+    return problems
 
 
 def _rel(job: Job) -> str:
@@ -357,8 +466,10 @@ class MoveResult:
 
 
 def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
-             reason: str | None = None) -> MoveResult:
-    """promote, ship, reject, requeue, cancel: refused unless the lifecycle allows it."""
+             reason: str | None = None, allow_out_of_scope: bool = False) -> MoveResult:
+    """promote, ship, reject, requeue, cancel: refused unless the lifecycle allows it. A ship
+    of a job whose last attempt changed files outside its allowed-scope is refused unless
+    `allow_out_of_scope`, and the override is recorded with who made it."""
     job_id = queue.resolve(ref).id
 
     def change(tx: Tx) -> MoveResult:
@@ -366,10 +477,21 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
         if stage is None:
             raise AqError(f"{job_id} vanished while moving it: run 'aq ls'")
         target = check_move(job_id, stage, action)
+        extra: dict[str, object] = {}
+        outside = tx.state(job_id).out_of_scope if action is Action.SHIP else ()
+        if outside and not allow_out_of_scope:
+            from aq.errors import MoveRefused
+
+            raise MoveRefused(
+                f"{job_id} changed {len(outside)} file(s) outside its allowed-scope "
+                f"({', '.join(outside[:3])}{' …' if len(outside) > 3 else ''}): review them "
+                "('aq show'), then 'aq ship --allow-out-of-scope' to ship anyway")
+        if outside:
+            extra = {"override": "out_of_scope", "out_of_scope": list(outside)}
         why = reason or {"cancel": "canceled"}.get(str(action), f"{action} by {who}")
         tx.move(job_id, stage, target, {
             "ts": iso(now), "type": MOVED, "by": who, "from": stage, "to": target,
-            "action": action, "why": why,
+            "action": action, "why": why, **extra,
         })
         return MoveResult(job_id, stage, target, action)
 

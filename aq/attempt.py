@@ -21,6 +21,8 @@ from aq.core.lifecycle import Outcome
 from aq.core.manifest import Manifest
 from aq.core.scrub import Scrubber
 from aq.engines import EngineSpec
+from aq.errors import AqError
+from aq.scope import TreeMark, changed_since, mark_tree, outside_scope
 
 TAIL_LINES = 40
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
@@ -55,6 +57,7 @@ class AttemptResult:
     duration: float
     cwd: Path | None
     artifacts: tuple[Path, ...] = field(default=())
+    out_of_scope: tuple[str, ...] = ()  # files the engine changed outside allowed-scope
 
 
 class AttemptLog:
@@ -154,6 +157,7 @@ def execute(
     scrubber = Scrubber({**env, **(spec.env if spec else {})})  # the engine's own env: secrets too
     log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
     cwd = resolve_cwd(manifest, plan.queue_root)
+    scope = ScopeWatch(manifest.allowed_scope, cwd, plan.queue_root)
 
     def finish(outcome: Outcome, detail: str, *, verified: bool | None = None,
                exit_code: int | None = None, verify_exit: int | None = None) -> AttemptResult:
@@ -163,9 +167,10 @@ def execute(
         log.note(f"outcome: {outcome} ({detail})")
         log.close()
         artifacts = collect_artifacts(manifest, cwd) if cwd.is_dir() else ()
+        outside = tuple(scrubber.line(path) for path in scope.outside)
         return AttemptResult(outcome, verified, exit_code, verify_exit, detail,
                              scrubber.text(tail), log.path, log.kept_text(), clock() - started,
-                             cwd if cwd.is_dir() else None, artifacts)
+                             cwd if cwd.is_dir() else None, artifacts, outside)
 
     log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
     if not cwd.is_dir():
@@ -203,12 +208,16 @@ def execute(
                       f"engine {engine_name!r} needs {argv[0]!r}, which is not installed on this machine")
 
     log_note(f"running {engine_name}")
+    scope.start()
     log.note(f"engine {engine_name}: {_show_argv(argv, spec)}")
     log.start_section()
     pgid_file = plan.run_dir / f"{plan.attempt}.pgid"
     ran = proc.run_streaming(argv, cwd=cwd, env=env, sink=log.write, deadline=deadline,
                              stop=stop, grace=config.kill_grace, clock=clock,
                              on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
+    if ran.ended not in ("missing", "unstartable"):
+        for note in scope.check():
+            log.note(note)
     if ran.ended == "missing":
         return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
     if ran.ended == "unstartable":
@@ -241,6 +250,53 @@ def execute(
                       verified=False, exit_code=0, verify_exit=checked.returncode)
     return finish(Outcome.OK, "engine exited 0; verify passed", verified=True, exit_code=0,
                   verify_exit=0)
+
+
+class ScopeWatch:
+    """`allowed-scope`: which files the engine changed outside the job's globs, judged on the
+    git work tree holding cwd (aq's own queue files are never counted)."""
+
+    def __init__(self, globs: tuple[str, ...] | None, cwd: Path, queue_root: Path) -> None:
+        self.globs, self.cwd, self.queue_root = globs, cwd, queue_root
+        self.mark: TreeMark | None = None
+        self.outside: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        if self.globs is not None:
+            self.mark = mark_tree(self.cwd)
+
+    def check(self) -> list[str]:
+        """Notes for the log; sets `outside`."""
+        if self.globs is None:
+            return []
+        if self.mark is None:
+            return [f"allowed-scope not checked: {self.cwd} is not in a git work tree"]
+        try:
+            changed = changed_since(self.mark)
+        except AqError as err:
+            return [f"allowed-scope not checked: {err}"]
+        top = self.mark.root
+        base = _relative_posix(self.cwd.resolve(), top)
+        queue = _relative_posix(self.queue_root.resolve(), top)
+        if queue is not None:  # the queue lives in this tree: its own files change under aq
+            managed = tuple(f"{queue}/{p}".lstrip("/") for p in ("queue/", "aq.yaml", "profiles/"))
+            changed = [path for path in changed
+                       if not any(path == m.rstrip("/") or path.startswith(m) for m in managed)]
+        self.outside = tuple(outside_scope(changed, self.globs, base or ""))
+        if not self.outside:
+            return [f"allowed-scope: {len(changed)} changed file(s), all in scope"]
+        shown = ", ".join(self.outside[:10]) + (" …" if len(self.outside) > 10 else "")
+        return [f"allowed-scope: {len(self.outside)} file(s) changed outside "
+                f"{', '.join(self.globs) or '(nothing allowed)'}: {shown}"]
+
+
+def _relative_posix(path: Path, top: Path) -> str | None:
+    """`path` under `top` as a/b ("" for top itself), or None when it is not under it."""
+    try:
+        rel = path.relative_to(top).as_posix()
+    except ValueError:
+        return None
+    return "" if rel == "." else rel
 
 
 def _show_argv(argv: list[str], spec: EngineSpec) -> str:

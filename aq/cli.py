@@ -244,13 +244,17 @@ def _print_detail(detail: JobDetail) -> None:
         print(f"  pick:     {'ready' if detail.verdict.ready else detail.verdict.reason}")
     if job.state.holder:
         print(f"  held by:  {job.state.holder} (lease {job.state.token})")
+    if job.state.out_of_scope:
+        outside = job.state.out_of_scope
+        print(f"  WARNING:  the last attempt changed {len(outside)} file(s) outside allowed-scope: "
+              f"{', '.join(outside[:10])}{' …' if len(outside) > 10 else ''}")
     print(f"  moves:    {', '.join(detail.allowed) or 'none'}")
     if job.manifest is not None:
         m = job.manifest
         if m.deps:
             print(f"  deps:     {', '.join(m.deps)}")
         for name, item in detail.resolved.items():
-            if item.value not in (None, False, ()):
+            if item.value not in (None, False, (), []):
                 print(f"  {name + ':':<15}{_fmt(item.value)}  ({item.source})")
     if job.state.attempts:
         print("attempts:")
@@ -414,11 +418,13 @@ def logs(
 
 # --- human moves -----------------------------------------------------------------------------
 
-def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json: bool) -> None:
+def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json: bool,
+          allow_out_of_scope: bool = False) -> None:
     from aq.app import move_job, who_am_i
     from aq.core.lifecycle import Action
 
-    result = move_job(_queue(queue), ref, Action(action), who=who_am_i(), now=now(), reason=reason)
+    result = move_job(_queue(queue), ref, Action(action), who=who_am_i(), now=now(), reason=reason,
+                      allow_out_of_scope=allow_out_of_scope)
     if as_json:
         _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action})
     else:
@@ -435,9 +441,16 @@ def promote(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> No
 
 
 @app.command()
-def ship(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+def ship(
+    job: JobArg,
+    allow_out_of_scope: Annotated[bool, typer.Option(
+        "--allow-out-of-scope", help="Ship although the job changed files outside its "
+        "allowed-scope (recorded with your name).")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """The human gate: review or testing -> shipped."""
-    _move(job, "ship", queue, None, as_json)
+    _move(job, "ship", queue, None, as_json, allow_out_of_scope)
 
 
 @app.command()
@@ -489,6 +502,90 @@ def resume(queue: QueueOpt = None) -> None:
 
     changed = do_resume(_queue(queue), who=who_am_i())
     print("resumed: workers claim again" if changed else "not halted")
+
+
+@app.command()
+def profiles(
+    action: Annotated[str | None, typer.Argument(help="'show' to print one profile.")] = None,
+    name: Annotated[str | None, typer.Argument(help="The profile to show.")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the queue's profiles (profiles/*.md), or `aq profiles show NAME` for one."""
+    from aq.app import get_profile, list_profiles
+
+    q = _queue(queue)
+    if action is None:
+        listing = list_profiles(q)
+        if as_json:
+            _emit({"profiles": [_profile_json(p) | {"jobs": listing.jobs.get(p.name, 0)}
+                                for p in listing.profiles], "problems": list(listing.problems)})
+            return
+        if not listing.profiles:
+            print("no profiles: add profiles/<name>.md (aq init copies a starter catalog)")
+        for p in listing.profiles:
+            engine = p.engine or (f"class {p.engine_class}" if p.engine_class else "queue default")
+            used = listing.jobs.get(p.name, 0)
+            print(f"{p.name:<20} v{p.version:<4} {engine:<22} {', '.join(p.capabilities) or '-':<24} "
+                  f"{used} job(s)")
+        for problem in listing.problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        return
+    if action != "show" or not name:
+        raise UsageError("usage: aq profiles [--json] | aq profiles show NAME [--json]")
+    profile = get_profile(q, name)
+    if as_json:
+        _emit(_profile_json(profile) | {"persona": profile.persona})
+        return
+    print(f"{profile.name} (version {profile.version}, hash {profile.content_hash})")
+    for key, value in _profile_json(profile).items():
+        if key not in ("name", "version", "hash") and value not in (None, [], False):
+            print(f"  {key + ':':<16}{_fmt(value)}")
+    print()
+    print(profile.persona)
+
+
+def _profile_json(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "version": p.version, "hash": p.content_hash,
+            "capabilities": list(p.capabilities), "default-verify": p.verify, "engine": p.engine,
+            "engine-class": p.engine_class, "prefers-engine": list(p.prefers_engine),
+            "allowed-scope": None if p.allowed_scope is None else list(p.allowed_scope),
+            "review-policy": p.review_policy, "timeout": p.timeout, "allow-yolo": p.allow_yolo}
+
+
+@app.command()
+def doctor(
+    cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """This machine's capabilities, and a check of git, the remote, the engines and the queue."""
+    from aq.capabilities import probe
+    from aq.config import QueueConfig
+    from aq.doctor import doctor as run_doctor
+    from aq.doctor import to_json
+    from aq.errors import QueueNotFound
+
+    try:
+        q: Queue | None = _queue(queue)
+    except QueueNotFound:
+        q = None
+    try:
+        config = q.config if q is not None else QueueConfig()
+    except AqError:
+        config = QueueConfig()  # the doctor reports the broken aq.yaml itself
+    report = run_doctor(q, capabilities=probe(config, cap or ()))
+    if as_json:
+        _emit(to_json(report))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for check in report.checks:
+            print(f"{marks.get(check.status, check.status)} {check.name + ':':<16} {check.detail}")
+            if check.fix:
+                print(f"     {'':<16} -> {check.fix}")
+        print(f"capabilities: {' '.join(report.capabilities)}")
+    if not report.ok:
+        raise typer.Exit(ExitStatus.REFUSED)
 
 
 @app.command()
@@ -557,6 +654,7 @@ def _job_json(job: Job, verdict: Verdict | None = None) -> dict[str, Any]:
         "lease_token": state.token,
         "not_before": state.not_before,
         "last_outcome": state.last_outcome,
+        "out_of_scope": list(state.out_of_scope),
         "error": job.error,
     }
     if verdict is not None:

@@ -45,6 +45,15 @@ poll: 5s
 log_max: 1MiB
 artifact_max: 10MiB
 
+# Engine classes: a job or profile may ask for `engine-class: coding-agent`; a worker runs the
+# first engine of the profile's `prefers-engine`, else of this list, that it has installed.
+engine_classes:
+  coding-agent: [claude, codex, devin, aider, gemini]
+
+# A job's `prefers:` (factory:<worker>, engine:<name>) gives the workers it names first pick
+# for this long after the job is ready; then any able worker may take it.
+prefer_window: 2m
+
 # Engines: command templates; add your own or override a built-in (claude, codex, devin,
 # aider, gemini, shell). Placeholders: {prompt}, {prompt_file}, {yolo}.
 # engines:
@@ -55,8 +64,11 @@ artifact_max: 10MiB
 #     cmd: [my-agent, --task-file, "{prompt_file}"]
 """
 
+DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": ("claude", "codex", "devin", "aider", "gemini")}
+
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
-          "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote")
+          "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
+          "engine_classes", "prefer_window")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,8 @@ class QueueConfig:
     log_max: int = 1 << 20
     artifact_max: int = 10 << 20
     remote: str | None = None
+    engine_classes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
+    prefer_window: float = 120.0
     engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
 
     def retry_rule(self, manifest: Manifest) -> RetryRule:
@@ -98,7 +112,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
         stat = path.stat()
     except FileNotFoundError:
         return QueueConfig()
-    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, _CACHE_VERSION)
     cached = _cached_config(cache_dir, signature)
     if cached is not None:
         return cached
@@ -107,7 +121,10 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-def _cached_config(cache_dir: Path | None, signature: tuple[int, int, int]) -> QueueConfig | None:
+_CACHE_VERSION = 2  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+
+
+def _cached_config(cache_dir: Path | None, signature: tuple[int, ...]) -> QueueConfig | None:
     if cache_dir is None:
         return None
     import pickle
@@ -120,7 +137,7 @@ def _cached_config(cache_dir: Path | None, signature: tuple[int, int, int]) -> Q
     return config if saved_signature == signature and isinstance(config, QueueConfig) else None
 
 
-def _save_config(cache_dir: Path | None, signature: tuple[int, int, int], config: QueueConfig) -> None:
+def _save_config(cache_dir: Path | None, signature: tuple[int, ...], config: QueueConfig) -> None:
     if cache_dir is None:
         return
     import pickle
@@ -162,7 +179,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
             except ValueError as err:
                 raise ConfigError(f"{source}: key '{key}': {err}") from None
 
-    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll"):
+    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll", "prefer_window"):
         take(key, parse_duration)
     for key in ("log_max", "artifact_max"):
         take(key, parse_size)
@@ -182,6 +199,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
             values[attr] = parse(value)
         except ValueError as err:
             raise ConfigError(f"{source}: key 'retry.{key}': {err}") from None
+    values["engine_classes"] = _engine_classes(raw.get("engine_classes"), source)
     engines = dict(DEFAULT_ENGINES)
     raw_engines = raw.get("engines") or {}
     if not isinstance(raw_engines, dict):
@@ -190,6 +208,20 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)))
     values["engines"] = engines
     return QueueConfig(**values)
+
+
+def _engine_classes(raw: object, source: str) -> dict[str, tuple[str, ...]]:
+    classes = dict(DEFAULT_CLASSES)
+    if raw is None:
+        return classes
+    example = "expected a mapping such as 'coding-agent: [claude, codex]'"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key 'engine_classes': {example}")
+    for name, engines in raw.items():
+        if not isinstance(engines, list) or not all(isinstance(e, str) and e for e in engines):
+            raise ConfigError(f"{source}: key 'engine_classes.{name}': {example}")
+        classes[str(name)] = tuple(engines)
+    return classes
 
 
 def _positive_int(value: object) -> int:

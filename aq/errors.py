@@ -32,6 +32,10 @@ class JobNotFound(AqError):
     pass
 
 
+class ProfileNotFound(AqError):
+    pass
+
+
 class AmbiguousJob(AqError):
     pass
 
@@ -89,6 +93,10 @@ class PushUncertain(AqError):
         super().__init__(message)
         self.result = result
         self.commit = commit
+
+
+class UnpushedWork(AqError):
+    """The clone holds a person's commits that the remote lacks: aq will not drop them."""
 
 
 class RemoteBusy(AqError):

@@ -14,7 +14,7 @@ import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +24,7 @@ from aq.core.events import Event, JobState, fold, parse_iso
 from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.manifest import Manifest, parse_manifest
+from aq.core.profile import Profile
 from aq.core.scheduler import JobView
 from aq.errors import AmbiguousJob, AqError, GitError, JobNotFound, ManifestError, QueueNotFound
 
@@ -35,7 +36,8 @@ QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
-CACHE_VERSION = 6
+PROFILES_DIR = "profiles"
+CACHE_VERSION = 8
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it
@@ -71,6 +73,15 @@ class Snapshot:
 
     def views(self) -> list[JobView]:
         return [job.view() for job in self.jobs]
+
+
+@dataclass(frozen=True, slots=True)
+class Profiles:
+    """The queue's profiles, the files that could not be read as one, and what was read."""
+
+    found: dict[str, Profile]
+    problems: tuple[str, ...] = ()
+    signatures: dict[str, Signature] = field(default_factory=dict)
 
 
 def find_git_dir(root: Path) -> Path | None:
@@ -180,6 +191,39 @@ class Queue:
         return load_config(self.root, self.state_dir)
 
     # --- reading -------------------------------------------------------------------------
+
+    def profiles(self) -> Profiles:
+        """profiles/<name>.md parsed (README.md is not a profile), through a stat-keyed cache."""
+        from aq.core.profile import parse_profile
+
+        folder = self.root / PROFILES_DIR
+        signatures: dict[str, Signature] = {}
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
+            for entry in entries:
+                stem = entry.name[:-3]
+                if entry.name.endswith(".md") and stem.lower() != "readme" and entry.is_file():
+                    stat = entry.stat()
+                    signatures[stem] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cache_path = self.state_dir / "profiles.pickle"
+        try:
+            cached = pickle.loads(cache_path.read_bytes())
+            if isinstance(cached, Profiles) and cached.signatures == signatures:
+                return cached
+        except Exception:  # any unreadable cache is simply rebuilt
+            pass
+        found, problems = {}, []
+        for name in sorted(signatures):
+            source = f"{PROFILES_DIR}/{name}.md"
+            try:
+                found[name] = parse_profile(name, (folder / f"{name}.md").read_text(encoding="utf-8"),
+                                            source)
+            except (AqError, OSError, UnicodeDecodeError) as err:
+                problems.append(str(err) if isinstance(err, AqError) else f"{source}: cannot read: {err}")
+        loaded = Profiles(found, tuple(problems), signatures)
+        with contextlib.suppress(OSError):
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(cache_path, pickle.dumps(loaded, protocol=pickle.HIGHEST_PROTOCOL))
+        return loaded
 
     def halted(self) -> str | None:
         """The halt reason when queue/HALT exists, else None."""
@@ -458,6 +502,11 @@ class Queue:
             _backoff(attempt)
         self.last_sync_ok = False  # the clone holds commits the remote may not have
         return None
+
+    @property
+    def identity(self) -> list[str] | None:
+        """`-c user.name/-c user.email` when this machine has no git identity (None: no git)."""
+        return self._git_identity
 
     @cached_property
     def _git_identity(self) -> list[str] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +124,7 @@ class Remote:
         head, tip = self.heads()
         if tip is None or tip == head:
             return
+        self._refuse_persons_commits(tip)
         # one call in the common case (behind, or only aq's refused commits on top): --keep moves
         # HEAD, index and the files that differ, and refuses rather than lose a local change.
         # Only when no file outside what aq manages differs: a person's own work is never touched.
@@ -140,6 +141,19 @@ class Remote:
             self._git("checkout", "-q", "-f", tip, "--", *present)
         self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES)
         self._restore_dropped(dropped)
+
+    def _refuse_persons_commits(self, tip: str) -> None:
+        """Moving to the tip drops local commits the remote does not have. aq's own (refused
+        claims, owed work it replays) may go; a person's never silently."""
+        done = self._git("log", "-n", "20", "--format=%h %s", f"{tip}..HEAD", check=False)
+        theirs = [line for line in done.stdout.splitlines() if line and not line.split(" ", 1)[-1].startswith("aq:")]
+        if theirs:
+            from aq.errors import UnpushedWork
+
+            raise UnpushedWork(
+                f"this clone has {len(theirs)} commit(s) the remote does not have that aq did not "
+                f"make (latest: {theirs[0]}): push them with 'git push', or set them aside with "
+                f"'git branch keep-mine && git reset --keep {self.name}/{self.branch}', then try again")
 
     def discard_uncommitted(self) -> list[str]:
         """Put queue/ back to HEAD when a process killed mid-transaction left half a move there
@@ -209,11 +223,11 @@ class Remote:
     # --- heartbeats -----------------------------------------------------------------------------
 
     def heartbeat(self, worker_id: str, payload: Mapping[str, Any],
-                  timeout: float = NETWORK_TIMEOUT) -> bool:
+                  timeout: float = NETWORK_TIMEOUT, identity: Sequence[str] = ()) -> bool:
         """Force-push a parentless commit carrying `payload` to refs/aq/workers/<id>; False if it
         failed or did not finish within `timeout` seconds."""
         message = json.dumps(dict(payload), sort_keys=True)
-        made = self._git("commit-tree", EMPTY_TREE, "-m", message, check=False)
+        made = self._git(*identity, "commit-tree", EMPTY_TREE, "-m", message, check=False)
         if made.returncode != 0:
             return False
         commit = made.stdout.strip()

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -34,6 +34,7 @@ from aq import proc
 from aq.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
 from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso
 from aq.core.lifecycle import (
+    Action,
     Decision,
     Outcome,
     Stage,
@@ -42,7 +43,8 @@ from aq.core.lifecycle import (
     reclaim_decision,
 )
 from aq.core.manifest import Manifest
-from aq.core.scheduler import Verdict, assess
+from aq.core.profile import Profile, apply_profile, choose_engine
+from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store import Job, Queue, Snapshot, Tx
 
@@ -64,6 +66,7 @@ class Claim:
     token: str
     event: dict[str, object]
     claimed_at: float  # monotonic, before the claim was pushed: its lease cannot start earlier
+    persona: str | None = None  # the profile's, as it was at the claim
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Worker:
         self._wake = threading.Event()
         self._beat_now = threading.Event()
         self._warned: set[str] = set()
+        self._profiles: dict[str, Profile] = {}
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
         self._next_refresh = 0.0
@@ -309,21 +313,46 @@ class Worker:
         if chosen is None:
             return None
         job = snapshot.by_id()[chosen.id]
+        job, persona, pinned = self._as_profiled(job)
         attempt = job.state.attempt_count + 1
         token = f"{attempt}.{self.worker_id}.{secrets.token_hex(3)}"
         event: dict[str, object] = {
             "ts": iso(self.clock()), "type": CLAIMED, "by": self.worker_id, "from": Stage.INBOX,
             "to": Stage.BUILDING, "attempt": attempt, "token": token,
-            "host": socket.gethostname(), "pid": os.getpid(),
+            "host": socket.gethostname(), "pid": os.getpid(), **pinned,
         }
         if not tx.online:
             event["offline"] = True
         tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
-        return Claim(job, attempt, token, event, claimed_at=self.monotonic())
+        return Claim(job, attempt, token, event, claimed_at=self.monotonic(), persona=persona)
 
     def _assess(self, snapshot: Snapshot) -> list[Verdict]:
+        self._profiles = self.queue.profiles().found  # read afresh: the claim pins what it saw
+        routing = Routing(self._profiles, self.config.engine_classes, self.worker_id,
+                          self.config.prefer_window)
         return assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
-                      worker_caps=self.capabilities, retry_waits=self._retry_waits(snapshot))
+                      worker_caps=self.capabilities, retry_waits=self._retry_waits(snapshot),
+                      routing=routing)
+
+    def _as_profiled(self, job: Job) -> tuple[Job, str | None, dict[str, object]]:
+        """The job as this attempt runs it: its profile's defaults applied and its engine class
+        resolved to an engine this worker has. Also the persona, and what the claim event
+        records (profile name, version and content hash; the engine chosen), so an edit to the
+        profile while the job runs does not change this attempt."""
+        assert job.manifest is not None
+        profile = self._profiles.get(job.manifest.profile) if job.manifest.profile else None
+        manifest = apply_profile(job.manifest, profile)
+        pinned: dict[str, object] = {}
+        if profile is not None:
+            pinned["profile"] = {"name": profile.name, "version": profile.version,
+                                 "hash": profile.content_hash}
+        if manifest.engine is None and manifest.engine_class is not None:
+            routing = Routing(self._profiles, self.config.engine_classes)
+            engines = routing.engines_of(manifest.engine_class, profile)
+            manifest = replace(manifest, engine=choose_engine(manifest.engine_class, engines,
+                                                              self.capabilities))
+            pinned["engine"] = manifest.engine
+        return replace(job, manifest=manifest), profile.persona if profile else None, pinned
 
     def _retry_waits(self, snapshot: Snapshot) -> dict[str, float] | None:
         """In a fleet, a retry's backoff runs on this machine's monotonic clock from when it first
@@ -450,6 +479,7 @@ class Worker:
             manifest=job.manifest, queue_root=self.queue.root,
             run_dir=self.queue.running_dir() / job.id,
             previous_failure=job.state.last_failure_tail, wall_used=job.state.wall_used,
+            persona=claim.persona,
         )
         running = Running(claim, threading.Thread(), threading.Event())
         if self._stopping.is_set():  # a signal landed while this claim was being committed
@@ -524,7 +554,8 @@ class Worker:
         renewed_before = self._renewed_at
         # a push that hangs must not outlast the renew deadline (the main loop checks it too)
         renewed = self.remote.heartbeat(self.worker_id, payload,
-                                        timeout=max(2.0, self.heartbeat_interval))
+                                        timeout=max(2.0, self.heartbeat_interval),
+                                        identity=self.queue.identity or ())
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self._lose_silent_leases(renewed_before, started)
@@ -650,6 +681,10 @@ class Worker:
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
         decision = self._decide(claim, result, stop_reason, fingerprint, state.retries_used,
                                 state.last_fingerprint, state.reclaims, now)
+        if result.out_of_scope and decision.action is Action.AUTOSHIP:  # a person looks first
+            decision = Decision(Action.PASS, Stage.TESTING,
+                                f"verify passed; not shipped by review-policy auto: "
+                                f"{len(result.out_of_scope)} file(s) changed outside allowed-scope")
         artifacts = self._keep_artifacts(tx, job_id, claim.attempt, result, manifest)
         tx.move(job_id, Stage.BUILDING, decision.to, {
             "ts": iso(now), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
@@ -662,6 +697,7 @@ class Worker:
             "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel,
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,
+            **({"out_of_scope": list(result.out_of_scope)} if result.out_of_scope else {}),
         })
         return str(decision.to)
 
@@ -709,7 +745,8 @@ class Worker:
             # surrogateescape keeps every byte as it was, except what the scrubber replaces
             data = scrubber.text(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
             budget -= len(data)
-            dest = target / path.relative_to(result.cwd)
+            # a file's name can hold a secret too: the kept copy's path is scrubbed like its text
+            dest = target / scrubber.line(str(path.relative_to(result.cwd)))
             tx.write(dest, data)
             kept.append(self.queue.relative(dest))
         return kept

@@ -16,12 +16,12 @@ Aq = Callable[..., Ran]
 JOB_KEYS = {
     "id", "stage", "title", "priority", "engine", "profile", "lock", "deps", "capabilities",
     "tracker_item", "added", "attempts", "holder", "lease_token", "not_before", "last_outcome",
-    "error",
+    "out_of_scope", "error",
 }
 VERDICT_KEYS = {"ready", "blocked"}
 DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events"}
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
-                  "lock", "yolo"}
+                  "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
 MOVE_KEYS = {"id", "from", "to", "action"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",

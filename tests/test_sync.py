@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from aq.errors import UnpushedWork
 from aq.store import Queue, Tx
 from aq.sync import EMPTY_TREE, LeaseObserver, Push, Remote
 from tests.conftest import write_job
@@ -129,7 +130,7 @@ def test_align_after_a_refused_commit_resets_to_the_remote_and_keeps_what_is_not
     assert remote_of(b).push() is Push.OK
     yaml_at_tip = (b / "aq.yaml").read_text()
     commit(a, {"queue/inbox/refused.md": "echo refused\n", "aq.yaml": "poll: 1s\n"},
-           "a's commit the remote refuses")
+           "aq: a's commit the remote refuses")
     dropped = write_job(a, "dropped-by-hand", "echo dropped")
     os.utime(dropped, (1_700_000_000, 1_700_000_000))
     (a / ".gitattributes").write_text((a / ".gitattributes").read_text() + "*.bin binary\n")
@@ -152,20 +153,26 @@ def test_align_after_a_refused_commit_resets_to_the_remote_and_keeps_what_is_not
         ["?? queue/inbox/dropped-by-hand.md"]
 
 
-def test_align_leaves_files_outside_the_queue_that_unpushed_commits_hold(fleet: Fleet) -> None:
-    """A person's unpushed commit of code next to the queue keeps its files in the work tree when aq aligns to the remote."""
+def test_align_refuses_to_drop_a_persons_unpushed_commit(fleet: Fleet) -> None:
+    """A person's commit the remote lacks is never dropped by aligning to the remote: aq refuses
+    in one line that says how to push it or set it aside, and the clone stays as it was."""
     a, b = fleet.clones
-    tip = commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
+    commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
     assert remote_of(b).push() is Push.OK
-    commit(a, {"src/app.py": "print('not pushed yet')\n", ".gitattributes": "*.py text\n"},
-           "a person's work, not pushed yet")
+    mine = commit(a, {"src/app.py": "print('not pushed yet')\n", "queue/inbox/mine.md": "echo mine\n"},
+                  "a person's work, not pushed yet")
     remote = remote_of(a)
 
     assert remote.fetch()
-    remote.align()
-    assert head(a) == tip
-    assert (a / "src/app.py").read_text() == "print('not pushed yet')\n"
-    assert (a / ".gitattributes").read_text() == "*.py text\n"
+    with pytest.raises(UnpushedWork, match="git push"):
+        remote.align()
+    assert head(a) == mine
+    assert git(a, "status", "--porcelain").strip() == ""
+
+    done = fleet.aq(a, "add", "--title", "t", "--engine", "shell", "--body", "echo x")
+    assert done.returncode == 1 and "git push" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert head(a) == mine
 
 
 # --- a push whose answer is lost -----------------------------------------------------------------

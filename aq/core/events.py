@@ -66,6 +66,7 @@ class JobState:
     last_reason: str | None = None
     events: int = 0
     wall_used: float = 0.0  # seconds of attempts, for budget.wall
+    out_of_scope: tuple[str, ...] = ()  # files the last attempt changed outside allowed-scope
 
     @property
     def attempt_count(self) -> int:
@@ -90,6 +91,7 @@ def fold(events: Iterable[Event]) -> JobState:
     retries_used = reclaims = count = 0
     wall_used = 0.0
     backoff: float | None = None
+    outside: tuple[str, ...] = ()
     for event in events:
         count += 1
         kind = event.get("type")
@@ -103,8 +105,9 @@ def fold(events: Iterable[Event]) -> JobState:
                 number=int(event.get("attempt", len(attempts) + 1)),
                 worker=str(holder), token=str(token), started=str(event.get("ts")),
             ))
-            not_before, backoff = None, None
+            not_before, backoff, outside = None, None, ()
         elif kind == FINISHED:
+            outside = tuple(str(path) for path in event.get("out_of_scope") or ())
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
             wall_used += float(event.get("duration", 0.0))
@@ -131,7 +134,7 @@ def fold(events: Iterable[Event]) -> JobState:
         holder_pid=holder_pid, added_at=added_at,
         not_before=not_before, retry_backoff=backoff, retries_used=retries_used, last_fingerprint=last_fp,
         last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
-        last_reason=last_reason, events=count, wall_used=wall_used,
+        last_reason=last_reason, events=count, wall_used=wall_used, out_of_scope=outside,
     )
 
 

@@ -70,6 +70,7 @@ class Manifest:
     review_policy: str | None = None
     artifacts: tuple[str, ...] = ()
     tracker_item: str | None = None
+    allowed_scope: tuple[str, ...] | None = None  # globs under cwd the job may change
     content_hash: str = field(default="", compare=False)
 
     @property
@@ -228,6 +229,7 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "review-policy": ("review_policy", _review_policy),
     "artifacts": ("artifacts", _artifacts),
     "tracker-item": ("tracker_item", _one_line),
+    "allowed-scope": ("allowed_scope", _str_list),
 }
 KNOWN_KEYS = tuple(_CHECKERS)
 

@@ -6,12 +6,13 @@ Pure: it is handed the jobs, their stages and `now`; it reads nothing and never 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from aq.core.events import JobState, parse_iso
+from aq.core.events import JobState, iso, parse_iso
 from aq.core.lifecycle import DONE_FOR_DEPS, Stage
 from aq.core.manifest import Manifest
+from aq.core.profile import Profile, apply_profile, choose_engine, profile_problem
 from aq.core.requirements import missing
 
 
@@ -28,10 +29,31 @@ class JobView:
 
 
 @dataclass(frozen=True, slots=True)
+class Routing:
+    """What routes a job to a worker beyond its capabilities: the queue's profiles (None: not
+    checked), engine classes, and who is asking (None: no `prefers` window applies)."""
+
+    profiles: Mapping[str, Profile] | None = None
+    engine_classes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    worker_id: str | None = None
+    prefer_window: float = 120.0
+
+    def engines_of(self, engine_class: str, profile: Profile | None) -> Sequence[str]:
+        """The engines that can serve `engine_class`, best first: the profile's prefers-engine
+        (when the class is the profile's own), else the queue's list for the class."""
+        if profile is not None and profile.prefers_engine and profile.engine_class in (None, engine_class):
+            return profile.prefers_engine
+        return self.engine_classes.get(engine_class, ())
+
+
+NO_ROUTING = Routing()
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     job: JobView
     reason: str | None  # None: ready to be taken
-    kind: str | None = None  # invalid, cycle, dep, lock, not_before, capability, halted
+    kind: str | None = None  # invalid, profile, cycle, dep, lock, not_before, capability, preferred, halted
 
     @property
     def ready(self) -> bool:
@@ -112,12 +134,14 @@ def assess(
     worker_caps: frozenset[str] | None = None,
     held_locks: Mapping[str, str] | None = None,
     retry_waits: Mapping[str, float] | None = None,
+    routing: Routing | None = None,
 ) -> list[Verdict]:
     """Every inbox job in pick order, each with the reason it cannot be taken now (None: ready).
 
     `held_locks` adds locks (lock -> job id) beyond those of building jobs, for a worker that
     claims several jobs in one pass. `retry_waits` (job id -> seconds) is how long each retry
     still waits as a worker measures it on its own clock; without it the wall clock decides.
+    `routing` brings profiles, engine classes and the worker's identity into the decision.
     """
     stages = {job.id: job.stage for job in jobs}
     manifests = {job.id: job.manifest for job in jobs if job.manifest is not None}
@@ -130,7 +154,8 @@ def assess(
     cycles = dependency_cycles(manifests) if any(m.deps for m in manifests.values()) else {}
     verdicts = []
     for job in inbox:
-        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles, retry_waits)
+        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles, retry_waits,
+                                routing or NO_ROUTING)
         verdicts.append(Verdict(job, blocked[1], blocked[0]) if blocked else Verdict(job, None))
     return verdicts
 
@@ -143,12 +168,20 @@ def _block_reason(
     stages: Mapping[str, Stage],
     locks: Mapping[str, str],
     cycles: Mapping[str, list[str]],
-    retry_waits: Mapping[str, float] | None = None,
+    retry_waits: Mapping[str, float] | None,
+    routing: Routing,
 ) -> tuple[str, str] | None:
     """(kind, reason) of what keeps the job from being taken now, or None."""
     manifest = job.manifest
     if manifest is None:
         return "invalid", f"invalid manifest: {job.error}"
+    profile = None
+    if manifest.profile is not None and routing.profiles is not None:
+        problem = profile_problem(manifest, routing.profiles)
+        if problem:
+            return "profile", problem
+        profile = routing.profiles[manifest.profile]
+        manifest = apply_profile(manifest, profile)
     if job.id in cycles:
         return "cycle", "dependency cycle: " + " -> ".join([*cycles[job.id], cycles[job.id][0]])
     for dep in manifest.deps:
@@ -169,9 +202,37 @@ def _block_reason(
     missing = capabilities_missing(manifest.capabilities, worker_caps)
     if missing:
         return "capability", "needs capability " + ", ".join(missing) + " that this worker lacks"
+    if manifest.engine is None and manifest.engine_class is not None:
+        engines = routing.engines_of(manifest.engine_class, profile)
+        if not engines:
+            return "capability", (f"engine-class {manifest.engine_class!r} names no engines: list "
+                                  "them in aq.yaml engine_classes or the profile's prefers-engine")
+        if choose_engine(manifest.engine_class, engines, worker_caps) is None:
+            return "capability", (f"needs an engine of class {manifest.engine_class} "
+                                  f"({', '.join(engines)}) that this worker lacks")
+    if manifest.prefers and routing.worker_id is not None:
+        waiting = _preferred_elsewhere(job, manifest.prefers, now, worker_caps, routing)
+        if waiting:
+            return "preferred", waiting
     if halted is not None:
         return "halted", f"queue halted: {halted}"
     return None
+
+
+def _preferred_elsewhere(job: JobView, prefers: Sequence[str], now: datetime,
+                         worker_caps: frozenset[str] | None, routing: Routing) -> str | None:
+    """A job that prefers other workers waits `prefer_window` after it became ready (added, or
+    its retry time) before this worker may take it; None when this worker may take it now."""
+    for hint in prefers:
+        if hint == f"factory:{routing.worker_id}" or (
+                hint.startswith("engine:") and worker_caps is not None and hint in worker_caps):
+            return None
+    ready_since = max(job.added, _time_or_none(job.state.not_before) or job.added)
+    opens = ready_since + timedelta(seconds=routing.prefer_window)
+    if now >= opens:
+        return None
+    return (f"preferred for {', '.join(prefers)} until {iso(opens)} "
+            f"({(opens - now).total_seconds():.0f}s more)")
 
 
 def _time_or_none(text: str | None) -> datetime | None:
@@ -192,10 +253,11 @@ def pick(
     worker_caps: frozenset[str] | None = None,
     held_locks: Mapping[str, str] | None = None,
     retry_waits: Mapping[str, float] | None = None,
+    routing: Routing | None = None,
 ) -> JobView | None:
     """The job a worker takes next, or None."""
     for verdict in assess(jobs, now, halted=halted, worker_caps=worker_caps, held_locks=held_locks,
-                          retry_waits=retry_waits):
+                          retry_waits=retry_waits, routing=routing):
         if verdict.ready:
             return verdict.job
     return None

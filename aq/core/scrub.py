@@ -19,7 +19,7 @@ TOKEN_PATTERNS = tuple(_START + pattern for pattern in (
     r"xox[abposr]-[A-Za-z0-9\-]{8,}",
     r"glpat-[A-Za-z0-9_\-]{16,}",
     r"AIza[0-9A-Za-z_\-]{35}",
-    r"(?i:bearer)\s+[A-Za-z0-9._\-]{20,}",
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/\-]{20,}=*",  # RFC 6750 b64token
 ))
 SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD", re.I)
 MIN_SECRET_LENGTH = 6  # shorter values ("1", "yes") would redact ordinary words
