@@ -251,6 +251,8 @@ def list_jobs(
 ) -> Listing:
     snapshot = queue.snapshot()
     verdicts = {v.job.id: v for v in _assess(queue, snapshot, now, capabilities)}
+    if blocked:
+        verdicts.update(_unservable(queue, snapshot, verdicts))
     order = {stage: index for index, stage in enumerate(STAGES)}
     jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
     if stages:
@@ -262,6 +264,49 @@ def list_jobs(
         order_of = {job_id: index for index, job_id in enumerate(verdicts)}
         jobs.sort(key=lambda j: order_of[j.id])
     return Listing(tuple(jobs), verdicts, snapshot.problems)
+
+
+def _unservable(queue: Queue, snapshot: Snapshot, verdicts: Mapping[str, Verdict]
+                ) -> dict[str, Verdict]:
+    """Inbox jobs no worker of the fleet could take, judged by the capabilities each worker
+    published in its last heartbeat: kind "fleet", with what none of them has."""
+    if queue.remote is None:
+        return {}
+    fleet = [frozenset(str(cap) for cap in payload.get("capabilities") or ())
+             for _commit, payload in queue.remote.observed_heartbeats().values()
+             if payload.get("capabilities")]
+    if not fleet:
+        return {}
+    from aq.core.profile import choose_engine
+    from aq.core.scheduler import capabilities_missing
+
+    profiles = _profiles_used(queue, snapshot)
+    classes = queue.config.engine_classes
+    routing = Routing(profiles, classes)
+    unservable = {}
+    for job_id, verdict in verdicts.items():
+        manifest = verdict.job.manifest
+        if manifest is None or verdict.kind not in (None, "capability", "halted", "not_before",
+                                                      "dep", "lock", "preferred"):
+            continue
+        profile = profiles.get(manifest.profile) if manifest.profile else None
+        manifest = apply_profile(manifest, profile)
+        engines = (routing.engines_of(manifest.engine_class, profile)
+                   if manifest.engine is None and manifest.engine_class else None)
+        lacking: list[list[str]] = []
+        for caps in fleet:
+            missing = capabilities_missing(manifest.capabilities, caps)
+            if engines is not None and choose_engine(str(manifest.engine_class), engines, caps) is None:
+                missing.append(f"an engine of class {manifest.engine_class} ({', '.join(engines)})")
+            if not missing:
+                break
+            lacking.append(missing)
+        else:
+            fewest = min(lacking, key=len)
+            unservable[job_id] = Verdict(
+                verdict.job, f"no worker of the fleet ({len(fleet)} seen) has advertised "
+                f"{', '.join(fewest)}", "fleet")
+    return unservable
 
 
 @dataclass(frozen=True, slots=True)

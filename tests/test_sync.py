@@ -537,3 +537,27 @@ def test_a_halt_file_written_by_hand_in_a_clone_holds_its_worker_and_stays(fleet
     assert ledger_rows(ledger) == []
     assert (a / "queue/HALT").read_text() == "maintenance, by hand\n"
     assert fleet.stage("held-back") == "inbox"
+
+
+def test_ls_blocked_flags_a_job_no_worker_of_the_fleet_has_advertised_the_capabilities_for(
+        fleet: Fleet) -> None:
+    """`aq ls --blocked` names an inbox job that no worker's published capabilities can serve
+    (kind "fleet", with what is missing), even when this machine could take it, and leaves a
+    job some worker can serve alone."""
+    a = fleet.clones[0]
+    for job_id, caps in (("needs-gpu", ["gpu"]), ("plain", ["os:linux"])):
+        write_job(fleet.seed, job_id, "echo hi", capabilities=caps)
+    git(fleet.seed, "add", "queue/inbox")
+    git(fleet.seed, "commit", "-q", "-m", "two jobs")
+    git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+    remote = remote_of(a)
+    assert remote.heartbeat("cpu-box", {"worker": "cpu-box", "capabilities": ["os:linux", "has:git"]})
+    assert remote.fetch()
+    git(a, "merge", "-q", "--ff-only", "origin/main")
+
+    done = fleet.aq(a, "ls", "--blocked", "--json", env={"AQ_WORKER_CONFIG": ""})
+    assert done.returncode == 0, done.stderr
+    listed = {job["id"]: job["blocked"] for job in json.loads(done.stdout)}
+    assert listed["needs-gpu"]["kind"] == "fleet", listed
+    assert "has advertised gpu" in listed["needs-gpu"]["reason"]
+    assert "plain" not in listed
