@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,13 +10,15 @@ from pathlib import Path
 from aq import proc
 from aq.errors import GitError
 
+# Every git command aq runs starts so: its own small commits and fetches never wait on an
+# automatic gc or maintenance run. It also marks the command as aq's (see kill_orphaned_git).
+GIT = ("git", "-c", "gc.auto=0", "-c", "maintenance.auto=0")
+
 
 def git(root: Path, *args: str, check: bool = True, input: str | None = None,
         timeout: float | None = None) -> proc.Completed:
     try:
-        # aq's own small commits and fetches never wait on an automatic gc or maintenance run
-        done = proc.run(["git", "-c", "gc.auto=0", "-c", "maintenance.auto=0", *args], cwd=root,
-                        input=input, timeout=timeout)
+        done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout)
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if check and done.returncode != 0:
@@ -75,6 +78,38 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
     if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
         return False
     raise GitError(f"git commit failed in {root}: {_reason(done)}")
+
+
+def kill_orphaned_git(root: Path) -> list[int]:
+    """KILL aq's own git commands still running in this clone after their worker died (kill -9
+    leaves them reparented to init), so none of them writes a lock or a ref after the next
+    worker has cleaned up. Linux only (/proc); elsewhere nothing is done. Call under the queue
+    lock, before clear_stale_locks."""
+    import os
+    import signal
+
+    proc_dir = Path("/proc")
+    if not (proc_dir / "self").is_dir():
+        return []
+    mark = b"\0".join(part.encode() for part in GIT) + b"\0"
+    here = str(root.resolve())
+    killed = []
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(mark):
+                continue
+            if os.readlink(entry / "cwd") != here:
+                continue
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == 1:  # orphaned: the aq process that started it is gone
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(entry.name), signal.SIGKILL)  # its own group: its helpers too
+                killed.append(int(entry.name))
+    return killed
 
 
 def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str]:

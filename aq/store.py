@@ -137,6 +137,7 @@ class Queue:
         self.last_sync_ok = True
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
+        self._tree_checked = False  # queue/ was checked against HEAD once by this process
         self._adopting: set[str] = set()
         self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
         self.root = root.resolve()
@@ -382,13 +383,25 @@ class Queue:
         describe: Callable[[T], str] | None,
         owe: Callable[[T], Callable[[Tx], object] | None] | None,
     ) -> T:
+        with self.changing_tree() as left_dirty:
+            return self._transact_open(remote, change, message, describe, owe, left_dirty)
+
+    def _transact_open(
+        self,
+        remote: Remote,
+        change: Callable[[Tx], T],
+        message: str,
+        describe: Callable[[T], str] | None,
+        owe: Callable[[T], Callable[[Tx], object] | None] | None,
+        left_dirty: bool,
+    ) -> T:
         from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
         from aq.sync import Push
 
         self.last_push_confirmed = False
         for attempt in range(PUSH_TRIES):
             replayed = bool(self.owed)
-            reachable = self.sync_from_remote(remote)
+            reachable = self.sync_from_remote(remote, check_tree=left_dirty and attempt == 0)
             replayed = replayed and reachable
             if not reachable and owe is None:
                 raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: nothing "
@@ -426,15 +439,35 @@ class Queue:
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
 
-    def sync_from_remote(self, remote: Remote) -> bool:
-        """Fetch, then bring this clone to the remote's tip and replay the work still owed to it."""
+    @contextmanager
+    def changing_tree(self) -> Iterator[bool]:
+        """Mark, under the queue lock, that this process may leave queue/ half-changed until the
+        block ends. Yields True when a process died inside such a block (its mark is still
+        there): then the next sync puts queue/ back to HEAD first. Saves a `git status` on
+        every sync."""
+        marker = self.state_dir / "tree-changing"
+        left_dirty = marker.exists() or not self._tree_checked
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"")
+        try:
+            yield left_dirty
+        finally:
+            marker.unlink(missing_ok=True)
+
+    def sync_from_remote(self, remote: Remote, check_tree: bool = True) -> bool:
+        """Fetch, then bring this clone to the remote's tip and replay the work still owed to it.
+        `check_tree`: first put back half a move a process killed mid-transaction left."""
         self.last_sync_ok = remote.fetch()
         if not self.last_sync_ok:
             return False
         self._drop_landed(remote)
-        remote.discard_uncommitted()  # half a move a killed process left: never committed as is
+        if check_tree:
+            remote.discard_uncommitted()  # half a move a killed process left: never committed as is
+            self._tree_checked = True
         self._adopt_dropped(remote)
-        remote.align()
+        seen = self.inbox_unchanged()
+        remote.align()  # files git itself puts in the inbox are no dropped files either
+        self.own_inbox_change(seen)
         # owed work stays listed until a push of it lands: a replay that loses a race is replayed again
         for owed in list(self.owed):
             self._apply(owed.replay, owed.message, None)
@@ -451,6 +484,25 @@ class Queue:
             if owed.commit and owed.commit not in landed:
                 landed[owed.commit] = remote.is_ancestor(owed.commit, tip)
         self.owed = [owed for owed in self.owed if not (owed.commit and landed[owed.commit])]
+
+    def inbox_unchanged(self, *paths: Path) -> bool:
+        """Before this process changes `paths`: True when one is in the inbox and nobody changed
+        the inbox since the last look for dropped files (see own_inbox_change)."""
+        inbox = self.qdir / Stage.INBOX
+        if not self._inbox_seen or (paths and not any(path.parent == inbox for path in paths)):
+            return False
+        try:
+            return inbox.stat().st_mtime_ns == self._inbox_seen
+        except FileNotFoundError:
+            return False
+
+    def own_inbox_change(self, seen: bool) -> None:
+        """After this process changed an inbox it had seen unchanged: the new mtime is no sign
+        of a dropped file, so the next sync need not ask git for untracked jobs. (A change by
+        anyone else before ours made `seen` False, and one after moves the mtime again.)"""
+        if seen:
+            with contextlib.suppress(FileNotFoundError):
+                self._inbox_seen = (self.qdir / Stage.INBOX).stat().st_mtime_ns
 
     def _adopt_dropped(self, remote: Remote) -> None:
         """Job files a person dropped into this clone's inbox become owed adds: committed with an
@@ -565,8 +617,10 @@ class Tx:
             raise JobNotFound(f"{job_id} is no longer in {source}")
         self.append_event(job_id, event)
         dst.parent.mkdir(parents=True, exist_ok=True)
+        seen = self.queue.inbox_unchanged(src, dst)
         os.rename(src, dst)
         self._undo.append(lambda: os.rename(dst, src))
+        self.queue.own_inbox_change(seen)
         self.touched += [src, dst]
 
     def append_event(self, job_id: str, event: Event) -> None:
@@ -587,13 +641,17 @@ class Tx:
 
     def write(self, path: Path, data: bytes | str) -> None:
         self._remember(path)
+        seen = self.queue.inbox_unchanged(path)
         write_atomic(path, data)
         self.touched.append(path)
+        self.queue.own_inbox_change(seen)
 
     def remove(self, path: Path) -> None:
         self._remember(path)
+        seen = self.queue.inbox_unchanged(path)
         path.unlink(missing_ok=True)
         self.touched.append(path)
+        self.queue.own_inbox_change(seen)
 
     def _remember(self, path: Path) -> None:
         try:

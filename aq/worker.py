@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType
@@ -130,6 +130,7 @@ class Worker:
         self._beat_now = threading.Event()
         self._warned: set[str] = set()
         self._profiles: dict[str, Profile] = {}
+        self._leases_seen: tuple[float, dict[str, float], set[str]] | None = None
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
         self._next_refresh = 0.0
@@ -145,8 +146,10 @@ class Worker:
         beating = self._start_heartbeats()
         try:
             with self.queue.lock():
-                from aq.gitops import clear_stale_locks
+                from aq.gitops import clear_stale_locks, kill_orphaned_git
 
+                for pid in kill_orphaned_git(self.queue.root):
+                    self.say(f"{self.worker_id}: stopped git process {pid} left by a killed worker")
                 for path in clear_stale_locks(self.queue.git_dir):
                     self.say(f"{self.worker_id}: removed {path} left by a killed process")
             self._loop()
@@ -411,12 +414,7 @@ class Worker:
             self._silent_leases = False
             return False
         if self.remote is not None and tx.online:
-            from aq.sync import LeaseObserver
-
-            observer = LeaseObserver(self.queue.state_dir / "leases.json")
-            silence, confirmed = observer.observe(
-                self.remote, self.monotonic(),
-                {token: str(job.state.holder) for token, job in building.items()})
+            silence, confirmed = self._observe_leases(building)
         else:
             confirmed = set(building)
         # drain waits for a lease that may expire: one it has not yet seen renewed, or one
@@ -437,6 +435,26 @@ class Worker:
             self._take_back(tx, job, cause)
             taken = True
         return taken
+
+    def _observe_leases(self, building: Mapping[str, Job]) -> tuple[dict[str, float], set[str]]:
+        """Each lease's silence and the leases seen renewed, from the heartbeats fetched last.
+        Looked up at most every quarter heartbeat interval: in between the last figures are
+        aged by the time passed. (A renewal noticed late only makes a lease look younger, so
+        this never takes a job back early; it may take one back up to that much later.)"""
+        now = self.monotonic()
+        last = self._leases_seen
+        if last is not None and now - last[0] < min(self.heartbeat_interval / 4, 5.0):
+            aged = now - last[0]
+            return ({token: last[1][token] + aged for token in building if token in last[1]},
+                    last[2] & set(building))
+        from aq.sync import LeaseObserver
+
+        assert self.remote is not None
+        observer = LeaseObserver(self.queue.state_dir / "leases.json")
+        silence, confirmed = observer.observe(
+            self.remote, now, {token: str(job.state.holder) for token, job in building.items()})
+        self._leases_seen = (now, silence, confirmed)
+        return silence, confirmed
 
     def _take_back(self, tx: Tx, job: Job, cause: str) -> None:
         state = job.state
@@ -706,15 +724,13 @@ class Worker:
                 reclaims: int, now: datetime) -> Decision:
         manifest = claim.job.manifest
         assert manifest is not None
-        if result.outcome is Outcome.INTERRUPTED:
-            return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
-                                    reclaims, self.config.max_reclaims)
         return decide(
             result.outcome, verified=result.verified,
             review_policy=manifest.review_policy or "manual",
             retry=self.config.retry_rule(manifest), retries_used=retries_used,
             fingerprint=fingerprint, last_fingerprint=last_fingerprint,
             reclaims=reclaims, max_reclaims=self.config.max_reclaims, now=now,
+            stop_reason=stop_reason,
         )
 
     def _keep_log(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult) -> str:

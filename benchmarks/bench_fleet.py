@@ -126,11 +126,11 @@ import time
 
 def record_call(real, sink):
     """`real` (aq.gitops.git), timed: each call goes to `sink` as a dict of GitCall's fields."""
-    def timed_git(root, *args, check=True, input=None):
+    def timed_git(root, *args, check=True, input=None, timeout=None):
         start, t0 = time.time(), time.perf_counter()
         rc, out, err = -1, "", ""
         try:
-            done = real(root, *args, check=check, input=input)
+            done = real(root, *args, check=check, input=input, timeout=timeout)
             rc, out, err = done.returncode, done.stdout, done.stderr
             return done
         finally:

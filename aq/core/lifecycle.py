@@ -119,8 +119,10 @@ def decide(
     reclaims: int,
     max_reclaims: int,
     now: datetime,
+    stop_reason: str | None = None,
 ) -> Decision:
-    """Where a job goes after an attempt (DESIGN §3). `verified` is None when the job has no verify."""
+    """Where a job goes after an attempt (DESIGN §3). `verified` is None when the job has no
+    verify; `stop_reason` says why an interrupted attempt was stopped."""
     if outcome is Outcome.OK:
         if verified is None:
             return Decision(Action.SUBMIT, Stage.REVIEW, "engine ok, no verify: waiting for review")
@@ -128,7 +130,8 @@ def decide(
             return Decision(Action.AUTOSHIP, Stage.SHIPPED, "verify passed and review-policy is auto")
         return Decision(Action.PASS, Stage.TESTING, "verify passed")
     if outcome is Outcome.INTERRUPTED:
-        return reclaim_decision("interrupted", "the worker stopped while running it", reclaims, max_reclaims)
+        return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
+                                reclaims, max_reclaims)
     if retry.max == 0:
         return Decision(Action.FAIL, Stage.FAILED, f"{outcome} and no retry is set")
     if outcome not in retry.on:
