@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -561,3 +562,52 @@ def test_ls_blocked_flags_a_job_no_worker_of_the_fleet_has_advertised_the_capabi
     assert listed["needs-gpu"]["kind"] == "fleet", listed
     assert "has advertised gpu" in listed["needs-gpu"]["reason"]
     assert "plain" not in listed
+
+
+def aqs_git_in(root: Path) -> list[tuple[int, int]]:
+    """(pid, parent pid) of each git command aq started that runs in `root` now (from /proc)."""
+    from aq.gitops import GIT
+
+    mark = b"\0".join(part.encode() for part in GIT) + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(mark)
+                    and os.readlink(entry / "cwd") == str(root.resolve())):
+                found.append((int(entry.name),
+                              int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="finding orphans needs /proc")
+def test_a_git_push_orphaned_by_a_killed_worker_is_stopped_by_the_next_one(fleet: Fleet) -> None:
+    """A worker killed with kill -9 while its push hangs leaves that git running; the next
+    worker on the clone kills it (and only aq's own orphaned git) before cleaning locks."""
+    from aq.gitops import kill_orphaned_git
+
+    a = fleet.clones[0]
+    write_job(fleet.seed, "one", "echo one")
+    git(fleet.seed, "add", "queue/inbox")
+    git(fleet.seed, "commit", "-q", "-m", "one job")
+    git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+    hook = fleet.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nsleep 120\n")
+    hook.chmod(0o755)
+    worker = fleet.worker(a, "doomed", "--once")
+    assert wait_until(lambda: bool(aqs_git_in(a)) and any(p for p, _ in aqs_git_in(a)), 60)
+    assert wait_until(lambda: any("push" in (Path(f"/proc/{p}/cmdline").read_bytes().decode(
+        errors="replace")) for p, _ in aqs_git_in(a)), 60), "the worker never pushed"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert wait_until(lambda: any(parent == 1 for _, parent in aqs_git_in(a)), 10), aqs_git_in(a)
+    bystander = subprocess.Popen(["sleep", "60"], cwd=a, start_new_session=True)
+    try:
+        orphans = [pid for pid, parent in aqs_git_in(a) if parent == 1]
+        assert sorted(kill_orphaned_git(a)) == sorted(orphans)
+        assert wait_until(lambda: not aqs_git_in(a), 10), aqs_git_in(a)
+        assert bystander.poll() is None, "a process that is not aq's git was killed"
+    finally:
+        bystander.kill()
+        hook.unlink()
