@@ -68,6 +68,17 @@ def run(
     return Completed(child.returncode, stdout, stderr)
 
 
+def run_bytes(argv: Sequence[str], *, cwd: Path | str | None = None,
+              timeout: float | None = 60.0) -> bytes | None:
+    """What a short command prints, as bytes (a blob may be binary); None if it fails."""
+    try:
+        done = subprocess.run(list(argv), cwd=cwd, env=clean_env(), capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     returncode: int | None  # None: it never started (see `missing`) or was killed before exiting

@@ -30,14 +30,14 @@ from aq.errors import AmbiguousJob, AqError, GitError, JobNotFound, ManifestErro
 
 if TYPE_CHECKING:
     from aq.config import QueueConfig
-    from aq.sync import Remote
+    from aq.sync import LocalChange, Remote
 
 QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it
@@ -138,6 +138,7 @@ class Queue:
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
         self._tree_checked = False  # queue/ was checked against HEAD once by this process
+        self._salvage_checked = False  # unpushed aq commits of dead workers were looked for
         self._adopting: set[str] = set()
         self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
         self.root = root.resolve()
@@ -461,6 +462,7 @@ class Queue:
         if not self.last_sync_ok:
             return False
         self._drop_landed(remote)
+        salvage = self._unpushed_of_the_dead(remote)
         if check_tree:
             remote.discard_uncommitted()  # half a move a killed process left: never committed as is
             self._tree_checked = True
@@ -468,10 +470,49 @@ class Queue:
         seen = self.inbox_unchanged()
         remote.align()  # files git itself puts in the inbox are no dropped files either
         self.own_inbox_change(seen)
+        self.owed += [Owed(functools.partial(self._salvage, change),
+                           f"aq: salvage of {change.commit[:12]} ({change.subject[4:60]})")
+                      for change in salvage]
         # owed work stays listed until a push of it lands: a replay that loses a race is replayed again
         for owed in list(self.owed):
             self._apply(owed.replay, owed.message, None)
         return True
+
+    def _unpushed_of_the_dead(self, remote: Remote) -> list[LocalChange]:
+        """Once per process, before the first align drops them: aq commits of this clone the
+        remote lacks, which a worker that died (or stopped) while the remote was away still
+        owed. They are replayed like owed work, each with its precondition checked again."""
+        if self._salvage_checked:
+            return []
+        self._salvage_checked = True
+        head, tip = remote.heads()
+        if head is None or tip is None or head == tip:
+            return []
+        return remote.unpushed_aq_commits(tip)
+
+    def _salvage(self, change: LocalChange, tx: Tx) -> None:
+        """Re-apply what a dead worker's commit did, where it still holds on the tip: a result
+        for a job still in building under the same lease, or a job dropped by hand that no
+        stage has. Anything else stays undone (its job moved on without it)."""
+        for job_id, events in change.events.items():
+            for event in events:
+                kind, by = event.get("type"), event.get("by")
+                if kind == "finished" and tx.stage_of(job_id) is Stage.BUILDING \
+                        and tx.state(job_id).token == event.get("token"):
+                    try:
+                        target = Stage(str(event.get("to")))
+                    except ValueError:
+                        continue
+                    prefix = f"{QUEUE_DIR}/{LOGS_DIR}/{job_id}/"
+                    for rel, data in change.files.items():
+                        if rel.startswith(prefix) and not (self.root / rel).exists():
+                            tx.write(self.root / rel, data)
+                    tx.move(job_id, Stage.BUILDING, target, {**event, "salvaged": change.commit})
+                elif kind == "added" and by == "dropped-by-hand" and tx.stage_of(job_id) is None:
+                    rel = f"{QUEUE_DIR}/{Stage.INBOX}/{job_id}.md"
+                    if rel in change.files:
+                        tx.write(self.root / rel, change.files[rel])
+                        tx.append_event(job_id, {**event, "salvaged": change.commit})
 
     def _drop_landed(self, remote: Remote) -> None:
         """Owed work whose unconfirmed push did land is owed no more. Each item is checked by its

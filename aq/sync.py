@@ -39,6 +39,17 @@ class Push(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class LocalChange:
+    """One of aq's own commits the remote lacks: the events it appended (job id -> events) and
+    the files it added or changed under queue/ (path relative to the queue root -> bytes)."""
+
+    commit: str
+    subject: str
+    events: dict[str, list[dict[str, Any]]]
+    files: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Remote:
     root: Path
     name: str
@@ -141,6 +152,45 @@ class Remote:
             self._git("checkout", "-q", "-f", tip, "--", *present)
         self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES)
         self._restore_dropped(dropped)
+
+    def unpushed_aq_commits(self, tip: str) -> list[LocalChange]:
+        """aq's own commits in this clone that the remote lacks, oldest first, each as the events
+        it appended and the files it wrote under queue/: what a worker that died owed."""
+        done = self._git("log", "--reverse", "--format=%H %P%x00%s", f"{tip}..HEAD", check=False)
+        changes = []
+        for line in filter(None, done.stdout.splitlines()):
+            ids, _, subject = line.partition("\0")
+            commit, *parents = ids.split()
+            if not subject.startswith("aq:") or len(parents) != 1:
+                continue
+            changes.append(self._change_of(commit, parents[0], subject))
+        return changes
+
+    def _change_of(self, commit: str, parent: str, subject: str) -> LocalChange:
+        events: dict[str, list[dict[str, Any]]] = {}
+        diff = self._git("diff", "--relative", "--no-renames", "-U0", parent, commit, "--",
+                         "queue/.events", check=False).stdout
+        job_id = None
+        for line in diff.splitlines():
+            if line.startswith("+++ "):
+                name = line[4:].rsplit("/", 1)[-1]
+                job_id = name[:-len(".jsonl")] if name.endswith(".jsonl") else None
+            elif line.startswith("+") and job_id is not None:
+                try:
+                    event = json.loads(line[1:])
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    events.setdefault(job_id, []).append(event)
+        files: dict[str, bytes] = {}
+        names = self._git("diff", "--relative", "--no-renames", "--name-status", "-z", parent, commit,
+                          "--", "queue", check=False).stdout.split("\0")
+        for status, path in zip(names[::2], names[1::2], strict=False):
+            if status in ("A", "M") and not path.startswith("queue/.events/"):
+                shown = proc.run_bytes([*gitops.GIT, "show", f"{commit}:./{path}"], cwd=self.root)
+                if shown is not None:
+                    files[path] = shown
+        return LocalChange(commit, subject, events, files)
 
     def _refuse_persons_commits(self, tip: str) -> None:
         """Moving to the tip drops local commits the remote does not have. aq's own (refused

@@ -685,8 +685,10 @@ class Worker:
         job_id, manifest = claim.job.id, claim.job.manifest
         assert manifest is not None
         now = self.clock()
-        log_rel = self._keep_log(tx, job_id, claim.attempt, result)
         stage, state = tx.stage_of(job_id), tx.state(job_id)
+        if stage is not None and any(a.token == claim.token and a.outcome for a in state.attempts):
+            return str(stage)  # recorded already (salvaged, or a push we could not confirm landed)
+        log_rel = self._keep_log(tx, job_id, claim.attempt, result)
         if stage is not Stage.BUILDING or state.token != claim.token:
             tx.append_event(job_id, {
                 "ts": iso(now), "type": STALE_RESULT, "by": self.worker_id, "attempt": claim.attempt,
@@ -699,10 +701,11 @@ class Worker:
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
         decision = self._decide(claim, result, stop_reason, fingerprint, state.retries_used,
                                 state.last_fingerprint, state.reclaims, now)
-        if result.out_of_scope and decision.action is Action.AUTOSHIP:  # a person looks first
+        outside = {*state.out_of_scope, *result.out_of_scope}  # earlier attempts' count too
+        if outside and decision.action is Action.AUTOSHIP:  # a person looks first
             decision = Decision(Action.PASS, Stage.TESTING,
                                 f"verify passed; not shipped by review-policy auto: "
-                                f"{len(result.out_of_scope)} file(s) changed outside allowed-scope")
+                                f"{len(outside)} file(s) changed outside allowed-scope")
         artifacts = self._keep_artifacts(tx, job_id, claim.attempt, result, manifest)
         tx.move(job_id, Stage.BUILDING, decision.to, {
             "ts": iso(now), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
