@@ -90,7 +90,10 @@ def test_chaos_over_git_daemon_with_an_outage_shorter_than_the_lease(fleet: Flee
     print(f"transport chaos: {chaos.worker_kills} workers killed, {chaos.remote_kills} remote git "
           f"processes killed, daemon down {OUTAGE}s at {outage['down']:.0f}s; {result.figures()}")
     assert result.problems == []
-    assert result.leases_lost_by(chaos.survivors()) == []
+    lost = result.leases_lost_by(chaos.survivors())
+    assert lost == [], "\n".join(
+        [repr(lost)] + [line for worker in fleet.workers for line in worker.output().splitlines()
+                        if any(job_id in line for job_id, _ in lost)])
     # a job whose workers were killed under it max_reclaims times is dead-lettered: that is the
     # lifecycle (DESIGN §3), not a loss; every dead letter must be explained by lease expiries
     assert set(result.stages.values()) <= {"testing", "dead_letter"}
@@ -271,3 +274,34 @@ def test_a_holder_whose_heartbeat_push_hangs_stops_its_attempt_before_the_lease_
     after = marked[marked.index(("start", "2")):]
     assert ("tick", "1") not in after and ("end", "1") not in after, (
         f"attempt 1 still ran after attempt 2 started: {marked}\n{holder.output()}")
+
+
+def test_a_result_owed_by_a_worker_killed_while_the_remote_was_away_is_salvaged(
+        tmp_path: Path) -> None:
+    """A worker records a result while the remote is away and is then killed with kill -9:
+    the next worker on that clone sends the dead worker's result instead of dropping it, so
+    the job's one attempt is recorded and it runs once."""
+    with Fleet(tmp_path, ttl="20s", heartbeat="1s", poll="0.2") as fleet:
+        fleet.seed(["only"], pause=2.0)
+        clone = fleet.clone("clone")
+        doomed = fleet.start("doomed", clone)
+        wait_for(lambda: "only 1 doomed" in fleet.ledger.read_text(), 60, "the worker runs the job")
+        away = fleet.remote.with_name(fleet.remote.name + ".away")
+        fleet.remote.rename(away)  # the remote goes away while the job runs
+        wait_for(lambda: "only: engine exited 0; verify passed -> testing" in doomed.output(), 60,
+                 "the worker records the result in its clone, owing it to the remote")
+        os.kill(doomed.proc.pid, signal.SIGKILL)
+        doomed.proc.wait(timeout=30)
+        doomed.killed = True
+        away.rename(fleet.remote)
+        heir = fleet.start("heir", clone)
+        wait_for(lambda: not heir.alive(), 120, "the next worker drains and exits")
+        assert heir.proc.returncode == 0, heir.output()
+
+        result = audit(fleet, ["only"])
+        assert result.problems == []
+        finished = [e for e in result.events["only"] if e["type"] == "finished"]
+        assert [(e["attempt"], e["by"], e["outcome"]) for e in finished] == [(1, "doomed", "ok")], \
+            f"{finished}\n{heir.output()}"
+        assert result.executions == 1
+        assert fleet.stages()["only"] == ["testing"]
