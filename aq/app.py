@@ -393,6 +393,11 @@ def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None
         "lock": pick("lock", manifest.lock, None),
         "yolo": pick("yolo", manifest.yolo, False),
     }
+    if manifest.engine is None and manifest.engine_class is not None:
+        engines = Routing(engine_classes=config.engine_classes).engines_of(manifest.engine_class, profile)
+        resolved["engine"] = Resolved(
+            f"the first of {', '.join(engines) or '(none)'} this worker has "
+            f"(engine-class {manifest.engine_class})", sources.get("engine-class", "job"))
     if own.profile and profile is None:
         resolved["profile"] = Resolved(own.profile, "job (missing: profiles/"
                                        f"{own.profile}.md does not exist)")
@@ -458,6 +463,7 @@ def lint(queue: Queue) -> LintResult:
             problems.append(job.error)
     profiles = queue.profiles()
     problems += list(profiles.problems)
+    problems += _profile_setting_problems(profiles.found)
     for job_id, manifest in sorted(manifests.items()):
         for dep in manifest.deps:
             if dep not in by_id:
@@ -477,6 +483,20 @@ def lint(queue: Queue) -> LintResult:
                 problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
                                 f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
     return LintResult(len(snapshot.jobs), tuple(problems))
+
+
+def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
+    from aq.core.requirements import check_requirement
+    from aq.scope import check_globs
+
+    problems = []
+    for name, profile in sorted(profiles.items()):
+        source = f"{PROFILES_DIR}/{name}.md"
+        problems += [f"{source}: key 'capabilities': {problem}" for req in profile.capabilities
+                     if (problem := check_requirement(req))]
+        if profile.allowed_scope is not None and (bad := check_globs(profile.allowed_scope)):
+            problems.append(f"{source}: key 'allowed-scope': {bad}")
+    return problems
 
 
 def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile]) -> list[str]:

@@ -66,7 +66,7 @@ class JobState:
     last_reason: str | None = None
     events: int = 0
     wall_used: float = 0.0  # seconds of attempts, for budget.wall
-    out_of_scope: tuple[str, ...] = ()  # files the last attempt changed outside allowed-scope
+    out_of_scope: tuple[str, ...] = ()  # changed outside allowed-scope by any attempt since added/requeued
 
     @property
     def attempt_count(self) -> int:
@@ -105,9 +105,11 @@ def fold(events: Iterable[Event]) -> JobState:
                 number=int(event.get("attempt", len(attempts) + 1)),
                 worker=str(holder), token=str(token), started=str(event.get("ts")),
             ))
-            not_before, backoff, outside = None, None, ()
+            not_before, backoff = None, None
         elif kind == FINISHED:
-            outside = tuple(str(path) for path in event.get("out_of_scope") or ())
+            # a failed attempt's stray file is still there for the retry, which sees it as dirty
+            # before it started: every attempt's count until a person requeues the job
+            outside = tuple(dict.fromkeys((*outside, *(str(p) for p in event.get("out_of_scope") or ()))))
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
             wall_used += float(event.get("duration", 0.0))
@@ -129,6 +131,7 @@ def fold(events: Iterable[Event]) -> JobState:
                 token = holder = holder_host = holder_pid = None
             if event.get("action") == "requeue":
                 retries_used, reclaims, last_fp, not_before, backoff = 0, 0, None, None, None
+                outside = ()
     return JobState(
         attempts=tuple(attempts), token=token, holder=holder, holder_host=holder_host,
         holder_pid=holder_pid, added_at=added_at,

@@ -8,6 +8,7 @@ the manifest a worker runs, and `setting_sources` says where each value came fro
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -59,6 +60,8 @@ def _version(value: object) -> str:
     return str(value).strip() or "1"
 
 
+_VERSION_LINE = re.compile(r"^version:[ \t]*([^\s#]+)", re.M)
+
 _CHECKERS: dict[str, tuple[str, Any]] = {
     # profile key: (Profile field, checker)
     "name": ("name", _name),
@@ -83,8 +86,10 @@ def parse_profile(name: str, text: str, source: str) -> Profile:
     for raw_key, raw_value in metadata.items():
         key = str(raw_key)
         if key not in _CHECKERS:
-            raise ManifestError(source, f"unknown profile key{_suggest(key, PROFILE_KEYS)}; known "
-                                f"keys: {', '.join(PROFILE_KEYS)}", key)
+            hint = (" (did you mean 'default-verify'?)" if key == "verify"
+                    else _suggest(key, PROFILE_KEYS))
+            raise ManifestError(source, f"unknown profile key{hint}; known keys: "
+                                f"{', '.join(PROFILE_KEYS)}", key)
         if raw_value is None:
             continue
         field_name, checker = _CHECKERS[key]
@@ -92,6 +97,10 @@ def parse_profile(name: str, text: str, source: str) -> Profile:
             values[field_name] = checker(raw_value)
         except ValueError as err:
             raise ManifestError(source, str(err), key) from None
+    if isinstance(metadata.get("version"), float):  # YAML reads 1.10 as 1.1: keep it as written
+        written = _VERSION_LINE.search(text)
+        if written:
+            values["version"] = written.group(1).strip("'\"")
     if values.setdefault("name", name) != name:
         raise ManifestError(source, f"names itself {values['name']!r} but the file is {name}.md: "
                             "make them the same", "name")
