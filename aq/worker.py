@@ -551,7 +551,10 @@ class Worker:
         seq = 0
         while True:
             seq += 1
-            self._beat(seq, retiring=self._stopping.is_set() and not self.running)
+            try:
+                self._beat(seq, retiring=self._stopping.is_set() and not self.running)
+            except Exception as err:  # the thread must outlive any one beat, or every lease expires
+                self.say(f"{self.worker_id}: heartbeat failed: {err!r}; trying again")
             if self._stopping.is_set() and not self.running:
                 return
             self._beat_now.wait(timeout=self.heartbeat_interval)
@@ -581,6 +584,9 @@ class Worker:
             self._renewed_at = started
         else:
             self._lose_silent_leases(renewed_before, self.monotonic())
+            silent = self.monotonic() - renewed_before
+            if silent >= self.lease_ttl / 2 and (self.running or self.uncertain or self.unrecorded):
+                self._note_unreachable(f"no heartbeat has reached it for {silent:.0f}s")
 
     def _check_renewal(self) -> None:
         """The renew deadline, checked from the main loop as well: the heartbeat thread may be
@@ -686,8 +692,11 @@ class Worker:
         assert manifest is not None
         now = self.clock()
         stage, state = tx.stage_of(job_id), tx.state(job_id)
-        if stage is not None and any(a.token == claim.token and a.outcome for a in state.attempts):
-            return str(stage)  # recorded already (salvaged, or a push we could not confirm landed)
+        if stage is not None and any(a.token == claim.token and a.outcome == result.outcome
+                                     and a.worker == self.worker_id for a in state.attempts):
+            # this very result is recorded already (salvaged, or a push we could not confirm
+            # did land); a lease taken back from us has another outcome and is fenced below
+            return str(stage)
         log_rel = self._keep_log(tx, job_id, claim.attempt, result)
         if stage is not Stage.BUILDING or state.token != claim.token:
             tx.append_event(job_id, {
