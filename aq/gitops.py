@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +22,27 @@ def git(root: Path, *args: str, check: bool = True, input: str | None = None,
         done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout)
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
+    if _LOG:
+        _log_call(_LOG, root, args, done)
     if check and done.returncode != 0:
         raise GitError(f"git {args[0]} failed in {root}: {_reason(done)}")
     return done
+
+
+_LOG = os.environ.get("AQ_GIT_LOG")  # a file: every git call aq makes is appended to it
+
+
+def _log_call(path: str, root: Path, args: tuple[str, ...], done: proc.Completed) -> None:
+    """For debugging a fleet: one JSON line per git call (who, where, what, how it ended)."""
+    import json
+    import threading
+    import time
+
+    line = json.dumps({"t": time.time(), "pid": os.getpid(), "thread": threading.current_thread().name,
+                       "root": str(root), "args": list(args), "rc": done.returncode,
+                       "out": done.stdout[-300:], "err": done.stderr[-300:]})
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 def _reason(done: proc.Completed) -> str:

@@ -436,7 +436,11 @@ class Queue:
                         owed.commit = head
                     self._owe(owe, result, head)
                     return result
-            _backoff(attempt)  # lost to another machine: decide again on its tip
+            # lost to another machine (or the push never arrived): take our refused commits off
+            # HEAD now. Left there, a next try whose fetch fails would build on them and find
+            # its work "already done" in a commit the remote never took.
+            remote.align()
+            _backoff(attempt)  # then decide again on the remote's tip
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
 

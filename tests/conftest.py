@@ -33,6 +33,8 @@ def aq_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "GIT_COMMITTER_NAME": "aq-test", "GIT_COMMITTER_EMAIL": "aq-test@example.com",
         "PYTHONPATH": str(REPO),
     })
+    if os.environ.get("AQ_TEST_GIT_LOG"):  # debugging a fleet test: every git call of every aq
+        env["AQ_GIT_LOG"] = os.environ["AQ_TEST_GIT_LOG"]
     env.update(extra or {})
     return env
 

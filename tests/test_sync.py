@@ -611,3 +611,36 @@ def test_a_git_push_orphaned_by_a_killed_worker_is_stopped_by_the_next_one(fleet
     finally:
         bystander.kill()
         hook.unlink()
+
+
+def test_work_whose_push_lost_a_race_is_owed_even_if_the_remote_then_goes_away(
+        fleet: Fleet) -> None:
+    """A transaction whose push is refused and whose next fetch then fails does not count its
+    work as done because the refused commit is still in the clone: the work is owed, and it
+    reaches the remote when the remote answers again."""
+    a, b = fleet.clones
+    queue = Queue(a)
+    target = queue.qdir / "inbox" / "mine.md"
+    tries: list[int] = []
+
+    def change(tx: Tx) -> str:
+        if not tries:  # another machine wins the race; then this clone loses the remote
+            commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b wins the race")
+            assert remote_of(b).push() is Push.OK
+            cut_off(a)
+            git(a, "remote", "set-url", "--push", "origin", str(fleet.bare))  # this push still goes
+        tries.append(len(tries))
+        if target.exists() and target.read_text() == "echo mine\n":
+            return "already there"  # idempotent, as a worker's record of a result is
+        tx.write(target, "echo mine\n")
+        return "written"
+
+    queue.transact(change, "aq: add mine", owe=lambda _result: change)
+    assert queue.owed, "the work is only in a commit the remote refused, yet nothing is owed"
+
+    git(a, "remote", "set-url", "--push", "origin", str(fleet.bare))
+    reconnect(fleet, a)
+    queue.transact(lambda tx: None, "aq: flush", owe=lambda _result: None)
+    assert not queue.owed
+    git(fleet.seed, "fetch", "-q", "origin")
+    assert "queue/inbox/mine.md" in git(fleet.seed, "ls-tree", "-r", "--name-only", "origin/main")
