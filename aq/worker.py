@@ -406,15 +406,19 @@ class Worker:
 
     def _take_back_expired(self, tx: Tx, snapshot: Snapshot) -> bool:
         """Move building jobs whose lease expired back to the inbox (or dead_letter). True if any."""
-        building = {job.state.token: job for job in snapshot.jobs
-                    if job.stage is Stage.BUILDING and job.state.token
-                    and job.id not in self.running and job.id not in self.uncertain}
+        every = {job.state.token: job for job in snapshot.jobs
+                 if job.stage is Stage.BUILDING and job.state.token}
+        building = {token: job for token, job in every.items()
+                    if job.id not in self.running and job.id not in self.uncertain}
         silence: dict[str, float] = {}
         if not building:
             self._silent_leases = False
             return False
         if self.remote is not None and tx.online:
-            silence, confirmed = self._observe_leases(building)
+            # observed for every lease, this worker's own too: what this machine saw is shared
+            # by all workers of the clone, and one must not drop another's record of a renewal
+            seen, confirmed = self._observe_leases(every)
+            silence = {token: s for token, s in seen.items() if token in building}
         else:
             confirmed = set(building)
         # drain waits for a lease that may expire: one it has not yet seen renewed, or one
