@@ -554,6 +554,48 @@ def _profile_json(p: Any) -> dict[str, Any]:
 
 
 @app.command()
+def board(
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 3.0,
+    cards: Annotated[int | None, typer.Option("--cards", help="Cards shown per stage "
+                     "(default: what fits the terminal).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """A kanban of the queue: a column per stage, a card per job; live until Ctrl-C."""
+    import shutil
+    import time
+
+    from aq.board import board_data, board_text, render_board
+
+    q = _queue(queue)
+    size = shutil.get_terminal_size((100, 40))
+    if once:
+        data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
+                          capabilities=_caps(q))
+        sys.stdout.write(board_text(data, width=size.columns, color=sys.stdout.isatty(),
+                                    max_cards=cards or 8))
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    shown = cards or max(3, (size.lines - 8) // 4)
+
+    def frame() -> Any:
+        data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
+                          capabilities=_caps(q))
+        return render_board(data, width=console.width, max_cards=shown)
+
+    try:
+        with Live(frame(), console=console, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(max(0.5, every))
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def doctor(
     cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
     queue: QueueOpt = None,

@@ -694,3 +694,16 @@ def test_next_checks_version_requirements_against_the_tools_on_path(
         assert out.startswith("needs-node") is taken, out
         if not taken:
             assert "needs-node: needs capability node>=20,<23 that this worker lacks" in out
+
+
+def test_board_once_prints_every_stage_without_escape_codes(aq: Aq, queue_root: Path) -> None:
+    """`aq board --once` to a pipe prints one plain snapshot with each stage and its count."""
+    write_job(queue_root, "waiting", title="A job in the inbox")
+    write_job(queue_root, "done", stage="shipped", title="A shipped job")
+    ran = aq("board", "--once", env={"COLUMNS": "100"})
+    assert ran.returncode == 0, ran.stderr
+    assert "\x1b" not in ran.stdout
+    for stage in STAGE_NAMES:
+        assert stage in ran.stdout
+    assert "inbox (1)" in ran.stdout and "shipped (1)" in ran.stdout
+    assert all(len(line) <= 100 for line in ran.stdout.splitlines())
