@@ -596,6 +596,70 @@ def board(
 
 
 @app.command()
+def stats(
+    since: Annotated[str | None, typer.Option("--since", help="Only this recent history, e.g. "
+                     "7d, 24h (default: all).")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Figures from the event logs: throughput, wait and run times, pass rates, workers, engines."""
+    import shutil
+
+    from aq.core.durations import parse_duration
+    from aq.stats import compute_stats, stats_json, stats_text
+
+    window = None
+    if since is not None:
+        try:
+            window = parse_duration(since)
+        except ValueError as err:
+            raise UsageError(f"--since {since!r}: {err}") from None
+    figures = compute_stats(_queue(queue), now=now(), since=window)
+    if as_json:
+        _emit(stats_json(figures))
+        return
+    sys.stdout.write(stats_text(figures, width=shutil.get_terminal_size((100, 40)).columns,
+                                color=sys.stdout.isatty()))
+
+
+@app.command()
+def events(
+    follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events "
+                       "(fetching from the remote first, when there is one).")] = False,
+    every: Annotated[float, typer.Option("--every", help="Seconds between looks with --follow.")] = 2.0,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The queue's events in time order, one line (or one JSON object) each."""
+    from aq.eventstream import all_events, event_json, event_line, follow
+
+    q = _queue(queue)
+
+    def show(item: Any) -> None:
+        line = json.dumps(event_json(item), separators=(",", ":"), default=str) if as_json \
+            else event_line(item)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    if not follow_:
+        for item in all_events(q):
+            show(item)
+        return
+    remote = q.remote
+
+    def fetch() -> None:
+        if remote is not None:
+            with q.lock(), q.changing_tree() as left_dirty:
+                q.sync_from_remote(remote, check_tree=left_dirty)
+
+    try:
+        for item in follow(q, poll=max(0.2, every), fetch=fetch, stop=lambda: False):
+            show(item)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def doctor(
     cap: Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")] = None,
     queue: QueueOpt = None,

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -707,3 +708,36 @@ def test_board_once_prints_every_stage_without_escape_codes(aq: Aq, queue_root: 
         assert stage in ran.stdout
     assert "inbox (1)" in ran.stdout and "shipped (1)" in ran.stdout
     assert all(len(line) <= 100 for line in ran.stdout.splitlines())
+
+
+def test_stats_and_events_read_what_a_run_did(aq: Aq, queue_root: Path) -> None:
+    """After a real run, `aq stats --json` counts its attempts and `aq events --json` lists its
+    events in time order, one JSON object per line."""
+    write_job(queue_root, "ok-job", "true", engine="shell", verify="true")
+    write_job(queue_root, "bad-job", "true", engine="shell", verify="false")
+    assert aq("run", "--drain").returncode == 0
+    figures = json.loads(aq("stats", "--json").stdout)
+    assert figures["attempts"] == 2 and figures["verify_pass_rate"] == 0.5, figures
+    lines = [json.loads(line) for line in aq("events", "--json").stdout.splitlines()]
+    assert [e["type"] for e in lines if e["job"] == "ok-job"] == ["claimed", "finished"]
+    assert [e["ts"] for e in lines] == sorted(e["ts"] for e in lines)
+    assert aq("stats", "--since", "soon").returncode == 2
+
+
+def test_events_follow_prints_an_event_as_it_happens(aq: Aq, queue_root: Path) -> None:
+    """`aq events --follow` keeps running and prints an event added after it started."""
+    follower = subprocess.Popen([sys.executable, "-m", "aq", "events", "--follow", "--every", "0.2"],
+                                cwd=queue_root, env=aq_env(), stdout=subprocess.PIPE, text=True)
+    import queue as queue_module
+    import threading
+
+    lines: queue_module.Queue[str] = queue_module.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout or ()],
+                     daemon=True).start()
+    try:
+        assert aq("add", "--title", "Late", "--engine", "shell", "--body", "true").returncode == 0
+        line = lines.get(timeout=30)  # raises Empty if nothing came
+        assert " added " in line and "late" in line, line
+    finally:
+        follower.kill()
+        follower.wait(timeout=10)

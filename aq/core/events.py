@@ -112,7 +112,8 @@ def fold(events: Iterable[Event]) -> JobState:
             outside = tuple(dict.fromkeys((*outside, *(str(p) for p in event.get("out_of_scope") or ()))))
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
-            wall_used += float(event.get("duration", 0.0))
+            duration = event.get("duration")
+            wall_used += float(duration) if isinstance(duration, int | float) else 0.0
             token = holder = holder_host = holder_pid = None
             not_before = event.get("not_before")
             wait = event.get("backoff")
