@@ -596,6 +596,20 @@ def board(
 
 
 @app.command()
+def dash(
+    every: Annotated[float | None, typer.Option("--every", help="Seconds between refreshes "
+                     "(default 2; 5 when the queue has a remote, which each refresh fetches).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """An interactive dashboard: pick a job with the arrows, act on it with one key."""
+    from aq.app import who_am_i
+    from aq.dash import run_dash
+
+    q = _queue(queue)
+    run_dash(q, who=who_am_i(), refresh=every or (5.0 if q.remote is not None else 2.0))
+
+
+@app.command()
 def stats(
     since: Annotated[str | None, typer.Option("--since", help="Only this recent history, e.g. "
                      "7d, 24h (default: all).")] = None,
