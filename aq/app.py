@@ -214,11 +214,17 @@ def _worker_caps(capabilities: Capabilities, snapshot: Snapshot,
     from aq.core.requirements import tools_compared
 
     required: list[str] = []
+    classes = False  # an engine class is resolved against the engines this machine has
     for job in snapshot.jobs:
         if job.stage is Stage.INBOX and job.manifest:
             required += job.manifest.capabilities
+            classes = classes or job.manifest.engine_class is not None
             if job.manifest.profile and job.manifest.profile in profiles:
-                required += profiles[job.manifest.profile].capabilities
+                profile = profiles[job.manifest.profile]
+                required += profile.capabilities
+                classes = classes or profile.engine_class is not None
+    if not required and not classes:
+        return frozenset()  # nothing to check: the probe (~30 ms of PATH lookups) is not needed
     return capabilities(tools_compared(required))
 
 
