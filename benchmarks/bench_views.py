@@ -244,7 +244,7 @@ def commands(notes: list[str]) -> list[Command]:
     python = sys.executable
     found = [Command("python -c pass", (python, "-c", "pass"), None)]
     have = available(python)
-    wanted = [("stats", ("stats", "--json"), TARGET_S), ("board", ("board", "--once"), None),
+    wanted = [("stats", ("stats", "--json"), TARGET_S), ("board", ("board", "--once"), TARGET_S),
               ("events", ("events", "--json"), None)]
     for name, args, target in wanted:
         if name in have:
