@@ -541,14 +541,19 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
     """promote, ship, reject, requeue, cancel: refused unless the lifecycle allows it. A ship
     of a job whose last attempt changed files outside its allowed-scope is refused unless
     `allow_out_of_scope`, and the override is recorded with who made it."""
-    job_id = queue.resolve(ref).id
+    job = queue.resolve(ref)
+    job_id = job.id
+    shipped: dict[str, object] = {}
+    if action is Action.SHIP:
+        check_move(job_id, job.stage, action)  # refuse before touching the project's repo
+        shipped = _ship_work(queue, job, who)
 
     def change(tx: Tx) -> MoveResult:
         stage = tx.stage_of(job_id)
         if stage is None:
             raise AqError(f"{job_id} vanished while moving it: run 'aq ls'")
         target = check_move(job_id, stage, action)
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = dict(shipped)
         outside = tx.state(job_id).out_of_scope if action is Action.SHIP else ()
         if outside and not allow_out_of_scope:
             from aq.errors import MoveRefused
@@ -567,6 +572,88 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
         return MoveResult(job_id, stage, target, action)
 
     return queue.transact(change, f"aq: {action} {job_id} by {who}")
+
+
+def _workspace_of(queue: Queue, job: Job) -> tuple[str, str | None, Path, Manifest] | None:
+    """(repo, base, workspaces root, manifest with its profile) of a job that works on a repo."""
+    if job.manifest is None:
+        return None
+    profile = queue.profiles().found.get(job.manifest.profile) if job.manifest.profile else None
+    manifest = apply_profile(job.manifest, profile)
+    repo = queue.config.repo_for(manifest)
+    if repo is None:
+        return None
+    from aq.workspace import resolve_repo
+
+    return (resolve_repo(repo, queue.root), queue.config.base_for(manifest),
+            queue.config.workspaces_root(queue.workspace_key), manifest)
+
+
+def _ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
+    """What `ship:` asks for a job with a repo, done before its stage moves: `merge` merges
+    aq/<job> into base and pushes (a conflict refuses the ship; the job stays), `pr` opens a
+    pull request with gh. Returns what the moved event records."""
+    found = _workspace_of(queue, job)
+    if found is None:
+        return {}
+    repo, base, root, manifest = found
+    mode = queue.config.ship_for(manifest)
+    if mode == "mark":
+        return {}
+    from aq import gitops
+    from aq.workspace import default_branch, ensure_cache, merge_into_base
+
+    branch = f"aq/{job.id}"
+    cache = ensure_cache(repo, root)
+    base = base or default_branch(cache)
+    if mode == "merge":
+        merged = merge_into_base(repo, root, branch, base, f"aq: ship {job.id}: merge {branch}",
+                                 gitops.identity_args(queue.root))
+        return {"ship": "merge", "branch": branch, "base": base, "merged": merged}
+    return {"ship": "pr", "branch": branch, "base": base,
+            "pr": _open_pull_request(cache, job, branch, base)}
+
+
+def _open_pull_request(cache: Path, job: Job, branch: str, base: str) -> str:
+    import shutil
+
+    from aq import proc
+
+    gh = shutil.which("gh")
+    if gh is None:
+        raise AqError(f"ship: pr needs the GitHub CLI: install gh and run 'gh auth login', or set "
+                      f"ship: merge or mark for {job.id}")
+    title = job.manifest.title if job.manifest else job.id
+    done = proc.run([gh, "pr", "create", "--head", branch, "--base", base, "--title", title,
+                     "--body", f"Job {job.id}, run by aq."], cwd=cache, timeout=120)
+    if done.returncode != 0:
+        reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no answer"]
+        raise AqError(f"ship: gh could not open a pull request for {branch}: {reason[0]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class DiffResult:
+    job_id: str
+    branch: str
+    base: str
+    patch: str
+
+
+def job_diff(queue: Queue, ref: str) -> DiffResult:
+    """The patch a job's branch makes against its base, from the repo's remote."""
+    job = queue.resolve(ref)
+    found = _workspace_of(queue, job)
+    if found is None:
+        raise AqError(f"{job.id} works on no repo (no repo: in the job, its profile or aq.yaml): "
+                      "there is no branch to compare")
+    repo, base, root, _manifest = found
+    from aq.workspace import default_branch, diff_against_base, ensure_cache
+
+    cache = ensure_cache(repo, root)
+    base = base or default_branch(cache)
+    branch = f"aq/{job.id}"
+    return DiffResult(job.id, branch, base, diff_against_base(cache, branch, base, fetch=False))
 
 
 # --- halt ------------------------------------------------------------------------------------

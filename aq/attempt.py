@@ -23,6 +23,7 @@ from aq.core.scrub import Scrubber
 from aq.engines import EngineSpec
 from aq.errors import AqError
 from aq.scope import TreeMark, changed_since, mark_tree, outside_scope
+from aq.workspace import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
 
 TAIL_LINES = 40
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
@@ -42,6 +43,7 @@ class AttemptPlan:
     previous_failure: str | None = None
     wall_used: float = 0.0
     persona: str | None = None
+    workspaces: Path | None = None  # where a job with a repo gets its worktree (None: no repo work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class AttemptResult:
     cwd: Path | None
     artifacts: tuple[Path, ...] = field(default=())
     out_of_scope: tuple[str, ...] = ()  # files the engine changed outside allowed-scope
+    workspace: Workspace | None = None  # the attempt's worktree, for a job with a repo
+    head: str | None = None  # the worktree's last commit once the engine's work was committed
+    pushed: bool = False  # the job's branch on the repo's remote holds `head`
 
 
 class AttemptLog:
@@ -157,6 +162,23 @@ def execute(
     scrubber = Scrubber({**env, **(spec.env if spec else {})})  # the engine's own env: secrets too
     log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
     cwd = resolve_cwd(manifest, plan.queue_root)
+    workspace: Workspace | None = None
+    repo = config.repo_for(manifest)
+    work: dict[str, object] = {"head": None, "pushed": False}
+    if repo and plan.workspaces is not None:
+        try:
+            workspace = open_workspace(resolve_repo(repo, plan.queue_root), plan.job_id, plan.attempt, root=plan.workspaces,
+                                       base=config.base_for(manifest),
+                                       from_base=manifest.retry_from == "base")
+        except AqError as err:
+            log.note(f"workspace: {err}")
+            log.close()
+            return AttemptResult(Outcome.ENGINE_FAILED, None, None, None,
+                                 f"could not make the job's worktree: {err}", scrubber.text(str(err)),
+                                 log.path, log.kept_text(), clock() - started, None)
+        sub = Path(os.path.expanduser(manifest.cwd)) if manifest.cwd else None
+        cwd = workspace.path / sub if sub is not None and not sub.is_absolute() else workspace.path
+        log.note(f"workspace: {workspace.path} on {workspace.branch} from {workspace.start[:12]}")
     scope = ScopeWatch(manifest.allowed_scope, cwd, plan.queue_root)
 
     def finish(outcome: Outcome, detail: str, *, verified: bool | None = None,
@@ -170,7 +192,9 @@ def execute(
         outside = tuple(scrubber.line(path) for path in scope.outside)
         return AttemptResult(outcome, verified, exit_code, verify_exit, detail,
                              scrubber.text(tail), log.path, log.kept_text(), clock() - started,
-                             cwd if cwd.is_dir() else None, artifacts, outside)
+                             cwd if cwd.is_dir() else None, artifacts, outside, workspace,
+                             work["head"] if isinstance(work["head"], str) else None,
+                             bool(work["pushed"]))
 
     log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
     if not cwd.is_dir():
@@ -216,6 +240,8 @@ def execute(
                              stop=stop, grace=config.kill_grace, clock=clock,
                              on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
     if ran.ended not in ("missing", "unstartable"):
+        if workspace is not None:  # whatever the agent left is work too: commit it, push it
+            _keep_work(workspace, plan, log, work)
         for note in scope.check():
             log.note(note)
     if ran.ended == "missing":
@@ -250,6 +276,26 @@ def execute(
                       verified=False, exit_code=0, verify_exit=checked.returncode)
     return finish(Outcome.OK, "engine exited 0; verify passed", verified=True, exit_code=0,
                   verify_exit=0)
+
+
+def _keep_work(workspace: Workspace, plan: AttemptPlan, log: AttemptLog,
+               work: dict[str, object]) -> None:
+    """Commit what the engine left uncommitted in the job's worktree and push the job's branch,
+    so the work never exists on this machine alone. A push that fails is tried again by the
+    worker before it records the result."""
+    from aq.gitops import git, identity_args
+
+    try:
+        made = commit_leftovers(workspace, f"aq: {plan.job_id} attempt {plan.attempt}: work the "
+                                f"agent left uncommitted", identity_args(workspace.path))
+        if made:
+            log.note(f"workspace: committed what the agent left uncommitted ({made[:12]})")
+        work["head"] = git(workspace.path, "rev-parse", "HEAD").stdout.strip()
+        work["pushed"] = push_branch(workspace)
+        log.note(f"workspace: {workspace.branch} at {str(work['head'])[:12]} "
+                 + ("pushed" if work["pushed"] else "NOT pushed yet (tried again before the move)"))
+    except AqError as err:
+        log.note(f"workspace: {err}")
 
 
 class ScopeWatch:

@@ -554,6 +554,20 @@ def _profile_json(p: Any) -> dict[str, Any]:
 
 
 @app.command()
+def diff(job: Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")],
+         queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """What a job with a repo changed: its branch aq/<job> against its base, from the remote."""
+    from aq.app import job_diff
+
+    result = job_diff(_queue(queue), job)
+    if as_json:
+        _emit({"id": result.job_id, "branch": result.branch, "base": result.base,
+               "patch": result.patch})
+        return
+    sys.stdout.write(result.patch or f"{result.branch} makes no change against {result.base}\n")
+
+
+@app.command()
 def board(
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
     every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 3.0,

@@ -54,6 +54,13 @@ engine_classes:
 # for this long after the job is ready; then any able worker may take it.
 prefer_window: 2m
 
+# Workspaces: a job with `repo:` (here, in its profile or in the job) works in its own git
+# worktree of that repo on branch aq/<job-id>, pushed before the job leaves building.
+# repo: git@example.com:team/project.git
+# base: main                 # the branch jobs start from (default: the repo's own)
+# ship: mark                 # what `aq ship` does: mark (stage only), merge (into base), pr
+# workspaces_dir: ~/.cache/aq/workspaces
+
 # Engines: command templates; add your own or override a built-in (claude, codex, devin,
 # aider, gemini, shell). Placeholders: {prompt}, {prompt_file}, {yolo}.
 # engines:
@@ -68,7 +75,7 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": ("claude", "codex
 
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
-          "engine_classes", "prefer_window")
+          "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,27 @@ class QueueConfig:
     remote: str | None = None
     engine_classes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
     prefer_window: float = 120.0
+    repo: str | None = None  # the project jobs work on, unless a job or its profile names one
+    base: str | None = None
+    ship: str = "mark"
+    workspaces_dir: str | None = None  # where cache clones and worktrees live (default: user cache)
     engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
+
+    def repo_for(self, manifest: Manifest) -> str | None:
+        return manifest.repo or self.repo
+
+    def base_for(self, manifest: Manifest) -> str | None:
+        return manifest.base or self.base
+
+    def ship_for(self, manifest: Manifest) -> str:
+        return manifest.ship or self.ship
+
+    def workspaces_root(self, queue_key: str) -> Path:
+        """Cache clones and worktrees of one queue's jobs on this machine."""
+        from aq.workspace import default_root
+
+        top = Path(self.workspaces_dir).expanduser() if self.workspaces_dir else default_root()
+        return top / queue_key
 
     def retry_rule(self, manifest: Manifest) -> RetryRule:
         policy = manifest.retry
@@ -121,7 +148,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 2  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 3  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _cached_config(cache_dir: Path | None, signature: tuple[int, ...]) -> QueueConfig | None:
@@ -200,6 +227,10 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         except ValueError as err:
             raise ConfigError(f"{source}: key 'retry.{key}': {err}") from None
     values["engine_classes"] = _engine_classes(raw.get("engine_classes"), source)
+    take("repo", str)
+    take("base", str)
+    take("workspaces_dir", str)
+    take("ship", _ship_mode)
     engines = dict(DEFAULT_ENGINES)
     raw_engines = raw.get("engines") or {}
     if not isinstance(raw_engines, dict):
@@ -208,6 +239,12 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)))
     values["engines"] = engines
     return QueueConfig(**values)
+
+
+def _ship_mode(value: object) -> str:
+    from aq.core.manifest import _ship
+
+    return _ship(value)
 
 
 def _engine_classes(raw: object, source: str) -> dict[str, tuple[str, ...]]:

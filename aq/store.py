@@ -37,7 +37,7 @@ EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
-CACHE_VERSION = 9
+CACHE_VERSION = 10
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it
@@ -208,8 +208,9 @@ class Queue:
                     signatures[stem] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cache_path = self.state_dir / "profiles.pickle"
         try:
-            cached = pickle.loads(cache_path.read_bytes())
-            if isinstance(cached, Profiles) and cached.signatures == signatures:
+            version, cached = pickle.loads(cache_path.read_bytes())
+            if version == CACHE_VERSION and isinstance(cached, Profiles) \
+                    and cached.signatures == signatures:
                 return cached
         except Exception:  # any unreadable cache is simply rebuilt
             pass
@@ -224,7 +225,8 @@ class Queue:
         loaded = Profiles(found, tuple(problems), signatures)
         with contextlib.suppress(OSError):
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(cache_path, pickle.dumps(loaded, protocol=pickle.HIGHEST_PROTOCOL))
+            write_atomic(cache_path, pickle.dumps((CACHE_VERSION, loaded),
+                                                  protocol=pickle.HIGHEST_PROTOCOL))
         return loaded
 
     def halted(self) -> str | None:
@@ -599,6 +601,13 @@ class Queue:
             _backoff(attempt)
         self.last_sync_ok = False  # the clone holds commits the remote may not have
         return None
+
+    @property
+    def workspace_key(self) -> str:
+        """This queue's folder under workspaces_dir: its name and a hash of its path."""
+        import hashlib
+
+        return f"{self.root.name}-{hashlib.sha256(str(self.root).encode()).hexdigest()[:8]}"
 
     @property
     def identity(self) -> list[str] | None:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 from aq import proc
 from aq.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
@@ -131,6 +132,7 @@ class Worker:
         self._warned: set[str] = set()
         self._profiles: dict[str, Profile] = {}
         self._leases_seen: tuple[float, dict[str, float], set[str]] | None = None
+        self._heads_pushed: set[str] = set()  # job branch commits pushed after their attempt
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
         self._next_refresh = 0.0
@@ -152,6 +154,7 @@ class Worker:
                     self.say(f"{self.worker_id}: stopped git process {pid} left by a killed worker")
                 for path in clear_stale_locks(self.queue.git_dir):
                     self.say(f"{self.worker_id}: removed {path} left by a killed process")
+            self._rescue_worktrees()
             self._loop()
         finally:
             restore()
@@ -160,6 +163,42 @@ class Worker:
                 self._beat_now.set()
                 beating.join(timeout=5)
         return self.summary
+
+    def _rescue_worktrees(self) -> None:
+        """Worktrees a killed worker left on this machine: their unpushed work goes to a pushed
+        `aq/<job>-rescued-<n>` branch, named in the job's event log, and the worktree goes."""
+        root = self.config.workspaces_root(self.queue.workspace_key)
+        if not (root / "worktrees").is_dir():
+            return
+        from aq.gitops import identity_args
+        from aq.workspace import rescue_stale
+
+        host = socket.gethostname()
+        live = {job.id for job in self.queue.snapshot().jobs
+                if job.stage is Stage.BUILDING and job.state.holder_host == host
+                and job.state.holder_pid and _pid_alive(job.state.holder_pid)}
+        try:
+            rescued = rescue_stale(root, lambda job_id: job_id in live, identity_args(self.queue.root))
+        except AqError as err:
+            self.say(f"{self.worker_id}: could not clean the worktrees left here: {err}")
+            return
+        for job_id, branch in rescued:
+            if not branch:
+                continue
+            self.say(f"{self.worker_id}: {job_id}: work a killed worker left unpushed is on {branch}")
+            event: dict[str, Any] = {"ts": iso(self.clock()), "type": "rescued",
+                                     "by": self.worker_id, "branch": branch,
+                                     "why": "a worker was killed with this work unpushed"}
+
+            def note(tx: Tx, job_id: str = job_id, event: dict[str, Any] = event) -> None:
+                if tx.stage_of(job_id) is not None:
+                    tx.append_event(job_id, event)
+
+            try:
+                self.queue.transact(note, f"aq: {job_id}: rescued work on {branch}",
+                                    owe=lambda _: None)
+            except AqError as err:
+                self.say(f"{self.worker_id}: {job_id}: the rescue is not in its event log ({err})")
 
     def request_stop(self, reason: str = "stop requested") -> None:
         if not self._stopping.is_set():
@@ -502,6 +541,8 @@ class Worker:
             run_dir=self.queue.running_dir() / job.id,
             previous_failure=job.state.last_failure_tail, wall_used=job.state.wall_used,
             persona=claim.persona,
+            workspaces=(self.config.workspaces_root(self.queue.workspace_key)
+                        if self.config.repo_for(job.manifest) else None),
         )
         running = Running(claim, threading.Thread(), threading.Event())
         if self._stopping.is_set():  # a signal landed while this claim was being committed
@@ -626,6 +667,8 @@ class Worker:
         will take one: one push per job instead of two. False if the result could not be
         recorded yet (it is tried again)."""
         job_id = claim.job.id
+        if not self._work_is_pushed(job_id, result):
+            return False  # the job waits in building (its lease renewed) until its branch lands
         record = functools.partial(self._record, claim, result, stop_reason)
         claim_next = self._may_claim_after_finish()
 
@@ -654,6 +697,14 @@ class Worker:
             self.say(f"{self.worker_id}: {job_id}: result not recorded yet ({err}); trying again")
             return False
         shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
+        if result.workspace is not None:  # the work is on the pushed branch: free the disk
+            from aq.workspace import remove_workspace
+
+            try:
+                remove_workspace(result.workspace)
+            except AqError as err:
+                self.say(f"{self.worker_id}: {job_id}: worktree not removed ({err}); the next "
+                         "worker start here cleans it")
         if self.queue.owed:
             self._unlanded.add(claim.token)
             self._note_unreachable("results are kept and sent when it answers")
@@ -671,6 +722,29 @@ class Worker:
             else:  # the push was not confirmed: run it only once the remote shows the claim
                 self.uncertain[taken.job.id] = taken
         return True
+
+    def _work_is_pushed(self, job_id: str, result: AttemptResult) -> bool:
+        """A job whose attempt succeeded leaves building only once its branch holds the work on
+        the repo's remote: push it again now if the attempt's own push failed."""
+        workspace = result.workspace
+        if workspace is None or result.head is None or self._pushed(result):
+            return True
+        from aq.workspace import push_branch
+
+        try:
+            if push_branch(workspace):
+                self._heads_pushed.add(result.head)
+                return True
+        except AqError as err:
+            self.say(f"{self.worker_id}: {job_id}: {err}")
+        if result.outcome is not Outcome.OK:
+            return True  # a failure moves on; its work stays on the local branch and is rescued
+        self._note_unreachable(f"{job_id}'s branch {workspace.branch} is not pushed yet: the job "
+                               "stays in building until it is")
+        return False
+
+    def _pushed(self, result: AttemptResult) -> bool:
+        return result.pushed or result.head in self._heads_pushed
 
     def _may_claim_after_finish(self) -> bool:
         if self._stopping.is_set() or self.mode == "once":
@@ -732,6 +806,8 @@ class Worker:
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,
             **({"out_of_scope": list(result.out_of_scope)} if result.out_of_scope else {}),
+            **({"branch": result.workspace.branch, "base": result.workspace.base,
+                "head": result.head, "pushed": self._pushed(result)} if result.workspace else {}),
         })
         return str(decision.to)
 

@@ -71,6 +71,10 @@ class Manifest:
     artifacts: tuple[str, ...] = ()
     tracker_item: str | None = None
     allowed_scope: tuple[str, ...] | None = None  # globs under cwd the job may change
+    repo: str | None = None  # the project the job works on: a worktree of it per attempt
+    base: str | None = None  # the branch the job's branch starts from (default: the repo's)
+    retry_from: str | None = None  # branch (default): a retry goes on from the job's branch
+    ship: str | None = None  # what `aq ship` does: mark (default), merge, pr
     content_hash: str = field(default="", compare=False)
 
     @property
@@ -153,6 +157,24 @@ def _review_policy(value: object) -> str:
     return text
 
 
+SHIP_MODES = ("mark", "merge", "pr")
+RETRY_FROM = ("branch", "base")
+
+
+def _ship(value: object) -> str:
+    text = _one_line(value).lower()
+    if text not in SHIP_MODES:
+        raise ValueError(f"{value!r} is not a ship mode; expected mark, merge or pr")
+    return text
+
+
+def _retry_from(value: object) -> str:
+    text = _one_line(value).lower()
+    if text not in RETRY_FROM:
+        raise ValueError(f"{value!r} is not where a retry starts; expected branch or base")
+    return text
+
+
 def _artifacts(value: object) -> tuple[str, ...]:
     globs = _str_list(value)
     for glob in globs:
@@ -230,6 +252,10 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "artifacts": ("artifacts", _artifacts),
     "tracker-item": ("tracker_item", _one_line),
     "allowed-scope": ("allowed_scope", _str_list),
+    "repo": ("repo", _one_line),
+    "base": ("base", _one_line),
+    "retry-from": ("retry_from", _retry_from),
+    "ship": ("ship", _ship),
 }
 KNOWN_KEYS = tuple(_CHECKERS)
 

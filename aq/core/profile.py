@@ -17,8 +17,10 @@ from aq.core.manifest import (
     Manifest,
     _bool,
     _name,
+    _one_line,
     _positive_duration,
     _review_policy,
+    _ship,
     _str_list,
     _suggest,
     _text,
@@ -41,6 +43,9 @@ class Profile:
     review_policy: str | None = None
     timeout: float | None = None
     allow_yolo: bool = False
+    repo: str | None = None
+    base: str | None = None
+    ship: str | None = None
     content_hash: str = ""  # of the whole file: the claim event records it
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -75,6 +80,9 @@ _CHECKERS: dict[str, tuple[str, Any]] = {
     "review-policy": ("review_policy", _review_policy),
     "timeout": ("timeout", _positive_duration),
     "allow-yolo": ("allow_yolo", _bool),
+    "repo": ("repo", _one_line),
+    "base": ("base", _one_line),
+    "ship": ("ship", _ship),
 }
 PROFILE_KEYS = tuple(_CHECKERS)
 
@@ -114,6 +122,9 @@ INHERITED = (
     ("allowed-scope", "allowed_scope", "allowed_scope"),
     ("review-policy", "review_policy", "review_policy"),
     ("timeout", "timeout", "timeout"),
+    ("repo", "repo", "repo"),
+    ("base", "base", "base"),
+    ("ship", "ship", "ship"),
 )
 
 

@@ -1,0 +1,181 @@
+"""Jobs that work on a project repo (issue 7), end to end with `aq` as a real process: each
+attempt in its own worktree on branch aq/<job>, the agent's leftovers committed, the branch
+pushed before the job leaves building, `aq diff`, `aq ship` with merge, a retry that goes on
+from the pushed branch, and work a killed worker left unpushed rescued by the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Ran, aq_env, run_aq
+
+pytestmark = pytest.mark.slow
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=aq_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, f"git {args}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A bare project repo whose main branch has one commit (README.md)."""
+    bare = tmp_path / "project.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    seed = tmp_path / "project-seed"
+    git(tmp_path, "clone", "-q", str(bare), str(seed))
+    (seed / "README.md").write_text("the project\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "start")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    return bare
+
+
+@pytest.fixture
+def queue(tmp_path: Path, project: Path) -> Path:
+    """A queue whose jobs work on `project`, with worktrees under tmp_path/ws."""
+    root = tmp_path / "queue"
+    assert run_aq("init", str(root), cwd=tmp_path).returncode == 0
+    settings = {"default_engine": "shell", "repo": str(project),
+                "workspaces_dir": str(tmp_path / "ws"), "kill_grace": "1s"}
+    kept = [line for line in (root / "aq.yaml").read_text().splitlines()
+            if line.split(":")[0] not in settings]  # aq's own YAML: `on:` is no boolean there
+    (root / "aq.yaml").write_text("\n".join([*kept, yaml.safe_dump(settings)]))
+    return root
+
+
+def add(queue: Path, job_id: str, body: str, **keys: object) -> None:
+    front = yaml.safe_dump({"verify": "true", **keys})
+    (queue / "queue" / "inbox" / f"{job_id}.md").write_text(f"---\n{front}---\n{body}\n")
+
+
+def aq(queue: Path, *args: str, timeout: float = 120) -> Ran:
+    return run_aq(*args, cwd=queue, timeout=timeout)
+
+
+def events(queue: Path, job_id: str) -> list[dict[str, object]]:
+    path = queue / "queue" / ".events" / f"{job_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def tree(bare: Path, ref: str) -> list[str]:
+    return git(bare, "ls-tree", "-r", "--name-only", ref).split()
+
+
+AGENT = """set -e
+echo committed > committed.txt
+git add committed.txt
+git -c user.name=agent -c user.email=agent@example.com commit -q -m "the agent's commit"
+echo left > left-uncommitted.txt
+"""
+
+
+def test_a_job_works_in_its_own_worktree_and_its_branch_is_pushed(queue: Path, project: Path,
+                                                                  tmp_path: Path) -> None:
+    """A job's attempt runs in a worktree of the project on aq/<job>; what the agent committed
+    and what it left uncommitted are both on the pushed branch; the finished event names the
+    branch and its head; the worktree is gone afterwards; `aq diff` shows the change."""
+    add(queue, "feature", AGENT)
+    ran = aq(queue, "run", "--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert sorted(tree(project, "aq/feature")) == ["README.md", "committed.txt",
+                                                   "left-uncommitted.txt"]
+    assert tree(project, "main") == ["README.md"]
+    finished = next(e for e in events(queue, "feature") if e["type"] == "finished")
+    assert finished["to"] == "testing"
+    assert (finished["branch"], finished["base"], finished["pushed"]) == ("aq/feature", "main", True)
+    assert finished["head"] == git(project, "rev-parse", "aq/feature").strip()
+    assert list((tmp_path / "ws").glob("*/worktrees/feature-*")) == []
+    diff = aq(queue, "diff", "feature")
+    assert diff.returncode == 0, diff.stderr
+    assert "+committed" in diff.stdout and "+left" in diff.stdout
+
+
+def test_ship_with_merge_lands_the_branch_in_base_and_a_conflict_is_refused(
+        queue: Path, project: Path, tmp_path: Path) -> None:
+    """`ship: merge` merges aq/<job> into main and pushes it; a job whose branch conflicts with
+    main is refused in one line and stays where it is."""
+    add(queue, "clean", "echo clean > clean.txt", ship="merge")
+    add(queue, "clash", "echo ours > README.md", ship="merge")
+    assert aq(queue, "run", "--drain").returncode == 0
+    shipped = aq(queue, "ship", "clean")
+    assert shipped.returncode == 0, shipped.stderr
+    assert "clean.txt" in tree(project, "main")
+    moved = [e for e in events(queue, "clean") if e["type"] == "moved"][-1]
+    assert moved["ship"] == "merge" and moved["merged"] == git(project, "rev-parse", "main").strip()
+
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(project), str(other))
+    (other / "README.md").write_text("theirs\n")
+    git(other, "commit", "-q", "-am", "someone else changes the README")
+    git(other, "push", "-q", "origin", "HEAD:main")
+    refused = aq(queue, "ship", "clash")
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1 and "README.md" in refused.stderr
+    assert (queue / "queue" / "testing" / "clash.md").exists()
+    assert git(project, "show", "main:README.md") == "theirs\n"
+
+
+def test_a_retry_goes_on_from_what_the_last_attempt_pushed(queue: Path, project: Path) -> None:
+    """A job whose first attempt fails verify is retried on its branch as pushed: the second
+    attempt sees the first one's file, and both attempts' work is on aq/<job>."""
+    body = ('if [ -f first.txt ]; then echo second > second.txt; else echo first > first.txt; fi')
+    add(queue, "twice", body, verify="test -f second.txt",
+        retry={"max": 1, "backoff": "0s", "on": ["verify_failed"]})
+    ran = aq(queue, "run", "--drain")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (queue / "queue" / "testing" / "twice.md").exists()
+    assert {"first.txt", "second.txt"} <= set(tree(project, "aq/twice"))
+
+
+def test_work_a_killed_worker_left_unpushed_is_rescued_by_the_next_worker(
+        queue: Path, project: Path, tmp_path: Path) -> None:
+    """A worker killed with kill -9 while its agent had committed work leaves the worktree; the
+    next worker on that machine pushes the work to aq/<job>-rescued-1, says so in the job's
+    event log, and removes the worktree."""
+    gate = tmp_path / "started"
+    add(queue, "doomed", f"{AGENT}touch {gate}\nsleep 60\n")
+    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--once"], cwd=queue,
+                              env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        end = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert gate.exists(), "the job never started"
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its engine, as a crash would
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert list((tmp_path / "ws").glob("*/worktrees/doomed-*")), "the killed worker left no worktree"
+
+    ran = aq(queue, "run", "--once")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "committed.txt" in tree(project, "aq/doomed-rescued-1")
+    rescued = [e for e in events(queue, "doomed") if e["type"] == "rescued"]
+    assert [e["branch"] for e in rescued] == ["aq/doomed-rescued-1"]
+    assert not list((tmp_path / "ws").glob("*/worktrees/doomed-1"))
+
+
+@pytest.mark.skipif(__import__("shutil").which("gh") is not None, reason="gh is installed here")
+def test_ship_with_pr_and_no_gh_is_refused_and_the_job_stays(queue: Path) -> None:
+    """`ship: pr` on a machine without the GitHub CLI refuses in one line saying what to
+    install, and the job stays in testing."""
+    add(queue, "wants-pr", "echo pr > pr.txt", ship="pr")
+    assert aq(queue, "run", "--once").returncode == 0
+    refused = aq(queue, "ship", "wants-pr")
+    assert refused.returncode == 1 and "install gh" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert (queue / "queue" / "testing" / "wants-pr.md").exists()
