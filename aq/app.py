@@ -6,6 +6,7 @@ The CLI parses and renders; everything that reads or changes the queue happens h
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -654,6 +655,120 @@ def job_diff(queue: Queue, ref: str) -> DiffResult:
     base = base or default_branch(cache)
     branch = f"aq/{job.id}"
     return DiffResult(job.id, branch, base, diff_against_base(cache, branch, base, fetch=False))
+
+
+# --- gc --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Freed:
+    kind: str  # cache, logs, branch
+    what: str
+    bytes: int
+
+
+def gc(queue: Queue, *, now: datetime, older_than: float, branches: bool,
+       dry_run: bool) -> tuple[Freed, ...]:
+    """Free what aq keeps and no longer needs: cache clones of this queue's repos unused for
+    `older_than` seconds (none with a worktree), logs and artifacts of jobs final for longer
+    than aq.yaml log_retention, and (`branches`) the aq/<job> branches of jobs shipped longer
+    than `older_than` ago. With `dry_run`, only says what it would free."""
+    freed = _gc_branches(queue, now, older_than, dry_run) if branches else []  # uses the caches
+    freed += _gc_caches(queue, now, older_than, dry_run)
+    freed += _gc_logs(queue, now, dry_run)
+    return tuple(freed)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _gc_caches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
+    import shutil
+
+    root = queue.config.workspaces_root(queue.workspace_key)
+    repos = root / "repos"
+    if not repos.is_dir():
+        return []
+    in_use = set()
+    for gitfile in (root / "worktrees").glob("*/.git"):
+        text = gitfile.read_text(encoding="utf-8", errors="replace")
+        in_use |= {cache.name for cache in repos.iterdir() if str(cache) in text}
+    freed = []
+    for cache in sorted(p for p in repos.iterdir() if p.is_dir() and not p.name.endswith(".new")):
+        fetched = cache / "FETCH_HEAD"  # every attempt fetches its cache first
+        used = (fetched if fetched.exists() else cache).stat().st_mtime
+        if cache.name in in_use or now.timestamp() - used < older_than:
+            continue
+        freed.append(Freed("cache", str(cache), _size(cache)))
+        if not dry_run:
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.with_name(cache.name + ".lock").unlink(missing_ok=True)
+    return freed
+
+
+FINAL = (Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER)
+
+
+def _last_event_age(queue: Queue, job: Job, now: datetime) -> float | None:
+    from aq.core.events import parse_iso
+
+    events = queue.read_events(job.id)
+    stamps = [parse_iso(str(e["ts"])) for e in events if e.get("ts")]
+    return (now - max(stamps)).total_seconds() if stamps else None
+
+
+def _gc_logs(queue: Queue, now: datetime, dry_run: bool) -> list[Freed]:
+    retention = queue.config.log_retention
+    if retention is None:
+        return []
+    old = []
+    for job in queue.snapshot().jobs:
+        logs = queue.logs_dir(job.id)
+        age = _last_event_age(queue, job, now) if job.stage in FINAL and logs.is_dir() else None
+        if age is not None and age > retention:
+            old.append((job.id, logs))
+    freed = [Freed("logs", queue.relative(logs), _size(logs)) for _, logs in old]
+    if old and not dry_run:
+        def change(tx: Tx) -> None:
+            for _, logs in old:
+                for path in sorted(p for p in logs.rglob("*") if p.is_file()):
+                    tx.remove(path)
+
+        queue.transact(change, f"aq: gc: logs of {len(old)} job(s) final for over "
+                       f"{retention / 86400:.0f} day(s)")
+        for _, logs in old:  # git keeps no folders: the emptied ones go too
+            for folder in sorted((p for p in logs.rglob("*") if p.is_dir()), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                logs.rmdir()
+    return freed
+
+
+def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
+    from aq import gitops
+
+    freed = []
+    for job in queue.snapshot().jobs:
+        found = _workspace_of(queue, job) if job.stage is Stage.SHIPPED else None
+        age = _last_event_age(queue, job, now) if found else None
+        if found is None or age is None or age < older_than:
+            continue
+        from aq.workspace import cache_dir_for
+
+        cache = cache_dir_for(found[0], found[2])  # as last fetched: a fetch would mark it used
+        if not cache.is_dir():
+            continue
+        branch = f"aq/{job.id}"
+        if gitops.git(cache, "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}",
+                      check=False).returncode != 0:
+            continue
+        freed.append(Freed("branch", f"{found[0]} {branch}", 0))
+        if not dry_run:
+            gitops.git(cache, "push", "-q", "origin", "--delete", branch, timeout=120)
+    return freed
 
 
 # --- halt ------------------------------------------------------------------------------------

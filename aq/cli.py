@@ -568,6 +568,36 @@ def diff(job: Annotated[str, typer.Argument(help="Job id or a unique prefix of o
 
 
 @app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be freed.")] = False,
+    older_than: Annotated[str, typer.Option("--older-than", help="Unused (or shipped) for longer "
+                          "than this: 14d, 36h.")] = "14d",
+    branches: Annotated[bool, typer.Option("--branches", help="Also delete the aq/<job> branches "
+                        "of jobs shipped longer ago, on the repos' remotes.")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Free disk: unused repo caches, old jobs' logs (aq.yaml log_retention), old branches."""
+    from aq.app import gc as run_gc
+    from aq.core.durations import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as err:
+        raise UsageError(f"--older-than {older_than!r}: {err}") from None
+    freed = run_gc(_queue(queue), now=now(), older_than=age, branches=branches, dry_run=dry_run)
+    if as_json:
+        _emit({"dry_run": dry_run, "freed": [{"kind": f.kind, "what": f.what, "bytes": f.bytes}
+                                              for f in freed]})
+        return
+    verb = "would free" if dry_run else "freed"
+    for f in freed:
+        print(f"{verb} {f.kind:<7} {f.what}  ({f.bytes / 1048576:.1f} MiB)")
+    total = sum(f.bytes for f in freed)
+    print(f"{verb} {len(freed)} item(s), {total / 1048576:.1f} MiB" if freed else "nothing to free")
+
+
+@app.command()
 def board(
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
     every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 3.0,

@@ -44,6 +44,9 @@ poll: 5s
 # Attempt logs and artifacts kept in the queue (secrets are scrubbed before anything is written).
 log_max: 1MiB
 artifact_max: 10MiB
+# `aq gc` removes the logs and artifacts of jobs final (shipped, failed, dead) for longer than
+# this; unset, it keeps them.
+# log_retention: 90d
 
 # Engine classes: a job or profile may ask for `engine-class: coding-agent`; a worker runs the
 # first engine of the profile's `prefers-engine`, else of this list, that it has installed.
@@ -75,7 +78,8 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": ("claude", "codex
 
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
-          "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir")
+          "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
+          "log_retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class QueueConfig:
     poll: float = 5.0
     log_max: int = 1 << 20
     artifact_max: int = 10 << 20
+    log_retention: float | None = None  # aq gc removes logs of jobs final for longer than this
     remote: str | None = None
     engine_classes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
     prefer_window: float = 120.0
@@ -148,7 +153,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 3  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 4  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _cached_config(cache_dir: Path | None, signature: tuple[int, ...]) -> QueueConfig | None:
@@ -206,7 +211,8 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
             except ValueError as err:
                 raise ConfigError(f"{source}: key '{key}': {err}") from None
 
-    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll", "prefer_window"):
+    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll", "prefer_window",
+                "log_retention"):
         take(key, parse_duration)
     for key in ("log_max", "artifact_max"):
         take(key, parse_size)

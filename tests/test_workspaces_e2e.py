@@ -179,3 +179,33 @@ def test_ship_with_pr_and_no_gh_is_refused_and_the_job_stays(queue: Path) -> Non
     assert refused.returncode == 1 and "install gh" in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert (queue / "queue" / "testing" / "wants-pr.md").exists()
+
+
+def test_gc_frees_unused_caches_old_logs_and_shipped_branches(queue: Path, project: Path,
+                                                              tmp_path: Path) -> None:
+    """`aq gc --dry-run` lists and frees nothing; `aq gc` then removes the unused repo cache,
+    the logs of a job final for longer than log_retention, and with --branches the aq/<job>
+    branch of a shipped job; nothing a running job uses is touched."""
+    with (queue / "aq.yaml").open("a") as config:
+        config.write("log_retention: 1s\n")
+    add(queue, "old", "echo old > old.txt")
+    assert aq(queue, "run", "--once").returncode == 0
+    assert aq(queue, "ship", "old").returncode == 0
+    time.sleep(1.5)  # the job is now final for longer than log_retention
+    caches = list((tmp_path / "ws").glob("*/repos/*"))
+    assert [c for c in caches if c.is_dir()], "the run left no cache"
+    logs = queue / "queue" / ".logs" / "old"
+    assert logs.is_dir()
+
+    dry = aq(queue, "gc", "--dry-run", "--older-than", "1s", "--branches", "--json")
+    assert dry.returncode == 0, dry.stderr
+    kinds = sorted(item["kind"] for item in json.loads(dry.stdout)["freed"])
+    assert kinds == ["branch", "cache", "logs"], dry.stdout
+    assert logs.is_dir() and "aq/old" in git(project, "branch", "--list", "aq/*")
+
+    done = aq(queue, "gc", "--older-than", "1s", "--branches")
+    assert done.returncode == 0, done.stderr
+    assert not logs.exists()
+    assert "aq/old" not in git(project, "branch", "--list", "aq/*")
+    assert not [c for c in (tmp_path / "ws").glob("*/repos/*") if c.is_dir()]
+    assert (queue / "queue" / "shipped" / "old.md").exists()
