@@ -845,8 +845,7 @@ def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
     remote = queue.remote
     if remote is None:
         raise AqError("this queue has no git remote: workers publish heartbeats only to a remote")
-    with queue.lock(), queue.changing_tree() as left_dirty:
-        reachable = queue.sync_from_remote(remote, check_tree=left_dirty)
+    reachable = queue.refresh_from_remote()
     if not reachable:
         raise AqError(f"cannot reach the queue's remote {remote.name!r}: try again when it answers")
     snapshot = queue.snapshot()

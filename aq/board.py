@@ -115,8 +115,7 @@ def _sync(queue: Queue, problems: list[str]) -> Remote | None:
         remote = queue.remote
         if remote is None:
             return None
-        with queue.lock(LOCK_WAIT), queue.changing_tree() as left_dirty:
-            reachable = queue.sync_from_remote(remote, check_tree=left_dirty)
+        reachable = queue.refresh_from_remote(LOCK_WAIT)
     except AqError as err:
         problems.append(f"not synced with the remote: {err}")
         return None

@@ -707,8 +707,7 @@ def events(
 
     def fetch() -> None:
         if remote is not None:
-            with q.lock(), q.changing_tree() as left_dirty:
-                q.sync_from_remote(remote, check_tree=left_dirty)
+            q.refresh_from_remote()
 
     try:
         for item in follow(q, poll=max(0.2, every), fetch=fetch, stop=lambda: False):

@@ -609,8 +609,7 @@ def remote_sync(queue: Queue) -> Callable[[], bool] | None:
         return None
 
     def sync() -> bool:
-        with queue.lock(), queue.changing_tree() as left_dirty:
-            return queue.sync_from_remote(remote, check_tree=left_dirty)
+        return queue.refresh_from_remote()
 
     return sync
 

@@ -269,13 +269,18 @@ def _compare(queue: Queue, remote: Remote, where: str) -> Check:
                          f"HEAD...{remote.tracking}", check=False).stdout.split()
     ahead, behind = (int(counted[0]), int(counted[1])) if len(counted) == 2 else (0, 0)
     if ahead:
-        lacks = f", and lacks {_count(behind, 'commit')} of it" if behind else ""
-        how = (f"git pull --rebase {name} {branch} && git push {name} HEAD:{branch}" if behind
-               else f"git push {name} HEAD:{branch}")
-        return Check("remote", WARN, f"{where}: this clone has {_count(ahead, 'commit')} the "
-                     f"remote does not{lacks}",
-                     f"{how} (aq's next change resets this clone to {name}/{branch}, leaving "
-                     "them out)")
+        subjects = gitops.git(queue.root, "log", "--format=%s", f"{remote.tracking}..HEAD",
+                              check=False).stdout.splitlines()
+        theirs = [subject for subject in subjects if not subject.startswith("aq:")]
+        if theirs:  # never a rebase: aq's claims must not be replayed onto another tip
+            return Check("remote", WARN, f"{where}: this clone has {_count(len(theirs), 'commit')} "
+                         "of a person's that the remote lacks; aq will not sync this clone "
+                         "until they are pushed or set aside",
+                         f"if they apply on {name}/{branch}: git push {name} HEAD:{branch}; else "
+                         f"git branch keep-mine && git reset --keep {name}/{branch}")
+        return Check("remote", WARN, f"{where}: this clone holds {_count(ahead, 'commit')} of "
+                     "aq's that the remote lacks (work done while it was away)",
+                     "the next 'aq run' here sends them; never rebase them by hand")
     if behind:
         return Check("remote", WARN, f"{where}: this clone is {_count(behind, 'commit')} behind",
                      f"aq catches up at its next change; now: git pull --ff-only {name} {branch}")

@@ -14,12 +14,14 @@ from aq.errors import GitError
 # Every git command aq runs starts so: its own small commits and fetches never wait on an
 # automatic gc or maintenance run. It also marks the command as aq's (see kill_orphaned_git).
 GIT = ("git", "-c", "gc.auto=0", "-c", "maintenance.auto=0")
+OWNER_VAR = "AQ_GIT_OWNER"  # in each git child's environment: the aq process that started it
 
 
 def git(root: Path, *args: str, check: bool = True, input: str | None = None,
         timeout: float | None = None) -> proc.Completed:
     try:
-        done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout)
+        done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout,
+                        env=proc.clean_env({OWNER_VAR: str(os.getpid())}))
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if _LOG:
@@ -100,10 +102,11 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
 
 
 def kill_orphaned_git(root: Path) -> list[int]:
-    """KILL aq's own git commands still running in this clone after their worker died (kill -9
-    leaves them reparented to init), so none of them writes a lock or a ref after the next
-    worker has cleaned up. Linux only (/proc); elsewhere nothing is done. Call under the queue
-    lock, before clear_stale_locks."""
+    """KILL aq's own git commands still running in this clone after the aq process that started
+    them died (kill -9), so none of them writes a lock or a ref after the next worker has
+    cleaned up. Each git aq starts carries its process id in AQ_GIT_OWNER; one whose owner is
+    gone is an orphan (whoever adopted it: init, a subreaper). Linux only (/proc); elsewhere
+    nothing is done. Call under the queue lock, before clear_stale_locks."""
     import os
     import signal
 
@@ -121,14 +124,33 @@ def kill_orphaned_git(root: Path) -> list[int]:
                 continue
             if os.readlink(entry / "cwd") != here:
                 continue
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            owner = _owner_of(entry)
         except (OSError, ValueError, IndexError):
             continue
-        if parent == 1:  # orphaned: the aq process that started it is gone
+        if owner is not None and not _alive(owner):  # orphaned: its aq process is gone
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(entry.name), signal.SIGKILL)  # its own group: its helpers too
                 killed.append(int(entry.name))
     return killed
+
+
+def _owner_of(entry: Path) -> int | None:
+    """The aq process that started this git (its environment says), or None."""
+    prefix = f"{OWNER_VAR}=".encode()
+    for item in (entry / "environ").read_bytes().split(b"\0"):
+        if item.startswith(prefix):
+            return int(item[len(prefix):])
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str]:

@@ -46,8 +46,8 @@ def run(
 ) -> Completed:
     """Run a short command to completion and capture its output. A missing program raises OSError.
 
-    At `timeout` seconds the command's whole process group is killed (a git push's transport
-    helpers too) and the result has exit code TIMED_OUT."""
+    At `timeout` seconds the command's whole process group is stopped (TERM, then KILL a second
+    later; a git push's transport helpers too) and the result has exit code TIMED_OUT."""
     with subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env) if env is not None else clean_env(),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -59,8 +59,15 @@ def run(
         try:
             stdout, stderr = child.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(child.pid, signal.SIGKILL)
-            stdout, stderr = child.communicate()
+            # TERM first: git removes its lock files on TERM (a KILLed receive-pack on a path
+            # remote would leave refs/...lock behind for everyone), then KILL what is left
+            _kill_group(child.pid, signal.SIGTERM)
+            try:
+                stdout, stderr = child.communicate(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                _kill_group(child.pid, signal.SIGKILL)
+                stdout, stderr = child.communicate()
+            _kill_group(child.pid, signal.SIGKILL)  # helpers that outlived their parent
             return Completed(TIMED_OUT, stdout, f"{stderr}{argv[0]}: no answer in {timeout:g}s; stopped\n")
         except BaseException:
             _kill_group(child.pid, signal.SIGKILL)

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aq.core.events import Event, JobState, fold, parse_iso
+from aq.core.events import STALE_RESULT, Event, JobState, fold, parse_iso
 from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.manifest import Manifest, parse_manifest
@@ -138,7 +138,8 @@ class Queue:
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
         self._tree_checked = False  # queue/ was checked against HEAD once by this process
-        self._salvage_checked = False  # unpushed aq commits of dead workers were looked for
+        self._tree_checks = 0  # how many times
+        self._salvaging: set[str] = set()  # unpushed aq commits of other processes, replayed
         self._adopting: set[str] = set()
         self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
         self.root = root.resolve()
@@ -446,6 +447,22 @@ class Queue:
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
 
+    def refresh_from_remote(self, timeout: float = 120.0) -> bool:
+        """For views (board, dash, events, workers): fetch, and move this clone up to the
+        remote's tip only when that is a fast-forward. Nothing is adopted, salvaged, replayed or
+        committed, so a view never makes a commit that only a worker would push (which the next
+        worker's align would then drop). False when there is no remote or it does not answer."""
+        remote = self.remote
+        if remote is None:
+            return False
+        with self.lock(timeout):
+            if not remote.fetch():
+                return False
+            head, tip = remote.heads()
+            if head and tip and head != tip and remote.is_ancestor(head, tip):
+                remote.align()
+        return True
+
     @contextmanager
     def changing_tree(self) -> Iterator[bool]:
         """Mark, under the queue lock, that this process may leave queue/ half-changed until the
@@ -453,13 +470,18 @@ class Queue:
         there): then the next sync puts queue/ back to HEAD first. Saves a `git status` on
         every sync."""
         marker = self.state_dir / "tree-changing"
-        left_dirty = marker.exists() or not self._tree_checked
+        dead_left_it = marker.exists()
+        left_dirty = dead_left_it or not self._tree_checked
         self.state_dir.mkdir(parents=True, exist_ok=True)
         marker.write_bytes(b"")
+        checks = self._tree_checks
         try:
             yield left_dirty
         finally:
-            marker.unlink(missing_ok=True)
+            # a dead process's mark goes only once queue/ was checked (a sync whose fetch
+            # failed checks nothing): else the next transaction, of any process, checks it
+            if not dead_left_it or self._tree_checks > checks:
+                marker.unlink(missing_ok=True)
 
     def sync_from_remote(self, remote: Remote, check_tree: bool = True) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work still owed to it.
@@ -472,6 +494,7 @@ class Queue:
         if check_tree:
             remote.discard_uncommitted()  # half a move a killed process left: never committed as is
             self._tree_checked = True
+            self._tree_checks += 1
         self._adopt_dropped(remote)
         seen = self.inbox_unchanged()
         remote.align()  # files git itself puts in the inbox are no dropped files either
@@ -485,16 +508,17 @@ class Queue:
         return True
 
     def _unpushed_of_the_dead(self, remote: Remote) -> list[LocalChange]:
-        """Once per process, before the first align drops them: aq commits of this clone the
-        remote lacks, which a worker that died (or stopped) while the remote was away still
-        owed. They are replayed like owed work, each with its precondition checked again."""
-        if self._salvage_checked:
-            return []
-        self._salvage_checked = True
+        """Before an align drops them: aq commits of this clone the remote lacks that this
+        process does not owe itself, such as those of a sibling worker that died (or stopped)
+        while the remote was away. They are replayed like owed work, each with its
+        precondition checked again (a result this process also owes is recorded once)."""
         head, tip = remote.heads()
         if head is None or tip is None or head == tip:
             return []
-        return remote.unpushed_aq_commits(tip)
+        mine = {owed.commit for owed in self.owed if owed.commit} | self._salvaging
+        found = [change for change in remote.unpushed_aq_commits(tip, skip=mine)]
+        self._salvaging |= {change.commit for change in found}
+        return found
 
     def _salvage(self, change: LocalChange, tx: Tx) -> None:
         """Re-apply what a dead worker's commit did, where it still holds on the tip: a result
@@ -503,17 +527,32 @@ class Queue:
         for job_id, events in change.events.items():
             for event in events:
                 kind, by = event.get("type"), event.get("by")
-                if kind == "finished" and tx.stage_of(job_id) is Stage.BUILDING \
-                        and tx.state(job_id).token == event.get("token"):
-                    try:
-                        target = Stage(str(event.get("to")))
-                    except ValueError:
-                        continue
+                stage, state = tx.stage_of(job_id), tx.state(job_id)
+                if kind == "finished" and any(
+                        a.token == event.get("token") and a.outcome == event.get("outcome")
+                        and a.worker == by for a in state.attempts):
+                    continue  # recorded already
+                if kind == "finished" and stage is not None:
                     prefix = f"{QUEUE_DIR}/{LOGS_DIR}/{job_id}/"
                     for rel, data in change.files.items():
                         if rel.startswith(prefix) and not (self.root / rel).exists():
                             tx.write(self.root / rel, data)
+                if kind == "finished" and stage is Stage.BUILDING \
+                        and state.token == event.get("token"):
+                    try:
+                        target = Stage(str(event.get("to")))
+                    except ValueError:
+                        continue
                     tx.move(job_id, Stage.BUILDING, target, {**event, "salvaged": change.commit})
+                elif kind == "finished" and stage is not None and not has_stale_result(
+                        self.read_events(job_id), event.get("token")):  # fenced: kept (DESIGN §5)
+                    tx.append_event(job_id, {
+                        "ts": event.get("ts"), "type": STALE_RESULT, "by": by,
+                        "attempt": event.get("attempt"), "token": event.get("token"),
+                        "outcome": event.get("outcome"), "log": event.get("log"),
+                        "salvaged": change.commit,
+                        "why": f"salvaged after its worker stopped; fenced: the job is in {stage}"
+                               + ("" if state.token == event.get("token") else " under another lease")})
                 elif kind == "added" and by == "dropped-by-hand" and tx.stage_of(job_id) is None:
                     rel = f"{QUEUE_DIR}/{Stage.INBOX}/{job_id}.md"
                     if rel in change.files:
@@ -633,6 +672,12 @@ class Queue:
         paths = [QUEUE_DIR] if touched is None else [self.relative(p) for p in touched]
         if gitops.commit_paths(self.root, paths, message, identity, exact=touched is not None):
             self._commits += 1
+
+
+def has_stale_result(events: Iterable[Event], token: object) -> bool:
+    """Whether a stale_result of this lease token is recorded already (by its worker, or by a
+    salvage of its commit)."""
+    return any(e.get("type") == STALE_RESULT and e.get("token") == token for e in events)
 
 
 PUSH_TRIES = 40

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -153,7 +153,7 @@ class Remote:
         self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES)
         self._restore_dropped(dropped)
 
-    def unpushed_aq_commits(self, tip: str) -> list[LocalChange]:
+    def unpushed_aq_commits(self, tip: str, skip: Set[str] = frozenset()) -> list[LocalChange]:
         """aq's own commits in this clone that the remote lacks, oldest first, each as the events
         it appended and the files it wrote under queue/: what a worker that died owed."""
         done = self._git("log", "--reverse", "--format=%H %P%x00%s", f"{tip}..HEAD", check=False)
@@ -161,7 +161,7 @@ class Remote:
         for line in filter(None, done.stdout.splitlines()):
             ids, _, subject = line.partition("\0")
             commit, *parents = ids.split()
-            if not subject.startswith("aq:") or len(parents) != 1:
+            if not subject.startswith("aq:") or len(parents) != 1 or commit in skip:
                 continue
             changes.append(self._change_of(commit, parents[0], subject))
         return changes

@@ -47,7 +47,7 @@ from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
-from aq.store import Job, Queue, Snapshot, Tx
+from aq.store import Job, Queue, Snapshot, Tx, has_stale_result
 
 Clock = Callable[[], datetime]
 
@@ -77,6 +77,7 @@ class Running:
     stop: threading.Event
     result: AttemptResult | None = None
     stop_reason: str | None = None
+    landed_at: float | None = None  # an offline claim: when this worker saw it reach the remote
 
 
 @dataclass
@@ -568,11 +569,14 @@ class Worker:
         for job_id, running in list(self.running.items()):
             if running.thread.is_alive():
                 continue
-            del self.running[job_id]
             if running.result is None:  # the attempt thread died of a bug: leave the lease to expire
+                del self.running[job_id]
                 self.say(f"{self.worker_id}: attempt of {job_id} ended without a result")
                 continue
+            # listed as unrecorded before it leaves running: a heartbeat between the two
+            # would otherwise leave its lease out
             self.unrecorded.append((running.claim, running.result, running.stop_reason))
+            del self.running[job_id]
 
     def _watch_cancellations(self) -> None:
         """Stop an attempt whose job left building under us (canceled, or taken by another)."""
@@ -635,7 +639,12 @@ class Worker:
 
     def _check_renewal(self) -> None:
         """The renew deadline, checked from the main loop as well: the heartbeat thread may be
-        stuck in a push that neither lands nor fails."""
+        stuck in a push that neither lands nor fails. Offline claims count from when the remote
+        took them (nothing owed any more)."""
+        if self.remote is not None and not self.queue.owed and self.queue.last_push_confirmed:
+            for running in list(self.running.values()):
+                if running.claim.event.get("offline") and running.landed_at is None:
+                    running.landed_at = self.monotonic()
         if self.remote is not None:
             self._lose_silent_leases(self._renewed_at, self.monotonic())
 
@@ -645,9 +654,12 @@ class Worker:
         (observers start counting when they first see the claim). A result is recorded only if
         the job is still ours on the remote (the token check fences it)."""
         for running in list(self.running.values()):
+            start = running.claim.claimed_at
             if running.claim.event.get("offline"):
-                continue  # the remote never saw this claim: no one else counts it as a lease
-            silent = now - max(renewed_at, running.claim.claimed_at)
+                if running.landed_at is None:
+                    continue  # the remote has not seen this claim: no one counts it as a lease
+                start = running.landed_at  # once it has, it is a lease like any other
+            silent = now - max(renewed_at, start)
             if silent >= self.renew_deadline and not running.stop.is_set():
                 running.stop_reason = (f"lease lost: no heartbeat reached the remote for "
                                        f"{silent:.0f}s (renew deadline {self.renew_deadline:.0f}s)")
@@ -775,6 +787,9 @@ class Worker:
             # this very result is recorded already (salvaged, or a push we could not confirm
             # did land); a lease taken back from us has another outcome and is fenced below
             return str(stage)
+        if (stage is not Stage.BUILDING or state.token != claim.token) and has_stale_result(
+                self.queue.read_events(job_id), claim.token):
+            return None  # fenced, and kept as stale already (a salvage of our commit did it)
         log_rel = self._keep_log(tx, job_id, claim.attempt, result)
         if stage is not Stage.BUILDING or state.token != claim.token:
             tx.append_event(job_id, {

@@ -322,13 +322,20 @@ def test_a_clone_behind_the_remote_warns(queue_root: Path, tmp_path: Path) -> No
     assert f"git pull --ff-only origin {branch_of(queue_root)}" in (found.fix or "")
 
 
-def test_a_clone_ahead_of_the_remote_warns_to_push(queue_root: Path) -> None:
-    """A commit the remote lacks is left out when aq next aligns the clone: warn, and say push."""
+def test_a_clone_ahead_of_the_remote_says_how_to_keep_a_persons_commits(queue_root: Path) -> None:
+    """A person's commit the remote lacks: warn that aq will not sync until it is pushed or set
+    aside, and never advise a rebase; aq's own unpushed commits are left to the next aq run."""
     with_remote(queue_root)
     git(queue_root, "commit", "-q", "--allow-empty", "-m", "mine")
     found = check(doctor(Queue(queue_root), capabilities=SHELL), "remote")
-    assert found.status == "warn" and "has 1 commit the remote does not" in found.detail
-    assert (found.fix or "").startswith(f"git push origin HEAD:{branch_of(queue_root)}")
+    assert found.status == "warn" and "1 commit of a person's" in found.detail
+    assert (found.fix or "").startswith(f"if they apply on origin/{branch_of(queue_root)}: git push")
+    assert "rebase" not in (found.fix or "")
+    git(queue_root, "reset", "-q", "--hard", "HEAD~1")
+    git(queue_root, "commit", "-q", "--allow-empty", "-m", "aq: a result owed while away")
+    found = check(doctor(Queue(queue_root), capabilities=SHELL), "remote")
+    assert "of aq's that the remote lacks" in found.detail
+    assert "never rebase" in (found.fix or "")
 
 
 def test_a_remote_moved_away_fails_and_leases_are_not_judged(queue_root: Path) -> None:

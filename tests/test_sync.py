@@ -644,3 +644,21 @@ def test_work_whose_push_lost_a_race_is_owed_even_if_the_remote_then_goes_away(
     assert not queue.owed
     git(fleet.seed, "fetch", "-q", "origin")
     assert "queue/inbox/mine.md" in git(fleet.seed, "ls-tree", "-r", "--name-only", "origin/main")
+
+
+def test_views_of_the_queue_commit_nothing_so_a_dropped_job_stays_for_the_worker(
+        fleet: Fleet) -> None:
+    """`aq board --once`, `aq workers` and `aq events` on a clone with a job dropped by hand
+    only fetch: they commit nothing (which a worker's next align would drop with the file),
+    and the next `aq run` adopts the job and sends it to the remote."""
+    a = fleet.clones[0]
+    head_before = head(a)
+    write_job(a, "by-hand", "echo by hand", engine="shell")
+    for view in (("board", "--once"), ("workers",), ("events",)):
+        done = fleet.aq(a, *view)
+        assert done.returncode == 0, (view, done.stderr)
+    assert head(a) == head_before
+    assert git(a, "status", "--porcelain", "--", "queue").split() == ["??", "queue/inbox/by-hand.md"]
+    assert fleet.aq(a, "run", "--once").returncode == 0
+    git(fleet.seed, "fetch", "-q", "origin")
+    assert "by-hand" in git(fleet.seed, "log", "--format=%s", "origin/main")
