@@ -44,10 +44,22 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_LOCATED: list[Queue] = []  # what this process worked on: its notices are said at the end
+
+
 def _queue(path: str | None) -> Queue:
     from aq.store import Queue
 
-    return Queue.locate(path)
+    queue = Queue.locate(path)
+    _LOCATED.append(queue)
+    return queue
+
+
+def _say_notices() -> None:
+    for queue in _LOCATED:
+        for notice in queue.notices:
+            print(f"aq: {notice}", file=sys.stderr)
+        queue.notices.clear()
 
 
 def _emit(data: Any) -> None:
@@ -874,6 +886,13 @@ def _click_exceptions() -> Any:
 
 
 def main() -> None:
+    try:
+        _main()
+    finally:
+        _say_notices()
+
+
+def _main() -> None:
     click = _click_exceptions()
     try:
         try:

@@ -274,8 +274,8 @@ def _compare(queue: Queue, remote: Remote, where: str) -> Check:
         theirs = [subject for subject in subjects if not subject.startswith("aq:")]
         if theirs:  # never a rebase: aq's claims must not be replayed onto another tip
             return Check("remote", WARN, f"{where}: this clone has {_count(len(theirs), 'commit')} "
-                         "of a person's that the remote lacks; aq will not sync this clone "
-                         "until they are pushed or set aside",
+                         "of a person's that the remote lacks; aq's next change keeps them on a "
+                         "branch aq-kept/<commit> and goes on without them",
                          f"if they apply on {name}/{branch}: git push {name} HEAD:{branch}; else "
                          f"git branch keep-mine && git reset --keep {name}/{branch}")
         return Check("remote", WARN, f"{where}: this clone holds {_count(ahead, 'commit')} of "

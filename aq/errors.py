@@ -95,9 +95,5 @@ class PushUncertain(AqError):
         self.commit = commit
 
 
-class UnpushedWork(AqError):
-    """The clone holds a person's commits that the remote lacks: aq will not drop them."""
-
-
 class RemoteBusy(AqError):
     """Every try to push lost to another machine's push (a very busy remote)."""

@@ -139,6 +139,7 @@ class Queue:
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
         self._tree_checked = False  # queue/ was checked against HEAD once by this process
         self._tree_checks = 0  # how many times
+        self.notices: list[str] = []  # for a person: said once by the CLI or the worker
         self._salvaging: set[str] = set()  # unpushed aq commits of other processes, replayed
         self._adopting: set[str] = set()
         self._commits = 0  # commits made by this process: a transaction that made none pushes nothing
@@ -442,10 +443,17 @@ class Queue:
             # lost to another machine (or the push never arrived): take our refused commits off
             # HEAD now. Left there, a next try whose fetch fails would build on them and find
             # its work "already done" in a commit the remote never took.
-            remote.align()
+            self._note_kept(remote.align())
             _backoff(attempt)  # then decide again on the remote's tip
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
+
+    def _note_kept(self, branch: str | None) -> None:
+        if branch and branch not in " ".join(self.notices):
+            self.notices.append(
+                f"commits in this clone that the remote lacks and aq did not make (a person's, or "
+                f"an agent's that committed in the queue's clone) are kept on branch {branch}; "
+                "the queue's branch moved on without them: push or merge them from there")
 
     def refresh_from_remote(self, timeout: float = 120.0) -> bool:
         """For views (board, dash, events, workers): fetch, and move this clone up to the
@@ -460,7 +468,7 @@ class Queue:
                 return False
             head, tip = remote.heads()
             if head and tip and head != tip and remote.is_ancestor(head, tip):
-                remote.align()
+                self._note_kept(remote.align())
         return True
 
     @contextmanager
@@ -497,7 +505,7 @@ class Queue:
             self._tree_checks += 1
         self._adopt_dropped(remote)
         seen = self.inbox_unchanged()
-        remote.align()  # files git itself puts in the inbox are no dropped files either
+        self._note_kept(remote.align())  # git's own inbox changes are no dropped files either
         self.own_inbox_change(seen)
         self.owed += [Owed(functools.partial(self._salvage, change),
                            f"aq: salvage of {change.commit[:12]} ({change.subject[4:60]})")

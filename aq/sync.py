@@ -125,17 +125,18 @@ class Remote:
 
     # --- changing the local clone ------------------------------------------------------------
 
-    def align(self) -> None:
+    def align(self) -> str | None:
         """Make HEAD and the queue's files what the remote's tip holds.
 
         A fast-forward when HEAD is behind; otherwise (local commits the remote refused) HEAD
         and the index move to the tip and the files aq manages are checked out from it. Files
-        outside queue/, aq.yaml and profiles/ are never touched.
+        outside queue/, aq.yaml and profiles/ are never touched. Commits aq did not make are
+        kept on a branch first; its name is returned (None when there were none).
         """
         head, tip = self.heads()
         if tip is None or tip == head:
-            return
-        self._refuse_persons_commits(tip)
+            return None
+        kept = self._keep_persons_commits(tip)
         # one call in the common case (behind, or only aq's refused commits on top): --keep moves
         # HEAD, index and the files that differ, and refuses rather than lose a local change.
         # Only when no file outside what aq manages differs: a person's own work is never touched.
@@ -143,7 +144,7 @@ class Remote:
         if self._git("diff", "--quiet", tip, "HEAD", "--", ".", *outside, check=False).returncode == 0:
             done = self._git("reset", "-q", "--keep", tip, check=False)
             if done.returncode == 0:
-                return
+                return kept
         dropped = self._dropped_jobs()
         self._git("reset", "-q", "--mixed", tip)
         present = [p for p in MANAGED_PATHS  # ./path: relative to the queue root, not the repo's top
@@ -152,6 +153,7 @@ class Remote:
             self._git("checkout", "-q", "-f", tip, "--", *present)
         self._git("clean", "-fdq", "--", "queue", *PERSONS_FILES)
         self._restore_dropped(dropped)
+        return kept
 
     def unpushed_aq_commits(self, tip: str, skip: Set[str] = frozenset()) -> list[LocalChange]:
         """aq's own commits in this clone that the remote lacks, oldest first, each as the events
@@ -192,18 +194,18 @@ class Remote:
                     files[path] = shown
         return LocalChange(commit, subject, events, files)
 
-    def _refuse_persons_commits(self, tip: str) -> None:
+    def _keep_persons_commits(self, tip: str) -> str | None:
         """Moving to the tip drops local commits the remote does not have. aq's own (refused
-        claims, owed work it replays) may go; a person's never silently."""
+        claims, owed work it replays) may go; a person's, or an agent's that committed in the
+        queue's clone, never: they stay on a local branch aq-kept/<commit>, which is returned."""
         done = self._git("log", "-n", "20", "--format=%h %s", f"{tip}..HEAD", check=False)
-        theirs = [line for line in done.stdout.splitlines() if line and not line.split(" ", 1)[-1].startswith("aq:")]
-        if theirs:
-            from aq.errors import UnpushedWork
-
-            raise UnpushedWork(
-                f"this clone has {len(theirs)} commit(s) the remote does not have that aq did not "
-                f"make (latest: {theirs[0]}): push them with 'git push', or set them aside with "
-                f"'git branch keep-mine && git reset --keep {self.name}/{self.branch}', then try again")
+        theirs = [line for line in done.stdout.splitlines()
+                  if line and not line.split(" ", 1)[-1].startswith("aq:")]
+        if not theirs:
+            return None
+        branch = f"aq-kept/{theirs[0].split(' ', 1)[0]}"
+        self._git("branch", "-f", branch, "HEAD")
+        return branch
 
     def discard_uncommitted(self) -> list[str]:
         """Put queue/ back to HEAD when a process killed mid-transaction left half a move there

@@ -230,11 +230,16 @@ class Worker:
                     self._flush_owed()
                     return
             self._check_renewal()
+            self._say_notices()
             self._refresh_while_busy()
             self._settle_uncertain()
             self._watch_cancellations()
             self._wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
             self._wake.clear()
+
+    def _say_notices(self) -> None:
+        while self.queue.notices:
+            self.say(f"{self.worker_id}: {self.queue.notices.pop(0)}")
 
     def _refresh_while_busy(self) -> None:
         """At capacity a worker claims nothing, so it fetches on its own every poll: to see a
