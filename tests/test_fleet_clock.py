@@ -110,7 +110,9 @@ def test_chaos_with_clocks_an_hour_apart_ends_like_any_chaos(
     """A small chaos run (40 jobs, kill -9 every 1-3 s, the remote's git killed) with workers
     whose clocks are true, an hour fast and an hour slow passes the same audit as any chaos run."""
     ids = [f"job-{n:02d}" for n in range(40)]
-    fleet.seed(ids)
+    # each job takes half a second: one quick worker cannot drain them all before the skewed
+    # ones claim (with instant jobs the true-clock worker sometimes took all 40)
+    fleet.seed(ids, pause=0.5)
     slots = [Slot(name, fleet.clone(name), env=clocks[name]) for name in SKEWS]
     chaos = run_chaos(fleet, slots, ids, kill_every=(1.0, 3.0), remote_kill_every=(1.0, 3.0),
                       deadline=150, rng=random.Random())
