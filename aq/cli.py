@@ -256,6 +256,10 @@ def _print_detail(detail: JobDetail) -> None:
         print(f"  pick:     {'ready' if detail.verdict.ready else detail.verdict.reason}")
     if job.state.holder:
         print(f"  held by:  {job.state.holder} (lease {job.state.token})")
+    if job.state.branch:
+        pushed = "pushed" if job.state.branch_pushed else "NOT pushed"
+        print(f"  branch:   {job.state.branch} at {(job.state.branch_head or '?')[:12]} ({pushed}; "
+              f"aq diff {job.id})")
     if job.state.out_of_scope:
         outside = job.state.out_of_scope
         print(f"  WARNING:  the last attempt changed {len(outside)} file(s) outside allowed-scope: "
@@ -830,6 +834,8 @@ def _job_json(job: Job, verdict: Verdict | None = None) -> dict[str, Any]:
         "not_before": state.not_before,
         "last_outcome": state.last_outcome,
         "out_of_scope": list(state.out_of_scope),
+        "branch": {"name": state.branch, "head": state.branch_head,
+                   "pushed": state.branch_pushed} if state.branch else None,
         "error": job.error,
     }
     if verdict is not None:

@@ -121,6 +121,7 @@ def _queue_checks(queue: Queue, capabilities: frozenset[str], search: str, has_g
     checks.append(_check_leases(queue, config, snapshot, remote, fetched, monotonic(), timeout)
                   if has_git else _not_checked("leases", NO_GIT))
     checks.append(_check_disk(queue.root))
+    checks.append(_check_workspaces(config.workspaces_root(queue.workspace_key)))
     return checks
 
 
@@ -206,6 +207,22 @@ def _check_halt(queue: Queue) -> Check:
         return Check("halt", OK, "not halted")
     return Check("halt", WARN, f"queue/HALT: {reason}; no worker claims a job",
                  "`aq resume` once the reason no longer holds")
+
+
+def _check_workspaces(root: Path) -> Check:
+    """The disk this queue's repo caches and worktrees take on this machine (jobs with repo:)."""
+    if not root.is_dir():
+        return Check("workspaces", OK, f"none yet ({root})")
+    caches = [p for p in (root / "repos").glob("*") if p.is_dir()] if (root / "repos").is_dir() else []
+    trees = [p for p in (root / "worktrees").glob("*") if p.is_dir()] \
+        if (root / "worktrees").is_dir() else []
+    used = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+    detail = (f"{used / (1 << 20):.1f} MiB in {root}: {len(caches)} repo cache(s), "
+              f"{len(trees)} worktree(s)")
+    if trees:
+        return Check("workspaces", OK, detail + " (of running jobs, or left by a killed worker: "
+                     "the next aq run here cleans those)")
+    return Check("workspaces", OK, detail)
 
 
 def _check_disk(root: Path) -> Check:

@@ -37,7 +37,7 @@ EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
-CACHE_VERSION = 10
+CACHE_VERSION = 11
 T = TypeVar("T")
 
 Signature = tuple[int, int, int]  # mtime_ns, size, inode: a manifest is immutable, so this names it

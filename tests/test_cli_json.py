@@ -16,7 +16,7 @@ Aq = Callable[..., Ran]
 JOB_KEYS = {
     "id", "stage", "title", "priority", "engine", "profile", "lock", "deps", "capabilities",
     "tracker_item", "added", "attempts", "holder", "lease_token", "not_before", "last_outcome",
-    "out_of_scope", "error",
+    "out_of_scope", "branch", "error",
 }
 VERDICT_KEYS = {"ready", "blocked"}
 DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events"}

@@ -100,7 +100,7 @@ def test_a_healthy_local_queue_passes_every_check(queue_root: Path) -> None:
     report = doctor(Queue(queue_root), capabilities=SHELL)
     names = [item.name for item in report.checks]
     assert names[:5] == ["git", "identity", "queue", "remote", "halt"]
-    assert names[-2:] == ["leases", "disk"]
+    assert names[-3:] == ["leases", "disk", "workspaces"]
     assert "engine:shell" in names and "engine:claude" in names
     assert all(item.status == "ok" for item in report.checks if not item.name.startswith("engine:"))
     assert check(report, "remote").detail == "local queue, no remote"

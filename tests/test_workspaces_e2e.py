@@ -100,6 +100,13 @@ def test_a_job_works_in_its_own_worktree_and_its_branch_is_pushed(queue: Path, p
     diff = aq(queue, "diff", "feature")
     assert diff.returncode == 0, diff.stderr
     assert "+committed" in diff.stdout and "+left" in diff.stdout
+    shown = json.loads(aq(queue, "show", "feature", "--json").stdout)
+    assert shown["branch"] == {"name": "aq/feature", "head": finished["head"], "pushed": True}
+    assert f"branch:   aq/feature at {str(finished['head'])[:12]} (pushed" in \
+        aq(queue, "show", "feature").stdout
+    doctor = json.loads(aq(queue, "doctor", "--json").stdout)
+    workspaces = next(c for c in doctor["checks"] if c["name"] == "workspaces")
+    assert "1 repo cache(s), 0 worktree(s)" in workspaces["detail"], workspaces
 
 
 def test_ship_with_merge_lands_the_branch_in_base_and_a_conflict_is_refused(

@@ -67,6 +67,9 @@ class JobState:
     events: int = 0
     wall_used: float = 0.0  # seconds of attempts, for budget.wall
     out_of_scope: tuple[str, ...] = ()  # changed outside allowed-scope by any attempt since added/requeued
+    branch: str | None = None  # a job with a repo: its branch, as the last attempt left it
+    branch_head: str | None = None
+    branch_pushed: bool = False
 
     @property
     def attempt_count(self) -> int:
@@ -92,6 +95,9 @@ def fold(events: Iterable[Event]) -> JobState:
     wall_used = 0.0
     backoff: float | None = None
     outside: tuple[str, ...] = ()
+    branch: str | None = None
+    branch_head: str | None = None
+    branch_pushed = False
     for event in events:
         count += 1
         kind = event.get("type")
@@ -110,6 +116,9 @@ def fold(events: Iterable[Event]) -> JobState:
             # a failed attempt's stray file is still there for the retry, which sees it as dirty
             # before it started: every attempt's count until a person requeues the job
             outside = tuple(dict.fromkeys((*outside, *(str(p) for p in event.get("out_of_scope") or ()))))
+            if event.get("branch"):
+                branch, branch_head = str(event["branch"]), event.get("head")
+                branch_pushed = bool(event.get("pushed"))
             if attempts and attempts[-1].token == event.get("token"):
                 attempts[-1] = _finish(attempts[-1], event)
             duration = event.get("duration")
@@ -139,6 +148,8 @@ def fold(events: Iterable[Event]) -> JobState:
         not_before=not_before, retry_backoff=backoff, retries_used=retries_used, last_fingerprint=last_fp,
         last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
         last_reason=last_reason, events=count, wall_used=wall_used, out_of_scope=outside,
+        branch=branch, branch_head=branch_head if isinstance(branch_head, str) else None,
+        branch_pushed=branch_pushed,
     )
 
 
