@@ -362,7 +362,6 @@ def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remo
                     now: float, timeout: float) -> list[tuple[str, str]]:
     """(job id, why) for each building job whose holder this machine has not seen alive."""
     from aq.sync import LeaseObserver
-    from aq.worker import _pid_alive
 
     held = {job.state.token: job for job in building if job.state.token}
     silence: dict[str, float] = {}
@@ -379,7 +378,7 @@ def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remo
                 if not job.state.token]
     for token, job in held.items():
         state = job.state
-        if state.holder_host == host and state.holder_pid and not _pid_alive(state.holder_pid):
+        if state.holder_host == host and state.holder_pid and not proc.pid_alive(state.holder_pid):
             troubles.append((job.id, f"worker {state.holder} (pid {state.holder_pid}) on this "
                              "host is gone"))
         elif remote is not None and state.holder not in seen:

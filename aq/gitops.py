@@ -127,7 +127,7 @@ def kill_orphaned_git(root: Path) -> list[int]:
             owner = _owner_of(entry)
         except (OSError, ValueError, IndexError):
             continue
-        if owner is not None and not _alive(owner):  # orphaned: its aq process is gone
+        if owner is not None and not proc.pid_alive(owner):  # orphaned: its aq process is gone
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(entry.name), signal.SIGKILL)  # its own group: its helpers too
                 killed.append(int(entry.name))
@@ -141,16 +141,6 @@ def _owner_of(entry: Path) -> int | None:
         if item.startswith(prefix):
             return int(item[len(prefix):])
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str]:

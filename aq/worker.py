@@ -177,7 +177,7 @@ class Worker:
         host = socket.gethostname()
         live = {job.id for job in self.queue.snapshot().jobs
                 if job.stage is Stage.BUILDING and job.state.holder_host == host
-                and job.state.holder_pid and _pid_alive(job.state.holder_pid)}
+                and job.state.holder_pid and proc.pid_alive(job.state.holder_pid)}
         try:
             rescued = rescue_stale(root, lambda job_id: job_id in live, identity_args(self.queue.root))
         except AqError as err:
@@ -474,7 +474,7 @@ class Worker:
         taken = False
         for token, job in building.items():
             state = job.state
-            if state.holder_host == host and state.holder_pid and not _pid_alive(state.holder_pid):
+            if state.holder_host == host and state.holder_pid and not proc.pid_alive(state.holder_pid):
                 cause = f"worker {state.holder} (pid {state.holder_pid}) on this host is gone"
             elif silence.get(token, 0.0) >= self.lease_ttl:
                 cause = (f"no heartbeat from {state.holder} renewed lease {token} for "
@@ -878,18 +878,3 @@ class Worker:
             tx.write(dest, data)
             kept.append(self.queue.relative(dest))
         return kept
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if `pid` runs; a zombie (dead, not yet reaped) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
