@@ -361,7 +361,9 @@ class Queue:
         with self.lock():
             if self.remote is None:
                 return self._apply(change, message, describe)
-            return self._transact_remote(self.remote, change, message, describe, owe)
+            with self.changing_tree() as left_dirty:
+                return self._transact_remote(self.remote, change, message, describe, owe,
+                                             left_dirty)
 
     def _apply(self, change: Callable[[Tx], T], message: str,
                describe: Callable[[T], str] | None, online: bool = True) -> T:
@@ -381,17 +383,6 @@ class Queue:
         return result
 
     def _transact_remote(
-        self,
-        remote: Remote,
-        change: Callable[[Tx], T],
-        message: str,
-        describe: Callable[[T], str] | None,
-        owe: Callable[[T], Callable[[Tx], object] | None] | None,
-    ) -> T:
-        with self.changing_tree() as left_dirty:
-            return self._transact_open(remote, change, message, describe, owe, left_dirty)
-
-    def _transact_open(
         self,
         remote: Remote,
         change: Callable[[Tx], T],
