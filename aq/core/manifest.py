@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -150,11 +150,17 @@ def _priority(value: object) -> str:
     return text
 
 
-def _review_policy(value: object) -> str:
+def _choice(value: object, allowed: Sequence[str], what: str) -> str:
+    """One of `allowed` (case aside), or ValueError naming `what` and the choices."""
     text = _one_line(value).lower()
-    if text not in REVIEW_POLICIES:
-        raise ValueError(f"{value!r} is not a review policy; expected auto or manual")
+    if text not in allowed:
+        choices = ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+        raise ValueError(f"{value!r} is not {what}; expected {choices}")
     return text
+
+
+def _review_policy(value: object) -> str:
+    return _choice(value, REVIEW_POLICIES, "a review policy")
 
 
 SHIP_MODES = ("mark", "merge", "pr")
@@ -162,17 +168,11 @@ RETRY_FROM = ("branch", "base")
 
 
 def _ship(value: object) -> str:
-    text = _one_line(value).lower()
-    if text not in SHIP_MODES:
-        raise ValueError(f"{value!r} is not a ship mode; expected mark, merge or pr")
-    return text
+    return _choice(value, SHIP_MODES, "a ship mode")
 
 
 def _retry_from(value: object) -> str:
-    text = _one_line(value).lower()
-    if text not in RETRY_FROM:
-        raise ValueError(f"{value!r} is not where a retry starts; expected branch or base")
-    return text
+    return _choice(value, RETRY_FROM, "where a retry starts")
 
 
 def _artifacts(value: object) -> tuple[str, ...]:
@@ -311,26 +311,35 @@ def split_frontmatter(text: str, source: str) -> tuple[dict[Any, Any], str]:
     return metadata, text[match.end():].strip()
 
 
-def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
-    """Validate a manifest's text into a `Manifest`, or raise ManifestError naming file and key."""
-    metadata, body = split_frontmatter(text, source)
-    if not body.strip():
-        raise ManifestError(source, "the body is empty: write what the job should do below the frontmatter")
+def check_fields(metadata: Mapping[Any, object], checkers: Mapping[str, tuple[str, Any]],
+                 source: str, unknown: Callable[[str], str]) -> tuple[dict[str, Any], list[str]]:
+    """Each frontmatter key through its checker: the field values, and the keys set (in file
+    order). A key with no value means unset. An unknown key or a bad value raises
+    ManifestError naming the file and the key (`unknown` says what an unknown key is)."""
     values: dict[str, Any] = {}
     keys: list[str] = []
     for raw_key, raw_value in metadata.items():
         key = str(raw_key)
-        if key not in _CHECKERS:
-            raise ManifestError(source, f"unknown key{_suggest(key, KNOWN_KEYS)}; known keys: "
-                                f"{', '.join(KNOWN_KEYS)}", key)
+        if key not in checkers:
+            raise ManifestError(source, unknown(key), key)
         if raw_value is None:  # `lock:` with nothing after it means unset
             continue
-        field_name, checker = _CHECKERS[key]
+        field_name, checker = checkers[key]
         try:
             values[field_name] = checker(raw_value)
         except ValueError as err:
             raise ManifestError(source, str(err), key) from None
         keys.append(key)
+    return values, keys
+
+
+def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
+    """Validate a manifest's text into a `Manifest`, or raise ManifestError naming file and key."""
+    metadata, body = split_frontmatter(text, source)
+    if not body.strip():
+        raise ManifestError(source, "the body is empty: write what the job should do below the frontmatter")
+    values, keys = check_fields(metadata, _CHECKERS, source, lambda key: (
+        f"unknown key{_suggest(key, KNOWN_KEYS)}; known keys: {', '.join(KNOWN_KEYS)}"))
     if job_id in values.get("deps", ()):
         raise ManifestError(source, f"the job depends on itself ({job_id!r})", "deps")
     values.setdefault("title", default_title(body))

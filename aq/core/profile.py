@@ -24,6 +24,7 @@ from aq.core.manifest import (
     _str_list,
     _suggest,
     _text,
+    check_fields,
     split_frontmatter,
 )
 from aq.errors import ManifestError
@@ -90,21 +91,10 @@ PROFILE_KEYS = tuple(_CHECKERS)
 def parse_profile(name: str, text: str, source: str) -> Profile:
     """Validate `profiles/<name>.md` into a Profile, or raise ManifestError naming file and key."""
     metadata, body = split_frontmatter(text, source)
-    values: dict[str, Any] = {}
-    for raw_key, raw_value in metadata.items():
-        key = str(raw_key)
-        if key not in _CHECKERS:
-            hint = (" (did you mean 'default-verify'?)" if key == "verify"
-                    else _suggest(key, PROFILE_KEYS))
-            raise ManifestError(source, f"unknown profile key{hint}; known keys: "
-                                f"{', '.join(PROFILE_KEYS)}", key)
-        if raw_value is None:
-            continue
-        field_name, checker = _CHECKERS[key]
-        try:
-            values[field_name] = checker(raw_value)
-        except ValueError as err:
-            raise ManifestError(source, str(err), key) from None
+    values, _keys = check_fields(metadata, _CHECKERS, source, lambda key: (
+        "unknown profile key" + (" (did you mean 'default-verify'?)" if key == "verify"
+                                 else _suggest(key, PROFILE_KEYS))
+        + f"; known keys: {', '.join(PROFILE_KEYS)}"))
     if isinstance(metadata.get("version"), float):  # YAML reads 1.10 as 1.1: keep it as written
         written = _VERSION_LINE.search(text)
         if written:
