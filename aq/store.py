@@ -459,7 +459,7 @@ class Queue:
                 return False
             head, tip = remote.heads()
             if head and tip and head != tip and remote.is_ancestor(head, tip):
-                self._note_kept(remote.align())
+                self._note_kept(remote.align((head, tip)))
         return True
 
     @contextmanager
@@ -489,14 +489,15 @@ class Queue:
         if not self.last_sync_ok:
             return False
         self._drop_landed(remote)
-        salvage = self._unpushed_of_the_dead(remote)
+        heads = remote.heads()  # read once: nothing below moves HEAD before the align
+        salvage = self._unpushed_of_the_dead(remote, *heads)
         if check_tree:
             remote.discard_uncommitted()  # half a move a killed process left: never committed as is
             self._tree_checked = True
             self._tree_checks += 1
         self._adopt_dropped(remote)
         seen = self.inbox_unchanged()
-        self._note_kept(remote.align())  # git's own inbox changes are no dropped files either
+        self._note_kept(remote.align(heads))  # git's own inbox changes are no dropped files either
         self.own_inbox_change(seen)
         self.owed += [Owed(functools.partial(self._salvage, change),
                            f"aq: salvage of {change.commit[:12]} ({change.subject[4:60]})")
@@ -506,12 +507,12 @@ class Queue:
             self._apply(owed.replay, owed.message, None)
         return True
 
-    def _unpushed_of_the_dead(self, remote: Remote) -> list[LocalChange]:
+    def _unpushed_of_the_dead(self, remote: Remote, head: str | None, tip: str | None
+                              ) -> list[LocalChange]:
         """Before an align drops them: aq commits of this clone the remote lacks that this
         process does not owe itself, such as those of a sibling worker that died (or stopped)
         while the remote was away. They are replayed like owed work, each with its
         precondition checked again (a result this process also owes is recorded once)."""
-        head, tip = remote.heads()
         if head is None or tip is None or head == tip:
             return []
         mine = {owed.commit for owed in self.owed if owed.commit} | self._salvaging

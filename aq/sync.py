@@ -125,15 +125,16 @@ class Remote:
 
     # --- changing the local clone ------------------------------------------------------------
 
-    def align(self) -> str | None:
+    def align(self, heads: tuple[str | None, str | None] | None = None) -> str | None:
         """Make HEAD and the queue's files what the remote's tip holds.
 
         A fast-forward when HEAD is behind; otherwise (local commits the remote refused) HEAD
         and the index move to the tip and the files aq manages are checked out from it. Files
         outside queue/, aq.yaml and profiles/ are never touched. Commits aq did not make are
-        kept on a branch first; its name is returned (None when there were none).
+        kept on a branch first; its name is returned (None when there were none). `heads`:
+        HEAD and the tip when the caller has just read them.
         """
-        head, tip = self.heads()
+        head, tip = heads or self.heads()
         if tip is None or tip == head:
             return None
         kept = self._keep_persons_commits(tip)
