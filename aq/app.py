@@ -177,7 +177,7 @@ def _find_by_key(snapshot: Snapshot, key: str) -> Job | None:
 
 def _same_key(existing: Job, manifest: Manifest) -> AddResult:
     assert existing.manifest is not None
-    if _content(existing.manifest) != _content(manifest):
+    if content_key(existing.manifest) != content_key(manifest):
         raise IdempotencyConflict(
             f"idempotency key {manifest.idempotency_key!r} already made job {existing.id} with other "
             "content: use a new key, or leave the job as it is"
@@ -185,7 +185,7 @@ def _same_key(existing: Job, manifest: Manifest) -> AddResult:
     return AddResult(existing, False, f"{existing.id} already exists with this idempotency key; nothing added")
 
 
-def _content(manifest: Manifest) -> str:
+def content_key(manifest: Manifest) -> str:
     """What makes two adds 'the same': every key and the body, not the id."""
     import hashlib
 

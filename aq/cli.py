@@ -438,13 +438,21 @@ def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json:
           allow_out_of_scope: bool = False) -> None:
     from aq.app import move_job, who_am_i
     from aq.core.lifecycle import Action
+    from aq.tracking import post_moves
 
-    result = move_job(_queue(queue), ref, Action(action), who=who_am_i(), now=now(), reason=reason,
+    q, who = _queue(queue), who_am_i()
+    result = move_job(q, ref, Action(action), who=who, now=now(), reason=reason,
                       allow_out_of_scope=allow_out_of_scope)
+    sent = post_moves(q, [result.job_id], me=who, now=now(), env=os.environ)
     if as_json:
-        _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action})
+        _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action,
+               "tracker": [_sent_json(s) for s in sent]})
     else:
         print(f"{result.job_id}: {result.source} -> {result.target}")
+    for item in sent:
+        if not item.ok:
+            print(f"aq: {item.message}; it stays owed: 'aq to-tracker {result.job_id}' sends it",
+                  file=sys.stderr)
 
 
 JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")]
@@ -495,6 +503,120 @@ def cancel(
 ) -> None:
     """Stop an unfinished job (a running attempt here is stopped) and move it to failed."""
     _move(job, "cancel", queue, f"canceled: {reason}" if reason else "canceled", as_json)
+
+
+# --- trackers ----------------------------------------------------------------------------------
+
+@app.command("from-tracker")
+def from_tracker(
+    items: Annotated[list[str] | None, typer.Argument(
+        help="Tracker items: github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID.", show_default=False)] = None,
+    query: Annotated[str | None, typer.Option("--query", help="Import every item a query returns: "
+                     "github:OWNER/REPO [search words] (open issues with the label), backlog[:WORDS] "
+                     "(its To Do tasks), cmd:NAME[:QUERY].")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="The label a query looks for "
+                     "(default: aq.yaml's, else agent:run for GitHub).")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Make a new job even if the item made one "
+                   "before (linked to the same item).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep importing, every --every, until "
+                     "interrupted.")] = False,
+    every: Annotated[str, typer.Option("--every", help="How often --watch looks (e.g. 60s, 5m).")] = "60s",
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import tracker items as jobs; importing one again changes nothing, or updates its job
+    while it waits in the inbox."""
+    import secrets
+    import time
+
+    from aq.app import who_am_i
+    from aq.core.durations import parse_duration
+    from aq.tracking import import_query, import_refs
+
+    if not items and not query:
+        raise UsageError("name tracker items (github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID) "
+                         "or give --query")
+    try:
+        interval = parse_duration(every)
+    except ValueError as err:
+        raise UsageError(f"--every: {err}") from None
+    q = _queue(queue)
+    failed = False
+    while True:
+        who, moment = who_am_i(), now()
+        results = import_refs(q, items or [], now=moment, who=who, entropy=lambda: secrets.randbits(30),
+                              new=new, env=os.environ)
+        if query:
+            try:
+                results += import_query(q, query, label=label, now=moment, who=who,
+                                        entropy=lambda: secrets.randbits(30), new=new, env=os.environ)
+            except AqError as err:
+                if not watch:
+                    raise
+                print(f"aq: {err}", file=sys.stderr, flush=True)
+        failed = failed or any(r.failed for r in results)
+        shown = [r for r in results if not (watch and r.outcome == "unchanged")]
+        if as_json:
+            if shown or not watch:
+                _emit([{"ref": r.ref, "outcome": r.outcome, "job": r.job_id, "stage": r.stage,
+                        "message": r.message} for r in shown])
+        else:
+            for r in shown:
+                print(r.message if not r.failed else f"aq: {r.message}",
+                      file=sys.stderr if r.failed else sys.stdout, flush=True)
+            if query and not results and not watch:
+                print(f"{query}: no items")
+        if not watch:
+            break
+        new = False  # --new makes one job per item, not one per look
+        _say_notices()
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            break
+    if failed and not watch:
+        raise SystemExit(int(ExitStatus.REFUSED))
+
+
+@app.command("to-tracker")
+def to_tracker(
+    jobs: Annotated[list[str] | None, typer.Argument(help="Jobs (ids or unique prefixes).",
+                                                     show_default=False)] = None,
+    all_jobs: Annotated[bool, typer.Option("--all", help="Every job linked to a tracker item.")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send tracker posts still owed: each move of a linked job owes its item one comment (and
+    a status), sent once."""
+    from aq.app import who_am_i
+    from aq.tracking import to_tracker as send_owed
+
+    if not jobs and not all_jobs:
+        raise UsageError("name jobs, or give --all")
+    if jobs and all_jobs:
+        raise UsageError("name jobs or give --all, not both")
+    q = _queue(queue)
+    report = send_owed(q, None if all_jobs else jobs, me=who_am_i(), now=now(), env=os.environ)
+    if as_json:
+        _emit({"sent": [_sent_json(s) for s in report.sent],
+               "waiting": [{"job": w.job_id, "ref": w.ref, "owner": w.owner, "since": w.since}
+                           for w in report.waiting]})
+    else:
+        for item in report.sent:
+            print(item.message if item.ok else f"aq: {item.message}; still owed",
+                  file=sys.stdout if item.ok else sys.stderr)
+        for wait in report.waiting:
+            print(f"{wait.job_id}: a post to {wait.ref} is {wait.owner}'s to send (moved at "
+                  f"{wait.since}); anyone sends it after trackers.takeover")
+        if not report.sent and not report.waiting:
+            print("nothing owed to trackers")
+    if any(not item.ok for item in report.sent):
+        raise SystemExit(int(ExitStatus.REFUSED))
+
+
+def _sent_json(item: Any) -> dict[str, Any]:
+    return {"job": item.job_id, "ref": item.ref, "ok": item.ok, "message": item.message,
+            "url": item.url}
 
 
 @app.command()

@@ -13,6 +13,7 @@ from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
 from aq.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.errors import ConfigError
+from aq.trackers import TrackerSettings, parse_settings
 
 CONFIG_NAME = "aq.yaml"
 
@@ -64,6 +65,26 @@ prefer_window: 2m
 # ship: mark                 # what `aq ship` does: mark (stage only), merge (into base), pr
 # workspaces_dir: ~/.cache/aq/workspaces
 
+# Trackers: `aq from-tracker REF` imports an item as a job; its progress goes back to it.
+# Tokens come from the environment (GITHUB_TOKEN, or `gh auth token`), never from this file.
+# trackers:
+#   takeover: 10m                         # a post its mover did not send: anyone sends it after
+#   github:
+#     api_url: https://api.github.com     # GitHub Enterprise: https://HOST/api/v3
+#     token_env: GITHUB_TOKEN
+#     label: agent:run                    # --query github:OWNER/REPO imports open issues with it
+#     in_progress_label: aq:in-progress   # set while a job builds; shipped closes the issue
+#   backlog:
+#     path: ../planning                   # a Backlog.md project, relative to this queue
+#   cmd:
+#     jira:                               # cmd:jira:PROJ-7
+#       view: jira issue view {id} --raw
+#       comment: jira issue comment add {id} {text}
+#       status: jira issue move {id} {status}
+#       fields: {title: fields.summary, body: fields.description, labels: fields.labels}
+#       statuses: {in_progress: In Progress, done: Done}
+#       secret_env: [JIRA_API_TOKEN]
+
 # Engines: command templates; add your own or override a built-in (claude, codex, devin,
 # aider, gemini, shell). Placeholders: {prompt}, {prompt_file}, {yolo}.
 # engines:
@@ -79,7 +100,7 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": ("claude", "codex
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
-          "log_retention")
+          "log_retention", "trackers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +126,7 @@ class QueueConfig:
     ship: str = "mark"
     workspaces_dir: str | None = None  # where cache clones and worktrees live (default: user cache)
     engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
+    trackers: TrackerSettings = field(default_factory=TrackerSettings)
 
     def repo_for(self, manifest: Manifest) -> str | None:
         return manifest.repo or self.repo
@@ -153,7 +175,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 4  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 5  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _cached_config(cache_dir: Path | None, signature: tuple[int, ...]) -> QueueConfig | None:
@@ -244,6 +266,10 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     for name, spec in raw_engines.items():
         engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)))
     values["engines"] = engines
+    try:
+        values["trackers"] = parse_settings(raw.get("trackers"), source)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return QueueConfig(**values)
 
 

@@ -50,6 +50,7 @@ from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store import Job, Queue, Snapshot, Tx, has_stale_result
 
 Clock = Callable[[], datetime]
+COURIER_FLUSH = 30.0  # seconds a worker that ends waits for its last tracker posts
 
 
 def utc_now() -> datetime:
@@ -141,6 +142,10 @@ class Worker:
         self._unreachable_since: float | None = None
         self._contended = False  # the last claim lost every race: work is there
         self._silent_leases = False  # some lease held elsewhere is going unrenewed
+        from aq.courier import Courier
+
+        self.courier = Courier(queue, self.worker_id, clock, monotonic,
+                               lambda line: self.say(f"{self.worker_id}: {line}"))
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -234,6 +239,7 @@ class Worker:
             self._refresh_while_busy()
             self._settle_uncertain()
             self._watch_cancellations()
+            self.courier.tick()
             self._wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
             self._wake.clear()
 
@@ -539,6 +545,7 @@ class Worker:
     def _start(self, claim: Claim) -> None:
         self.summary.claimed += 1
         job = claim.job
+        self.courier.moved(job)
         assert job.manifest is not None  # only valid manifests are ever picked
         self.say(f"{self.worker_id}: claimed {job.id} (attempt {claim.attempt}): {job.manifest.title}")
         plan = AttemptPlan(
@@ -727,6 +734,7 @@ class Worker:
             self._note_unreachable("results are kept and sent when it answers")
         else:
             self._unlanded.clear()
+        self.courier.moved(claim.job)
         if moved is None:
             self.summary.stale.append(job_id)
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")
@@ -769,7 +777,14 @@ class Worker:
         return len(self.running) + len(self.uncertain) < self.max_jobs
 
     def _flush_owed(self) -> None:
-        """Before exiting, give work owed to the remote a few chances to land."""
+        """Before exiting, give work owed to the remote a few chances to land, and tracker
+        posts a while to go out."""
+        self._flush_results()
+        if not self.courier.flush(timeout=COURIER_FLUSH):
+            self.say(f"{self.worker_id}: tracker posts still on their way; what does not arrive "
+                     "stays owed ('aq to-tracker' sends it)")
+
+    def _flush_results(self) -> None:
         for attempt in range(5):
             if not self.queue.owed:
                 return

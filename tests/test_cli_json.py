@@ -23,7 +23,7 @@ DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "even
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
                   "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
-MOVE_KEYS = {"id", "from", "to", "action"}
+MOVE_KEYS = {"id", "from", "to", "action", "tracker"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",
                 "log", "artifacts", "reason"}
 
@@ -111,7 +111,7 @@ def test_add_json_shape(aq: Aq, queue_root: Path) -> None:
     ("failed", ["requeue"]), ("inbox", ["cancel"]),
 ])
 def test_move_json_shape(aq: Aq, queue_root: Path, stage: str, command: list[str]) -> None:
-    """Every move command's `--json` is {id, from, to, action}."""
+    """Every move command's `--json` is {id, from, to, action, tracker} (tracker: the posts sent)."""
     write_job(queue_root, "mover", stage=stage)
     moved = as_json(aq, command[0], "mover", *command[1:])
     assert set(moved) == MOVE_KEYS

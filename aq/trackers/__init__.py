@@ -1,0 +1,332 @@
+"""Trackers: where people plan (GitHub issues, a Backlog.md project, any tracker with a CLI).
+
+An adapter reads an item (`fetch`), lists the items a query returns (`query`) and reports a
+job's progress back to its item (`post`). This module holds what every adapter shares: the
+item reference (`github:owner/repo#12`, `backlog:TASK-3`, `cmd:jira:PROJ-7`), the item as aq
+sees it, a post, the error an adapter raises, and the `trackers:` settings of aq.yaml. It is
+imported by the config loader, so it stays light: the adapters are imported only when used.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aq.errors import AqError, UsageError
+
+KINDS = ("github", "backlog", "cmd")
+IN_PROGRESS = "in_progress"
+DONE = "done"
+
+
+class TrackerError(AqError):
+    """A tracker did not do what was asked. `retry` says whether trying later may help (it
+    was down, rate-limited, timed out) or a person must act (bad token, no such item)."""
+
+    def __init__(self, message: str, *, retry: bool = False, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.status = status  # an HTTP status, where there was one
+
+
+# --- references ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    kind: str  # github, backlog, cmd
+    item: str  # github: owner/repo#12; backlog: TASK-3; cmd: the id given to the command
+    adapter: str = ""  # cmd: the adapter's name in aq.yaml
+
+    def __str__(self) -> str:
+        return f"cmd:{self.adapter}:{self.item}" if self.kind == "cmd" else f"{self.kind}:{self.item}"
+
+
+_GITHUB = re.compile(r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)#(?P<number>[1-9][0-9]*)")
+_BACKLOG = re.compile(r"[A-Za-z]+-[0-9]+(?:\.[0-9]+)*")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+EXAMPLES = "github:OWNER/REPO#N, backlog:TASK-N or cmd:NAME:ID"
+
+
+def parse_ref(text: str) -> Ref:
+    """A tracker item reference, checked; raises UsageError saying what a good one looks like."""
+    kind, sep, rest = text.strip().partition(":")
+    if not sep or kind not in KINDS:
+        raise UsageError(f"{text!r} is not a tracker item: expected {EXAMPLES}")
+    if kind == "github":
+        if not _GITHUB.fullmatch(rest):
+            raise UsageError(f"{text!r} is not a GitHub issue: expected github:OWNER/REPO#N")
+        return Ref("github", rest)
+    if kind == "backlog":
+        if not _BACKLOG.fullmatch(rest):
+            raise UsageError(f"{text!r} is not a Backlog.md task: expected backlog:TASK-N")
+        return Ref("backlog", rest.upper())
+    name, sep, item = rest.partition(":")
+    if not sep or not _NAME.fullmatch(name) or not item.strip() or any(c.isspace() for c in item):
+        raise UsageError(f"{text!r} is not a command tracker item: expected cmd:NAME:ID, NAME "
+                         "being an adapter under trackers.cmd in aq.yaml")
+    return Ref("cmd", item, name)
+
+
+# --- items and posts -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A tracker item as aq reads it: enough to make a job from."""
+
+    ref: Ref
+    title: str
+    body: str
+    labels: tuple[str, ...] = ()
+    priority: str | None = None  # already one of aq's priorities, or None
+    status: str | None = None  # the tracker's own words, for a person
+    open: bool = True  # False: closed or done in the tracker
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """What one move of a job says to its item: a comment, and maybe a status."""
+
+    key: str  # names this post: an adapter that can read comments back skips one it finds
+    comment: str
+    status: str | None = None  # IN_PROGRESS, DONE, or None to leave it
+
+
+class Tracker(Protocol):
+    def fetch(self, ref: Ref) -> Item: ...
+
+    def query(self, query: str, label: str | None) -> list[Item]: ...
+
+    def post(self, ref: Ref, post: Post) -> str | None:
+        """Send the post; idempotent where the tracker lets aq read its comments. Returns
+        where the comment is (a URL), when the tracker says."""
+        ...
+
+
+# --- settings (aq.yaml `trackers:`) ----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class GitHubSettings:
+    api_url: str = "https://api.github.com"
+    token_env: str = "GITHUB_TOKEN"
+    label: str = "agent:run"  # `aq from-tracker --query github:OWNER/REPO` imports open issues with it
+    in_progress_label: str = "aq:in-progress"  # GitHub has no "in progress": a label says it
+    close_on_ship: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogSettings:
+    path: str | None = None  # the Backlog.md project, relative to the queue's root
+    command: tuple[str, ...] = ("backlog",)
+    label: str | None = None  # a query imports the tasks in `todo` status (with this label)
+    todo: str = "To Do"
+    in_progress: str = "In Progress"
+    done: str = "Done"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """A tracker reached through its own CLI, which prints JSON. Templates are argument lists
+    (a string is split like a shell would); placeholders {id}, {query}, {label}, {text},
+    {status} are replaced inside arguments, never passed through a shell."""
+
+    name: str
+    view: tuple[str, ...]
+    query: tuple[str, ...] | None = None  # prints a JSON list (or {items: [...]}) of items
+    comment: tuple[str, ...] | None = None
+    status: tuple[str, ...] | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)  # title/body/... -> dotted JSON path
+    statuses: Mapping[str, str] = field(default_factory=dict)  # in_progress/done -> its words
+    closed: tuple[str, ...] = ("closed", "done", "resolved")  # its statuses that mean finished
+    priorities: Mapping[str, str] = field(default_factory=dict)  # its priority -> ours
+    secret_env: tuple[str, ...] = ()  # env vars it reads its credentials from (scrubbed)
+    label: str | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerSettings:
+    github: GitHubSettings = field(default_factory=GitHubSettings)
+    backlog: BacklogSettings = field(default_factory=BacklogSettings)
+    commands: Mapping[str, CommandSettings] = field(default_factory=dict)
+    takeover: float = 600.0  # a post its mover did not send is sent by another after this
+
+
+FIELD_NAMES = ("id", "title", "body", "labels", "priority", "status", "url")
+
+
+def parse_settings(raw: object, source: str) -> TrackerSettings:
+    """aq.yaml's `trackers:` mapping, checked key by key (ValueError names the key)."""
+    from aq.core.durations import parse_duration
+
+    if raw is None:
+        return TrackerSettings()
+    table = _mapping(raw, "trackers", ("github", "backlog", "cmd", "takeover"))
+    github = _section(table.get("github"), "trackers.github", GitHubSettings, {
+        "api_url": _url, "token_env": _env_name, "label": _text, "in_progress_label": _text,
+        "close_on_ship": _flag})
+    backlog = _section(table.get("backlog"), "trackers.backlog", BacklogSettings, {
+        "path": _text, "command": _argv, "label": _text, "todo": _text, "in_progress": _text,
+        "done": _text})
+    commands = {}
+    for name, spec in _mapping(table.get("cmd") or {}, "trackers.cmd", None).items():
+        if not _NAME.fullmatch(str(name)):
+            raise ValueError(f"trackers.cmd: {name!r} is not a name (letters, digits, - and _)")
+        commands[str(name)] = _command(str(name), spec)
+    takeover = parse_duration(table["takeover"]) if table.get("takeover") is not None else 600.0
+    del source
+    return TrackerSettings(github, backlog, commands, takeover)
+
+
+def _command(name: str, raw: object) -> CommandSettings:
+    where = f"trackers.cmd.{name}"
+    table = _mapping(raw, where, ("view", "query", "comment", "status", "fields", "statuses",
+                                  "closed", "priorities", "secret_env", "label", "timeout"))
+    if table.get("view") is None:
+        raise ValueError(f"{where}: needs 'view', the command printing one item as JSON "
+                         "(e.g. 'glab issue view {id} --output json')")
+    fields = {str(k): _text(v) for k, v in _mapping(table.get("fields") or {}, f"{where}.fields",
+                                                    FIELD_NAMES).items()}
+    values: dict[str, Any] = {"view": _argv(table["view"]), "fields": fields}
+    for key in ("query", "comment", "status"):
+        if table.get(key) is not None:
+            values[key] = _argv(table[key])
+    for key in ("statuses", "priorities"):
+        values[key] = {str(k): _text(v) for k, v in
+                       _mapping(table.get(key) or {}, f"{where}.{key}", None).items()}
+    from aq.core.manifest import PRIORITIES
+
+    for theirs, ours in values["priorities"].items():
+        if ours not in PRIORITIES:
+            raise ValueError(f"{where}.priorities.{theirs}: {ours!r} is not a priority of aq; "
+                             f"expected one of {', '.join(PRIORITIES)}")
+    unknown = set(values["statuses"]) - {IN_PROGRESS, DONE}
+    if unknown:
+        raise ValueError(f"{where}.statuses: unknown key {sorted(unknown)[0]!r}; known: in_progress, done")
+    if table.get("closed") is not None:
+        values["closed"] = tuple(s.lower() for s in _texts(table["closed"], f"{where}.closed"))
+    if table.get("secret_env") is not None:
+        values["secret_env"] = tuple(_env_name(v) for v in _texts(table["secret_env"], f"{where}.secret_env"))
+    if table.get("label") is not None:
+        values["label"] = _text(table["label"])
+    if table.get("timeout") is not None:
+        from aq.core.durations import parse_duration
+
+        values["timeout"] = parse_duration(table["timeout"])
+    return CommandSettings(name, **values)
+
+
+def _section(raw: object, where: str, kind: Any, parsers: Mapping[str, Any]) -> Any:
+    table = _mapping(raw or {}, where, tuple(parsers))
+    values = {}
+    for key, value in table.items():
+        try:
+            values[key] = parsers[key](value)
+        except ValueError as err:
+            raise ValueError(f"{where}.{key}: {err}") from None
+    return kind(**values)
+
+
+def _mapping(raw: object, where: str, known: Sequence[str] | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping")
+    if known is not None:
+        for key in raw:
+            if key not in known:
+                raise ValueError(f"{where}: unknown key '{key}'; known: {', '.join(known)}")
+    return {str(k): v for k, v in raw.items()}
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool) or not str(value).strip():
+        raise ValueError(f"{value!r} is not a text")
+    return str(value).strip()
+
+
+def _texts(value: object, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list")
+    return [_text(v) for v in value]
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _url(value: object) -> str:
+    text = _text(value).rstrip("/")
+    if not re.match(r"https?://", text):
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    return text
+
+
+def _env_name(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ValueError(f"{text!r} is not an environment variable's name")
+    return text
+
+
+def _argv(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            parts = shlex.split(value)
+        except ValueError as err:
+            raise ValueError(f"{value!r} is not a command: {err}") from None
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        parts = list(value)
+    else:
+        raise ValueError(f"{value!r} is not a command (a string or a list of arguments)")
+    if not parts:
+        raise ValueError("the command is empty")
+    return tuple(parts)
+
+
+# --- adapters --------------------------------------------------------------------------------
+
+def open_tracker(settings: TrackerSettings, ref_kind: str, adapter: str, root: Any,
+                 env: Mapping[str, str]) -> Tracker:
+    """The adapter for a kind of reference, set up from aq.yaml and the environment."""
+    if ref_kind == "github":
+        from aq.trackers.github import GitHub
+
+        return GitHub(settings.github, env)
+    if ref_kind == "backlog":
+        from aq.trackers.backlog import Backlog
+
+        return Backlog(settings.backlog, root, env)
+    spec = settings.commands.get(adapter)
+    if spec is None:
+        known = ", ".join(sorted(settings.commands)) or "none"
+        raise UsageError(f"no command tracker {adapter!r} in aq.yaml (trackers.cmd has: {known}): "
+                         "add one with at least a 'view' command")
+    from aq.trackers.command import CommandTracker
+
+    return CommandTracker(spec, root, env)
+
+
+_PRIORITY_WORDS = {
+    "critical": "critical", "blocker": "critical", "urgent": "critical", "highest": "critical",
+    "p0": "critical", "high": "high", "p1": "high", "major": "high", "medium": "medium",
+    "normal": "medium", "p2": "medium", "low": "low", "lowest": "low", "minor": "low",
+    "trivial": "low", "p3": "low", "p4": "low",
+}
+
+
+def our_priority(word: object, table: Mapping[str, str] | None = None) -> str | None:
+    """A tracker's priority in aq's words: its table first (aq.yaml), then common names."""
+    if word is None or word == "":
+        return None
+    text = str(word).strip()
+    if table:
+        for theirs, ours in table.items():
+            if theirs.lower() == text.lower():
+                return ours
+    return _PRIORITY_WORDS.get(text.lower())

@@ -1,0 +1,137 @@
+"""Any tracker with a command-line client that prints JSON (glab, jira-cli, a script of your
+own): aq.yaml names the commands and where each field sits in their JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aq import proc
+from aq.core.scrub import Scrubber
+from aq.trackers import CommandSettings, Item, Post, Ref, TrackerError, our_priority
+
+# where a field usually is, when aq.yaml's `fields:` does not say
+DEFAULT_PATHS = {
+    "id": ("id", "key", "iid", "number"),
+    "title": ("title", "summary", "name", "fields.summary"),
+    "body": ("body", "description", "fields.description"),
+    "labels": ("labels", "fields.labels", "tags"),
+    "priority": ("priority", "fields.priority.name", "fields.priority"),
+    "status": ("status", "state", "fields.status.name"),
+    "url": ("url", "web_url", "html_url", "self"),
+}
+
+
+class CommandTracker:
+    def __init__(self, settings: CommandSettings, root: Path, env: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.root = Path(root)
+        self._env = dict(env)
+        # the names in secret_env are secrets whatever they are called
+        self._scrub = Scrubber({**env, **{f"{name}_SECRET": env[name]
+                                          for name in settings.secret_env if name in env}})
+
+    def fetch(self, ref: Ref) -> Item:
+        data = self._json(self.settings.view, {"id": ref.item}, f"item {ref.item}")
+        if not isinstance(data, dict):
+            raise TrackerError(f"cmd:{self.settings.name}: 'view' printed no JSON object for {ref.item}")
+        return self._item(data, ref.item)
+
+    def query(self, query: str, label: str | None) -> list[Item]:
+        if self.settings.query is None:
+            raise TrackerError(f"cmd:{self.settings.name} has no 'query' command in aq.yaml: "
+                               "add one that prints a JSON list of items")
+        data = self._json(self.settings.query,
+                          {"query": query, "label": label or self.settings.label or ""}, "the query")
+        if isinstance(data, dict):  # {"items": [...]} and the like: its first list
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise TrackerError(f"cmd:{self.settings.name}: 'query' printed no JSON list of items")
+        items = []
+        for entry in data:
+            ident = _pick(entry, "id", self.settings.fields)
+            if ident is None or str(ident).strip() == "":
+                raise TrackerError(f"cmd:{self.settings.name}: an item the query printed has no "
+                                   "id: map one with trackers.cmd.NAME.fields.id")
+            items.append(self.fetch(Ref("cmd", str(ident), self.settings.name)))
+        return items
+
+    def post(self, ref: Ref, post: Post) -> str | None:
+        """No read-back here: the queue's event log alone keeps a post from being sent twice."""
+        status = self.settings.statuses.get(post.status or "")
+        if status and self.settings.status is not None:
+            self._run(self.settings.status, {"id": ref.item, "status": status}, f"status of {ref.item}")
+        if self.settings.comment is None:
+            if not (status and self.settings.status):
+                raise TrackerError(f"cmd:{self.settings.name} has no 'comment' command in aq.yaml: "
+                                   "add one to send a job's progress back")
+            return None
+        self._run(self.settings.comment, {"id": ref.item, "text": post.comment}, f"comment on {ref.item}")
+        return None
+
+    def _item(self, data: Mapping[str, Any], ident: str) -> Item:
+        fields = self.settings.fields
+        labels = _pick(data, "labels", fields) or ()
+        if isinstance(labels, str):
+            labels = [part.strip() for part in labels.split(",") if part.strip()]
+        status = _pick(data, "status", fields)
+        if isinstance(status, dict):
+            status = status.get("name")
+        priority = _pick(data, "priority", fields)
+        if isinstance(priority, dict):
+            priority = priority.get("name")
+        return Item(
+            ref=Ref("cmd", ident, self.settings.name),
+            title=str(_pick(data, "title", fields) or ""),
+            body=str(_pick(data, "body", fields) or "").replace("\r\n", "\n").strip(),
+            labels=tuple(str(label.get("name") if isinstance(label, dict) else label) for label in labels),
+            priority=our_priority(priority, self.settings.priorities),
+            status=str(status) if status is not None else None,
+            open=str(status or "").lower() not in self.settings.closed,
+            url=str(_pick(data, "url", fields) or "") or None,
+        )
+
+    def _json(self, template: Sequence[str], values: Mapping[str, str], what: str) -> Any:
+        out = self._run(template, values, what)
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise TrackerError(f"cmd:{self.settings.name}: the command for {what} printed no "
+                               "JSON: make it print JSON (e.g. --output json)") from None
+
+    def _run(self, template: Sequence[str], values: Mapping[str, str], what: str) -> str:
+        argv = [_fill(part, values) for part in template]
+        env = {**self._env, **{f"AQ_TRACKER_{k.upper()}": v for k, v in values.items()}}
+        try:
+            done = proc.run(argv, cwd=self.root, env=env, timeout=self.settings.timeout,
+                            input=values.get("text"))
+        except OSError as err:
+            raise TrackerError(f"cmd:{self.settings.name}: cannot run {argv[0]}: "
+                               f"{err.strerror or err}") from None
+        if done.returncode != 0:
+            said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            reason = self._scrub.line(said[-1][:300]) if said else f"exit {done.returncode}"
+            raise TrackerError(f"cmd:{self.settings.name}: {argv[0]} failed for {what}: {reason}",
+                               retry=done.returncode == proc.TIMED_OUT)
+        return done.stdout
+
+
+def _fill(part: str, values: Mapping[str, str]) -> str:
+    """Placeholders replaced in one pass: a value holding "{id}" stays as it is."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), part)
+
+
+def _pick(data: object, name: str, fields: Mapping[str, str]) -> Any:
+    """The value at the field's dotted path (aq.yaml's, else the usual places)."""
+    paths = (fields[name],) if name in fields else DEFAULT_PATHS[name]
+    for path in paths:
+        value: Any = data
+        for step in path.split("."):
+            value = value.get(step) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    return None
+

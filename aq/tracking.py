@@ -1,0 +1,467 @@
+"""The tracker bridge: items in as jobs (`aq from-tracker`), each job's moves back out as posts
+(`aq to-tracker`, and workers as they move jobs).
+
+Idempotent both ways. An item's reference (`tracker-item`) finds the job it made, so a second
+import changes nothing or updates a job still waiting. Every move of a linked job owes its item
+one post; a `tracker_posted` event naming the move settles it, so a retry or another machine
+never sends it again. Who sends a post: the process that made the move, at once; if it did not
+(its tracker was down, it died), anyone after `trackers.takeover`, having first pushed a
+`tracker_posting` event for it (push is compare-and-swap: one machine wins). Adapters that can
+read comments back (GitHub, Backlog.md) also skip a comment they find already there, which
+covers a crash between sending and recording.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aq.app import content_key
+from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, iso, parse_iso
+from aq.core.ids import new_job_id
+from aq.core.lifecycle import Stage
+from aq.core.manifest import Manifest, parse_manifest, render_manifest
+from aq.errors import AqError, JobExists
+from aq.store import Job, Queue, Snapshot, Tx
+from aq.trackers import (
+    DONE,
+    IN_PROGRESS,
+    Item,
+    Post,
+    Ref,
+    Tracker,
+    TrackerError,
+    open_tracker,
+    parse_ref,
+)
+
+UPDATED = "updated_from_tracker"
+POSTED = "tracker_posted"
+POSTING = "tracker_posting"
+LABEL_KEYS = {"profile": "profile", "priority": "priority", "engine": "engine", "lock": "lock"}
+
+
+# --- in: items become jobs -------------------------------------------------------------------
+
+def job_fields(item: Item) -> dict[str, Any]:
+    """The manifest keys an item sets: its title and reference; labels profile:<name>,
+    priority:<p>, cap:<c>, engine:<e>, lock:<l>; else the tracker's own priority."""
+    fields: dict[str, Any] = {"title": " ".join(item.title.split()) or str(item.ref)}
+    caps: list[str] = []
+    for label in item.labels:
+        name, sep, value = label.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if not sep or not value:
+            continue
+        if name == "cap":
+            caps.append(value)
+        elif name in LABEL_KEYS:
+            fields[LABEL_KEYS[name]] = value.lower() if name == "priority" else value
+    if "priority" not in fields and item.priority:
+        fields["priority"] = item.priority
+    if caps:
+        fields["capabilities"] = sorted(set(caps))
+    fields["tracker-item"] = str(item.ref)
+    return fields
+
+
+def item_text(item: Item) -> tuple[str, Manifest]:
+    """The job file an item makes, and its manifest (a bad label is an error naming the item)."""
+    text = render_manifest(job_fields(item), item.body.strip() or item.title)
+    return text, parse_manifest("imported-job", text, str(item.ref))
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    ref: str
+    outcome: str  # added, updated, unchanged, started, closed, failed
+    message: str
+    job_id: str | None = None
+    stage: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+
+def linked_job(snapshot: Snapshot, ref: str) -> Job | None:
+    """The newest job made from the item (a --new import makes a second one)."""
+    linked = [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item == ref]
+    return max(linked, key=lambda job: (job.state.added_at or "", job.id), default=None)
+
+
+def import_item(queue: Queue, item: Item, *, now: datetime, who: str, entropy: int,
+                new: bool = False) -> Imported:
+    """Make a job from the item; or, if one was made already: nothing when the content is the
+    same, an update while it still waits in the inbox, else a report of where it is."""
+    ref = str(item.ref)
+    text, manifest = item_text(item)
+
+    def change(tx: Tx) -> Imported:
+        existing = linked_job(queue.snapshot(), ref)  # on the remote's tip, under the lock
+        if not item.open and not new:
+            closed = f"{ref} is {item.status or 'closed'} in the tracker"
+            if existing is None:
+                return Imported(ref, "closed", f"{closed}: nothing imported (pass --new to "
+                                "import it anyway)")
+            stage = tx.stage_of(existing.id)
+            return Imported(ref, "closed", f"{closed}; its job {existing.id} is in {stage}: "
+                            "nothing changed", existing.id, stage)
+        if existing is not None and not new:
+            return _again(tx, existing, manifest, text, ref, now, who)
+        chosen = new_job_id(manifest.title, entropy)
+        if tx.stage_of(chosen) is not None:
+            raise JobExists(f"job id {chosen} is taken: import {ref} again")
+        event: Event = {"ts": iso(now), "type": ADDED, "by": who, "to": Stage.INBOX,
+                        "tracker_item": ref}
+        if existing is not None:
+            event["also"] = existing.id  # --new: the item's earlier job
+        tx.append_event(chosen, event)
+        tx.write(queue.job_path(Stage.INBOX, chosen), text)
+        return Imported(ref, "added", f"{ref} -> added {chosen}", chosen, Stage.INBOX)
+
+    return queue.transact(change, f"aq: import {ref} by {who}",
+                          describe=lambda r: f"aq: import {ref} ({r.outcome} {r.job_id}) by {who}")
+
+
+def _again(tx: Tx, job: Job, manifest: Manifest, text: str, ref: str, now: datetime,
+           who: str) -> Imported:
+    assert job.manifest is not None
+    stage = tx.stage_of(job.id)
+    if content_key(job.manifest) == content_key(manifest):
+        return Imported(ref, "unchanged", f"{ref} is job {job.id} ({stage}), imported already "
+                        "with this content: nothing changed", job.id, stage)
+    if stage is Stage.INBOX:
+        tx.write(job.path, text)
+        tx.append_event(job.id, {"ts": iso(now), "type": UPDATED, "by": who, "tracker_item": ref,
+                                 "from_hash": job.manifest.content_hash[:12]})
+        return Imported(ref, "updated", f"{ref} -> updated {job.id} (still in the inbox)",
+                        job.id, stage)
+    return Imported(ref, "started", f"{ref} changed, but its job {job.id} is in {stage} already: "
+                    "nothing changed (pass --new for a new job linked to the same item)",
+                    job.id, stage)
+
+
+def import_refs(queue: Queue, refs: Sequence[str], *, now: datetime, who: str,
+                entropy: Callable[[], int], new: bool, env: Mapping[str, str]) -> list[Imported]:
+    parsed = [parse_ref(text) for text in refs]  # every one checked before anything is imported
+    results = []
+    for ref in parsed:
+        fetch = functools.partial(_fetch, queue, ref, env)
+        results.append(_import_one(queue, fetch, str(ref), now=now, who=who, entropy=entropy(),
+                                   new=new))
+    return results
+
+
+def import_query(queue: Queue, query: str, *, label: str | None, now: datetime, who: str,
+                 entropy: Callable[[], int], new: bool, env: Mapping[str, str]) -> list[Imported]:
+    """Every item a tracker query returns: `github:OWNER/REPO [search words]`,
+    `backlog[:search words]`, `cmd:NAME[:query]`."""
+    kind, _, rest = query.partition(":")
+    adapter = ""
+    if kind == "cmd":
+        adapter, _, rest = rest.partition(":")
+    elif kind not in ("github", "backlog"):
+        from aq.errors import UsageError
+
+        raise UsageError(f"{query!r} is not a tracker query: expected github:OWNER/REPO, "
+                         "backlog or cmd:NAME[:QUERY]")
+    tracker = open_tracker(queue.config.trackers, kind, adapter, queue.root, env)
+    items = tracker.query(rest, label)
+    return [_import_one(queue, functools.partial(_same, item), str(item.ref), now=now, who=who,
+                        entropy=entropy(), new=new) for item in items]
+
+
+def _import_one(queue: Queue, read: Callable[[], Item], ref: str, **how: Any) -> Imported:
+    try:
+        return import_item(queue, read(), **how)
+    except TrackerError as err:
+        return Imported(ref, "failed", str(err))
+    except AqError as err:  # a bad label, a remote that does not answer: this item only
+        return Imported(ref, "failed", f"{ref}: {err}")
+
+
+def _fetch(queue: Queue, ref: Ref, env: Mapping[str, str]) -> Item:
+    return open_tracker(queue.config.trackers, ref.kind, ref.adapter, queue.root, env).fetch(ref)
+
+
+def _same(item: Item) -> Item:
+    return item
+
+
+# --- out: moves become posts -----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OwedPost:
+    job_id: str
+    ref: str
+    key: str
+    post: Post
+    owner: str  # who sends it: the mover, or who took it over
+    since: str  # when that owner got it (ISO time, on its clock)
+    order: int  # the move's place in the job's log: a job's posts go out in this order
+
+
+def post_key(job_id: str, event: Event) -> str:
+    """Names one move of one job, the same on every machine."""
+    text = json.dumps(event, sort_keys=True, default=str)
+    return hashlib.sha256(f"{job_id}\n{text}".encode()).hexdigest()[:16]
+
+
+def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = lambda t: t
+               ) -> list[OwedPost]:
+    """The posts a linked job's moves still owe its item, oldest first."""
+    ref = job.manifest.tracker_item if job.manifest else None
+    if not ref:
+        return []
+    posted = {e.get("for") for e in events if e.get("type") == POSTED}
+    taken = {e.get("for"): e for e in events if e.get("type") == POSTING}
+    moves = [order for order, event in enumerate(events)
+             if event.get("type") in (CLAIMED, FINISHED, MOVED) and event.get("to")]
+    owed = []
+    for order in moves:
+        event = events[order]
+        key = post_key(job.id, event)
+        if key in posted:
+            continue
+        post = compose(job, event, scrub)
+        if order != moves[-1]:  # sent late: only the job's last move sets the item's status
+            post = Post(post.key, post.comment)
+        holder = taken.get(key, event)
+        owed.append(OwedPost(job.id, ref, key, post, str(holder.get("by")), str(holder.get("ts")),
+                             order))
+    return owed
+
+
+def compose(job: Job, event: Event, scrub: Callable[[str], str] = lambda t: t) -> Post:
+    """What a move says to the item: one comment, and the item's status where it changes."""
+    name = f"aq job `{job.id}`"
+    by, to, attempt = event.get("by"), event.get("to"), event.get("attempt")
+    why = scrub(str(event.get("why") or ""))
+    if event.get("type") == CLAIMED:
+        engine = f" (engine {event['engine']})" if event.get("engine") else ""
+        return Post("", f"{name}: building, attempt {attempt}, by worker `{by}`{engine}.", IN_PROGRESS)
+    if to == Stage.SHIPPED:
+        return Post("", f"{name}: shipped by {by}. {_shipped(job, event)}".rstrip(), DONE)
+    if event.get("type") == MOVED:
+        return Post("", f"{name}: {event.get('action')} by {by}: now in {to}"
+                    + (f" ({why})." if why and why != f"{event.get('action')} by {by}" else "."))
+    if to in (Stage.REVIEW, Stage.TESTING):
+        return Post("", f"{name}: attempt {attempt} finished; {_verify(event)}; now in {to}"
+                    + (", waiting for a person to ship it." if to == Stage.REVIEW
+                       else ", ready to ship.") + _branch(event))
+    tail = scrub(str(event.get("tail") or "")).strip()
+    tail_lines = "\n".join(tail.splitlines()[-20:])[-2000:]
+    block = f"\n\nLog tail (attempt {attempt}):\n```\n{tail_lines.replace('```', '`` `')}\n```" if tail else ""
+    if to == Stage.INBOX:
+        return Post("", f"{name}: attempt {attempt} did not finish ({event.get('outcome')}): {why}; "
+                    f"back in the inbox.{block}")
+    return Post("", f"{name}: attempt {attempt} failed ({event.get('outcome')}): {why}; now in "
+                f"{to}, left for a person.{block}")
+
+
+def _verify(event: Event) -> str:
+    code = event.get("verify_exit")
+    return "no verify command" if code is None else (
+        "verify passed" if code == 0 else f"verify failed (exit {code})")
+
+
+def _branch(event: Event) -> str:
+    if not event.get("branch"):
+        return ""
+    head = str(event.get("head") or "")[:12]
+    return f" Branch `{event['branch']}`" + (f" at {head}" if head else "") + "."
+
+
+def _shipped(job: Job, event: Event) -> str:
+    parts = []
+    finished = next((a for a in reversed(job.state.attempts) if a.outcome), None)
+    if event.get("merged"):
+        parts.append(f"Merged `{event.get('branch')}` into `{event.get('base')}` ({str(event['merged'])[:12]}).")
+    elif event.get("pr"):
+        parts.append(f"Pull request: {event['pr']}.")
+    elif job.state.branch:
+        head = (job.state.branch_head or "")[:12]
+        parts.append(f"Branch `{job.state.branch}`" + (f" at {head}." if head else "."))
+    if finished is not None:
+        parts.append(f"Attempt {finished.number}: " + _verify({"verify_exit": finished.verify_exit}) + ".")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    job_id: str
+    ref: str
+    key: str
+    ok: bool
+    message: str
+    url: str | None = None
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OwedReport:
+    sent: tuple[Sent, ...]
+    waiting: tuple[OwedPost, ...]  # owed, but its mover may still send it
+
+
+def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
+    snapshot = queue.snapshot()
+    if refs is None:
+        return [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item]
+    return [queue.resolve(ref, snapshot) for ref in refs]
+
+
+def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, now: datetime, takeover: float,
+              env: Mapping[str, str]) -> tuple[list[OwedPost], list[OwedPost], list[OwedPost]]:
+    """Owed posts split three ways: mine to send, others' to take over, others' to wait for.
+    What they quote (a reason, a log tail) is scrubbed of the secrets in `env` once more."""
+    from aq.core.scrub import Scrubber
+
+    scrub = Scrubber(env).text
+    mine, stale, waiting = [], [], []
+    for job in jobs:
+        for owed in owed_posts(job, queue.read_events(job.id), scrub):
+            if owed.owner == me:
+                mine.append(owed)
+            elif _age(owed.since, now) >= takeover:
+                stale.append(owed)
+            else:
+                waiting.append(owed)
+    return mine, stale, waiting
+
+
+def _age(ts: str, now: datetime) -> float:
+    try:
+        return (now - parse_iso(ts)).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, now: datetime,
+              takeover: float) -> list[OwedPost]:
+    """Push a `tracker_posting` event for each post (one transaction); returns those this
+    machine won. A post another machine took meanwhile, or sent, is left to it."""
+    if not posts:
+        return []
+
+    def change(tx: Tx) -> list[OwedPost]:
+        won = []
+        for owed in posts:
+            events = queue.read_events(owed.job_id)
+            if any(e.get("type") == POSTED and e.get("for") == owed.key for e in events):
+                continue
+            holders = [e for e in events if e.get("type") == POSTING and e.get("for") == owed.key]
+            if holders and holders[-1].get("by") != me and _age(str(holders[-1].get("ts")), now) < takeover:
+                continue
+            tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me,
+                                          "for": owed.key, "ref": owed.ref})
+            won.append(owed)
+        return won
+
+    return queue.transact(change, f"aq: take over tracker posts by {me}")
+
+
+def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost]) -> list[Sent]:
+    """Send posts in order; a job whose post fails sends none of its later ones this time (its
+    item must not read 'done' before 'in progress')."""
+    results: list[Sent] = []
+    stuck: set[str] = set()
+    for owed in sorted(posts, key=lambda p: (p.job_id, p.order)):
+        if owed.job_id in stuck:
+            continue
+        post = Post(owed.key, owed.post.comment, owed.post.status)
+        try:
+            ref = parse_ref(owed.ref)
+            url = trackers(ref).post(ref, post)
+        except TrackerError as err:
+            stuck.add(owed.job_id)
+            results.append(Sent(owed.job_id, owed.ref, owed.key, False, str(err), retry=err.retry))
+            continue
+        except AqError as err:
+            stuck.add(owed.job_id)
+            results.append(Sent(owed.job_id, owed.ref, owed.key, False, f"{owed.ref}: {err}", retry=False))
+            continue
+        results.append(Sent(owed.job_id, owed.ref, owed.key, True, f"{owed.ref}: sent {owed.job_id}'s "
+                            f"{_what(owed.post)}", url))
+    return results
+
+
+def _what(post: Post) -> str:
+    return {IN_PROGRESS: "start", DONE: "ship"}.get(post.status or "", "update")
+
+
+def record_sent(queue: Queue, sent: Sequence[Sent], *, who: str, now: datetime,
+                owe: bool = True) -> None:
+    """One transaction recording every post that went out. Offline, it is owed and replayed."""
+    done = [s for s in sent if s.ok]
+    if not done:
+        return
+
+    def change(tx: Tx) -> None:
+        for item in done:
+            events = queue.read_events(item.job_id)
+            if any(e.get("type") == POSTED and e.get("for") == item.key for e in events):
+                continue
+            event: Event = {"ts": iso(now), "type": POSTED, "by": who, "for": item.key,
+                            "ref": item.ref}
+            if item.url:
+                event["url"] = item.url
+            tx.append_event(item.job_id, event)
+
+    queue.transact(change, f"aq: record tracker posts by {who}",
+                   owe=(lambda _: change) if owe else None)
+
+
+class Trackers:
+    """Adapters opened once per kind and reused (from any thread: settings are read at once)."""
+
+    def __init__(self, queue: Queue, env: Mapping[str, str]) -> None:
+        self.settings = queue.config.trackers
+        self.root = queue.root
+        self.env = env
+        self._open: dict[tuple[str, str], Tracker] = {}
+
+    def __call__(self, ref: Ref) -> Tracker:
+        key = (ref.kind, ref.adapter)
+        if key not in self._open:
+            self._open[key] = open_tracker(self.settings, ref.kind, ref.adapter, self.root, self.env)
+        return self._open[key]
+
+
+def to_tracker(queue: Queue, refs: Sequence[str] | None, *, me: str, now: datetime,
+               env: Mapping[str, str]) -> OwedReport:
+    """`aq to-tracker`: send what the jobs still owe their items. Posts whose mover may still
+    send them (moved less than `trackers.takeover` ago) are reported, not sent."""
+    takeover = queue.config.trackers.takeover
+    mine, stale, waiting = posts_due(queue, linked_jobs(queue, refs), me=me, now=now,
+                                     takeover=takeover, env=env)
+    won = take_over(queue, stale, me=me, now=now, takeover=takeover)
+    sent = send(Trackers(queue, env), [*mine, *won])
+    record_sent(queue, sent, who=me, now=now, owe=False)
+    return OwedReport(tuple(sent), tuple(waiting))
+
+
+def post_moves(queue: Queue, job_ids: Sequence[str], *, me: str, now: datetime,
+               env: Mapping[str, str]) -> list[Sent]:
+    """After a person's move (ship, reject, ...): send at once what the move owes, as its
+    mover. Failure is reported, never raised: the move stands and the post stays owed."""
+    try:
+        jobs = [job for job in linked_jobs(queue, job_ids) if job.manifest and job.manifest.tracker_item]
+        if not jobs:
+            return []
+        mine, _, _ = posts_due(queue, jobs, me=me, now=now, takeover=float("inf"), env=env)
+        sent = send(Trackers(queue, env), mine)
+    except AqError as err:
+        return [Sent(job_id, "", "", False, f"tracker: {err}") for job_id in job_ids]
+    try:
+        record_sent(queue, sent, who=me, now=now, owe=False)
+    except AqError as err:  # sent, not recorded: a later send finds its comment and skips it
+        return [*[s for s in sent if not s.ok],
+                Sent("", "", "", False, f"tracker: sent, but could not record it: {err}")]
+    return sent
