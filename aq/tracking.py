@@ -13,8 +13,8 @@ covers a crash between sending and recording.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, iso, parse_is
 from aq.core.ids import new_job_id
 from aq.core.lifecycle import Stage
 from aq.core.manifest import Manifest, parse_manifest, render_manifest
-from aq.errors import AqError, JobExists
+from aq.errors import AqError, ManifestError
 from aq.store import Job, Queue, Snapshot, Tx
 from aq.trackers import (
     DONE,
@@ -73,7 +73,11 @@ def job_fields(item: Item) -> dict[str, Any]:
 def item_text(item: Item) -> tuple[str, Manifest]:
     """The job file an item makes, and its manifest (a bad label is an error naming the item)."""
     text = render_manifest(job_fields(item), item.body.strip() or item.title)
-    return text, parse_manifest("imported-job", text, str(item.ref))
+    try:
+        return text, parse_manifest("imported-job", text, str(item.ref))
+    except ManifestError as err:
+        raise ManifestError(str(item.ref), f"{err.problem} (from the item's labels: fix them in "
+                            "the tracker)", err.key) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,34 +103,72 @@ def import_item(queue: Queue, item: Item, *, now: datetime, who: str, entropy: i
                 new: bool = False) -> Imported:
     """Make a job from the item; or, if one was made already: nothing when the content is the
     same, an update while it still waits in the inbox, else a report of where it is."""
+    ids = itertools.count(entropy)
+    return import_items(queue, [item], now=now, who=who, entropy=lambda: next(ids), new=new)[0]
+
+
+def import_items(queue: Queue, items: Sequence[Item], *, now: datetime, who: str,
+                 entropy: Callable[[], int], new: bool = False) -> list[Imported]:
+    """`import_item` for several items in one transaction (one commit and push, not one per
+    item). An item that cannot be a job (a bad label) fails alone; an item listed twice is
+    imported once."""
+    results: dict[int, Imported] = {}
+    ready: list[tuple[int, Item, str, Manifest]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if str(item.ref) in seen:
+            results[index] = Imported(str(item.ref), "unchanged", f"{item.ref}: listed twice; imported once")
+            continue
+        seen.add(str(item.ref))
+        try:
+            ready.append((index, item, *item_text(item)))
+        except AqError as err:  # a ManifestError names the item itself
+            results[index] = Imported(str(item.ref), "failed", str(err))
+
+    def change(tx: Tx) -> dict[int, Imported]:
+        snapshot = queue.snapshot()  # on the remote's tip, under the lock
+        return {index: _import(tx, queue, snapshot, item, text, manifest, now=now, who=who,
+                               new=new, entropy=entropy)
+                for index, item, text, manifest in ready}
+
+    def describe(done: dict[int, Imported]) -> str:
+        changed = [f"{r.ref} ({r.outcome} {r.job_id})" for r in done.values()
+                   if r.outcome in ("added", "updated")]
+        return f"aq: import {', '.join(changed[:5])}{' …' if len(changed) > 5 else ''} by {who}"
+
+    if ready:
+        try:
+            done: dict[int, Imported] = queue.transact(change, f"aq: import by {who}", describe)
+            results.update(done)
+        except AqError as err:  # the remote did not answer, ...: nothing was imported
+            results.update({index: Imported(str(item.ref), "failed", f"{item.ref}: {err}")
+                            for index, item, _, _ in ready})
+    return [results[index] for index in range(len(items))]
+
+
+def _import(tx: Tx, queue: Queue, snapshot: Snapshot, item: Item, text: str, manifest: Manifest,
+            *, now: datetime, who: str, new: bool, entropy: Callable[[], int]) -> Imported:
     ref = str(item.ref)
-    text, manifest = item_text(item)
-
-    def change(tx: Tx) -> Imported:
-        existing = linked_job(queue.snapshot(), ref)  # on the remote's tip, under the lock
-        if not item.open and not new:
-            closed = f"{ref} is {item.status or 'closed'} in the tracker"
-            if existing is None:
-                return Imported(ref, "closed", f"{closed}: nothing imported (pass --new to "
-                                "import it anyway)")
-            stage = tx.stage_of(existing.id)
-            return Imported(ref, "closed", f"{closed}; its job {existing.id} is in {stage}: "
-                            "nothing changed", existing.id, stage)
-        if existing is not None and not new:
-            return _again(tx, existing, manifest, text, ref, now, who)
-        chosen = new_job_id(manifest.title, entropy)
-        if tx.stage_of(chosen) is not None:
-            raise JobExists(f"job id {chosen} is taken: import {ref} again")
-        event: Event = {"ts": iso(now), "type": ADDED, "by": who, "to": Stage.INBOX,
-                        "tracker_item": ref}
-        if existing is not None:
-            event["also"] = existing.id  # --new: the item's earlier job
-        tx.append_event(chosen, event)
-        tx.write(queue.job_path(Stage.INBOX, chosen), text)
-        return Imported(ref, "added", f"{ref} -> added {chosen}", chosen, Stage.INBOX)
-
-    return queue.transact(change, f"aq: import {ref} by {who}",
-                          describe=lambda r: f"aq: import {ref} ({r.outcome} {r.job_id}) by {who}")
+    existing = linked_job(snapshot, ref)
+    if not item.open and not new:
+        closed = f"{ref} is {item.status or 'closed'} in the tracker"
+        if existing is None:
+            return Imported(ref, "closed", f"{closed}: nothing imported (pass --new to import "
+                            "it anyway)")
+        stage = tx.stage_of(existing.id)
+        return Imported(ref, "closed", f"{closed}; its job {existing.id} is in {stage}: nothing "
+                        "changed", existing.id, stage)
+    if existing is not None and not new:
+        return _again(tx, existing, manifest, text, ref, now, who)
+    chosen = new_job_id(manifest.title, entropy())
+    while tx.stage_of(chosen) is not None:
+        chosen = new_job_id(manifest.title, entropy())
+    event: Event = {"ts": iso(now), "type": ADDED, "by": who, "to": Stage.INBOX, "tracker_item": ref}
+    if existing is not None:
+        event["also"] = existing.id  # --new: the item's earlier job
+    tx.append_event(chosen, event)
+    tx.write(queue.job_path(Stage.INBOX, chosen), text)
+    return Imported(ref, "added", f"{ref} -> added {chosen}", chosen, Stage.INBOX)
 
 
 def _again(tx: Tx, job: Job, manifest: Manifest, text: str, ref: str, now: datetime,
@@ -149,13 +191,20 @@ def _again(tx: Tx, job: Job, manifest: Manifest, text: str, ref: str, now: datet
 
 def import_refs(queue: Queue, refs: Sequence[str], *, now: datetime, who: str,
                 entropy: Callable[[], int], new: bool, env: Mapping[str, str]) -> list[Imported]:
+    """`aq from-tracker REF...`: each item read from its tracker, then all imported at once."""
     parsed = [parse_ref(text) for text in refs]  # every one checked before anything is imported
-    results = []
-    for ref in parsed:
-        fetch = functools.partial(_fetch, queue, ref, env)
-        results.append(_import_one(queue, fetch, str(ref), now=now, who=who, entropy=entropy(),
-                                   new=new))
-    return results
+    read: dict[int, Item] = {}
+    results: dict[int, Imported] = {}
+    for index, ref in enumerate(parsed):
+        try:
+            read[index] = _fetch(queue, ref, env)
+        except TrackerError as err:
+            results[index] = Imported(str(ref), "failed", str(err))
+        except AqError as err:
+            results[index] = Imported(str(ref), "failed", f"{ref}: {err}")
+    imported = import_items(queue, list(read.values()), now=now, who=who, entropy=entropy, new=new)
+    results.update(zip(read, imported, strict=True))
+    return [results[index] for index in range(len(parsed))]
 
 
 def import_query(queue: Queue, query: str, *, label: str | None, now: datetime, who: str,
@@ -172,26 +221,12 @@ def import_query(queue: Queue, query: str, *, label: str | None, now: datetime, 
         raise UsageError(f"{query!r} is not a tracker query: expected github:OWNER/REPO, "
                          "backlog or cmd:NAME[:QUERY]")
     tracker = open_tracker(queue.config.trackers, kind, adapter, queue.root, env)
-    items = tracker.query(rest, label)
-    return [_import_one(queue, functools.partial(_same, item), str(item.ref), now=now, who=who,
-                        entropy=entropy(), new=new) for item in items]
-
-
-def _import_one(queue: Queue, read: Callable[[], Item], ref: str, **how: Any) -> Imported:
-    try:
-        return import_item(queue, read(), **how)
-    except TrackerError as err:
-        return Imported(ref, "failed", str(err))
-    except AqError as err:  # a bad label, a remote that does not answer: this item only
-        return Imported(ref, "failed", f"{ref}: {err}")
+    return import_items(queue, tracker.query(rest, label), now=now, who=who, entropy=entropy,
+                        new=new)
 
 
 def _fetch(queue: Queue, ref: Ref, env: Mapping[str, str]) -> Item:
     return open_tracker(queue.config.trackers, ref.kind, ref.adapter, queue.root, env).fetch(ref)
-
-
-def _same(item: Item) -> Item:
-    return item
 
 
 # --- out: moves become posts -----------------------------------------------------------------
