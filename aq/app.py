@@ -350,6 +350,8 @@ class JobDetail:
     verdict: Verdict | None
     allowed: tuple[str, ...]
     text: str
+    tracker_sent: int = 0  # posts its tracker item got
+    tracker_owed: tuple[tuple[str, str], ...] = ()  # (who sends it, since when) of posts owed
 
 
 def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilities) -> JobDetail:
@@ -367,8 +369,16 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
         text = job.path.read_text(encoding="utf-8")
     except OSError:
         text = ""
-    return JobDetail(job, tuple(queue.read_events(job.id)), resolved, verdict,
-                     tuple(str(a) for a in allowed_actions(job.stage)), text)
+    events = tuple(queue.read_events(job.id))
+    sent = 0
+    owed: tuple[tuple[str, str], ...] = ()
+    if job.manifest is not None and job.manifest.tracker_item:
+        from aq.tracking import POSTED, owed_posts
+
+        sent = sum(1 for event in events if event.get("type") == POSTED)
+        owed = tuple((post.owner, post.since) for post in owed_posts(job, events))
+    return JobDetail(job, events, resolved, verdict,
+                     tuple(str(a) for a in allowed_actions(job.stage)), text, sent, owed)
 
 
 def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None

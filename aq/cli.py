@@ -265,6 +265,11 @@ def _print_detail(detail: JobDetail) -> None:
         print(f"  WARNING:  the last attempt changed {len(outside)} file(s) outside allowed-scope: "
               f"{', '.join(outside[:10])}{' …' if len(outside) > 10 else ''}")
     print(f"  moves:    {', '.join(detail.allowed) or 'none'}")
+    if job.manifest is not None and job.manifest.tracker_item:
+        owed = detail.tracker_owed
+        owing = (f", {len(owed)} owed (sent by {owed[0][0]}, or anyone after trackers.takeover; "
+                 "aq to-tracker)") if owed else ""
+        print(f"  tracker:  {job.manifest.tracker_item}: {detail.tracker_sent} post(s) sent{owing}")
     if job.manifest is not None:
         m = job.manifest
         if m.deps:
@@ -981,6 +986,9 @@ def _detail_json(detail: JobDetail) -> dict[str, Any]:
             for a in job.state.attempts
         ],
         "events": list(detail.events),
+        "tracker": {"item": job.manifest.tracker_item, "sent": detail.tracker_sent,
+                    "owed": [{"owner": owner, "since": since} for owner, since in detail.tracker_owed]}
+        if job.manifest and job.manifest.tracker_item else None,
     })
     return data
 

@@ -19,7 +19,7 @@ JOB_KEYS = {
     "out_of_scope", "branch", "error",
 }
 VERDICT_KEYS = {"ready", "blocked"}
-DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events"}
+DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events", "tracker"}
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
                   "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
