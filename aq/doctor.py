@@ -122,7 +122,68 @@ def _queue_checks(queue: Queue, capabilities: frozenset[str], search: str, has_g
                   if has_git else _not_checked("leases", NO_GIT))
     checks.append(_check_disk(queue.root))
     checks.append(_check_workspaces(config.workspaces_root(queue.workspace_key)))
+    tracker_check = _check_trackers(queue, config, snapshot, search)
+    if tracker_check is not None:
+        checks.append(tracker_check)
     return checks
+
+
+def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, search: str
+                    ) -> Check | None:
+    """What the tracker bridge needs here (a token, Backlog.md, a command tracker's program;
+    nothing is asked of a tracker over the network), and the posts still owed. None when no
+    tracker is set up and no job links to one."""
+    from aq.trackers import TrackerSettings
+
+    settings = config.trackers
+    linked = [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item]
+    kinds = {str(job.manifest.tracker_item).partition(":")[0] for job in linked if job.manifest}
+    if settings.backlog.path:
+        kinds.add("backlog")
+    if settings.github != TrackerSettings().github:
+        kinds.add("github")
+    if not kinds and not settings.commands:
+        return None
+    problems, fine = [], []
+    if "github" in kinds:
+        if os.environ.get(settings.github.token_env):
+            fine.append(f"github token from {settings.github.token_env}")
+        elif shutil.which("gh", path=search):
+            fine.append("github token from gh (if logged in)")
+        else:
+            problems.append((f"no GitHub token: {settings.github.token_env} is unset and gh is "
+                             "not installed", f"export {settings.github.token_env}=... (a token "
+                             "that may read and write issues)"))
+    if "backlog" in kinds:
+        project = queue.root / (settings.backlog.path or "")
+        if not settings.backlog.path or not project.is_dir():
+            problems.append((f"Backlog.md project {settings.backlog.path or '(unset)'} not found",
+                             "set trackers.backlog.path in aq.yaml to the project's folder"))
+        elif not shutil.which(settings.backlog.command[0], path=search):
+            problems.append((f"{settings.backlog.command[0]} (Backlog.md) is not installed",
+                             "npm install -g backlog.md"))
+        else:
+            fine.append(f"backlog project {settings.backlog.path}")
+    for name, spec in sorted(settings.commands.items()):
+        if shutil.which(spec.view[0], path=search) or Path(spec.view[0]).is_file():
+            fine.append(f"cmd:{name}")
+        else:
+            problems.append((f"cmd:{name}: {spec.view[0]} is not installed", f"install "
+                             f"{spec.view[0]}, or fix trackers.cmd.{name}.view in aq.yaml"))
+    owed = _owed_posts(queue, linked)
+    if owed:
+        problems.append((f"{owed} tracker post(s) owed", "aq to-tracker --all sends them (a "
+                         "running worker sends its own)"))
+    if problems:
+        detail = "; ".join(p for p, _ in problems) + (f" ({', '.join(fine)} fine)" if fine else "")
+        return Check("trackers", WARN, detail, problems[0][1])
+    return Check("trackers", OK, f"{', '.join(fine)}; {len(linked)} linked job(s), no post owed")
+
+
+def _owed_posts(queue: Queue, linked: list[Job]) -> int:
+    from aq.tracking import owed_posts
+
+    return sum(len(owed_posts(job, queue.read_events(job.id))) for job in linked)
 
 
 def _has_remote(queue: Queue) -> bool:

@@ -481,3 +481,42 @@ def test_doctor_changes_nothing_in_the_clone(queue_root: Path, tmp_path: Path) -
     before = state()
     doctor(Queue(queue_root), capabilities=SHELL)
     assert state() == before
+
+
+# --- trackers ----------------------------------------------------------------------------------
+
+def linked(root: Path, job_id: str, item: str) -> None:
+    write_job(root, job_id, tracker_item=item)
+    events = [{"ts": "2026-01-01T12:00:00.000000Z", "type": "added", "by": "ann", "to": "inbox"},
+              {"ts": "2026-01-01T12:01:00.000000Z", "type": "claimed", "by": "w1", "from": "inbox",
+               "to": "building", "token": "t1", "attempt": 1}]
+    (root / "queue" / ".events" / f"{job_id}.jsonl").write_text(
+        "".join(json.dumps(event) + "\n" for event in events))
+
+
+def test_no_tracker_line_when_no_tracker_is_used(queue_root: Path) -> None:
+    """A queue with no tracker set up and no linked job gets no trackers line at all."""
+    assert "trackers" not in [item.name for item in doctor(Queue(queue_root), capabilities=SHELL).checks]
+
+
+def test_trackers_warns_of_a_missing_token_backlog_and_owed_posts(
+        queue_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linked GitHub and Backlog.md jobs with no token, no gh, no backlog and a post owed: one
+    warning line naming each, with the first fix; a token makes GitHub fine."""
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    (tmp_path / "plans").mkdir()
+    with open(queue_root / "aq.yaml", "a") as config:
+        config.write("trackers:\n  backlog:\n    path: ../plans\n")
+    linked(queue_root, "gh-job", "github:acme/app#1")
+    path = tools(tmp_path / "bin", "git")
+    found = check(doctor(Queue(queue_root), capabilities=SHELL, path=path), "trackers")
+    assert found.status == "warn"
+    assert "no GitHub token" in found.detail and "backlog (Backlog.md) is not installed" in found.detail
+    assert "1 tracker post(s) owed" in found.detail
+    assert found.fix and "GITHUB_TOKEN" in found.fix
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_" + "x" * 36)
+    tools(tmp_path / "bin", fakes={"backlog": "exit 0"})
+    found = check(doctor(Queue(queue_root), capabilities=SHELL, path=path), "trackers")
+    assert found.detail.startswith("1 tracker post(s) owed")
+    assert "github token from GITHUB_TOKEN" in found.detail and "backlog project ../plans" in found.detail
+    assert "ghp_" not in found.detail  # the token's name is shown, never its value
