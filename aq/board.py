@@ -60,6 +60,8 @@ class Card:
     blocked: str | None  # why an inbox job waits, as `aq ls` says it; None: ready (or not inbox)
     out_of_scope: int  # files changed outside the job's allowed-scope
     stage: str
+    branch: str | None = None  # a job with a repo: its branch as the last attempt left it
+    branch_pushed: bool = True  # False: that branch's work is not on the repo's remote yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,8 @@ def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],
         blocked=verdict.reason if verdict is not None and not verdict.ready else None,
         out_of_scope=len(state.out_of_scope),
         stage=str(job.stage),
+        branch=state.branch,
+        branch_pushed=state.branch_pushed or state.branch is None,
     )
 
 
@@ -284,16 +288,20 @@ class _CardView:
 
 
 def _facts(card: Card, priority: tuple[str, str] | None) -> Text | None:
-    """The short line under the title: the scope mark first (a cut must not take it), the
-    priority when it did not fit beside the id, then attempt, profile, engine, capabilities,
-    tracker item."""
+    """The short line under the title: the scope and unpushed-branch marks first (a cut must
+    not take them), the priority when it did not fit beside the id, then attempt, branch, profile, engine,
+    capabilities, tracker item."""
     parts: list[tuple[str, str]] = []
     if card.out_of_scope:
         parts.append((f"⚠ scope ({card.out_of_scope})", "bold red"))
+    if not card.branch_pushed:
+        parts.append(("⚠ unpushed", "bold red"))
     if priority is not None:
         parts.append(priority)
     if card.attempt:
         parts.append((f"attempt {card.attempt}", "dim"))
+    if card.branch:
+        parts.append((_clean(card.branch), "dim"))
     for fact in (card.profile, card.engine, " ".join(card.capabilities), card.tracker_item):
         if fact:
             parts.append((_clean(fact), "dim"))

@@ -66,7 +66,11 @@ def fill(root: Path) -> None:
     write_job(root, "scoped", title="Touch only docs", stage="review")
     log(root, "scoped", added(7), *attempt(1, "review", 2, out_of_scope=["etc/passwd", "x.py"]))
     write_job(root, "in-test", title="\x1b[31mred alert\x1b[0m in a title", stage="testing")
+    log(root, "in-test", added(9), *attempt(1, "testing", 3, branch="aq/in-test", head="abc123",
+                                            pushed=True))
     write_job(root, "broke", title="It broke", stage="failed")
+    log(root, "broke", added(9), *attempt(1, "failed", 3, branch="aq/broke", head="def456",
+                                          pushed=False))
     write_job(root, "gave-up", title="Gave up", stage="dead_letter")
     for index in range(8):  # added newest-first, finished oldest-first: ship-7 shipped last
         write_job(root, f"ship-{index}", title=f"Shipped {index}", stage="shipped")
@@ -153,6 +157,18 @@ def test_a_building_card_shows_its_holder_and_heartbeat_age(data: BoardData, wid
     text = board_text(data, width=width, color=False)
     assert "w1 · 12s ago" in text
     assert "attempt 2" in text
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_job_branch_shows_and_an_unpushed_one_is_marked(data: BoardData, width: int) -> None:
+    """A job with a repo shows its branch on its card; a branch whose work is not on the repo's
+    remote says so."""
+    assert [(c.branch, c.branch_pushed) for c in cards(data, "testing")] == [("aq/in-test", True)]
+    assert [(c.branch, c.branch_pushed) for c in cards(data, "failed")] == [("aq/broke", False)]
+    assert [c.branch for c in cards(data, "review")] == [None]
+    text = board_text(data, width=width, color=False)
+    assert "aq/in-test" in text
+    assert text.count("⚠ unpushed") == 1  # broke's card only
 
 
 @pytest.mark.parametrize("width", WIDTHS)
