@@ -135,6 +135,8 @@ class Worker:
         self._profiles: dict[str, Profile] = {}
         self._leases_seen: tuple[float, dict[str, float], set[str]] | None = None
         self._heads_pushed: set[str] = set()  # job branch commits pushed after their attempt
+        self._push_retry_at: dict[str, float] = {}  # lease token -> when to push its branch again
+        self._push_noted: set[str] = set()  # lease tokens whose wait for a push is in the log
         self._renewed_at = self.monotonic()
         self._last_unreachable_note = 0.0
         self._next_refresh = 0.0
@@ -691,7 +693,7 @@ class Worker:
         will take one: one push per job instead of two. False if the result could not be
         recorded yet (it is tried again)."""
         job_id = claim.job.id
-        if not self._work_is_pushed(job_id, result):
+        if not self._work_is_pushed(claim, result):
             return False  # the job waits in building (its lease renewed) until its branch lands
         record = functools.partial(self._record, claim, result, stop_reason)
         claim_next = self._may_claim_after_finish()
@@ -748,25 +750,52 @@ class Worker:
                 self.uncertain[taken.job.id] = taken
         return True
 
-    def _work_is_pushed(self, job_id: str, result: AttemptResult) -> bool:
+    def _work_is_pushed(self, claim: Claim, result: AttemptResult) -> bool:
         """A job whose attempt succeeded leaves building only once its branch holds the work on
-        the repo's remote: push it again now if the attempt's own push failed."""
-        workspace = result.workspace
+        the repo's remote: push it again now if the attempt's own push failed (at most every
+        poll interval), and say why the job waits, once, in its event log."""
+        workspace, job_id = result.workspace, claim.job.id
         if workspace is None or result.head is None or self._pushed(result):
             return True
+        now = self.monotonic()
+        if now < self._push_retry_at.get(claim.token, 0.0):
+            return False
+        self._push_retry_at[claim.token] = now + min(self.poll, 10.0)
         from aq.workspace import push_branch
 
+        reason = "origin's branch has commits this attempt lacks"
         try:
             if push_branch(workspace):
                 self._heads_pushed.add(result.head)
+                self._push_retry_at.pop(claim.token, None)
                 return True
         except AqError as err:
+            reason = str(err)
             self.say(f"{self.worker_id}: {job_id}: {err}")
         if result.outcome is not Outcome.OK:
             return True  # a failure moves on; its work stays on the local branch and is rescued
         self._note_unreachable(f"{job_id}'s branch {workspace.branch} is not pushed yet: the job "
                                "stays in building until it is")
+        self._note_waiting_push(claim, workspace.branch, reason)
         return False
+
+    def _note_waiting_push(self, claim: Claim, branch: str, reason: str) -> None:
+        """The job's state says why it stays in building: one note event per attempt."""
+        if claim.token in self._push_noted:
+            return
+        event = {"ts": iso(self.clock()), "type": NOTE, "by": self.worker_id, "token": claim.token,
+                 "attempt": claim.attempt, "waiting": "branch_push",
+                 "why": f"waiting for branch {branch} to reach the repo's remote ({reason}); the "
+                        "job stays in building, its lease renewed, until the push succeeds"}
+        try:
+            def note(tx: Tx) -> None:
+                tx.append_event(claim.job.id, event)
+
+            self.queue.transact(note, f"aq: {claim.job.id} waits for its branch push",
+                                owe=lambda _: note)
+            self._push_noted.add(claim.token)
+        except AqError as err:
+            self.say(f"{self.worker_id}: {claim.job.id}: could not note the wait ({err})")
 
     def _pushed(self, result: AttemptResult) -> bool:
         return result.pushed or result.head in self._heads_pushed

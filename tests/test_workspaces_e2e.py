@@ -109,6 +109,43 @@ def test_a_job_works_in_its_own_worktree_and_its_branch_is_pushed(queue: Path, p
     assert "1 repo cache(s), 0 worktree(s)" in workspaces["detail"], workspaces
 
 
+def test_a_job_whose_branch_cannot_be_pushed_waits_in_building_and_says_why(
+        queue: Path, project: Path) -> None:
+    """The project's remote goes away while the agent works: the job stays in building (the
+    work exists on one machine only), a note in its log says why, once; when the remote is
+    back the branch is pushed and only then does the job move on."""
+    away = project.with_name("project-away.git")
+    add(queue, "offline-push", f"echo work > work.txt\nmv {project} {away}\n")
+    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--once", "--poll", "0.5s"],
+                              cwd=queue, env=aq_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+
+        def waiting() -> list[dict[str, object]]:
+            if not (queue / "queue" / ".events" / "offline-push.jsonl").exists():
+                return []  # not claimed yet
+            return [e for e in events(queue, "offline-push") if e.get("waiting") == "branch_push"]
+
+        while not waiting() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert waiting(), "no note says why the job waits"
+        assert "waiting for branch aq/offline-push" in str(waiting()[0]["why"])
+        assert (queue / "queue" / "building" / "offline-push.md").exists()
+        time.sleep(1.5)  # a few more failed pushes: still one note
+        assert len(waiting()) == 1
+        away.rename(project)
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, out
+    finished = next(e for e in events(queue, "offline-push") if e["type"] == "finished")
+    assert (finished["to"], finished["pushed"]) == ("testing", True)
+    assert "work.txt" in tree(project, "aq/offline-push")
+
+
 def test_ship_with_merge_lands_the_branch_in_base_and_a_conflict_is_refused(
         queue: Path, project: Path, tmp_path: Path) -> None:
     """`ship: merge` merges aq/<job> into main and pushes it; a job whose branch conflicts with
