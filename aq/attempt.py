@@ -23,6 +23,7 @@ from aq.core.scrub import Scrubber
 from aq.engines import EngineSpec
 from aq.errors import AqError
 from aq.scope import TreeMark, changed_since, mark_tree, outside_scope
+from aq.trackers import secret_names
 from aq.workspace import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
 
 TAIL_LINES = 40
@@ -159,7 +160,8 @@ def execute(
         "AQ_WORKER_ID": plan.worker,
     })
     spec = config.engines.get(config.engine_for(manifest))
-    scrubber = Scrubber({**env, **(spec.env if spec else {})})  # the engine's own env: secrets too
+    # the engine's own env holds secrets too; and aq.yaml names tracker credentials
+    scrubber = Scrubber({**env, **(spec.env if spec else {})}, secret_names(config.trackers))
     log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
     cwd = resolve_cwd(manifest, plan.queue_root)
     workspace: Workspace | None = None

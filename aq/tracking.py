@@ -279,7 +279,8 @@ def compose(job: Job, event: Event, scrub: Callable[[str], str] = lambda t: t) -
     by, to, attempt = event.get("by"), event.get("to"), event.get("attempt")
     why = scrub(str(event.get("why") or ""))
     if event.get("type") == CLAIMED:
-        engine = f" (engine {event['engine']})" if event.get("engine") else ""
+        chosen = event.get("engine") or (job.manifest.engine if job.manifest else None)
+        engine = f" (engine {chosen})" if chosen else ""
         return Post("", f"{name}: building, attempt {attempt}, by worker `{by}`{engine}.", IN_PROGRESS)
     if to == Stage.SHIPPED:
         return Post("", f"{name}: shipped by {by}. {_shipped(job, event)}".rstrip(), DONE)
@@ -357,8 +358,9 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, now: datetime, take
     """Owed posts split three ways: mine to send, others' to take over, others' to wait for.
     What they quote (a reason, a log tail) is scrubbed of the secrets in `env` once more."""
     from aq.core.scrub import Scrubber
+    from aq.trackers import secret_names
 
-    scrub = Scrubber(env).text
+    scrub = Scrubber(env, secret_names(queue.config.trackers)).text
     mine, stale, waiting = [], [], []
     for job in jobs:
         for owed in owed_posts(job, queue.read_events(job.id), scrub):

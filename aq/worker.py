@@ -903,9 +903,11 @@ class Worker:
         if not result.artifacts or result.cwd is None:
             return []
         from aq.core.scrub import Scrubber
+        from aq.trackers import secret_names
 
         spec = self.config.engines.get(self.config.engine_for(manifest))
-        scrubber = Scrubber({**os.environ, **(spec.env if spec else {})})
+        scrubber = Scrubber({**os.environ, **(spec.env if spec else {})},
+                            secret_names(self.config.trackers))
         target = self.queue.logs_dir(job_id) / str(attempt)
         kept: list[str] = []
         budget = self.config.artifact_max

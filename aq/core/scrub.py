@@ -7,7 +7,7 @@ and the values of environment variables whose names hold TOKEN, KEY, SECRET or P
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 REDACTED = "[REDACTED]"
 _START = r"(?<![A-Za-z0-9_\-])"  # a token starts a word: "task-queue" holds no "sk-" token
@@ -27,11 +27,13 @@ KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 KEY_END = re.compile(r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 
 
-def secret_values(env: Mapping[str, str]) -> list[str]:
-    """Values of variables whose names say they are secrets, longest first."""
+def secret_values(env: Mapping[str, str], names: Iterable[str] = ()) -> list[str]:
+    """Values of variables whose names say they are secrets (or are among `names`: secrets
+    aq.yaml names, such as a tracker's token_env), longest first."""
     values: set[str] = set()
+    also = set(names)
     for name, value in env.items():
-        if not SECRET_NAME.search(name):
+        if not SECRET_NAME.search(name) and name not in also:
             continue
         # a multi-line value (a JSON credential) is scrubbed line by line, as logs are written
         for part in (value, *value.splitlines()):
@@ -43,8 +45,8 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
 class Scrubber:
     """Scrubs text line by line; remembers when it is inside a private key block."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        alternatives = [re.escape(value) for value in secret_values(env)] + list(TOKEN_PATTERNS)
+    def __init__(self, env: Mapping[str, str], names: Iterable[str] = ()) -> None:
+        alternatives = [re.escape(value) for value in secret_values(env, names)] + list(TOKEN_PATTERNS)
         self._pattern = re.compile("|".join(alternatives))
         self._in_key = False
 

@@ -155,6 +155,13 @@ class TrackerSettings:
     takeover: float = 600.0  # a post its mover did not send is sent by another after this
 
 
+def secret_names(settings: TrackerSettings) -> tuple[str, ...]:
+    """The environment variables aq.yaml says hold tracker credentials, whatever their names:
+    scrubbed from logs, events and posts like any *TOKEN*."""
+    return (settings.github.token_env,
+            *(name for spec in settings.commands.values() for name in spec.secret_env))
+
+
 FIELD_NAMES = ("id", "title", "body", "labels", "priority", "status", "url")
 
 

@@ -8,6 +8,7 @@ a log or the queue. Status: GitHub issues are only open or closed, so "in progre
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import time
@@ -62,7 +63,7 @@ class GitHub:
             raise TrackerError(f"github:{query} is not a query: expected github:OWNER/REPO "
                                "(then search words if you like, e.g. 'milestone:v2')")
         terms = [f"repo:{repo}", "is:issue", "is:open"]
-        if "label:" not in extra:
+        if label or not re.search(r"(?<![-\w])label:", extra):  # a negated -label: is no choice
             terms.append(f'label:"{label or self.settings.label}"')
         if extra.strip():
             terms.append(extra.strip())
@@ -109,8 +110,10 @@ class GitHub:
             for comment in page:
                 if mark in str(comment.get("body") or ""):
                     return str(comment.get("html_url") or "") or None  # sent before: not again
+        # not retried here: a comment made whose answer was lost would be made twice. The owed
+        # post is sent again later, after looking for its marker.
         made = self._call("POST", f"{issue}/comments", {"body": f"{post.comment}\n\n{mark}"},
-                          what=f"issue {ref.item}")
+                          what=f"issue {ref.item}", once=True)
         return str(made.get("html_url") or "") or None
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -126,11 +129,15 @@ class GitHub:
             if seen > 100:
                 raise TrackerError(f"GitHub: {what} has more than 100 pages: narrow the query")
 
-    def _call(self, method: str, path: str, body: object = None, *, what: str) -> Any:
-        data, _ = self._request(method, f"{self.api}{path}", body, what)
+    def _call(self, method: str, path: str, body: object = None, *, what: str,
+              once: bool = False) -> Any:
+        data, _ = self._request(method, f"{self.api}{path}", body, what, once)
         return data
 
-    def _request(self, method: str, url: str, body: object, what: str) -> tuple[Any, Message]:
+    def _request(self, method: str, url: str, body: object, what: str, once: bool = False
+                 ) -> tuple[Any, Message]:
+        """One call, tried again after a short rate limit, a 5xx or a lost connection; with
+        `once` (a call that must not be made twice) never: the error says to try later."""
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
                    "User-Agent": "aq-tracker"}
@@ -146,10 +153,10 @@ class GitHub:
                     raw = response.read()
                     return (json.loads(raw) if raw else None), response.headers
             except urllib.error.HTTPError as err:
-                wait = self._failure(err, method, what, attempt)
-            except (urllib.error.URLError, OSError, ValueError) as err:
+                wait = self._failure(err, method, what, TRIES - 1 if once else attempt)
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", None) or err.__class__.__name__
-                if attempt == TRIES - 1:
+                if attempt == TRIES - 1 or once:
                     raise TrackerError(f"GitHub at {self.api} did not answer ({reason}) for "
                                        f"{what}; aq tries again later", retry=True) from None
                 wait = 2.0 ** attempt
@@ -161,10 +168,11 @@ class GitHub:
         status, headers = err.code, err.headers
         message = _message(err)
         last = attempt == TRIES - 1
-        if status in (403, 429) and (headers.get("x-ratelimit-remaining") == "0"
-                                    or headers.get("retry-after")):
-            wait = _rate_wait(headers)
-            if wait > MAX_WAIT or last:
+        if status == 429 or (status == 403 and (headers.get("x-ratelimit-remaining") == "0"
+                                                or headers.get("retry-after")
+                                                or "rate limit" in message.lower())):
+            wait = _rate_wait(headers)  # GitHub: with no header, wait at least a minute
+            if wait > MAX_WAIT or attempt == TRIES - 1:
                 when = time.strftime("%H:%M:%S", time.localtime(time.time() + wait))
                 raise TrackerError(f"GitHub rate limit reached for {what} (until about {when}): "
                                    "aq tries again later", retry=True)
@@ -238,7 +246,7 @@ def _rate_wait(headers: Message) -> float:
     reset = headers.get("x-ratelimit-reset")
     if reset and reset.strip().isdigit():
         return max(1.0, float(reset) - time.time())
-    return 60.0
+    return MAX_WAIT + 1  # none said: GitHub asks for at least a minute, so not waited for here
 
 
 def _next_link(link: str | None) -> str | None:
