@@ -22,7 +22,7 @@ from aq.core.manifest import Manifest
 from aq.core.scrub import Scrubber
 from aq.engines import EngineSpec
 from aq.errors import AqError
-from aq.scope import TreeMark, changed_since, mark_tree, outside_scope
+from aq.scope import TreeMark, changed_against, changed_since, mark_tree, outside_scope
 from aq.trackers import secret_names
 from aq.workspace import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
 
@@ -64,6 +64,7 @@ class AttemptResult:
     workspace: Workspace | None = None  # the attempt's worktree, for a job with a repo
     head: str | None = None  # the worktree's last commit once the engine's work was committed
     pushed: bool = False  # the job's branch on the repo's remote holds `head`
+    scope_against_base: bool = False  # out_of_scope is the whole branch against base
 
 
 class AttemptLog:
@@ -196,7 +197,7 @@ def execute(
                              scrubber.text(tail), log.path, log.kept_text(), clock() - started,
                              cwd if cwd.is_dir() else None, artifacts, outside, workspace,
                              work["head"] if isinstance(work["head"], str) else None,
-                             bool(work["pushed"]))
+                             bool(work["pushed"]), scope.against is not None)
 
     log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
     if not cwd.is_dir():
@@ -244,7 +245,9 @@ def execute(
     if ran.ended not in ("missing", "unstartable"):
         if workspace is not None:  # whatever the agent left is work too: commit it, push it
             _keep_work(workspace, plan, log, work)
-        for note in scope.check():
+        # a job's branch is judged as a whole, against base: what an earlier attempt did and
+        # this one undid no longer counts, what it left still does
+        for note in scope.check(f"refs/remotes/origin/{workspace.base}" if workspace else None):
             log.note(note)
     if ran.ended == "missing":
         return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
@@ -308,19 +311,22 @@ class ScopeWatch:
         self.globs, self.cwd, self.queue_root = globs, cwd, queue_root
         self.mark: TreeMark | None = None
         self.outside: tuple[str, ...] = ()
+        self.against: str | None = None  # the base the files were judged against, if any
 
     def start(self) -> None:
         if self.globs is not None:
             self.mark = mark_tree(self.cwd)
 
-    def check(self) -> list[str]:
-        """Notes for the log; sets `outside`."""
+    def check(self, against: str | None = None) -> list[str]:
+        """Notes for the log; sets `outside`. With `against` (a job branch's base) the files
+        are those the tree changes against it, else those the run changed."""
         if self.globs is None:
             return []
         if self.mark is None:
             return [f"allowed-scope not checked: {self.cwd} is not in a git work tree"]
         try:
-            changed = changed_since(self.mark)
+            changed = changed_against(self.mark.root, against) if against else changed_since(self.mark)
+            self.against = against
         except AqError as err:
             return [f"allowed-scope not checked: {err}"]
         top = self.mark.root

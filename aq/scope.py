@@ -70,6 +70,17 @@ def changed_since(mark: TreeMark) -> list[str]:
     return sorted(changed)
 
 
+def changed_against(root: Path, base: str) -> list[str]:
+    """Every path the work tree at `root` changes against `base` since they forked (what the
+    job's branch would merge into base), its uncommitted changes included. Raises GitError when
+    `base` is unknown there."""
+    fork = git(root, *_READ_ONLY, "merge-base", base, "HEAD", check=False)
+    head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False)
+    if fork.returncode != 0 or head.returncode != 0:
+        raise GitError(f"cannot compare {root} with {base}: no common commit")
+    return sorted({*_committed(root, fork.stdout.strip(), head.stdout.strip()), *_status(root)})
+
+
 def _status(root: Path) -> list[str]:
     """Paths that differ from HEAD: in the index, in the work tree, or untracked (not ignored)."""
     done = git(root, *_READ_ONLY, "status", "--porcelain=v1", "-z", "--untracked-files=all",

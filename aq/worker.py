@@ -852,7 +852,9 @@ class Worker:
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
         decision = self._decide(claim, result, stop_reason, fingerprint, state.retries_used,
                                 state.last_fingerprint, state.reclaims, now)
-        outside = {*state.out_of_scope, *result.out_of_scope}  # earlier attempts' count too
+        # earlier attempts' count too, unless this one judged the job's whole branch against base
+        outside = (set(result.out_of_scope) if result.scope_against_base
+                   else {*state.out_of_scope, *result.out_of_scope})
         if outside and decision.action is Action.AUTOSHIP:  # a person looks first
             decision = Decision(Action.PASS, Stage.TESTING,
                                 f"verify passed; not shipped by review-policy auto: "
@@ -870,6 +872,7 @@ class Worker:
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,
             **({"out_of_scope": list(result.out_of_scope)} if result.out_of_scope else {}),
+            **({"scope": "branch"} if result.scope_against_base else {}),
             **({"branch": result.workspace.branch, "base": result.workspace.base,
                 "head": result.head, "pushed": self._pushed(result)} if result.workspace else {}),
         })

@@ -171,6 +171,24 @@ def test_ship_with_merge_lands_the_branch_in_base_and_a_conflict_is_refused(
     assert git(project, "show", "main:README.md") == "theirs\n"
 
 
+def test_allowed_scope_judges_the_branch_against_base(queue: Path, project: Path) -> None:
+    """allowed-scope is checked on the job's branch against base: a file outside the scope that
+    the first attempt wrote counts; once the retry removes it from the branch, it no longer
+    does, and the job ships without an override."""
+    body = ('if [ "$AQ_ATTEMPT" = 1 ]; then mkdir -p src docs; echo x > src/x.py; '
+            'echo d > docs/a.md; else git rm -q src/x.py; fi')
+    add(queue, "scoped", body, verify='test "$AQ_ATTEMPT" != 1', retry={"max": 1, "backoff": "1s"},
+        **{"allowed-scope": ["docs/**"]})
+    ran = aq(queue, "run", "--drain")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    first, second = [e for e in events(queue, "scoped") if e["type"] == "finished"]
+    assert (first["out_of_scope"], first["scope"]) == (["src/x.py"], "branch")
+    assert (second.get("out_of_scope"), second["scope"], second["to"]) == (None, "branch", "testing")
+    assert sorted(tree(project, "aq/scoped")) == ["README.md", "docs/a.md"]
+    shipped = aq(queue, "ship", "scoped")
+    assert shipped.returncode == 0, shipped.stderr
+
+
 def test_a_retry_goes_on_from_what_the_last_attempt_pushed(queue: Path, project: Path) -> None:
     """A job whose first attempt fails verify is retried on its branch as pushed: the second
     attempt sees the first one's file, and both attempts' work is on aq/<job>."""

@@ -115,7 +115,9 @@ def fold(events: Iterable[Event]) -> JobState:
         elif kind == FINISHED:
             # a failed attempt's stray file is still there for the retry, which sees it as dirty
             # before it started: every attempt's count until a person requeues the job
-            outside = tuple(dict.fromkeys((*outside, *(str(p) for p in event.get("out_of_scope") or ()))))
+            found = tuple(str(p) for p in event.get("out_of_scope") or ())
+            # a job's branch judged as a whole against base (scope: branch) replaces the count
+            outside = found if event.get("scope") == "branch" else tuple(dict.fromkeys((*outside, *found)))
             if event.get("branch"):
                 branch, branch_head = str(event["branch"]), event.get("head")
                 branch_pushed = bool(event.get("pushed"))
