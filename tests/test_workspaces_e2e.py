@@ -5,6 +5,7 @@ from the pushed branch, and work a killed worker left unpushed rescued by the ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -229,6 +230,63 @@ def test_work_a_killed_worker_left_unpushed_is_rescued_by_the_next_worker(
     rescued = [e for e in events(queue, "doomed") if e["type"] == "rescued"]
     assert [e["branch"] for e in rescued] == ["aq/doomed-rescued-1"]
     assert not list((tmp_path / "ws").glob("*/worktrees/doomed-1"))
+
+
+def test_kill_9_mid_job_then_reclaim_on_the_other_clone_loses_nothing_pushed(
+        queue: Path, project: Path, tmp_path: Path) -> None:
+    """Two clones of one queue: clone A's worker pushes a first attempt's work, then is killed
+    with kill -9 during the second; clone B's worker takes the job back once the lease expires
+    and its attempt starts from the branch as pushed (it sees the first attempt's file). What
+    the killed attempt had not pushed is rescued by A's next worker to aq/<job>-rescued-1."""
+    gate, engine_pid = tmp_path / "second-started", tmp_path / "engine.pid"
+    body = (f'if [ "$AQ_ATTEMPT" = 1 ]; then echo one > one.txt\n'
+            f'elif [ "$AQ_ATTEMPT" = 2 ]; then echo two > two.txt; git add two.txt; '
+            f'git -c user.name=a -c user.email=a@x commit -qm two; echo $$ > {engine_pid}; '
+            f'touch {gate}; sleep 60\n'
+            f'else test -f one.txt && echo three > three.txt; fi')
+    add(queue, "relay", body, verify='test "$AQ_ATTEMPT" != 1',
+        retry={"max": 1, "backoff": "0s", "on": ["verify_failed"]})
+    with open(queue / "aq.yaml", "a") as config:
+        config.write("lease_ttl: 4s\nheartbeat_interval: 1s\n")
+    git(queue, "add", "-A")
+    git(queue, "commit", "-q", "-m", "the job and a short lease")
+    remote = tmp_path / "queue-remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(queue, "remote", "add", "origin", str(remote))
+    git(queue, "push", "-q", "origin", "HEAD")
+    other = tmp_path / "clone-b"
+    git(tmp_path, "clone", "-q", str(remote), str(other))
+
+    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--drain"], cwd=queue,
+                              env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        end = time.monotonic() + 60
+        while not gate.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert gate.exists(), "the second attempt never started"
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        if engine_pid.exists():  # the engine runs in a group of its own: as after a crash, it
+            with contextlib.suppress(ProcessLookupError):  # would run on; stop it here
+                os.killpg(int(engine_pid.read_text()), signal.SIGKILL)
+    assert set(tree(project, "aq/relay")) == {"README.md", "one.txt"}  # attempt 1, pushed
+
+    ran = aq(other, "run", "--drain", timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    log = events(other, "relay")
+    reclaimed = [e for e in log if e["type"] == "finished" and e.get("outcome") == "lease_expired"]
+    assert len(reclaimed) == 1
+    last = [e for e in log if e["type"] == "finished"][-1]
+    assert (last["attempt"], last["to"], last["pushed"]) == (3, "testing", True)
+    assert {"one.txt", "three.txt"} <= set(tree(project, "aq/relay"))
+
+    again = aq(queue, "run", "--drain", timeout=120)  # A's next worker: the left worktree
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "two.txt" in tree(project, "aq/relay-rescued-1")
 
 
 @pytest.mark.skipif(__import__("shutil").which("gh") is not None, reason="gh is installed here")
