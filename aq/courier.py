@@ -72,9 +72,10 @@ class Courier:
             if not jobs:
                 return
             takeover = self.queue.config.trackers.takeover
-            mine, stale, _ = posts_due(self.queue, jobs, me=self.me, now=self.clock(),
-                                       takeover=takeover, env=self._env)
-            won = take_over(self.queue, stale, me=self.me, now=self.clock(), takeover=takeover)
+            mine, stale, _ = posts_due(self.queue, jobs, me=self.me, run=self.me, now=self.clock(),
+                                       takeover=takeover, env=self._env, unique=True)
+            won = take_over(self.queue, stale, me=self.me, run=self.me, now=self.clock(),
+                            takeover=takeover)
         except AqError as err:
             self._say_once(f"tracker posts: {err}")
             return

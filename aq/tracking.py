@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ from aq.trackers import (
     Tracker,
     TrackerError,
     open_tracker,
+    our_priority,
     parse_ref,
 )
 
@@ -60,8 +62,10 @@ def job_fields(item: Item) -> dict[str, Any]:
             continue
         if name == "cap":
             caps.append(value)
+        elif name == "priority":  # its words too: priority:urgent, priority:P1
+            fields["priority"] = our_priority(value) or value.lower()
         elif name in LABEL_KEYS:
-            fields[LABEL_KEYS[name]] = value.lower() if name == "priority" else value
+            fields[LABEL_KEYS[name]] = value
     if "priority" not in fields and item.priority:
         fields["priority"] = item.priority
     if caps:
@@ -72,7 +76,7 @@ def job_fields(item: Item) -> dict[str, Any]:
 
 def item_text(item: Item) -> tuple[str, Manifest]:
     """The job file an item makes, and its manifest (a bad label is an error naming the item)."""
-    text = render_manifest(job_fields(item), item.body.strip() or item.title)
+    text = render_manifest(job_fields(item), item.body.strip() or item.title.strip() or str(item.ref))
     try:
         return text, parse_manifest("imported-job", text, str(item.ref))
     except ManifestError as err:
@@ -240,6 +244,7 @@ class OwedPost:
     owner: str  # who sends it: the mover, or who took it over
     since: str  # when that owner got it (ISO time, on its clock)
     order: int  # the move's place in the job's log: a job's posts go out in this order
+    run: str | None = None  # the run that took it over (None: its mover has it still)
 
 
 def post_key(job_id: str, event: Event) -> str:
@@ -256,20 +261,25 @@ def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = 
         return []
     posted = {e.get("for") for e in events if e.get("type") == POSTED}
     taken = {e.get("for"): e for e in events if e.get("type") == POSTING}
-    moves = [order for order, event in enumerate(events)
+    taken = {key: e for key, e in taken.items() if not e.get("released")}  # let go: the mover's again
+    moves = [(order, event) for order, event in enumerate(events)
              if event.get("type") in (CLAIMED, FINISHED, MOVED) and event.get("to")]
+    posts = {order: compose(job, event, scrub) for order, event in moves}
+    # a status goes only with the job's latest move that sets one, sent or not: a late "in
+    # progress" must not undo a "done", and a late claim still marks the item in progress
+    last_status = max((order for order, post in posts.items() if post.status), default=None)
     owed = []
-    for order in moves:
-        event = events[order]
+    for order, event in moves:
         key = post_key(job.id, event)
         if key in posted:
             continue
-        post = compose(job, event, scrub)
-        if order != moves[-1]:  # sent late: only the job's last move sets the item's status
+        post = posts[order]
+        if post.status and order != last_status:
             post = Post(post.key, post.comment)
-        holder = taken.get(key, event)
-        owed.append(OwedPost(job.id, ref, key, post, str(holder.get("by")), str(holder.get("ts")),
-                             order))
+        holder = taken.get(key)
+        owner, since = (holder or event).get("by"), (holder or event).get("ts")
+        owed.append(OwedPost(job.id, ref, key, post, str(owner), str(since), order,
+                             str(holder.get("run")) if holder else None))
     return owed
 
 
@@ -353,24 +363,32 @@ def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
     return [queue.resolve(ref, snapshot) for ref in refs]
 
 
-def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, now: datetime, takeover: float,
-              env: Mapping[str, str]) -> tuple[list[OwedPost], list[OwedPost], list[OwedPost]]:
-    """Owed posts split three ways: mine to send, others' to take over, others' to wait for.
-    What they quote (a reason, a log tail) is scrubbed of the secrets in `env` once more."""
+def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, now: datetime,
+              takeover: float, env: Mapping[str, str], unique: bool = False
+              ) -> tuple[list[OwedPost], list[OwedPost], list[OwedPost]]:
+    """Owed posts split three ways: to send now, to take over first, to wait for.
+
+    Sent now: only with `unique` (`me` names this process alone, as a worker id does), the
+    posts of its own moves, and those `run` took over already. Taken over first: a person's
+    own moves (several processes share `user@host`, so one must win the claim), and posts
+    whose holder kept them past `takeover`. What the posts quote (a reason, a log tail) is
+    scrubbed of the secrets in `env` once more."""
     from aq.core.scrub import Scrubber
     from aq.trackers import secret_names
 
     scrub = Scrubber(env, secret_names(queue.config.trackers)).text
-    mine, stale, waiting = [], [], []
+    now_list: list[OwedPost] = []
+    claim: list[OwedPost] = []
+    waiting: list[OwedPost] = []
     for job in jobs:
         for owed in owed_posts(job, queue.read_events(job.id), scrub):
-            if owed.owner == me:
-                mine.append(owed)
-            elif _age(owed.since, now) >= takeover:
-                stale.append(owed)
+            if owed.run == run or (unique and owed.owner == me and owed.run is None):
+                now_list.append(owed)
+            elif (owed.owner == me and owed.run is None) or _age(owed.since, now) >= takeover:
+                claim.append(owed)
             else:
                 waiting.append(owed)
-    return mine, stale, waiting
+    return now_list, claim, waiting
 
 
 def _age(ts: str, now: datetime) -> float:
@@ -380,10 +398,11 @@ def _age(ts: str, now: datetime) -> float:
         return float("inf")
 
 
-def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, now: datetime,
+def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, now: datetime,
               takeover: float) -> list[OwedPost]:
-    """Push a `tracker_posting` event for each post (one transaction); returns those this
-    machine won. A post another machine took meanwhile, or sent, is left to it."""
+    """Push a `tracker_posting` event naming `run` for each post (one transaction), checked
+    again on the remote's tip; returns those this run won. A post sent meanwhile, or taken by
+    another run less than `takeover` ago, is left alone."""
     if not posts:
         return []
 
@@ -394,14 +413,30 @@ def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, now: datetime
             if any(e.get("type") == POSTED and e.get("for") == owed.key for e in events):
                 continue
             holders = [e for e in events if e.get("type") == POSTING and e.get("for") == owed.key]
-            if holders and holders[-1].get("by") != me and _age(str(holders[-1].get("ts")), now) < takeover:
+            if holders and holders[-1].get("released"):
+                holders = []  # let go: as if never taken
+            if holders:
+                if holders[-1].get("run") == run:
+                    won.append(owed)
+                    continue
+                if _age(str(holders[-1].get("ts")), now) < takeover:
+                    continue
+            elif owed.owner != me and _age(owed.since, now) < takeover:
                 continue
-            tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me,
+            tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me, "run": run,
                                           "for": owed.key, "ref": owed.ref})
             won.append(owed)
         return won
 
     return queue.transact(change, f"aq: take over tracker posts by {me}")
+
+
+def new_run(me: str) -> str:
+    """A name for one run of a command, unique even among processes of one user@host."""
+    import os
+    import secrets
+
+    return f"{me}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
 def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost]) -> list[Sent]:
@@ -434,10 +469,14 @@ def _what(post: Post) -> str:
 
 
 def record_sent(queue: Queue, sent: Sequence[Sent], *, who: str, now: datetime,
-                owe: bool = True) -> None:
-    """One transaction recording every post that went out. Offline, it is owed and replayed."""
+                owe: bool = True, claimed: Sequence[OwedPost] = (), run: str | None = None) -> None:
+    """One transaction recording every post that went out. Offline, it is owed and replayed.
+    The `claimed` posts of `run` that did not go out are let go again (so whoever owes them,
+    the same person a minute later too, may send them without waiting for the take-over)."""
     done = [s for s in sent if s.ok]
-    if not done:
+    went = {s.key for s in done}
+    let_go = [owed for owed in claimed if owed.key not in went]
+    if not done and not let_go:
         return
 
     def change(tx: Tx) -> None:
@@ -450,6 +489,13 @@ def record_sent(queue: Queue, sent: Sequence[Sent], *, who: str, now: datetime,
             if item.url:
                 event["url"] = item.url
             tx.append_event(item.job_id, event)
+        for owed in let_go:
+            holders = [e for e in queue.read_events(owed.job_id)
+                       if e.get("type") == POSTING and e.get("for") == owed.key]
+            if holders and holders[-1].get("run") == run and not holders[-1].get("released"):
+                tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": who,
+                                              "run": run, "for": owed.key, "ref": owed.ref,
+                                              "released": True})
 
     queue.transact(change, f"aq: record tracker posts by {who}",
                    owe=(lambda _: change) if owe else None)
@@ -473,31 +519,52 @@ class Trackers:
 
 def to_tracker(queue: Queue, refs: Sequence[str] | None, *, me: str, now: datetime,
                env: Mapping[str, str]) -> OwedReport:
-    """`aq to-tracker`: send what the jobs still owe their items. Posts whose mover may still
-    send them (moved less than `trackers.takeover` ago) are reported, not sent."""
+    """`aq to-tracker`: send what the jobs still owe their items, each post claimed first (a
+    `tracker_posting` event, pushed). A person's own moves are claimed at once; others'
+    once their holder kept them past `trackers.takeover`; the rest is reported, not sent."""
+    queue.refresh_from_remote()  # what is owed is what the remote says
     takeover = queue.config.trackers.takeover
-    mine, stale, waiting = posts_due(queue, linked_jobs(queue, refs), me=me, now=now,
-                                     takeover=takeover, env=env)
-    won = take_over(queue, stale, me=me, now=now, takeover=takeover)
-    sent = send(Trackers(queue, env), [*mine, *won])
-    record_sent(queue, sent, who=me, now=now, owe=False)
+    run = new_run(me)
+    ready, claim, waiting = posts_due(queue, linked_jobs(queue, refs), me=me, run=run, now=now,
+                                      takeover=takeover, env=env)
+    won = take_over(queue, claim, me=me, run=run, now=now, takeover=takeover)
+    sent = send(Trackers(queue, env), [*ready, *won])
+    record_sent(queue, sent, who=me, now=now, owe=False, claimed=won, run=run)
     return OwedReport(tuple(sent), tuple(waiting))
 
 
 def post_moves(queue: Queue, job_ids: Sequence[str], *, me: str, now: datetime,
-               env: Mapping[str, str]) -> list[Sent]:
-    """After a person's move (ship, reject, ...): send at once what the move owes, as its
-    mover. Failure is reported, never raised: the move stands and the post stays owed."""
+               env: Mapping[str, str], wait: float = 5.0,
+               monotonic: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> list[Sent]:
+    """After a person's move (ship, reject, ...): send what the move owes, as its mover. Posts
+    of the job's earlier moves that a worker still owes are waited for (up to `wait` seconds),
+    then taken over and sent first, so the item reads its moves in order. Failure is
+    reported, never raised: the move stands and the post stays owed."""
+    run = new_run(me)
     try:
         jobs = [job for job in linked_jobs(queue, job_ids) if job.manifest and job.manifest.tracker_item]
         if not jobs:
             return []
-        mine, _, _ = posts_due(queue, jobs, me=me, now=now, takeover=float("inf"), env=env)
-        sent = send(Trackers(queue, env), mine)
+        end = monotonic() + wait
+        while True:
+            _, claim, waiting = posts_due(queue, jobs, me=me, run=run, now=now,
+                                          takeover=float("inf"), env=env)
+            earlier = [p for p in waiting if any(p.job_id == c.job_id and p.order < c.order
+                                                 for c in claim)]
+            if not earlier or monotonic() >= end:
+                break
+            sleep(0.25)
+            queue.refresh_from_remote()
+            jobs = linked_jobs(queue, [job.id for job in jobs])
+        # what its worker still owes after that (it ended, or its tracker was down) goes
+        # first, taken over: the item reads the job's moves in order
+        won = take_over(queue, [*earlier, *claim], me=me, run=run, now=now, takeover=0.0)
+        sent = send(Trackers(queue, env), won)
     except AqError as err:
         return [Sent(job_id, "", "", False, f"tracker: {err}") for job_id in job_ids]
     try:
-        record_sent(queue, sent, who=me, now=now, owe=False)
+        record_sent(queue, sent, who=me, now=now, owe=False, claimed=won, run=run)
     except AqError as err:  # sent, not recorded: a later send finds its comment and skips it
         return [*[s for s in sent if not s.ok],
                 Sent("", "", "", False, f"tracker: sent, but could not record it: {err}")]

@@ -9,10 +9,11 @@ imported by the config loader, so it stays light: the adapters are imported only
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aq.errors import AqError, UsageError
@@ -169,6 +170,7 @@ def parse_settings(raw: object, source: str) -> TrackerSettings:
     """aq.yaml's `trackers:` mapping, checked key by key (ValueError names the key)."""
     from aq.core.durations import parse_duration
 
+    del source
     if raw is None:
         return TrackerSettings()
     table = _mapping(raw, "trackers", ("github", "backlog", "cmd", "takeover"))
@@ -183,47 +185,30 @@ def parse_settings(raw: object, source: str) -> TrackerSettings:
         if not _NAME.fullmatch(str(name)):
             raise ValueError(f"trackers.cmd: {name!r} is not a name (letters, digits, - and _)")
         commands[str(name)] = _command(str(name), spec)
-    takeover = parse_duration(table["takeover"]) if table.get("takeover") is not None else 600.0
-    del source
-    return TrackerSettings(github, backlog, commands, takeover)
+    settings: TrackerSettings = _section({"takeover": table["takeover"]} if "takeover" in table else {}, "trackers",
+                        TrackerSettings, {"takeover": parse_duration})
+    return replace(settings, github=github, backlog=backlog, commands=commands)
 
 
 def _command(name: str, raw: object) -> CommandSettings:
+    from aq.core.durations import parse_duration
+
     where = f"trackers.cmd.{name}"
-    table = _mapping(raw, where, ("view", "query", "comment", "status", "fields", "statuses",
-                                  "closed", "priorities", "secret_env", "label", "timeout"))
-    if table.get("view") is None:
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "view": _argv, "query": _argv, "comment": _argv, "status": _argv,
+        "fields": lambda v: _texts_by_key(v, FIELD_NAMES),
+        "statuses": lambda v: _texts_by_key(v, (IN_PROGRESS, DONE)),
+        "priorities": _priority_table,
+        "closed": lambda v: tuple(text.lower() for text in _texts(v)),
+        "secret_env": lambda v: tuple(_env_name(text) for text in _texts(v)),
+        "label": _text, "timeout": parse_duration,
+    }
+    if not isinstance(raw, dict) or raw.get("view") is None:
         raise ValueError(f"{where}: needs 'view', the command printing one item as JSON "
                          "(e.g. 'glab issue view {id} --output json')")
-    fields = {str(k): _text(v) for k, v in _mapping(table.get("fields") or {}, f"{where}.fields",
-                                                    FIELD_NAMES).items()}
-    values: dict[str, Any] = {"view": _argv(table["view"]), "fields": fields}
-    for key in ("query", "comment", "status"):
-        if table.get(key) is not None:
-            values[key] = _argv(table[key])
-    for key in ("statuses", "priorities"):
-        values[key] = {str(k): _text(v) for k, v in
-                       _mapping(table.get(key) or {}, f"{where}.{key}", None).items()}
-    from aq.core.manifest import PRIORITIES
-
-    for theirs, ours in values["priorities"].items():
-        if ours not in PRIORITIES:
-            raise ValueError(f"{where}.priorities.{theirs}: {ours!r} is not a priority of aq; "
-                             f"expected one of {', '.join(PRIORITIES)}")
-    unknown = set(values["statuses"]) - {IN_PROGRESS, DONE}
-    if unknown:
-        raise ValueError(f"{where}.statuses: unknown key {sorted(unknown)[0]!r}; known: in_progress, done")
-    if table.get("closed") is not None:
-        values["closed"] = tuple(s.lower() for s in _texts(table["closed"], f"{where}.closed"))
-    if table.get("secret_env") is not None:
-        values["secret_env"] = tuple(_env_name(v) for v in _texts(table["secret_env"], f"{where}.secret_env"))
-    if table.get("label") is not None:
-        values["label"] = _text(table["label"])
-    if table.get("timeout") is not None:
-        from aq.core.durations import parse_duration
-
-        values["timeout"] = parse_duration(table["timeout"])
-    return CommandSettings(name, **values)
+    made: CommandSettings = _section({k: v for k, v in raw.items() if v is not None}, where,
+                                     functools.partial(CommandSettings, name), parsers)
+    return made
 
 
 def _section(raw: object, where: str, kind: Any, parsers: Mapping[str, Any]) -> Any:
@@ -237,13 +222,30 @@ def _section(raw: object, where: str, kind: Any, parsers: Mapping[str, Any]) -> 
     return kind(**values)
 
 
+def _texts_by_key(raw: object, known: Sequence[str]) -> dict[str, str]:
+    table = _mapping(raw, "", known)
+    return {key: _text(value) for key, value in table.items()}
+
+
+def _priority_table(raw: object) -> dict[str, str]:
+    from aq.core.manifest import PRIORITIES
+
+    table = {str(k): _text(v) for k, v in _mapping(raw, "", None).items()}
+    for theirs, ours in table.items():
+        if ours not in PRIORITIES:
+            raise ValueError(f"{theirs}: {ours!r} is not a priority of aq; expected one of "
+                             f"{', '.join(PRIORITIES)}")
+    return table
+
+
 def _mapping(raw: object, where: str, known: Sequence[str] | None) -> dict[str, Any]:
+    prefix = f"{where}: " if where else ""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping")
+        raise ValueError(f"{prefix}expected a mapping")
     if known is not None:
         for key in raw:
             if key not in known:
-                raise ValueError(f"{where}: unknown key '{key}'; known: {', '.join(known)}")
+                raise ValueError(f"{prefix}unknown key '{key}'; known: {', '.join(known)}")
     return {str(k): v for k, v in raw.items()}
 
 
@@ -253,11 +255,11 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def _texts(value: object, where: str) -> list[str]:
+def _texts(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list):
-        raise ValueError(f"{where}: expected a list")
+        raise ValueError(f"{value!r} is not a list")
     return [_text(v) for v in value]
 
 

@@ -113,7 +113,7 @@ class CommandTracker:
                                f"{err.strerror or err}") from None
         if done.returncode != 0:
             said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            reason = self._scrub.line(said[-1][:300]) if said else f"exit {done.returncode}"
+            reason = self._scrub.line(said[-1])[:300] if said else f"exit {done.returncode}"  # scrubbed, then cut
             raise TrackerError(f"cmd:{self.settings.name}: {argv[0]} failed for {what}: {reason}",
                                retry=done.returncode == proc.TIMED_OUT)
         return done.stdout
