@@ -536,7 +536,7 @@ def from_tracker(
 
     from aq.app import who_am_i
     from aq.core.durations import parse_duration
-    from aq.tracking import import_query, import_refs
+    from aq.tracking import Imported, import_query, import_refs
 
     if not items and not query:
         raise UsageError("name tracker items (github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID) "
@@ -547,39 +547,44 @@ def from_tracker(
         raise UsageError(f"--every: {err}") from None
     q = _queue(queue)
     failed = False
-    while True:
-        who, moment = who_am_i(), now()
-        results = import_refs(q, items or [], now=moment, who=who, entropy=lambda: secrets.randbits(30),
-                              new=new, env=os.environ)
-        if query:
-            try:
-                results += import_query(q, query, label=label, now=moment, who=who,
-                                        entropy=lambda: secrets.randbits(30), new=new, env=os.environ)
-            except AqError as err:
-                if not watch:
-                    raise
-                print(f"aq: {err}", file=sys.stderr, flush=True)
-        failed = failed or any(r.failed for r in results)
-        shown = [r for r in results if not (watch and r.outcome == "unchanged")]
-        if as_json:
-            if shown or not watch:
-                _emit([{"ref": r.ref, "outcome": r.outcome, "job": r.job_id, "stage": r.stage,
-                        "message": r.message} for r in shown])
-        else:
-            for r in shown:
-                print(r.message if not r.failed else f"aq: {r.message}",
-                      file=sys.stderr if r.failed else sys.stdout, flush=True)
-            if query and not results and not watch:
-                print(f"{query}: no items")
-        if not watch:
-            break
-        new = False  # --new makes one job per item, not one per look
-        _say_notices()
-        try:
+    said: set[str] = set()  # --watch says each thing once, not at every look
+    try:
+        while True:
+            who, moment = who_am_i(), now()
+            results = import_refs(q, items or [], now=moment, who=who,
+                                  entropy=lambda: secrets.randbits(30), new=new, env=os.environ)
+            if query:
+                try:
+                    results += import_query(q, query, label=label, now=moment, who=who,
+                                            entropy=lambda: secrets.randbits(30), new=new,
+                                            env=os.environ)
+                except AqError as err:
+                    if not watch:
+                        raise
+                    results.append(Imported(query, "failed", str(err)))
+            failed = failed or any(r.failed for r in results)
+            shown = [r for r in results if not watch or (r.outcome != "unchanged" and r.message not in said)]
+            said.update(r.message for r in shown)
+            if as_json:
+                if shown or not watch:
+                    _emit([{"ref": r.ref, "outcome": r.outcome, "job": r.job_id, "stage": r.stage,
+                            "message": r.message} for r in shown])
+            else:
+                for r in shown:
+                    print(r.message if not r.failed else f"aq: {r.message}",
+                          file=sys.stderr if r.failed else sys.stdout, flush=True)
+                if query and not results and not watch:
+                    print(f"{query}: no items")
+            if not watch:
+                break
+            new = False  # --new makes one job per item, not one per look
+            _say_notices()
             time.sleep(interval)
-        except KeyboardInterrupt:
-            break
-    if failed and not watch:
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        return  # Ctrl-C ends a watch; an import it cut short was rolled back
+    if failed:
         raise SystemExit(int(ExitStatus.REFUSED))
 
 

@@ -9,6 +9,8 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -794,3 +796,33 @@ def test_a_tracker_down_during_a_run_leaves_posts_owed_then_to_tracker_sends_the
                                   ("comment", "7", f"aq job `{job.id}`: shipped by "
                                    f"{events(queue_root, job.id, 'moved')[0]['by']}. Attempt 1: "
                                    "no verify command.")]
+
+
+def test_watch_keeps_importing_until_interrupted(queue_root: Path, linked: Queue,
+                                                 tracker: FakeTracker) -> None:
+    """`--query --watch --every 0.2s` imports what the query returns, then what appears later,
+    says nothing of items it already has, and ends cleanly (exit 0) on Ctrl-C."""
+    tracker.add("1", "First")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "aq", "from-tracker", "--query", "cmd:fake", "--watch", "--every",
+         "0.2s"], cwd=queue_root, env=aq_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        def linked_items() -> set[str]:
+            return {job.manifest.tracker_item for job in Queue(queue_root).snapshot().jobs
+                    if job.manifest and job.manifest.tracker_item}
+
+        assert wait_until(lambda: linked_items() == {"cmd:fake:1"}, within=30)
+        tracker.add("2", "Second")
+        assert wait_until(lambda: linked_items() == {"cmd:fake:1", "cmd:fake:2"}, within=30)
+        time.sleep(0.6)  # a few more looks: nothing new to say
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=30)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == ["cmd:fake:1", "cmd:fake:2"], out
+    assert all("added" in line for line in lines)
