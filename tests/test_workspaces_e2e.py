@@ -207,8 +207,9 @@ def test_work_a_killed_worker_left_unpushed_is_rescued_by_the_next_worker(
     """A worker killed with kill -9 while its agent had committed work leaves the worktree; the
     next worker on that machine pushes the work to aq/<job>-rescued-1, says so in the job's
     event log, and removes the worktree."""
-    gate = tmp_path / "started"
-    add(queue, "doomed", f"{AGENT}touch {gate}\nsleep 60\n")
+    gate, engine_pid = tmp_path / "started", tmp_path / "engine.pid"
+    add(queue, "doomed", f"{AGENT}echo $$ > {engine_pid}\ntouch {gate}\n"
+                         '[ "$AQ_ATTEMPT" = 1 ] && sleep 60\n')  # the retry after the rescue: quick
     worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--once"], cwd=queue,
                               env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -217,7 +218,8 @@ def test_work_a_killed_worker_left_unpushed_is_rescued_by_the_next_worker(
         while not gate.exists() and time.monotonic() < end:
             time.sleep(0.1)
         assert gate.exists(), "the job never started"
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its engine, as a crash would
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its engine (a group of its
+        os.killpg(int(engine_pid.read_text()), signal.SIGKILL)  # own), as a crash of the machine would
         worker.wait(timeout=30)
     finally:
         if worker.poll() is None:
