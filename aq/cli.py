@@ -448,16 +448,17 @@ def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json:
     q, who = _queue(queue), who_am_i()
     result = move_job(q, ref, Action(action), who=who, now=now(), reason=reason,
                       allow_out_of_scope=allow_out_of_scope)
+    if not as_json:  # said before the tracker is: the move stands whatever it answers
+        print(f"{result.job_id}: {result.source} -> {result.target}", flush=True)
     sent = post_moves(q, [result.job_id], me=who, now=now(), env=os.environ)
     if as_json:
         _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action,
                "tracker": [_sent_json(s) for s in sent]})
-    else:
-        print(f"{result.job_id}: {result.source} -> {result.target}")
     for item in sent:
         if not item.ok:
-            print(f"aq: {item.message}; it stays owed: 'aq to-tracker {result.job_id}' sends it",
-                  file=sys.stderr)
+            owed = "" if "not recorded" in item.message else \
+                f"; it stays owed: 'aq to-tracker {result.job_id}' sends it"
+            print(f"aq: {item.message}{owed}", file=sys.stderr)
 
 
 JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")]

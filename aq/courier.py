@@ -1,7 +1,7 @@
 """A worker's tracker posts, sent on a thread of their own: a slow or absent tracker never
 holds up claiming, running or recording jobs. The worker's loop calls `tick()`; only the
-loop's thread touches the queue (to find what is owed, take posts over and record what was
-sent); the courier's thread only talks to trackers."""
+loop's thread touches the queue (to find what is owed, claim posts and record what was sent);
+the courier's thread only talks to trackers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from aq.tracking import (
     Sent,
     Trackers,
     linked_jobs,
+    new_run,
+    owed_posts,
     posts_due,
     record_sent,
     send,
@@ -28,17 +30,31 @@ SWEEP = 60.0  # how often every linked job is looked at (its owed posts, others'
 MAX_SWEEP = 600.0  # the look-again interval while a tracker keeps failing
 
 
+class Sightings:
+    """How long this process has seen each post with its holder, on its own monotonic clock:
+    a machine whose wall clock is off never takes over a live post early."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self.monotonic = monotonic
+        self._first: dict[tuple[str, str], float] = {}
+
+    def age(self, owed: OwedPost) -> float:
+        return self.monotonic() - self._first.setdefault((owed.key, owed.since), self.monotonic())
+
+
 class Courier:
     def __init__(self, queue: Queue, me: str, clock: Callable[[], datetime],
                  monotonic: Callable[[], float], say: Callable[[str], None]) -> None:
         self.queue = queue
         self.me = me
+        self.run = new_run(me)  # two workers started with one --worker name still differ here
         self.clock = clock
         self.monotonic = monotonic
         self.say = say
+        self.sightings = Sightings(monotonic)
         self._env = dict(os.environ)
         self._todo: stdqueue.Queue[list[OwedPost]] = stdqueue.Queue()
-        self._sent: list[Sent] = []
+        self._sent: list[tuple[list[OwedPost], list[Sent]]] = []
         self._lock = threading.Lock()
         self._idle = threading.Event()  # clear while a batch is with the courier's thread
         self._idle.set()
@@ -47,6 +63,7 @@ class Courier:
         self._next_sweep = 0.0
         self._sweep_every = SWEEP
         self._said: set[str] = set()
+        self._refused: set[str] = set()  # trackers that refused this worker for good (no token...)
         self._trackers: Trackers | None = None
 
     def moved(self, job: Job) -> None:
@@ -55,9 +72,11 @@ class Courier:
             self._moved.add(job.id)
 
     def tick(self) -> None:
-        self._record()
         if not self._idle.is_set():
-            return
+            return  # (results are appended before idle is set: none is read half-way)
+        self._record()
+        if self.queue.owed or not self.queue.last_sync_ok:
+            return  # a move not on the remote yet may still lose: tell no tracker of it
         now = self.monotonic()
         sweep = now >= self._next_sweep
         if not sweep and not self._moved:
@@ -69,33 +88,55 @@ class Courier:
             self._moved.clear()
             if sweep:
                 self._next_sweep = now + self._sweep_every
-            if not jobs:
-                return
-            takeover = self.queue.config.trackers.takeover
-            mine, stale, _ = posts_due(self.queue, jobs, me=self.me, run=self.me, now=self.clock(),
-                                       takeover=takeover, env=self._env, unique=True)
-            won = take_over(self.queue, stale, me=self.me, run=self.me, now=self.clock(),
-                            takeover=takeover)
+            batch = self._due(jobs)
         except AqError as err:
             self._say_once(f"tracker posts: {err}")
             return
-        if mine or won:
+        if batch:
             if self._trackers is None:
                 self._trackers = Trackers(self.queue, self._env)
             self._idle.clear()
-            self._todo.put([*mine, *won])
+            self._todo.put(batch)
             self._start()
 
+    def _due(self, jobs: list[Job]) -> list[OwedPost]:
+        takeover = self.queue.config.trackers.takeover
+        ready, claim, _ = posts_due(self.queue, jobs, me=self.me, run=self.run,
+                                    age=self.sightings.age, takeover=takeover, env=self._env,
+                                    unique=True)
+        ready = [p for p in ready if self._welcome(p)]
+        claim = [p for p in claim if self._welcome(p)]
+        won = take_over(self.queue, claim, me=self.me, run=self.run, age=self.sightings.age,
+                        takeover=takeover, now=self.clock())
+        return [*ready, *won]
+
+    def _welcome(self, owed: OwedPost) -> bool:
+        return _tracker_of(owed.ref) not in self._refused
+
     def flush(self, timeout: float) -> bool:
-        """Before the worker ends: send what its moves owe, waiting at most `timeout` seconds.
-        False if posts are still on their way (a later sweep or `aq to-tracker` sends them)."""
+        """Before the worker ends: send what its moves owe, waiting at most `timeout` seconds,
+        then let go of what it could not send (anyone may send it at once). False if posts are
+        still on their way."""
         end = self.monotonic() + timeout
         self._idle.wait(timeout)
         self._next_sweep = 0.0
         self.tick()
         self._idle.wait(max(0.0, end - self.monotonic()))
         self._record()
+        if self._idle.is_set():
+            self._let_go()
         return self._idle.is_set()
+
+    def _let_go(self) -> None:
+        held = []
+        for job in linked_jobs(self.queue, None):
+            held += [p for p in owed_posts(job, self.queue.read_events(job.id))
+                     if p.run == self.run or (p.owner == self.me and p.run is None)]
+        try:
+            record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=held, run=self.run)
+        except AqError as err:
+            self._say_once(f"tracker: could not let go of {len(held)} post(s) ({err}); they "
+                           "are anyone's after trackers.takeover")
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -108,33 +149,45 @@ class Courier:
             assert self._trackers is not None
             try:
                 results = send(self._trackers, batch)
-            except Exception as err:
+            except Exception as err:  # send() fails post by post; this is a bug of its own
                 results = [Sent("", "", "", False, f"tracker posts failed: {err.__class__.__name__}")]
             with self._lock:
-                self._sent += results
+                self._sent.append((batch, results))
             self._idle.set()
 
     def _record(self) -> None:
         with self._lock:
-            results, self._sent = self._sent, []
-        if not results:
-            return
-        failed = [r for r in results if not r.ok]
-        for result in failed:
-            self._say_once(f"tracker: {result.message}; it stays owed and is tried again")
-        self._sweep_every = min(self._sweep_every * 2, MAX_SWEEP) if failed else SWEEP
-        if failed:
-            self._next_sweep = self.monotonic() + self._sweep_every
-        try:
-            record_sent(self.queue, results, who=self.me, now=self.clock())
-        except AqError as err:
-            self._say_once(f"tracker: sent, but could not record it ({err}); a later send "
-                           "finds the comment and skips it")
-        for result in results:
-            if result.ok:
-                self.say(result.message)
+            done, self._sent = self._sent, []
+        for batch, results in done:
+            failed = [r for r in results if not r.ok]
+            for result in failed:
+                if not result.retry and result.ref:  # no token, no such item: a person must act
+                    self._refused.add(_tracker_of(result.ref))
+                    self._say_once(f"tracker: {result.message}; this worker sends no more posts "
+                                   "there (anyone else may)")
+                else:
+                    self._say_once(f"tracker: {result.message}; it stays owed and is tried again")
+            self._sweep_every = min(self._sweep_every * 2, MAX_SWEEP) if failed else SWEEP
+            if failed:
+                self._next_sweep = self.monotonic() + self._sweep_every
+            refused = [p for p in batch if not self._welcome(p)]
+            try:
+                record_sent(self.queue, results, who=self.me, now=self.clock(), let_go=refused,
+                            run=self.run)
+            except AqError as err:
+                self._say_once(f"tracker: sent, but could not record it ({err}); a later send "
+                               "finds what went out and skips it")
+            for result in results:
+                if result.ok:
+                    self.say(result.message)
 
     def _say_once(self, line: str) -> None:
-        if line not in self._said:
+        if line not in self._said and len(self._said) < 1000:
             self._said.add(line)
             self.say(line)
+
+
+def _tracker_of(ref: str) -> str:
+    """Which tracker an item is in: github, backlog, or cmd:NAME."""
+    kind, _, rest = ref.partition(":")
+    return f"cmd:{rest.partition(':')[0]}" if kind == "cmd" else kind

@@ -182,15 +182,16 @@ def _again(tx: Tx, job: Job, manifest: Manifest, text: str, ref: str, now: datet
     if content_key(job.manifest) == content_key(manifest):
         return Imported(ref, "unchanged", f"{ref} is job {job.id} ({stage}), imported already "
                         "with this content: nothing changed", job.id, stage)
-    if stage is Stage.INBOX:
+    if stage is Stage.INBOX and not tx.state(job.id).attempts:  # one that ran is started
         tx.write(job.path, text)
         tx.append_event(job.id, {"ts": iso(now), "type": UPDATED, "by": who, "tracker_item": ref,
                                  "from_hash": job.manifest.content_hash[:12]})
         return Imported(ref, "updated", f"{ref} -> updated {job.id} (still in the inbox)",
                         job.id, stage)
-    return Imported(ref, "started", f"{ref} changed, but its job {job.id} is in {stage} already: "
-                    "nothing changed (pass --new for a new job linked to the same item)",
-                    job.id, stage)
+    tried = len(tx.state(job.id).attempts)
+    return Imported(ref, "started", f"{ref} changed, but its job {job.id} has started ({stage}, "
+                    f"{tried} attempt(s)): nothing changed (pass --new for a new job linked to "
+                    "the same item)", job.id, stage)
 
 
 def import_refs(queue: Queue, refs: Sequence[str], *, now: datetime, who: str,
@@ -241,16 +242,38 @@ class OwedPost:
     ref: str
     key: str
     post: Post
-    owner: str  # who sends it: the mover, or who took it over
-    since: str  # when that owner got it (ISO time, on its clock)
+    owner: str  # who holds it: its mover, or who took it over ("" once let go: anyone's)
+    since: str  # since when (ISO time, on the holder's clock)
     order: int  # the move's place in the job's log: a job's posts go out in this order
     run: str | None = None  # the run that took it over (None: its mover has it still)
 
+    @property
+    def free(self) -> bool:
+        return self.owner == ""
+
+
+# what names a move for its post: the same when a worker replays its move after the remote
+# was away (a replay takes a new time and adds `replayed`)
+_MOVE_FIELDS = ("type", "token", "attempt", "from", "to", "action", "outcome", "by")
+
 
 def post_key(job_id: str, event: Event) -> str:
-    """Names one move of one job, the same on every machine."""
-    text = json.dumps(event, sort_keys=True, default=str)
+    """Names one move of one job, the same on every machine and across replays."""
+    named = {field: event.get(field) for field in _MOVE_FIELDS}
+    if not event.get("token"):
+        named["ts"] = event.get("ts")  # a person's move: pushed at once, never replayed
+    text = json.dumps(named, sort_keys=True, default=str)
     return hashlib.sha256(f"{job_id}\n{text}".encode()).hexdigest()[:16]
+
+
+def _posted(events: Sequence[Event], key: str) -> bool:
+    return any(e.get("type") == POSTED and e.get("for") == key for e in events)
+
+
+def _holder(events: Sequence[Event], key: str) -> Event | None:
+    """The post's latest claim, if any ("released": let go)."""
+    claims = [e for e in events if e.get("type") == POSTING and e.get("for") == key]
+    return claims[-1] if claims else None
 
 
 def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = lambda t: t
@@ -259,9 +282,6 @@ def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = 
     ref = job.manifest.tracker_item if job.manifest else None
     if not ref:
         return []
-    posted = {e.get("for") for e in events if e.get("type") == POSTED}
-    taken = {e.get("for"): e for e in events if e.get("type") == POSTING}
-    taken = {key: e for key, e in taken.items() if not e.get("released")}  # let go: the mover's again
     moves = [(order, event) for order, event in enumerate(events)
              if event.get("type") in (CLAIMED, FINISHED, MOVED) and event.get("to")]
     posts = {order: compose(job, event, scrub) for order, event in moves}
@@ -271,15 +291,23 @@ def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = 
     owed = []
     for order, event in moves:
         key = post_key(job.id, event)
-        if key in posted:
+        if _posted(events, key):
             continue
         post = posts[order]
         if post.status and order != last_status:
             post = Post(post.key, post.comment)
-        holder = taken.get(key)
-        owner, since = (holder or event).get("by"), (holder or event).get("ts")
-        owed.append(OwedPost(job.id, ref, key, post, str(owner), str(since), order,
-                             str(holder.get("run")) if holder else None))
+        holder = _holder(events, key)
+        owner: object
+        since: object
+        run: object
+        if holder is not None and holder.get("released"):
+            owner, since, run = "", holder.get("ts"), None
+        elif holder is not None:
+            owner, since, run = holder.get("by"), holder.get("ts"), holder.get("run")
+        else:
+            owner, since, run = event.get("by"), event.get("ts"), None
+        owed.append(OwedPost(job.id, ref, key, post, str(owner or ""), str(since), order,
+                             str(run) if run else None))
     return owed
 
 
@@ -363,72 +391,76 @@ def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
     return [queue.resolve(ref, snapshot) for ref in refs]
 
 
-def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, now: datetime,
+Age = Callable[[OwedPost], float]  # seconds a post has been with its holder
+
+
+def wall_age(now: datetime) -> Age:
+    """A post's age on the wall clocks: the holder's time against `now`. Good enough for a
+    person's `aq to-tracker`; a worker measures on its own clock (see courier.Sightings)."""
+    def age(owed: OwedPost) -> float:
+        try:
+            return (now - parse_iso(owed.since)).total_seconds()
+        except ValueError:
+            return float("inf")
+    return age
+
+
+def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
               takeover: float, env: Mapping[str, str], unique: bool = False
               ) -> tuple[list[OwedPost], list[OwedPost], list[OwedPost]]:
-    """Owed posts split three ways: to send now, to take over first, to wait for.
+    """Owed posts split three ways: to send now, to claim first, to wait for.
 
-    Sent now: only with `unique` (`me` names this process alone, as a worker id does), the
-    posts of its own moves, and those `run` took over already. Taken over first: a person's
-    own moves (several processes share `user@host`, so one must win the claim), and posts
-    whose holder kept them past `takeover`. What the posts quote (a reason, a log tail) is
-    scrubbed of the secrets in `env` once more."""
+    Sent now: what this `run` claimed less than half `takeover` ago, and with `unique` (`me`
+    names this process alone, as a worker id does) the posts of its own moves as young.
+    Claimed first (a `tracker_posting` event, pushed: one process wins): a person's own moves
+    (processes of one `user@host` are many), posts let go, posts whose holder kept them past
+    `takeover`, and this run's own grown old (renewed, so no one else takes them meanwhile).
+    What they quote is scrubbed of the secrets in `env` once more."""
     from aq.core.scrub import Scrubber
     from aq.trackers import secret_names
 
     scrub = Scrubber(env, secret_names(queue.config.trackers)).text
-    now_list: list[OwedPost] = []
+    ready: list[OwedPost] = []
     claim: list[OwedPost] = []
     waiting: list[OwedPost] = []
     for job in jobs:
         for owed in owed_posts(job, queue.read_events(job.id), scrub):
-            if owed.run == run or (unique and owed.owner == me and owed.run is None):
-                now_list.append(owed)
-            elif (owed.owner == me and owed.run is None) or _age(owed.since, now) >= takeover:
+            mine = owed.run == run or (unique and owed.owner == me and owed.run is None)
+            if mine and age(owed) < takeover / 2:
+                ready.append(owed)
+            elif mine or owed.free or (owed.owner == me and owed.run is None) \
+                    or age(owed) >= takeover:
                 claim.append(owed)
             else:
                 waiting.append(owed)
-    return now_list, claim, waiting
+    return ready, claim, waiting
 
 
-def _age(ts: str, now: datetime) -> float:
-    try:
-        return (now - parse_iso(ts)).total_seconds()
-    except ValueError:
-        return float("inf")
-
-
-def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, now: datetime,
-              takeover: float) -> list[OwedPost]:
-    """Push a `tracker_posting` event naming `run` for each post (one transaction), checked
-    again on the remote's tip; returns those this run won. A post sent meanwhile, or taken by
-    another run less than `takeover` ago, is left alone."""
+def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, age: Age,
+              takeover: float, now: datetime) -> list[OwedPost]:
+    """Push a `tracker_posting` event naming `run` for each post (one transaction), each
+    checked again on the remote's tip as `posts_due` classed it; returns those this run won.
+    A post sent meanwhile, or held by another run for less than `takeover`, is left alone."""
     if not posts:
         return []
 
     def change(tx: Tx) -> list[OwedPost]:
         won = []
         for owed in posts:
-            events = queue.read_events(owed.job_id)
-            if any(e.get("type") == POSTED and e.get("for") == owed.key for e in events):
-                continue
-            holders = [e for e in events if e.get("type") == POSTING and e.get("for") == owed.key]
-            if holders and holders[-1].get("released"):
-                holders = []  # let go: as if never taken
-            if holders:
-                if holders[-1].get("run") == run:
-                    won.append(owed)
-                    continue
-                if _age(str(holders[-1].get("ts")), now) < takeover:
-                    continue
-            elif owed.owner != me and _age(owed.since, now) < takeover:
-                continue
+            job = queue.resolve(owed.job_id)
+            now_owed = next((o for o in owed_posts(job, queue.read_events(owed.job_id))
+                             if o.key == owed.key), None)
+            if now_owed is None:
+                continue  # sent meanwhile
+            ours = now_owed.run == run or (now_owed.owner == me and now_owed.run is None)
+            if not (ours or now_owed.free or age(now_owed) >= takeover):
+                continue  # another's, and live
             tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me, "run": run,
                                           "for": owed.key, "ref": owed.ref})
             won.append(owed)
         return won
 
-    return queue.transact(change, f"aq: take over tracker posts by {me}")
+    return queue.transact(change, f"aq: claim tracker posts by {me}")
 
 
 def new_run(me: str) -> str:
@@ -459,6 +491,11 @@ def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost]) -> list[
             stuck.add(owed.job_id)
             results.append(Sent(owed.job_id, owed.ref, owed.key, False, f"{owed.ref}: {err}", retry=False))
             continue
+        except Exception as err:  # an adapter's bug fails this post, not the posts already sent
+            stuck.add(owed.job_id)
+            results.append(Sent(owed.job_id, owed.ref, owed.key, False,
+                                f"{owed.ref}: the tracker adapter failed ({err.__class__.__name__})"))
+            continue
         results.append(Sent(owed.job_id, owed.ref, owed.key, True, f"{owed.ref}: sent {owed.job_id}'s "
                             f"{_what(owed.post)}", url))
     return results
@@ -469,30 +506,31 @@ def _what(post: Post) -> str:
 
 
 def record_sent(queue: Queue, sent: Sequence[Sent], *, who: str, now: datetime,
-                owe: bool = True, claimed: Sequence[OwedPost] = (), run: str | None = None) -> None:
-    """One transaction recording every post that went out. Offline, it is owed and replayed.
-    The `claimed` posts of `run` that did not go out are let go again (so whoever owes them,
-    the same person a minute later too, may send them without waiting for the take-over)."""
+                owe: bool = True, let_go: Sequence[OwedPost] = (), run: str | None = None) -> None:
+    """One transaction: a `tracker_posted` event for every post that went out, and the
+    `let_go` posts that did not released (held by `me`/`run`, now anyone's to send at once).
+    Offline, it is owed and replayed."""
+    went = {s.key for s in sent if s.ok}
     done = [s for s in sent if s.ok]
-    went = {s.key for s in done}
-    let_go = [owed for owed in claimed if owed.key not in went]
-    if not done and not let_go:
+    release = [owed for owed in let_go if owed.key not in went]
+    if not done and not release:
         return
 
     def change(tx: Tx) -> None:
         for item in done:
-            events = queue.read_events(item.job_id)
-            if any(e.get("type") == POSTED and e.get("for") == item.key for e in events):
+            if _posted(queue.read_events(item.job_id), item.key):
                 continue
             event: Event = {"ts": iso(now), "type": POSTED, "by": who, "for": item.key,
                             "ref": item.ref}
             if item.url:
                 event["url"] = item.url
             tx.append_event(item.job_id, event)
-        for owed in let_go:
-            holders = [e for e in queue.read_events(owed.job_id)
-                       if e.get("type") == POSTING and e.get("for") == owed.key]
-            if holders and holders[-1].get("run") == run and not holders[-1].get("released"):
+        for owed in release:
+            events = queue.read_events(owed.job_id)
+            holder = _holder(events, owed.key)
+            held = (holder.get("run") == run and not holder.get("released")) if holder \
+                else owed.owner == who
+            if held and not _posted(events, owed.key):
                 tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": who,
                                               "run": run, "for": owed.key, "ref": owed.ref,
                                               "released": True})
@@ -517,19 +555,31 @@ class Trackers:
         return self._open[key]
 
 
+def deliver(queue: Queue, ready: Sequence[OwedPost], claim: Sequence[OwedPost], *, me: str,
+            run: str, age: Age, now: datetime, env: Mapping[str, str]) -> list[Sent]:
+    """Claim what needs claiming, send in order, record what went out and let go of what did
+    not. A record that fails is said, not raised: what went out is found by its marker."""
+    takeover = queue.config.trackers.takeover
+    won = take_over(queue, claim, me=me, run=run, age=age, takeover=takeover, now=now)
+    sent = send(Trackers(queue, env), [*ready, *won])
+    try:
+        record_sent(queue, sent, who=me, now=now, owe=False, let_go=[*ready, *won], run=run)
+    except AqError as err:
+        sent.append(Sent("", "", "", False, f"tracker: sent, but not recorded ({err}); a later "
+                         "send finds what went out and skips it", retry=False))
+    return sent
+
+
 def to_tracker(queue: Queue, refs: Sequence[str] | None, *, me: str, now: datetime,
                env: Mapping[str, str]) -> OwedReport:
-    """`aq to-tracker`: send what the jobs still owe their items, each post claimed first (a
-    `tracker_posting` event, pushed). A person's own moves are claimed at once; others'
-    once their holder kept them past `trackers.takeover`; the rest is reported, not sent."""
+    """`aq to-tracker`: send what the jobs still owe their items, each post claimed first. A
+    person's own moves and posts let go are claimed at once; others' once their holder kept
+    them past `trackers.takeover` (on the wall clocks); the rest is reported, not sent."""
     queue.refresh_from_remote()  # what is owed is what the remote says
-    takeover = queue.config.trackers.takeover
-    run = new_run(me)
-    ready, claim, waiting = posts_due(queue, linked_jobs(queue, refs), me=me, run=run, now=now,
-                                      takeover=takeover, env=env)
-    won = take_over(queue, claim, me=me, run=run, now=now, takeover=takeover)
-    sent = send(Trackers(queue, env), [*ready, *won])
-    record_sent(queue, sent, who=me, now=now, owe=False, claimed=won, run=run)
+    run, age = new_run(me), wall_age(now)
+    ready, claim, waiting = posts_due(queue, linked_jobs(queue, refs), me=me, run=run, age=age,
+                                      takeover=queue.config.trackers.takeover, env=env)
+    sent = deliver(queue, ready, claim, me=me, run=run, age=age, now=now, env=env)
     return OwedReport(tuple(sent), tuple(waiting))
 
 
@@ -537,35 +587,27 @@ def post_moves(queue: Queue, job_ids: Sequence[str], *, me: str, now: datetime,
                env: Mapping[str, str], wait: float = 5.0,
                monotonic: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> list[Sent]:
-    """After a person's move (ship, reject, ...): send what the move owes, as its mover. Posts
-    of the job's earlier moves that a worker still owes are waited for (up to `wait` seconds),
-    then taken over and sent first, so the item reads its moves in order. Failure is
-    reported, never raised: the move stands and the post stays owed."""
-    run = new_run(me)
+    """After a person's move (ship, reject, ...): send what the move owes, as its mover. While
+    another still holds posts of the job's earlier moves (its worker sending them), wait up to
+    `wait` seconds, so the item reads the moves in order; a post let go (its worker ended
+    without sending it) is claimed and sent first. Failure is reported, never raised: the move
+    stands and the post stays owed."""
+    run, age = new_run(me), wall_age(now)
     try:
         jobs = [job for job in linked_jobs(queue, job_ids) if job.manifest and job.manifest.tracker_item]
         if not jobs:
             return []
         end = monotonic() + wait
         while True:
-            _, claim, waiting = posts_due(queue, jobs, me=me, run=run, now=now,
-                                          takeover=float("inf"), env=env)
-            earlier = [p for p in waiting if any(p.job_id == c.job_id and p.order < c.order
-                                                 for c in claim)]
-            if not earlier or monotonic() >= end:
+            ready, claim, waiting = posts_due(queue, jobs, me=me, run=run, age=age,
+                                              takeover=queue.config.trackers.takeover, env=env)
+            first = {p.job_id: p.order for p in reversed(claim)}
+            if not any(p.order < first.get(p.job_id, -1) for p in waiting) or monotonic() >= end:
                 break
-            sleep(0.25)
+            sleep(1.0)
             queue.refresh_from_remote()
             jobs = linked_jobs(queue, [job.id for job in jobs])
-        # what its worker still owes after that (it ended, or its tracker was down) goes
-        # first, taken over: the item reads the job's moves in order
-        won = take_over(queue, [*earlier, *claim], me=me, run=run, now=now, takeover=0.0)
-        sent = send(Trackers(queue, env), won)
-    except AqError as err:
-        return [Sent(job_id, "", "", False, f"tracker: {err}") for job_id in job_ids]
-    try:
-        record_sent(queue, sent, who=me, now=now, owe=False, claimed=won, run=run)
-    except AqError as err:  # sent, not recorded: a later send finds its comment and skips it
-        return [*[s for s in sent if not s.ok],
-                Sent("", "", "", False, f"tracker: sent, but could not record it: {err}")]
-    return sent
+        return deliver(queue, ready, claim, me=me, run=run, age=age, now=now, env=env)
+    except Exception as err:  # the move stands whatever the tracker (or its adapter) did
+        reason = str(err) if isinstance(err, AqError) else err.__class__.__name__
+        return [Sent(job_id, "", "", False, f"tracker: {reason}") for job_id in job_ids]

@@ -533,6 +533,7 @@ class Worker:
             "reclaim": True, "log": log_rel,
         })
         self.summary.reclaimed.append(job.id)
+        self.courier.moved(job)
         self.say(f"{self.worker_id}: {job.id}: {decision.reason} -> {decision.to}")
 
     def _warn_invalid(self, snapshot: Snapshot) -> None:
@@ -808,10 +809,10 @@ class Worker:
     def _flush_owed(self) -> None:
         """Before exiting, give work owed to the remote a few chances to land, and tracker
         posts a while to go out."""
-        self._flush_results()
-        if not self.courier.flush(timeout=COURIER_FLUSH):
+        if not self.courier.flush(timeout=COURIER_FLUSH):  # first: its records are owed work too
             self.say(f"{self.worker_id}: tracker posts still on their way; what does not arrive "
                      "stays owed ('aq to-tracker' sends it)")
+        self._flush_results()
 
     def _flush_results(self) -> None:
         for attempt in range(5):

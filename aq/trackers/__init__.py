@@ -59,7 +59,7 @@ def parse_ref(text: str) -> Ref:
     if kind == "github":
         if not _GITHUB.fullmatch(rest):
             raise UsageError(f"{text!r} is not a GitHub issue: expected github:OWNER/REPO#N")
-        return Ref("github", rest)
+        return Ref("github", rest.lower())  # GitHub's names ignore case: one item, one job
     if kind == "backlog":
         if not _BACKLOG.fullmatch(rest):
             raise UsageError(f"{text!r} is not a Backlog.md task: expected backlog:TASK-N")
@@ -270,9 +270,18 @@ def _flag(value: object) -> bool:
 
 
 def _url(value: object) -> str:
+    """An API root the token may be sent to: https (plain http only to this machine), and no
+    credentials in the URL itself."""
     text = _text(value).rstrip("/")
-    if not re.match(r"https?://", text):
+    match = re.match(r"(https?)://([^/?#]*)", text)
+    if not match:
         raise ValueError(f"{text!r} is not an http(s) URL")
+    if "@" in match.group(2):
+        raise ValueError("the URL holds credentials: take them out (the token comes from the "
+                         "environment)")
+    host = match.group(2).rpartition(":")[0] or match.group(2)
+    if match.group(1) == "http" and host not in ("127.0.0.1", "localhost", "[::1]"):
+        raise ValueError(f"{text!r} is plain http: use https, so the token is not sent in clear")
     return text
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aq import proc
+from aq.core.scrub import Scrubber
 from aq.trackers import (
     DONE,
     IN_PROGRESS,
@@ -101,7 +102,7 @@ class Backlog:
             raise TrackerError(f"cannot run {program}: {err.strerror}") from None
         if done.returncode != 0:
             said = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            reason = said[-1] if said else f"exit {done.returncode}"
+            reason = Scrubber(self._env).line(said[-1])[:300] if said else f"exit {done.returncode}"
             retry = done.returncode == proc.TIMED_OUT
             if "not found" in reason.lower():
                 reason += f" (in {self.project})"

@@ -115,7 +115,7 @@ class CommandTracker:
             said = (done.stderr.strip() or done.stdout.strip()).splitlines()
             reason = self._scrub.line(said[-1])[:300] if said else f"exit {done.returncode}"  # scrubbed, then cut
             raise TrackerError(f"cmd:{self.settings.name}: {argv[0]} failed for {what}: {reason}",
-                               retry=done.returncode == proc.TIMED_OUT)
+                               retry=True)  # its exit status cannot tell down from refused
         return done.stdout
 
 

@@ -80,7 +80,7 @@ class GitHub:
         priority = next((our_priority(label.partition(":")[2]) for label in labels
                          if label.lower().startswith("priority:")), None)
         return Item(
-            ref=Ref("github", f"{repo}#{data['number']}"), title=str(data.get("title") or ""),
+            ref=Ref("github", f"{repo.lower()}#{data['number']}"), title=str(data.get("title") or ""),
             body=str(data.get("body") or "").replace("\r\n", "\n"), labels=labels,
             priority=priority, status=str(data.get("state") or ""),
             open=data.get("state") == "open", url=data.get("html_url"),
@@ -142,12 +142,15 @@ class GitHub:
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
                    "User-Agent": "aq-tracker"}
         token = self._get_token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         if payload is not None:
             headers["Content-Type"] = "application/json"
+        if not _same_origin(url, self.api):
+            raise TrackerError(f"GitHub pointed {what} to {urllib.parse.urlsplit(url).netloc}, "
+                               f"not {urllib.parse.urlsplit(self.api).netloc}: not followed")
         for attempt in range(TRIES):
             request = urllib.request.Request(url, payload, headers, method=method)
+            if token:  # never carried over a redirect to another host
+                request.add_unredirected_header("Authorization", f"Bearer {token}")
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
                     raw = response.read()
@@ -247,6 +250,11 @@ def _rate_wait(headers: Message) -> float:
     if reset and reset.strip().isdigit():
         return max(1.0, float(reset) - time.time())
     return MAX_WAIT + 1  # none said: GitHub asks for at least a minute, so not waited for here
+
+
+def _same_origin(url: str, api: str) -> bool:
+    ours, theirs = urllib.parse.urlsplit(api), urllib.parse.urlsplit(url)
+    return (ours.scheme, ours.netloc) == (theirs.scheme, theirs.netloc)
 
 
 def _next_link(link: str | None) -> str | None:

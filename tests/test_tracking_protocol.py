@@ -1,0 +1,174 @@
+"""The posting protocol's edges, found in review: a post's key survives a replay, a worker's
+clock is its own when it takes a post over, its own posts are renewed before anyone may take
+them, a person's move never overrides a live claim, and the GitHub token goes nowhere else."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from aq.core.lifecycle import Action, Stage
+from aq.courier import Sightings
+from aq.errors import ConfigError
+from aq.store import Queue
+from aq.trackers import GitHubSettings, Item, Post, Ref, TrackerError, parse_ref
+from aq.trackers.github import GitHub
+from aq.tracking import (
+    POSTING,
+    OwedPost,
+    import_item,
+    owed_posts,
+    post_key,
+    post_moves,
+    posts_due,
+)
+from tests.conftest import T0, write_job
+from tests.fake_github import FakeGitHub
+from tests.test_tracking import WHO, FakeTracker, configure, env, events
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> FakeTracker:
+    return FakeTracker(tmp_path / "tracker")
+
+
+def log(root: Path, job_id: str, *lines: dict[str, object]) -> None:
+    with (root / "queue" / ".events" / f"{job_id}.jsonl").open("a") as out:
+        out.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+CLAIM = {"ts": "2026-01-01T12:01:00.000000Z", "type": "claimed", "by": "w1", "from": "inbox",
+         "to": "building", "attempt": 1, "token": "1.w1.aa"}
+FINISH = {"ts": "2026-01-01T12:02:00.000000Z", "type": "finished", "by": "w1", "from": "building",
+          "to": "review", "attempt": 1, "token": "1.w1.aa", "outcome": "ok", "action": "submit"}
+
+
+def test_a_replayed_move_keeps_its_post_key() -> None:
+    """A worker's move replayed after the remote was away (a new time, `replayed` added) is the
+    same move to the tracker: its post is not owed a second time."""
+    replayed = {**FINISH, "ts": "2026-01-01T13:00:00.000000Z", "replayed": "2026-01-01T13:00:00Z"}
+    assert post_key("j", replayed) == post_key("j", FINISH)
+    assert post_key("j", {**CLAIM, "replayed": "x"}) == post_key("j", CLAIM)
+    assert post_key("j", FINISH) != post_key("j", CLAIM)
+    moved = {"ts": "2026-01-01T12:03:00.000000Z", "type": "moved", "by": WHO, "from": "review",
+             "to": "shipped", "action": "ship"}
+    later = {**moved, "ts": "2026-01-01T12:09:00.000000Z"}
+    assert post_key("j", moved) != post_key("j", later)  # a person's two moves are two posts
+
+
+def test_a_worker_measures_a_posts_age_on_its_own_clock() -> None:
+    """However old a post's time says it is (a clock ten minutes fast), a worker counts from
+    when it first saw the post with that holder, on its monotonic clock."""
+    clock = [100.0]
+    seen = Sightings(lambda: clock[0])
+    owed = OwedPost("j", "cmd:fake:1", "k", Post("k", "hi"), "w2", "2000-01-01T00:00:00Z", 0)
+    assert seen.age(owed) == 0.0
+    clock[0] = 160.0
+    assert seen.age(owed) == 60.0
+    renewed = OwedPost("j", "cmd:fake:1", "k", Post("k", "hi"), "w2", "2000-01-01T00:05:00Z", 0)
+    assert seen.age(renewed) == 0.0  # a renewed claim is a new sighting
+
+
+def test_a_holder_renews_its_claim_before_anyone_may_take_it(queue: Queue) -> None:
+    """A worker sends its own moves' posts while they are young; past half the takeover it
+    claims them (a fresh tracker_posting) instead of sending on an old claim someone else may
+    be taking over."""
+    write_job(queue.root, "j", tracker_item="cmd:fake:1", stage="review")
+    log(queue.root, "j", CLAIM, FINISH)
+    job = queue.resolve("j")
+    young = posts_due(queue, [job], me="w1", run="w1/1/aa", age=lambda o: 10.0, takeover=600,
+                      env=env(), unique=True)
+    old = posts_due(queue, [job], me="w1", run="w1/1/aa", age=lambda o: 301.0, takeover=600,
+                    env=env(), unique=True)
+    assert [len(part) for part in young] == [2, 0, 0]
+    assert [len(part) for part in old] == [0, 2, 0]
+    other = posts_due(queue, [job], me="w2", run="w2/1/bb", age=lambda o: 301.0, takeover=600,
+                      env=env(), unique=True)
+    assert [len(part) for part in other] == [0, 0, 2]  # not yet another's
+
+
+def test_a_persons_move_never_overrides_a_live_claim(queue_root: Path, tracker: FakeTracker) -> None:
+    """A ship while a worker still holds the job's earlier posts (live): the person's own post
+    goes out after a bounded wait; the worker's stay the worker's, untouched."""
+    configure(queue_root, tracker)
+    queue = Queue(queue_root)
+    tracker.add("1", "One")
+    write_job(queue_root, "j", tracker_item="cmd:fake:1", stage="testing")
+    log(queue_root, "j", CLAIM, {**FINISH, "to": "testing"})
+    job = queue.resolve("j")
+    now = T0 + timedelta(minutes=3)
+    for owed in owed_posts(job, queue.read_events("j")):
+        log(queue_root, "j", {"ts": "2026-01-01T12:02:30.000000Z", "type": POSTING, "by": "w1",
+                              "run": "w1/7/cc", "for": owed.key, "ref": owed.ref})
+    from aq.app import move_job
+
+    move_job(queue, "j", Action.SHIP, who=WHO, now=now)
+    waited: list[float] = []
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock[0] += seconds
+
+    sent = post_moves(queue, ["j"], me=WHO, now=now, env=env(), wait=3.0,
+                      monotonic=lambda: clock[0], sleep=sleep)
+    assert [s.ok for s in sent] == [True] and sum(waited) >= 3.0
+    assert [verb for verb, _, _ in tracker.said()] == ["status", "comment"]
+    held = [o for o in owed_posts(queue.resolve("j"), queue.read_events("j"))]
+    assert [(o.owner, o.run) for o in held] == [("w1", "w1/7/cc")] * 2
+    assert queue.stage_of("j") is Stage.SHIPPED
+
+
+def test_a_job_that_ran_and_came_back_is_not_rewritten(queue_root: Path, tracker: FakeTracker) -> None:
+    """A job back in the inbox after a failed attempt has started: a changed item leaves it be."""
+    configure(queue_root, tracker)
+    queue = Queue(queue_root)
+    tracker.add("1", "One", "echo one")
+    first = import_item(queue, _fetched(queue_root, tracker, "1"), now=T0, who=WHO, entropy=1)
+    log(queue_root, first.job_id or "", {**CLAIM, "ts": "2026-01-01T12:05:00.000000Z"},
+        {**FINISH, "to": "inbox", "outcome": "engine_failed", "action": "retry",
+         "ts": "2026-01-01T12:06:00.000000Z"})
+    tracker.add("1", "One", "echo changed")
+    again = import_item(queue, _fetched(queue_root, tracker, "1"), now=T0, who=WHO, entropy=2)
+    assert again.outcome == "started" and "1 attempt(s)" in again.message
+    assert "echo one" in (queue_root / "queue" / "inbox" / f"{first.job_id}.md").read_text()
+    assert [e["type"] for e in events(queue_root, first.job_id or "")].count("updated_from_tracker") == 0
+
+
+def _fetched(root: Path, tracker: FakeTracker, ident: str) -> Item:
+    return tracker.adapter(root).fetch(Ref("cmd", ident, "fake"))
+
+
+def test_github_references_ignore_case() -> None:
+    """github:Acme/App#3 and github:acme/app#3 are one item, so one job."""
+    assert str(parse_ref("github:Acme/App#3")) == str(parse_ref("github:acme/app#3")) == "github:acme/app#3"
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("http://api.example.com", "plain http"),
+    ("https://user:tok@api.example.com", "credentials"),
+])
+def test_an_api_url_the_token_must_not_go_to_is_refused(url: str, said: str) -> None:
+    """trackers.github.api_url must be https (plain http only to this machine) and hold no credentials."""
+    from aq.config import parse_config
+
+    with pytest.raises(ConfigError, match=said):
+        parse_config({"trackers": {"github": {"api_url": url}}})
+    parse_config({"trackers": {"github": {"api_url": "http://127.0.0.1:8080"}}})
+
+
+def test_a_next_page_on_another_host_is_not_followed_with_the_token() -> None:
+    """A Link header pointing elsewhere is refused: the token goes to the API's host only."""
+    with FakeGitHub() as gh:
+        gh.add_issue("acme/app", "One", labels=["agent:run"])
+        tracker = GitHub(GitHubSettings(api_url=gh.url), {"GITHUB_TOKEN": gh.token or ""},
+                         sleep=lambda s: None)
+        pages = tracker._pages("/repos/acme/app/issues/1/comments", {}, "comments")
+        next(pages)  # the first page is the API's own
+        evil = "https://evil.example.com/steal"
+        with pytest.raises(TrackerError, match="not followed"):
+            tracker._request("GET", evil, None, "the next page")
+        assert all("evil" not in r.path for r in gh.requests)
