@@ -678,7 +678,7 @@ class Freed:
 
 def gc(queue: Queue, *, now: datetime, older_than: float, branches: bool,
        dry_run: bool) -> tuple[Freed, ...]:
-    """Free what aq keeps and no longer needs: cache clones of this queue's repos unused for
+    """Free what aq keeps and no longer needs: repo caches of this machine unused for
     `older_than` seconds (none with a worktree), logs and artifacts of jobs final for longer
     than aq.yaml log_retention, and (`branches`) the aq/<job> branches of jobs shipped longer
     than `older_than` ago. With `dry_run`, only says what it would free."""
@@ -695,21 +695,27 @@ def _size(path: Path) -> int:
 
 
 def _gc_caches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
+    """Repository caches not fetched for `older_than`, none that a worktree of any queue on
+    the machine uses (caches are shared); also the per-queue caches of aq before they were."""
     import shutil
 
+    from aq.workspace import caches_dir
+
     root = queue.config.workspaces_root(queue.workspace_key)
-    repos = root / "repos"
-    if not repos.is_dir():
+    folders = [folder for folder in (caches_dir(root), root / "repos") if folder.is_dir()]
+    caches = [p for folder in folders for p in folder.iterdir()
+              if p.is_dir() and not p.name.endswith(".new")]
+    if not caches:
         return []
     in_use = set()
-    for gitfile in (root / "worktrees").glob("*/.git"):
+    for gitfile in [*root.parent.glob("*/worktrees/*/.git"), *root.parent.glob("*/merges/*/.git")]:
         text = gitfile.read_text(encoding="utf-8", errors="replace")
-        in_use |= {cache.name for cache in repos.iterdir() if str(cache) in text}
+        in_use |= {cache for cache in caches if str(cache) in text}
     freed = []
-    for cache in sorted(p for p in repos.iterdir() if p.is_dir() and not p.name.endswith(".new")):
+    for cache in sorted(caches):
         fetched = cache / "FETCH_HEAD"  # every attempt fetches its cache first
         used = (fetched if fetched.exists() else cache).stat().st_mtime
-        if cache.name in in_use or now.timestamp() - used < older_than:
+        if cache in in_use or now.timestamp() - used < older_than:
             continue
         freed.append(Freed("cache", str(cache), _size(cache)))
         if not dry_run:

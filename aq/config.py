@@ -138,7 +138,7 @@ class QueueConfig:
         return manifest.ship or self.ship
 
     def workspaces_root(self, queue_key: str) -> Path:
-        """Cache clones and worktrees of one queue's jobs on this machine."""
+        """One queue's worktrees on this machine; beside it, the repo caches all queues share."""
         from aq.workspace import default_root
 
         top = Path(self.workspaces_dir).expanduser() if self.workspaces_dir else default_root()

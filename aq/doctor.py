@@ -271,14 +271,19 @@ def _check_halt(queue: Queue) -> Check:
 
 
 def _check_workspaces(root: Path) -> Check:
-    """The disk this queue's repo caches and worktrees take on this machine (jobs with repo:)."""
-    if not root.is_dir():
+    """The disk the repo caches (shared by the machine's queues) and this queue's worktrees take
+    on this machine (jobs with repo:)."""
+    from aq.workspace import caches_dir
+
+    shared = caches_dir(root)
+    if not root.is_dir() and not shared.is_dir():
         return Check("workspaces", OK, f"none yet ({root})")
-    caches = [p for p in (root / "repos").glob("*") if p.is_dir()] if (root / "repos").is_dir() else []
+    caches = [p for p in shared.glob("*") if p.is_dir()] if shared.is_dir() else []
     trees = [p for p in (root / "worktrees").glob("*") if p.is_dir()] \
         if (root / "worktrees").is_dir() else []
-    used = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
-    detail = (f"{used / (1 << 20):.1f} MiB in {root}: {len(caches)} repo cache(s), "
+    used = sum(f.stat().st_size for folder in (root, shared) if folder.is_dir()
+               for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+    detail = (f"{used / (1 << 20):.1f} MiB in {root.parent}: {len(caches)} repo cache(s), "
               f"{len(trees)} worktree(s)")
     if trees:
         return Check("workspaces", OK, detail + " (of running jobs, or left by a killed worker: "

@@ -1,11 +1,12 @@
 """Workspaces: one cache of a project repository per machine, one git worktree per attempt.
 
 A job with `repo` runs in a worktree of its own on branch `aq/<job-id>`, made from a cache of
-that repository that every worker on the machine shares:
+that repository that every worker on the machine shares, whatever queue it serves. `root` is
+one queue's folder under the workspaces folder (`<top>/<queue-key>`):
 
-    <root>/repos/<slug>-<hash>/        the cache: a bare repository, origin's branches fetched
-                                       to refs/remotes/origin/*
-    <root>/repos/<slug>-<hash>.lock    its file lock: fetches and worktree bookkeeping
+    <top>/repos/<slug>-<hash>/         the cache: a bare repository, origin's branches fetched
+                                       to refs/remotes/origin/*; one per repo on the machine
+    <top>/repos/<slug>-<hash>.lock     its file lock: fetches and worktree bookkeeping
     <root>/worktrees/<job-id>-<n>/     the worktree of attempt n
     <root>/merges/<slug>-<hash>-<id>/  a short-lived worktree of `merge_into_base`
 
@@ -101,14 +102,20 @@ def _shown(repo: str) -> str:
     return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", repo)
 
 
+def caches_dir(root: Path) -> Path:
+    """Where the caches are: beside the queues' folders, so that the queues of a machine share
+    one cache of a repository (and its disk)."""
+    return root.parent / "repos"
+
+
 def cache_dir_for(repo: str, root: Path) -> Path:
-    """The cache folder of `repo` under `root`: a readable slug and a hash of the repository."""
+    """The cache folder of `repo`: a readable slug and a hash of the repository."""
     key = _normalize(repo)
     parts = [part for part in re.split(r"[/\\:]+", _URL.sub("", key)) if part]
     tail = [part.removesuffix(".git") for part in parts[-2:]]
     slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join(tail).lower()).strip("-.")[:40] or "repo"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return root / "repos" / f"{slug}-{digest}"
+    return caches_dir(root) / f"{slug}-{digest}"
 
 
 @contextlib.contextmanager

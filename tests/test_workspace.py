@@ -103,11 +103,12 @@ def do_work(ws: Workspace) -> str:
 
 
 def test_cache_dir_is_stable_readable_and_distinct(tmp_path: Path) -> None:
-    """A repository's cache folder is the same for the same repository, readable, and never
-    shows a token from its URL."""
+    """A repository's cache folder is the same for the same repository, whichever queue asks,
+    readable, and never shows a token from its URL."""
     url = "https://user:s3cret@github.com/acme/widgets.git"
-    first = cache_dir_for(url, tmp_path)
-    assert first == cache_dir_for(url + "/", tmp_path)
+    first = cache_dir_for(url, tmp_path / "queue-a")
+    assert first == cache_dir_for(url + "/", tmp_path / "queue-a")
+    assert first == cache_dir_for(url, tmp_path / "queue-b")  # one cache per machine, any queue
     assert first.parent == tmp_path / "repos"
     assert first.name.startswith("acme-widgets-")
     assert "s3cret" not in str(first)

@@ -249,7 +249,7 @@ def test_kill_9_mid_job_then_reclaim_on_the_other_clone_loses_nothing_pushed(
     add(queue, "relay", body, verify='test "$AQ_ATTEMPT" != 1',
         retry={"max": 1, "backoff": "0s", "on": ["verify_failed"]})
     with open(queue / "aq.yaml", "a") as config:
-        config.write("lease_ttl: 4s\nheartbeat_interval: 1s\n")
+        config.write("lease_ttl: 4s\nheartbeat_interval: 1s\n")  # (workspaces_dir: tmp/ws, both)
     git(queue, "add", "-A")
     git(queue, "commit", "-q", "-m", "the job and a short lease")
     remote = tmp_path / "queue-remote.git"
@@ -285,6 +285,9 @@ def test_kill_9_mid_job_then_reclaim_on_the_other_clone_loses_nothing_pushed(
     last = [e for e in log if e["type"] == "finished"][-1]
     assert (last["attempt"], last["to"], last["pushed"]) == (3, "testing", True)
     assert {"one.txt", "three.txt"} <= set(tree(project, "aq/relay"))
+    caches = [p for p in (tmp_path / "ws" / "repos").iterdir() if p.is_dir()]
+    assert len(caches) == 1, caches  # both clones' workers used the machine's one cache
+    assert len(list((tmp_path / "ws").glob("*/worktrees"))) == 2  # each queue its own worktrees
 
     again = aq(queue, "run", "--drain", timeout=120)  # A's next worker: the left worktree
     assert again.returncode == 0, again.stdout + again.stderr
@@ -314,7 +317,7 @@ def test_gc_frees_unused_caches_old_logs_and_shipped_branches(queue: Path, proje
     assert aq(queue, "run", "--once").returncode == 0
     assert aq(queue, "ship", "old").returncode == 0
     time.sleep(1.5)  # the job is now final for longer than log_retention
-    caches = list((tmp_path / "ws").glob("*/repos/*"))
+    caches = list((tmp_path / "ws" / "repos").glob("*"))
     assert [c for c in caches if c.is_dir()], "the run left no cache"
     logs = queue / "queue" / ".logs" / "old"
     assert logs.is_dir()
