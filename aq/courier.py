@@ -65,6 +65,7 @@ class Courier:
         self._said: set[str] = set()
         self._refused: set[str] = set()  # trackers that refused this worker for good (no token...)
         self._trackers: Trackers | None = None
+        self._settled: dict[str, int] = {}  # job id -> its event count when it owed nothing
 
     def moved(self, job: Job) -> None:
         """This worker moved the job: what a linked job's move owes goes out at the next tick."""
@@ -82,7 +83,8 @@ class Courier:
         if not sweep and not self._moved:
             return
         try:
-            jobs = linked_jobs(self.queue, None)
+            jobs = [job for job in linked_jobs(self.queue, None)  # not those settled since
+                    if self._settled.get(job.id) != job.state.events]
             if not sweep:
                 jobs = [job for job in jobs if job.id in self._moved]
             self._moved.clear()
@@ -101,9 +103,11 @@ class Courier:
 
     def _due(self, jobs: list[Job]) -> list[OwedPost]:
         takeover = self.queue.config.trackers.takeover
-        ready, claim, _ = posts_due(self.queue, jobs, me=self.me, run=self.run,
-                                    age=self.sightings.age, takeover=takeover, env=self._env,
-                                    unique=True)
+        ready, claim, waiting = posts_due(self.queue, jobs, me=self.me, run=self.run,
+                                          age=self.sightings.age, takeover=takeover,
+                                          env=self._env, unique=True)
+        owing = {p.job_id for p in [*ready, *claim, *waiting]}
+        self._settled.update({job.id: job.state.events for job in jobs if job.id not in owing})
         ready = [p for p in ready if self._welcome(p)]
         claim = [p for p in claim if self._welcome(p)]
         won = take_over(self.queue, claim, me=self.me, run=self.run, age=self.sightings.age,

@@ -385,10 +385,16 @@ class OwedReport:
 
 
 def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
+    """The jobs linked to a tracker item: all, or those named (refused if one is not linked)."""
     snapshot = queue.snapshot()
     if refs is None:
         return [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item]
-    return [queue.resolve(ref, snapshot) for ref in refs]
+    jobs = [queue.resolve(ref, snapshot) for ref in refs]
+    for job in jobs:
+        if not (job.manifest and job.manifest.tracker_item):
+            raise AqError(f"{job.id} is not linked to a tracker item (no tracker-item): "
+                          "nothing to send")
+    return jobs
 
 
 Age = Callable[[OwedPost], float]  # seconds a post has been with its holder
@@ -594,7 +600,9 @@ def post_moves(queue: Queue, job_ids: Sequence[str], *, me: str, now: datetime,
     stands and the post stays owed."""
     run, age = new_run(me), wall_age(now)
     try:
-        jobs = [job for job in linked_jobs(queue, job_ids) if job.manifest and job.manifest.tracker_item]
+        snapshot = queue.snapshot()
+        jobs = [job for job in (queue.resolve(ref, snapshot) for ref in job_ids)
+                if job.manifest and job.manifest.tracker_item]
         if not jobs:
             return []
         end = monotonic() + wait

@@ -172,3 +172,16 @@ def test_a_next_page_on_another_host_is_not_followed_with_the_token() -> None:
         with pytest.raises(TrackerError, match="not followed"):
             tracker._request("GET", evil, None, "the next page")
         assert all("evil" not in r.path for r in gh.requests)
+
+
+def test_to_tracker_on_a_job_with_no_item_says_so(queue_root: Path) -> None:
+    """`aq to-tracker JOB` for a job no tracker item made is refused in one line, exit 1; a
+    move of such a job says nothing of trackers."""
+    from tests.conftest import run_aq
+
+    write_job(queue_root, "plain", stage="review")
+    ran = run_aq("to-tracker", "plain", cwd=queue_root)
+    assert ran.returncode == 1 and ran.stderr.count("\n") == 1
+    assert "not linked to a tracker item" in ran.stderr
+    shipped = run_aq("ship", "plain", cwd=queue_root)
+    assert (shipped.returncode, shipped.stderr) == (0, "")
