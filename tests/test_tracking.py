@@ -611,6 +611,7 @@ def test_fields_are_read_at_the_dotted_paths_aq_yaml_names(queue_root: Path, tra
 def test_the_text_is_one_argument_never_seen_by_a_shell(queue_root: Path, tracker: FakeTracker) -> None:
     """Quotes, newlines, $(...) and placeholders in a comment reach the tracker as one argument, unchanged."""
     text = "it's \"done\"\nsecond line $(touch pwned) `touch pwned2` $HOME {id} {status} {text}"
+    tracker.add("7", "Seven")  # (viewed first: an item done meanwhile is not put in progress)
     adapter = tracker.adapter(queue_root)
     assert adapter.post(Ref("cmd", "7", "fake"), Post("k1", text, IN_PROGRESS)) is None
     status, comment = tracker.posts()

@@ -185,3 +185,19 @@ def test_to_tracker_on_a_job_with_no_item_says_so(queue_root: Path) -> None:
     assert "not linked to a tracker item" in ran.stderr
     shipped = run_aq("ship", "plain", cwd=queue_root)
     assert (shipped.returncode, shipped.stderr) == (0, "")
+
+
+def test_an_item_done_meanwhile_is_not_put_back_in_progress(queue_root: Path,
+                                                            tracker: FakeTracker) -> None:
+    """A late 'in progress' (a worker's claim post arriving after the ship's) leaves an item
+    that is done as it is: only its comment goes out."""
+    tracker.add("5", "Five", status="closed")
+    adapter = tracker.adapter(queue_root)
+    adapter.post(Ref("cmd", "5", "fake"), Post("k", "building, attempt 1", "in_progress"))
+    assert tracker.said() == [("comment", "5", "building, attempt 1")]
+    with FakeGitHub() as gh:
+        gh.add_issue("acme/app", "Shipped already", state="closed")
+        github = GitHub(GitHubSettings(api_url=gh.url), {"GITHUB_TOKEN": gh.token or ""},
+                        sleep=lambda s: None)
+        github.post(Ref("github", "acme/app#1"), Post("k", "building", "in_progress"))
+        assert gh.labels("acme/app", 1) == [] and len(gh.comments("acme/app", 1)) == 1

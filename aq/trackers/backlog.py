@@ -57,8 +57,9 @@ class Backlog:
         mark = MARK.format(key=post.key)
         argv = ["task", "edit", ref.item]
         status = {IN_PROGRESS: self.settings.in_progress, DONE: self.settings.done}.get(post.status or "")
-        if status and task.get("status") != status:
-            argv += ["-s", status]
+        done = str(task.get("status") or "").lower() == self.settings.done.lower()
+        if status and task.get("status") != status and not (post.status == IN_PROGRESS and done):
+            argv += ["-s", status]  # (a task done meanwhile is not put back in progress)
         if not any(mark in str(c.get("body") or "") for c in task.get("comments") or ()):
             # a line of only '---' is Backlog.md's own separator between comments
             text = "\n".join("- - -" if line.strip() == "---" else line

@@ -11,7 +11,7 @@ from typing import Any
 
 from aq import proc
 from aq.core.scrub import Scrubber
-from aq.trackers import CommandSettings, Item, Post, Ref, TrackerError, our_priority
+from aq.trackers import IN_PROGRESS, CommandSettings, Item, Post, Ref, TrackerError, our_priority
 
 # where a field usually is, when aq.yaml's `fields:` does not say
 DEFAULT_PATHS = {
@@ -62,6 +62,8 @@ class CommandTracker:
     def post(self, ref: Ref, post: Post) -> str | None:
         """No read-back here: the queue's event log alone keeps a post from being sent twice."""
         status = self.settings.statuses.get(post.status or "")
+        if status and post.status == IN_PROGRESS and not self.fetch(ref).open:
+            status = None  # an item done meanwhile (shipped first) is not put back in progress
         if status and self.settings.status is not None:
             self._run(self.settings.status, {"id": ref.item, "status": status}, f"status of {ref.item}")
         if self.settings.comment is None:

@@ -93,8 +93,9 @@ class GitHub:
         issue = f"/repos/{repo}/issues/{number}"
         self._need_token("post to " + str(ref))
         label = self.settings.in_progress_label
-        if post.status == IN_PROGRESS:
-            self._call("POST", f"{issue}/labels", {"labels": [label]}, what=f"issue {ref.item}")
+        if post.status == IN_PROGRESS:  # never on an issue closed meanwhile (shipped first)
+            if self._call("GET", issue, what=f"issue {ref.item}").get("state") == "open":
+                self._call("POST", f"{issue}/labels", {"labels": [label]}, what=f"issue {ref.item}")
         elif post.status == DONE:
             try:
                 self._call("DELETE", f"{issue}/labels/{urllib.parse.quote(label, safe='')}",
