@@ -622,25 +622,50 @@ def _ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
                                  gitops.identity_args(queue.root))
         return {"ship": "merge", "branch": branch, "base": base, "merged": merged}
     return {"ship": "pr", "branch": branch, "base": base,
-            "pr": _open_pull_request(cache, job, branch, base)}
+            "pr": _open_pull_request(queue, repo, cache, job, branch, base)}
 
 
-def _open_pull_request(cache: Path, job: Job, branch: str, base: str) -> str:
+def _open_pull_request(queue: Queue, repo: str, cache: Path, job: Job, branch: str, base: str) -> str:
+    """With gh when it is installed, else through the GitHub API (trackers.github, a token
+    from the environment) when the repo is on GitHub; the pull request's page."""
     import shutil
 
     from aq import proc
 
+    title = job.manifest.title if job.manifest else job.id
+    body = f"Job {job.id}, run by aq."
     gh = shutil.which("gh")
     if gh is None:
-        raise AqError(f"ship: pr needs the GitHub CLI: install gh and run 'gh auth login', or set "
-                      f"ship: merge or mark for {job.id}")
-    title = job.manifest.title if job.manifest else job.id
+        return _pull_request_by_api(queue, repo, job, branch, base, title, body)
     done = proc.run([gh, "pr", "create", "--head", branch, "--base", base, "--title", title,
-                     "--body", f"Job {job.id}, run by aq."], cwd=cache, timeout=120)
+                     "--body", body], cwd=cache, timeout=120)
     if done.returncode != 0:
         reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no answer"]
         raise AqError(f"ship: gh could not open a pull request for {branch}: {reason[0]}")
     return done.stdout.strip().splitlines()[-1]
+
+
+def _pull_request_by_api(queue: Queue, repo: str, job: Job, branch: str, base: str, title: str,
+                         body: str) -> str:
+    import os
+    import re
+    from urllib.parse import urlsplit
+
+    from aq.trackers.github import GitHub
+
+    settings = queue.config.trackers.github
+    api_host = urlsplit(settings.api_url).netloc
+    hosts = {"github.com", api_host.removeprefix("api.")}
+    found = re.match(r"^(?:https?://|ssh://git@|git@)([^/:]+)[:/]([^/]+)/([^/]+?)(?:\.git)?/?$",
+                     repo)
+    if found is None or found.group(1).rpartition("@")[2] not in hosts:
+        raise AqError(f"ship: pr needs the GitHub CLI (install gh and run 'gh auth login'), or a "
+                      f"repo on GitHub for its API; set ship: merge or mark for {job.id}")
+    if not os.environ.get(settings.token_env):
+        raise AqError(f"ship: pr needs gh (install it and run 'gh auth login') or a GitHub token "
+                      f"in {settings.token_env}, to open a pull request for {job.id}")
+    owner_repo = f"{found.group(2)}/{found.group(3)}"
+    return GitHub(settings, os.environ).open_pull_request(owner_repo, branch, base, title, body)
 
 
 @dataclass(frozen=True, slots=True)

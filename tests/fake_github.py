@@ -109,6 +109,7 @@ class _Repo:
     name: str  # "owner/name" as first given
     issues: dict[int, _Issue] = field(default_factory=dict)
     labels: dict[str, _Label] = field(default_factory=dict)  # by lower-cased name
+    pulls: dict[int, dict[str, str]] = field(default_factory=dict)  # number -> head, base, ...
 
 
 @dataclass
@@ -266,6 +267,11 @@ class FakeGitHub:
             self._set_state(issue, state, ..., now)
             r.issues[number] = issue
             return number
+
+    def pulls(self, repo: str) -> list[dict[str, str]]:
+        """The pull requests opened through the API: number, head, base, title, body, state."""
+        with self._lock:
+            return [{"number": str(n), **pull} for n, pull in self._repo(repo).pulls.items()]
 
     def add_comment(self, repo: str, number: int, body: str, login: str = SEED_LOGIN) -> int:
         """Seed a comment (as `login`); returns its id."""
@@ -782,6 +788,56 @@ def _qualifier(key: str, value: str, quoted: bool, gh: FakeGitHub, call: _Call) 
     raise _ApiError(422, f"fake_github does not implement '{key}:{value}'", SEARCH_DOCS)
 
 
+PULLS_DOCS = "https://docs.github.com/rest/pulls/pulls"
+
+
+def _pull_json(gh: FakeGitHub, r: _Repo, number: int) -> dict[str, Any]:
+    pull = r.pulls[number]
+    owner = r.name.partition("/")[0]
+    return {"url": f"{gh.url}/repos/{r.name}/pulls/{number}", "number": number,
+            "html_url": f"https://github.com/{r.name}/pull/{number}", "state": pull["state"],
+            "title": pull["title"], "body": pull["body"],
+            "head": {"ref": pull["head"], "label": f"{owner}:{pull['head']}"},
+            "base": {"ref": pull["base"], "label": f"{owner}:{pull['base']}"}}
+
+
+def _create_pull(gh: FakeGitHub, call: _Call) -> _Reply:
+    """POST /repos/{o}/{r}/pulls: 422 when a field is missing or an open one has that head."""
+    doc = f"{PULLS_DOCS}#create-a-pull-request"
+    r = gh._visible(call, doc)
+    data = call.json_object(doc)
+    for key in ("head", "base", "title"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise _ApiError(422, "Validation Failed", doc,
+                            [{"resource": "PullRequest", "code": "missing_field", "field": key}])
+    head = str(data["head"]).rpartition(":")[2]
+    if any(p["head"] == head and p["base"] == data["base"] and p["state"] == "open"
+           for p in r.pulls.values()):
+        owner = r.name.partition("/")[0]
+        raise _ApiError(422, "Validation Failed", doc, [{
+            "resource": "PullRequest", "code": "custom",
+            "message": f"A pull request already exists for {owner}:{head}."}])
+    number = len(r.issues) + 1
+    r.issues[number] = _Issue(next(gh._ids), number, str(data["title"]), str(data.get("body") or ""),
+                              [], True, created=call.now, updated=call.now,
+                              touched=next(gh._touches))
+    r.pulls[number] = {"head": head, "base": str(data["base"]), "title": str(data["title"]),
+                       "body": str(data.get("body") or ""), "state": "open"}
+    return _Reply(201, _pull_json(gh, r, number))
+
+
+def _list_pulls(gh: FakeGitHub, call: _Call) -> _Reply:
+    """GET /repos/{o}/{r}/pulls?head=owner:branch&state=open|closed|all."""
+    r = gh._visible(call, f"{PULLS_DOCS}#list-pull-requests")
+    query = dict(call.pairs)
+    head = query.get("head", "").rpartition(":")[2]
+    state = query.get("state", "open")
+    found = [n for n, p in r.pulls.items()
+             if (not head or p["head"] == head) and state in ("all", p["state"])]
+    page, headers = gh._paginate(call, found)
+    return _Reply(200, [_pull_json(gh, r, n) for n in page], headers)
+
+
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/issues"
 _ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeGitHub, _Call], _Reply]]] = [
     ("GET", re.compile(_REPO), _list_issues),
@@ -793,6 +849,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], Callable[[FakeGitHub, _Call], _Reply]]
     ("POST", re.compile(rf"{_REPO}/(?P<number>\d+)/labels"), _add_labels),
     ("DELETE", re.compile(rf"{_REPO}/(?P<number>\d+)/labels/(?P<label>[^/]+)"), _remove_label),
     ("GET", re.compile(r"/search/issues"), _search),
+    ("POST", re.compile(r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls"), _create_pull),
+    ("GET", re.compile(r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/pulls"), _list_pulls),
     ("GET", re.compile(r"/rate_limit"), _rate_limit),
 ]
 

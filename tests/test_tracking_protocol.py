@@ -201,3 +201,15 @@ def test_an_item_done_meanwhile_is_not_put_back_in_progress(queue_root: Path,
                         sleep=lambda s: None)
         github.post(Ref("github", "acme/app#1"), Post("k", "building", "in_progress"))
         assert gh.labels("acme/app", 1) == [] and len(gh.comments("acme/app", 1)) == 1
+
+
+def test_a_pull_request_already_open_is_found_not_made_twice() -> None:
+    """Opening the pull request of a branch that has one open returns that one's page."""
+    with FakeGitHub() as gh:
+        gh.add_repo("acme/app")
+        github = GitHub(GitHubSettings(api_url=gh.url), {"GITHUB_TOKEN": gh.token or ""},
+                        sleep=lambda s: None)
+        first = github.open_pull_request("acme/app", "aq/x", "main", "X", "Job x")
+        again = github.open_pull_request("acme/app", "aq/x", "main", "X", "Job x")
+        assert first == again == "https://github.com/acme/app/pull/1"
+        assert len(gh.pulls("acme/app")) == 1

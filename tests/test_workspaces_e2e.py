@@ -306,6 +306,43 @@ def test_ship_with_pr_and_no_gh_is_refused_and_the_job_stays(queue: Path) -> Non
     assert (queue / "queue" / "testing" / "wants-pr.md").exists()
 
 
+@pytest.mark.skipif(__import__("shutil").which("gh") is not None, reason="gh is installed here")
+def test_ship_with_pr_and_no_gh_opens_it_through_the_github_api(queue: Path, project: Path,
+                                                               tmp_path: Path) -> None:
+    """Without gh, `ship: pr` of a job whose repo is on GitHub opens the pull request through
+    the API (trackers.github, GITHUB_TOKEN) and records its page; without a token the ship is
+    refused in one line and the job stays. The repo is https://github.com/acme/app.git, which
+    git resolves to the local project (insteadOf); the API is tests/fake_github.py."""
+    from tests.fake_github import FakeGitHub
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(
+        f'[url "{project}"]\n\tinsteadOf = https://github.com/acme/app.git\n')
+    with FakeGitHub() as gh:
+        gh.add_repo("acme/app")
+        text = (queue / "aq.yaml").read_text().replace(f"repo: {project}",
+                                                       "repo: https://github.com/acme/app.git")
+        (queue / "aq.yaml").write_text(text + f"trackers:\n  github:\n    api_url: {gh.url}\n")
+        env = {"HOME": str(home), "GITHUB_TOKEN": gh.token or ""}
+        add(queue, "wants-pr", "echo pr > pr.txt", ship="pr")
+        add(queue, "no-token", "echo t > t.txt", ship="pr")
+        ran = run_aq("run", "--drain", cwd=queue, env=env, timeout=120)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        shipped = run_aq("ship", "wants-pr", cwd=queue, env=env)
+        assert shipped.returncode == 0, shipped.stderr
+        [pull] = gh.pulls("acme/app")
+        assert (pull["head"], pull["base"], pull["title"]) == ("aq/wants-pr", "main",
+                                                               "echo pr > pr.txt")
+        moved = [e for e in events(queue, "wants-pr") if e["type"] == "moved"][-1]
+        assert moved["pr"] == f"https://github.com/acme/app/pull/{pull['number']}"
+        assert "pr.txt" in tree(project, "aq/wants-pr")
+        refused = run_aq("ship", "no-token", cwd=queue, env={"HOME": str(home), "GITHUB_TOKEN": ""})
+        assert refused.returncode == 1 and "GITHUB_TOKEN" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert (queue / "queue" / "testing" / "no-token.md").exists()
+
+
 def test_gc_frees_unused_caches_old_logs_and_shipped_branches(queue: Path, project: Path,
                                                               tmp_path: Path) -> None:
     """`aq gc --dry-run` lists and frees nothing; `aq gc` then removes the unused repo cache,

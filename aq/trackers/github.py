@@ -117,6 +117,28 @@ class GitHub:
                           what=f"issue {ref.item}", once=True)
         return str(made.get("html_url") or "") or None
 
+    def open_pull_request(self, repo: str, head: str, base: str, title: str, body: str) -> str:
+        """A pull request of branch `head` into `base` of OWNER/REPO (the one open already, if
+        there is one); its page."""
+        self._need_token(f"open a pull request on {repo}")
+        pulls = f"/repos/{repo}/pulls"
+        try:
+            made = self._call("POST", pulls, {"title": title, "head": head, "base": base,
+                                              "body": body}, what=f"a pull request on {repo}",
+                              once=True)
+            return str(made.get("html_url") or "")
+        except TrackerError as err:
+            if err.status != 422:
+                raise
+        owner = repo.partition("/")[0]
+        for page in self._pages(pulls, {"head": f"{owner}:{head}", "state": "open"},
+                                f"the pull requests of {repo}"):
+            for pull in page:
+                if pull.get("base", {}).get("ref") == base:
+                    return str(pull.get("html_url") or "")
+        raise TrackerError(f"GitHub refused a pull request of {head} into {base} on {repo} (422): "
+                           "check that both branches exist there")
+
     # --- HTTP --------------------------------------------------------------------------------
 
     def _pages(self, path: str, params: Mapping[str, str], what: str) -> Any:
@@ -197,6 +219,8 @@ class GitHub:
         if status == 404:
             raise TrackerError(f"GitHub has no {what} (404): check the owner, repo and number, "
                                "and that the token can see a private repository", status=404)
+        if status == 422:
+            raise TrackerError(f"GitHub refused {method} on {what} (422 {message})", status=422)
         if status == 410:
             raise TrackerError(f"GitHub: {what} is gone (410 {message}): issues may be off for the repository")
         raise TrackerError(f"GitHub refused {method} on {what} ({status} {message})")
