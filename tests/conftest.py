@@ -49,21 +49,26 @@ def run_aq(*args: str, cwd: Path, input: str | None = None, env: dict[str, str] 
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
-@pytest.fixture
-def queue_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh queue made by `aq init` (a git repo with one commit), shell engine by default."""
+def make_queue(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh queue made by `aq init` at `root` (a git repo with one commit), shell engine by
+    default, in an environment of the test's own git identity and no AQ_ settings."""
     for key in list(os.environ):
         if key.startswith("GIT_") or key.startswith("AQ_"):
             monkeypatch.delenv(key)
     for key, value in aq_env().items():
         if key.startswith("GIT_"):
             monkeypatch.setenv(key, value)
-    root = tmp_path / "q"
     init_queue(root)
     config = root / "aq.yaml"
     config.write_text(config.read_text().replace("default_engine: claude", "default_engine: shell")
                       .replace("kill_grace: 10s", "kill_grace: 2s"))
-    yield root
+    return root
+
+
+@pytest.fixture
+def queue_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh queue made by `aq init` (a git repo with one commit), shell engine by default."""
+    yield make_queue(tmp_path / "q", monkeypatch)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aq.app import add_job, init_queue, move_job
+from aq.app import add_job, move_job
 from aq.config import parse_config
 from aq.core.events import iso, parse_iso
 from aq.core.lifecycle import Action
@@ -58,7 +58,7 @@ from aq.tracking import (
     record_sent,
     to_tracker,
 )
-from tests.conftest import T0, Ran, aq_env, run_aq
+from tests.conftest import T0, Ran, aq_env, make_queue, run_aq
 from tests.fleet_helpers import alive, git, wait_until
 
 Aq = Callable[..., Ran]
@@ -453,15 +453,7 @@ def worked_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fails printing a secret the worker did not know of, C fails twice (inbox, then dead_letter)."""
     base = tmp_path_factory.mktemp("worked")
     with pytest.MonkeyPatch.context() as patch:
-        for key in [k for k in os.environ if k.startswith(("GIT_", "AQ_"))]:
-            patch.delenv(key)
-        for key, value in aq_env().items():
-            if key.startswith("GIT_"):
-                patch.setenv(key, value)
-        root = base / "q"
-        init_queue(root)
-        config = root / "aq.yaml"
-        config.write_text(config.read_text().replace("default_engine: claude", "default_engine: shell"))
+        root = make_queue(base / "q", patch)
         tracker = FakeTracker(base / "tracker")
         configure(root, tracker)
         queue, now = Queue(root), datetime.now(UTC)

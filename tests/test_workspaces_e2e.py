@@ -74,6 +74,20 @@ def tree(bare: Path, ref: str) -> list[str]:
     return git(bare, "ls-tree", "-r", "--name-only", ref).split()
 
 
+def worker_until(queue: Path, gate: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`aq run ARGS` in a process group of its own, once its job has touched `gate`."""
+    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", *args], cwd=queue,
+                              env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    end = time.monotonic() + 60
+    while not gate.exists() and time.monotonic() < end and worker.poll() is None:
+        time.sleep(0.1)
+    if not gate.exists():
+        os.killpg(worker.pid, signal.SIGKILL)
+        raise AssertionError("the job never reached its gate")
+    return worker
+
+
 AGENT = """set -e
 echo committed > committed.txt
 git add committed.txt
@@ -210,14 +224,8 @@ def test_work_a_killed_worker_left_unpushed_is_rescued_by_the_next_worker(
     gate, engine_pid = tmp_path / "started", tmp_path / "engine.pid"
     add(queue, "doomed", f"{AGENT}echo $$ > {engine_pid}\ntouch {gate}\n"
                          '[ "$AQ_ATTEMPT" = 1 ] && sleep 60\n')  # the retry after the rescue: quick
-    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--once"], cwd=queue,
-                              env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    worker = worker_until(queue, gate, "--once")
     try:
-        end = time.monotonic() + 60
-        while not gate.exists() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert gate.exists(), "the job never started"
         os.killpg(worker.pid, signal.SIGKILL)  # the worker and its engine (a group of its
         os.killpg(int(engine_pid.read_text()), signal.SIGKILL)  # own), as a crash of the machine would
         worker.wait(timeout=30)
@@ -259,14 +267,8 @@ def test_kill_9_mid_job_then_reclaim_on_the_other_clone_loses_nothing_pushed(
     other = tmp_path / "clone-b"
     git(tmp_path, "clone", "-q", str(remote), str(other))
 
-    worker = subprocess.Popen([sys.executable, "-m", "aq", "run", "--drain"], cwd=queue,
-                              env=aq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    worker = worker_until(queue, gate, "--drain")
     try:
-        end = time.monotonic() + 60
-        while not gate.exists() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert gate.exists(), "the second attempt never started"
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
