@@ -94,3 +94,19 @@ def write_job(root: Path, job_id: str, body: str = "echo hi", stage: str = "inbo
     path = root / "queue" / stage / f"{job_id}.md"
     path.write_text(text)
     return path
+
+
+IDENTITY = ("-c", "user.name=aq-test", "-c", "user.email=aq-test@example.com")
+
+
+def git_in(root: Path, *args: str) -> str:
+    """Run git in `root` as an agent or a person would, with no GIT_* variable of ours leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = subprocess.run(["git", *IDENTITY, *args], cwd=root, env=env, capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+def write(root: Path, path: str, text: str) -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)

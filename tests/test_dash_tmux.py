@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aq.store import Queue
 from tests.conftest import aq_env, write_job
+from tests.fleet_helpers import wait_until
 
 TMUX = shutil.which("tmux")
 # the installed `aq` command (the console script beside this Python), as a person runs it
@@ -39,15 +39,6 @@ def row(socket: str, job_id: str) -> list[str]:
     return next((line.split() for line in pane(socket).splitlines() if f" {job_id} " in line), [])
 
 
-def wait_for(check: Callable[[], bool], within: float = 30.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
-
 def test_the_dashboard_in_a_real_terminal_lists_the_jobs_and_promotes_with_a_key(
         queue_root: Path) -> None:
     """In tmux, Down then `p` promotes the selected review job, on disk and on screen; `q` quits."""
@@ -58,16 +49,16 @@ def test_the_dashboard_in_a_real_terminal_lists_the_jobs_and_promotes_with_a_key
         started = tmux(socket, "new-session", "-d", "-s", "dash", "-x", "120", "-y", "40",
                        "-c", str(queue_root), DASH, cwd=queue_root)
         assert started.returncode == 0, started.stderr
-        assert wait_for(lambda: "Beta waits for review" in pane(socket)
+        assert wait_until(lambda: "Beta waits for review" in pane(socket)
                         and "p Promote" in pane(socket)), pane(socket)
         tmux(socket, "send-keys", "-t", "dash", "Down")
         tmux(socket, "send-keys", "-t", "dash", "p")
-        assert wait_for(lambda: Queue(queue_root).stage_of("beta") is not None
+        assert wait_until(lambda: Queue(queue_root).stage_of("beta") is not None
                         and str(Queue(queue_root).stage_of("beta")) == "testing"), pane(socket)
-        assert wait_for(lambda: "promote beta: review -> testing" in pane(socket)
+        assert wait_until(lambda: "promote beta: review -> testing" in pane(socket)
                         and row(socket, "beta")[:3] == ["2", "beta", "testing"]), pane(socket)
         tmux(socket, "send-keys", "-t", "dash", "q")
-        assert wait_for(lambda: tmux(socket, "has-session", "-t", "dash").returncode != 0), \
+        assert wait_until(lambda: tmux(socket, "has-session", "-t", "dash").returncode != 0), \
             "the dashboard did not quit on q:\n" + pane(socket)
     finally:
         tmux(socket, "kill-server")

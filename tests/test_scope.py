@@ -11,21 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aq.scope import TreeMark, changed_since, check_globs, mark_tree, outside_scope
-
-IDENTITY = ("-c", "user.name=aq-test", "-c", "user.email=aq-test@example.com")
-
-
-def git_in(root: Path, *args: str) -> str:
-    """Run git in `root` as the agent would, with no GIT_* variable of ours leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    done = subprocess.run(["git", *IDENTITY, *args], cwd=root, env=env, capture_output=True,
-                          text=True, check=True)
-    return done.stdout
-
-
-def write(root: Path, path: str, text: str) -> None:
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_text(text)
+from tests.conftest import git_in, write
 
 
 def commit_all(root: Path, message: str = "work") -> None:

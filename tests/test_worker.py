@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from aq.core.events import parse_iso
 from aq.store import Queue
 from tests.conftest import Ran, aq_env, write_job
+from tests.fleet_helpers import wait_until
 from tests.test_proc import alive, wait_dead
 
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
@@ -55,15 +55,6 @@ def git(root: Path, *args: str) -> str:
                           env=aq_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def wait_until(check: Callable[[], bool], within: float = 30.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def pid_in(path: Path) -> int | None:

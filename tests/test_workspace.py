@@ -26,22 +26,11 @@ from aq.workspace import (
     remove_workspace,
     rescue_stale,
 )
+from tests.conftest import IDENTITY, git_in, write
 
-IDENTITY = ("-c", "user.name=aq-test", "-c", "user.email=aq-test@example.com")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def git_in(root: Path, *args: str) -> str:
-    """Run git in `root` as the agent or a person would, with no GIT_* variable leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    done = subprocess.run(["git", *IDENTITY, *args], cwd=root, env=env, capture_output=True,
-                          text=True, check=True)
-    return done.stdout
-
-
-def write(root: Path, path: str, text: str) -> None:
-    (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_text(text)
 
 
 def files_on(project: Path, ref: str) -> list[str]:
