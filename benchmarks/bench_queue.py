@@ -122,9 +122,14 @@ def build_queue(root: Path, jobs: int, seed: int) -> None:
         (inbox / f"{job_id(index)}.md").write_text(job_text(index, rng), encoding="utf-8")
         if index % 2 == 0:
             (events / f"{job_id(index)}.jsonl").write_text(added_event(index), encoding="utf-8")
+    commit_all(root, f"bench: {jobs} jobs")
+
+
+def commit_all(root: Path, message: str) -> None:
+    """Commit everything in `root` as the benchmark, whatever the machine's git config says."""
     git(root, "add", "-A")
     git(root, "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
-        "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", f"bench: {jobs} jobs")
+        "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message)
 
 
 def child_env() -> dict[str, str]:

@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench_queue import child_env, commit_all  # benchmarks/ is on sys.path when run as a script
+from bench_queue import drop_manifest_cache as drop_caches
+
 from aq.app import init_queue
 
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
@@ -174,27 +177,8 @@ def build_queue(root: Path, jobs: int, events: int, seed: int, now: datetime) ->
         written += len(log)
         (root / "queue" / plan.stage / f"{plan.id}.md").write_text(job_text(plan, rng), encoding="utf-8")
         (logs / f"{plan.id}.jsonl").write_text("".join(line(e) for e in log), encoding="utf-8")
-    git(root, "add", "-A")
-    git(root, "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
-        "-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m",
-        f"bench: {jobs} jobs, {written} events")
+    commit_all(root, f"bench: {jobs} jobs, {written} events")
     return written
-
-
-def child_env() -> dict[str, str]:
-    """The parent's env without GIT_* (a hook's env must not leak in) and without AQ_QUEUE."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("GIT_") and k != "AQ_QUEUE"}
-
-
-def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, env=child_env(), check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def drop_caches(root: Path) -> None:
-    """Make the next aq command parse every manifest and log again, as after a fresh clone."""
-    for path in (root / ".git" / "aq" / "cache.pickle", root / "queue" / ".state" / "cache.pickle"):
-        path.unlink(missing_ok=True)
 
 
 # --- timing ------------------------------------------------------------------------------------
