@@ -118,8 +118,9 @@ def test_fetch_works_without_a_token_on_a_public_repo(gh: FakeGitHub, tmp_path: 
 
 
 def test_query_finds_labelled_open_issues_across_pages(gh: FakeGitHub) -> None:
-    """A query lists the repo's open issues labelled agent:run through /search/issues, follows
-    the Link header page by page, and leaves out closed, unlabelled and pull-request items."""
+    """A query lists the repo's open issues labelled agent:run (the issues list: no search cap
+    or quota), follows the Link header page by page, and leaves out closed, unlabelled and
+    pull-request items."""
     wanted = [gh.add_issue(REPO, f"Task {n}", labels=["agent:run"]) for n in range(5)]
     gh.add_issue(REPO, "Closed", labels=["agent:run"], state="closed")
     gh.add_issue(REPO, "Unlabelled")
@@ -129,10 +130,20 @@ def test_query_finds_labelled_open_issues_across_pages(gh: FakeGitHub) -> None:
     items = Adapter(gh).tracker.query(REPO, None)
     assert sorted(int(i.ref.item.split("#")[1]) for i in items) == wanted
     assert all(i.open and "agent:run" in i.labels for i in items)
-    searches = calls(gh, "GET", "/search/issues")
-    assert len(searches) == 3
-    assert [s.query.get("page") for s in searches] == [None, "2", "3"]
-    q = searches[0].query["q"]
+    listed = calls(gh, "GET", f"/repos/{REPO}/issues")
+    assert [r.query.get("page") for r in listed] == [None, "2", "3"]  # 5 issues and the PR
+    assert (listed[0].query["labels"], listed[0].query["state"]) == ("agent:run", "open")
+    assert calls(gh, "GET", "/search/issues") == []
+
+
+def test_a_search_past_githubs_thousand_results_is_refused(gh: FakeGitHub) -> None:
+    """Words after the repo make it a search; one finding more than the 1,000 results GitHub
+    returns is refused, saying to narrow it, rather than importing a part."""
+    for n in range(1001):
+        gh.add_issue(REPO, f"Bulk {n}", labels=["agent:run"])
+    err = refused(lambda: Adapter(gh).tracker.query(f"{REPO} bulk", None))
+    assert "1001 issues" in str(err) and "narrow it" in str(err) and not err.retry
+    q = calls(gh, "GET", "/search/issues")[0].query["q"]
     assert "repo:acme/app" in q and "is:issue" in q and "is:open" in q and 'label:"agent:run"' in q
 
 

@@ -56,20 +56,33 @@ class GitHub:
         return self._item(repo, data)
 
     def query(self, query: str, label: str | None) -> list[Item]:
-        """Open issues of OWNER/REPO with the label (default agent:run); words after the repo
-        are added to the search as they are (e.g. `milestone:v2`)."""
+        """Open issues of OWNER/REPO with the label (default agent:run): listed (no cap, no
+        search quota). Words after the repo (e.g. `milestone:v2`) make it a search, refused
+        when GitHub says it is incomplete or holds more than the 1,000 results it returns."""
         repo, _, extra = query.strip().partition(" ")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
             raise TrackerError(f"github:{query} is not a query: expected github:OWNER/REPO "
                                "(then search words if you like, e.g. 'milestone:v2')")
+        wanted = label or self.settings.label
+        if not extra.strip():
+            return [self._item(repo, issue)
+                    for page in self._pages(f"/repos/{repo}/issues",
+                                            {"state": "open", "labels": wanted, "per_page": "100"},
+                                            f"the open issues of {repo} labelled {wanted}")
+                    for issue in page if "pull_request" not in issue]
         terms = [f"repo:{repo}", "is:issue", "is:open"]
         if label or not re.search(r"(?<![-\w])label:", extra):  # a negated -label: is no choice
-            terms.append(f'label:"{label or self.settings.label}"')
-        if extra.strip():
-            terms.append(extra.strip())
+            terms.append(f'label:"{wanted}"')
+        terms.append(extra.strip())
+        what = f"the search for {' '.join(terms)!r}"
         items: list[Item] = []
-        for page in self._pages("/search/issues", {"q": " ".join(terms), "per_page": "100"},
-                                f"the search for {' '.join(terms)!r}"):
+        for page in self._pages("/search/issues", {"q": " ".join(terms), "per_page": "100"}, what):
+            if page.get("incomplete_results"):
+                raise TrackerError(f"GitHub timed out on {what} and returned part of it: aq "
+                                   "tries again later", retry=True)
+            if int(page.get("total_count") or 0) > 1000:
+                raise TrackerError(f"GitHub: {what} finds {page['total_count']} issues, more than "
+                                   "the 1,000 a search returns: narrow it")
             items += [self._item(repo, issue) for issue in page["items"]
                       if "pull_request" not in issue]
         return items
