@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from aq.core.events import iso
 from aq.errors import AqError
 from aq.store import Job, Queue
 from aq.tracking import (
@@ -41,6 +42,10 @@ class Sightings:
     def age(self, owed: OwedPost) -> float:
         return self.monotonic() - self._first.setdefault((owed.key, owed.since), self.monotonic())
 
+    def claimed(self, key: str, since: str) -> None:
+        """A claim this process pushed: its age counts from now, not from its next look."""
+        self._first[(key, since)] = self.monotonic()
+
 
 class Courier:
     def __init__(self, queue: Queue, me: str, clock: Callable[[], datetime],
@@ -64,11 +69,19 @@ class Courier:
         self._sweep_every = SWEEP
         self._said: set[str] = set()
         self._refused: set[str] = set()  # trackers that refused this worker for good (no token...)
+        self._refused_items: set[str] = set()  # items that refused it (no such issue, ...)
+        self._own: set[str] = set()  # lease tokens of this worker's claims: its own moves
+        self._unrecorded: list[Sent] = []  # sent, not yet recorded: recorded, never sent again
+        self._ending = False
         self._trackers: Trackers | None = None
         self._settled: dict[str, int] = {}  # job id -> its event count when it owed nothing
+        self.takeover = 600.0  # read on the loop's thread for the courier's
 
-    def moved(self, job: Job) -> None:
-        """This worker moved the job: what a linked job's move owes goes out at the next tick."""
+    def moved(self, job: Job, token: str | None = None) -> None:
+        """This worker moved the job (under its lease `token`, when it holds one): what a
+        linked job's move owes goes out at the next tick."""
+        if token:
+            self._own.add(token)
         if job.manifest is not None and job.manifest.tracker_item:
             self._moved.add(job.id)
 
@@ -88,8 +101,9 @@ class Courier:
             if not sweep:
                 jobs = [job for job in jobs if job.id in self._moved]
             self._moved.clear()
-            if sweep:
-                self._next_sweep = now + self._sweep_every
+            if sweep:  # (a holder looks at least four times a takeover: it renews in time)
+                self._next_sweep = now + min(self._sweep_every,
+                                             max(self.queue.config.trackers.takeover / 4, 1.0))
             batch = self._due(jobs)
         except AqError as err:
             self._say_once(f"tracker posts: {err}")
@@ -97,6 +111,7 @@ class Courier:
         if batch:
             if self._trackers is None:
                 self._trackers = Trackers(self.queue, self._env)
+            self.takeover = self.queue.config.trackers.takeover
             self._idle.clear()
             self._todo.put(batch)
             self._start()
@@ -105,17 +120,27 @@ class Courier:
         takeover = self.queue.config.trackers.takeover
         ready, claim, waiting = posts_due(self.queue, jobs, me=self.me, run=self.run,
                                           age=self.sightings.age, takeover=takeover,
-                                          env=self._env, unique=True)
+                                          env=self._env, own=self._own)
         owing = {p.job_id for p in [*ready, *claim, *waiting]}
         self._settled.update({job.id: job.state.events for job in jobs if job.id not in owing})
-        ready = [p for p in ready if self._welcome(p)]
-        claim = [p for p in claim if self._welcome(p)]
+        pending = {s.key for s in self._unrecorded}
+        unwelcome = [p for p in [*ready, *claim] if (not self._welcome(p) and p.run == self.run)
+                     or (not self._welcome(p) and p.token in self._own)]
+        if unwelcome:  # what this worker will not send (its tracker refused it): anyone's now
+            record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=unwelcome,
+                        run=self.run)
+        ready = [p for p in ready if self._welcome(p) and p.key not in pending]
+        claim = [p for p in claim if self._welcome(p) and p.key not in pending
+                 and (not self._ending or p.token in self._own or p.run == self.run)]
+        now = self.clock()
         won = take_over(self.queue, claim, me=self.me, run=self.run, age=self.sightings.age,
-                        takeover=takeover, now=self.clock())
+                        takeover=takeover, now=now, own=self._own)
+        for owed in won:
+            self.sightings.claimed(owed.key, iso(now))
         return [*ready, *won]
 
     def _welcome(self, owed: OwedPost) -> bool:
-        return _tracker_of(owed.ref) not in self._refused
+        return _tracker_of(owed.ref) not in self._refused and owed.ref not in self._refused_items
 
     def flush(self, timeout: float) -> bool:
         """Before the worker ends: send what its moves owe, waiting at most `timeout` seconds,
@@ -124,6 +149,7 @@ class Courier:
         end = self.monotonic() + timeout
         self._idle.wait(timeout)
         self._next_sweep = 0.0
+        self._ending = True  # its own posts only: none of others' is taken over on the way out
         self.tick()
         self._idle.wait(max(0.0, end - self.monotonic()))
         self._record()
@@ -135,7 +161,7 @@ class Courier:
         held = []
         for job in linked_jobs(self.queue, None):
             held += [p for p in owed_posts(job, self.queue.read_events(job.id))
-                     if p.run == self.run or (p.owner == self.me and p.run is None)]
+                     if p.run == self.run or (p.run is None and p.token in self._own)]
         try:
             record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=held, run=self.run)
         except AqError as err:
@@ -151,8 +177,10 @@ class Courier:
         while True:
             batch = self._todo.get()
             assert self._trackers is not None
+            # none started after a quarter takeover: the claims it holds stay young
+            deadline = self.monotonic() + max(self.takeover / 4, 10.0)
             try:
-                results = send(self._trackers, batch)
+                results = send(self._trackers, batch, deadline=deadline, monotonic=self.monotonic)
             except Exception as err:  # send() fails post by post; this is a bug of its own
                 results = [Sent("", "", "", False, f"tracker posts failed: {err.__class__.__name__}")]
             with self._lock:
@@ -162,28 +190,38 @@ class Courier:
     def _record(self) -> None:
         with self._lock:
             done, self._sent = self._sent, []
-        for batch, results in done:
-            failed = [r for r in results if not r.ok]
+        results = list(self._unrecorded)
+        for _batch, sent in done:
+            results += sent
+            failed = [r for r in sent if not r.ok]
             for result in failed:
-                if not result.retry and result.ref:  # no token, no such item: a person must act
+                if result.everywhere and result.ref:  # no token, no Backlog.md: no item will do
                     self._refused.add(_tracker_of(result.ref))
                     self._say_once(f"tracker: {result.message}; this worker sends no more posts "
                                    "there (anyone else may)")
+                elif not result.retry and result.ref:  # this item only (no such issue, ...)
+                    self._refused_items.add(result.ref)
+                    self._say_once(f"tracker: {result.message}; this worker leaves that item's "
+                                   "posts to others")
                 else:
                     self._say_once(f"tracker: {result.message}; it stays owed and is tried again")
             self._sweep_every = min(self._sweep_every * 2, MAX_SWEEP) if failed else SWEEP
             if failed:
-                self._next_sweep = self.monotonic() + self._sweep_every
-            refused = [p for p in batch if not self._welcome(p)]
-            try:
-                record_sent(self.queue, results, who=self.me, now=self.clock(), let_go=refused,
-                            run=self.run)
-            except AqError as err:
-                self._say_once(f"tracker: sent, but could not record it ({err}); a later send "
-                               "finds what went out and skips it")
-            for result in results:
+                self._next_sweep = self.monotonic() + min(self._sweep_every,
+                                                          max(self.takeover / 4, 1.0))
+            for result in sent:
                 if result.ok:
                     self.say(result.message)
+        if not results:
+            return
+        refused = [p for batch, _ in done for p in batch if not self._welcome(p)]
+        try:
+            record_sent(self.queue, results, who=self.me, now=self.clock(), let_go=refused,
+                        run=self.run)
+            self._unrecorded = []
+        except AqError as err:  # kept: recorded at the next tick, and not sent again meanwhile
+            self._unrecorded = [r for r in results if r.ok]
+            self._say_once(f"tracker: sent, not recorded yet ({err}); trying again")
 
     def _say_once(self, line: str) -> None:
         if line not in self._said and len(self._said) < 1000:

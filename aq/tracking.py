@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -246,6 +246,7 @@ class OwedPost:
     since: str  # since when (ISO time, on the holder's clock)
     order: int  # the move's place in the job's log: a job's posts go out in this order
     run: str | None = None  # the run that took it over (None: its mover has it still)
+    token: str | None = None  # the move's lease token (a worker's moves): whose move it is
 
     @property
     def free(self) -> bool:
@@ -307,7 +308,8 @@ def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = 
         else:
             owner, since, run = event.get("by"), event.get("ts"), None
         owed.append(OwedPost(job.id, ref, key, post, str(owner or ""), str(since), order,
-                             str(run) if run else None))
+                             str(run) if run else None,
+                             str(event["token"]) if event.get("token") else None))
     return owed
 
 
@@ -376,6 +378,7 @@ class Sent:
     message: str
     url: str | None = None
     retry: bool = True
+    everywhere: bool = False  # the tracker refused for a reason no item of it escapes (no token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +401,7 @@ def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
 
 
 Age = Callable[[OwedPost], float]  # seconds a post has been with its holder
+DELIVER_WITHIN = 60.0  # a command's posts stop being started after this (the rest stays owed)
 
 
 def wall_age(now: datetime) -> Age:
@@ -412,12 +416,13 @@ def wall_age(now: datetime) -> Age:
 
 
 def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
-              takeover: float, env: Mapping[str, str], unique: bool = False
+              takeover: float, env: Mapping[str, str], own: Collection[str] = ()
               ) -> tuple[list[OwedPost], list[OwedPost], list[OwedPost]]:
     """Owed posts split three ways: to send now, to claim first, to wait for.
 
-    Sent now: what this `run` claimed less than half `takeover` ago, and with `unique` (`me`
-    names this process alone, as a worker id does) the posts of its own moves as young.
+    Sent now: what this `run` claimed less than half `takeover` ago, and the posts of moves
+    made under the lease tokens in `own` (a worker's own claims: no other process has them,
+    whatever its name) as young.
     Claimed first (a `tracker_posting` event, pushed: one process wins): a person's own moves
     (processes of one `user@host` are many), posts let go, posts whose holder kept them past
     `takeover`, and this run's own grown old (renewed, so no one else takes them meanwhile).
@@ -431,19 +436,25 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
     waiting: list[OwedPost] = []
     for job in jobs:
         for owed in owed_posts(job, queue.read_events(job.id), scrub):
-            mine = owed.run == run or (unique and owed.owner == me and owed.run is None)
+            mine = owed.run == run or (owed.run is None and owed.owner == me
+                                       and owed.token is not None and owed.token in own)
             if mine and age(owed) < takeover / 2:
                 ready.append(owed)
-            elif mine or owed.free or (owed.owner == me and owed.run is None) \
-                    or age(owed) >= takeover:
+            elif mine or owed.free or _persons_own(owed, me) or age(owed) >= takeover:
                 claim.append(owed)
             else:
                 waiting.append(owed)
     return ready, claim, waiting
 
 
+def _persons_own(owed: OwedPost, me: str) -> bool:
+    """A move `me` made as a person (no lease token): any process of theirs may claim it. A
+    worker's move is its own only by its token, never by a name another may share."""
+    return owed.owner == me and owed.run is None and owed.token is None
+
+
 def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, age: Age,
-              takeover: float, now: datetime) -> list[OwedPost]:
+              takeover: float, now: datetime, own: Collection[str] = ()) -> list[OwedPost]:
     """Push a `tracker_posting` event naming `run` for each post (one transaction), each
     checked again on the remote's tip as `posts_due` classed it; returns those this run won.
     A post sent meanwhile, or held by another run for less than `takeover`, is left alone."""
@@ -458,7 +469,8 @@ def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, age
                              if o.key == owed.key), None)
             if now_owed is None:
                 continue  # sent meanwhile
-            ours = now_owed.run == run or (now_owed.owner == me and now_owed.run is None)
+            ours = now_owed.run == run or _persons_own(now_owed, me) or (
+                now_owed.run is None and now_owed.token is not None and now_owed.token in own)
             if not (ours or now_owed.free or age(now_owed) >= takeover):
                 continue  # another's, and live
             tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me, "run": run,
@@ -477,13 +489,20 @@ def new_run(me: str) -> str:
     return f"{me}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
-def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost]) -> list[Sent]:
+def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost], *,
+         deadline: float | None = None, monotonic: Callable[[], float] = time.monotonic
+         ) -> list[Sent]:
     """Send posts in order; a job whose post fails sends none of its later ones this time (its
-    item must not read 'done' before 'in progress')."""
+    item must not read 'done' before 'in progress'). None is started after `deadline` (on
+    `monotonic`): a claim must not grow old while its post waits its turn."""
     results: list[Sent] = []
     stuck: set[str] = set()
     for owed in sorted(posts, key=lambda p: (p.job_id, p.order)):
         if owed.job_id in stuck:
+            continue
+        if deadline is not None and monotonic() > deadline:
+            results.append(Sent(owed.job_id, owed.ref, owed.key, False,
+                                f"{owed.ref}: not sent yet (its turn came too late)"))
             continue
         post = Post(owed.key, owed.post.comment, owed.post.status)
         try:
@@ -491,7 +510,8 @@ def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost]) -> list[
             url = trackers(ref).post(ref, post)
         except TrackerError as err:
             stuck.add(owed.job_id)
-            results.append(Sent(owed.job_id, owed.ref, owed.key, False, str(err), retry=err.retry))
+            results.append(Sent(owed.job_id, owed.ref, owed.key, False, str(err), retry=err.retry,
+                                everywhere=err.everywhere))
             continue
         except AqError as err:
             stuck.add(owed.job_id)
@@ -567,13 +587,23 @@ def deliver(queue: Queue, ready: Sequence[OwedPost], claim: Sequence[OwedPost], 
     not. A record that fails is said, not raised: what went out is found by its marker."""
     takeover = queue.config.trackers.takeover
     won = take_over(queue, claim, me=me, run=run, age=age, takeover=takeover, now=now)
-    sent = send(Trackers(queue, env), [*ready, *won])
+    sent: list[Sent] = []
     try:
-        record_sent(queue, sent, who=me, now=now, owe=False, let_go=[*ready, *won], run=run)
-    except AqError as err:
-        sent.append(Sent("", "", "", False, f"tracker: sent, but not recorded ({err}); a later "
-                         "send finds what went out and skips it", retry=False))
+        sent = send(Trackers(queue, env), [*ready, *won],
+                    deadline=time.monotonic() + min(max(takeover / 4, 10.0), DELIVER_WITHIN))
+    finally:  # also on Ctrl-C: what did not go out is let go, for anyone to send at once
+        _record_or_say(queue, sent, me=me, run=run, now=now, let_go=[*ready, *won])
     return sent
+
+
+def _record_or_say(queue: Queue, sent: list[Sent], *, me: str, run: str, now: datetime,
+                   let_go: Sequence[OwedPost]) -> None:
+    try:
+        record_sent(queue, sent, who=me, now=now, owe=False, let_go=let_go, run=run)
+    except AqError as err:
+        sent.append(Sent("", "", "", False, f"tracker: sent, but not recorded ({err}); GitHub "
+                         "and Backlog.md find what went out, a command tracker may get it again",
+                         retry=False))
 
 
 def to_tracker(queue: Queue, refs: Sequence[str] | None, *, me: str, now: datetime,
@@ -607,8 +637,9 @@ def post_moves(queue: Queue, job_ids: Sequence[str], *, me: str, now: datetime,
             return []
         end = monotonic() + wait
         while True:
+            # others' posts are never taken by age here: a person's clock is no worker's
             ready, claim, waiting = posts_due(queue, jobs, me=me, run=run, age=age,
-                                              takeover=queue.config.trackers.takeover, env=env)
+                                              takeover=float("inf"), env=env)
             first = {p.job_id: p.order for p in reversed(claim)}
             if not any(p.order < first.get(p.job_id, -1) for p in waiting) or monotonic() >= end:
                 break

@@ -548,7 +548,7 @@ class Worker:
     def _start(self, claim: Claim) -> None:
         self.summary.claimed += 1
         job = claim.job
-        self.courier.moved(job)
+        self.courier.moved(job, claim.token)
         assert job.manifest is not None  # only valid manifests are ever picked
         self.say(f"{self.worker_id}: claimed {job.id} (attempt {claim.attempt}): {job.manifest.title}")
         plan = AttemptPlan(
@@ -737,7 +737,7 @@ class Worker:
             self._note_unreachable("results are kept and sent when it answers")
         else:
             self._unlanded.clear()
-        self.courier.moved(claim.job)
+        self.courier.moved(claim.job, claim.token)
         if moved is None:
             self.summary.stale.append(job_id)
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")

@@ -510,7 +510,7 @@ def test_each_move_of_a_linked_job_owes_one_post(worked: Queue) -> None:
 
     # a secret the worker did not know of, but the sender's environment holds, is blanked
     assert SECRET in events(worked.root, b.id, "finished")[0]["tail"]
-    mine, stale, waiting = posts_due(worked, [b], me="w1", run="w1", unique=True,
+    mine, stale, waiting = posts_due(worked, [b], me="w1", run="w1",
                                      age=lambda o: 0.0, takeover=600, env=env(MY_API_TOKEN=SECRET))
     assert mine == [] and waiting == []  # let go by w1 when it ended: claimed first
     mine = stale
@@ -572,7 +572,7 @@ def test_a_late_claim_post_still_sets_in_progress(worked: Queue) -> None:
 def test_a_log_tail_in_a_post_is_scrubbed_of_the_trackers_own_credential(worked: Queue) -> None:
     """The credential a tracker's secret_env names is no more posted than any *TOKEN*, whatever its name."""
     job = worked.resolve("job-b")
-    mine, _, _ = posts_due(worked, [job], me="w1", run="w1", unique=True, age=lambda o: 0.0,
+    mine, _, _ = posts_due(worked, [job], me="w1", run="w1", age=lambda o: 0.0,
                            takeover=600, env=env(FAKE_TRACKER_AUTH=TRACKER_AUTH))
     mine = mine or posts_due(worked, [job], me="w1", run="w1", age=lambda o: 0.0, takeover=600,
                              env=env(FAKE_TRACKER_AUTH=TRACKER_AUTH))[1]  # let go: to claim

@@ -79,15 +79,19 @@ def test_a_holder_renews_its_claim_before_anyone_may_take_it(queue: Queue) -> No
     write_job(queue.root, "j", tracker_item="cmd:fake:1", stage="review")
     log(queue.root, "j", CLAIM, FINISH)
     job = queue.resolve("j")
+    own = {"1.w1.aa"}  # the lease token of its claim: its own moves, whatever its name
     young = posts_due(queue, [job], me="w1", run="w1/1/aa", age=lambda o: 10.0, takeover=600,
-                      env=env(), unique=True)
+                      env=env(), own=own)
     old = posts_due(queue, [job], me="w1", run="w1/1/aa", age=lambda o: 301.0, takeover=600,
-                    env=env(), unique=True)
+                    env=env(), own=own)
     assert [len(part) for part in young] == [2, 0, 0]
     assert [len(part) for part in old] == [0, 2, 0]
     other = posts_due(queue, [job], me="w2", run="w2/1/bb", age=lambda o: 301.0, takeover=600,
-                      env=env(), unique=True)
+                      env=env(), own={"1.w2.bb"})
     assert [len(part) for part in other] == [0, 0, 2]  # not yet another's
+    namesake = posts_due(queue, [job], me="w1", run="w1/2/dd", age=lambda o: 10.0, takeover=600,
+                         env=env(), own={"1.w1.zz"})
+    assert [len(part) for part in namesake] == [0, 0, 2]  # same --worker name, other process
 
 
 def test_a_persons_move_never_overrides_a_live_claim(queue_root: Path, tracker: FakeTracker) -> None:
@@ -213,3 +217,52 @@ def test_a_pull_request_already_open_is_found_not_made_twice() -> None:
         again = github.open_pull_request("acme/app", "aq/x", "main", "X", "Job x")
         assert first == again == "https://github.com/acme/app/pull/1"
         assert len(gh.pulls("acme/app")) == 1
+
+
+def test_a_batch_starts_no_post_after_its_deadline(queue_root: Path, tracker: FakeTracker) -> None:
+    """Posts whose turn comes after the deadline are not started (their claims would have grown
+    old): they come back not sent, to be tried again."""
+    from aq.tracking import Trackers, send
+
+    configure(queue_root, tracker)
+    tracker.add("1", "One")
+    owed = [OwedPost("j", "cmd:fake:1", f"k{n}", Post(f"k{n}", f"post {n}"), "w1", "t", n)
+            for n in range(3)]
+    clock = iter([0.0, 5.0, 11.0])  # looked at before each post
+    sent = send(Trackers(Queue(queue_root), env()), owed, deadline=10.0, monotonic=lambda: next(clock))
+    assert [(s.ok, s.retry) for s in sent] == [(True, True), (True, True), (False, True)]
+    assert "not sent yet" in sent[2].message and len(tracker.comments()) == 2
+
+
+def test_only_credentials_refuse_a_whole_tracker() -> None:
+    """A bad token refuses every item of GitHub (everywhere); one issue that is not there
+    refuses that item only."""
+    with FakeGitHub() as gh:
+        gh.add_repo("acme/app")
+        good = GitHub(GitHubSettings(api_url=gh.url), {"GITHUB_TOKEN": gh.token or ""},
+                      sleep=lambda s: None)
+        with pytest.raises(TrackerError) as missing:
+            good.post(Ref("github", "acme/app#9"), Post("k", "hi"))
+        assert not missing.value.everywhere and not missing.value.retry
+        bad = GitHub(GitHubSettings(api_url=gh.url), {"GITHUB_TOKEN": "ghp_" + "0" * 36},
+                     sleep=lambda s: None)
+        with pytest.raises(TrackerError) as refused:
+            bad.post(Ref("github", "acme/app#9"), Post("k", "hi"))
+        assert refused.value.everywhere and refused.value.status == 401
+
+
+def test_a_claim_pushed_counts_its_age_from_the_push() -> None:
+    """A worker's own renewed claim is young from when it pushed it, not from its next look."""
+    clock = [500.0]
+    seen = Sightings(lambda: clock[0])
+    seen.claimed("k", "2026-01-01T12:10:00.000000Z")
+    clock[0] = 800.0
+    owed = OwedPost("j", "cmd:fake:1", "k", Post("k", "hi"), "w1", "2026-01-01T12:10:00.000000Z", 0)
+    assert seen.age(owed) == 300.0
+
+
+def test_a_command_trackers_done_word_counts_as_closed(queue_root: Path, tracker: FakeTracker) -> None:
+    """An item in the status statuses.done names is done, even when `closed:` does not list it."""
+    tracker.add("3", "Three", status="closed-ish")
+    adapter = tracker.adapter(queue_root, statuses={"in_progress": "doing", "done": "Closed-ish"})
+    assert not adapter.fetch(Ref("cmd", "3", "fake")).open

@@ -27,10 +27,12 @@ class TrackerError(AqError):
     """A tracker did not do what was asked. `retry` says whether trying later may help (it
     was down, rate-limited, timed out) or a person must act (bad token, no such item)."""
 
-    def __init__(self, message: str, *, retry: bool = False, status: int | None = None) -> None:
+    def __init__(self, message: str, *, retry: bool = False, status: int | None = None,
+                 everywhere: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
         self.status = status  # an HTTP status, where there was one
+        self.everywhere = everywhere  # not this item's trouble: no item of the tracker will do
 
 
 # --- references ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class Backlog:
         self.settings = settings
         if settings.path is None:
             raise TrackerError("trackers.backlog.path is not set in aq.yaml: set it to the "
-                               "Backlog.md project's folder (relative to the queue)")
+                               "Backlog.md project's folder (relative to the queue)", everywhere=True)
         self.project = (Path(root) / Path(settings.path).expanduser()).resolve()
         self._env = dict(env)
 
@@ -91,11 +91,11 @@ class Backlog:
     def _run(self, argv: list[str], what: str) -> str:
         if not self.project.is_dir():
             raise TrackerError(f"{self.project} does not exist (trackers.backlog.path in aq.yaml): "
-                               "point it at the Backlog.md project's folder")
+                               "point it at the Backlog.md project's folder", everywhere=True)
         program = shutil.which(self.settings.command[0], path=self._env.get("PATH"))
         if program is None:
             raise TrackerError(f"{self.settings.command[0]} (Backlog.md) is not installed here: "
-                               "npm install -g backlog.md, or set trackers.backlog.command")
+                               "npm install -g backlog.md, or set trackers.backlog.command", everywhere=True)
         try:
             done = proc.run([program, *self.settings.command[1:], *argv], cwd=self.project,
                             env=self._env, timeout=TIMEOUT)

@@ -11,7 +11,16 @@ from typing import Any
 
 from aq import proc
 from aq.core.scrub import Scrubber
-from aq.trackers import IN_PROGRESS, CommandSettings, Item, Post, Ref, TrackerError, our_priority
+from aq.trackers import (
+    DONE,
+    IN_PROGRESS,
+    CommandSettings,
+    Item,
+    Post,
+    Ref,
+    TrackerError,
+    our_priority,
+)
 
 # where a field usually is, when aq.yaml's `fields:` does not say
 DEFAULT_PATHS = {
@@ -92,7 +101,8 @@ class CommandTracker:
             labels=tuple(str(label.get("name") if isinstance(label, dict) else label) for label in labels),
             priority=our_priority(priority, self.settings.priorities),
             status=str(status) if status is not None else None,
-            open=str(status or "").lower() not in self.settings.closed,
+            open=str(status or "").lower() not in {*self.settings.closed,
+                                                   self.settings.statuses.get(DONE, "").lower()} - {""},
             url=str(_pick(data, "url", fields) or "") or None,
         )
 

@@ -225,7 +225,8 @@ class GitHub:
             hint = (f"set {self.settings.token_env} (or run 'gh auth login') to a token that may "
                     "read and write issues") if not self._get_token() else (
                     f"the token in {self.settings.token_env} (or gh's) is wrong or expired: renew it")
-            raise TrackerError(f"GitHub refused the request for {what} (401 {message}): {hint}")
+            raise TrackerError(f"GitHub refused the request for {what} (401 {message}): {hint}",
+                               status=401, everywhere=True)
         if status == 403:
             raise TrackerError(f"GitHub forbids {method} on {what} (403 {message}): the token "
                                "needs access to the repository's issues (Issues: read and write)")
@@ -247,7 +248,7 @@ class GitHub:
     def _need_token(self, what: str) -> None:
         if not self._get_token():
             raise TrackerError(f"no GitHub token to {what}: set {self.settings.token_env}, or "
-                               "install gh and run 'gh auth login'")
+                               "install gh and run 'gh auth login'", everywhere=True)
 
 
 def _split(ref: Ref) -> tuple[str, int]:
