@@ -155,7 +155,7 @@ def test_tasks_round_trip_through_jobs_and_back(aq: Aq, queue_root: Path, projec
     assert listed[bad]["priority"] == "medium"
     job = {task: data["id"] for task, data in listed.items()}
 
-    # all at once: every claim's post goes out before any result is recorded (see the xfail below)
+    # all at once (-j 3); a late claim post would still set In Progress (see the test below)
     ran = ok(aq("run", "--drain", "-j", "3", env={"PATH": WITH}, timeout=120))
     assert "3 claimed, 3 finished" in ran.stderr
     stages = {data["id"]: data["stage"] for data in jobs(aq)}
