@@ -96,15 +96,11 @@ class Courier:
         if not sweep and not self._moved:
             return
         try:
-            jobs = [job for job in linked_jobs(self.queue, None)  # not those settled since
-                    if self._settled.get(job.id) != job.state.events]
-            if not sweep:
-                jobs = [job for job in jobs if job.id in self._moved]
-            self._moved.clear()
+            moved, self._moved = set(self._moved), set()
             if sweep:  # (a holder looks at least four times a takeover: it renews in time)
                 self._next_sweep = now + min(self._sweep_every,
                                              max(self.queue.config.trackers.takeover / 4, 1.0))
-            batch = self._due(jobs)
+            batch = self._due(None if sweep else moved)
         except AqError as err:
             self._say_once(f"tracker posts: {err}")
             return
@@ -116,11 +112,17 @@ class Courier:
             self._todo.put(batch)
             self._start()
 
-    def _due(self, jobs: list[Job]) -> list[OwedPost]:
+    def _due(self, only: set[str] | None) -> list[OwedPost]:
+        """The posts to send now (those `posts_due` says, claimed first where it must), of the
+        jobs in `only` or (None) every linked job that may owe something new."""
         takeover = self.queue.config.trackers.takeover
-        ready, claim, waiting = posts_due(self.queue, jobs, me=self.me, run=self.run,
-                                          age=self.sightings.age, takeover=takeover,
-                                          env=self._env, own=self._own)
+        with self.queue.lock():  # read as the queue stands, not half-way through a sibling's move
+            jobs = [job for job in linked_jobs(self.queue, None)
+                    if self._settled.get(job.id) != job.state.events
+                    and (only is None or job.id in only)]
+            ready, claim, waiting = posts_due(self.queue, jobs, me=self.me, run=self.run,
+                                              age=self.sightings.age, takeover=takeover,
+                                              env=self._env, own=self._own)
         owing = {p.job_id for p in [*ready, *claim, *waiting]}
         self._settled.update({job.id: job.state.events for job in jobs if job.id not in owing})
         pending = {s.key for s in self._unrecorded}
@@ -159,10 +161,11 @@ class Courier:
 
     def _let_go(self) -> None:
         held = []
-        for job in linked_jobs(self.queue, None):
-            held += [p for p in owed_posts(job, self.queue.read_events(job.id))
-                     if p.run == self.run or (p.run is None and p.token in self._own)]
         try:
+            with self.queue.lock():
+                for job in linked_jobs(self.queue, None):
+                    held += [p for p in owed_posts(job, self.queue.read_events(job.id))
+                             if p.run == self.run or (p.run is None and p.token in self._own)]
             record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=held, run=self.run)
         except AqError as err:
             self._say_once(f"tracker: could not let go of {len(held)} post(s) ({err}); they "

@@ -288,8 +288,11 @@ class Queue:
                     problems.append(f"{rel}: job {job_id} is also in {seen[job_id]}: "
                                     "a job must be in exactly one stage (run 'aq lint')")
                     continue
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # moved on since the folder was listed (a reader
+                    continue  # without the lock): it is in the stage it moved to, or next time
                 seen[job_id] = stage
-                stat = entry.stat()
                 manifest, error = cache.manifest(job_id, (stat.st_mtime_ns, stat.st_size, stat.st_ino),
                                                  folder, name, rel)
                 state = cache.state(job_id, event_sigs.get(job_id), events_dir)
