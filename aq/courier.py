@@ -18,6 +18,7 @@ from aq.tracking import (
     OwedPost,
     Sent,
     Trackers,
+    held_by,
     linked_jobs,
     new_run,
     owed_posts,
@@ -126,14 +127,14 @@ class Courier:
         owing = {p.job_id for p in [*ready, *claim, *waiting]}
         self._settled.update({job.id: job.state.events for job in jobs if job.id not in owing})
         pending = {s.key for s in self._unrecorded}
-        unwelcome = [p for p in [*ready, *claim] if (not self._welcome(p) and p.run == self.run)
-                     or (not self._welcome(p) and p.token in self._own)]
+        unwelcome = [p for p in [*ready, *claim]
+                     if not self._welcome(p) and held_by(p, self.me, self.run, self._own)]
         if unwelcome:  # what this worker will not send (its tracker refused it): anyone's now
             record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=unwelcome,
                         run=self.run)
         ready = [p for p in ready if self._welcome(p) and p.key not in pending]
         claim = [p for p in claim if self._welcome(p) and p.key not in pending
-                 and (not self._ending or p.token in self._own or p.run == self.run)]
+                 and (not self._ending or held_by(p, self.me, self.run, self._own))]
         now = self.clock()
         won = take_over(self.queue, claim, me=self.me, run=self.run, age=self.sightings.age,
                         takeover=takeover, now=now, own=self._own)
@@ -165,7 +166,7 @@ class Courier:
             with self.queue.lock():
                 for job in linked_jobs(self.queue, None):
                     held += [p for p in owed_posts(job, self.queue.read_events(job.id))
-                             if p.run == self.run or (p.run is None and p.token in self._own)]
+                             if held_by(p, self.me, self.run, self._own)]
             record_sent(self.queue, [], who=self.me, now=self.clock(), let_go=held, run=self.run)
         except AqError as err:
             self._say_once(f"tracker: could not let go of {len(held)} post(s) ({err}); they "

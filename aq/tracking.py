@@ -289,15 +289,17 @@ def owed_posts(job: Job, events: Sequence[Event], scrub: Callable[[str], str] = 
     # a status goes only with the job's latest move that sets one, sent or not: a late "in
     # progress" must not undo a "done", and a late claim still marks the item in progress
     last_status = max((order for order, post in posts.items() if post.status), default=None)
+    posted = {e.get("for") for e in events if e.get("type") == POSTED}
+    holders = {e.get("for"): e for e in events if e.get("type") == POSTING}  # the latest wins
     owed = []
     for order, event in moves:
         key = post_key(job.id, event)
-        if _posted(events, key):
+        if key in posted:
             continue
         post = posts[order]
         if post.status and order != last_status:
             post = Post(post.key, post.comment)
-        holder = _holder(events, key)
+        holder = holders.get(key)
         owner: object
         since: object
         run: object
@@ -436,8 +438,7 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
     waiting: list[OwedPost] = []
     for job in jobs:
         for owed in owed_posts(job, queue.read_events(job.id), scrub):
-            mine = owed.run == run or (owed.run is None and owed.owner == me
-                                       and owed.token is not None and owed.token in own)
+            mine = held_by(owed, me, run, own)
             if mine and age(owed) < takeover / 2:
                 ready.append(owed)
             elif mine or owed.free or _persons_own(owed, me) or age(owed) >= takeover:
@@ -445,6 +446,12 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
             else:
                 waiting.append(owed)
     return ready, claim, waiting
+
+
+def held_by(owed: OwedPost, me: str, run: str, own: Collection[str]) -> bool:
+    """The post is this `run`'s: it claimed it, or (a worker) made its move under one of its
+    own lease tokens and no one has claimed it since."""
+    return owed.run == run or (owed.run is None and owed.owner == me and owed.token in own)
 
 
 def _persons_own(owed: OwedPost, me: str) -> bool:
@@ -462,15 +469,17 @@ def take_over(queue: Queue, posts: Sequence[OwedPost], *, me: str, run: str, age
         return []
 
     def change(tx: Tx) -> list[OwedPost]:
+        snapshot = queue.snapshot()  # on the remote's tip, under the lock
+        current: dict[str, OwedPost] = {}
+        for job_id in dict.fromkeys(owed.job_id for owed in posts):
+            job = queue.resolve(job_id, snapshot)
+            current.update({o.key: o for o in owed_posts(job, queue.read_events(job_id))})
         won = []
         for owed in posts:
-            job = queue.resolve(owed.job_id)
-            now_owed = next((o for o in owed_posts(job, queue.read_events(owed.job_id))
-                             if o.key == owed.key), None)
+            now_owed = current.get(owed.key)
             if now_owed is None:
                 continue  # sent meanwhile
-            ours = now_owed.run == run or _persons_own(now_owed, me) or (
-                now_owed.run is None and now_owed.token is not None and now_owed.token in own)
+            ours = held_by(now_owed, me, run, own) or _persons_own(now_owed, me)
             if not (ours or now_owed.free or age(now_owed) >= takeover):
                 continue  # another's, and live
             tx.append_event(owed.job_id, {"ts": iso(now), "type": POSTING, "by": me, "run": run,
@@ -508,23 +517,23 @@ def send(trackers: Callable[[Ref], Tracker], posts: Sequence[OwedPost], *,
         try:
             ref = parse_ref(owed.ref)
             url = trackers(ref).post(ref, post)
-        except TrackerError as err:
+        except Exception as err:  # an adapter's bug too fails this post, not those sent already
             stuck.add(owed.job_id)
-            results.append(Sent(owed.job_id, owed.ref, owed.key, False, str(err), retry=err.retry,
-                                everywhere=err.everywhere))
-            continue
-        except AqError as err:
-            stuck.add(owed.job_id)
-            results.append(Sent(owed.job_id, owed.ref, owed.key, False, f"{owed.ref}: {err}", retry=False))
-            continue
-        except Exception as err:  # an adapter's bug fails this post, not the posts already sent
-            stuck.add(owed.job_id)
-            results.append(Sent(owed.job_id, owed.ref, owed.key, False,
-                                f"{owed.ref}: the tracker adapter failed ({err.__class__.__name__})"))
+            results.append(_failed(owed, err))
             continue
         results.append(Sent(owed.job_id, owed.ref, owed.key, True, f"{owed.ref}: sent {owed.job_id}'s "
                             f"{_what(owed.post)}", url))
     return results
+
+
+def _failed(owed: OwedPost, err: Exception) -> Sent:
+    if isinstance(err, TrackerError):
+        return Sent(owed.job_id, owed.ref, owed.key, False, str(err), retry=err.retry,
+                    everywhere=err.everywhere)
+    said = str(err) if isinstance(err, AqError) else \
+        f"the tracker adapter failed ({err.__class__.__name__})"
+    return Sent(owed.job_id, owed.ref, owed.key, False, f"{owed.ref}: {said}",
+                retry=not isinstance(err, AqError))
 
 
 def _what(post: Post) -> str:
@@ -536,8 +545,8 @@ def record_sent(queue: Queue, sent: Sequence[Sent], *, who: str, now: datetime,
     """One transaction: a `tracker_posted` event for every post that went out, and the
     `let_go` posts that did not released (held by `me`/`run`, now anyone's to send at once).
     Offline, it is owed and replayed."""
-    went = {s.key for s in sent if s.ok}
     done = [s for s in sent if s.ok]
+    went = {s.key for s in done}
     release = [owed for owed in let_go if owed.key not in went]
     if not done and not release:
         return
