@@ -200,9 +200,10 @@ def import_refs(queue: Queue, refs: Sequence[str], *, now: datetime, who: str,
     parsed = [parse_ref(text) for text in refs]  # every one checked before anything is imported
     read: dict[int, Item] = {}
     results: dict[int, Imported] = {}
+    trackers = Trackers(queue, env)  # one adapter per tracker: gh auth token asked once
     for index, ref in enumerate(parsed):
         try:
-            read[index] = _fetch(queue, ref, env)
+            read[index] = trackers(ref).fetch(ref)
         except TrackerError as err:
             results[index] = Imported(str(ref), "failed", str(err))
         except AqError as err:
@@ -228,10 +229,6 @@ def import_query(queue: Queue, query: str, *, label: str | None, now: datetime, 
     tracker = open_tracker(queue.config.trackers, kind, adapter, queue.root, env)
     return import_items(queue, tracker.query(rest, label), now=now, who=who, entropy=entropy,
                         new=new)
-
-
-def _fetch(queue: Queue, ref: Ref, env: Mapping[str, str]) -> Item:
-    return open_tracker(queue.config.trackers, ref.kind, ref.adapter, queue.root, env).fetch(ref)
 
 
 # --- out: moves become posts -----------------------------------------------------------------
