@@ -40,8 +40,7 @@ class CommandTracker:
         self.root = Path(root)
         self._env = dict(env)
         # the names in secret_env are secrets whatever they are called
-        self._scrub = Scrubber({**env, **{f"{name}_SECRET": env[name]
-                                          for name in settings.secret_env if name in env}})
+        self._scrub = Scrubber(env, settings.secret_env)
 
     def fetch(self, ref: Ref) -> Item:
         data = self._json(self.settings.view, {"id": ref.item}, f"item {ref.item}")
