@@ -7,10 +7,24 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-# Backlog.md, a real tracker the tracker-bridge tests drive through its own CLI (npm registry)
-if [ ! -x .tools/node_modules/.bin/backlog ] && command -v npm >/dev/null 2>&1; then
-    npm install --silent --no-fund --no-audit --prefix .tools backlog.md@1.52.0 >/dev/null 2>&1 \
-        || echo "test.sh: could not install backlog.md from npm; its tests will be skipped" >&2
+# Real programs the tests drive through their own CLIs, pinned to versions that run on Node 20
+# (npm registry): Backlog.md, a tracker; claude-code, codex and gemini-cli, agent CLIs run
+# against the tests' fake model APIs. Installed once into .tools/; a test that needs one that
+# could not be installed is skipped and says so.
+npm_pins="backlog.md@1.52.0 @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0 @google/gemini-cli@0.61.0"
+npm_bins="backlog claude codex gemini"
+missing_bins=""
+for bin in $npm_bins; do
+    [ -x ".tools/node_modules/.bin/$bin" ] || missing_bins="$missing_bins $bin"
+done
+if [ -n "$missing_bins" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        # shellcheck disable=SC2086 # one word per package
+        npm install --silent --no-fund --no-audit --prefix .tools $npm_pins >/dev/null 2>&1 \
+            || echo "test.sh: could not install$missing_bins from npm; the tests that need them will be skipped" >&2
+    else
+        echo "test.sh: npm is not installed, so$missing_bins cannot be; the tests that need them will be skipped" >&2
+    fi
 fi
 .venv/bin/ruff check aq tests benchmarks scripts
 .venv/bin/mypy
