@@ -20,10 +20,13 @@ from aq.config import QueueConfig
 from aq.core.lifecycle import Outcome
 from aq.core.manifest import Manifest
 from aq.core.scrub import Scrubber
-from aq.engines import EngineSpec
+from aq.engines import ArgvError, EngineSpec, engine_version
 from aq.errors import AqError
+from aq.meter import Meter, Spend, describe_usage
+from aq.proctree import new_mark
 from aq.scope import TreeMark, changed_against, changed_since, mark_tree, outside_scope
 from aq.trackers import secret_names
+from aq.usage import Usage, reader_for
 from aq.workspace import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
 
 TAIL_LINES = 40
@@ -45,6 +48,9 @@ class AttemptPlan:
     wall_used: float = 0.0
     persona: str | None = None
     workspaces: Path | None = None  # where a job with a repo gets its worktree (None: no repo work)
+    usd_used: float = 0.0  # what the job's earlier attempts cost, for budget.usd
+    tokens_used: int = 0  # and the tokens they used, for budget.tokens
+    resume: Usage | None = None  # retry-from: session: the earlier attempt's session to resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,11 @@ class AttemptResult:
     head: str | None = None  # the worktree's last commit once the engine's work was committed
     pushed: bool = False  # the job's branch on the repo's remote holds `head`
     scope_against_base: bool = False  # out_of_scope is the whole branch against base
+    usage: Usage | None = None  # what the engine reported it used (None: it said nothing)
+    engine: str | None = None
+    engine_version: str | None = None
+    leftovers: int = 0  # processes the attempt left running, killed when it ended
+    session_usage: Usage | None = None  # the session's running total, where `usage` is this run's
 
 
 class AttemptLog:
@@ -160,7 +171,8 @@ def execute(
         "AQ_QUEUE": str(plan.queue_root),
         "AQ_WORKER_ID": plan.worker,
     })
-    spec = config.engines.get(config.engine_for(manifest))
+    engine_name = config.engine_for(manifest)
+    spec = config.engines.get(engine_name)
     # the engine's own env holds secrets too; and aq.yaml names tracker credentials
     scrubber = Scrubber({**env, **(spec.env if spec else {})}, secret_names(config.trackers))
     log = AttemptLog(plan.run_dir / f"{plan.attempt}.log", config.log_max, scrubber)
@@ -168,6 +180,7 @@ def execute(
     workspace: Workspace | None = None
     repo = config.repo_for(manifest)
     work: dict[str, object] = {"head": None, "pushed": False}
+    engine_run = EngineRun(engine_name)
     if repo and plan.workspaces is not None:
         try:
             workspace = open_workspace(resolve_repo(repo, plan.queue_root), plan.job_id, plan.attempt, root=plan.workspaces,
@@ -193,11 +206,14 @@ def execute(
         log.close()
         artifacts = collect_artifacts(manifest, cwd) if cwd.is_dir() else ()
         outside = tuple(scrubber.line(path) for path in scope.outside)
-        return AttemptResult(outcome, verified, exit_code, verify_exit, detail,
+        return AttemptResult(outcome, verified, exit_code, verify_exit, scrubber.line(detail),
                              scrubber.text(tail), log.path, log.kept_text(), clock() - started,
                              cwd if cwd.is_dir() else None, artifacts, outside, workspace,
                              work["head"] if isinstance(work["head"], str) else None,
-                             bool(work["pushed"]), scope.against is not None)
+                             bool(work["pushed"]), scope.against is not None,
+                             engine_run.usage, engine_name if spec else None, engine_run.version,
+                             engine_run.leftovers,
+                             engine_run.reported)
 
     log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
     if not cwd.is_dir():
@@ -208,40 +224,68 @@ def execute(
         if budget_left <= 0:
             return finish(Outcome.BUDGET_EXHAUSTED,
                           f"budget.wall of {manifest.budget.wall:.0f}s is used up")
+    spent = Spend.of(plan, config, spec)
+    if spent.exhausted():
+        return finish(Outcome.BUDGET_EXCEEDED, spent.exhausted() or "")
     limit = config.timeout_for(manifest)
     if budget_left is not None:
         limit = min(limit, budget_left)
     deadline = started + limit
 
-    engine_name = config.engine_for(manifest)
-    spec = config.engines.get(engine_name)
     if spec is None:
         known = ", ".join(sorted(config.engines))
         return finish(Outcome.ENGINE_MISSING,
                       f"engine {engine_name!r} is not defined (known: {known}); add it under engines: in aq.yaml")
-    prompt = build_prompt(plan)
+    session = plan.resume.session if plan.resume and spec.can_resume else None
+    prompt = resume_prompt(plan) if session else build_prompt(plan)
+    text = manifest.body if spec.input == "body" else prompt
     prompt_file = plan.run_dir / f"{plan.attempt}.prompt"
-    prompt_file.write_text(manifest.body if spec.input == "body" else prompt, encoding="utf-8")
-    env.update({"AQ_PROMPT_FILE": str(prompt_file), **spec.env})
+    prompt_file.write_text(text, encoding="utf-8")
+    usage_file = plan.run_dir / f"{plan.attempt}.usage"
+    env.update({"AQ_PROMPT_FILE": str(prompt_file), **spec.env,
+                **(spec.yolo_env if manifest.yolo else {})})
     if plan.previous_failure:
         failure_file = plan.run_dir / f"{plan.attempt}.previous-failure"
         failure_file.write_text(plan.previous_failure, encoding="utf-8")
         env["AQ_PREVIOUS_FAILURE_FILE"] = str(failure_file)
-    argv = spec.argv(prompt=prompt, prompt_file=str(prompt_file), yolo=manifest.yolo)
+    try:
+        argv = spec.argv(prompt=prompt, prompt_file=str(prompt_file), yolo=manifest.yolo,
+                         session=session, usd=spent.usd_left, usage_file=str(usage_file))
+    except ArgvError as err:
+        return finish(Outcome.ENGINE_FAILED, str(err))
     if stop.is_set():  # the worker was told to stop before this attempt got going
         return finish(Outcome.INTERRUPTED, "stopped before the engine started")
-    if shutil.which(argv[0], path=env.get("PATH")) is None and not os.path.isfile(argv[0]):
+    program = shutil.which(argv[0], path=env.get("PATH"))
+    if program is None and not os.path.isfile(argv[0]):
         return finish(Outcome.ENGINE_MISSING,
                       f"engine {engine_name!r} needs {argv[0]!r}, which is not installed on this machine")
 
     log_note(f"running {engine_name}")
+    engine_run.version = engine_version(program or argv[0], env)
     scope.start()
-    log.note(f"engine {engine_name}: {_show_argv(argv, spec)}")
+    log.note(f"engine {engine_name}"
+             + (f" ({engine_run.version})" if engine_run.version else "")
+             + f": {_show_argv(argv, spec)}" + (f" (resuming session {session})" if session else ""))
+    if spent.unenforced:
+        log.note(spent.unenforced)
     log.start_section()
     pgid_file = plan.run_dir / f"{plan.attempt}.pgid"
+    reader = reader_for(spec.usage) if spec.usage else None
+    meter = Meter(reader, spent, config, plan.resume if session else None,
+                  live=plan.run_dir / f"{plan.attempt}.usage.json", clock=clock)
+    mark = new_mark()
+    _write_text(plan.run_dir / f"{plan.attempt}.mark", mark)
     ran = proc.run_streaming(argv, cwd=cwd, env=env, sink=log.write, deadline=deadline,
                              stop=stop, grace=config.kill_grace, clock=clock,
-                             on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
+                             on_start=lambda pgid: _write_text(pgid_file, str(pgid)),
+                             stdin=text.encode() if spec.input == "stdin" else None,
+                             on_stdout=meter.feed if reader else None, limit=meter.over,
+                             mark=mark)
+    engine_run.usage = meter.close(usage_file)
+    engine_run.reported = meter.reported if meter.resumed is not None else None
+    engine_run.leftovers = ran.leftovers
+    if ran.leftovers:
+        log.note(f"the engine left {ran.leftovers} process(es) running; killed")
     if ran.ended not in ("missing", "unstartable"):
         if workspace is not None:  # whatever the agent left is work too: commit it, push it
             _keep_work(workspace, plan, log, work)
@@ -249,12 +293,18 @@ def execute(
         # this one undid no longer counts, what it left still does
         for note in scope.check(f"refs/remotes/origin/{workspace.base}" if workspace else None):
             log.note(note)
+    if engine_run.usage is not None:
+        log.note(f"usage: {describe_usage(engine_run.usage)}")
     if ran.ended == "missing":
         return finish(Outcome.ENGINE_MISSING, f"could not start {argv[0]!r}")
     if ran.ended == "unstartable":
         return finish(Outcome.ENGINE_FAILED,
                       f"could not start {argv[0]!r} (a prompt too long for a command line? "
-                      "use {prompt_file} in the engine's cmd)")
+                      "use input: stdin or {prompt_file} in the engine's cmd)")
+    over = meter.exceeded(engine_run.usage)
+    if ran.ended == "limit" or over:
+        return finish(Outcome.BUDGET_EXCEEDED, over or "the job's budget is used up",
+                      exit_code=ran.returncode)
     if ran.ended == "stopped":
         return finish(Outcome.INTERRUPTED, "stopped while the engine ran")
     if ran.ended == "timeout":
@@ -262,14 +312,20 @@ def execute(
     if ran.returncode != 0:
         return finish(Outcome.ENGINE_FAILED, f"engine exited with {ran.returncode}",
                       exit_code=ran.returncode)
+    cli_error = engine_run.usage.cli_error if engine_run.usage else None
+    if cli_error:
+        return finish(Outcome.ENGINE_FAILED, f"engine exited 0 but reported a failure: {cli_error}",
+                      exit_code=0)
     if not manifest.verify:
-        return finish(Outcome.OK, "engine exited 0; no verify", exit_code=0)
+        return finish(Outcome.OK, "engine exited 0; no verify" + _denied(engine_run.usage),
+                      exit_code=0)
 
     log.note(f"verify: {manifest.verify}")
     log.start_section()
     checked = proc.run_streaming(["bash", "-c", manifest.verify], cwd=cwd, env=env, sink=log.write,
                                  deadline=deadline, stop=stop, grace=config.kill_grace, clock=clock,
-                                 on_start=lambda pgid: _write_text(pgid_file, str(pgid)))
+                                 on_start=lambda pgid: _write_text(pgid_file, str(pgid)),
+                                 mark=mark)
     if checked.ended == "stopped":
         return finish(Outcome.INTERRUPTED, "stopped while verify ran", exit_code=0)
     if checked.ended == "timeout":
@@ -279,8 +335,35 @@ def execute(
     if checked.returncode != 0:
         return finish(Outcome.VERIFY_FAILED, f"verify exited with {checked.returncode}",
                       verified=False, exit_code=0, verify_exit=checked.returncode)
-    return finish(Outcome.OK, "engine exited 0; verify passed", verified=True, exit_code=0,
-                  verify_exit=0)
+    return finish(Outcome.OK, "engine exited 0; verify passed" + _denied(engine_run.usage),
+                  verified=True, exit_code=0, verify_exit=0)
+
+
+@dataclass(slots=True)
+class EngineRun:
+    """What an attempt learnt about its engine run, for the result."""
+
+    name: str
+    version: str | None = None
+    usage: Usage | None = None
+    reported: Usage | None = None
+    leftovers: int = 0
+
+
+def _denied(usage: Usage | None) -> str:
+    if usage is None or not usage.permission_denials:
+        return ""
+    return f" ({usage.permission_denials} tool call(s) denied: the job does not set yolo)"
+
+
+def resume_prompt(plan: AttemptPlan) -> str:
+    """The prompt of a resumed session: the agent remembers the job; tell it what failed."""
+    if not plan.previous_failure:
+        return build_prompt(plan)
+    return ("Your previous attempt at this job failed. The end of its output:\n\n```\n"
+            + plan.previous_failure.strip() + "\n```\n\nFix the cause of that failure.\n")
+
+
 
 
 def _keep_work(workspace: Workspace, plan: AttemptPlan, log: AttemptLog,

@@ -62,6 +62,7 @@ class Card:
     stage: str
     branch: str | None = None  # a job with a repo: its branch as the last attempt left it
     branch_pushed: bool = True  # False: that branch's work is not on the repo's remote yet
+    cost_usd: float | None = None  # its attempts' cost, a building one's so far (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ def board_data(
             shown = heapq.nlargest(shipped_shown, jobs, key=_shipped_order)
         else:  # listed oldest first (then by id): a stable sort by priority gives pick order
             shown = sorted(jobs, key=_priority_rank)
-        cards = tuple(_card(job, listing.verdicts.get(job.id), profiles, ages) for job in shown)
+        cards = tuple(_card(job, listing.verdicts.get(job.id), profiles, ages,
+                            _cost(queue, job)) for job in shown)
         columns.append((str(stage), len(jobs), cards))
     return BoardData(tuple(columns), queue.halted(), len(seen), (*problems, *listing.problems))
 
@@ -159,8 +161,21 @@ def _shipped_order(job: Job) -> str:
         return iso(job.added)
 
 
+def _cost(queue: Queue, job: Job) -> float | None:
+    """What the job's attempts cost so far: those recorded, plus a building attempt's running
+    figure when it runs on this machine and its engine streams usage."""
+    spent = job.state.usd_used
+    if job.stage is Stage.BUILDING and job.state.attempt_count:
+        from aq.meter import live_usage
+
+        live = live_usage(queue.running_dir() / job.id, job.state.attempt_count)
+        if live is not None and live.cost_usd is not None:
+            return spent + live.cost_usd
+    return spent or None
+
+
 def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],
-          ages: Mapping[str, float | None]) -> Card:
+          ages: Mapping[str, float | None], cost: float | None = None) -> Card:
     manifest, state = job.manifest, job.state
     profile = profiles.get(manifest.profile) if manifest and manifest.profile else None
     engine = None
@@ -188,6 +203,7 @@ def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],
         stage=str(job.stage),
         branch=state.branch,
         branch_pushed=state.branch_pushed or state.branch is None,
+        cost_usd=cost,
     )
 
 
@@ -300,6 +316,8 @@ def _facts(card: Card, priority: tuple[str, str] | None) -> Text | None:
         parts.append(priority)
     if card.attempt:
         parts.append((f"attempt {card.attempt}", "dim"))
+    if card.cost_usd is not None:
+        parts.append((f"${card.cost_usd:.2f}", "dim"))
     if card.branch:
         parts.append((_clean(card.branch), "dim"))
     for fact in (card.profile, card.engine, " ".join(card.capabilities), card.tracker_item):

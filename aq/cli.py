@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aq.app import JobDetail, Listing, NextResult
+    from aq.core.manifest import Budget
     from aq.core.scheduler import Verdict
     from aq.store import Job, Queue
 
@@ -247,6 +248,9 @@ def show(
 
 
 def _print_detail(detail: JobDetail) -> None:
+    from aq.meter import describe_usage
+    from aq.usage import Usage
+
     job = detail.job
     print(f"{job.id}: {job.manifest.title if job.manifest else '(invalid manifest)'}")
     print(f"  stage:    {job.stage}")
@@ -277,12 +281,19 @@ def _print_detail(detail: JobDetail) -> None:
         for name, item in detail.resolved.items():
             if item.value not in (None, False, (), []):
                 print(f"  {name + ':':<15}{_fmt(item.value)}  ({item.source})")
+    budget = job.manifest.budget if job.manifest else None
+    if job.state.usd_used or job.state.tokens_used or (budget and (budget.usd or budget.tokens)):
+        print(f"  spent:    {_spent(job.state.usd_used, job.state.tokens_used, budget)}")
     if job.state.attempts:
         print("attempts:")
         for a in job.state.attempts:
             verify = "" if a.verify_exit is None else f", verify exit {a.verify_exit}"
             print(f"  #{a.number} {a.worker} {a.started}  {a.outcome or 'running'}{verify}"
                   + (f"  log {a.log}" if a.log else ""))
+            usage = Usage.from_event(a.usage) if a.usage else None
+            if a.engine or usage is not None:
+                print(f"      {a.engine or 'engine'}: "
+                      + (describe_usage(usage) if usage is not None else "usage not reported"))
             for artifact in a.artifacts:
                 print(f"      artifact {artifact}")
     print("events:")
@@ -290,6 +301,13 @@ def _print_detail(detail: JobDetail) -> None:
         move = f" {event.get('from', '')}->{event['to']}" if event.get("to") else ""
         why = f": {event['why']}" if event.get("why") else ""
         print(f"  {event.get('ts', '?')}  {event.get('type')}{move} by {event.get('by', '?')}{why}")
+
+
+def _spent(usd: float, tokens: int, budget: Budget | None) -> str:
+    """`$0.42 of $5.00, 12,000 tokens of 2,000,000` (what the attempts since added/requeued used)."""
+    cost = f"${usd:.4f}" + (f" of ${budget.usd:.2f}" if budget and budget.usd is not None else "")
+    count = f"{tokens:,} tokens" + (f" of {budget.tokens:,}" if budget and budget.tokens else "")
+    return f"{cost}, {count}"
 
 
 def _fmt(value: Any) -> str:
@@ -967,6 +985,7 @@ def _job_json(job: Job, verdict: Verdict | None = None) -> dict[str, Any]:
         "not_before": state.not_before,
         "last_outcome": state.last_outcome,
         "out_of_scope": list(state.out_of_scope),
+        "spent": {"usd": round(state.usd_used, 6), "tokens": state.tokens_used},
         "branch": {"name": state.branch, "head": state.branch_head,
                    "pushed": state.branch_pushed} if state.branch else None,
         "error": job.error,
@@ -988,7 +1007,8 @@ def _detail_json(detail: JobDetail) -> dict[str, Any]:
         "attempt_log": [
             {"number": a.number, "worker": a.worker, "token": a.token, "started": a.started,
              "finished": a.finished, "outcome": a.outcome, "verify_exit": a.verify_exit,
-             "log": a.log, "artifacts": list(a.artifacts), "reason": a.reason}
+             "log": a.log, "artifacts": list(a.artifacts), "reason": a.reason,
+             "engine": a.engine, "usage": a.usage}
             for a in job.state.attempts
         ],
         "events": list(detail.events),

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aq.core.durations import parse_duration, parse_size
+from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
 from aq.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.errors import ConfigError
 from aq.trackers import TrackerSettings, parse_settings
+from aq.usage import READERS, Price, parse_prices
 
 CONFIG_NAME = "aq.yaml"
 
@@ -52,7 +53,7 @@ artifact_max: 10MiB
 # Engine classes: a job or profile may ask for `engine-class: coding-agent`; a worker runs the
 # first engine of the profile's `prefers-engine`, else of this list, that it has installed.
 engine_classes:
-  coding-agent: [claude, codex, devin, aider, gemini]
+  coding-agent: [claude, codex, gemini, aider, copilot, opencode, qwen, cursor-agent, amp, goose, devin]
 
 # A job's `prefers:` (factory:<worker>, engine:<name>) gives the workers it names first pick
 # for this long after the job is ready; then any able worker may take it.
@@ -85,22 +86,37 @@ prefer_window: 2m
 #       statuses: {in_progress: In Progress, done: Done}
 #       secret_env: [JIRA_API_TOKEN]
 
-# Engines: command templates; add your own or override a built-in (claude, codex, devin,
-# aider, gemini, shell). Placeholders: {prompt}, {prompt_file}, {yolo}.
+# Engines: command templates; add your own or override a built-in (claude, codex, gemini,
+# aider, copilot, opencode, qwen, cursor-agent, amp, goose, devin, shell). `input: stdin` feeds
+# the prompt on stdin (never read as an option, no length limit); else it goes where cmd has
+# {prompt_file}, or {prompt} behind `--`. {yolo} marks where the auto-approve flags go (else
+# before any `--`). `usage:` names the reader of the engine's JSON output (claude-json,
+# codex-json, gemini-json, ...), so every run records its tokens and cost.
 # engines:
 #   claude:
-#     cmd: [claude, -p, "{prompt}"]
-#     yolo: [--dangerously-skip-permissions]
+#     env: {IS_SANDBOX: 1}            # claude refuses --dangerously-skip-permissions as root without it
 #   my-agent:
-#     cmd: [my-agent, --task-file, "{prompt_file}"]
+#     cmd: [my-agent, --json, --task-file, "{prompt_file}"]
+#     usage: claude-json
+
+# Prices (USD per million tokens) for engines that report tokens but no cost (codex, gemini,
+# qwen): the cost of a run is computed from them; without a price it stays unknown.
+# prices:
+#   gpt-5-codex: {input: 1.25, output: 10, cache_read: 0.125}
+
+# What the whole queue may spend in a UTC day, counted from the runs recorded on the remote:
+# crossing it halts the queue (queue/HALT, reason budget) until a person runs `aq resume`.
+# budget: {usd_per_day: 50, tokens_per_day: 20M}
 """
 
-DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": ("claude", "codex", "devin", "aider", "gemini")}
+DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
+    "claude", "codex", "gemini", "aider", "copilot", "opencode", "qwen", "cursor-agent", "amp", "goose",
+    "devin")}
 
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
-          "log_retention", "trackers")
+          "log_retention", "trackers", "prices", "budget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +143,9 @@ class QueueConfig:
     workspaces_dir: str | None = None  # where cache clones and worktrees live (default: user cache)
     engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
     trackers: TrackerSettings = field(default_factory=TrackerSettings)
+    prices: dict[str, Price] = field(default_factory=dict)  # USD per million tokens, per model
+    budget_usd_per_day: float | None = None  # the queue halts when a UTC day's runs cost more
+    budget_tokens_per_day: int | None = None
 
     def repo_for(self, manifest: Manifest) -> str | None:
         return manifest.repo or self.repo
@@ -264,13 +283,37 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     if not isinstance(raw_engines, dict):
         raise ConfigError(f"{source}: key 'engines': expected a mapping of engine names")
     for name, spec in raw_engines.items():
-        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)))
+        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)),
+                                                frozenset(READERS))
     values["engines"] = engines
+    values["prices"] = parse_prices(raw.get("prices") or {}, f"{source}: prices")
+    values.update(_queue_budget(raw.get("budget"), source))
     try:
         values["trackers"] = parse_settings(raw.get("trackers"), source)
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return QueueConfig(**values)
+
+
+def _queue_budget(raw: object, source: str) -> dict[str, object]:
+    """`budget: {usd_per_day: 50, tokens_per_day: 20M}`: what the whole queue may spend a day."""
+    if raw is None:
+        return {}
+    example = "expected {usd_per_day: 50, tokens_per_day: 20M}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key 'budget': {example}")
+    values: dict[str, object] = {}
+    for key, item in raw.items():
+        try:
+            if key == "usd_per_day":
+                values["budget_usd_per_day"] = parse_money(item)
+            elif key == "tokens_per_day":
+                values["budget_tokens_per_day"] = parse_size(item)
+            else:
+                raise ConfigError(f"{source}: unknown key 'budget.{key}'; known: usd_per_day, tokens_per_day")
+        except ValueError as err:
+            raise ConfigError(f"{source}: key 'budget.{key}': {err}") from None
+    return values
 
 
 def _ship_mode(value: object) -> str:

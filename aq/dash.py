@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from rich.text import Text
@@ -88,7 +89,19 @@ class Row:
     status: str
 
 
-def status_of(job: Job, verdict: Verdict | None) -> str:
+def _cost_so_far(job: Job, running: Path | None) -> str:
+    """`, $0.42 so far` for a building job whose cost is known (its running attempt's as it
+    streams, when it runs on this machine)."""
+    from aq.meter import live_usage
+
+    spent = job.state.usd_used
+    live = live_usage(running / job.id, job.state.attempt_count) if running else None
+    if live is not None and live.cost_usd is not None:
+        spent += live.cost_usd
+    return f", ${spent:.2f} so far" if spent else ""
+
+
+def status_of(job: Job, verdict: Verdict | None, running: Path | None = None) -> str:
     """Why an inbox job waits, who holds a building one, else how the job got where it is."""
     state = job.state
     if job.error:
@@ -96,13 +109,13 @@ def status_of(job: Job, verdict: Verdict | None) -> str:
     if verdict is not None:
         return "ready" if verdict.ready else f"waits: {verdict.reason}"
     if job.stage is Stage.BUILDING and state.holder:
-        return f"{state.holder}, attempt {state.attempt_count}"
+        return f"{state.holder}, attempt {state.attempt_count}{_cost_so_far(job, running)}"
     if state.last_reason and state.last_outcome and state.last_outcome not in state.last_reason:
         return f"{state.last_reason} (last attempt: {state.last_outcome})"
     return state.last_reason or state.last_outcome or ""
 
 
-def rows_of(listing: Listing, filters: Filters) -> list[Row]:
+def rows_of(listing: Listing, filters: Filters, running: Path | None = None) -> list[Row]:
     rows = []
     for number, job in enumerate(listing.jobs, 1):
         if filters.admits(job):
@@ -110,7 +123,7 @@ def rows_of(listing: Listing, filters: Filters) -> list[Row]:
             rows.append(Row(number, job.id, job.stage, manifest.priority if manifest else "-",
                             (manifest.profile or "") if manifest else "",
                             manifest.title if manifest else "(invalid)",
-                            status_of(job, listing.verdicts.get(job.id))))
+                            status_of(job, listing.verdicts.get(job.id), running)))
     return rows
 
 
@@ -408,7 +421,8 @@ class JobsScreen(Screen[None]):
         listing = loaded.listing
         if listing is not None and self.filters.profile not in (None, *profiles_in_use(listing)):
             self.filters = Filters(self.filters.stage, None, self.filters.text)
-        rows = rows_of(listing, self.filters) if listing is not None else []
+        rows = (rows_of(listing, self.filters, self.session.queue.running_dir())
+                if listing is not None else [])
         self._render_summary(len(listing.jobs) if listing is not None else 0, len(rows))
         if rows == self.rows:
             return

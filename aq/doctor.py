@@ -27,6 +27,7 @@ from aq.core.durations import format_duration
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.requirements import compare_versions, parse_version, version_in
 from aq.core.scrub import REDACTED, Scrubber
+from aq.engines import EngineSpec, engine_version, headless_problems
 from aq.errors import AqError
 from aq.store import Job, Queue, Snapshot
 
@@ -385,8 +386,7 @@ def _check_engines(config: QueueConfig, capabilities: frozenset[str], search: st
         role = f" ({default_role} engine)" if name == default else ""
         command = spec.cmd[0]
         if f"engine:{name}" in capabilities:
-            found = shutil.which(command, path=search) or command
-            checks.append(Check(f"engine:{name}", OK, f"{found}{role}"))
+            checks.append(_installed_engine(name, spec, search, role))
         elif name == default:
             checks.append(Check(f"engine:{name}", FAIL, f"{command!r} is not on PATH{role}: jobs "
                                 "that name no engine cannot run here",
@@ -397,6 +397,19 @@ def _check_engines(config: QueueConfig, capabilities: frozenset[str], search: st
                                 f"takes no {name} job", f"install {command} if this machine "
                                 f"should run {name} jobs"))
     return checks
+
+
+def _installed_engine(name: str, spec: EngineSpec, search: str, role: str) -> Check:
+    """An engine on PATH: where, which version, and whether it can run unattended here."""
+    found = shutil.which(spec.cmd[0], path=search) or spec.cmd[0]
+    env = {**os.environ, "PATH": search}
+    version = engine_version(found, env, timeout=10.0) if spec.program != "bash" else None
+    usage = "" if spec.usage or spec.program == "bash" else "; no usage reader: runs record no cost"
+    detail = f"{found}{f' ({version})' if version else ''}{role}{usage}"
+    problems = headless_problems(spec, env, root=hasattr(os, "geteuid") and os.geteuid() == 0)
+    if problems:
+        return Check(f"engine:{name}", WARN, f"{detail}; cannot run headless here", problems[0])
+    return Check(f"engine:{name}", OK, detail)
 
 
 # --- leases ----------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """The one place aq starts subprocesses.
 
 `run` is for short helpers (git); `run_streaming` is for engines and verify: its own process
-group, output streamed line by line to a sink, a deadline and a stop signal that TERM the
-whole group, then KILL it after a grace period.
+group and a mark in its environment, output streamed line by line to a sink, a deadline, a
+stop signal and a limit that stop its whole tree (aq.proctree: the group, the descendants and
+every process carrying the mark), TERM then KILL after a grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False)
     return env
 
 
+TREE_LOOK = 2.0  # seconds between looks at a running engine's process tree
 TIMED_OUT = 124  # the exit code `run` reports for a command it stopped at its timeout, as timeout(1) does
 
 
@@ -89,8 +93,9 @@ def run_bytes(argv: Sequence[str], *, cwd: Path | str | None = None,
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     returncode: int | None  # None: it never started (see `missing`) or was killed before exiting
-    ended: str  # "exit", "timeout", "stopped", "missing", "unstartable"
+    ended: str  # "exit", "timeout", "stopped", "limit", "missing", "unstartable"
     seconds: float
+    leftovers: int = 0  # processes of the run still alive after it ended, killed then
 
 
 def run_streaming(
@@ -104,18 +109,34 @@ def run_streaming(
     grace: float,
     clock: Callable[[], float] = time.monotonic,
     on_start: Callable[[int], None] | None = None,
+    stdin: bytes | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
+    limit: Callable[[], bool] | None = None,
+    mark: str | None = None,
 ) -> StreamResult:
-    """Run `argv` in a new session with stdout+stderr to `sink`, until exit, `deadline` or `stop`.
+    """Run `argv` in a new session with stdout and stderr to `sink`, until exit, `deadline`,
+    `stop`, or `limit()` turning true (ended "limit": a budget crossed).
 
-    On deadline or stop the whole process group gets TERM, then KILL after `grace` seconds.
-    Whatever the group left running after the main process exits is killed too.
+    `stdin` is written to the program's standard input, which is then closed; without it the
+    program gets no stdin at all. stdout and stderr share one pipe, so the sink sees them in
+    the order they were written, unless `on_stdout` is given: then lines of stdout alone also
+    go to it (a usage reader must not see warnings on stderr) and the two are read apart. With `mark`, every process of the run carries
+    `AQ_RUN_MARK=<mark>` in its environment, so that what it started in sessions of their
+    own is found and stopped with it (aq.proctree). On deadline, stop or limit the run gets
+    TERM, then KILL after `grace` seconds; whatever is left once it exits is killed.
     `on_start` gets the process group id as soon as it exists.
     """
+    from aq import proctree
+
     start = clock()
+    if mark is not None:
+        env = {**env, proctree.MARK_VAR: mark}
     try:
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            list(argv), cwd=cwd, env=dict(env),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            # one pipe keeps the order a person reads; a usage reader needs stdout on its own
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE if on_stdout else subprocess.STDOUT,
             start_new_session=True,  # what a dead worker leaves is killed by this group id
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
@@ -124,17 +145,15 @@ def run_streaming(
     except OSError as err:  # e.g. E2BIG: the command line is longer than the system allows
         sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
         return StreamResult(None, "unstartable", clock() - start)
-    assert proc.stdout is not None
-    stdout = proc.stdout
+    _widen(proc.stdout)
     if on_start is not None:
         on_start(proc.pid)
-
-    def pump() -> None:
-        for line in iter(stdout.readline, b""):
-            sink(line)
-
-    reader = threading.Thread(target=pump, name=f"pump-{proc.pid}", daemon=True)
-    reader.start()
+    # known from the start and looked at now and then: a tool that scrubbed its environment is
+    # still found by its parent links, as long as one was seen while its parent lived
+    tree = proctree.ProcessTree(proc.pid, proc.pid, mark)
+    tree.refresh()
+    looked = clock()
+    threads = _pumps(proc, sink, on_stdout, stdin)
     ended = "exit"
     while True:
         try:
@@ -142,20 +161,84 @@ def run_streaming(
             break
         except subprocess.TimeoutExpired:
             pass
+        if clock() - looked >= TREE_LOOK:
+            tree.refresh()
+            looked = clock()
         if stop.is_set():
             ended = "stopped"
+        elif limit is not None and limit():
+            ended = "limit"
         elif deadline is not None and clock() >= deadline:
             ended = "timeout"
         else:
             continue
-        stop_group(proc, grace)
+        tree.stop(grace, wait_exit=_waiter(proc))
         break
-    _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a script that exited
-    reader.join(timeout=2.0)
-    if not reader.is_alive():  # else a daemon outside the group holds the pipe: the reader ends with it
-        stdout.close()
+    proc.wait()
+    # leftovers of a run that exited: its group, and what it started in sessions of its own
+    leftovers = tree.sweep()
+    _kill_group(proc.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=2.0)  # else a daemon outside the run holds the pipe: it ends with it
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None and not any(t.is_alive() for t in threads):
+            pipe.close()
     code = proc.returncode if ended == "exit" else None
-    return StreamResult(code, ended, clock() - start)
+    return StreamResult(code, ended, clock() - start, len(leftovers))
+
+
+PIPE_SIZE = 1 << 20  # the default most a user may give a pipe (/proc/sys/fs/pipe-max-size)
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Give the output pipe room for a burst. A node CLI (gemini) that writes a large line and
+    exits at once loses what a full 64 KiB pipe could not take: its JSON result among it."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
+    def wait_exit(seconds: float) -> bool:
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    return wait_exit
+
+
+def _pumps(proc: subprocess.Popen[bytes], sink: Callable[[bytes], None],
+           on_stdout: Callable[[bytes], None] | None, stdin: bytes | None) -> list[threading.Thread]:
+    """Threads that copy stdout and stderr line by line, and feed stdin then close it."""
+    assert proc.stdout is not None
+
+    def pump(stream: IO[bytes], also: Callable[[bytes], None] | None) -> None:
+        for line in iter(stream.readline, b""):
+            sink(line)
+            if also is not None:
+                also(line)
+
+    def feed(pipe: IO[bytes], data: bytes) -> None:
+        # a program that exits without reading all of its input is not an error of ours
+        with contextlib.suppress(BrokenPipeError, OSError):
+            pipe.write(data)
+        with contextlib.suppress(BrokenPipeError, OSError):
+            pipe.close()
+
+    threads = [threading.Thread(target=pump, args=(proc.stdout, on_stdout), name=f"out-{proc.pid}",
+                                daemon=True)]
+    if proc.stderr is not None:
+        threads.append(threading.Thread(target=pump, args=(proc.stderr, None), name=f"err-{proc.pid}",
+                                        daemon=True))
+    if stdin is not None and proc.stdin is not None:
+        threads.append(threading.Thread(target=feed, args=(proc.stdin, stdin),
+                                        name=f"in-{proc.pid}", daemon=True))
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:

@@ -21,9 +21,10 @@ from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, iso
 from aq.core.lifecycle import STAGES, Stage
 from aq.eventstream import epoch, no_gc, read_logs
 from aq.store import Job, Queue
+from aq.usage import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from rich.console import JustifyMethod
 
@@ -58,6 +59,17 @@ class Breakdown(NamedTuple):
     ok: int  # of those, attempts that ended ok
     failed: int  # of those, attempts that failed (timeout, verify_failed, engine_failed, ...)
     median_duration: float | None  # of those that ended, in seconds
+    cost_usd: float | None = None  # what those attempts cost, as reported (None: none reported)
+    tokens: int | None = None  # the tokens they used (None: none reported)
+    first_attempts: int = 0  # of those, jobs' first attempts
+    first_passed: int = 0  # of those, first attempts that passed (verify, or review without one)
+
+
+class ShippedCost(NamedTuple):
+    job: str
+    cost_usd: float | None  # every attempt of the job (None: no attempt reported a cost)
+    tokens: int | None
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,9 @@ class Stats:
     workers: tuple[WorkerRow, ...]
     per_profile: tuple[Breakdown, ...]
     per_engine: tuple[Breakdown, ...]
+    cost_usd: float | None = None  # attempts in the window that reported a cost
+    tokens: int | None = None
+    shipped_cost: tuple[ShippedCost, ...] = ()  # jobs shipped in the window, dearest first
 
 
 # --- computing -------------------------------------------------------------------------------
@@ -99,6 +114,10 @@ class _Attempt:
     ended: float | None = None
     outcome: str | None = None
     duration: float | None = None
+    cost: float | None = None
+    tokens: int | None = None
+    first: bool = False  # the job's first attempt
+    passed: bool = False  # it moved the job on (testing, review or shipped)
 
 
 @dataclass(slots=True)
@@ -118,6 +137,7 @@ class _Tally:
     dead_letters: int = 0
     events: int = 0
     attempts: list[_Attempt] = field(default_factory=list)
+    shipped_jobs: list[str] = field(default_factory=list)
 
 
 def compute_stats(queue: Queue, *, now: datetime, since: float | None) -> Stats:
@@ -152,7 +172,28 @@ def _compute(queue: Queue, now: datetime, since: float | None) -> Stats:
         workers=_workers(tally.attempts, start, end),
         per_profile=_breakdown(attempts, lambda a: a.profile or NO_PROFILE),
         per_engine=_breakdown(attempts, _engine_of(queue, jobs)),
+        cost_usd=_sum(a.cost for a in attempts), tokens=_count(a.tokens for a in attempts),
+        shipped_cost=_shipped_cost(tally),
     )
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known), 6) if known else None
+
+
+def _count(values: Iterable[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _shipped_cost(tally: _Tally) -> tuple[ShippedCost, ...]:
+    by_job: dict[str, list[_Attempt]] = defaultdict(list)
+    for attempt in tally.attempts:
+        by_job[attempt.job_id].append(attempt)
+    rows = [ShippedCost(job, _sum(a.cost for a in by_job[job]), _count(a.tokens for a in by_job[job]),
+                        len(by_job[job])) for job in dict.fromkeys(tally.shipped_jobs)]
+    return tuple(sorted(rows, key=lambda row: (-(row.cost_usd or 0.0), row.job)))
 
 
 def _tally_job(tally: _Tally, job_id: str, events: list[Event], job: Job | None) -> None:
@@ -184,6 +225,7 @@ def _tally_job(tally: _Tally, job_id: str, events: list[Event], job: Job | None)
             if current is not None and current.ended is None and \
                     event.get("token") in (None, current.token):
                 _finish(tally, current, event, moment, inside)
+                current.first = not first_done
             if inside:
                 _count_finish(tally, event)
                 if not first_done:
@@ -202,6 +244,7 @@ def _tally_job(tally: _Tally, job_id: str, events: list[Event], job: Job | None)
         if target == INBOX:
             queued = moment  # a retry, a reclaim, a requeue: waiting again from here
         elif target == SHIPPED and inside:
+            tally.shipped_jobs.append(job_id)
             day = int(min(moment, tally.now) // DAY)
             tally.shipped[day] = tally.shipped.get(day, 0) + 1
     tally.earliest = earliest
@@ -226,6 +269,10 @@ def _finish(tally: _Tally, attempt: _Attempt, event: Event, moment: float, insid
     took = event.get("duration")
     attempt.duration = (float(took) if isinstance(took, int | float) and not isinstance(took, bool)
                         else max(0.0, moment - attempt.started))
+    attempt.passed = event.get("to") in PASSED
+    usage = Usage.from_event(event.get("usage"))
+    if usage is not None:
+        attempt.cost, attempt.tokens = usage.cost_usd, usage.tokens
     if inside:
         tally.claimed_to_done.append(max(0.0, moment - attempt.started))
 
@@ -334,7 +381,10 @@ def _breakdown(attempts: list[_Attempt], name_of: Callable[[_Attempt], str]
         ok = sum(1 for a in members if a.outcome == "ok")
         failed = sum(1 for a in members if a.outcome and a.outcome not in NOT_THE_JOBS_FAULT)
         durations = [a.duration for a in members if a.duration is not None]
-        rows.append(Breakdown(name, len(members), ok, failed, percentiles(durations).median))
+        firsts = [a for a in members if a.first]
+        rows.append(Breakdown(name, len(members), ok, failed, percentiles(durations).median,
+                              _sum(a.cost for a in members), _count(a.tokens for a in members),
+                              len(firsts), sum(a.passed for a in firsts)))
     return tuple(sorted(rows, key=lambda row: (-row.attempts, row.name)))
 
 
@@ -358,6 +408,8 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         "workers": [row._asdict() for row in stats.workers],
         "per_profile": [row._asdict() for row in stats.per_profile],
         "per_engine": [row._asdict() for row in stats.per_engine],
+        "cost_usd": stats.cost_usd, "tokens": stats.tokens,
+        "shipped_cost": [row._asdict() for row in stats.shipped_cost],
     }
 
 
@@ -403,6 +455,14 @@ def _seconds(value: float | None) -> str:
     return format_duration(value)
 
 
+def _usd(amount: float | None) -> str:
+    return "-" if amount is None else f"${amount:,.2f}" if amount >= 1 else f"${amount:.4f}"
+
+
+def _tokens(count: int | None) -> str:
+    return "-" if count is None else f"{count:,}"
+
+
 def _percent(rate: float | None) -> str:
     if rate is None:
         return "-"
@@ -444,7 +504,18 @@ def _blocks(stats: Stats, width: int, color: bool) -> list[Any]:
     for label, rows in (("profile", stats.per_profile), ("engine", stats.per_engine)):
         if rows:
             blocks.append(_breakdown_table(label, rows))
+    if stats.cost_usd is not None or stats.tokens is not None:
+        blocks.append(_cost_table(stats))
     return blocks
+
+
+def _cost_table(stats: Stats) -> Any:
+    """What the window's attempts cost, and the dearest shipped jobs."""
+    table = _table(("spent", "left"), ("tokens", "right"), ("cost", "right"), ("attempts", "right"))
+    table.add_row("all attempts", _tokens(stats.tokens), _usd(stats.cost_usd), f"{stats.attempts:,}")
+    for row in stats.shipped_cost[:10]:
+        table.add_row(f"shipped {row.job}", _tokens(row.tokens), _usd(row.cost_usd), f"{row.attempts:,}")
+    return table
 
 
 def _table(*columns: tuple[str, JustifyMethod]) -> Any:
@@ -520,8 +591,10 @@ def _worker_table(stats: Stats, accent: str) -> Any:
 
 def _breakdown_table(label: str, rows: tuple[Breakdown, ...]) -> Any:
     table = _table((label, "left"), ("attempts", "right"), ("ok", "right"), ("failed", "right"),
-                   ("median time", "right"))
+                   ("first pass", "right"), ("median time", "right"), ("tokens", "right"),
+                   ("cost", "right"))
     for row in rows:
         table.add_row(row.name, f"{row.attempts:,}", f"{row.ok:,}", f"{row.failed:,}",
-                      _seconds(row.median_duration))
+                      _percent(_rate(row.first_passed, row.first_attempts)),
+                      _seconds(row.median_duration), _tokens(row.tokens), _usd(row.cost_usd))
     return table

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -47,7 +48,9 @@ from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
-from aq.store import Job, Queue, Snapshot, Tx, has_stale_result
+from aq.meter import day_spend, queue_budget_crossed
+from aq.store import HALT_FILE, Job, Queue, Snapshot, Tx, has_stale_result
+from aq.usage import Usage
 
 Clock = Callable[[], datetime]
 COURIER_FLUSH = 30.0  # seconds a worker that ends waits for its last tracker posts
@@ -55,6 +58,41 @@ COURIER_FLUSH = 30.0  # seconds a worker that ends waits for its last tracker po
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def usage_fields(result: AttemptResult) -> dict[str, object]:
+    """What a `finished` (or `stale_result`) event says of the engine run: which engine and
+    version, what it reported it used, and what it left running."""
+    fields: dict[str, object] = {}
+    if result.engine:
+        fields["engine"] = result.engine
+    if result.engine_version:
+        fields["engine_version"] = result.engine_version
+    if result.usage is not None:
+        fields["usage"] = result.usage.to_event()
+    if result.session_usage is not None:
+        fields["session_usage"] = result.session_usage.to_event()
+    if result.leftovers:
+        fields["leftovers_killed"] = result.leftovers
+    return fields
+
+
+def kill_leftovers(run_dir: Path, attempt: int) -> None:
+    """KILL what an attempt of a worker that died left running on this machine: its process
+    group and every process carrying its mark (tools that made sessions of their own)."""
+    from aq import proctree
+
+    pgid: int | None = None
+    with contextlib.suppress(OSError, ValueError):
+        pgid = int((run_dir / f"{attempt}.pgid").read_text())
+    try:
+        mark: str | None = (run_dir / f"{attempt}.mark").read_text().strip() or None
+    except OSError:
+        mark = None
+    if mark is not None:
+        proctree.sweep(mark, pgid)
+    elif pgid is not None:
+        proc.kill_group(pgid)
 
 
 def default_worker_id() -> str:
@@ -518,8 +556,7 @@ class Worker:
         decision = reclaim_decision("lease_expired", cause, state.reclaims, self.config.max_reclaims)
         log_rel = None
         run_dir = self.queue.running_dir() / job.id
-        with contextlib.suppress(OSError, ValueError):  # what a dead worker's engine left running here
-            proc.kill_group(int((run_dir / f"{state.attempt_count}.pgid").read_text()))
+        kill_leftovers(run_dir, state.attempt_count)  # what a dead worker's engine left running here
         live = run_dir / f"{state.attempt_count}.log"
         if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
             kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
@@ -559,6 +596,8 @@ class Worker:
             persona=claim.persona,
             workspaces=(self.config.workspaces_root(self.queue.workspace_key)
                         if self.config.repo_for(job.manifest) else None),
+            usd_used=job.state.usd_used, tokens_used=job.state.tokens_used,
+            resume=self._session_to_resume(job),
         )
         running = Running(claim, threading.Thread(), threading.Event())
         if self._stopping.is_set():  # a signal landed while this claim was being committed
@@ -571,6 +610,17 @@ class Worker:
         # the claim commit itself starts the lease: observers count from when they first see it,
         # and the next regular heartbeat renews it
         self._next_refresh = self.monotonic() + self.poll
+
+    def _session_to_resume(self, job: Job) -> Usage | None:
+        """retry-from: session: the last run's agent session, if it ran on this job's engine."""
+        manifest, last = job.manifest, job.state.session
+        if manifest is None or manifest.retry_from != "session" or last is None:
+            return None
+        engine, session, usage = last
+        if engine != self.config.engine_for(manifest):
+            return None
+        known = Usage.from_event(usage) or Usage()
+        return replace(known, session=session)
 
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
@@ -844,7 +894,7 @@ class Worker:
         if stage is not Stage.BUILDING or state.token != claim.token:
             tx.append_event(job_id, {
                 "ts": iso(now), "type": STALE_RESULT, "by": self.worker_id, "attempt": claim.attempt,
-                "token": claim.token, "outcome": result.outcome, "log": log_rel,
+                "token": claim.token, "outcome": result.outcome, "log": log_rel, **usage_fields(result),
                 "why": f"fenced: the job is in {stage or 'no stage'}"
                        + ("" if state.token == claim.token else " under another lease"),
             })
@@ -872,12 +922,29 @@ class Worker:
             "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel,
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,
+            **usage_fields(result),
             **({"out_of_scope": list(result.out_of_scope)} if result.out_of_scope else {}),
             **({"scope": "branch"} if result.scope_against_base else {}),
             **({"branch": result.workspace.branch, "base": result.workspace.base,
                 "head": result.head, "pushed": self._pushed(result)} if result.workspace else {}),
         })
+        if result.usage is not None:
+            self._halt_if_over_budget(tx, now)
         return str(decision.to)
+
+    def _halt_if_over_budget(self, tx: Tx, now: datetime) -> None:
+        """aq.yaml `budget:` crossed by today's runs: halt the queue for a person to resume."""
+        config = self.config
+        if config.budget_usd_per_day is None and config.budget_tokens_per_day is None:
+            return
+        if self.queue.halted() is not None:
+            return
+        day = iso(now)[:10]
+        usd, tokens = day_spend((job.state for job in self.queue.snapshot().jobs), day)
+        why = queue_budget_crossed(config, usd, tokens, day)
+        if why is not None:
+            tx.write(self.queue.qdir / HALT_FILE, f"{why}\nby {self.worker_id} at {iso(now)}\n")
+            self.say(f"{self.worker_id}: queue halted: {why}")
 
     def _decide(self, claim: Claim, result: AttemptResult, stop_reason: str | None,
                 fingerprint: str | None, retries_used: int, last_fingerprint: str | None,

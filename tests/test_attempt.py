@@ -73,10 +73,10 @@ def test_the_shell_engine_runs_the_body_as_a_bash_script_in_cwd(tmp_path: Path) 
 
 def argdump_config(out: Path) -> QueueConfig:
     """An engine that writes its {prompt} and {prompt_file} arguments, and any extra args, to `out`."""
-    script = ('printf %s "$1" > "$0/prompt"; printf %s "$2" > "$0/prompt_file"; shift 2; '
-              'printf "%s\\n" "$@" > "$0/rest"')
+    script = ('printf %s "${1#--prompt=}" > "$0/prompt"; printf %s "$2" > "$0/prompt_file"; '
+              'shift 2; printf "%s\\n" "$@" > "$0/rest"')
     return make_config(engines={"argdump": {
-        "cmd": ["bash", "-c", script, str(out), "{prompt}", "{prompt_file}"],
+        "cmd": ["bash", "-c", script, str(out), "--prompt={prompt}", "{prompt_file}"],
         "yolo": ["--yes-to-all", "--no-sandbox"],
     }})
 
@@ -104,7 +104,7 @@ def test_a_yolo_placeholder_puts_the_flags_where_it_stands() -> None:
     assert spec.argv(prompt="p", prompt_file="/f", yolo=True) == ["tool", "-y", "--file", "/f"]
     assert spec.argv(prompt="p", prompt_file="/f", yolo=False) == ["tool", "--file", "/f"]
     assert DEFAULT_ENGINES["claude"].argv(prompt="hi", prompt_file="/f", yolo=True) == [
-        "claude", "-p", "hi", "--dangerously-skip-permissions"]
+        "claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"]
 
 
 def test_a_retry_prompt_ends_with_the_previous_failure(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_an_engine_not_defined_is_engine_missing_naming_the_known_ones(tmp_path:
 
 def test_an_engine_whose_program_is_not_installed_is_engine_missing(tmp_path: Path) -> None:
     """An engine whose command is not on PATH fails the attempt with a reason naming the program."""
-    config = make_config(engines={"phantom": {"cmd": ["aq-test-phantom-agent", "{prompt}"]}})
+    config = make_config(engines={"phantom": {"cmd": ["aq-test-phantom-agent", "--", "{prompt}"]}})
     result = run_attempt(tmp_path, "---\nengine: phantom\n---\necho hi\n", config=config)
     assert result.outcome is Outcome.ENGINE_MISSING
     assert "aq-test-phantom-agent" in result.detail

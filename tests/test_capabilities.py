@@ -117,7 +117,7 @@ def test_engines_from_aq_yaml_are_probed_by_their_command(tmp_path: Path) -> Non
     """An engine defined in aq.yaml shows as engine:<name> when its command is on PATH."""
     bin_dir = tmp_path / "bin"
     prints(bin_dir, "my-agent", "")
-    config = parse_config({"engines": {"mine": {"cmd": ["my-agent", "{prompt}"]}}})
+    config = parse_config({"engines": {"mine": {"cmd": ["my-agent", "--", "{prompt}"]}}})
     caps = probe(config, path=str(bin_dir), config_file=tmp_path / "none.yaml")
     assert "engine:mine" in caps
     assert not [cap for cap in caps if cap.startswith("engine:") and cap != "engine:mine"]

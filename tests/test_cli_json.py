@@ -16,7 +16,7 @@ Aq = Callable[..., Ran]
 JOB_KEYS = {
     "id", "stage", "title", "priority", "engine", "profile", "lock", "deps", "capabilities",
     "tracker_item", "added", "attempts", "holder", "lease_token", "not_before", "last_outcome",
-    "out_of_scope", "branch", "error",
+    "out_of_scope", "spent", "branch", "error",
 }
 VERDICT_KEYS = {"ready", "blocked"}
 DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events", "tracker"}
@@ -25,7 +25,7 @@ RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-poli
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
 MOVE_KEYS = {"id", "from", "to", "action", "tracker"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",
-                "log", "artifacts", "reason"}
+                "log", "artifacts", "reason", "engine", "usage"}
 
 
 def as_json(aq: Aq, *args: str) -> Any:

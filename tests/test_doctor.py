@@ -387,16 +387,36 @@ def test_a_fake_engine_on_path_is_found_and_named_the_default(queue_root: Path, 
     """An engine of aq.yaml whose command is on PATH is ok with its path, marked the default."""
     config = queue_root / "aq.yaml"
     config.write_text(config.read_text().replace("default_engine: shell", "default_engine: my-agent")
-                      + 'engines:\n  my-agent:\n    cmd: [my-agent, --task, "{prompt}"]\n')
+                      + 'engines:\n  my-agent:\n    cmd: [my-agent, "--task={prompt}"]\n')
     path = tools(tmp_path / "bin", "git", fakes={"my-agent": "exit 0"})
     queue = Queue(queue_root)
     caps = probe(queue.config, path=path, config_file=tmp_path / "no-worker.yaml")
     report = doctor(queue, capabilities=caps, path=path)
     agent = check(report, "engine:my-agent")
     assert agent == Check("engine:my-agent", "ok",
-                          f"{tmp_path / 'bin' / 'my-agent'} (the queue's default engine)")
+                          f"{tmp_path / 'bin' / 'my-agent'} (the queue's default engine); "
+                          "no usage reader: runs record no cost")
     assert check(report, "engine:shell").status == "warn"  # no bash in that PATH
     assert report.ok
+
+
+def test_an_installed_engine_shows_its_version_and_what_keeps_it_from_running_headless(
+        queue_root: Path, tmp_path: Path) -> None:
+    """An agent CLI on PATH is shown with the version it prints; claude run as root without
+    IS_SANDBOX warns that yolo jobs would fail, and says how to fix it."""
+    config = queue_root / "aq.yaml"
+    config.write_text(config.read_text() + "engines:\n  gemini: {cmd: [gemini, --output-format, json]}\n")
+    path = tools(tmp_path / "bin", "git", fakes={"claude": "echo '2.1.197 (Claude Code)'",
+                                                 "gemini": "echo 0.61.0"})
+    queue = Queue(queue_root)
+    caps = probe(queue.config, path=path, config_file=tmp_path / "no-worker.yaml")
+    report = doctor(queue, capabilities=caps, path=path)
+    claude, gemini = check(report, "engine:claude"), check(report, "engine:gemini")
+    assert "(2.1.197 (Claude Code))" in claude.detail
+    if os.geteuid() == 0 and not os.environ.get("IS_SANDBOX"):
+        assert claude.status == "warn" and "IS_SANDBOX: 1" in (claude.fix or "")
+    assert gemini.status == "warn" and "(0.61.0)" in gemini.detail
+    assert "--skip-trust" in (gemini.fix or "")
 
 
 def test_a_missing_default_engine_fails_and_other_missing_engines_warn(

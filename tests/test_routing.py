@@ -294,7 +294,7 @@ def test_a_worker_runs_the_engine_its_class_resolves_to_and_the_claim_records_it
 def test_aq_next_explains_a_job_no_engine_here_can_run(queue_root: Path) -> None:
     """`aq next --explain` names the class and its engines for a job this machine cannot serve."""
     (queue_root / "aq.yaml").write_text((queue_root / "aq.yaml").read_text().replace(
-        "coding-agent: [claude, codex, devin, aider, gemini]",
+        "coding-agent: [claude, codex, gemini, aider, copilot, opencode, qwen, cursor-agent, amp, goose, devin]",
         "coding-agent: [aq-none-a, aq-none-b]"))
     write_job(queue_root, "fix", "x", engine_class="coding-agent")
     ran: Ran = run_aq("next", "--explain", cwd=queue_root)

@@ -219,7 +219,7 @@ def test_engine_and_profile_come_from_the_claim_else_the_job_else_the_queue(queu
         write_log(queue_root, job_id, added(0), {**claimed(10, "1.w1.z"), **claim_extra},
                   finished(20, "1.w1.z", "review", "submit", "ok", duration=10))
     stats = compute_stats(Queue(queue_root), now=T0 + timedelta(hours=1), since=None)
-    assert set(stats.per_engine) == {Breakdown(name, 1, 1, 0, 10.0)
+    assert set(stats.per_engine) == {Breakdown(name, 1, 1, 0, 10.0, None, None, 1, 1)
                                      for name in ("aider", "claude", "codex", "shell")}
     assert {row.name: row.attempts for row in stats.per_profile} == {
         "developer": 1, "codexer": 1, "(none)": 2}
@@ -296,6 +296,8 @@ def test_stats_json_is_plain_json_with_every_figure(queue_root: Path) -> None:
     assert data["workers"] == [{"worker": "w1", "attempts": 1, "busy_seconds": 20.0,
                                 "busy_share": 20 / DAY}]
     assert data["per_engine"] == [{"name": "shell", "attempts": 1, "ok": 1, "failed": 0,
-                                   "median_duration": 20.0}]
+                                   "median_duration": 20.0, "cost_usd": None, "tokens": None,
+                                   "first_attempts": 1, "first_passed": 1}]
+    assert (data["cost_usd"], data["tokens"], data["shipped_cost"]) == (None, None, [])
     assert data["shipped_per_day"] == [{"day": "2025-12-31", "shipped": 0},
                                        {"day": "2026-01-01", "shipped": 0}]

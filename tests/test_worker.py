@@ -243,9 +243,10 @@ def test_run_once_runs_exactly_one_job_the_first_in_order(queue_root: Path, aq: 
 def test_the_engine_gets_the_aq_environment_and_its_placeholders(
         queue_root: Path, aq: Aq, out: Path) -> None:
     """AQ_* reach the engine; {prompt}/{prompt_file} are filled in; yolo: true adds the yolo args."""
-    script = 'printf %s "$1" > "$0/$AQ_JOB_ID.prompt"; shift 2; printf "%s\\n" "$@" > "$0/$AQ_JOB_ID.rest"'
+    script = ('printf %s "${1#--prompt=}" > "$0/$AQ_JOB_ID.prompt"; shift 2; '
+              'printf "%s\\n" "$@" > "$0/$AQ_JOB_ID.rest"')
     configure(queue_root, engines={"argdump": {
-        "cmd": ["bash", "-c", script, str(out), "{prompt}", "{prompt_file}"],
+        "cmd": ["bash", "-c", script, str(out), "--prompt={prompt}", "{prompt_file}"],
         "yolo": ["--approve-everything"]}})
     write_job(queue_root, "env-job", f'env | grep ^AQ_ > {out}/env\ncp "$AQ_PROMPT_FILE" {out}/prompt')
     write_job(queue_root, "bold", "Refactor boldly.", engine="argdump", yolo=True)
@@ -266,7 +267,7 @@ def test_the_engine_gets_the_aq_environment_and_its_placeholders(
 def test_an_engine_that_is_not_installed_fails_that_job_and_the_worker_goes_on(
         queue_root: Path, aq: Aq) -> None:
     """engine_missing fails the job with a reason naming the program; the next job still runs."""
-    configure(queue_root, engines={"phantom": {"cmd": ["aq-test-phantom-agent", "{prompt}"]}})
+    configure(queue_root, engines={"phantom": {"cmd": ["aq-test-phantom-agent", "--", "{prompt}"]}})
     write_job(queue_root, "a-phantom", "do it", engine="phantom", priority="critical")
     write_job(queue_root, "b-ghost", "do it", engine="ghost", priority="high")
     write_job(queue_root, "c-fine", "echo fine", priority="low")
@@ -286,7 +287,7 @@ def test_an_engine_that_is_not_installed_fails_that_job_and_the_worker_goes_on(
 def test_a_prompt_too_long_for_the_command_line_fails_the_job_not_the_attempt_thread(
         queue_root: Path, aq: Aq) -> None:
     """A `{prompt}` engine given a prompt over the OS argument limit fails that job with a reason; nothing stays in building."""
-    configure(queue_root, engines={"echoer": {"cmd": ["echo", "{prompt}"]}})
+    configure(queue_root, engines={"echoer": {"cmd": ["echo", "--", "{prompt}"]}})
     write_job(queue_root, "huge", "# A pasted log\n" + "x" * 200_000, engine="echoer")
     ran = aq("run", "--drain")
     assert "Traceback" not in ran.stderr

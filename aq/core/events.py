@@ -43,6 +43,8 @@ class Attempt:
     log: str | None = None
     artifacts: tuple[str, ...] = ()
     reason: str | None = None
+    engine: str | None = None
+    usage: dict[str, Any] | None = None  # what the engine reported (aq.usage.Usage.to_event)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
@@ -70,6 +72,9 @@ class JobState:
     branch: str | None = None  # a job with a repo: its branch, as the last attempt left it
     branch_head: str | None = None
     branch_pushed: bool = False
+    usd_used: float = 0.0  # what attempts since added/requeued cost (fenced ones too): budget.usd
+    tokens_used: int = 0  # likewise for budget.tokens
+    session: tuple[str, str, dict[str, Any]] | None = None  # the last run's (engine, session, usage)
 
     @property
     def attempt_count(self) -> int:
@@ -98,9 +103,19 @@ def fold(events: Iterable[Event]) -> JobState:
     branch: str | None = None
     branch_head: str | None = None
     branch_pushed = False
+    usd_used, tokens_used = 0.0, 0
+    session: tuple[str, str, dict[str, Any]] | None = None
     for event in events:
         count += 1
         kind = event.get("type")
+        if kind in (FINISHED, STALE_RESULT) and isinstance(event.get("usage"), dict):
+            usage = event["usage"]
+            usd_used += _number(usage.get("cost_usd"))
+            tokens_used += int(sum(_number(usage.get(key)) for key in TOKEN_KEYS))
+            if usage.get("session") and event.get("engine"):
+                total = event.get("session_usage")
+                session = (str(event["engine"]), str(usage["session"]),
+                           total if isinstance(total, dict) else usage)
         if kind == ADDED:
             added_at = added_at or event.get("ts")
         elif kind == CLAIMED:
@@ -143,6 +158,7 @@ def fold(events: Iterable[Event]) -> JobState:
                 token = holder = holder_host = holder_pid = None
             if event.get("action") == "requeue":
                 retries_used, reclaims, last_fp, not_before, backoff = 0, 0, None, None, None
+                usd_used, tokens_used = 0.0, 0  # a person chose to spend more on it
                 outside = ()
     return JobState(
         attempts=tuple(attempts), token=token, holder=holder, holder_host=holder_host,
@@ -151,7 +167,7 @@ def fold(events: Iterable[Event]) -> JobState:
         last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
         last_reason=last_reason, events=count, wall_used=wall_used, out_of_scope=outside,
         branch=branch, branch_head=branch_head if isinstance(branch_head, str) else None,
-        branch_pushed=branch_pushed,
+        branch_pushed=branch_pushed, usd_used=usd_used, tokens_used=tokens_used, session=session,
     )
 
 
@@ -161,4 +177,16 @@ def _finish(attempt: Attempt, event: Event) -> Attempt:
         outcome=event.get("outcome"), verify_exit=event.get("verify_exit"),
         finished=event.get("ts"), log=event.get("log"),
         artifacts=tuple(event.get("artifacts", ())), reason=event.get("why"),
+        engine=event.get("engine"),
+        usage=event.get("usage") if isinstance(event.get("usage"), dict) else None,
     )
+
+
+TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _number(value: object) -> float:
+    """A count or an amount from an event; anything else (a hand-edited event) counts 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
+        return 0.0
+    return float(value)

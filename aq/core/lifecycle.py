@@ -86,8 +86,12 @@ class Outcome(StrEnum):
     VERIFY_FAILED = "verify_failed"
     ENGINE_FAILED = "engine_failed"
     ENGINE_MISSING = "engine_missing"
-    BUDGET_EXHAUSTED = "budget_exhausted"
+    BUDGET_EXHAUSTED = "budget_exhausted"  # budget.wall used up
+    BUDGET_EXCEEDED = "budget_exceeded"  # budget.usd or budget.tokens crossed
     INTERRUPTED = "interrupted"  # the worker was stopped (Ctrl-C, TERM): not the job's fault
+
+
+NEVER_RETRIED = frozenset({Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,8 @@ def decide(
     if outcome is Outcome.INTERRUPTED:
         return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
                                 reclaims, max_reclaims)
+    if outcome in NEVER_RETRIED:  # spending more on the job is a person's call
+        return Decision(Action.FAIL, Stage.FAILED, f"{outcome}: never retried automatically")
     if retry.max == 0:
         return Decision(Action.FAIL, Stage.FAILED, f"{outcome} and no retry is set")
     if outcome not in retry.on:

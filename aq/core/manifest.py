@@ -164,7 +164,7 @@ def _review_policy(value: object) -> str:
 
 
 SHIP_MODES = ("mark", "merge", "pr")
-RETRY_FROM = ("branch", "base")
+RETRY_FROM = ("branch", "base", "session")  # session: the agent resumes its session too
 
 
 def _ship(value: object) -> str:

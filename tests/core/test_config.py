@@ -29,7 +29,8 @@ def test_empty_config_is_all_defaults() -> None:
     config = config_of("")
     assert config == QueueConfig()
     assert (config.default_engine, config.timeout, config.retry_max, config.max_reclaims) == ("claude", 3600.0, 0, 3)
-    assert set(config.engines) == {"claude", "codex", "devin", "aider", "gemini", "shell"}
+    assert set(config.engines) == {"claude", "codex", "gemini", "aider", "copilot", "opencode", "qwen",
+                                   "cursor-agent", "amp", "goose", "devin", "shell"}
 
 
 def test_the_commented_defaults_are_the_defaults() -> None:
@@ -61,11 +62,12 @@ def test_engines_are_added_and_override_built_ins() -> None:
     config = config_of(
         "engines:\n"
         "  my-agent: {cmd: [my-agent, --task-file, '{prompt_file}'], env: {MODE: 1}}\n"
-        "  claude: {cmd: 'claude --print {prompt}'}\n"
+        "  claude: {cmd: 'claude --print -- {prompt}'}\n"
     )
     assert config.engines["my-agent"] == EngineSpec("my-agent", ("my-agent", "--task-file", "{prompt_file}"),
                                                     env={"MODE": "1"})
-    assert config.engines["claude"].cmd == ("claude", "--print", "{prompt}")
+    assert config.engines["claude"].cmd == ("claude", "--print", "--", "{prompt}")
+    assert config.engines["claude"].input == "prompt"  # its own cmd places the prompt
     assert config.engines["claude"].yolo == DEFAULT_ENGINES["claude"].yolo
     assert config.engines["shell"] == DEFAULT_ENGINES["shell"]
 
@@ -87,7 +89,17 @@ def test_engines_are_added_and_override_built_ins() -> None:
         ("engines: [claude]", f"{SOURCE}: key 'engines': expected a mapping of engine names"),
         ("engines: {mine: {cmd: [x], colour: blue}}", "aq.yaml: engines.mine: unknown key 'colour'"),
         ("engines: {mine: {yolo: [--yes]}}", "aq.yaml: engines.mine: needs cmd"),
-        ("engines: {mine: {cmd: [x], input: stdin}}", "aq.yaml: engines.mine.input: expected prompt or body"),
+        ("engines: {mine: {cmd: [x], input: pipe}}",
+         "aq.yaml: engines.mine.input: expected one of stdin, prompt, body"),
+        ("engines: {mine: {cmd: [x, '{prompt}']}}", "aq.yaml: engines.mine.cmd: a bare {prompt} before '--'"),
+        ("engines: {mine: {cmd: [x, '{prompt}'], input: stdin}}",
+         "aq.yaml: engines.mine.cmd: a bare {prompt} before '--'"),
+        ("engines: {mine: {cmd: [x, --, '{prompt}'], input: stdin}}",
+         "aq.yaml: engines.mine: input: stdin feeds the prompt on stdin; drop {prompt} from cmd"),
+        ("engines: {mine: {cmd: [x], usage: nope}}", "aq.yaml: engines.mine.usage: 'nope' is not a usage reader"),
+        ("prices: {m1: {input: cheap}}", f"{SOURCE}: prices"),
+        ("budget: {usd_per_week: 5}", f"{SOURCE}: unknown key 'budget.usd_per_week'"),
+        ("budget: {usd_per_day: lots}", f"{SOURCE}: key 'budget.usd_per_day'"),
     ],
 )
 def test_bad_config_names_key_value_and_expectation(text: str, expected: str) -> None:

@@ -188,12 +188,21 @@ def test_failure_with_no_retries_left_is_dead_lettered() -> None:
 
 
 @pytest.mark.parametrize("outcome", [Outcome.TIMEOUT, Outcome.VERIFY_FAILED, Outcome.ENGINE_FAILED,
-                                     Outcome.ENGINE_MISSING, Outcome.BUDGET_EXHAUSTED])
+                                     Outcome.ENGINE_MISSING])
 def test_failure_without_retry_fails(outcome: Outcome) -> None:
     """A failure of a job with no retry set goes to failed."""
     decision = decide_after(outcome, retry=NO_RETRY)
     assert (decision.action, decision.to, decision.not_before) == (Action.FAIL, Stage.FAILED, None)
     assert decision.reason == f"{outcome} and no retry is set"
+
+
+@pytest.mark.parametrize("outcome", [Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED])
+def test_a_job_over_its_budget_fails_and_is_never_retried(outcome: Outcome) -> None:
+    """A job whose budget is used up goes to failed even with retries left and the outcome in retry.on."""
+    rule = RetryRule(max=3, backoff=1.0, on=frozenset({str(outcome)}))
+    decision = decide_after(outcome, retry=rule)
+    assert (decision.action, decision.to, decision.not_before) == (Action.FAIL, Stage.FAILED, None)
+    assert decision.reason == f"{outcome}: never retried automatically"
 
 
 def test_outcome_not_in_retry_on_fails() -> None:
