@@ -261,7 +261,8 @@ def execute(
                       f"engine {engine_name!r} needs {argv[0]!r}, which is not installed on this machine")
 
     log_note(f"running {engine_name}")
-    engine_run.version = engine_version(program or argv[0], env)
+    engine_run.version = engine_version(program or argv[0], env,
+                                        cache=plan.run_dir.parent.parent / "engine-versions.json")
     scope.start()
     log.note(f"engine {engine_name}"
              + (f" ({engine_run.version})" if engine_run.version else "")

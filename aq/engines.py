@@ -18,9 +18,12 @@ run by the engine's usage reader, see aq.usage).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aq.errors import ConfigError
 
@@ -156,20 +159,54 @@ DEFAULT_ENGINES: dict[str, EngineSpec] = {
 _VERSIONS: dict[tuple[str, str], str | None] = {}
 
 
-def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0) -> str | None:
-    """The first line `PROGRAM --version` prints, once per program per process (None if it
-    says nothing usable in 30 s): recorded with every attempt, for reproducibility."""
+def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
+                   cache: Path | None = None) -> str | None:
+    """The first line `PROGRAM --version` prints (None if it says nothing usable in `timeout`),
+    recorded with every attempt for reproducibility. Asked once per program per process, and
+    kept in `cache` (a JSON file) by the program's real path, size and mtime, so that an
+    `aq run --once` does not start a node CLI twice per job."""
+    import json
+
     from aq.proc import run
 
     key = (program, env.get("PATH", ""))
-    if key not in _VERSIONS:
+    if key in _VERSIONS:
+        return _VERSIONS[key]
+    stamp = _stamp(program)
+    known: dict[str, object] = {}
+    if cache is not None and stamp is not None:
         try:
-            done = run([program, "--version"], env=env, timeout=timeout)
-        except OSError:
-            done = None
-        lines = (done.stdout or done.stderr).strip().splitlines() if done and done.returncode == 0 else []
-        _VERSIONS[key] = lines[0][:200] if lines else None
-    return _VERSIONS[key]
+            loaded = json.loads(cache.read_text(encoding="utf-8"))
+            known = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        if stamp in known:
+            entry = known[stamp]
+            _VERSIONS[key] = entry if isinstance(entry, str) else None
+            return _VERSIONS[key]
+    try:
+        done = run([program, "--version"], env=env, timeout=timeout)
+    except OSError:
+        done = None
+    lines = (done.stdout or done.stderr).strip().splitlines() if done and done.returncode == 0 else []
+    _VERSIONS[key] = version = lines[0][:200] if lines else None
+    if cache is not None and stamp is not None:
+        from aq.store import write_atomic
+
+        known[stamp] = version
+        with contextlib.suppress(OSError):  # a cache: losing it costs one more --version
+            write_atomic(cache, json.dumps(dict(list(known.items())[-64:])))
+    return version
+
+
+def _stamp(program: str) -> str | None:
+    """`realpath|size|mtime_ns` of a program: a new install is a new stamp."""
+    try:
+        real = os.path.realpath(program)
+        info = os.stat(real)
+    except OSError:
+        return None
+    return f"{real}|{info.st_size}|{info.st_mtime_ns}"
 
 
 def headless_problems(spec: EngineSpec, env: Mapping[str, str], *, root: bool) -> list[str]:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from aq.engines import DEFAULT_ENGINES, ArgvError, EngineSpec, engine_from_config, headless_problems
+from aq import engines
+from aq.engines import (
+    DEFAULT_ENGINES,
+    ArgvError,
+    EngineSpec,
+    engine_from_config,
+    engine_version,
+    headless_problems,
+)
 from aq.errors import ConfigError
 from aq.usage import READERS
 
@@ -106,3 +117,22 @@ def test_headless_problems_name_what_the_cli_needs_here() -> None:
                                 DEFAULT_ENGINES["gemini"])
     assert "--skip-trust" in headless_problems(gemini, {}, root=False)[0]
     assert headless_problems(DEFAULT_ENGINES["codex"], {}, root=True) == []
+
+
+def test_an_engine_version_is_asked_once_and_kept_until_the_program_changes(tmp_path: Path) -> None:
+    """`--version` runs once per installed program: another process reads it from the cache,
+    and a reinstall (new size or mtime) asks again."""
+    calls = tmp_path / "calls"
+    program = tmp_path / "agent"
+    program.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'agent 1.2.3'\n")
+    program.chmod(0o755)
+    cache = tmp_path / "engine-versions.json"
+    env = {"PATH": os.defpath}
+    assert engine_version(str(program), env, cache=cache) == "agent 1.2.3"
+    engines._VERSIONS.clear()  # as a new process would start
+    assert engine_version(str(program), env, cache=cache) == "agent 1.2.3"
+    assert calls.read_text().count("x") == 1
+    program.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'agent 1.3.0 (new build)'\n")
+    engines._VERSIONS.clear()
+    assert engine_version(str(program), env, cache=cache) == "agent 1.3.0 (new build)"
+    assert calls.read_text().count("x") == 2
