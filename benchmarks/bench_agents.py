@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # tests/agents is not installed with aq: it lives in the checkout
     sys.path.insert(0, str(REPO))
 
+from bench_queue import compile_aq, load_average  # noqa: E402 - benchmarks/ is on sys.path as a script
+
 from tests.agents.clis import ARGV, NAMES, TOOLS_BIN, cli_path, prepare  # noqa: E402
 from tests.agents.fake_model_api import FakeModelAPI, Reply, Usage  # noqa: E402
 
@@ -460,22 +462,6 @@ def render(fig: Figures) -> str:
             f"({fig.git_in_attempts} inside attempts); {calls}",
         ]
     return "\n".join(lines)
-
-
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def compile_aq() -> None:
-    """Write aq's .pyc files first, as any install does (see bench_queue.py)."""
-    import compileall
-
-    import aq
-
-    compileall.compile_dir(str(Path(aq.__file__).parent), quiet=1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
