@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs aq with its test extras into .venv, then runs ruff, mypy (strict on aq/) and the
-# whole test suite. Extra arguments go to pytest, e.g. ./test.sh -k scheduler
+# whole test suite, in two processes (pytest-xdist). Extra arguments go to pytest, e.g.
+# ./test.sh -k scheduler, or ./test.sh -n 0 to run in one process
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
@@ -28,4 +29,4 @@ if [ -n "$missing_bins" ]; then
 fi
 .venv/bin/ruff check aq tests benchmarks scripts
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n 2 --dist worksteal "$@"
