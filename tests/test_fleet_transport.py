@@ -203,6 +203,29 @@ def test_a_result_owed_to_the_remote_survives_a_lost_race(fleet: Fleet) -> None:
     assert result.executions == 1
 
 
+def stop_outside_the_lock(pid: int, clone: Path, within: float = 60.0) -> None:
+    """SIGSTOP `pid` at a moment it does not hold the clone's queue lock. Stopped while holding
+    it (a fetch, a heartbeat), it would keep every sibling out for the lock's 120 s: on a busy
+    machine that moment is likelier, and the test waited on the sibling in vain."""
+    from filelock import FileLock, Timeout
+
+    from aq.store import Queue
+
+    lock = FileLock(str(Queue(clone).state_dir / "queue.lock"))
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            os.kill(pid, signal.SIGCONT)  # caught inside: let it finish, and try again
+            time.sleep(0.05)
+            continue
+        lock.release()
+        return
+    raise AssertionError(f"{pid} held the queue lock for {within:.0f}s")
+
+
 def test_a_result_owed_to_the_remote_survives_a_sibling_realigning_the_clone(
         tmp_path: Path) -> None:
     """A result one worker owes the remote is sent even when a sibling worker on the same clone
@@ -217,7 +240,7 @@ def test_a_result_owed_to_the_remote_survives_a_sibling_realigning_the_clone(
         fleet.remote.rename(away)  # the remote goes away while the job runs
         wait_for(lambda: "only: engine exited 0; verify passed -> testing" in owing.output(), 60,
                  "the worker records the result in its clone, owing it to the remote")
-        os.kill(owing.proc.pid, signal.SIGSTOP)  # its sibling gets to the remote first
+        stop_outside_the_lock(owing.proc.pid, clone)  # its sibling gets to the remote first
         away.rename(fleet.remote)
         tip = git(fleet.root, "--git-dir", str(fleet.remote), "rev-parse", "main").strip()
         sibling = fleet.start("sibling", clone)
