@@ -29,7 +29,7 @@ verify: test "$AQ_ATTEMPT" -ge 2
 echo "attempt $AQ_ATTEMPT"
 MD
 aq add flaky.md --id flaky
-aq add --id always-broken --title "A job that always fails" --retry-max 3 \
+aq add --id always-broken --title "A job that always fails" --retry-max 3 --retry-backoff 1s \
     --body 'echo "error: the widget is broken"; exit 1'
 rm flaky.md
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from aq.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
+from aq.confine import check, read_regular
 from aq.core.events import ADDED, MOVED, Event, iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import STAGES, Action, Stage, allowed_actions, check_move
 from aq.core.manifest import Manifest, parse_manifest, render_manifest
 from aq.core.profile import Profile, apply_profile, setting_sources
 from aq.core.scheduler import Routing, Verdict, assess, dependency_cycles
-from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
+from aq.errors import AqError, IdempotencyConflict, JobExists, UnsafePath, UsageError
 from aq.store import (
     EVENTS_DIR,
     HALT_FILE,
@@ -64,6 +65,9 @@ def init_queue(root: Path) -> InitResult:
 
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
+    for name in (*STAGES, EVENTS_DIR, LOGS_DIR):  # nothing is made through a link (DESIGN §5)
+        check(root, root / QUEUE_DIR / name, folder=True)
+    check(root, root / PROFILES_DIR, folder=True)
     created: list[str] = []
     git_new = False
     if not gitops.is_work_tree(root):
@@ -136,13 +140,15 @@ def add_job(
     now: datetime,
     who: str,
     entropy: int,
+    source: str = "the new job",
 ) -> AddResult:
-    """Write a new job into the inbox (or find the one its idempotency key already made)."""
+    """Write a new job into the inbox (or find the one its idempotency key already made).
+    `source` names where its text came from, in errors."""
     if not body.strip():
         raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
-    text = render_manifest(fields, body)
+    text = render_manifest(fields, body, source)
     probe_id = check_job_id(job_id) if job_id else "new-job"
-    manifest = parse_manifest(probe_id, text, "the new job")
+    manifest = parse_manifest(probe_id, text, source)
     if manifest.idempotency_key:
         existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
         if existing is not None:
@@ -365,9 +371,9 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     if job.manifest is not None:
         profile = queue.profiles().found.get(job.manifest.profile) if job.manifest.profile else None
         resolved = resolve_settings(queue, job.manifest, profile)
-    try:
-        text = job.path.read_text(encoding="utf-8")
-    except OSError:
+    try:  # a job file that is a link is never read: job.error says so
+        text = read_regular(job.path, _rel(job)).decode("utf-8", "replace")
+    except (OSError, AqError):
         text = ""
     events = tuple(queue.read_events(job.id))
     sent = 0
@@ -471,7 +477,10 @@ def lint(queue: Queue) -> LintResult:
         problems: list[str] = []
     except AqError as err:
         problems = [str(err)]
-    snapshot = queue.snapshot()
+    try:
+        snapshot = queue.snapshot()
+    except UnsafePath as err:  # a stage folder is a link: nothing in the queue is read
+        return LintResult(0, tuple(dict.fromkeys([*problems, str(err), *_refused(queue)])))
     problems += list(snapshot.problems)
     by_id = snapshot.by_id()
     manifests = {job.id: job.manifest for job in snapshot.jobs if job.manifest is not None}
@@ -486,7 +495,7 @@ def lint(queue: Queue) -> LintResult:
             if dep not in by_id:
                 problems.append(f"{_rel(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
         problems += [f"{_rel(by_id[job_id])}: {problem}"
-                     for problem in _routing_problems(manifest, profiles.found)]
+                     for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
     seen_cycles: set[tuple[str, ...]] = set()
     for cycle in dependency_cycles(manifests).values():
         if tuple(cycle) not in seen_cycles:
@@ -499,7 +508,16 @@ def lint(queue: Queue) -> LintResult:
             if bad:
                 problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
                                 f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
-    return LintResult(len(snapshot.jobs), tuple(problems))
+    problems += _refused(queue)  # logs and artifacts too; each link named once
+    return LintResult(len(snapshot.jobs), tuple(dict.fromkeys(problems)))
+
+
+def _refused(queue: Queue) -> list[str]:
+    """Every link (or fifo, socket, device) among the files aq reads or writes: aq.yaml,
+    profiles/, queue/ (DESIGN §5). Found without following any."""
+    from aq.confine import refusals
+
+    return refusals(queue.root, (CONFIG_NAME, PROFILES_DIR, QUEUE_DIR))
 
 
 def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
@@ -516,12 +534,16 @@ def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
     return problems
 
 
-def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile]) -> list[str]:
+def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
+                      engines: Mapping[str, object]) -> list[str]:
     from aq.core.profile import profile_problem
     from aq.core.requirements import check_requirement
     from aq.scope import check_globs
 
     problems = []
+    if manifest.engine and manifest.engine not in engines:
+        problems.append(f"key 'engine': {manifest.engine!r} is not defined (known: "
+                        f"{', '.join(sorted(engines))}); add it under engines: in aq.yaml")
     if manifest.profile and manifest.profile not in profiles:
         problems.append(f"key 'profile': {profile_problem(manifest, profiles)}")
     elif manifest.profile and (refused := profile_problem(manifest, profiles)):
@@ -555,8 +577,9 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
     job = queue.resolve(ref)
     job_id = job.id
     shipped: dict[str, object] = {}
-    if action is Action.SHIP:
-        check_move(job_id, job.stage, action)  # refuse before touching the project's repo
+    if action is Action.SHIP:  # every gate before the first side effect on the project's repo
+        check_move(job_id, job.stage, action)
+        _scope_gate(job_id, job.state.out_of_scope, allow_out_of_scope)
         shipped = _ship_work(queue, job, who)
 
     def change(tx: Tx) -> MoveResult:
@@ -566,15 +589,9 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
         target = check_move(job_id, stage, action)
         extra: dict[str, object] = dict(shipped)
         outside = tx.state(job_id).out_of_scope if action is Action.SHIP else ()
-        if outside and not allow_out_of_scope:
-            from aq.errors import MoveRefused
-
-            raise MoveRefused(
-                f"{job_id} changed {len(outside)} file(s) outside its allowed-scope "
-                f"({', '.join(outside[:3])}{' …' if len(outside) > 3 else ''}): review them "
-                "('aq show'), then 'aq ship --allow-out-of-scope' to ship anyway")
-        if outside:
-            extra = {"override": "out_of_scope", "out_of_scope": list(outside)}
+        _scope_gate(job_id, outside, allow_out_of_scope)
+        if outside:  # the override is kept beside what the ship did
+            extra.update({"override": "out_of_scope", "out_of_scope": list(outside)})
         why = reason or {"cancel": "canceled"}.get(str(action), f"{action} by {who}")
         tx.move(job_id, stage, target, {
             "ts": iso(now), "type": MOVED, "by": who, "from": stage, "to": target,
@@ -583,6 +600,17 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
         return MoveResult(job_id, stage, target, action)
 
     return queue.transact(change, f"aq: {action} {job_id} by {who}")
+
+
+def _scope_gate(job_id: str, outside: tuple[str, ...], allowed: bool) -> None:
+    """Refuse to ship a job that changed files outside its allowed-scope, unless a person said so."""
+    if outside and not allowed:
+        from aq.errors import MoveRefused
+
+        raise MoveRefused(
+            f"{job_id} changed {len(outside)} file(s) outside its allowed-scope "
+            f"({', '.join(outside[:3])}{' …' if len(outside) > 3 else ''}): review them "
+            "('aq show'), then 'aq ship --allow-out-of-scope' to ship anyway")
 
 
 def _workspace_of(queue: Queue, job: Job) -> tuple[str, str | None, Path, Manifest] | None:
@@ -855,6 +883,7 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
         raise UsageError(f"{job.id} has attempts 1 to {count}; --attempt {number} is not one of them")
     live = queue.running_dir() / job.id / f"{number}.log"
     kept = queue.logs_dir(job.id) / f"{number}.log"
+    check(queue.root, kept)  # a link is refused, never followed
     is_running = job.stage is Stage.BUILDING and number == count and not kept.exists()
     if is_running and live.exists():
         return LogRef(job.id, number, live, True)
@@ -881,6 +910,7 @@ class WorkerRow:
 
 def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
     """Each worker whose heartbeat ref is on the remote, as this machine sees it now."""
+    from aq.core.leases import watch_gap
     from aq.sync import LeaseObserver
 
     remote = queue.remote
@@ -894,7 +924,8 @@ def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
                 if job.stage is Stage.BUILDING and job.state.token}
     observer = LeaseObserver(queue.state_dir / "leases.json")
     with queue.lock():
-        observer.observe(remote, monotonic, {t: str(j.state.holder) for t, j in building.items()})
+        observer.observe(remote, monotonic, {t: str(j.state.holder) for t, j in building.items()},
+                         gap=watch_gap(queue.config.lease_ttl, queue.config.poll))
         seen = observer.workers(monotonic)
     rows = []
     for worker, (silent, payload) in sorted(seen.items()):
@@ -936,11 +967,23 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
         if bad:
             problems.append(f"{queue.relative(path)}: line {bad[0]} is not a readable event "
                             f"({len(bad)} such line(s))")
+    problems += _committed_links(queue) + _refused(queue)
     commits = 1
     if history:
         commits, found = _fsck_history(queue)
         problems += found
     return FsckResult(commits, len(stages), tuple(problems))
+
+
+def _committed_links(queue: Queue) -> list[str]:
+    """Symbolic links HEAD holds among aq's files: a clone checks them out as links."""
+    from aq import gitops
+
+    tree = gitops.git(queue.root, "ls-tree", "-r", "HEAD", "--", CONFIG_NAME, PROFILES_DIR,
+                      QUEUE_DIR, check=False).stdout
+    return [f"HEAD: {path}: committed as a symbolic link, which aq never follows: 'git rm' it "
+            "and commit" for meta, _, path in (line.partition("\t") for line in tree.splitlines())
+            if meta.startswith("120000 ")]
 
 
 def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:

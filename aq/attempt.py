@@ -202,9 +202,9 @@ def execute(
         tail = "\n".join(log.section)[-min(TAIL_CHARS, config.log_max // 2):] if outcome is not Outcome.OK else ""
         if outcome is not Outcome.OK:
             tail = f"{tail}\n[{outcome}: {detail}]".lstrip("\n")
+        artifacts = collect_artifacts(manifest, cwd, log.note) if cwd.is_dir() else ()
         log.note(f"outcome: {outcome} ({detail})")
         log.close()
-        artifacts = collect_artifacts(manifest, cwd) if cwd.is_dir() else ()
         outside = tuple(scrubber.line(path) for path in scope.outside)
         return AttemptResult(outcome, verified, exit_code, verify_exit, scrubber.line(detail),
                              scrubber.text(tail), log.path, log.kept_text(), clock() - started,
@@ -445,11 +445,22 @@ def _show_argv(argv: list[str], spec: EngineSpec) -> str:
     return " ".join(shown)
 
 
-def collect_artifacts(manifest: Manifest, cwd: Path) -> tuple[Path, ...]:
+def collect_artifacts(manifest: Manifest, cwd: Path,
+                      note: Callable[[str], None] = lambda _line: None) -> tuple[Path, ...]:
+    """The regular files under cwd that the artifact globs match. A link, a file reached
+    through a linked folder, or one outside cwd is never kept: `note` says which (a line for
+    the attempt's log)."""
+    from aq.confine import refusal
+
     found: dict[Path, None] = {}
     for pattern in manifest.artifacts:
         for path in sorted(cwd.glob(pattern)):
-            if path.is_file() and not path.is_symlink():
+            if path in found or (path.is_dir() and not path.is_symlink()):
+                continue
+            refused = refusal(cwd, path, where="the job's cwd")
+            if refused is not None:
+                note(f"artifact not kept: {refused}")
+            elif path.is_file():
                 found[path] = None
     return tuple(found)
 

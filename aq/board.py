@@ -22,6 +22,7 @@ from rich.text import Text
 from aq.app import Capabilities, _profiles_used, list_jobs
 from aq.core.durations import format_duration
 from aq.core.events import iso, parse_iso
+from aq.core.leases import watch_gap
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile
 from aq.core.scheduler import Verdict
@@ -135,9 +136,11 @@ def _observe(queue: Queue, remote: Remote, observer: LeaseObserver, monotonic: f
     """Note the heartbeats just fetched, so that ages count from when this machine saw them."""
     building = {job.state.token: str(job.state.holder) for job in jobs
                 if job.stage is Stage.BUILDING and job.state.token}
+    config = queue.config
     try:
         with queue.lock(LOCK_WAIT):
-            observer.observe(remote, monotonic, building)
+            observer.observe(remote, monotonic, building,
+                             gap=watch_gap(config.lease_ttl, config.poll))
     except AqError as err:
         problems.append(f"heartbeats not updated: {err}")
 

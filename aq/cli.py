@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -54,6 +56,47 @@ def _queue(path: str | None) -> Queue:
     queue = Queue.locate(path)
     _LOCATED.append(queue)
     return queue
+
+
+FETCH_WAIT = 30.0  # seconds a person's command waits for the queue lock to fetch first
+STALE_VIEW = 60.0  # a listing older than this says how old it is
+
+
+def _fetched(q: Queue) -> None:
+    """Before acting on a job: bring this clone up to the remote, so that a job that is there
+    is found and a move is judged on the fleet's state."""
+    if q.remote is None:
+        return
+    # a remote that does not answer is said by the move itself, which then changes nothing
+    with contextlib.suppress(AqError):
+        q.refresh_from_remote(FETCH_WAIT)
+
+
+def _fetch_age(q: Queue) -> float | None:
+    """Seconds since this clone last fetched: git's FETCH_HEAD, else (a clone that never
+    fetched after `git clone`) when its remote refs were written; None: unknown."""
+    for name in ("FETCH_HEAD", "packed-refs"):
+        try:
+            return time.time() - (q.git_dir / name).stat().st_mtime if q.git_dir else None
+        except OSError:
+            continue
+    return None
+
+
+def _fetched_text(age: float | None) -> str:
+    from aq.core.durations import format_duration
+
+    return "never fetched" if age is None else f"last fetched {format_duration(age)} ago"
+
+
+def _say_view_age(q: Queue) -> None:
+    """A listing in a clone of a fleet's queue says how old its view of the remote is."""
+    if q.remote is None:
+        return
+    age = _fetch_age(q)
+    if age is None or age > STALE_VIEW:
+        print(f"aq: this clone was {_fetched_text(age)} from {q.remote.name!r}; --fetch looks at "
+              "the remote now", file=sys.stderr)
 
 
 def _say_notices() -> None:
@@ -117,8 +160,12 @@ def add(
     lock: Annotated[str | None, typer.Option("--lock")] = None,
     timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 45m, 2h.")] = None,
     retry_max: Annotated[int | None, typer.Option("--retry-max", min=0)] = None,
+    retry_backoff: Annotated[str | None, typer.Option(
+        "--retry-backoff", help="Wait before the first retry, doubling after each (e.g. 30s, 5m).")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
     cwd: Annotated[str | None, typer.Option("--cwd", help="Where the engine and verify run.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Add it even if its engine or profile does not exist (yet).")] = False,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -131,25 +178,37 @@ def add(
 
     q = _queue(queue)
     text = _read_body(file, body)
-    try:
-        front, text_body = split_frontmatter(text, file or "the job body")
-    except ManifestError as err:
-        raise UsageError(str(err)) from None
+    source = "the job body" if file is None else "stdin" if file == "-" else file
+    # what the file says is content (refused: exit 1); what a flag says is the command line (2)
+    front, text_body = split_frontmatter(text, source)
     fields: dict[str, Any] = dict(front)
     options = {"title": title, "priority": priority, "deps": deps, "verify": verify,
                "engine": engine, "profile": profile, "lock": lock, "timeout": timeout,
                "idempotency-key": key, "cwd": cwd}
+    flags = {k for k, v in options.items() if v is not None}
     fields.update({k: v for k, v in options.items() if v is not None})
-    if retry_max is not None:
-        retry = dict(fields.get("retry") or {}) if isinstance(fields.get("retry"), dict) else {}
-        fields["retry"] = {**retry, "max": retry_max}
+    for key, value in (("max", retry_max), ("backoff", retry_backoff)):
+        if value is not None:
+            retry = dict(fields.get("retry") or {}) if isinstance(fields.get("retry"), dict) else {}
+            fields["retry"] = {**retry, key: value}
+    if retry_max is not None or retry_backoff is not None:
+        flags.add("retry")
     if deps is not None:
         fields["deps"] = [d.strip() for d in deps.split(",") if d.strip()]
+        if not fields["deps"]:
+            raise UsageError(f"--deps {deps!r} names no job: give job ids separated by commas")
+    if job_id is not None and not job_id.strip():
+        raise UsageError("--id is empty: give a job id, or leave --id out to make one from the title")
     try:
+        if not force:
+            _check_names(q, fields, source)
         result = add_job(q, text_body, fields, job_id=job_id, now=now(), who=who_am_i(),
-                         entropy=secrets.randbits(30))
+                         entropy=secrets.randbits(30), source=source)
     except ManifestError as err:
-        raise UsageError(str(err)) from None
+        if err.key in flags:
+            flag = {"idempotency-key": "key", "retry": "retry-max/--retry-backoff"}.get(err.key, err.key)
+            raise UsageError(f"--{flag}: {err.problem}") from None
+        raise
     if as_json:
         _emit({**_job_json(result.job), "created": result.created})
     elif result.created:
@@ -159,18 +218,47 @@ def add(
         print(f"aq: {result.message}", file=sys.stderr)
 
 
+def _job_text(data: bytes, source: str) -> str:
+    """A job file's text: UTF-8 Markdown, refused in one line when it is not."""
+    from aq.errors import ManifestError
+
+    if b"\0" in data:
+        raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ManifestError(source, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                            f"{err.start}): save it as UTF-8") from None
+
+
+def _check_names(q: Queue, fields: dict[str, Any], source: str) -> None:
+    """An engine or profile that does not exist would only fail at run time: refuse it now."""
+    from aq.errors import ManifestError
+
+    engine, profile = fields.get("engine"), fields.get("profile")
+    if isinstance(engine, str) and engine not in q.config.engines:
+        known = ", ".join(sorted(q.config.engines))
+        raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "
+                            "under engines: in aq.yaml, or add with --force", "engine")
+    if isinstance(profile, str) and profile not in q.profiles().found:
+        known = ", ".join(sorted(q.profiles().found)) or "none"
+        raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
+                            f"profiles/{profile}.md, or add with --force", "profile")
+
+
 def _read_body(file: str | None, body: str | None) -> str:
     if body is not None and file is not None:
         raise UsageError("give the body either as FILE or as --body, not both")
     if body is not None:
         return body
     if file == "-":
-        return sys.stdin.read()
+        return _job_text(sys.stdin.buffer.read(), "stdin")
     if file is not None:
         try:
-            return Path(file).read_text(encoding="utf-8")
+            data = Path(file).read_bytes()
         except OSError as err:
             raise UsageError(f"cannot read {file}: {err.strerror}") from None
+        return _job_text(data, file)
     raise UsageError("no job body: give a FILE, '-' for stdin, or --body TEXT")
 
 
@@ -182,6 +270,7 @@ def ls_(
                      "(repeatable): inbox building review testing shipped failed dead_letter.")] = None,
     ready: Annotated[bool, typer.Option("--ready", help="Only inbox jobs a worker here could take now.")] = False,
     blocked: Annotated[bool, typer.Option("--blocked", help="Only inbox jobs that wait, with why.")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch from the queue's remote first.")] = False,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -190,6 +279,10 @@ def ls_(
     from aq.core.lifecycle import Stage
 
     q = _queue(queue)
+    if fetch:
+        _fetched(q)
+    else:
+        _say_view_age(q)
     stages = []
     for name in stage or []:
         try:
@@ -244,10 +337,11 @@ def show(
     if as_json:
         _emit(_detail_json(detail))
         return
-    _print_detail(detail)
+    _print_detail(detail, frozenset(name for name, spec in q.config.engines.items() if spec.usage))
 
 
-def _print_detail(detail: JobDetail) -> None:
+def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> None:
+    """`metered`: the engines whose usage aq reads (an attempt of one that said nothing says so)."""
     from aq.meter import describe_usage
     from aq.usage import Usage
 
@@ -291,7 +385,7 @@ def _print_detail(detail: JobDetail) -> None:
             print(f"  #{a.number} {a.worker} {a.started}  {a.outcome or 'running'}{verify}"
                   + (f"  log {a.log}" if a.log else ""))
             usage = Usage.from_event(a.usage) if a.usage else None
-            if a.engine or usage is not None:
+            if usage is not None or a.engine in metered:
                 print(f"      {a.engine or 'engine'}: "
                       + (describe_usage(usage) if usage is not None else "usage not reported"))
             for artifact in a.artifacts:
@@ -301,6 +395,8 @@ def _print_detail(detail: JobDetail) -> None:
         move = f" {event.get('from', '')}->{event['to']}" if event.get("to") else ""
         why = f": {event['why']}" if event.get("why") else ""
         print(f"  {event.get('ts', '?')}  {event.get('type')}{move} by {event.get('by', '?')}{why}")
+        if event.get("log_not_kept"):
+            print(f"      log not kept: {event['log_not_kept']}")
 
 
 def _spent(usd: float, tokens: int, budget: Budget | None) -> str:
@@ -435,12 +531,13 @@ def logs(
     import time
 
     from aq.app import find_log
+    from aq.confine import open_regular
     from aq.core.lifecycle import Stage
 
     q = _queue(queue)
     ref = find_log(q, job, attempt)
     out = sys.stdout
-    with open(ref.path, "rb") as handle:
+    with open_regular(ref.path, q.relative(ref.path)) as handle:  # a link is never followed
         while True:
             chunk = handle.read(65536)
             if chunk:
@@ -464,6 +561,7 @@ def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json:
     from aq.tracking import post_moves
 
     q, who = _queue(queue), who_am_i()
+    _fetched(q)
     result = move_job(q, ref, Action(action), who=who, now=now(), reason=reason,
                       allow_out_of_scope=allow_out_of_scope)
     if not as_json:  # said before the tracker is: the move stands whatever it answers

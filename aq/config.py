@@ -180,11 +180,16 @@ class QueueConfig:
 
 def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     """aq.yaml parsed; with `cache_dir`, a warm run reuses the parse while the file is unchanged."""
+    from aq.confine import describe
+
     path = root / CONFIG_NAME
     try:
-        stat = path.stat()
+        stat = path.lstat()  # a link is refused, never followed (DESIGN §5)
     except FileNotFoundError:
         return QueueConfig()
+    refused = describe(CONFIG_NAME, stat.st_mode)
+    if refused is not None:
+        raise ConfigError(refused)
     signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, _CACHE_VERSION)
     cached = _cached_config(cache_dir, signature)
     if cached is not None:
@@ -224,10 +229,11 @@ def _save_config(cache_dir: Path | None, signature: tuple[int, ...], config: Que
 def _read_config(path: Path) -> QueueConfig:
     import yaml
 
+    from aq.confine import read_regular
     from aq.core.yamltext import load_yaml
 
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        raw = load_yaml(read_regular(path, CONFIG_NAME).decode("utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
     except OSError as err:

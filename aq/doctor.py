@@ -338,7 +338,7 @@ def _fetch(queue: Queue, remote: Remote, timeout: float) -> str | None:
     locks); None when it worked, else why not."""
     try:
         with queue.lock(timeout=timeout):
-            return None if remote.fetch() else "git fetch failed"
+            return None if queue.fetch(remote) else "git fetch failed"
     except AqError as err:
         return str(err)
 
@@ -440,6 +440,7 @@ def _check_leases(queue: Queue, config: QueueConfig, snapshot: Snapshot, remote:
 def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remote: Remote | None,
                     now: float, timeout: float) -> list[tuple[str, str]]:
     """(job id, why) for each building job whose holder this machine has not seen alive."""
+    from aq.core.leases import watch_gap
     from aq.sync import LeaseObserver
 
     held = {job.state.token: job for job in building if job.state.token}
@@ -449,7 +450,8 @@ def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remo
         observer = LeaseObserver(queue.state_dir / "leases.json")
         with queue.lock(timeout=timeout):  # the record is shared by every aq on this machine
             silence, _ = observer.observe(remote, now, {token: str(job.state.holder)
-                                                        for token, job in held.items()})
+                                                        for token, job in held.items()},
+                                          gap=watch_gap(config.lease_ttl, config.poll))
         seen = observer.workers(now)
     quiet = 2 * (config.heartbeat_interval or config.lease_ttl / 4)  # two missed heartbeats
     host = socket.gethostname()

@@ -97,3 +97,8 @@ class PushUncertain(AqError):
 
 class RemoteBusy(AqError):
     """Every try to push lost to another machine's push (a very busy remote)."""
+
+
+class UnsafePath(AqError):
+    """A file or folder aq would read or write in the queue is a symbolic link, not a regular
+    file, or leads outside the queue (DESIGN §5): refused, never followed."""

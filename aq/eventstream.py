@@ -81,7 +81,7 @@ def read_logs(queue: Queue) -> list[tuple[str, list[Event]]]:
 def _read(path: str) -> bytes | None:
     """The file's bytes, or None if it is gone (a person may delete a log)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # a link is never read (DESIGN §5)
     except OSError:
         return None
     try:
@@ -172,8 +172,8 @@ class _Tail:
             return found
         for entry in entries:
             name = entry.name
-            if not name.endswith(LOG_SUFFIX) or name.startswith("."):
-                continue
+            if not name.endswith(LOG_SUFFIX) or name.startswith(".") or entry.is_symlink():
+                continue  # a link is never read (DESIGN §5)
             try:
                 stat = entry.stat()
             except OSError:

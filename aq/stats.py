@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, iso
+from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, counts_as_reclaim, iso
 from aq.core.lifecycle import STAGES, Stage
 from aq.eventstream import epoch, no_gc, read_logs
 from aq.store import Job, Queue
@@ -280,7 +280,7 @@ def _finish(tally: _Tally, attempt: _Attempt, event: Event, moment: float, insid
 def _count_finish(tally: _Tally, event: Event) -> None:
     action = event.get("action")
     tally.retries += action == "retry"
-    tally.reclaims += bool(action == "reclaim" or event.get("reclaim"))  # as the fold counts them
+    tally.reclaims += counts_as_reclaim(event)  # as the fold counts them
     tally.dead_letters += event.get("to") == DEAD_LETTER
     verify_exit = event.get("verify_exit")
     if isinstance(verify_exit, int) and not isinstance(verify_exit, bool):

@@ -14,19 +14,28 @@ import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aq.confine import check, entry_refusal, read_regular, refusal
 from aq.core.events import STALE_RESULT, Event, JobState, fold, parse_iso
 from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.manifest import Manifest, parse_manifest
 from aq.core.profile import Profile
 from aq.core.scheduler import JobView
-from aq.errors import AmbiguousJob, AqError, GitError, JobNotFound, ManifestError, QueueNotFound
+from aq.errors import (
+    AmbiguousJob,
+    AqError,
+    GitError,
+    JobNotFound,
+    ManifestError,
+    QueueNotFound,
+    UnsafePath,
+)
 
 if TYPE_CHECKING:
     from aq.config import QueueConfig
@@ -135,6 +144,7 @@ class Queue:
     def __init__(self, root: Path) -> None:
         self.owed: list[Owed] = []
         self.last_sync_ok = True
+        self.fetches_failed = 0  # by this process: lease figures from before one are out of date
         self.last_push_confirmed = True  # False: the last transaction's push is owed or uncertain
         self._inbox_seen = 0  # the inbox folder's mtime at the last look for dropped files
         self._tree_checked = False  # queue/ was checked against HEAD once by this process
@@ -202,26 +212,35 @@ class Queue:
 
         folder = self.root / PROFILES_DIR
         signatures: dict[str, Signature] = {}
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as entries:
-            for entry in entries:
-                stem = entry.name[:-3]
-                if entry.name.endswith(".md") and stem.lower() != "readme" and entry.is_file():
-                    stat = entry.stat()
-                    signatures[stem] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        refused = [line] if (line := refusal(self.root, folder, folder=True)) else []
+        entries: list[os.DirEntry[str]] = []
+        if not refused:  # a linked folder is named, never entered
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+                    os.scandir(folder) as listing:
+                entries = list(listing)
+        for entry in entries:
+            stem = entry.name[:-3]
+            if not entry.name.endswith(".md") or stem.lower() == "readme":
+                continue
+            if entry.is_file(follow_symlinks=False):
+                stat = entry.stat(follow_symlinks=False)
+                signatures[stem] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            elif line := entry_refusal(f"{PROFILES_DIR}/{entry.name}", entry):
+                refused.append(line)  # a link is named, never followed
         cache_path = self.state_dir / "profiles.pickle"
         try:
             version, cached = pickle.loads(cache_path.read_bytes())
             if version == CACHE_VERSION and isinstance(cached, Profiles) \
                     and cached.signatures == signatures:
-                return cached
+                return replace(cached, problems=(*refused, *cached.problems)) if refused else cached
         except Exception:  # any unreadable cache is simply rebuilt
             pass
         found, problems = {}, []
         for name in sorted(signatures):
             source = f"{PROFILES_DIR}/{name}.md"
             try:
-                found[name] = parse_profile(name, (folder / f"{name}.md").read_text(encoding="utf-8"),
-                                            source)
+                text = read_regular(folder / f"{name}.md", source).decode("utf-8")
+                found[name] = parse_profile(name, text, source)
             except (AqError, OSError, UnicodeDecodeError) as err:
                 problems.append(str(err) if isinstance(err, AqError) else f"{source}: cannot read: {err}")
         loaded = Profiles(found, tuple(problems), signatures)
@@ -229,20 +248,23 @@ class Queue:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(cache_path, pickle.dumps((CACHE_VERSION, loaded),
                                                   protocol=pickle.HIGHEST_PROTOCOL))
-        return loaded
+        return replace(loaded, problems=(*refused, *loaded.problems)) if refused else loaded
 
     def halted(self) -> str | None:
         """The halt reason when queue/HALT exists, else None."""
         try:
-            text = (self.qdir / HALT_FILE).read_text(encoding="utf-8").strip()
+            text = read_regular(self.qdir / HALT_FILE, f"{QUEUE_DIR}/{HALT_FILE}").decode(
+                "utf-8", "replace").strip()
         except FileNotFoundError:
             return None
+        except UnsafePath as err:  # there all the same: the kill switch holds, unread
+            return str(err)
         return text.splitlines()[0] if text else "halted"
 
     def stage_of(self, job_id: str) -> Stage | None:
         """Where the job's file is now (fresh from disk, a stat per stage)."""
         for stage in STAGES:
-            if (self.qdir / stage / f"{job_id}.md").exists():
+            if os.path.lexists(self.qdir / stage / f"{job_id}.md"):  # a link too: it is refused
                 return stage
         return None
 
@@ -252,17 +274,33 @@ class Queue:
     def state_of(self, job_id: str) -> JobState:
         return fold(self.read_events(job_id))
 
+    def check_folders(self) -> None:
+        """queue/ and its stage, event and log folders are folders of this queue, not links to
+        others (DESIGN §5): else the queue is refused in one line naming the link."""
+        for name in (*STAGES, EVENTS_DIR, LOGS_DIR):
+            check(self.root, self.qdir / name, folder=True)
+
     def snapshot(self) -> Snapshot:
-        """All jobs, read through the manifest/state cache (a file is parsed again only if it changed)."""
+        """All jobs, read through the manifest/state cache (a file is parsed again only if it changed).
+        A job file or event log that is a link (or no regular file) is never read: the job is
+        listed with that as its error, so no worker takes it and `aq lint` names it."""
+        self.check_folders()
         cache = _Cache.load(self.state_dir / "cache.pickle")
         events_dir = self.qdir / EVENTS_DIR
         event_sigs: dict[str, Signature] = {}
+        refused: dict[str, str] = {}  # job id -> why a file of it is not read
         try:
             with os.scandir(events_dir) as entries:
                 for entry in entries:
-                    if entry.name.endswith(".jsonl"):
-                        stat = entry.stat()
-                        event_sigs[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+                    if not entry.name.endswith(".jsonl"):
+                        continue
+                    if not entry.is_file(follow_symlinks=False):
+                        line = entry_refusal(f"{QUEUE_DIR}/{EVENTS_DIR}/{entry.name}", entry)
+                        if line:
+                            refused[entry.name[:-6]] = line
+                        continue
+                    stat = entry.stat(follow_symlinks=False)
+                    event_sigs[entry.name[:-6]] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
             pass
         jobs: list[Job] = []
@@ -276,30 +314,39 @@ class Queue:
                 continue
             for entry in entries_list:
                 name = entry.name
-                if name.startswith(".") or not name.endswith(".md") or not entry.is_file():
+                if name.startswith(".") or not name.endswith(".md"):
                     continue
                 job_id = name[:-3]
                 rel = f"{QUEUE_DIR}/{stage}/{name}"
+                unread = None if entry.is_file(follow_symlinks=False) else entry_refusal(rel, entry)
+                if unread is None and not entry.is_file(follow_symlinks=False):
+                    continue  # a folder
                 if not is_job_id(job_id):
                     problems.append(f"{rel}: the file name is not a job id (lower-case letters, digits, "
                                     f"'-', '_', '.'): rename it, e.g. to {_suggest_name(job_id)}.md")
                     continue
                 if job_id in seen:
-                    problems.append(f"{rel}: job {job_id} is also in {seen[job_id]}: "
-                                    "a job must be in exactly one stage (run 'aq lint')")
+                    twice = (f"{rel}: job {job_id} is also in {seen[job_id]}: "
+                             "a job must be in exactly one stage (run 'aq lint')")
+                    problems.append(twice)
+                    # the first copy is not taken, nor moved, until a person removes one
+                    first = next(i for i, job in enumerate(jobs) if job.id == job_id)
+                    jobs[first] = replace(jobs[first], error=jobs[first].error or twice)
                     continue
                 try:
-                    stat = entry.stat()
+                    stat = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # moved on since the folder was listed (a reader
                     continue  # without the lock): it is in the stage it moved to, or next time
                 seen[job_id] = stage
-                manifest, error = cache.manifest(job_id, (stat.st_mtime_ns, stat.st_size, stat.st_ino),
-                                                 folder, name, rel)
+                unread = unread or refused.pop(job_id, None)
+                manifest, error = (None, unread) if unread else cache.manifest(
+                    job_id, (stat.st_mtime_ns, stat.st_size, stat.st_ino), folder, name, rel)
                 state = cache.state(job_id, event_sigs.get(job_id), events_dir)
                 added = (_parse_time(state.added_at)
                          or datetime.fromtimestamp(stat.st_mtime, UTC))
                 jobs.append(Job(job_id, stage, folder, manifest, error, state, added))
         cache.save(keep=seen.keys())
+        problems += refused.values()  # event logs refused that no listed job shows as its error
         return Snapshot(tuple(jobs), tuple(problems))
 
     def resolve(self, ref: str, snapshot: Snapshot | None = None) -> Job:
@@ -374,14 +421,19 @@ class Queue:
         try:
             result = change(tx)
             if tx.touched:
-                self._commit(describe(result) if describe and result is not None else message,
-                             tx.touched if self.remote is not None else None)
-        except BaseException as err:
-            tx.rollback()  # nothing half-done stays in the clone
-            if isinstance(err, GitError) and ".lock" in str(err):
-                from aq.gitops import clear_stale_locks
+                text = describe(result) if describe and result is not None else message
+                paths = tx.touched if self.remote is not None else None
+                try:
+                    self._commit(text, paths)
+                except GitError as err:
+                    from aq.gitops import clear_stale_locks
 
-                clear_stale_locks(self.git_dir, older_than=2.0)  # left by a process killed just now
+                    # a lock file left by a git killed earlier: gone, the commit goes through
+                    if ".lock" not in str(err) or not clear_stale_locks(self.git_dir, older_than=2.0):
+                        raise
+                    self._commit(text, paths)
+        except BaseException:
+            tx.rollback()  # nothing half-done stays in the clone
             raise
         return result
 
@@ -449,6 +501,20 @@ class Queue:
                 f"an agent's that committed in the queue's clone) are kept on branch {branch}; "
                 "the queue's branch moved on without them: push or merge them from there")
 
+    def fetch(self, remote: Remote) -> bool:
+        """Fetch from the remote (under the lock). One that fails is noted for every lease
+        observer of this machine: while the remote is out of sight, no lease goes silent."""
+        if remote.fetch():
+            return True
+        self.lost_sight()
+        return False
+
+    def lost_sight(self) -> None:
+        from aq.sync import LeaseObserver
+
+        self.fetches_failed += 1
+        LeaseObserver(self.state_dir / "leases.json").lost_sight()
+
     def refresh_from_remote(self, timeout: float = 120.0) -> bool:
         """For views (board, dash, events, workers): fetch, and move this clone up to the
         remote's tip only when that is a fast-forward. Nothing is adopted, salvaged, replayed or
@@ -458,7 +524,7 @@ class Queue:
         if remote is None:
             return False
         with self.lock(timeout):
-            if not remote.fetch():
+            if not self.fetch(remote):
                 return False
             head, tip = remote.heads()
             if head and tip and head != tip and remote.is_ancestor(head, tip):
@@ -488,7 +554,7 @@ class Queue:
     def sync_from_remote(self, remote: Remote, check_tree: bool = True) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work still owed to it.
         `check_tree`: first put back half a move a process killed mid-transaction left."""
-        self.last_sync_ok = remote.fetch()
+        self.last_sync_ok = self.fetch(remote)
         if not self.last_sync_ok:
             return False
         self._drop_landed(remote)
@@ -640,6 +706,7 @@ class Queue:
             landed = remote.landed(head)
             if landed is not None:
                 return landed
+            self.lost_sight()
             _backoff(attempt)
         self.last_sync_ok = False  # the clone holds commits the remote may not have
         return None
@@ -715,8 +782,10 @@ class Tx:
         """Move the job's file from `source` to `target` and record `event`; the file must be in `source`."""
         src = self.queue.job_path(source, job_id)
         dst = self.queue.job_path(target, job_id)
-        if not src.exists():
+        if not os.path.lexists(src):
             raise JobNotFound(f"{job_id} is no longer in {source}")
+        check(self.queue.root, src)  # a link is refused, not moved along
+        check(self.queue.root, dst.parent, folder=True)
         self.append_event(job_id, event)
         dst.parent.mkdir(parents=True, exist_ok=True)
         seen = self.queue.inbox_unchanged(src, dst)
@@ -727,10 +796,11 @@ class Tx:
 
     def append_event(self, job_id: str, event: Event) -> None:
         path = self.queue.events_path(job_id)
+        check(self.queue.root, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
         existed = path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             size = os.fstat(fd).st_size
             self._undo.append(lambda: os.truncate(path, size) if existed else path.unlink())
@@ -742,6 +812,7 @@ class Tx:
         self.touched.append(path)
 
     def write(self, path: Path, data: bytes | str) -> None:
+        check(self.queue.root, path)  # nothing is written through a link, or outside the queue
         self._remember(path)
         seen = self.queue.inbox_unchanged(path)
         write_atomic(path, data)
@@ -749,6 +820,7 @@ class Tx:
         self.queue.own_inbox_change(seen)
 
     def remove(self, path: Path) -> None:
+        check(self.queue.root, path)
         self._remember(path)
         seen = self.queue.inbox_unchanged(path)
         path.unlink(missing_ok=True)
@@ -790,8 +862,8 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 def _parse_events(path: Path) -> list[Event]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = read_regular(path)
+    except (FileNotFoundError, UnsafePath):  # a link is never read: the snapshot names it
         return []
     events: list[Event] = []
     for line in raw.splitlines():
@@ -824,8 +896,12 @@ def _parse_time(text: object) -> datetime | None:
 
 def bad_event_lines(path: Path) -> list[int]:
     """Line numbers (1-based) of lines that are not JSON objects with a readable `ts`."""
-    bad = []
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
+    bad: list[int] = []
+    try:
+        raw = read_regular(path)
+    except UnsafePath:  # not an event log aq reads: `aq lint` names it as such
+        return bad
+    for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -880,10 +956,10 @@ class _Cache:
         if hit is not None and hit[0] == sig and (hit[2] is None or hit[2].startswith(rel + ":")):
             return hit[1], hit[2]  # an error names the file's path: it must be where it was
         try:
-            text = (folder / name).read_text(encoding="utf-8")
+            text = read_regular(folder / name, rel).decode("utf-8")
             manifest: Manifest | None = parse_manifest(job_id, text, rel)
             error = None
-        except ManifestError as err:
+        except (ManifestError, UnsafePath) as err:
             manifest, error = None, str(err)
         except (OSError, UnicodeDecodeError) as err:
             manifest, error = None, f"{rel}: cannot read: {err}"

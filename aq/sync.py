@@ -13,6 +13,7 @@ monotonic clock, when each one last changed.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aq import gitops, proc
+from aq.core.leases import Watch, silence, watch_after
 from aq.errors import GitError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -248,7 +250,7 @@ class Remote:
         dropped = {}
         for name in filter(None, done.stdout.split("\0")):
             path = self.root / name
-            if name.endswith(".md") and path.is_file():
+            if name.endswith(".md") and path.is_file() and not path.is_symlink():  # never followed
                 dropped[path] = (path.read_bytes(), path.stat().st_mtime)
         return dropped
 
@@ -314,9 +316,11 @@ class LeaseObserver:
     """When this machine last saw each lease renewed, on its own monotonic clock.
 
     A lease (a claim's token) is renewed when its holder's heartbeat ref changes to a commit
-    that lists the token. It is expired when this machine has seen no renewal for the TTL,
-    counting from the first time it looked if it never saw one. No wall clock of any machine
-    takes part, so a clock that is off neither steals live jobs nor keeps dead ones.
+    that lists the token. It is expired when this machine has seen no renewal for the TTL
+    while it could see the remote (aq.core.leases): counting from the first time it looked if
+    it never saw one, and from the end of the last outage it noticed (`lost_sight`). No wall
+    clock of any machine takes part, so a clock that is off neither steals live jobs nor keeps
+    dead ones.
 
     Kept in the state folder so that every process on the machine shares what it saw; valid
     only within one boot (CLOCK_MONOTONIC restarts at boot).
@@ -349,14 +353,28 @@ class LeaseObserver:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(data))
 
-    def observe(self, remote: Remote, now: float, building: Mapping[str, str]
-                ) -> tuple[dict[str, float], set[str]]:
-        """Note the heartbeats fetched last. Returns each building token's silence in seconds,
-        and the tokens this machine has seen renewed (a heartbeat ref changing to list them).
+    def lost_sight(self) -> None:
+        """A fetch failed: the remote is out of this machine's sight. What the holders did
+        meanwhile is unknown, so the next observation restarts every lease's silence."""
+        data = self._load()
+        if not data.get("dark"):
+            data["dark"] = True
+            self._save(data)
 
-        `building` maps each building job's lease token to its holder.
+    def observe(self, remote: Remote, now: float, building: Mapping[str, str], *,
+                gap: float = math.inf) -> tuple[dict[str, float], set[str]]:
+        """Note the heartbeats fetched last (call only after a fetch that worked). Returns each
+        building token's silence in seconds, and the tokens this machine has seen renewed (a
+        heartbeat ref changing to list them).
+
+        `building` maps each building job's lease token to its holder. `gap`: observations of
+        the machine further apart than this do not make one watch (aq.core.leases.watch_gap).
         """
         data = self._load()
+        seen = data.get("watch")
+        watch = watch_after(Watch(*seen) if isinstance(seen, list) and len(seen) == 2 else None,
+                            now, dark=bool(data.get("dark")), gap=gap)
+        data["watch"], data["dark"] = [watch.since, watch.last], False
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
         for worker, (commit, payload) in remote.observed_heartbeats().items():
@@ -368,16 +386,16 @@ class LeaseObserver:
                     renewed[str(token)] = now
                     if previous is not None:
                         confirmed.add(str(token))
-        silence = {}
+        silent = {}
         for token in building:
             if token not in renewed:
                 first.setdefault(token, now)
-            silence[token] = now - renewed.get(token, first.get(token, now))
+            silent[token] = silence(renewed.get(token, first.get(token, now)), watch, now)
         data["renewed"] = {t: v for t, v in renewed.items() if t in building}
         data["first"] = {t: v for t, v in first.items() if t in building}
         data["confirmed"] = sorted(t for t in confirmed if t in building)
         self._save(data)
-        return silence, confirmed & set(building)
+        return silent, confirmed & set(building)
 
     def retry_waits(self, now: float, pending: Mapping[str, float]) -> dict[str, float]:
         """Seconds each retry still waits on this machine's own clock, counted from the first

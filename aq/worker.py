@@ -9,8 +9,10 @@ otherwise the result is fenced and kept as a `stale_result` event with its log.
 
 Leases: the worker force-pushes a heartbeat listing the tokens it holds to its own ref
 (`refs/aq/workers/<id>`) every `heartbeat_interval`. A lease is expired when the observer has
-seen no renewal for `lease_ttl` on its own monotonic clock. A holder that cannot renew for
-`renew_deadline` stops its attempts, so that no two engines work one job at once.
+seen no renewal for `lease_ttl` on its own monotonic clock while it could see the remote: after
+an outage (a fetch that failed) every lease gets a full `lease_ttl` again (aq.core.leases). A
+holder that cannot renew for `renew_deadline` stops its attempts, so that no two engines work
+one job at once.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from aq import proc
 from aq.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
-from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso
+from aq.confine import read_file
+from aq.core.durations import format_duration
+from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso, parse_iso
+from aq.core.leases import watch_gap
 from aq.core.lifecycle import (
     Action,
     Decision,
@@ -167,11 +172,14 @@ class Worker:
         self.unrecorded: list[tuple[Claim, AttemptResult, str | None]] = []
         self.summary = RunSummary()
         self._stopping = threading.Event()
+        self._stopped_gracefully: set[str] = set()  # lease tokens of attempts a TERM/Ctrl-C stopped
         self._wake = threading.Event()
         self._beat_now = threading.Event()
         self._warned: set[str] = set()
+        self._waits_said: set[tuple[str, int]] = set()  # (job, attempts) whose retry wait was said
+        self._reasons: dict[str, str] = {}
         self._profiles: dict[str, Profile] = {}
-        self._leases_seen: tuple[float, dict[str, float], set[str]] | None = None
+        self._leases_seen: tuple[float, dict[str, float], set[str], int] | None = None
         self._heads_pushed: set[str] = set()  # job branch commits pushed after their attempt
         self._push_retry_at: dict[str, float] = {}  # lease token -> when to push its branch again
         self._push_noted: set[str] = set()  # lease tokens whose wait for a push is in the log
@@ -190,6 +198,7 @@ class Worker:
     # --- the loop --------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
+        self.queue.check_folders()  # a stage folder that is a link: the queue is refused at once
         restore = self._install_signals()
         beating = self._start_heartbeats()
         try:
@@ -252,6 +261,8 @@ class Worker:
         self._stopping.set()
         self.summary.interrupted = True
         for running in self.running.values():
+            if running.stop_reason is None:  # not stopping already for a reason of its own
+                self._stopped_gracefully.add(running.claim.token)
             running.stop_reason = running.stop_reason or reason
             running.stop.set()
         self._wake.set()
@@ -297,10 +308,23 @@ class Worker:
             return
         self._next_refresh = now + self.poll
         try:
-            self.queue.transact(lambda tx: None, "aq: refresh", owe=lambda _: None)
+            self.queue.transact(self._keep_watch, "aq: refresh", owe=lambda _: None)
         except AqError as err:
             self.say(f"{self.worker_id}: could not refresh from the remote: {err}")
         self._drop_landed()
+
+    def _keep_watch(self, tx: Tx) -> None:
+        """A busy worker's refresh notes the heartbeats now and then, so that this machine's
+        watch of the remote does not lapse while all its workers are busy: a lapsed watch
+        restarts every lease's silence (aq.core.leases), which delays taking back a dead one."""
+        last, gap = self._leases_seen, watch_gap(self.lease_ttl, self.poll)
+        if self.remote is None or not tx.online or (
+                last is not None and self.monotonic() - last[0] < gap / 3):
+            return
+        every = {job.state.token: job for job in self.queue.snapshot().jobs
+                 if job.stage is Stage.BUILDING and job.state.token}
+        if every:
+            self._observe_leases(every)
 
     def _drop_landed(self) -> None:
         if not self.queue.owed:
@@ -331,10 +355,31 @@ class Worker:
         coming, or (drain) it waits for a job that is running or for a lock a running job holds."""
         snapshot = self.queue.snapshot()
         verdicts = self._assess(snapshot)
+        self._say_retry_waits(snapshot, verdicts)
         return any(v.kind == "not_before" for v in verdicts) or self._silent_leases or (
             self.remote is not None
             and any(job.stage is Stage.BUILDING for job in snapshot.jobs)
             and any(v.kind in ("dep", "lock") for v in verdicts))
+
+    def _say_retry_waits(self, snapshot: Snapshot, verdicts: list[Verdict]) -> None:
+        """Once per retry: what a draining worker waits for, and until when (else a long backoff
+        looks like a hang)."""
+        waiting = [v.job for v in verdicts if v.kind == "not_before"
+                   and (v.job.id, v.job.state.attempt_count) not in self._waits_said]
+        if not waiting:
+            return
+        waits = self._retry_waits(snapshot)
+        now = self.clock()
+        for job in waiting:
+            self._waits_said.add((job.id, job.state.attempt_count))
+            if waits is not None:
+                seconds = waits.get(job.id, 0.0)
+            else:
+                not_before = job.state.not_before
+                seconds = (parse_iso(not_before) - now).total_seconds() if not_before else 0.0
+            until = (now + timedelta(seconds=seconds)).strftime("%H:%M:%S")
+            self.say(f"{self.worker_id}: waiting {format_duration(seconds)} for {job.id}'s retry "
+                     f"backoff (until {until} UTC)")
 
     def _idle_wait(self) -> float:
         return min(self.poll, 1.0) if self.mode == "drain" else self.poll
@@ -421,7 +466,10 @@ class Worker:
         return Claim(job, attempt, token, event, claimed_at=self.monotonic(), persona=persona)
 
     def _assess(self, snapshot: Snapshot) -> list[Verdict]:
-        self._profiles = self.queue.profiles().found  # read afresh: the claim pins what it saw
+        loaded = self.queue.profiles()  # read afresh: the claim pins what it saw
+        self._profiles = loaded.found
+        for line in loaded.problems:  # a profile that cannot be read (or is a link) is skipped
+            self._warn(f"skipping {line}")
         routing = Routing(self._profiles, self.config.engine_classes, self.worker_id,
                           self.config.prefer_window)
         return assess(snapshot.views(), self.clock(), halted=self.queue.halted(),
@@ -535,10 +583,12 @@ class Worker:
         """Each lease's silence and the leases seen renewed, from the heartbeats fetched last.
         Looked up at most every quarter heartbeat interval: in between the last figures are
         aged by the time passed. (A renewal noticed late only makes a lease look younger, so
-        this never takes a job back early; it may take one back up to that much later.)"""
+        this never takes a job back early; it may take one back up to that much later.) A fetch
+        that failed since makes them out of date: the outage restarts every lease's silence."""
         now = self.monotonic()
         last = self._leases_seen
-        if last is not None and now - last[0] < min(self.heartbeat_interval / 4, 5.0):
+        if (last is not None and last[3] == self.queue.fetches_failed
+                and now - last[0] < min(self.heartbeat_interval / 4, 5.0)):
             aged = now - last[0]
             return ({token: last[1][token] + aged for token in building if token in last[1]},
                     last[2] & set(building))
@@ -547,27 +597,32 @@ class Worker:
         assert self.remote is not None
         observer = LeaseObserver(self.queue.state_dir / "leases.json")
         silence, confirmed = observer.observe(
-            self.remote, now, {token: str(job.state.holder) for token, job in building.items()})
-        self._leases_seen = (now, silence, confirmed)
+            self.remote, now, {token: str(job.state.holder) for token, job in building.items()},
+            gap=watch_gap(self.lease_ttl, self.poll))
+        self._leases_seen = (now, silence, confirmed, self.queue.fetches_failed)
         return silence, confirmed
 
     def _take_back(self, tx: Tx, job: Job, cause: str) -> None:
         state = job.state
         decision = reclaim_decision("lease_expired", cause, state.reclaims, self.config.max_reclaims)
-        log_rel = None
+        log_rel = lost = None
         run_dir = self.queue.running_dir() / job.id
         kill_leftovers(run_dir, state.attempt_count)  # what a dead worker's engine left running here
         live = run_dir / f"{state.attempt_count}.log"
         if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
             kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
-            tx.write(kept, live.read_bytes()[-self.config.log_max:] + f"\n[aq] {cause}\n".encode())
-            log_rel = self.queue.relative(kept)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            lost = self._write_kept(tx, kept, live.read_bytes()[-self.config.log_max:]
+                                    + f"\n[aq] {cause}\n".encode())
+            if lost is None:
+                log_rel = self.queue.relative(kept)
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:  # the live log stays on this machine
+                self._warn(f"{job.id}: the log of attempt {state.attempt_count} was not kept ({lost})")
         tx.move(job.id, Stage.BUILDING, decision.to, {
             "ts": iso(self.clock()), "type": FINISHED, "by": self.worker_id, "from": Stage.BUILDING,
             "to": decision.to, "action": decision.action, "attempt": state.attempt_count,
             "token": state.token, "outcome": "lease_expired", "why": decision.reason,
-            "reclaim": True, "log": log_rel,
+            "reclaim": True, "log": log_rel, **({"log_not_kept": lost} if lost else {}),
         })
         self.summary.reclaimed.append(job.id)
         self.courier.moved(job)
@@ -576,9 +631,30 @@ class Worker:
     def _warn_invalid(self, snapshot: Snapshot) -> None:
         lines = [job.error for job in snapshot.jobs if job.stage is Stage.INBOX and job.error]
         for line in [*lines, *snapshot.problems]:
-            if line and line not in self._warned:
-                self._warned.add(line)
-                print(f"aq: skipping {line}", file=sys.stderr, flush=True)
+            if line:
+                self._warn(f"skipping {line}")
+
+    def _warn(self, line: str) -> None:
+        """One line on stderr, said once (a transaction replayed does not say it again)."""
+        if line not in self._warned:
+            self._warned.add(line)
+            print(f"aq: {line}", file=sys.stderr, flush=True)
+
+    def _reason(self, err: BaseException) -> str:
+        """An error as a short clause: an OS error by the file it is about, without errno."""
+        if isinstance(err, OSError) and err.strerror:
+            return (f"{self.queue.relative(Path(err.filename))}: {err.strerror}" if err.filename
+                    else err.strerror)
+        return str(err)
+
+    def _write_kept(self, tx: Tx, path: Path, data: bytes | str) -> str | None:
+        """Write a log or artifact into the queue: None, or why it could not be (a folder that
+        cannot be written, a link in the way). Recording a result never fails on it."""
+        try:
+            tx.write(path, data)
+        except (AqError, OSError) as err:
+            return self._reason(err)
+        return None
 
     # --- running ---------------------------------------------------------------------------
 
@@ -601,6 +677,7 @@ class Worker:
         )
         running = Running(claim, threading.Thread(), threading.Event())
         if self._stopping.is_set():  # a signal landed while this claim was being committed
+            self._stopped_gracefully.add(claim.token)
             running.stop_reason = "the worker was told to stop as it claimed the job"
             running.stop.set()
         running.thread = threading.Thread(target=self._attempt, args=(running, plan),
@@ -770,8 +847,11 @@ class Worker:
             moved, taken = self.queue.transact(
                 change, message, owe=owed,
                 describe=lambda done: message + (f"; claim {done[1].job.id}" if done[1] else ""))
-        except AqError as err:
-            self.say(f"{self.worker_id}: {job_id}: result not recorded yet ({err}); trying again")
+        except (AqError, OSError) as err:  # the result stays listed and is tried again
+            line = f"{self.worker_id}: {job_id}: result not recorded yet ({self._reason(err)}); trying again"
+            if line not in self._warned:  # once, not at every turn of the loop
+                self._warned.add(line)
+                self.say(line)
             return False
         shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
         if result.workspace is not None:  # the work is on the pushed branch: free the disk
@@ -793,7 +873,9 @@ class Worker:
             self.say(f"{self.worker_id}: {job_id}: result kept as stale_result (the job is no longer ours)")
         else:
             self.summary.finished[job_id] = moved
-            self.say(f"{self.worker_id}: {job_id}: {result.detail} -> {moved}")
+            why = self._reasons.pop(job_id, None)
+            self.say(f"{self.worker_id}: {job_id}: {result.detail} -> {moved}"
+                     + (f" ({why})" if why and result.outcome is not Outcome.OK else ""))
         if taken is not None:
             if self.queue.last_push_confirmed or self.offline:
                 self._start(taken)
@@ -890,11 +972,13 @@ class Worker:
         if (stage is not Stage.BUILDING or state.token != claim.token) and has_stale_result(
                 self.queue.read_events(job_id), claim.token):
             return None  # fenced, and kept as stale already (a salvage of our commit did it)
-        log_rel = self._keep_log(tx, job_id, claim.attempt, result)
+        log_rel, log_lost = self._keep_log(tx, job_id, claim.attempt, result)
+        lost = {"log_not_kept": log_lost} if log_lost else {}  # the event says why, not the log
         if stage is not Stage.BUILDING or state.token != claim.token:
             tx.append_event(job_id, {
                 "ts": iso(now), "type": STALE_RESULT, "by": self.worker_id, "attempt": claim.attempt,
-                "token": claim.token, "outcome": result.outcome, "log": log_rel, **usage_fields(result),
+                "token": claim.token, "outcome": result.outcome, "log": log_rel, **lost,
+                **usage_fields(result),
                 "why": f"fenced: the job is in {stage or 'no stage'}"
                        + ("" if state.token == claim.token else " under another lease"),
             })
@@ -919,9 +1003,12 @@ class Worker:
             "not_before": iso(decision.not_before) if decision.not_before else None,
             "backoff": (round((decision.not_before - now).total_seconds(), 3)
                         if decision.not_before else None),
-            "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel,
+            "fingerprint": fingerprint, "tail": result.tail or None, "log": log_rel, **lost,
             "artifacts": artifacts, "duration": round(result.duration, 3),
             "reclaim": result.outcome is Outcome.INTERRUPTED,
+            # a person stopped the worker: not counted toward max_reclaims (counts_as_reclaim)
+            **({"graceful": True} if result.outcome is Outcome.INTERRUPTED
+               and claim.token in self._stopped_gracefully else {}),
             **usage_fields(result),
             **({"out_of_scope": list(result.out_of_scope)} if result.out_of_scope else {}),
             **({"scope": "branch"} if result.scope_against_base else {}),
@@ -930,6 +1017,7 @@ class Worker:
         })
         if result.usage is not None:
             self._halt_if_over_budget(tx, now)
+        self._reasons[job_id] = decision.reason  # for the line that says where the job went
         return str(decision.to)
 
     def _halt_if_over_budget(self, tx: Tx, now: datetime) -> None:
@@ -957,16 +1045,22 @@ class Worker:
             retry=self.config.retry_rule(manifest), retries_used=retries_used,
             fingerprint=fingerprint, last_fingerprint=last_fingerprint,
             reclaims=reclaims, max_reclaims=self.config.max_reclaims, now=now,
-            stop_reason=stop_reason,
+            stop_reason=stop_reason, graceful=claim.token in self._stopped_gracefully,
         )
 
-    def _keep_log(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult) -> str:
-        """Copy the capped, scrubbed log into queue/.logs/<id>/<n>.log (or .stale-<x>.log)."""
+    def _keep_log(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult
+                  ) -> tuple[str | None, str | None]:
+        """Copy the capped, scrubbed log into queue/.logs/<id>/<n>.log (or .stale-<x>.log): its
+        path, or None and why it could not be written. A lost log never loses the result."""
         path = self.queue.logs_dir(job_id) / f"{attempt}.log"
         if path.exists():  # a fenced duplicate must not overwrite the log of record
             path = path.with_name(f"{attempt}.stale-{secrets.token_hex(2)}.log")
-        tx.write(path, result.log_text)
-        return self.queue.relative(path)
+        lost = self._write_kept(tx, path, result.log_text)
+        if lost is not None:
+            self._warn(f"{job_id}: the log of attempt {attempt} was not kept ({lost}); the result "
+                       "is recorded without it")
+            return None, lost
+        return self.queue.relative(path), None
 
     def _keep_artifacts(self, tx: Tx, job_id: str, attempt: int, result: AttemptResult,
                         manifest: Manifest) -> list[str]:
@@ -983,7 +1077,11 @@ class Worker:
         kept: list[str] = []
         budget = self.config.artifact_max
         for path in result.artifacts:
-            data = path.read_bytes()
+            try:  # looked at again: a link put in its way since the attempt is refused
+                data = read_file(result.cwd, path, where="the job's cwd")
+            except (AqError, OSError) as err:
+                self._warn(f"{job_id}: artifact {path.name} not kept ({self._reason(err)})")
+                continue
             if len(data) > budget:
                 self.say(f"{self.worker_id}: {job_id}: artifact {path.name} skipped: over artifact_max")
                 continue
@@ -992,6 +1090,9 @@ class Worker:
             budget -= len(data)
             # a file's name can hold a secret too: the kept copy's path is scrubbed like its text
             dest = target / scrubber.line(str(path.relative_to(result.cwd)))
-            tx.write(dest, data)
+            lost = self._write_kept(tx, dest, data)
+            if lost is not None:
+                self._warn(f"{job_id}: artifact {path.name} not kept ({lost})")
+                continue
             kept.append(self.queue.relative(dest))
         return kept

@@ -482,6 +482,8 @@ def test_leases_follow_the_heartbeats_seen_on_this_machines_clock(queue_root: Pa
     assert remote is not None and remote.heartbeat("w1", {"tokens": [token]})
     assert leases(1000.0).status == "ok"
     assert leases(1200.0).status == "ok"  # lease_ttl 10m: a heartbeat every 2m30s; 5m is two
+    # looks at most half the TTL apart: an unbroken watch of the remote, so the silence counts
+    assert leases(1400.0).status == "warn"
     late = leases(1000.0 + 600)
     assert late.status == "warn" and "job-a (w1 has not renewed it for 10m)" in late.detail
     assert "lease_ttl (10m)" in (late.fix or "")

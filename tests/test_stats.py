@@ -204,6 +204,19 @@ def test_reclaims_and_requeues_restart_the_queued_clock(queue_root: Path) -> Non
     assert engine[:4] == ("shell", 3, 1, 0)  # a reclaim is not the job's failure
 
 
+def test_a_graceful_stop_is_not_counted_as_a_reclaim_as_the_fold_does_not(queue_root: Path) -> None:
+    """`aq stats` counts reclaims as the fold does: a take-back of an expired lease counts, an
+    attempt a person stopped (TERM, Ctrl-C: `graceful`) does not."""
+    write_job(queue_root, "stopped", stage="inbox")
+    write_log(queue_root, "stopped", added(0), claimed(100, "1.w1.a"),
+              finished(200, "1.w1.a", "inbox", "reclaim", "interrupted", reclaim=True, graceful=True),
+              claimed(300, "2.w2.b", by="w2"),
+              finished(400, "2.w2.b", "inbox", "reclaim", "lease_expired", by="w2", reclaim=True))
+    stats = compute_stats(Queue(queue_root), now=T0 + timedelta(hours=1), since=None)
+    assert stats.reclaims == 1
+    assert stats.reclaims == Queue(queue_root).snapshot().by_id()["stopped"].state.reclaims
+
+
 def test_engine_and_profile_come_from_the_claim_else_the_job_else_the_queue(queue_root: Path) -> None:
     """The claim's pinned engine wins, then the job's engine, its profile's, then aq.yaml's default_engine."""
     (queue_root / "profiles" / "codexer.md").write_text("---\nname: codexer\nengine: codex\n---\nHi.\n")

@@ -290,6 +290,33 @@ def test_lease_silence_grows_on_the_observers_clock_and_resets_only_when_a_beat_
     assert json.loads((tmp_path / "leases.json").read_text())["renewed"] == {}
 
 
+def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(
+        fleet: Fleet) -> None:
+    """A failed fetch (any process of the machine's) and a pause between looks longer than
+    `gap` both restart every lease's silence from the next look: the holders may have been cut
+    off too. An unbroken watch counts on."""
+    a, b = fleet.clones
+    holder, observer_remote = remote_of(a), remote_of(b)
+    queue = Queue(b)
+    observer = LeaseObserver(queue.state_dir / "leases.json")
+    token = "1.w1.aaaaaa"
+    assert holder.heartbeat("w1", {"seq": 1, "tokens": [token]})
+
+    def look(now: float) -> float:
+        with queue.lock():
+            assert queue.fetch(observer_remote)
+            return observer.observe(observer_remote, now, {token: "w1"}, gap=4.0)[0][token]
+
+    assert look(100.0) == 0.0
+    assert look(103.0) == 3.0
+    with remote_away(fleet), queue.lock():
+        assert not queue.fetch(observer_remote)  # noted for every observer of this clone
+    assert look(117.0) == 0.0  # the first look after the outage: a full TTL from here
+    assert look(120.5) == 3.5
+    assert look(130.0) == 0.0  # nobody looked for 9.5 s, more than the gap
+    assert look(132.0) == 2.0
+
+
 # --- offline -------------------------------------------------------------------------------------
 
 def test_an_offline_worker_claims_and_runs_while_the_remote_is_away_and_its_results_land_later(

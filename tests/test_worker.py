@@ -452,9 +452,28 @@ def test_a_signal_to_the_worker_puts_its_running_jobs_back_in_the_inbox(
         assert (done["outcome"], done["action"], done["to"]) == ("interrupted", "reclaim", "inbox")
         assert sig.name in done["why"] and "not counted as a retry" in done["why"]
         assert done["not_before"] is None
-        assert (state[name].state.retries_used, state[name].state.reclaims) == (0, 1)
+        assert done["graceful"] is True  # a person's stop: not counted toward max_reclaims
+        assert (state[name].state.retries_used, state[name].state.reclaims) == (0, 0)
     assert "Traceback" not in workers.stderr(worker)
     assert git(queue_root, "status", "--porcelain", "queue") == ""
+
+
+def test_workers_stopped_with_term_just_after_claiming_never_dead_letter_the_job(
+        queue_root: Path, workers: Workers, out: Path) -> None:
+    """A graceful stop is not the job's fault: three workers, each stopped with TERM as soon as
+    it has claimed the job (max_reclaims 3), leave it in the inbox with no reclaim counted."""
+    configure(queue_root, max_reclaims=3)
+    write_job(queue_root, "patient", long_job(out))
+    for n in range(3):
+        worker = workers.start("--poll", "200ms", "--worker", f"w-stop{n}")
+        assert wait_until(lambda: stage_of(queue_root, "patient") == "building"), workers.stderr(worker)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        assert stage_of(queue_root, "patient") == "inbox", workers.stderr(worker)
+    done = events(queue_root, "patient", "finished")
+    assert [(e["outcome"], e["action"], e["to"], e.get("graceful")) for e in done] == [
+        ("interrupted", "reclaim", "inbox", True)] * 3
+    assert Queue(queue_root).snapshot().by_id()["patient"].state.reclaims == 0
 
 
 def test_an_idle_worker_exits_on_term(queue_root: Path, workers: Workers) -> None:
@@ -536,3 +555,26 @@ def test_malformed_inbox_files_get_one_warning_each_and_the_good_jobs_run(
                  "bad-priority.md": "priority", "self-dep.md": "deps"}
     for name, key in key_named.items():
         assert any(f"queue/inbox/{name}" in line and key in line for line in lines), name
+
+
+def test_a_log_that_cannot_be_written_costs_the_log_not_the_result(
+        queue_root: Path, aq: Aq) -> None:
+    """queue/.logs/<id> a file where a folder must be (a real write error, even as root): the
+    job still moves, its finished event says the log was not kept and why, stderr says so in
+    one line, and the worker goes on to the next job."""
+    write_job(queue_root, "nolog", "echo one")
+    (queue_root / "queue/.logs/nolog").write_text("a file, not a folder\n")
+    write_job(queue_root, "next", "echo two")
+    ran = aq("run", "--drain")
+    assert ran.returncode == 0, ran.stderr
+    assert "Traceback" not in ran.stderr
+    said = [line for line in ran.stderr.splitlines() if "nolog" in line]
+    assert len(said) == 1 and "log of attempt 1 was not kept" in said[0], ran.stderr
+    assert "queue/.logs/nolog/1.log: Not a directory" in said[0]
+    assert stage_of(queue_root, "nolog") == stage_of(queue_root, "next") == "review"
+    finished = events(queue_root, "nolog", "finished")
+    assert len(finished) == 1 and finished[0]["log"] is None
+    assert finished[0]["log_not_kept"] == "queue/.logs/nolog/1.log: Not a directory"
+    assert events(queue_root, "next", "finished")[0]["log"] == "queue/.logs/next/1.log"
+    assert "log not kept: queue/.logs/nolog/1.log: Not a directory" in aq("show", "nolog").stdout
+    assert git(queue_root, "status", "--porcelain", "queue/.events") == ""  # recorded and committed

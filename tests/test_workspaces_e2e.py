@@ -373,3 +373,24 @@ def test_gc_frees_unused_caches_old_logs_and_shipped_branches(queue: Path, proje
     assert "aq/old" not in git(project, "branch", "--list", "aq/*")
     assert not [c for c in (tmp_path / "ws").glob("*/repos/*") if c.is_dir()]
     assert (queue / "queue" / "shipped" / "old.md").exists()
+
+
+def test_a_ship_with_merge_checks_allowed_scope_before_it_touches_base(queue: Path, project: Path) -> None:
+    """`ship: merge` of a job that changed files outside its allowed-scope is refused before
+    anything is merged (base is unchanged); with --allow-out-of-scope it merges, and the moved
+    event keeps both what the ship did and the override."""
+    add(queue, "spill", "mkdir -p src docs; echo x > src/x.py; echo d > docs/a.md", ship="merge",
+        **{"allowed-scope": ["docs/**"]})
+    assert aq(queue, "run", "--drain").returncode == 0
+    base_before = git(project, "rev-parse", "main").strip()
+    refused = aq(queue, "ship", "spill")
+    assert refused.returncode == 1 and "--allow-out-of-scope" in refused.stderr
+    assert git(project, "rev-parse", "main").strip() == base_before
+    assert "src/x.py" not in tree(project, "main")
+    shipped = aq(queue, "ship", "spill", "--allow-out-of-scope")
+    assert shipped.returncode == 0, shipped.stderr
+    assert "src/x.py" in tree(project, "main")
+    moved = [e for e in events(queue, "spill") if e["type"] == "moved"][-1]
+    assert (moved["ship"], moved["branch"], moved["base"]) == ("merge", "aq/spill", "main")
+    assert moved["merged"] == git(project, "rev-parse", "main").strip()
+    assert (moved["override"], moved["out_of_scope"]) == ("out_of_scope", ["src/x.py"])

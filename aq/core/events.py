@@ -148,8 +148,7 @@ def fold(events: Iterable[Event]) -> JobState:
             action = event.get("action")
             if action == "retry":
                 retries_used += 1
-            if action == "reclaim" or event.get("reclaim"):
-                reclaims += 1
+            reclaims += counts_as_reclaim(event)
             if event.get("outcome") not in (None, "ok", "interrupted"):
                 last_fp, last_tail = event.get("fingerprint"), event.get("tail")
         elif kind == MOVED:
@@ -169,6 +168,14 @@ def fold(events: Iterable[Event]) -> JobState:
         branch=branch, branch_head=branch_head if isinstance(branch_head, str) else None,
         branch_pushed=branch_pushed, usd_used=usd_used, tokens_used=tokens_used, session=session,
     )
+
+
+def counts_as_reclaim(event: Event) -> bool:
+    """Whether a `finished` event counts toward max_reclaims: a job taken back from its worker
+    (lease expired, or the worker stopped it), unless a person stopped the worker gracefully
+    (TERM, Ctrl-C: `graceful`), which is never the job's doing."""
+    taken_back = event.get("action") == "reclaim" or bool(event.get("reclaim"))
+    return taken_back and not event.get("graceful")
 
 
 def _finish(attempt: Attempt, event: Event) -> Attempt:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from aq.core.durations import format_duration
 from aq.errors import MoveRefused
 
 
@@ -124,9 +125,11 @@ def decide(
     max_reclaims: int,
     now: datetime,
     stop_reason: str | None = None,
+    graceful: bool = False,
 ) -> Decision:
     """Where a job goes after an attempt (DESIGN §3). `verified` is None when the job has no
-    verify; `stop_reason` says why an interrupted attempt was stopped."""
+    verify; `stop_reason` says why an interrupted attempt was stopped; `graceful`: a person
+    stopped the worker (TERM, Ctrl-C), which no job causes, so it does not count as a reclaim."""
     if outcome is Outcome.OK:
         if verified is None:
             return Decision(Action.SUBMIT, Stage.REVIEW, "engine ok, no verify: waiting for review")
@@ -135,7 +138,7 @@ def decide(
         return Decision(Action.PASS, Stage.TESTING, "verify passed")
     if outcome is Outcome.INTERRUPTED:
         return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
-                                reclaims, max_reclaims)
+                                reclaims, max_reclaims, counted=not graceful)
     if outcome in NEVER_RETRIED:  # spending more on the job is a person's call
         return Decision(Action.FAIL, Stage.FAILED, f"{outcome}: never retried automatically")
     if retry.max == 0:
@@ -149,14 +152,20 @@ def decide(
     wait = retry.backoff * (2 ** retries_used)
     return Decision(
         Action.RETRY, Stage.INBOX,
-        f"{outcome}; retry {retries_used + 1} of {retry.max} after {wait:.0f}s",
+        f"{outcome}; retry {retries_used + 1} of {retry.max} in {format_duration(wait)}",
         not_before=now + timedelta(seconds=wait),
     )
 
 
-def reclaim_decision(code: str, cause: str, reclaims: int, max_reclaims: int) -> Decision:
-    """A job taken back from its worker: not its fault, so no retry is used; the
-    `max_reclaims`-th time (a job that kills its machine) it goes to dead_letter."""
+def reclaim_decision(code: str, cause: str, reclaims: int, max_reclaims: int, *,
+                     counted: bool = True) -> Decision:
+    """A job taken back from its worker: not its fault, so no retry is used. A take-back that
+    counts (its holder vanished: a job that kills its machine looks like that) sends it to
+    dead_letter the `max_reclaims`-th time; one that does not (`counted` False: a graceful
+    stop) always sends it back to the inbox."""
+    if not counted:
+        return Decision(Action.RECLAIM, Stage.INBOX,
+                        f"{code}: {cause}; a graceful stop: not counted as a retry or a reclaim")
     if reclaims + 1 >= max_reclaims:
         return Decision(Action.DEAD, Stage.DEAD_LETTER,
                         f"{code}: {cause}; taken back {reclaims + 1} times (max_reclaims {max_reclaims})")

@@ -352,13 +352,14 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
     )
 
 
-def render_manifest(fields: Mapping[str, object], body: str) -> str:
+def render_manifest(fields: Mapping[str, object], body: str, source: str = "the new job") -> str:
     """The file text for a new job: YAML frontmatter (only the keys given) and the body."""
     import yaml
 
     for key in fields:
         if key not in _CHECKERS:
-            raise ValueError(f"unknown key {key!r}")
+            raise ManifestError(source, f"unknown key{_suggest(str(key), KNOWN_KEYS)}; "
+                                f"known keys: {', '.join(KNOWN_KEYS)}", str(key))
     if not fields:
         if _OPENING.match(body.lstrip("\ufeff")):  # a body opening with a '---' rule needs a fence
             return f"---\n---\n\n{body.strip()}\n"

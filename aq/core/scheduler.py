@@ -175,6 +175,8 @@ def _block_reason(
     manifest = job.manifest
     if manifest is None:
         return "invalid", f"invalid manifest: {job.error}"
+    if job.error:  # readable, but not to be taken: e.g. a copy of it sits in another stage
+        return "invalid", job.error
     profile = None
     if manifest.profile is not None and routing.profiles is not None:
         problem = profile_problem(manifest, routing.profiles)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from aq.core.events import Attempt, Event, JobState, fold, iso, parse_iso
+from aq.core.events import Attempt, Event, JobState, counts_as_reclaim, fold, iso, parse_iso
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -131,6 +131,18 @@ def test_reclaims_are_counted_but_are_not_retries() -> None:
         claimed(3, "w:3"), finished("w:3", "interrupted", "dead", reclaim=True),
     ])
     assert (state.reclaims, state.retries_used) == (3, 0)
+
+
+def test_a_graceful_stop_does_not_count_as_a_reclaim_and_a_lease_taken_back_does() -> None:
+    """Attempts a person stopped (TERM, Ctrl-C: `graceful`) go back to the inbox uncounted; a
+    lease that expired still counts toward max_reclaims."""
+    stopped = [e for n in (1, 2, 3) for e in (
+        claimed(n, f"w:{n}"), finished(f"w:{n}", "interrupted", "reclaim", reclaim=True, graceful=True))]
+    assert fold(stopped).reclaims == 0
+    state = fold([*stopped, claimed(4, "w:4"),
+                  finished("w:4", "lease_expired", "reclaim", reclaim=True)])
+    assert (state.reclaims, state.retries_used) == (1, 0)
+    assert all(counts_as_reclaim(e) is False for e in stopped)
 
 
 def test_requeue_resets_retries_reclaims_and_wait() -> None:

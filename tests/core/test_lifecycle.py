@@ -19,6 +19,7 @@ from aq.core.lifecycle import (
     check_move,
     decide,
     failure_fingerprint,
+    reclaim_decision,
 )
 from aq.errors import ExitStatus, MoveRefused
 
@@ -247,6 +248,23 @@ def test_interrupted_too_often_is_dead_lettered() -> None:
 def test_the_max_reclaims_th_interruption_dead_letters() -> None:
     """With max_reclaims 3, the 1st and 2nd interruptions send the job back; the 3rd dead-letters it (issue 3)."""
     sent = [decide_after(Outcome.INTERRUPTED, reclaims=done, max_reclaims=3).to for done in range(3)]
+    assert sent == [Stage.INBOX, Stage.INBOX, Stage.DEAD_LETTER]
+
+
+def test_a_graceful_stop_goes_back_to_the_inbox_however_often_it_happened() -> None:
+    """A person stopping the worker (TERM, Ctrl-C) is not the job's doing: the job goes back to
+    the inbox, never to dead_letter, whatever its reclaims; the reason says it is not counted."""
+    for done in range(5):
+        decision = decide_after(Outcome.INTERRUPTED, reclaims=done, max_reclaims=3, graceful=True,
+                                stop_reason="got SIGTERM")
+        assert (decision.action, decision.to, decision.not_before) == (Action.RECLAIM, Stage.INBOX, None)
+        assert "got SIGTERM" in decision.reason and "not counted as a retry or a reclaim" in decision.reason
+
+
+def test_a_lease_taken_back_still_counts_toward_max_reclaims() -> None:
+    """A take-back of an expired lease (the holder vanished) counts: the max_reclaims-th one
+    dead-letters the job."""
+    sent = [reclaim_decision("lease_expired", "no heartbeat", done, 3).to for done in range(3)]
     assert sent == [Stage.INBOX, Stage.INBOX, Stage.DEAD_LETTER]
 
 

@@ -416,9 +416,9 @@ def test_render_without_fields_is_the_body() -> None:
 
 
 def test_render_refuses_unknown_keys() -> None:
-    """render_manifest will not write a key the parser would refuse."""
-    with pytest.raises(ValueError, match="unknown key 'colour'"):
-        render_manifest({"colour": "blue"}, "Do it.")
+    """render_manifest will not write a key the parser would refuse, and says so as lint does."""
+    with pytest.raises(ManifestError, match=r"^job\.md: key 'colour': unknown key.*; known keys: title"):
+        render_manifest({"colour": "blue"}, "Do it.", "job.md")
 
 
 def test_render_body_starting_with_a_rule_round_trips() -> None:

@@ -1,0 +1,41 @@
+"""A person's command in a clone that has not fetched: job commands fetch first, listings say
+how old their view of the remote is."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.fleet_helpers import fleet_in, git
+
+
+def test_a_job_command_fetches_first_and_a_listing_says_how_old_it_is(tmp_path: Path) -> None:
+    """A job added in one clone is canceled from another that never fetched it; `aq ls` there
+    says its view is stale until --fetch; with the remote gone, the move is refused in one line."""
+    with fleet_in(tmp_path, clones=2) as fleet:
+        first, second = fleet.clones
+        assert fleet.aq(first, "add", "--body", "echo c5", "--id", "c5").returncode == 0
+        assert git(first, "log", "-1", "--format=%s").startswith("aq: add c5")
+
+        for name in ("FETCH_HEAD", "packed-refs"):  # this clone last looked ten minutes ago
+            if (second / ".git" / name).exists():
+                then = time.time() - 600
+                os.utime(second / ".git" / name, (then, then))
+        listed = fleet.aq(second, "ls")
+        assert listed.stdout == "no jobs\n"
+        assert listed.stderr == ("aq: this clone was last fetched 10m ago from 'origin'; --fetch looks "
+                                 "at the remote now\n"), listed
+
+        fetched = fleet.aq(second, "ls", "--fetch")
+        assert "c5" in fetched.stdout and fetched.stderr == "", fetched
+
+        assert fleet.aq(first, "add", "--body", "echo c6", "--id", "c6").returncode == 0
+        canceled = fleet.aq(second, "cancel", "c6")
+        assert (canceled.returncode, canceled.stdout) == (0, "c6: inbox -> failed\n"), canceled
+        assert fleet.stage("c6") == "failed"
+
+        fleet.bare.rename(tmp_path / "gone.git")
+        refused = fleet.aq(second, "cancel", "c5")
+        assert (refused.returncode, refused.stderr) == (
+            1, "aq: cannot reach the queue's remote 'origin': nothing changed; try again when it answers\n")
