@@ -15,7 +15,7 @@ from typing import Any
 
 from aq.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
 from aq.confine import check, read_regular
-from aq.core.events import ADDED, MOVED, Event, iso
+from aq.core.events import ADDED, MOVED, Event, iso, parse_iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import STAGES, Action, Stage, allowed_actions, check_move
 from aq.core.manifest import Manifest, parse_manifest, render_manifest
@@ -781,7 +781,6 @@ FINAL = (Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER)
 
 
 def _last_event_age(queue: Queue, job: Job, now: datetime) -> float | None:
-    from aq.core.events import parse_iso
 
     events = queue.read_events(job.id)
     stamps = [parse_iso(str(e["ts"])) for e in events if e.get("ts")]
@@ -902,13 +901,15 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
 class WorkerRow:
     worker: str
     host: str | None
-    silent_for: float | None  # seconds since this machine saw its heartbeat change; None: unknown
+    silent_for: float | None  # seconds since its heartbeat changed; None: unknown
     their_clock: str | None  # the wall time the worker wrote into its heartbeat (its own clock)
     jobs: tuple[str, ...]
     retiring: bool
+    age_from: str = "this machine"  # or "its clock": first seen here, aged by its own wall time
 
 
-def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
+def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
+                 ) -> tuple[WorkerRow, ...]:
     """Each worker whose heartbeat ref is on the remote, as this machine sees it now."""
     from aq.core.leases import watch_gap
     from aq.sync import LeaseObserver
@@ -927,13 +928,28 @@ def list_workers(queue: Queue, *, monotonic: float) -> tuple[WorkerRow, ...]:
         observer.observe(remote, monotonic, {t: str(j.state.holder) for t, j in building.items()},
                          gap=watch_gap(queue.config.lease_ttl, queue.config.poll))
         seen = observer.workers(monotonic)
+        changing = observer.seen_changing()
     rows = []
     for worker, (silent, payload) in sorted(seen.items()):
         # the jobs it holds: its claims on the remote (its heartbeat lists them only from its next beat)
         jobs = tuple(sorted(job.id for job in building.values() if job.state.holder == worker))
+        age_from = "this machine"
+        written = _wall_age(payload.get("wall"), now)
+        if worker not in changing and written is not None and written > (silent or 0.0):
+            # never seen to beat here: how long ago it did is only in the beat, on its clock
+            silent, age_from = written, "its clock"
         rows.append(WorkerRow(worker, payload.get("host"), silent, payload.get("wall"), jobs,
-                              bool(payload.get("retiring"))))
+                              bool(payload.get("retiring")), age_from))
     return tuple(rows)
+
+
+def _wall_age(wall: object, now: datetime | None) -> float | None:
+    if not isinstance(wall, str) or now is None:
+        return None
+    try:
+        return (now - parse_iso(wall)).total_seconds()
+    except (ValueError, TypeError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

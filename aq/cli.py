@@ -1018,22 +1018,24 @@ def doctor(
 
 @app.command()
 def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
-    """Workers seen on the remote: heartbeat age on this machine's clock, the jobs they hold."""
+    """Workers seen on the remote: heartbeat age on this machine's clock (on the worker's own
+    clock until this machine has seen it beat), the jobs they hold."""
     import time
 
     from aq.app import list_workers
     from aq.core.durations import format_duration
 
-    rows = list_workers(_queue(queue), monotonic=time.monotonic())
+    rows = list_workers(_queue(queue), monotonic=time.monotonic(), now=now())
     if as_json:
         _emit([{"worker": r.worker, "host": r.host, "heartbeat_age": r.silent_for,
-                "their_clock": r.their_clock, "jobs": list(r.jobs), "retiring": r.retiring}
-               for r in rows])
+                "age_from": r.age_from, "their_clock": r.their_clock, "jobs": list(r.jobs),
+                "retiring": r.retiring} for r in rows])
         return
     if not rows:
         print("no worker has published a heartbeat to the remote")
     for r in rows:
         age = "first seen now" if not r.silent_for else f"heartbeat {format_duration(r.silent_for)} ago"
+        age += " (its clock)" if r.age_from == "its clock" else ""
         held = ", ".join(r.jobs) or "no jobs"
         print(f"{r.worker:<24} {r.host or '?':<16} {age:<24} {held}{'  (stopped)' if r.retiring else ''}")
 

@@ -380,7 +380,8 @@ class LeaseObserver:
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
-                workers[worker] = [commit, now]
+                # the third field: this machine saw it change (not only appear): an age it can tell
+                workers[worker] = [commit, now, previous is not None]
                 data["payloads"][worker] = payload
                 for token in payload.get("tokens", []):
                     renewed[str(token)] = now
@@ -410,6 +411,12 @@ class LeaseObserver:
             data["retries"] = first
             self._save(data)
         return {key: max(0.0, backoff - (now - first[key])) for key, backoff in pending.items()}
+
+    def seen_changing(self) -> set[str]:
+        """The workers whose heartbeat this machine has seen change, not only appear: for the
+        others, how long ago they beat is known only from the beat itself."""
+        return {worker for worker, seen in self._load()["workers"].items()
+                if len(seen) > 2 and seen[2]}
 
     def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
         """worker id -> (seconds since its heartbeat last changed as seen here, its last payload)."""

@@ -3,8 +3,10 @@ how old their view of the remote is."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.fleet_helpers import fleet_in, git
@@ -39,3 +41,25 @@ def test_a_job_command_fetches_first_and_a_listing_says_how_old_it_is(tmp_path: 
         refused = fleet.aq(second, "cancel", "c5")
         assert (refused.returncode, refused.stderr) == (
             1, "aq: cannot reach the queue's remote 'origin': nothing changed; try again when it answers\n")
+
+
+def test_a_fresh_clone_ages_a_long_stopped_worker_by_its_heartbeat_not_by_first_sight(
+        tmp_path: Path) -> None:
+    """A worker that beat three hours ago and stopped is shown three hours old by a clone that
+    sees its heartbeat for the first time (by its own clock, and said so), not 0.6 s old."""
+    with fleet_in(tmp_path, clones=2) as fleet:
+        first, second = fleet.clones
+        then = datetime.now(UTC) - timedelta(hours=3)
+        payload = {"worker": "old-worker", "host": "gone", "pid": 1, "seq": 9,
+                   "wall": then.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "tokens": [], "retiring": True}
+        # the heartbeat it left on the remote, as a worker writes it (a commit off main)
+        tree = git(first, "hash-object", "-t", "tree", "-w", "/dev/null").strip()
+        beat = git(first, "commit-tree", tree, "-m", json.dumps(payload)).strip()
+        git(first, "push", "-q", "origin", f"{beat}:refs/aq/workers/old-worker")
+        shown = fleet.aq(second, "workers", "--json")
+        assert shown.returncode == 0, shown.stderr
+        [row] = json.loads(shown.stdout)
+        assert row["worker"] == "old-worker" and row["age_from"] == "its clock"
+        assert 3 * 3600 - 60 < row["heartbeat_age"] < 3 * 3600 + 600
+        text = fleet.aq(second, "workers").stdout
+        assert "heartbeat 3h ago (its clock)" in text and "(stopped)" in text
