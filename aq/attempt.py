@@ -6,13 +6,14 @@ records the move in a transaction (so a fenced, stale result changes nothing).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aq import proc
@@ -50,7 +51,7 @@ class AttemptPlan:
     workspaces: Path | None = None  # where a job with a repo gets its worktree (None: no repo work)
     usd_used: float = 0.0  # what the job's earlier attempts cost, for budget.usd
     tokens_used: int = 0  # and the tokens they used, for budget.tokens
-    resume: Usage | None = None  # retry-from: session: the earlier attempt's session to resume
+    resume: tuple[Usage, str] | None = None  # retry-from: session: its usage (session id) and cwd
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +95,24 @@ class AttemptLog:
         self._cut = 0
         self._written = 0
         self.section: deque[str] = deque(maxlen=TAIL_LINES)
+        self.failed: OSError | None = None  # the running log file could not be written
 
-    def write(self, raw: bytes) -> None:
-        text = self.scrubber.line(raw.decode("utf-8", errors="replace"))
+    def stream(self) -> Callable[[bytes], None]:
+        """A writer for a second stream (stderr), scrubbed with a state of its own."""
+        scrubber = self.scrubber.fork()
+        return lambda raw: self.write(raw, scrubber)
+
+    def write(self, raw: bytes, scrubber: Scrubber | None = None) -> None:
+        text = (scrubber or self.scrubber).line(raw.decode("utf-8", errors="replace"))
         data = text.encode()
         with self._lock:
             self.section.append(text.rstrip("\n"))
-            if self._written < 8 * self.cap:
-                self._file.write(data)
-                self._file.flush()
+            if self._written < 8 * self.cap and not self._file.closed and self.failed is None:
+                try:
+                    self._file.write(data)
+                    self._file.flush()
+                except OSError as err:  # a full disk: the running log stops, the kept one goes on
+                    self.failed = err
                 self._written += len(data)
             if self._head_size + len(data) <= self.cap // 2 and not self._tail:
                 self._head.append(data)
@@ -129,7 +139,8 @@ class AttemptLog:
             return b"".join([*self._head, *middle, *self._tail]).decode("utf-8", errors="replace")
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock, contextlib.suppress(OSError):
+            self._file.close()
 
 
 def build_prompt(plan: AttemptPlan) -> str:
@@ -211,9 +222,9 @@ def execute(
                              cwd if cwd.is_dir() else None, artifacts, outside, workspace,
                              work["head"] if isinstance(work["head"], str) else None,
                              bool(work["pushed"]), scope.against is not None,
-                             engine_run.usage, engine_name if spec else None, engine_run.version,
-                             engine_run.leftovers,
-                             engine_run.reported)
+                             scrubbed(engine_run.usage, scrubber), engine_name if spec else None,
+                             engine_run.version, engine_run.leftovers,
+                             scrubbed(engine_run.reported, scrubber))
 
     log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {cwd}")
     if not cwd.is_dir():
@@ -236,18 +247,22 @@ def execute(
         known = ", ".join(sorted(config.engines))
         return finish(Outcome.ENGINE_MISSING,
                       f"engine {engine_name!r} is not defined (known: {known}); add it under engines: in aq.yaml")
-    session = plan.resume.session if plan.resume and spec.can_resume else None
+    resumed, session = resumable(plan, spec, cwd, log)
     prompt = resume_prompt(plan) if session else build_prompt(plan)
     text = manifest.body if spec.input == "body" else prompt
     prompt_file = plan.run_dir / f"{plan.attempt}.prompt"
-    prompt_file.write_text(text, encoding="utf-8")
     usage_file = plan.run_dir / f"{plan.attempt}.usage"
     env.update({"AQ_PROMPT_FILE": str(prompt_file), **spec.env,
                 **(spec.yolo_env if manifest.yolo else {})})
-    if plan.previous_failure:
-        failure_file = plan.run_dir / f"{plan.attempt}.previous-failure"
-        failure_file.write_text(plan.previous_failure, encoding="utf-8")
-        env["AQ_PREVIOUS_FAILURE_FILE"] = str(failure_file)
+    try:
+        prompt_file.write_text(text, encoding="utf-8")
+        if plan.previous_failure:
+            failure_file = plan.run_dir / f"{plan.attempt}.previous-failure"
+            failure_file.write_text(plan.previous_failure, encoding="utf-8")
+            env["AQ_PREVIOUS_FAILURE_FILE"] = str(failure_file)
+    except OSError as err:
+        return finish(Outcome.ENGINE_FAILED, f"could not write the prompt into {plan.run_dir}: "
+                      f"{err.strerror or err}")
     try:
         argv = spec.argv(prompt=prompt, prompt_file=str(prompt_file), yolo=manifest.yolo,
                          session=session, usd=spent.usd_left, usage_file=str(usage_file))
@@ -272,7 +287,7 @@ def execute(
     log.start_section()
     pgid_file = plan.run_dir / f"{plan.attempt}.pgid"
     reader = reader_for(spec.usage) if spec.usage else None
-    meter = Meter(reader, spent, config, plan.resume if session else None,
+    meter = Meter(reader, spent, config, resumed,
                   live=plan.run_dir / f"{plan.attempt}.usage.json", clock=clock)
     mark = new_mark()
     _write_text(plan.run_dir / f"{plan.attempt}.mark", mark)
@@ -281,7 +296,7 @@ def execute(
                              on_start=lambda pgid: _write_text(pgid_file, str(pgid)),
                              stdin=text.encode() if spec.input == "stdin" else None,
                              on_stdout=meter.feed if reader else None, limit=meter.over,
-                             mark=mark)
+                             mark=mark, err_sink=log.stream() if reader else None)
     engine_run.usage = meter.close(usage_file)
     engine_run.reported = meter.reported if meter.resumed is not None else None
     engine_run.leftovers = ran.leftovers
@@ -302,10 +317,15 @@ def execute(
         return finish(Outcome.ENGINE_FAILED,
                       f"could not start {argv[0]!r} (a prompt too long for a command line? "
                       "use input: stdin or {prompt_file} in the engine's cmd)")
-    over = meter.exceeded(engine_run.usage)
-    if ran.ended == "limit" or over:
-        return finish(Outcome.BUDGET_EXCEEDED, over or "the job's budget is used up",
+    # stopped by aq as its usage crossed the budget, or by the CLI at the cap aq gave it; a run
+    # that ended on its own is judged as any other (what it cost still counts for the next)
+    capped = meter.capped(engine_run.usage)
+    if ran.ended == "limit" or capped:
+        return finish(Outcome.BUDGET_EXCEEDED, meter.crossed or capped or "the job's budget is used up",
                       exit_code=ran.returncode)
+    if spent.usd_left is not None and engine_run.usage is not None and engine_run.usage.cost_usd is None:
+        log.note("budget.usd not enforced: the engine reported no cost and aq.yaml prices: has "
+                 f"no price for {', '.join(engine_run.usage.models) or 'its model'}")
     if ran.ended == "stopped":
         return finish(Outcome.INTERRUPTED, "stopped while the engine ran")
     if ran.ended == "timeout":
@@ -349,6 +369,34 @@ class EngineRun:
     usage: Usage | None = None
     reported: Usage | None = None
     leftovers: int = 0
+
+
+def scrubbed(usage: Usage | None, scrubber: Scrubber) -> Usage | None:
+    """The CLI's own words in its usage (its error text, session, model names) go into
+    committed events: scrubbed like the log."""
+    if usage is None:
+        return None
+    clean = scrubber.fork()
+
+    def line(text: str | None) -> str | None:
+        return None if text is None else clean.line(text)
+
+    return replace(usage, cli_error=line(usage.cli_error), session=line(usage.session),
+                   models=tuple(clean.line(model) for model in usage.models))
+
+
+def resumable(plan: AttemptPlan, spec: EngineSpec, cwd: Path, log: AttemptLog
+              ) -> tuple[Usage | None, str | None]:
+    """The earlier run's usage and session to resume, when this engine can and the session
+    lives in this attempt's folder; else a fresh session (said in the log)."""
+    if plan.resume is None or not spec.can_resume:
+        return None, None
+    usage, where = plan.resume
+    if where and Path(where) != cwd:
+        log.note(f"not resuming session {usage.session}: it ran in {where}, this attempt runs in "
+                 f"{cwd}; a fresh session gets the failure instead")
+        return None, None
+    return usage, usage.session
 
 
 def _denied(usage: Usage | None) -> str:
@@ -466,7 +514,10 @@ def collect_artifacts(manifest: Manifest, cwd: Path,
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    """A note for a worker that finds this attempt's leftovers after a crash: worth trying,
+    never worth failing the attempt for."""
+    with contextlib.suppress(OSError):
+        path.write_text(text, encoding="utf-8")
 
 
 def crashed_attempt(plan: AttemptPlan, err: BaseException) -> AttemptResult:

@@ -165,16 +165,9 @@ def _shipped_order(job: Job) -> str:
 
 
 def _cost(queue: Queue, job: Job) -> float | None:
-    """What the job's attempts cost so far: those recorded, plus a building attempt's running
-    figure when it runs on this machine and its engine streams usage."""
-    spent = job.state.usd_used
-    if job.stage is Stage.BUILDING and job.state.attempt_count:
-        from aq.meter import live_usage
+    from aq.meter import cost_so_far
 
-        live = live_usage(queue.running_dir() / job.id, job.state.attempt_count)
-        if live is not None and live.cost_usd is not None:
-            return spent + live.cost_usd
-    return spent or None
+    return cost_so_far(job.state, job.stage is Stage.BUILDING, queue.running_dir() / job.id)
 
 
 def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],

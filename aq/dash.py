@@ -90,14 +90,10 @@ class Row:
 
 
 def _cost_so_far(job: Job, running: Path | None) -> str:
-    """`, $0.42 so far` for a building job whose cost is known (its running attempt's as it
-    streams, when it runs on this machine)."""
-    from aq.meter import live_usage
+    """`, $0.42 so far` for a building job whose cost is known."""
+    from aq.meter import cost_so_far
 
-    spent = job.state.usd_used
-    live = live_usage(running / job.id, job.state.attempt_count) if running else None
-    if live is not None and live.cost_usd is not None:
-        spent += live.cost_usd
+    spent = cost_so_far(job.state, running is not None, (running or Path()) / job.id)
     return f", ${spent:.2f} so far" if spent else ""
 
 

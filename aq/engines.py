@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,9 +106,12 @@ def _group_of(part: str) -> str | None:
 
 
 def _fill(part: str, **values: str) -> str:
-    for key, value in values.items():
-        part = part.replace("{" + key + "}", value)
-    return part
+    """The placeholders of `part` filled in one pass: a prompt that mentions `{prompt_file}`
+    stays as it was written."""
+    return _PLACEHOLDER.sub(lambda found: values.get(found.group(1), found.group(0)), part)
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 def _money(usd: float | None) -> str:

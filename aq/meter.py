@@ -131,10 +131,8 @@ class Meter:
             self._keep(usage, self.clock())
         return usage
 
-    def exceeded(self, usage: Usage | None) -> str | None:
-        """Why the run ended over budget: aq stopped it, or the CLI stopped at the cap."""
-        if self.crossed is not None:
-            return self.crossed
+    def capped(self, usage: Usage | None) -> str | None:
+        """Why the CLI itself stopped at the cap aq passed it, or None."""
         if usage is not None and usage.cli_error and any(
                 mark in usage.cli_error for mark in CLI_BUDGET_ERRORS):
             return f"budget.usd crossed: the engine stopped at its cap ({usage.cli_error})"
@@ -148,6 +146,17 @@ def live_usage(run_dir: Path, attempt: int) -> Usage | None:
     except (OSError, ValueError):
         return None
     return Usage.from_event(raw)
+
+
+def cost_so_far(state: JobState, building: bool, run_dir: Path) -> float | None:
+    """What a job's attempts cost: those recorded, plus a building attempt's running figure
+    when it runs on this machine (`run_dir`) and its engine streams usage; None: nothing known."""
+    spent = state.usd_used
+    if building and state.attempt_count:
+        live = live_usage(run_dir, state.attempt_count)
+        if live is not None and live.cost_usd is not None:
+            spent += live.cost_usd
+    return spent or None
 
 
 def describe_usage(usage: Usage) -> str:

@@ -113,6 +113,7 @@ def run_streaming(
     on_stdout: Callable[[bytes], None] | None = None,
     limit: Callable[[], bool] | None = None,
     mark: str | None = None,
+    err_sink: Callable[[bytes], None] | None = None,
 ) -> StreamResult:
     """Run `argv` in a new session with stdout and stderr to `sink`, until exit, `deadline`,
     `stop`, or `limit()` turning true (ended "limit": a budget crossed).
@@ -120,7 +121,8 @@ def run_streaming(
     `stdin` is written to the program's standard input, which is then closed; without it the
     program gets no stdin at all. stdout and stderr share one pipe, so the sink sees them in
     the order they were written, unless `on_stdout` is given: then lines of stdout alone also
-    go to it (a usage reader must not see warnings on stderr) and the two are read apart. With `mark`, every process of the run carries
+    go to it (a usage reader must not see warnings on stderr) and the two are read apart, stderr
+    to `err_sink` when given (a scrubber keeps state per stream). With `mark`, every process of the run carries
     `AQ_RUN_MARK=<mark>` in its environment, so that what it started in sessions of their
     own is found and stopped with it (aq.proctree). On deadline, stop or limit the run gets
     TERM, then KILL after `grace` seconds; whatever is left once it exits is killed.
@@ -146,14 +148,19 @@ def run_streaming(
         sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
         return StreamResult(None, "unstartable", clock() - start)
     _widen(proc.stdout)
-    if on_start is not None:
-        on_start(proc.pid)
     # known from the start and looked at now and then: a tool that scrubbed its environment is
     # still found by its parent links, as long as one was seen while its parent lived
     tree = proctree.ProcessTree(proc.pid, proc.pid, mark)
-    tree.refresh()
+    try:
+        if on_start is not None:
+            on_start(proc.pid)
+        tree.refresh()
+        threads = _pumps(proc, sink, on_stdout, stdin, err_sink)
+    except BaseException:  # nothing of a run aq could not watch is left running
+        tree.stop(0.0, wait_exit=_waiter(proc))
+        proc.wait()
+        raise
     looked = clock()
-    threads = _pumps(proc, sink, on_stdout, stdin)
     ended = "exit"
     while True:
         try:
@@ -180,8 +187,8 @@ def run_streaming(
     _kill_group(proc.pid, signal.SIGKILL)
     for thread in threads:
         thread.join(timeout=2.0)  # else a daemon outside the run holds the pipe: it ends with it
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None and not any(t.is_alive() for t in threads):
+    for pipe, thread in zip((proc.stdout, proc.stderr), threads, strict=False):
+        if pipe is not None and not thread.is_alive():
             pipe.close()
     code = proc.returncode if ended == "exit" else None
     return StreamResult(code, ended, clock() - start, len(leftovers))
@@ -211,15 +218,20 @@ def _waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
 
 
 def _pumps(proc: subprocess.Popen[bytes], sink: Callable[[bytes], None],
-           on_stdout: Callable[[bytes], None] | None, stdin: bytes | None) -> list[threading.Thread]:
+           on_stdout: Callable[[bytes], None] | None, stdin: bytes | None,
+           err_sink: Callable[[bytes], None] | None = None) -> list[threading.Thread]:
     """Threads that copy stdout and stderr line by line, and feed stdin then close it."""
     assert proc.stdout is not None
 
-    def pump(stream: IO[bytes], also: Callable[[bytes], None] | None) -> None:
+    def pump(stream: IO[bytes], out: Callable[[bytes], None],
+             also: Callable[[bytes], None] | None) -> None:
+        # the pipe is drained to its end whatever a sink does: a sink that raised (a full
+        # disk) must not leave the engine blocked on a full pipe until its deadline
         for line in iter(stream.readline, b""):
-            sink(line)
-            if also is not None:
-                also(line)
+            for take in (out, also):
+                if take is not None:
+                    with contextlib.suppress(Exception):
+                        take(line)
 
     def feed(pipe: IO[bytes], data: bytes) -> None:
         # a program that exits without reading all of its input is not an error of ours
@@ -228,11 +240,11 @@ def _pumps(proc: subprocess.Popen[bytes], sink: Callable[[bytes], None],
         with contextlib.suppress(BrokenPipeError, OSError):
             pipe.close()
 
-    threads = [threading.Thread(target=pump, args=(proc.stdout, on_stdout), name=f"out-{proc.pid}",
-                                daemon=True)]
+    threads = [threading.Thread(target=pump, args=(proc.stdout, sink, on_stdout),
+                                name=f"out-{proc.pid}", daemon=True)]
     if proc.stderr is not None:
-        threads.append(threading.Thread(target=pump, args=(proc.stderr, None), name=f"err-{proc.pid}",
-                                        daemon=True))
+        threads.append(threading.Thread(target=pump, args=(proc.stderr, err_sink or sink, None),
+                                        name=f"err-{proc.pid}", daemon=True))
     if stdin is not None and proc.stdin is not None:
         threads.append(threading.Thread(target=feed, args=(proc.stdin, stdin),
                                         name=f"in-{proc.pid}", daemon=True))

@@ -53,7 +53,7 @@ from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
-from aq.meter import day_spend, queue_budget_crossed
+from aq.meter import day_spend, live_usage, queue_budget_crossed
 from aq.store import HALT_FILE, Job, Queue, Snapshot, Tx, has_stale_result
 from aq.usage import Usage
 
@@ -75,6 +75,8 @@ def usage_fields(result: AttemptResult) -> dict[str, object]:
         fields["engine_version"] = result.engine_version
     if result.usage is not None:
         fields["usage"] = result.usage.to_event()
+        if result.usage.session and result.cwd is not None:
+            fields["session_where"] = f"{socket.gethostname()}:{result.cwd}"
     if result.session_usage is not None:
         fields["session_usage"] = result.session_usage.to_event()
     if result.leftovers:
@@ -608,6 +610,7 @@ class Worker:
         log_rel = lost = None
         run_dir = self.queue.running_dir() / job.id
         kill_leftovers(run_dir, state.attempt_count)  # what a dead worker's engine left running here
+        spent = live_usage(run_dir, state.attempt_count)  # what it cost, when its meter kept it here
         live = run_dir / f"{state.attempt_count}.log"
         if live.exists():  # what the dead attempt wrote (already scrubbed) is kept, its tail if long
             kept = self.queue.logs_dir(job.id) / f"{state.attempt_count}.log"
@@ -623,6 +626,7 @@ class Worker:
             "to": decision.to, "action": decision.action, "attempt": state.attempt_count,
             "token": state.token, "outcome": "lease_expired", "why": decision.reason,
             "reclaim": True, "log": log_rel, **({"log_not_kept": lost} if lost else {}),
+            **({"usage": spent.to_event()} if spent is not None else {}),
         })
         self.summary.reclaimed.append(job.id)
         self.courier.moved(job)
@@ -688,16 +692,17 @@ class Worker:
         # and the next regular heartbeat renews it
         self._next_refresh = self.monotonic() + self.poll
 
-    def _session_to_resume(self, job: Job) -> Usage | None:
-        """retry-from: session: the last run's agent session, if it ran on this job's engine."""
+    def _session_to_resume(self, job: Job) -> tuple[Usage, str] | None:
+        """retry-from: session: the last run's agent session and where it lives (host:cwd),
+        if it ran on this job's engine on this machine (agent CLIs keep sessions per folder)."""
         manifest, last = job.manifest, job.state.session
         if manifest is None or manifest.retry_from != "session" or last is None:
             return None
-        engine, session, usage = last
-        if engine != self.config.engine_for(manifest):
+        engine, session, usage, where = last
+        if engine != self.config.engine_for(manifest) or where.split(":", 1)[0] != socket.gethostname():
             return None
         known = Usage.from_event(usage) or Usage()
-        return replace(known, session=session)
+        return replace(known, session=session), where.split(":", 1)[1] if ":" in where else ""
 
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:

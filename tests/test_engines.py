@@ -136,3 +136,10 @@ def test_an_engine_version_is_asked_once_and_kept_until_the_program_changes(tmp_
     engines._VERSIONS.clear()
     assert engine_version(str(program), env, cache=cache) == "agent 1.3.0 (new build)"
     assert calls.read_text().count("x") == 2
+
+
+def test_a_prompt_that_mentions_a_placeholder_reaches_the_engine_as_written() -> None:
+    """Placeholders are filled in one pass: a job about aq itself keeps its `{prompt_file}`."""
+    spec = EngineSpec("t", ("tool", "--prompt={prompt}", "--file={prompt_file}"), input="prompt")
+    assert spec.argv(prompt="use {prompt_file} and {usage_file}", prompt_file="/f", yolo=False) == [
+        "tool", "--prompt=use {prompt_file} and {usage_file}", "--file=/f"]

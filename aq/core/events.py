@@ -74,7 +74,8 @@ class JobState:
     branch_pushed: bool = False
     usd_used: float = 0.0  # what attempts since added/requeued cost (fenced ones too): budget.usd
     tokens_used: int = 0  # likewise for budget.tokens
-    session: tuple[str, str, dict[str, Any]] | None = None  # the last run's (engine, session, usage)
+    # the last finished run's (engine, session, usage, where: "host:cwd" its session lives in)
+    session: tuple[str, str, dict[str, Any], str] | None = None
 
     @property
     def attempt_count(self) -> int:
@@ -104,7 +105,7 @@ def fold(events: Iterable[Event]) -> JobState:
     branch_head: str | None = None
     branch_pushed = False
     usd_used, tokens_used = 0.0, 0
-    session: tuple[str, str, dict[str, Any]] | None = None
+    session: tuple[str, str, dict[str, Any], str] | None = None
     for event in events:
         count += 1
         kind = event.get("type")
@@ -112,10 +113,12 @@ def fold(events: Iterable[Event]) -> JobState:
             usage = event["usage"]
             usd_used += _number(usage.get("cost_usd"))
             tokens_used += int(sum(_number(usage.get(key)) for key in TOKEN_KEYS))
-            if usage.get("session") and event.get("engine"):
+            if kind == FINISHED and usage.get("session") and event.get("engine"):
                 total = event.get("session_usage")
+                where = event.get("session_where")  # host:cwd the session lives in
                 session = (str(event["engine"]), str(usage["session"]),
-                           total if isinstance(total, dict) else usage)
+                           total if isinstance(total, dict) else usage,
+                           str(where) if isinstance(where, str) else "")
         if kind == ADDED:
             added_at = added_at or event.get("ts")
         elif kind == CLAIMED:

@@ -69,3 +69,11 @@ class Scrubber:
 
     def text(self, text: str) -> str:
         return "".join(self.line(line) for line in text.splitlines(keepends=True))
+
+    def fork(self) -> Scrubber:
+        """The same secrets with a key-block state of its own: for a second stream (stderr)
+        whose lines interleave with this one's."""
+        other = object.__new__(Scrubber)
+        other._pattern = self._pattern
+        other._in_key = False
+        return other

@@ -181,3 +181,17 @@ def test_iso_is_utc_and_parses_back() -> None:
     text = iso(moment)
     assert text == "2026-03-01T12:30:05.123456Z"
     assert parse_iso(text) == moment
+
+
+def test_the_session_to_resume_is_the_last_finished_runs_not_a_late_fenced_ones() -> None:
+    """fold keeps the last finished run's (engine, session, usage, where); a stale_result
+    recorded later counts toward spending but does not replace the session to resume."""
+    usage = {"input_tokens": 10, "cost_usd": 0.5, "session": "s-2"}
+    state = fold([
+        {"type": "added", "ts": "2026-01-01T00:00:00Z"},
+        {"type": "finished", "engine": "claude", "usage": usage, "session_where": "box:/q"},
+        {"type": "stale_result", "engine": "claude",
+         "usage": {"input_tokens": 5, "cost_usd": 0.25, "session": "s-1"}},
+    ])
+    assert state.session == ("claude", "s-2", usage, "box:/q")
+    assert (state.usd_used, state.tokens_used) == (0.75, 15)
