@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import aq_env, run_aq, write_job
-from tests.fleet_helpers import fleet_in
+from tests.fleet_helpers import fleet_in, wait_until
 
 REDACTED = "[REDACTED]"  # what aq/core/scrub.py writes in place of a secret
 MIN_SECRET_LENGTH = 6  # scrub.py leaves shorter lines of a multi-line value alone, and so do we
@@ -285,7 +285,9 @@ def test_env_secrets_printed_everywhere_by_a_failing_job_reach_no_file_log_or_ob
         for n in (1, 2):
             assert wait_for(out / f"ready-{n}"), stderr.read_text()
             assert stage_of(queue_root, "leaky") == "building"
-            assert (running / f"{n}.log").read_text().count(REDACTED) >= 8
+            # the job has printed everything; the worker's reader may still be writing it down
+            assert wait_until(lambda n=n: (running / f"{n}.log").read_text().count(REDACTED) >= 8,
+                              60), (running / f"{n}.log").read_text()
             if n == 2:
                 assert "gh=[REDACTED]" in (running / "2.previous-failure").read_text()
             mid = scan(queue_root, SECRET_ENV.values())
