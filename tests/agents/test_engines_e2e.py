@@ -148,7 +148,7 @@ def test_a_tool_the_agent_started_in_its_own_session_dies_with_the_attempt(
     how = STOPS[cli]
     root = agent_queue(tmp_path, monkeypatch, cli)
     started = tmp_path / "tool-started"
-    write_job(root, "sleepy", "Run the sleep.", yolo=True, timeout="10s" if how == "timeout" else "10m")
+    write_job(root, "sleepy", "Run the sleep.", yolo=True, timeout="20s" if how == "timeout" else "10m")
     mark = secrets.token_hex(8)
     try:
         with FakeModelAPI(ToolCall(f"touch {started}; sleep 600", SCRIPTED), Reply("done")) as api:
