@@ -157,7 +157,7 @@ def run_streaming(
         tree.refresh()
         threads = _pumps(proc, sink, on_stdout, stdin, err_sink)
     except BaseException:  # nothing of a run aq could not watch is left running
-        tree.stop(0.0, wait_exit=_waiter(proc))
+        tree.stop(0.0, wait_exit=waiter(proc))
         proc.wait()
         raise
     looked = clock()
@@ -179,7 +179,7 @@ def run_streaming(
             ended = "timeout"
         else:
             continue
-        tree.stop(grace, wait_exit=_waiter(proc))
+        tree.stop(grace, wait_exit=waiter(proc))
         break
     proc.wait()
     # leftovers of a run that exited: its group, and what it started in sessions of its own
@@ -206,7 +206,8 @@ def _widen(pipe: IO[bytes] | None) -> None:
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
-def _waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
+def waiter(proc: subprocess.Popen[bytes]) -> Callable[[float], bool]:
+    """`wait_exit` for a process tree's stop: wait up to that long for `proc`, reaping it."""
     def wait_exit(seconds: float) -> bool:
         try:
             proc.wait(timeout=seconds)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aq import proctree
+from aq import proc, proctree
 
 pytestmark = pytest.mark.skipif(not proctree.supported(), reason="needs Linux /proc")
 
@@ -117,15 +117,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         lab.cleanup()
 
 
-def reaper(child: subprocess.Popen[bytes]) -> Callable[[float], bool]:
-    """wait_exit for stop_tree: wait for and reap the engine, as the worker's Popen does."""
-    def wait_exit(seconds: float) -> bool:
-        try:
-            child.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    return wait_exit
+reaper = proc.waiter  # what run_streaming hands stop_tree: wait for and reap the engine
 
 
 # An engine that runs tools the way agent CLIs do, each noting its pid in $PIDS: itself, a tool
