@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs aq with its test extras into .venv, then runs ruff, mypy (strict on aq/) and the
-# whole test suite, in two processes (pytest-xdist). Extra arguments go to pytest, e.g.
-# ./test.sh -k scheduler, or ./test.sh -n 0 to run in one process
+# Installs aq with its test extras into .venv, then runs ruff, mypy (strict on aq/), the layer
+# contract (import-linter, see pyproject.toml) and the whole test suite in two processes
+# (pytest-xdist). Extra arguments go to pytest, e.g. ./test.sh -k scheduler, or ./test.sh -n 0
+# to run in one process
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
@@ -29,4 +30,6 @@ if [ -n "$missing_bins" ]; then
 fi
 .venv/bin/ruff check aq tests benchmarks scripts
 .venv/bin/mypy
+# the layers: quiet when kept, the whole report when a contract is broken
+layers=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$layers"; exit 1; }
 .venv/bin/python -m pytest -n 2 --dist worksteal "$@"

@@ -1,3 +1,3 @@
-from aq.cli import main
+from aq.ui.cli import main
 
 main()

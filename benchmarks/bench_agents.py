@@ -57,10 +57,10 @@ if os.environ.get("AQ_BENCH_LOG"):
     import threading
     import time
 
-    import aq.engines
-    import aq.gitops
-    import aq.proc
-    import aq.proctree
+    import aq.infra.engines
+    import aq.infra.gitops
+    import aq.infra.proc
+    import aq.infra.proctree
 
     _fd = os.open(os.environ["AQ_BENCH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -76,12 +76,12 @@ if os.environ.get("AQ_BENCH_LOG"):
                 os.write(_fd, (json.dumps(call) + "\\n").encode())
         return timed
 
-    aq.gitops.git = _timed(aq.gitops.git, "git")
-    aq.proc.run_streaming = _timed(aq.proc.run_streaming, "run_streaming")
-    # before aq.attempt imports it by name
-    aq.engines.engine_version = _timed(aq.engines.engine_version, "engine_version")
-    aq.proctree.ProcessTree.refresh = _timed(aq.proctree.ProcessTree.refresh, "proctree")
-    aq.proctree.ProcessTree.sweep = _timed(aq.proctree.ProcessTree.sweep, "proctree")
+    aq.infra.gitops.git = _timed(aq.infra.gitops.git, "git")
+    aq.infra.proc.run_streaming = _timed(aq.infra.proc.run_streaming, "run_streaming")
+    # before aq.worker.attempt imports it by name
+    aq.infra.engines.engine_version = _timed(aq.infra.engines.engine_version, "engine_version")
+    aq.infra.proctree.ProcessTree.refresh = _timed(aq.infra.proctree.ProcessTree.refresh, "proctree")
+    aq.infra.proctree.ProcessTree.sweep = _timed(aq.infra.proctree.ProcessTree.sweep, "proctree")
 '''
 
 
@@ -121,8 +121,8 @@ class Figures:
     between_ms: list[float] = field(default_factory=list)  # claimed-to-next-claimed minus duration
     tail_ms: float | None = None  # the last finished event to exit
     # from the timing hook, per job in claim order: the parts of each attempt
-    engine_ms: list[float] = field(default_factory=list)  # aq.proc.run_streaming: the CLI as aq runs it
-    probe_ms: list[float] = field(default_factory=list)  # aq.engines.engine_version (`CLI --version`)
+    engine_ms: list[float] = field(default_factory=list)  # aq.infra.proc.run_streaming: the CLI as aq runs it
+    probe_ms: list[float] = field(default_factory=list)  # aq.infra.engines.engine_version (`CLI --version`)
     proctree_ms: list[float] = field(default_factory=list)  # looks at the run's process tree in /proc
     git_calls: dict[str, int] = field(default_factory=dict)  # aq's git calls in the drain, by command
     git_ms: float = 0.0  # their total time
@@ -439,7 +439,7 @@ def render(fig: Figures) -> str:
     if parts is not None:
         lines += [
             "  where (a) - (c) goes, mean ms an attempt (means add up, medians do not):",
-            f"    {ms(parts['engine_minus_direct']):>5}  the CLI as aq runs it (aq.proc.run_streaming: "
+            f"    {ms(parts['engine_minus_direct']):>5}  the CLI as aq runs it (aq.infra.proc.run_streaming: "
             f"spawn, pipes, exit polling) minus (c); of it /proc looks {parts['proctree']:.1f}",
             f"    {ms(parts['version_probe']):>5}  `{fig.cli} --version` for engine_version, "
             f"{ms(s['version_probe_ms'])} ms on the first attempt only",

@@ -6,7 +6,7 @@ Three figures, each beside what it is measured against in the same run:
 (b) fleet throughput: 6 workers over 3 clones draining 200 trivial jobs, through a local bare
     remote and through `git daemon` on 127.0.0.1;
 (c) the time from a kill -9 of a worker holding a job to another worker's reclaim of it.
-Every git call aq makes is timed at its one chokepoint (`aq.gitops.git`), in this process and in
+Every git call aq makes is timed at its one chokepoint (`aq.infra.gitops.git`), in this process and in
 the workers it starts, so each figure comes with where the time went. It prints figures and
 asserts nothing: see benchmarks/README.md.
 
@@ -38,11 +38,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aq.gitops
-from aq.app import init_queue
+import aq.infra.gitops
 from aq.core.events import CLAIMED, FINISHED, parse_iso
-from aq.store import Queue
-from aq.worker import Worker
+from aq.store.queue import Queue
+from aq.usecases.app import init_queue
+from aq.worker.runner import Worker
 
 IDENTITY = ("-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
             "-c", "commit.gpgsign=false")
@@ -86,7 +86,7 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
-# --- every git call aq makes, timed at aq.gitops.git ---------------------------------------------
+# --- every git call aq makes, timed at aq.infra.gitops.git ---------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class GitCall:
@@ -118,14 +118,14 @@ class GitCall:
 # calls are timed the same way, one JSON line each, appended to AQ_BENCH_GIT_LOG (a kill -9 loses
 # nothing). This process loads the same file for `record_call`: one definition for both.
 SITECUSTOMIZE = '''\
-"""Written by benchmarks/bench_fleet.py: time every git call aq makes, at aq.gitops.git."""
+"""Written by benchmarks/bench_fleet.py: time every git call aq makes, at aq.infra.gitops.git."""
 import os
 import threading
 import time
 
 
 def record_call(real, sink):
-    """`real` (aq.gitops.git), timed: each call goes to `sink` as a dict of GitCall's fields."""
+    """`real` (aq.infra.gitops.git), timed: each call goes to `sink` as a dict of GitCall's fields."""
     def timed_git(root, *args, check=True, input=None, timeout=None):
         start, t0 = time.time(), time.perf_counter()
         rc, out, err = -1, "", ""
@@ -134,7 +134,7 @@ def record_call(real, sink):
             rc, out, err = done.returncode, done.stdout, done.stderr
             return done
         finally:
-            # a push's refusal is its porcelain "!" line, as aq.sync reads it; else git's last word
+            # a push's refusal is its porcelain "!" line, as aq.store.sync reads it; else git's last word
             refused = [line for line in out.splitlines() if line.startswith("!")]
             lines = refused or (err.strip() or out.strip()).splitlines() if rc != 0 else []
             sink({"pid": os.getpid(), "thread": threading.current_thread().name, "start": start,
@@ -147,10 +147,10 @@ def record_call(real, sink):
 if os.environ.get("AQ_BENCH_GIT_LOG"):
     import json
 
-    import aq.gitops
+    import aq.infra.gitops
 
     _fd = os.open(os.environ["AQ_BENCH_GIT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    aq.gitops.git = record_call(aq.gitops.git,
+    aq.infra.gitops.git = record_call(aq.infra.gitops.git,
                                 lambda call: os.write(_fd, (json.dumps(call) + "\\n").encode()))
 '''
 
@@ -177,13 +177,13 @@ class Hook:
     def calls_here(self) -> Iterator[list[GitCall]]:
         """Record the git calls aq makes in this process while the block runs."""
         calls: list[GitCall] = []
-        real = aq.gitops.git
-        aq.gitops.git = self.record_call(
+        real = aq.infra.gitops.git
+        aq.infra.gitops.git = self.record_call(
             real, lambda c: calls.append(GitCall(**{**c, "args": tuple(c["args"])})))
         try:
             yield calls
         finally:
-            aq.gitops.git = real
+            aq.infra.gitops.git = real
 
 
 def read_git_log(path: Path) -> list[GitCall]:

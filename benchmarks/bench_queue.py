@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aq.app import init_queue
+from aq.usecases.app import init_queue
 
 PRIORITIES = ("critical", "high", "medium", "low")
 PRIORITY_WEIGHTS = (1, 3, 4, 2)

@@ -33,7 +33,7 @@ from pathlib import Path
 from bench_queue import child_env, commit_all  # benchmarks/ is on sys.path when run as a script
 from bench_queue import drop_manifest_cache as drop_caches
 
-from aq.app import init_queue
+from aq.usecases.app import init_queue
 
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
 STAGE_WEIGHTS = (20, 3, 8, 12, 45, 7, 5)
@@ -204,8 +204,8 @@ class Figures:
     first_error: str | None = None
 
 
-STATS_SCRIPT = ("import json, sys; from datetime import UTC, datetime; from aq.store import Queue; "
-                "from aq.stats import compute_stats, stats_json; "
+STATS_SCRIPT = ("import json, sys; from datetime import UTC, datetime; from aq.store.queue import Queue; "
+                "from aq.usecases.stats import compute_stats, stats_json; "
                 "s = compute_stats(Queue.locate(), now=datetime.now(UTC), since=None); "
                 "sys.stdout.write(json.dumps(stats_json(s)))")
 
@@ -281,9 +281,9 @@ def measure(root: Path, runs: int, cmds: list[Command]) -> list[Figures]:
 
 def in_process(root: Path, runs: int) -> dict[str, float]:
     """compute_stats and all_events in this process: cold (no cache) once, then the median warm."""
-    from aq.eventstream import all_events
-    from aq.stats import compute_stats
-    from aq.store import Queue
+    from aq.store.queue import Queue
+    from aq.usecases.events import all_events
+    from aq.usecases.stats import compute_stats
 
     now = datetime.now(UTC)
     drop_caches(root)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aq.app import init_queue
-from aq.store import Queue
+from aq.store.queue import Queue
+from aq.usecases.app import init_queue
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The use-cases in `aq.app`, called in-process on a real queue in git, with `now` handed in."""
+"""The use-cases in `aq.usecases.app`, called in-process on a real queue in git, with `now` handed in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aq.app import (
+from aq.core.events import CLAIMED, FINISHED
+from aq.core.lifecycle import Action, Stage
+from aq.errors import IdempotencyConflict, JobExists, MoveRefused
+from aq.store.queue import Queue
+from aq.usecases.app import (
     add_job,
     halt,
     init_queue,
@@ -20,10 +24,6 @@ from aq.app import (
     resume,
     show_job,
 )
-from aq.core.events import CLAIMED, FINISHED
-from aq.core.lifecycle import Action, Stage
-from aq.errors import IdempotencyConflict, JobExists, MoveRefused
-from aq.store import Queue
 from tests.conftest import T0, aq_env, write_job
 
 WHO = "tester@bench"

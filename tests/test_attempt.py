@@ -1,4 +1,4 @@
-"""aq.attempt.execute: one attempt of a job (engine, then verify) with real processes and files."""
+"""aq.worker.attempt.execute: one attempt of a job (engine, then verify) with real processes and files."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from aq.attempt import AttemptPlan, AttemptResult, build_prompt, execute
-from aq.config import QueueConfig, parse_config
 from aq.core.lifecycle import Outcome
 from aq.core.manifest import parse_manifest
-from aq.engines import DEFAULT_ENGINES, EngineSpec
+from aq.infra.engines import DEFAULT_ENGINES, EngineSpec
+from aq.store.config import QueueConfig, parse_config
+from aq.worker.attempt import AttemptPlan, AttemptResult, build_prompt, execute
 from tests.test_proc import wait_dead
 
 JOB = "job-1"

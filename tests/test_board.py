@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from rich.cells import cell_len
 
-from aq.board import BoardData, Card, board_data, board_text
 from aq.core.events import iso
-from aq.store import Queue
-from aq.sync import Remote
+from aq.store.queue import Queue
+from aq.store.sync import Remote
+from aq.ui.board import BoardData, Card, board_data, board_text
 from tests.conftest import T0, run_aq, write_job
 from tests.fleet_helpers import git
 

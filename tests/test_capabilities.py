@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aq.capabilities import describe, probe, worker_config_path, worker_tags
-from aq.config import QueueConfig, parse_config
 from aq.errors import ConfigError, UsageError
+from aq.infra.probe import describe, probe, worker_config_path, worker_tags
+from aq.store.config import QueueConfig, parse_config
 from tests.test_proc import wait_dead
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -32,7 +32,7 @@ def prints(bin_dir: Path, name: str, output: str, code: int = 0) -> Path:
 def caps_of(bin_dir: Path, tmp_path: Path, **options: object) -> frozenset[str]:
     """`probe` with only `bin_dir` on PATH and no worker config file."""
     options.setdefault("config_file", tmp_path / "no-worker.yaml")
-    return probe(QueueConfig(), path=str(bin_dir), **options)  # type: ignore[arg-type]
+    return probe(QueueConfig().engines, path=str(bin_dir), **options)  # type: ignore[arg-type]
 
 
 def without_arch(caps: frozenset[str]) -> set[str]:
@@ -65,7 +65,7 @@ def test_an_empty_path_gives_only_os_and_arch(tmp_path: Path) -> None:
     (tmp_path / "bin").mkdir()
     caps = caps_of(tmp_path / "bin", tmp_path, os_name="linux")
     assert without_arch(caps) == {"os:linux"}
-    assert "os:linux" in probe(QueueConfig(), path="", config_file=tmp_path / "none.yaml",
+    assert "os:linux" in probe(QueueConfig().engines, path="", config_file=tmp_path / "none.yaml",
                                os_name="linux")
 
 
@@ -118,7 +118,7 @@ def test_engines_from_aq_yaml_are_probed_by_their_command(tmp_path: Path) -> Non
     bin_dir = tmp_path / "bin"
     prints(bin_dir, "my-agent", "")
     config = parse_config({"engines": {"mine": {"cmd": ["my-agent", "--", "{prompt}"]}}})
-    caps = probe(config, path=str(bin_dir), config_file=tmp_path / "none.yaml")
+    caps = probe(config.engines, path=str(bin_dir), config_file=tmp_path / "none.yaml")
     assert "engine:mine" in caps
     assert not [cap for cap in caps if cap.startswith("engine:") and cap != "engine:mine"]
 
@@ -220,11 +220,11 @@ def test_probe_reads_the_default_worker_yaml(tmp_path: Path, monkeypatch: pytest
     default = tmp_path / ".config" / "aq" / "worker.yaml"
     default.parent.mkdir(parents=True)
     default.write_text("capabilities: [from-home]\n")
-    assert "from-home" in probe(QueueConfig(), path="")
+    assert "from-home" in probe(QueueConfig().engines, path="")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     (tmp_path / "xdg" / "aq").mkdir(parents=True)
     (tmp_path / "xdg" / "aq" / "worker.yaml").write_text("capabilities: [from-xdg]\n")
-    caps = probe(QueueConfig(), path="")
+    caps = probe(QueueConfig().engines, path="")
     assert "from-xdg" in caps
     assert "from-home" not in caps
 
@@ -234,9 +234,9 @@ def test_a_missing_file_named_by_aq_worker_config_is_an_error(
     """A worker config file named explicitly by AQ_WORKER_CONFIG must exist; a typo is not ignored."""
     monkeypatch.setenv("AQ_WORKER_CONFIG", str(tmp_path / "typo.yaml"))
     with pytest.raises(ConfigError, match=r"typo\.yaml: no such worker config file"):
-        probe(QueueConfig(), path="")
+        probe(QueueConfig().engines, path="")
     (tmp_path / "typo.yaml").write_text("capabilities: [named]\n")
-    assert "named" in probe(QueueConfig(), path="")
+    assert "named" in probe(QueueConfig().engines, path="")
 
 
 def test_describe_orders_capabilities_for_display() -> None:

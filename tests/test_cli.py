@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aq.app import who_am_i
 from aq.errors import ExitStatus
+from aq.usecases.app import who_am_i
 from tests.conftest import Ran, aq_env, run_aq, write_job
 
 Aq = Callable[..., Ran]

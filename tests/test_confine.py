@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aq.confine import read_regular, refusal, refusals
 from aq.errors import UnsafePath
+from aq.infra.confine import read_regular, refusal, refusals
 from tests.conftest import Ran, aq_env, write_job
 
 Aq = Callable[..., Ran]

@@ -14,8 +14,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from aq.dash import Ask, Confirm, DashApp, JobsScreen, LogScreen, remote_sync
-from aq.store import Queue
+from aq.store.queue import Queue
+from aq.ui.dash import Ask, Confirm, DashApp, JobsScreen, LogScreen, remote_sync
 from tests.conftest import T0, aq_env, run_aq, write_job
 from tests.fleet_helpers import fleet_in
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aq.store import Queue
+from aq.store.queue import Queue
 from tests.conftest import aq_env, write_job
 from tests.fleet_helpers import wait_until
 

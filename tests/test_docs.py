@@ -6,8 +6,8 @@ import re
 import sys
 from pathlib import Path
 
-from aq.cli import app
 from aq.core.manifest import KNOWN_KEYS
+from aq.ui.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from aq.capabilities import probe
-from aq.config import load_config
 from aq.core.scrub import REDACTED
-from aq.doctor import Check, DoctorReport, doctor, to_json
 from aq.errors import ConfigError
-from aq.store import Queue
+from aq.infra.probe import probe
+from aq.store.config import load_config
+from aq.store.queue import Queue
+from aq.usecases.doctor import Check, DoctorReport, doctor, to_json
 from tests.conftest import run_aq, write_job
 from tests.fleet_helpers import git
 
@@ -226,7 +226,7 @@ def test_an_email_without_a_usable_name_commits_as_the_fallback(queue_root: Path
 def test_with_no_identity_git_will_guess_heartbeats_still_land(queue_root: Path) -> None:
     """When git cannot name the committer (user.useConfigOnly, no user.email), the identity
     check is ok with aq's fallback, and a heartbeat committed with it reaches the remote."""
-    from aq.sync import Remote
+    from aq.store.sync import Remote
 
     with_remote(queue_root)
     git(queue_root, "config", "user.useConfigOnly", "true")
@@ -390,7 +390,7 @@ def test_a_fake_engine_on_path_is_found_and_named_the_default(queue_root: Path, 
                       + 'engines:\n  my-agent:\n    cmd: [my-agent, "--task={prompt}"]\n')
     path = tools(tmp_path / "bin", "git", fakes={"my-agent": "exit 0"})
     queue = Queue(queue_root)
-    caps = probe(queue.config, path=path, config_file=tmp_path / "no-worker.yaml")
+    caps = probe(queue.config.engines, path=path, config_file=tmp_path / "no-worker.yaml")
     report = doctor(queue, capabilities=caps, path=path)
     agent = check(report, "engine:my-agent")
     assert agent == Check("engine:my-agent", "ok",
@@ -409,7 +409,7 @@ def test_an_installed_engine_shows_its_version_and_what_keeps_it_from_running_he
     path = tools(tmp_path / "bin", "git", fakes={"claude": "echo '2.1.197 (Claude Code)'",
                                                  "gemini": "echo 0.61.0"})
     queue = Queue(queue_root)
-    caps = probe(queue.config, path=path, config_file=tmp_path / "no-worker.yaml")
+    caps = probe(queue.config.engines, path=path, config_file=tmp_path / "no-worker.yaml")
     report = doctor(queue, capabilities=caps, path=path)
     claude, gemini = check(report, "engine:claude"), check(report, "engine:gemini")
     assert "(2.1.197 (Claude Code))" in claude.detail

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aq import engines
-from aq.engines import (
+from aq.errors import ConfigError
+from aq.infra import engines
+from aq.infra.engines import (
     DEFAULT_ENGINES,
     ArgvError,
     EngineSpec,
@@ -16,8 +17,7 @@ from aq.engines import (
     engine_version,
     headless_problems,
 )
-from aq.errors import ConfigError
-from aq.usage import READERS
+from aq.infra.usage import READERS
 
 PROMPTS = ["- fix the bug", "--version", "-rf /", "x" * 300 * 1024]
 

@@ -1,4 +1,4 @@
-"""`aq.eventstream`: every job's log merged in time order, followed as lines are appended."""
+"""`aq.usecases.events`: every job's log merged in time order, followed as lines are appended."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from aq.core.events import iso
-from aq.eventstream import StreamEvent, all_events, event_json, event_line, follow
-from aq.store import Queue
+from aq.store.queue import Queue
+from aq.usecases.events import StreamEvent, all_events, event_json, event_line, follow
 from tests.conftest import T0
 
 WAIT = 20.0  # seconds a test waits for the follower before it gives up (never asserted on)

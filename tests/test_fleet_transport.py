@@ -209,7 +209,7 @@ def stop_outside_the_lock(pid: int, clone: Path, within: float = 60.0) -> None:
     machine that moment is likelier, and the test waited on the sibling in vain."""
     from filelock import FileLock, Timeout
 
-    from aq.store import Queue
+    from aq.store.queue import Queue
 
     lock = FileLock(str(Queue(clone).state_dir / "queue.lock"))
     end = time.monotonic() + within

@@ -1,4 +1,4 @@
-"""aq.proc: the one subprocess chokepoint. Real processes in their own group, stopped by deadline or event."""
+"""aq.infra.proc: the one subprocess chokepoint. Real processes in their own group, stopped by deadline or event."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aq import proc
+from aq.infra import proc
 
 
 def alive(pid: int) -> bool:

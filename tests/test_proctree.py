@@ -1,4 +1,4 @@
-"""aq.proctree: an attempt's whole process tree dies with it, setsid'd tools and daemons included.
+"""aq.infra.proctree: an attempt's whole process tree dies with it, setsid'd tools and daemons included.
 
 Real processes only. Each test spawns its trees with fresh marks and, whatever happens, kills
 everything carrying them (and every pid it noted) in a finally, so a failure leaves nothing behind.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aq import proc, proctree
+from aq.infra import proc, proctree
 
 pytestmark = pytest.mark.skipif(not proctree.supported(), reason="needs Linux /proc")
 

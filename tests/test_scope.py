@@ -1,4 +1,4 @@
-"""aq.scope: what a run changed in a real git work tree, and which of those paths its globs allow."""
+"""aq.infra.scope: what a run changed in a real git work tree, and which of those paths its globs allow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aq.scope import TreeMark, changed_since, check_globs, mark_tree, outside_scope
+from aq.infra.scope import TreeMark, changed_since, check_globs, mark_tree, outside_scope
 from tests.conftest import git_in, write
 
 

@@ -1,4 +1,4 @@
-"""`aq.stats`: figures from the event logs, checked against a real run and hand-written logs."""
+"""`aq.usecases.stats`: figures from the event logs, checked against a real run and hand-written logs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from aq.core.events import iso
-from aq.stats import Breakdown, Percentiles, compute_stats, percentiles, stats_json, stats_text
-from aq.store import Queue
+from aq.store.queue import Queue
+from aq.usecases.stats import (
+    Breakdown,
+    Percentiles,
+    compute_stats,
+    percentiles,
+    stats_json,
+    stats_text,
+)
 from tests.conftest import T0, run_aq, write_job
 
 HOUR = 3600.0

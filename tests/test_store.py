@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from aq.app import move_job
 from aq.core.events import CLAIMED
 from aq.core.lifecycle import Action, Stage
 from aq.errors import AmbiguousJob, InvalidJobId, JobNotFound, QueueNotFound
-from aq.store import Queue, bad_event_lines, write_atomic
+from aq.infra.files import write_atomic
+from aq.store.queue import Queue, bad_event_lines
+from aq.usecases.app import move_job
 from tests.conftest import T0, aq_env, write_job
 
 

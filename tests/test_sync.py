@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from aq.store import Queue, Tx
-from aq.sync import EMPTY_TREE, LeaseObserver, Push, Remote
+from aq.store.queue import Queue, Tx
+from aq.store.sync import EMPTY_TREE, LeaseObserver, Push, Remote
 from tests.conftest import write_job
 from tests.fleet_helpers import Fleet, fleet_in, git, ledger_body, ledger_rows, wait_until
 
@@ -588,7 +588,7 @@ def test_ls_blocked_flags_a_job_no_worker_of_the_fleet_has_advertised_the_capabi
 
 def aqs_git_in(root: Path) -> list[tuple[int, int]]:
     """(pid, parent pid) of each git command aq started that runs in `root` now (from /proc)."""
-    from aq.gitops import GIT
+    from aq.infra.gitops import GIT
 
     mark = b"\0".join(part.encode() for part in GIT) + b"\0"
     found = []
@@ -607,7 +607,7 @@ def aqs_git_in(root: Path) -> list[tuple[int, int]]:
 def test_a_git_push_orphaned_by_a_killed_worker_is_stopped_by_the_next_one(fleet: Fleet) -> None:
     """A worker killed with kill -9 while its push hangs leaves that git running; the next
     worker on the clone kills it (and only aq's own orphaned git) before cleaning locks."""
-    from aq.gitops import kill_orphaned_git
+    from aq.infra.gitops import kill_orphaned_git
 
     a = fleet.clones[0]
     write_job(fleet.seed, "one", "echo one")

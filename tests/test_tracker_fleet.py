@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from aq.app import move_job
 from aq.core.events import parse_iso
 from aq.core.lifecycle import Action
-from aq.store import Queue
-from aq.tracking import (
+from aq.store.queue import Queue
+from aq.usecases.app import move_job
+from aq.usecases.tracking import (
     POSTED,
     POSTING,
     import_refs,

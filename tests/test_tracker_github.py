@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from aq.store import Queue
-from aq.trackers import DONE, IN_PROGRESS, GitHubSettings, Item, Post, Ref, TrackerError
+from aq.store.queue import Queue
+from aq.trackers.base import DONE, IN_PROGRESS, GitHubSettings, Item, Post, Ref, TrackerError
 from aq.trackers.github import MAX_WAIT, GitHub
 from tests.conftest import Ran
 from tests.fake_github import FakeGitHub, Request
@@ -662,9 +662,17 @@ def test_posts_a_down_tracker_missed_are_sent_later_once_each_in_order(
     assert [s["ok"] for s in sent["sent"]] == [True, True] and sent["waiting"] == []
     building, review = gh.comments(REPO, 1)
     assert "building, attempt 1" in building and "now in review" in review
-    kinds = types(show(aq, job_id))
-    # the worker let its two posts go as it ended; to-tracker claimed and sent them
-    assert kinds.count("tracker_posted") == 2 and kinds.count("tracker_posting") == 4
+    events = show(aq, job_id)["events"]
+    posted = [e for e in events if e["type"] == "tracker_posted"]
+    posting = [e for e in events if e["type"] == "tracker_posting"]
+    sender = posted[0]["by"]
+    # the worker let go of every post it had claimed (how many it reached before it ended
+    # depends on the machine's load) and of both as it ended; to-tracker claimed and sent them
+    worker_claims = {e["for"] for e in posting if e["by"] != sender and not e.get("released")}
+    worker_releases = {e["for"] for e in posting if e["by"] != sender and e.get("released")}
+    assert worker_claims <= worker_releases and len(worker_releases) == 2
+    assert [e["for"] for e in posting if e["by"] == sender] == [e["for"] for e in posted]
+    assert [e["type"] for e in events].count("tracker_posted") == 2
     assert "nothing owed to trackers" in ok(aq("to-tracker", "--all", env=ENV)).stdout
     assert len(gh.comments(REPO, 1)) == 2
     no_token_in(queue_root, {"run": ran.stdout + ran.stderr})

@@ -22,13 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
-from aq.app import add_job, move_job
-from aq.config import parse_config
 from aq.core.events import iso, parse_iso
 from aq.core.lifecycle import Action
 from aq.errors import ConfigError, UsageError
-from aq.store import Queue
-from aq.trackers import (
+from aq.store.config import parse_config
+from aq.store.queue import Queue
+from aq.trackers.base import (
     DONE,
     IN_PROGRESS,
     CommandSettings,
@@ -41,7 +40,8 @@ from aq.trackers import (
     parse_settings,
 )
 from aq.trackers.command import CommandTracker
-from aq.tracking import (
+from aq.usecases.app import add_job, move_job
+from aq.usecases.tracking import (
     POSTED,
     POSTING,
     UPDATED,

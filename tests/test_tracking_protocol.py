@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from aq.core.lifecycle import Action, Stage
-from aq.courier import Sightings
 from aq.errors import ConfigError
-from aq.store import Queue
-from aq.trackers import GitHubSettings, Item, Post, Ref, TrackerError, parse_ref
+from aq.store.queue import Queue
+from aq.trackers.base import GitHubSettings, Item, Post, Ref, TrackerError, parse_ref
 from aq.trackers.github import GitHub
-from aq.tracking import (
+from aq.usecases.tracking import (
     POSTING,
     OwedPost,
     import_item,
@@ -25,6 +24,7 @@ from aq.tracking import (
     post_moves,
     posts_due,
 )
+from aq.worker.courier import Sightings
 from tests.conftest import T0, write_job
 from tests.fake_github import FakeGitHub
 from tests.test_tracking import WHO, FakeTracker, configure, env, events
@@ -107,7 +107,7 @@ def test_a_persons_move_never_overrides_a_live_claim(queue_root: Path, tracker: 
     for owed in owed_posts(job, queue.read_events("j")):
         log(queue_root, "j", {"ts": "2026-01-01T12:02:30.000000Z", "type": POSTING, "by": "w1",
                               "run": "w1/7/cc", "for": owed.key, "ref": owed.ref})
-    from aq.app import move_job
+    from aq.usecases.app import move_job
 
     move_job(queue, "j", Action.SHIP, who=WHO, now=now)
     waited: list[float] = []
@@ -157,7 +157,7 @@ def test_github_references_ignore_case() -> None:
 ])
 def test_an_api_url_the_token_must_not_go_to_is_refused(url: str, said: str) -> None:
     """trackers.github.api_url must be https (plain http only to this machine) and hold no credentials."""
-    from aq.config import parse_config
+    from aq.store.config import parse_config
 
     with pytest.raises(ConfigError, match=said):
         parse_config({"trackers": {"github": {"api_url": url}}})
@@ -222,7 +222,7 @@ def test_a_pull_request_already_open_is_found_not_made_twice() -> None:
 def test_a_batch_starts_no_post_after_its_deadline(queue_root: Path, tracker: FakeTracker) -> None:
     """Posts whose turn comes after the deadline are not started (their claims would have grown
     old): they come back not sent, to be tried again."""
-    from aq.tracking import Trackers, send
+    from aq.usecases.tracking import Trackers, send
 
     configure(queue_root, tracker)
     tracker.add("1", "One")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aq.errors import ConfigError
-from aq.usage import (
+from aq.infra.usage import (
     READERS,
     Price,
     Usage,

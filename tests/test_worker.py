@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aq.core.events import parse_iso
-from aq.store import Queue
+from aq.store.queue import Queue
 from tests.conftest import Ran, aq_env, write_job
 from tests.fleet_helpers import wait_until
 from tests.test_proc import alive, wait_dead

@@ -1,4 +1,4 @@
-"""aq.workspace: per-attempt worktrees of a project repository, with real git and a bare remote."""
+"""aq.infra.repos: per-attempt worktrees of a project repository, with real git and a bare remote."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aq.errors import GitError
-from aq.workspace import (
+from aq.infra.repos import (
     Workspace,
     cache_dir_for,
     changed_files,
@@ -274,7 +274,7 @@ def test_rescue_clears_a_lock_the_dead_agent_left(project: Path, root: Path) -> 
 def test_rescue_spares_a_worktree_another_live_process_opened(project: Path, root: Path) -> None:
     """A worktree opened by another process still running is left alone, whatever `live` says,
     and rescued once that process is gone."""
-    script = ("import sys; from pathlib import Path; from aq.workspace import open_workspace; "
+    script = ("import sys; from pathlib import Path; from aq.infra.repos import open_workspace; "
               "open_workspace(sys.argv[1], 'other-job', 1, root=Path(sys.argv[2]), base=None, "
               "from_base=False); print('open', flush=True); sys.stdin.read()")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}

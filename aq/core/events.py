@@ -44,7 +44,7 @@ class Attempt:
     artifacts: tuple[str, ...] = ()
     reason: str | None = None
     engine: str | None = None
-    usage: dict[str, Any] | None = None  # what the engine reported (aq.usage.Usage.to_event)
+    usage: dict[str, Any] | None = None  # what the engine reported (aq.infra.usage.Usage.to_event)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))

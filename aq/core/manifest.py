@@ -366,3 +366,10 @@ def render_manifest(fields: Mapping[str, object], body: str, source: str = "the 
         return body.rstrip("\n") + "\n"
     head = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, default_flow_style=None)
     return f"---\n{head}---\n\n{body.strip()}\n"
+
+
+def content_key(manifest: Manifest) -> str:
+    """What makes two adds 'the same': every key and the body, not the id."""
+    parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
+             if name not in ("id", "content_hash", "keys")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

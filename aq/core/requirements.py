@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 Version = tuple[int, ...]
 
-# Tools whose probed version a worker reports as `<tool>=<version>` (see aq.capabilities).
+# Tools whose probed version a worker reports as `<tool>=<version>` (see aq.infra.probe).
 VERSIONED_TOOLS = ("node", "npm", "python", "python3", "git", "go", "docker", "gh", "cargo", "xcode")
 
 _OPERATORS: dict[str, Callable[[int, int], bool]] = {

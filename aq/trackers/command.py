@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aq import proc
 from aq.core.scrub import Scrubber
-from aq.trackers import (
+from aq.infra import proc
+from aq.trackers.base import (
     DONE,
     IN_PROGRESS,
     CommandSettings,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from email.message import Message
 from typing import Any
 
-from aq.trackers import (
+from aq.trackers.base import (
     DONE,
     IN_PROGRESS,
     GitHubSettings,
@@ -259,7 +259,7 @@ def _split(ref: Ref) -> tuple[str, int]:
 def _gh_token(env: Mapping[str, str]) -> str | None:
     import shutil
 
-    from aq import proc
+    from aq.infra import proc
 
     gh = shutil.which("gh", path=env.get("PATH"))
     if gh is None:

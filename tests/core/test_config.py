@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from aq.config import DEFAULT_CONFIG_TEXT, QueueConfig, parse_config
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import Manifest, RetryPolicy
 from aq.core.yamltext import load_yaml
-from aq.engines import DEFAULT_ENGINES, EngineSpec
 from aq.errors import ConfigError
+from aq.infra.engines import DEFAULT_ENGINES, EngineSpec
+from aq.store.config import DEFAULT_CONFIG_TEXT, QueueConfig, parse_config
 
 SOURCE = "/q/aq.yaml"
 

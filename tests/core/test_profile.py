@@ -22,7 +22,7 @@ from aq.core.profile import (
 )
 from aq.core.requirements import check_requirement
 from aq.errors import ManifestError
-from aq.scope import check_globs
+from aq.infra.scope import check_globs
 
 FULL = """\
 ---

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.errors import GitError
-from aq.gitops import git
+from aq.infra.gitops import git
 
 # status and diff take no index.lock: the job's cwd may be the queue's own clone, where a
 # worker commits at the same moment, and a refresh of the index is not worth failing that

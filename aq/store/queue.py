@@ -20,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aq.confine import check, entry_refusal, read_regular, refusal
 from aq.core.events import STALE_RESULT, Event, JobState, fold, parse_iso
 from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
@@ -36,10 +35,12 @@ from aq.errors import (
     QueueNotFound,
     UnsafePath,
 )
+from aq.infra.confine import check, entry_refusal, read_regular, refusal
+from aq.infra.files import find_git_dir, write_atomic
 
 if TYPE_CHECKING:
-    from aq.config import QueueConfig
-    from aq.sync import LocalChange, Remote
+    from aq.store.config import QueueConfig
+    from aq.store.sync import LocalChange, Remote
 
 QUEUE_DIR = "queue"
 EVENTS_DIR = ".events"
@@ -91,23 +92,6 @@ class Profiles:
     found: dict[str, Profile]
     problems: tuple[str, ...] = ()
     signatures: dict[str, Signature] = field(default_factory=dict)
-
-
-def find_git_dir(root: Path) -> Path | None:
-    """The git dir of the work tree holding `root` (no subprocess: `ls` must stay fast).
-
-    A `.git` folder, or a `.git` file (worktree, submodule) pointing at one, in `root` or above.
-    """
-    for folder in (root, *root.parents):
-        dot_git = folder / ".git"
-        if dot_git.is_dir():
-            return dot_git
-        if dot_git.is_file():
-            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
-            if text.startswith("gitdir:"):
-                target = Path(text[len("gitdir:"):].strip())
-                return target if target.is_absolute() else (folder / target).resolve()
-    return None
 
 
 def _state_key(root: Path) -> str:
@@ -200,7 +184,7 @@ class Queue:
 
     @cached_property
     def config(self) -> QueueConfig:
-        from aq.config import load_config
+        from aq.store.config import load_config
 
         return load_config(self.root, self.state_dir)
 
@@ -387,7 +371,7 @@ class Queue:
 
     @cached_property
     def remote(self) -> Remote | None:
-        from aq.sync import Remote
+        from aq.store.sync import Remote
 
         return Remote.detect(self.root, self.config.remote)
 
@@ -426,7 +410,7 @@ class Queue:
                 try:
                     self._commit(text, paths)
                 except GitError as err:
-                    from aq.gitops import clear_stale_locks
+                    from aq.infra.gitops import clear_stale_locks
 
                     # a lock file left by a git killed earlier: gone, the commit goes through
                     if ".lock" not in str(err) or not clear_stale_locks(self.git_dir, older_than=2.0):
@@ -447,7 +431,7 @@ class Queue:
         left_dirty: bool,
     ) -> T:
         from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
-        from aq.sync import Push
+        from aq.store.sync import Push
 
         self.last_push_confirmed = False
         for attempt in range(PUSH_TRIES):
@@ -510,7 +494,7 @@ class Queue:
         return False
 
     def lost_sight(self) -> None:
-        from aq.sync import LeaseObserver
+        from aq.store.sync import LeaseObserver
 
         self.fetches_failed += 1
         LeaseObserver(self.state_dir / "leases.json").lost_sight()
@@ -725,7 +709,7 @@ class Queue:
 
     @cached_property
     def _git_identity(self) -> list[str] | None:
-        from aq import gitops
+        from aq.infra import gitops
 
         if self.git_dir is None:
             return None
@@ -737,7 +721,7 @@ class Queue:
         identity = self._git_identity
         if identity is None:
             return
-        from aq import gitops
+        from aq.infra import gitops
 
         paths = [QUEUE_DIR] if touched is None else [self.relative(p) for p in touched]
         if gitops.commit_paths(self.root, paths, message, identity, exact=touched is not None):
@@ -841,23 +825,6 @@ class Tx:
             with contextlib.suppress(OSError):
                 self._undo.pop()()
         self.touched.clear()
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write via a temp file in the same folder and `os.replace`: readers see old or new, never half."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _parse_events(path: Path) -> list[Event]:

@@ -19,7 +19,6 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from aq.app import Capabilities, _profiles_used, list_jobs
 from aq.core.durations import format_duration
 from aq.core.events import iso, parse_iso
 from aq.core.leases import watch_gap
@@ -27,8 +26,9 @@ from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile
 from aq.core.scheduler import Verdict
 from aq.errors import AqError
-from aq.store import Job, Queue, Snapshot
-from aq.sync import LeaseObserver, Remote
+from aq.store.queue import Job, Queue, Snapshot
+from aq.store.sync import LeaseObserver, Remote
+from aq.usecases.app import Capabilities, _profiles_used, list_jobs
 
 WIDE = 120  # from this many columns on, all seven stages stand side by side
 STAGE_WIDTH = 38  # narrower: as many stages side by side as fit about this wide
@@ -165,7 +165,7 @@ def _shipped_order(job: Job) -> str:
 
 
 def _cost(queue: Queue, job: Job) -> float | None:
-    from aq.meter import cost_so_far
+    from aq.usecases.spend import cost_so_far
 
     return cost_so_far(job.state, job.stage is Stage.BUILDING, queue.running_dir() / job.id)
 

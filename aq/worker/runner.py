@@ -34,9 +34,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from aq import proc
-from aq.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
-from aq.confine import read_file
 from aq.core.durations import format_duration
 from aq.core.events import CLAIMED, FINISHED, NOTE, STALE_RESULT, iso, parse_iso
 from aq.core.leases import watch_gap
@@ -53,9 +50,12 @@ from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
-from aq.meter import day_spend, live_usage, queue_budget_crossed
-from aq.store import HALT_FILE, Job, Queue, Snapshot, Tx, has_stale_result
-from aq.usage import Usage
+from aq.infra import proc
+from aq.infra.confine import read_file
+from aq.infra.usage import Usage
+from aq.store.queue import HALT_FILE, Job, Queue, Snapshot, Tx, has_stale_result
+from aq.usecases.spend import day_spend, live_usage, queue_budget_crossed
+from aq.worker.attempt import AttemptPlan, AttemptResult, crashed_attempt, execute
 
 Clock = Callable[[], datetime]
 COURIER_FLUSH = 30.0  # seconds a worker that ends waits for its last tracker posts
@@ -87,7 +87,7 @@ def usage_fields(result: AttemptResult) -> dict[str, object]:
 def kill_leftovers(run_dir: Path, attempt: int) -> None:
     """KILL what an attempt of a worker that died left running on this machine: its process
     group and every process carrying its mark (tools that made sessions of their own)."""
-    from aq import proctree
+    from aq.infra import proctree
 
     pgid: int | None = None
     with contextlib.suppress(OSError, ValueError):
@@ -192,7 +192,7 @@ class Worker:
         self._unreachable_since: float | None = None
         self._contended = False  # the last claim lost every race: work is there
         self._silent_leases = False  # some lease held elsewhere is going unrenewed
-        from aq.courier import Courier
+        from aq.worker.courier import Courier
 
         self.courier = Courier(queue, self.worker_id, clock, monotonic,
                                lambda line: self.say(f"{self.worker_id}: {line}"))
@@ -205,7 +205,7 @@ class Worker:
         beating = self._start_heartbeats()
         try:
             with self.queue.lock():
-                from aq.gitops import clear_stale_locks, kill_orphaned_git
+                from aq.infra.gitops import clear_stale_locks, kill_orphaned_git
 
                 for pid in kill_orphaned_git(self.queue.root):
                     self.say(f"{self.worker_id}: stopped git process {pid} left by a killed worker")
@@ -227,8 +227,8 @@ class Worker:
         root = self.config.workspaces_root(self.queue.workspace_key)
         if not (root / "worktrees").is_dir():
             return
-        from aq.gitops import identity_args
-        from aq.workspace import rescue_stale
+        from aq.infra.gitops import identity_args
+        from aq.infra.repos import rescue_stale
 
         host = socket.gethostname()
         live = {job.id for job in self.queue.snapshot().jobs
@@ -507,7 +507,7 @@ class Worker:
                    if job.stage is Stage.INBOX and (backoff := job.state.retry_backoff) is not None}
         if not pending:
             return {}
-        from aq.sync import LeaseObserver
+        from aq.store.sync import LeaseObserver
 
         waits = LeaseObserver(self.queue.state_dir / "leases.json").retry_waits(self.monotonic(), pending)
         return {key.rpartition(":")[0]: wait for key, wait in waits.items()}
@@ -594,7 +594,7 @@ class Worker:
             aged = now - last[0]
             return ({token: last[1][token] + aged for token in building if token in last[1]},
                     last[2] & set(building))
-        from aq.sync import LeaseObserver
+        from aq.store.sync import LeaseObserver
 
         assert self.remote is not None
         observer = LeaseObserver(self.queue.state_dir / "leases.json")
@@ -860,7 +860,7 @@ class Worker:
             return False
         shutil.rmtree(self.queue.running_dir() / job_id, ignore_errors=True)
         if result.workspace is not None:  # the work is on the pushed branch: free the disk
-            from aq.workspace import remove_workspace
+            from aq.infra.repos import remove_workspace
 
             try:
                 remove_workspace(result.workspace)
@@ -899,7 +899,7 @@ class Worker:
         if now < self._push_retry_at.get(claim.token, 0.0):
             return False
         self._push_retry_at[claim.token] = now + min(self.poll, 10.0)
-        from aq.workspace import push_branch
+        from aq.infra.repos import push_branch
 
         reason = "origin's branch has commits this attempt lacks"
         try:
@@ -1073,7 +1073,7 @@ class Worker:
         if not result.artifacts or result.cwd is None:
             return []
         from aq.core.scrub import Scrubber
-        from aq.trackers import secret_names
+        from aq.trackers.base import secret_names
 
         spec = self.config.engines.get(self.config.engine_for(manifest))
         scrubber = Scrubber({**os.environ, **(spec.env if spec else {})},

@@ -8,8 +8,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from aq import proc
 from aq.errors import GitError
+from aq.infra import proc
 
 # Every git command aq runs starts so: its own small commits and fetches never wait on an
 # automatic gc or maintenance run. It also marks the command as aq's (see kill_orphaned_git).

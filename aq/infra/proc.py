@@ -2,7 +2,7 @@
 
 `run` is for short helpers (git); `run_streaming` is for engines and verify: its own process
 group and a mark in its environment, output streamed line by line to a sink, a deadline, a
-stop signal and a limit that stop its whole tree (aq.proctree: the group, the descendants and
+stop signal and a limit that stop its whole tree (aq.infra.proctree: the group, the descendants and
 every process carrying the mark), TERM then KILL after a grace period.
 """
 
@@ -124,11 +124,11 @@ def run_streaming(
     go to it (a usage reader must not see warnings on stderr) and the two are read apart, stderr
     to `err_sink` when given (a scrubber keeps state per stream). With `mark`, every process of the run carries
     `AQ_RUN_MARK=<mark>` in its environment, so that what it started in sessions of their
-    own is found and stopped with it (aq.proctree). On deadline, stop or limit the run gets
+    own is found and stopped with it (aq.infra.proctree). On deadline, stop or limit the run gets
     TERM, then KILL after `grace` seconds; whatever is left once it exits is killed.
     `on_start` gets the process group id as soon as it exists.
     """
-    from aq import proctree
+    from aq.infra import proctree
 
     start = clock()
     if mark is not None:

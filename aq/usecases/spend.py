@@ -1,7 +1,7 @@
 """What an attempt may spend and what it has spent: a job's `budget.usd` and `budget.tokens`
 counted over all its attempts, read from the engine's output as it streams.
 
-The engine's usage reader (aq.usage) sees each line of its stdout; after every line the
+The engine's usage reader (aq.infra.usage) sees each line of its stdout; after every line the
 running figure is priced (the CLI's own cost, else aq.yaml `prices:`) and compared with what
 the job has left. Crossing it stops the attempt (`run_streaming`'s `limit`).
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aq.core.events import JobState
-from aq.usage import Usage, UsageReader, priced
+from aq.core.manifest import Budget
+from aq.infra.usage import Usage, UsageReader, priced
 
 if TYPE_CHECKING:
-    from aq.attempt import AttemptPlan
-    from aq.config import QueueConfig
-    from aq.engines import EngineSpec
+    from aq.infra.engines import EngineSpec
+    from aq.store.config import QueueConfig
 
 # Readers whose figures on a resumed session are the session's running total, not this run's:
 # codex `exec resume` reports the thread's usage so far.
@@ -40,16 +40,17 @@ class Spend:
     unenforced: str | None = None  # a budget aq cannot enforce with this engine, said in the log
 
     @classmethod
-    def of(cls, plan: AttemptPlan, config: QueueConfig, spec: EngineSpec | None) -> Spend:
-        budget = plan.manifest.budget
+    def of(cls, budget: Budget | None, usd_used: float, tokens_used: int,
+           spec: EngineSpec | None) -> Spend:
+        """What is left of `budget` after earlier attempts used `usd_used` and `tokens_used`."""
         usd = budget.usd if budget else None
         tokens = budget.tokens if budget else None
         unenforced = None
         if (usd is not None or tokens is not None) and spec is not None and spec.usage is None:
             unenforced = (f"budget not enforced: engine {spec.name!r} has no usage reader "
                           "(set usage: in its aq.yaml entry)")
-        return cls(None if usd is None else usd - plan.usd_used,
-                   None if tokens is None else tokens - plan.tokens_used, unenforced)
+        return cls(None if usd is None else usd - usd_used,
+                   None if tokens is None else tokens - tokens_used, unenforced)
 
     def exhausted(self) -> str | None:
         """Why no attempt may start, or None."""
@@ -100,7 +101,7 @@ class Meter:
                 self._keep(usage, now)
 
     def _keep(self, usage: Usage, now: float) -> None:
-        from aq.store import write_atomic
+        from aq.infra.files import write_atomic
 
         assert self.live is not None
         self._written_at = now

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aq.app import content_key
 from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, iso, parse_iso
 from aq.core.ids import new_job_id
 from aq.core.lifecycle import Stage
-from aq.core.manifest import Manifest, parse_manifest, render_manifest
+from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
 from aq.errors import AqError, ManifestError
-from aq.store import Job, Queue, Snapshot, Tx
-from aq.trackers import (
+from aq.store.queue import Job, Queue, Snapshot, Tx
+from aq.trackers import open_tracker
+from aq.trackers.base import (
     DONE,
     IN_PROGRESS,
     Item,
@@ -37,7 +37,6 @@ from aq.trackers import (
     Ref,
     Tracker,
     TrackerError,
-    open_tracker,
     our_priority,
     parse_ref,
 )
@@ -427,7 +426,7 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
     `takeover`, and this run's own grown old (renewed, so no one else takes them meanwhile).
     What they quote is scrubbed of the secrets in `env` once more."""
     from aq.core.scrub import Scrubber
-    from aq.trackers import secret_names
+    from aq.trackers.base import secret_names
 
     scrub = Scrubber(env, secret_names(queue.config.trackers)).text
     ready: list[OwedPost] = []

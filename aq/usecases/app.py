@@ -13,16 +13,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aq.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
-from aq.confine import check, read_regular
 from aq.core.events import ADDED, MOVED, Event, iso, parse_iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import STAGES, Action, Stage, allowed_actions, check_move
-from aq.core.manifest import Manifest, parse_manifest, render_manifest
+from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
 from aq.core.profile import Profile, apply_profile, setting_sources
 from aq.core.scheduler import Routing, Verdict, assess, dependency_cycles
 from aq.errors import AqError, IdempotencyConflict, JobExists, UnsafePath, UsageError
-from aq.store import (
+from aq.infra.confine import check, read_regular
+from aq.infra.files import write_atomic
+from aq.store.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
+from aq.store.queue import (
     EVENTS_DIR,
     HALT_FILE,
     LOGS_DIR,
@@ -32,7 +33,6 @@ from aq.store import (
     Queue,
     Snapshot,
     Tx,
-    write_atomic,
 )
 
 GITATTRIBUTES_LINE = "queue/.events/*.jsonl merge=union"
@@ -61,7 +61,7 @@ class InitResult:
 
 def init_queue(root: Path) -> InitResult:
     """Make (or complete) a queue at `root`. Running it again changes nothing."""
-    from aq import gitops
+    from aq.infra import gitops
 
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -189,15 +189,6 @@ def _same_key(existing: Job, manifest: Manifest) -> AddResult:
             "content: use a new key, or leave the job as it is"
         )
     return AddResult(existing, False, f"{existing.id} already exists with this idempotency key; nothing added")
-
-
-def content_key(manifest: Manifest) -> str:
-    """What makes two adds 'the same': every key and the body, not the id."""
-    import hashlib
-
-    parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
-             if name not in ("id", "content_hash", "keys")]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -379,7 +370,7 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     sent = 0
     owed: tuple[tuple[str, str], ...] = ()
     if job.manifest is not None and job.manifest.tracker_item:
-        from aq.tracking import POSTED, owed_posts
+        from aq.usecases.tracking import POSTED, owed_posts
 
         sent = sum(1 for event in events if event.get("type") == POSTED)
         owed = tuple((post.owner, post.since) for post in owed_posts(job, events))
@@ -470,7 +461,7 @@ class LintResult:
 
 def lint(queue: Queue) -> LintResult:
     """Every manifest valid, every dep present, no dependency cycle, event logs readable."""
-    from aq.store import bad_event_lines
+    from aq.store.queue import bad_event_lines
 
     try:
         queue.config  # noqa: B018 - a broken aq.yaml is a problem too
@@ -515,14 +506,14 @@ def lint(queue: Queue) -> LintResult:
 def _refused(queue: Queue) -> list[str]:
     """Every link (or fifo, socket, device) among the files aq reads or writes: aq.yaml,
     profiles/, queue/ (DESIGN §5). Found without following any."""
-    from aq.confine import refusals
+    from aq.infra.confine import refusals
 
     return refusals(queue.root, (CONFIG_NAME, PROFILES_DIR, QUEUE_DIR))
 
 
 def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
     from aq.core.requirements import check_requirement
-    from aq.scope import check_globs
+    from aq.infra.scope import check_globs
 
     problems = []
     for name, profile in sorted(profiles.items()):
@@ -538,7 +529,7 @@ def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
                       engines: Mapping[str, object]) -> list[str]:
     from aq.core.profile import profile_problem
     from aq.core.requirements import check_requirement
-    from aq.scope import check_globs
+    from aq.infra.scope import check_globs
 
     problems = []
     if manifest.engine and manifest.engine not in engines:
@@ -622,7 +613,7 @@ def _workspace_of(queue: Queue, job: Job) -> tuple[str, str | None, Path, Manife
     repo = queue.config.repo_for(manifest)
     if repo is None:
         return None
-    from aq.workspace import resolve_repo
+    from aq.infra.repos import resolve_repo
 
     return (resolve_repo(repo, queue.root), queue.config.base_for(manifest),
             queue.config.workspaces_root(queue.workspace_key), manifest)
@@ -639,8 +630,8 @@ def _ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
     mode = queue.config.ship_for(manifest)
     if mode == "mark":
         return {}
-    from aq import gitops
-    from aq.workspace import default_branch, ensure_cache, merge_into_base
+    from aq.infra import gitops
+    from aq.infra.repos import default_branch, ensure_cache, merge_into_base
 
     branch = f"aq/{job.id}"
     cache = ensure_cache(repo, root)
@@ -658,7 +649,7 @@ def _open_pull_request(queue: Queue, repo: str, cache: Path, job: Job, branch: s
     from the environment) when the repo is on GitHub; the pull request's page."""
     import shutil
 
-    from aq import proc
+    from aq.infra import proc
 
     title = job.manifest.title if job.manifest else job.id
     body = f"Job {job.id}, run by aq."
@@ -712,7 +703,7 @@ def job_diff(queue: Queue, ref: str) -> DiffResult:
         raise AqError(f"{job.id} works on no repo (no repo: in the job, its profile or aq.yaml): "
                       "there is no branch to compare")
     repo, base, root, _manifest = found
-    from aq.workspace import default_branch, diff_against_base, ensure_cache
+    from aq.infra.repos import default_branch, diff_against_base, ensure_cache
 
     cache = ensure_cache(repo, root)
     base = base or default_branch(cache)
@@ -752,7 +743,7 @@ def _gc_caches(queue: Queue, now: datetime, older_than: float, dry_run: bool) ->
     the machine uses (caches are shared); also the per-queue caches of aq before they were."""
     import shutil
 
-    from aq.workspace import caches_dir
+    from aq.infra.repos import caches_dir
 
     root = queue.config.workspaces_root(queue.workspace_key)
     folders = [folder for folder in (caches_dir(root), root / "repos") if folder.is_dir()]
@@ -816,7 +807,7 @@ def _gc_logs(queue: Queue, now: datetime, dry_run: bool) -> list[Freed]:
 
 
 def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
-    from aq import gitops
+    from aq.infra import gitops
 
     freed = []
     for job in queue.snapshot().jobs:
@@ -824,7 +815,7 @@ def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) 
         age = _last_event_age(queue, job, now) if found else None
         if found is None or age is None or age < older_than:
             continue
-        from aq.workspace import cache_dir_for
+        from aq.infra.repos import cache_dir_for
 
         cache = cache_dir_for(found[0], found[2])  # as last fetched: a fetch would mark it used
         if not cache.is_dir():
@@ -912,7 +903,7 @@ def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
                  ) -> tuple[WorkerRow, ...]:
     """Each worker whose heartbeat ref is on the remote, as this machine sees it now."""
     from aq.core.leases import watch_gap
-    from aq.sync import LeaseObserver
+    from aq.store.sync import LeaseObserver
 
     remote = queue.remote
     if remote is None:
@@ -962,8 +953,8 @@ class FsckResult:
 def fsck(queue: Queue, *, history: bool) -> FsckResult:
     """Every job in exactly one stage at HEAD (and at every commit with `history`), every
     building job holding a lease, every event log readable."""
-    from aq import gitops
-    from aq.store import bad_event_lines
+    from aq.infra import gitops
+    from aq.store.queue import bad_event_lines
 
     if queue.git_dir is None:
         raise AqError("this queue is not in a git repository: nothing to check")
@@ -993,7 +984,7 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
 
 def _committed_links(queue: Queue) -> list[str]:
     """Symbolic links HEAD holds among aq's files: a clone checks them out as links."""
-    from aq import gitops
+    from aq.infra import gitops
 
     tree = gitops.git(queue.root, "ls-tree", "-r", "HEAD", "--", CONFIG_NAME, PROFILES_DIR,
                       QUEUE_DIR, check=False).stdout
@@ -1014,7 +1005,7 @@ def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
 
 def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
     """Replay the first-parent history of HEAD file by file, checking each commit."""
-    from aq import gitops
+    from aq.infra import gitops
 
     log = gitops.git(queue.root, "log", "--first-parent", "--reverse", "--no-renames",
                      "--format=@%H", "--name-status", "HEAD", "--", QUEUE_DIR).stdout

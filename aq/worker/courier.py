@@ -13,8 +13,8 @@ from datetime import datetime
 
 from aq.core.events import iso
 from aq.errors import AqError
-from aq.store import Job, Queue
-from aq.tracking import (
+from aq.store.queue import Job, Queue
+from aq.usecases.tracking import (
     OwedPost,
     Sent,
     Trackers,

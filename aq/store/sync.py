@@ -21,9 +21,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from aq import gitops, proc
 from aq.core.leases import Watch, silence, watch_after
 from aq.errors import GitError
+from aq.infra import gitops, proc
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
@@ -64,7 +64,7 @@ class Remote:
     @classmethod
     def detect(cls, root: Path, configured: str | None) -> Remote | None:
         """The queue's remote: aq.yaml `remote:`, else `origin` if the repo has it; None for a local queue."""
-        from aq.store import find_git_dir
+        from aq.infra.files import find_git_dir
 
         if find_git_dir(root) is None:
             return None
@@ -348,7 +348,7 @@ class LeaseObserver:
         return data
 
     def _save(self, data: Mapping[str, Any]) -> None:
-        from aq.store import write_atomic
+        from aq.infra.files import write_atomic
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(data))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aq.core.events import Event
-from aq.store import EVENTS_DIR, Queue
+from aq.store.queue import EVENTS_DIR, Queue
 
 LOG_SUFFIX = ".jsonl"
 READ_SIZE = 1 << 20

@@ -11,10 +11,10 @@ from typing import Any
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
-from aq.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.errors import ConfigError
-from aq.trackers import TrackerSettings, parse_settings
-from aq.usage import READERS, Price, parse_prices
+from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
+from aq.infra.usage import READERS, Price, parse_prices
+from aq.trackers.base import TrackerSettings, parse_settings
 
 CONFIG_NAME = "aq.yaml"
 
@@ -158,7 +158,7 @@ class QueueConfig:
 
     def workspaces_root(self, queue_key: str) -> Path:
         """One queue's worktrees on this machine; beside it, the repo caches all queues share."""
-        from aq.workspace import default_root
+        from aq.infra.repos import default_root
 
         top = Path(self.workspaces_dir).expanduser() if self.workspaces_dir else default_root()
         return top / queue_key
@@ -180,7 +180,7 @@ class QueueConfig:
 
 def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     """aq.yaml parsed; with `cache_dir`, a warm run reuses the parse while the file is unchanged."""
-    from aq.confine import describe
+    from aq.infra.confine import describe
 
     path = root / CONFIG_NAME
     try:
@@ -220,7 +220,7 @@ def _save_config(cache_dir: Path | None, signature: tuple[int, ...], config: Que
         return
     import pickle
 
-    from aq.store import write_atomic
+    from aq.infra.files import write_atomic
 
     with contextlib.suppress(OSError):  # a read-only clone still works, only slower
         write_atomic(cache_dir / "config.pickle", pickle.dumps((signature, config)))
@@ -229,8 +229,8 @@ def _save_config(cache_dir: Path | None, signature: tuple[int, ...], config: Que
 def _read_config(path: Path) -> QueueConfig:
     import yaml
 
-    from aq.confine import read_regular
     from aq.core.yamltext import load_yaml
+    from aq.infra.confine import read_regular
 
     try:
         raw = load_yaml(read_regular(path, CONFIG_NAME).decode("utf-8"))

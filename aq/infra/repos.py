@@ -36,9 +36,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from aq import gitops, proc
 from aq.errors import GitError
-from aq.gitops import git
+from aq.infra import gitops, proc
+from aq.infra.gitops import git
 
 LOCK_TIMEOUT = 900.0  # the holder may be cloning or fetching a big repository (300 s each)
 RESCUE_TRIES = 5  # another machine may take the same rescued-<n> name at the same moment

@@ -16,19 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from aq import proc
-from aq.config import QueueConfig
 from aq.core.lifecycle import Outcome
 from aq.core.manifest import Manifest
 from aq.core.scrub import Scrubber
-from aq.engines import ArgvError, EngineSpec, engine_version
 from aq.errors import AqError
-from aq.meter import Meter, Spend, describe_usage
-from aq.proctree import new_mark
-from aq.scope import TreeMark, changed_against, changed_since, mark_tree, outside_scope
-from aq.trackers import secret_names
-from aq.usage import Usage, reader_for
-from aq.workspace import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
+from aq.infra import proc
+from aq.infra.engines import ArgvError, EngineSpec, engine_version
+from aq.infra.proctree import new_mark
+from aq.infra.repos import Workspace, commit_leftovers, open_workspace, push_branch, resolve_repo
+from aq.infra.scope import TreeMark, changed_against, changed_since, mark_tree, outside_scope
+from aq.infra.usage import Usage, reader_for
+from aq.store.config import QueueConfig
+from aq.trackers.base import secret_names
+from aq.usecases.spend import Meter, Spend, describe_usage
 
 TAIL_LINES = 40
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
@@ -235,7 +235,7 @@ def execute(
         if budget_left <= 0:
             return finish(Outcome.BUDGET_EXHAUSTED,
                           f"budget.wall of {manifest.budget.wall:.0f}s is used up")
-    spent = Spend.of(plan, config, spec)
+    spent = Spend.of(plan.manifest.budget, plan.usd_used, plan.tokens_used, spec)
     if spent.exhausted():
         return finish(Outcome.BUDGET_EXCEEDED, spent.exhausted() or "")
     limit = config.timeout_for(manifest)
@@ -420,7 +420,7 @@ def _keep_work(workspace: Workspace, plan: AttemptPlan, log: AttemptLog,
     """Commit what the engine left uncommitted in the job's worktree and push the job's branch,
     so the work never exists on this machine alone. A push that fails is tried again by the
     worker before it records the result."""
-    from aq.gitops import git, identity_args
+    from aq.infra.gitops import git, identity_args
 
     try:
         made = commit_leftovers(workspace, f"aq: {plan.job_id} attempt {plan.attempt}: work the "
@@ -498,7 +498,7 @@ def collect_artifacts(manifest: Manifest, cwd: Path,
     """The regular files under cwd that the artifact globs match. A link, a file reached
     through a linked folder, or one outside cwd is never kept: `note` says which (a line for
     the attempt's log)."""
-    from aq.confine import refusal
+    from aq.infra.confine import refusal
 
     found: dict[Path, None] = {}
     for pattern in manifest.artifacts:

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aq import proc
-from aq.config import QueueConfig
 from aq.core.requirements import check_tag, version_in
 from aq.errors import ConfigError, UsageError
+from aq.infra import proc
+from aq.infra.engines import EngineSpec
 
 PROBED_TOOLS = ("git", "docker", "node", "npm", "python3", "gh", "go", "cargo", "make")
 # How each tool tells its version, and the `<name>=` tags that version is reported under.
@@ -40,7 +40,7 @@ WORKER_CONFIG_KEYS = ("capabilities",)
 
 
 def probe(
-    config: QueueConfig,
+    engines: Mapping[str, EngineSpec],
     tags: Iterable[str] = (),
     *,
     path: str | None = None,
@@ -49,7 +49,8 @@ def probe(
     versions: Iterable[str] | None = None,
     timeout: float = PROBE_TIMEOUT,
 ) -> frozenset[str]:
-    """This worker's capabilities: the probed ones, the worker config file's tags and `tags`.
+    """This worker's capabilities: the probed ones (an `engine:NAME` for each of `engines` whose
+    command is on PATH), the worker config file's tags and `tags`.
 
     `path` is the PATH searched (default: ours); `config_file` the worker config file (default:
     `worker_config_path()`, where a missing file means no tags); `os_name` overrides the probed
@@ -62,7 +63,7 @@ def probe(
     search = os.environ.get("PATH", os.defpath) if path is None else path
     os_name = os_name or _os_name()
     caps = {f"os:{os_name}", f"arch:{_arch()}", *declared}
-    for name, spec in config.engines.items():
+    for name, spec in engines.items():
         if spec.cmd and shutil.which(spec.cmd[0], path=search):
             caps.add(f"engine:{name}")
     found = {tool: exe for tool in PROBED_TOOLS if (exe := shutil.which(tool, path=search))}

@@ -1,7 +1,7 @@
 """`aq doctor`: is this machine ready to work this queue, and if not, what to do about it.
 
 Each check is one line: what was found and, for a warning or a failure, the one thing to do.
-The caller probes the capabilities (see `aq.capabilities.probe`); this module only looks. It
+The caller probes the capabilities (see `aq.infra.probe.probe`); this module only looks. It
 writes nothing a worker on this machine would not write too: the remote's refs it fetches, and
 this machine's record of the heartbeats it saw (so that silence is measured as `aq run` does).
 """
@@ -20,19 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aq import gitops, proc
-from aq.capabilities import describe
-from aq.config import QueueConfig
 from aq.core.durations import format_duration
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.requirements import compare_versions, parse_version, version_in
 from aq.core.scrub import REDACTED, Scrubber
-from aq.engines import EngineSpec, engine_version, headless_problems
 from aq.errors import AqError
-from aq.store import Job, Queue, Snapshot
+from aq.infra import gitops, proc
+from aq.infra.engines import EngineSpec, engine_version, headless_problems
+from aq.infra.probe import describe
+from aq.store.config import QueueConfig
+from aq.store.queue import Job, Queue, Snapshot
 
 if TYPE_CHECKING:
-    from aq.sync import Remote
+    from aq.store.sync import Remote
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_GIT = (2, 25)
@@ -52,7 +52,7 @@ class Check:
 @dataclass(frozen=True, slots=True)
 class DoctorReport:
     checks: tuple[Check, ...]
-    capabilities: tuple[str, ...]  # in `aq.capabilities.describe` order
+    capabilities: tuple[str, ...]  # in `aq.infra.probe.describe` order
 
     @property
     def ok(self) -> bool:
@@ -134,7 +134,7 @@ def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, searc
     """What the tracker bridge needs here (a token, Backlog.md, a command tracker's program;
     nothing is asked of a tracker over the network), and the posts still owed. None when no
     tracker is set up and no job links to one."""
-    from aq.trackers import TrackerSettings
+    from aq.trackers.base import TrackerSettings
 
     settings = config.trackers
     linked = [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item]
@@ -182,7 +182,7 @@ def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, searc
 
 
 def _owed_posts(queue: Queue, linked: list[Job]) -> int:
-    from aq.tracking import owed_posts
+    from aq.usecases.tracking import owed_posts
 
     return sum(len(owed_posts(job, queue.read_events(job.id))) for job in linked)
 
@@ -274,7 +274,7 @@ def _check_halt(queue: Queue) -> Check:
 def _check_workspaces(root: Path) -> Check:
     """The disk the repo caches (shared by the machine's queues) and this queue's worktrees take
     on this machine (jobs with repo:)."""
-    from aq.workspace import caches_dir
+    from aq.infra.repos import caches_dir
 
     shared = caches_dir(root)
     if not root.is_dir() and not shared.is_dir():
@@ -441,7 +441,7 @@ def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remo
                     now: float, timeout: float) -> list[tuple[str, str]]:
     """(job id, why) for each building job whose holder this machine has not seen alive."""
     from aq.core.leases import watch_gap
-    from aq.sync import LeaseObserver
+    from aq.store.sync import LeaseObserver
 
     held = {job.state.token: job for job in building if job.state.token}
     silence: dict[str, float] = {}

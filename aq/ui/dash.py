@@ -2,7 +2,7 @@
 
 A numbered job list with filters, single keys for the moves a person makes, a log viewer that
 follows a running attempt, and the halt switch. Everything it reads or changes goes through
-`aq.app` (list_jobs, move_job, halt, resume, find_log), one call at a time in a worker thread,
+`aq.usecases.app` (list_jobs, move_job, halt, resume, find_log), one call at a time in a worker thread,
 so the dashboard can do nothing the CLI could not, and refuses what the CLI refuses, with the
 same words.
 """
@@ -28,7 +28,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Log, Static
 from textual.worker import get_current_worker
 
-from aq.app import (
+from aq.core.lifecycle import STAGES, Action, Stage, check_move
+from aq.core.scheduler import Verdict
+from aq.errors import AqError, UsageError
+from aq.store.queue import Job, Queue
+from aq.usecases.app import (
     Capabilities,
     Listing,
     LogRef,
@@ -39,10 +43,6 @@ from aq.app import (
     move_job,
     resume,
 )
-from aq.core.lifecycle import STAGES, Action, Stage, check_move
-from aq.core.scheduler import Verdict
-from aq.errors import AqError, UsageError
-from aq.store import Job, Queue
 
 COLUMNS = ("#", "id", "stage", "priority", "profile", "title", "status")
 STAGE_CYCLE: tuple[Stage | None, ...] = (None, *STAGES)  # None: every stage
@@ -91,7 +91,7 @@ class Row:
 
 def _cost_so_far(job: Job, running: Path | None) -> str:
     """`, $0.42 so far` for a building job whose cost is known."""
-    from aq.meter import cost_so_far
+    from aq.usecases.spend import cost_so_far
 
     spent = cost_so_far(job.state, running is not None, (running or Path()) / job.id)
     return f", ${spent:.2f} so far" if spent else ""
@@ -147,7 +147,7 @@ class Loaded:
 
 
 class Session:
-    """One person's hold on the queue: every read and change through `aq.app`, serialized, so
+    """One person's hold on the queue: every read and change through `aq.usecases.app`, serialized, so
     a slow fetch and a move never interleave. Called from worker threads, never the UI's."""
 
     def __init__(self, queue: Queue, *, who: str, clock: Callable[[], datetime],
@@ -626,11 +626,11 @@ def remote_sync(queue: Queue) -> Callable[[], bool] | None:
 
 def probed_capabilities(queue: Queue) -> Callable[[frozenset[str]], frozenset[str]]:
     """This machine's capabilities, probed once per set of compared tools (not every refresh)."""
-    from aq.capabilities import probe
+    from aq.infra.probe import probe
 
     @functools.cache
     def capabilities(compared: frozenset[str]) -> frozenset[str]:
-        return probe(queue.config, versions=compared)
+        return probe(queue.config.engines, versions=compared)
 
     return capabilities
 

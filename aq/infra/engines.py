@@ -13,7 +13,7 @@ the first `--` of `cmd` (or at its end when it has none), so they are never read
 previous attempt's agent session, on `retry-from: session`; `{session}` inside it), and
 `{max_usd}` (the CLI's own spending cap, given what is left of the job's `budget.usd`;
 `{usd}` inside it). `{usage_file}` is a path the CLI may write its usage to (read after the
-run by the engine's usage reader, see aq.usage).
+run by the engine's usage reader, see aq.infra.usage).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class EngineSpec:
     yolo: tuple[str, ...] = ()
     input: str = "prompt"
     env: Mapping[str, str] = field(default_factory=dict)
-    usage: str | None = None  # the usage reader for its output (aq.usage.READERS)
+    usage: str | None = None  # the usage reader for its output (aq.infra.usage.READERS)
     resume: tuple[str, ...] = ()  # resumes session {session}; empty: the CLI cannot be resumed
     max_usd: tuple[str, ...] = ()  # the CLI's own cap of {usd}; empty: it has none
     yolo_env: Mapping[str, str] = field(default_factory=dict)  # env that yolo adds (goose)
@@ -171,7 +171,7 @@ def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
     `aq run --once` does not start a node CLI twice per job."""
     import json
 
-    from aq.proc import run
+    from aq.infra.proc import run
 
     key = (program, env.get("PATH", ""))
     if key in _VERSIONS:
@@ -195,7 +195,7 @@ def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
     lines = (done.stdout or done.stderr).strip().splitlines() if done and done.returncode == 0 else []
     _VERSIONS[key] = version = lines[0][:200] if lines else None
     if cache is not None and stamp is not None:
-        from aq.store import write_atomic
+        from aq.infra.files import write_atomic
 
         known[stamp] = version
         with contextlib.suppress(OSError):  # a cache: losing it costs one more --version

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aq.core.events import ADDED, CLAIMED, FINISHED, MOVED, Event, counts_as_reclaim, iso
 from aq.core.lifecycle import STAGES, Stage
-from aq.eventstream import epoch, no_gc, read_logs
-from aq.store import Job, Queue
-from aq.usage import Usage
+from aq.infra.usage import Usage
+from aq.store.queue import Job, Queue
+from aq.usecases.events import epoch, no_gc, read_logs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

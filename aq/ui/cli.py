@@ -1,4 +1,4 @@
-"""The command line: parse, call one use-case in `aq.app`, render. Nothing else lives here.
+"""The command line: parse, call one use-case in `aq.usecases.app`, render. Nothing else lives here.
 
 `main` is the one exit boundary: an `AqError` becomes one line on stderr and its exit code.
 """
@@ -22,10 +22,10 @@ from aq.errors import AqError, ExitStatus, UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aq.app import JobDetail, Listing, NextResult
     from aq.core.manifest import Budget
     from aq.core.scheduler import Verdict
-    from aq.store import Job, Queue
+    from aq.store.queue import Job, Queue
+    from aq.usecases.app import JobDetail, Listing, NextResult
 
 app = typer.Typer(
     name="aq",
@@ -51,7 +51,7 @@ _LOCATED: list[Queue] = []  # what this process worked on: its notices are said 
 
 
 def _queue(path: str | None) -> Queue:
-    from aq.store import Queue
+    from aq.store.queue import Queue
 
     queue = Queue.locate(path)
     _LOCATED.append(queue)
@@ -115,15 +115,15 @@ def _emit(data: Any) -> None:
 def _caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str]], frozenset[str]]:
     """This machine's capabilities, probed when a command needs them: with the versions of only
     the tools some job compares (`node>=20`), since asking every tool takes a few hundred ms."""
-    from aq.capabilities import probe
+    from aq.infra.probe import probe
 
-    return lambda compared: probe(queue.config, tags or (), versions=compared)
+    return lambda compared: probe(queue.config.engines, tags or (), versions=compared)
 
 
 def _all_caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:
-    from aq.capabilities import probe
+    from aq.infra.probe import probe
 
-    return probe(queue.config, tags or ())
+    return probe(queue.config.engines, tags or ())
 
 
 # --- init / add ------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to make the queue.")] = Path("."),
 ) -> None:
     """Make a queue: stage folders, aq.yaml, .gitattributes, and a git repo if there is none."""
-    from aq.app import init_queue
+    from aq.usecases.app import init_queue
 
     result = init_queue(directory)
     if not result.created:
@@ -172,9 +172,9 @@ def add(
     """Add a job to the inbox and print its id."""
     import secrets
 
-    from aq.app import add_job, who_am_i
     from aq.core.manifest import split_frontmatter
     from aq.errors import ManifestError
+    from aq.usecases.app import add_job, who_am_i
 
     q = _queue(queue)
     text = _read_body(file, body)
@@ -275,8 +275,8 @@ def ls_(
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs by stage, with the reason an inbox job waits."""
-    from aq.app import list_jobs
     from aq.core.lifecycle import Stage
+    from aq.usecases.app import list_jobs
 
     q = _queue(queue)
     if fetch:
@@ -330,7 +330,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a job: manifest, resolved settings, stage, attempts, events, why it waits."""
-    from aq.app import show_job
+    from aq.usecases.app import show_job
 
     q = _queue(queue)
     detail = show_job(q, job, now=now(), capabilities=_caps(q))
@@ -342,8 +342,8 @@ def show(
 
 def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> None:
     """`metered`: the engines whose usage aq reads (an attempt of one that said nothing says so)."""
-    from aq.meter import describe_usage
-    from aq.usage import Usage
+    from aq.infra.usage import Usage
+    from aq.usecases.spend import describe_usage
 
     job = detail.job
     print(f"{job.id}: {job.manifest.title if job.manifest else '(invalid manifest)'}")
@@ -426,7 +426,7 @@ def next_(
     as_json: JsonOpt = False,
 ) -> None:
     """What `aq run` would take next here, and (with --explain) why."""
-    from aq.app import next_job
+    from aq.usecases.app import next_job
 
     q = _queue(queue)
     result = next_job(q, now=now(), capabilities=_caps(q, cap))
@@ -458,7 +458,7 @@ def _print_next(result: NextResult, explain: bool) -> None:
 @app.command()
 def lint(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     """Check every manifest, dependency and event log; exit 1 listing every problem."""
-    from aq.app import lint as run_lint
+    from aq.usecases.app import lint as run_lint
 
     result = run_lint(_queue(queue))
     if as_json:
@@ -490,7 +490,7 @@ def run(
 ) -> None:
     """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""
     from aq.core.durations import parse_duration
-    from aq.worker import Worker
+    from aq.worker.runner import Worker
 
     if once and drain:
         raise UsageError("--once and --drain do not go together: choose one")
@@ -530,9 +530,9 @@ def logs(
     """Print an attempt's log (scrubbed of secrets)."""
     import time
 
-    from aq.app import find_log
-    from aq.confine import open_regular
     from aq.core.lifecycle import Stage
+    from aq.infra.confine import open_regular
+    from aq.usecases.app import find_log
 
     q = _queue(queue)
     ref = find_log(q, job, attempt)
@@ -556,9 +556,9 @@ def logs(
 
 def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json: bool,
           allow_out_of_scope: bool = False) -> None:
-    from aq.app import move_job, who_am_i
     from aq.core.lifecycle import Action
-    from aq.tracking import post_moves
+    from aq.usecases.app import move_job, who_am_i
+    from aq.usecases.tracking import post_moves
 
     q, who = _queue(queue), who_am_i()
     _fetched(q)
@@ -651,9 +651,9 @@ def from_tracker(
     import secrets
     import time
 
-    from aq.app import who_am_i
     from aq.core.durations import parse_duration
-    from aq.tracking import Imported, import_query, import_refs
+    from aq.usecases.app import who_am_i
+    from aq.usecases.tracking import Imported, import_query, import_refs
 
     if not items and not query:
         raise UsageError("name tracker items (github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID) "
@@ -715,8 +715,8 @@ def to_tracker(
 ) -> None:
     """Send tracker posts still owed: each move of a linked job owes its item one comment (and
     a status), sent once."""
-    from aq.app import who_am_i
-    from aq.tracking import to_tracker as send_owed
+    from aq.usecases.app import who_am_i
+    from aq.usecases.tracking import to_tracker as send_owed
 
     if not jobs and not all_jobs:
         raise UsageError("name jobs, or give --all")
@@ -752,8 +752,8 @@ def halt(
     queue: QueueOpt = None,
 ) -> None:
     """Kill switch: no worker claims anything until 'aq resume'; running jobs finish."""
-    from aq.app import halt as do_halt
-    from aq.app import who_am_i
+    from aq.usecases.app import halt as do_halt
+    from aq.usecases.app import who_am_i
 
     changed = do_halt(_queue(queue), reason=reason, who=who_am_i(), now=now())
     print("halted: no worker will claim a job" if changed else "already halted")
@@ -762,8 +762,8 @@ def halt(
 @app.command()
 def resume(queue: QueueOpt = None) -> None:
     """Lift a halt: workers claim again."""
-    from aq.app import resume as do_resume
-    from aq.app import who_am_i
+    from aq.usecases.app import resume as do_resume
+    from aq.usecases.app import who_am_i
 
     changed = do_resume(_queue(queue), who=who_am_i())
     print("resumed: workers claim again" if changed else "not halted")
@@ -777,7 +777,7 @@ def profiles(
     as_json: JsonOpt = False,
 ) -> None:
     """List the queue's profiles (profiles/*.md), or `aq profiles show NAME` for one."""
-    from aq.app import get_profile, list_profiles
+    from aq.usecases.app import get_profile, list_profiles
 
     q = _queue(queue)
     if action is None:
@@ -822,7 +822,7 @@ def _profile_json(p: Any) -> dict[str, Any]:
 def diff(job: Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")],
          queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     """What a job with a repo changed: its branch aq/<job> against its base, from the remote."""
-    from aq.app import job_diff
+    from aq.usecases.app import job_diff
 
     result = job_diff(_queue(queue), job)
     if as_json:
@@ -843,8 +843,8 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Free disk: unused repo caches, old jobs' logs (aq.yaml log_retention), old branches."""
-    from aq.app import gc as run_gc
     from aq.core.durations import parse_duration
+    from aq.usecases.app import gc as run_gc
 
     try:
         age = parse_duration(older_than)
@@ -874,7 +874,7 @@ def board(
     import shutil
     import time
 
-    from aq.board import board_data, board_text, render_board
+    from aq.ui.board import board_data, board_text, render_board
 
     q = _queue(queue)
     size = shutil.get_terminal_size((100, 40))
@@ -911,8 +911,8 @@ def dash(
     queue: QueueOpt = None,
 ) -> None:
     """An interactive dashboard: pick a job with the arrows, act on it with one key."""
-    from aq.app import who_am_i
-    from aq.dash import run_dash
+    from aq.ui.dash import run_dash
+    from aq.usecases.app import who_am_i
 
     q = _queue(queue)
     run_dash(q, who=who_am_i(), refresh=every or (5.0 if q.remote is not None else 2.0))
@@ -929,7 +929,7 @@ def stats(
     import shutil
 
     from aq.core.durations import parse_duration
-    from aq.stats import compute_stats, stats_json, stats_text
+    from aq.usecases.stats import compute_stats, stats_json, stats_text
 
     window = None
     if since is not None:
@@ -954,7 +954,7 @@ def events(
     as_json: JsonOpt = False,
 ) -> None:
     """The queue's events in time order, one line (or one JSON object) each."""
-    from aq.eventstream import all_events, event_json, event_line, follow
+    from aq.usecases.events import all_events, event_json, event_line, follow
 
     q = _queue(queue)
 
@@ -988,11 +988,11 @@ def doctor(
     as_json: JsonOpt = False,
 ) -> None:
     """This machine's capabilities, and a check of git, the remote, the engines and the queue."""
-    from aq.capabilities import probe
-    from aq.config import QueueConfig
-    from aq.doctor import doctor as run_doctor
-    from aq.doctor import to_json
     from aq.errors import QueueNotFound
+    from aq.infra.probe import probe
+    from aq.store.config import QueueConfig
+    from aq.usecases.doctor import doctor as run_doctor
+    from aq.usecases.doctor import to_json
 
     try:
         q: Queue | None = _queue(queue)
@@ -1002,7 +1002,7 @@ def doctor(
         config = q.config if q is not None else QueueConfig()
     except AqError:
         config = QueueConfig()  # the doctor reports the broken aq.yaml itself
-    report = run_doctor(q, capabilities=probe(config, cap or ()))
+    report = run_doctor(q, capabilities=probe(config.engines, cap or ()))
     if as_json:
         _emit(to_json(report))
     else:
@@ -1022,8 +1022,8 @@ def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     clock until this machine has seen it beat), the jobs they hold."""
     import time
 
-    from aq.app import list_workers
     from aq.core.durations import format_duration
+    from aq.usecases.app import list_workers
 
     rows = list_workers(_queue(queue), monotonic=time.monotonic(), now=now())
     if as_json:
@@ -1047,7 +1047,7 @@ def fsck(
     as_json: JsonOpt = False,
 ) -> None:
     """Check that every job is in exactly one stage and every building job holds a lease."""
-    from aq.app import fsck as run_fsck
+    from aq.usecases.app import fsck as run_fsck
 
     result = run_fsck(_queue(queue), history=history)
     if as_json:
@@ -1143,7 +1143,7 @@ def _click_exceptions() -> Any:
     try:
         from typer._click import exceptions
     except ImportError:  # pragma: no cover - older Typer
-        from click import exceptions  # type: ignore[import-not-found,no-redef]
+        from click import exceptions  # type: ignore[import-not-found,no-redef,unused-ignore]
     return exceptions
 
 

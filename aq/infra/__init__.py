@@ -1,0 +1,1 @@
+"""Adapters to the outside: processes, git, repositories, agent CLIs, the machine."""

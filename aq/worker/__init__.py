@@ -1,0 +1,1 @@
+"""The worker: its loop, claims, leases, attempts and recording of results."""

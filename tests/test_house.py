@@ -1,0 +1,86 @@
+"""The house rules (README, "Development"): no import circle, and no module, class or function
+so big that a newcomer cannot hold it. The layers themselves are import-linter's contract
+(pyproject.toml), run by ./test.sh."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import grimp
+
+PACKAGE = Path(__file__).resolve().parent.parent / "aq"
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 250
+MAX_FUNCTION_LINES = 60
+# Over a limit on purpose, each with its reason. Empty is the goal; a new entry needs a reason.
+EXCEPTIONS: dict[str, str] = {
+    "aq.core.events.fold": "to split (issue 14)",
+    "aq.infra.proc.run_streaming": "to split (issue 14)",
+    "aq.infra.repos": "to split (issue 14)",
+    "aq.infra.usage": "to split (issue 14)",
+    "aq.store.queue": "to split (issue 14)",
+    "aq.store.queue.Queue": "to split (issue 14)",
+    "aq.store.queue.Queue.snapshot": "to split (issue 14)",
+    "aq.store.sync.Remote": "to split (issue 14)",
+    "aq.ui.cli": "to split (issue 14)",
+    "aq.ui.cli.add": "to split (issue 14)",
+    "aq.ui.cli.from_tracker": "to split (issue 14)",
+    "aq.ui.dash": "to split (issue 14)",
+    "aq.ui.dash.JobsScreen": "to split (issue 14)",
+    "aq.usecases.app": "to split (issue 14)",
+    "aq.usecases.stats": "to split (issue 14)",
+    "aq.usecases.tracking": "to split (issue 14)",
+    "aq.worker.attempt": "to split (issue 14)",
+    "aq.worker.attempt.execute": "to split (issue 14)",
+    "aq.worker.runner": "to split (issue 14)",
+    "aq.worker.runner.Worker": "to split (issue 14)",
+    "aq.worker.runner.Worker._finish": "to split (issue 14)",
+    "aq.worker.runner.Worker._record": "to split (issue 14)",
+}
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = grimp.build_graph("aq")
+    circles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            chain = graph.find_shortest_chain(importer=imported, imported=module)
+            if chain:
+                circles.append(" -> ".join((module, *chain)))
+    assert circles == [], "import circles:\n" + "\n".join(circles)
+
+
+def _sizes() -> Iterator[tuple[str, str, int, int]]:
+    """(kind, dotted name, lines, limit) for every module, class and function of aq."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        text = path.read_text(encoding="utf-8")
+        yield "module", module, len(text.splitlines()), MAX_MODULE_LINES
+        yield from _defs(ast.parse(text), module)
+
+
+def _defs(node: ast.AST, prefix: str) -> Iterator[tuple[str, str, int, int]]:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            name = f"{prefix}.{child.name}"
+            start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+            lines = (child.end_lineno or child.lineno) - start + 1
+            if isinstance(child, ast.ClassDef):
+                yield "class", name, lines, MAX_CLASS_LINES
+            else:
+                yield "function", name, lines, MAX_FUNCTION_LINES
+            yield from _defs(child, name)
+
+
+def test_no_module_class_or_function_is_over_its_size() -> None:
+    over = [f"{kind} {name}: {lines} lines (limit {limit})"
+            for kind, name, lines, limit in _sizes() if lines > limit and name not in EXCEPTIONS]
+    assert over == [], "too big:\n" + "\n".join(over)
+
+
+def test_every_exception_is_still_needed() -> None:
+    sizes = {name: (lines, limit) for _, name, lines, limit in _sizes()}
+    unneeded = [name for name in EXCEPTIONS if name not in sizes or sizes[name][0] <= sizes[name][1]]
+    assert unneeded == [], f"no longer over their limit (remove them): {unneeded}"
