@@ -41,7 +41,7 @@ from typing import Any
 import aq.infra.gitops
 from aq.core.events import CLAIMED, FINISHED, parse_iso
 from aq.store.queue import Queue
-from aq.usecases.app import init_queue
+from aq.usecases.setup import init_queue
 from aq.worker.runner import Worker
 
 IDENTITY = ("-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
@@ -354,11 +354,11 @@ def other_machine_claims(repo: Path) -> None:
 
 
 def aq_claim(worker: Worker, calls: list[GitCall]) -> tuple[float, list[GitCall], bool]:
-    """One in-process claim cycle as `aq run` makes it: `Worker._transact_claim`, which holds the
+    """One in-process claim cycle as `aq run` makes it: `Claimer.transact_claim`, which holds the
     clone's lock, fetches and aligns, takes back expired leases, picks, moves, commits, pushes."""
     first = len(calls)
     start = time.perf_counter()
-    claim = worker._transact_claim()
+    claim = worker.claims.transact_claim()
     return time.perf_counter() - start, calls[first:], claim is not None
 
 
@@ -412,7 +412,7 @@ def claim_cycle(base: Path, runs: int, hook: Hook) -> ClaimFigures:
             took[AQ_QUIET], made, ok_quiet = aq_claim(quiet, calls)
             took[FLOOR_FETCH] = floor_fetch_claim(floor1)
             other_machine_claims(floor2)
-            other._transact_claim()
+            other.claims.transact_claim()
             took[FLOOR_MOVED] = floor_claim(floor1, True, "remote moved")
             took[AQ_MOVED], made_moved, ok_moved = aq_claim(quiet, calls)
             once, error = once_process(once_repo, hook, once_log)

@@ -33,7 +33,7 @@ from pathlib import Path
 from bench_queue import child_env, commit_all  # benchmarks/ is on sys.path when run as a script
 from bench_queue import drop_manifest_cache as drop_caches
 
-from aq.usecases.app import init_queue
+from aq.usecases.setup import init_queue
 
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
 STAGE_WEIGHTS = (20, 3, 8, 12, 45, 7, 5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aq.store.queue import Queue
-from aq.usecases.app import init_queue
+from aq.usecases.setup import init_queue
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

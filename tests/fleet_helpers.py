@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aq.usecases.app import init_queue
+from aq.usecases.setup import init_queue
 from tests.conftest import Ran, aq_env, run_aq, write_job
 
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
@@ -28,7 +28,7 @@ FAST = ("--poll", "0.1", "--heartbeat", "0.5s")
 # real CLI entry point. Processes released together race for real, not by their start-up order.
 GATED = """
 import os, sys, time
-import aq.ui.cli, aq.worker.runner, aq.usecases.app, aq.store.sync  # the imports are paid before the gate
+import aq.ui.cli, aq.worker.runner, aq.usecases.jobs, aq.usecases.moves, aq.store.sync  # the imports are paid before the gate
 gate = sys.argv[1]
 open(f"{gate}.ready-{os.getpid()}", "w").close()
 end = time.monotonic() + 120

@@ -1,4 +1,4 @@
-"""The use-cases in `aq.usecases.app`, called in-process on a real queue in git, with `now` handed in."""
+"""The use-cases in `aq.usecases`, called in-process on a real queue in git, with `now` handed in."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from aq.core.events import CLAIMED, FINISHED
 from aq.core.lifecycle import Action, Stage
 from aq.errors import IdempotencyConflict, JobExists, MoveRefused
 from aq.store.queue import Queue
-from aq.usecases.app import (
-    add_job,
-    halt,
-    init_queue,
-    lint,
-    list_jobs,
-    move_job,
-    next_job,
-    resume,
-    show_job,
-)
+from aq.usecases.checks import lint
+from aq.usecases.fleet import halt, resume
+from aq.usecases.jobs import add_job, show_job
+from aq.usecases.listing import list_jobs, next_job
+from aq.usecases.logs import LogRef, read_log
+from aq.usecases.moves import move_job
+from aq.usecases.setup import init_queue
 from tests.conftest import T0, aq_env, write_job
 
 WHO = "tester@bench"
@@ -104,7 +100,7 @@ def test_add_never_overwrites_a_job_with_the_same_generated_id(queue: Queue) -> 
 def test_add_finds_the_job_of_its_idempotency_key_in_any_stage(queue: Queue) -> None:
     """The same key and content finds the earlier job even after it moved on, and adds nothing."""
     first = add(queue, "echo k", idempotency_key="deploy-42")
-    move_job(queue, first, Action.CANCEL, who=WHO, now=T0)
+    move_job(queue, first, Action.CANCEL, who=WHO, env={}, now=T0)
     again = add_job(queue, "echo k", {"idempotency-key": "deploy-42"}, job_id=None, now=T0,
                     who=WHO, entropy=99)
     assert (again.job.id, again.created, again.job.stage) == (first, False, Stage.FAILED)
@@ -152,7 +148,7 @@ def test_next_skips_a_job_whose_lock_a_building_job_holds(queue: Queue) -> None:
     add(queue, job_id="waiter", lock="db")
     blocked = next_job(queue, now=T0, capabilities=None)
     assert blocked.chosen is None and blocked.verdicts[0].kind == "lock"
-    move_job(queue, "holder", Action.CANCEL, who=WHO, now=T0)
+    move_job(queue, "holder", Action.CANCEL, who=WHO, env={}, now=T0)
     assert next_job(queue, now=T0, capabilities=None).chosen is not None
 
 
@@ -201,7 +197,7 @@ def test_lint_counts_jobs_and_lists_problems(queue: Queue) -> None:
 def test_a_move_records_the_time_and_person_it_was_given(queue: Queue) -> None:
     """move_job appends an event with the `now` and `who` it was handed, and commits the move."""
     write_job(queue.root, "ready-to-ship", stage="testing")
-    result = move_job(queue, "ready", Action.SHIP, who=WHO, now=T0 + timedelta(hours=2))
+    result = move_job(queue, "ready", Action.SHIP, who=WHO, env={}, now=T0 + timedelta(hours=2))
     assert (result.job_id, result.source, result.target) == ("ready-to-ship", Stage.TESTING,
                                                             Stage.SHIPPED)
     assert queue.read_events("ready-to-ship")[-1] == {
@@ -221,7 +217,7 @@ def test_every_allowed_move_lands_in_its_stage_with_an_event(queue: Queue) -> No
         write_job(queue.root, f"{action}-from-{stage}", stage=stage)
     for stage, action in pairs:
         job_id = f"{action}-from-{stage}"
-        result = move_job(queue, job_id, Action(action), who=WHO, now=T0)
+        result = move_job(queue, job_id, Action(action), who=WHO, env={}, now=T0)
         assert (result.source, result.target) == (stage, TARGET[action])
         assert queue.stage_of(job_id) == TARGET[action]
         event = queue.read_events(job_id)[-1]
@@ -240,7 +236,7 @@ def test_every_forbidden_move_raises_and_changes_nothing(queue: Queue) -> None:
     for stage, allowed in ALLOWED.items():
         for action in {"promote", "ship", "reject", "requeue", "cancel"} - allowed:
             with pytest.raises(MoveRefused, match=f"it is in {stage}; from {stage} a person may: ") as err:
-                move_job(queue, f"in-{stage}", Action(action), who=WHO, now=T0, reason="x")
+                move_job(queue, f"in-{stage}", Action(action), who=WHO, env={}, now=T0, reason="x")
             named = str(err.value).split("may: ", 1)[1]
             assert set(named.split(", ")) == allowed or (not allowed and "none" in named), named
             refused += 1
@@ -256,7 +252,7 @@ def test_cancel_of_a_claimed_job_ends_its_lease(queue: Queue) -> None:
     record(queue, "busy", {"ts": "2026-01-01T12:00:00.000000Z", "type": CLAIMED, "by": "w1",
                            "from": "inbox", "to": "building", "attempt": 1, "token": "1.w1.abc"})
     assert queue.resolve("busy").state.holder == "w1"
-    move_job(queue, "busy", Action.CANCEL, who=WHO, now=T0)
+    move_job(queue, "busy", Action.CANCEL, who=WHO, env={}, now=T0)
     job = queue.resolve("busy")
     assert (job.stage, job.state.holder, job.state.token) == (Stage.FAILED, None, None)
     assert job.state.attempt_count == 1
@@ -272,7 +268,7 @@ def test_requeue_starts_the_retry_count_afresh(queue: Queue) -> None:
                                 "by": "w", "token": f"{n}.w", "outcome": "engine_failed",
                                 "action": "retry" if n == 1 else "dead"})
     assert queue.resolve("tired").state.retries_used == 1
-    move_job(queue, "tired", Action.REQUEUE, who=WHO, now=T0)
+    move_job(queue, "tired", Action.REQUEUE, who=WHO, env={}, now=T0)
     job = queue.resolve("tired")
     assert (job.stage, job.state.retries_used, job.state.attempt_count) == (Stage.INBOX, 0, 2)
 
@@ -305,7 +301,35 @@ def test_a_halted_queue_offers_nothing_and_says_why(queue: Queue) -> None:
 def test_events_are_json_lines_one_per_move(queue: Queue) -> None:
     """Each add and move adds exactly one JSON line to the job's event log."""
     job_id = add(queue, job_id="lined")
-    move_job(queue, job_id, Action.CANCEL, who=WHO, now=T0)
-    move_job(queue, job_id, Action.REQUEUE, who=WHO, now=T0)
+    move_job(queue, job_id, Action.CANCEL, who=WHO, env={}, now=T0)
+    move_job(queue, job_id, Action.REQUEUE, who=WHO, env={}, now=T0)
     lines = queue.events_path(job_id).read_text().splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["added", "moved", "moved"]
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+def test_read_log_follows_a_running_attempt_until_its_log_is_kept(queue: Queue) -> None:
+    """read_log gives the live log, then what is appended at each look (on the sleep it is
+    handed), and the last words once the attempt's log is kept; unfollowed, what is there."""
+    write_job(queue.root, "busy", stage="building")
+    live = queue.running_dir() / "busy" / "1.log"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"one\n")
+    looks: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        looks.append(seconds)
+        with live.open("ab") as out:
+            out.write(b"two\n" if len(looks) == 1 else b"three\n")
+        if len(looks) == 2:  # the attempt ends: its log is kept
+            kept = queue.logs_dir("busy") / "1.log"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(b"")
+
+    ref = LogRef("busy", 1, live, running=True)
+    assert b"".join(read_log(queue, ref, follow=True, sleep=sleep, poll=0.5)) == b"one\ntwo\nthree\n"
+    assert looks == [0.5, 0.5]
+    assert b"".join(read_log(queue, ref, follow=False, sleep=sleep)) == b"one\ntwo\nthree\n"
+    assert b"".join(read_log(queue, ref, follow=True, stop=lambda: True, sleep=sleep)) == \
+        b"one\ntwo\nthree\n" and len(looks) == 2

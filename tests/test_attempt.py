@@ -12,7 +12,10 @@ import pytest
 from aq.core.lifecycle import Outcome
 from aq.core.manifest import parse_manifest
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec
+from aq.infra.proctree import MARK_VAR
+from aq.infra.rundir import RunFiles
 from aq.store.config import QueueConfig, parse_config
+from aq.usecases.spend import live_usage
 from aq.worker.attempt import AttemptPlan, AttemptResult, build_prompt, execute
 from tests.test_proc import wait_dead
 
@@ -128,7 +131,8 @@ def test_a_retry_prompt_ends_with_the_previous_failure(tmp_path: Path) -> None:
 def test_a_first_attempt_prompt_has_no_failure_section(tmp_path: Path) -> None:
     """Without a previous failure the prompt is the body alone."""
     manifest = parse_manifest(JOB, "Do the thing.\n", "x.md")
-    plan = AttemptPlan(JOB, 1, "t", "w", manifest, tmp_path, tmp_path / "run")
+    plan = AttemptPlan(job_id=JOB, attempt=1, token="t", worker="w", manifest=manifest,
+                       queue_root=tmp_path, run_dir=tmp_path / "run")
     assert build_prompt(plan) == "Do the thing.\n"
 
 
@@ -297,3 +301,36 @@ def test_artifacts_matching_the_globs_are_collected(tmp_path: Path) -> None:
     assert result.outcome is Outcome.OK
     assert sorted(p.relative_to(work).as_posix() for p in result.artifacts) == [
         "dist/a.txt", "report.md"]
+
+
+def test_the_run_folder_holds_the_files_rundir_names(tmp_path: Path) -> None:
+    """The attempt writes its log, prompt, previous failure, pgid and mark where RunFiles says,
+    the paths every reader (reclaim, `aq logs -f`, the board) takes from it."""
+    result = run_attempt(tmp_path, f"echo ${MARK_VAR} > mark-seen\necho $$ > pid\necho done\n",
+                         attempt=2, previous_failure="it broke")
+    assert result.outcome is Outcome.OK, result.log_text
+    files = RunFiles(tmp_path / "run" / JOB, 2)
+    assert result.log_path == files.log
+    assert "done" in files.log.read_text()
+    assert "echo done" in files.prompt.read_text()
+    assert files.previous_failure.read_text() == "it broke"
+    assert files.mark.read_text() == (tmp_path / "q" / "mark-seen").read_text().strip()
+    assert int(files.pgid.read_text()) == int((tmp_path / "q" / "pid").read_text())
+
+
+STREAMED = ('echo \'{"type":"assistant","message":{"model":"m1",'
+            '"usage":{"input_tokens":100000,"output_tokens":0}}}\'\n')
+
+
+def test_the_usage_so_far_is_kept_where_live_usage_reads_it(tmp_path: Path) -> None:
+    """An engine that streams usage has its running figure kept in the run folder, priced; the
+    board and a reclaim read it back with live_usage."""
+    config = make_config(engines={"streamer": {"cmd": ["bash", "{prompt_file}"], "input": "body",
+                                               "usage": "claude-json"}},
+                         prices={"m1": {"input": 10, "output": 10}})
+    result = run_attempt(tmp_path, "---\nengine: streamer\n---\n" + STREAMED, config=config)
+    assert result.outcome is Outcome.OK, result.log_text
+    kept = live_usage(tmp_path / "run" / JOB, 1)
+    assert kept is not None
+    assert kept.input_tokens == 100_000
+    assert kept.cost_usd == pytest.approx(1.0)

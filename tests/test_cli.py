@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from aq.errors import ExitStatus
-from aq.usecases.app import who_am_i
+from aq.usecases.setup import who_am_i
 from tests.conftest import Ran, aq_env, run_aq, write_job
 
 Aq = Callable[..., Ran]

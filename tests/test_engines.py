@@ -17,7 +17,7 @@ from aq.infra.engines import (
     engine_version,
     headless_problems,
 )
-from aq.infra.usage import READERS
+from aq.infra.usage.registry import READERS
 
 PROMPTS = ["- fix the bug", "--version", "-rf /", "x" * 300 * 1024]
 

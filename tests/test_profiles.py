@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from aq.usecases.app import who_am_i
+from aq.usecases.setup import who_am_i
 from tests.conftest import Ran, aq_env, run_aq, write_job
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -1,4 +1,4 @@
-"""`aq.usecases.stats`: figures from the event logs, checked against a real run and hand-written logs."""
+"""`aq.usecases.stats` and `stats_tables`: figures from the event logs, checked against a real run and hand-written logs."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from aq.usecases.stats import (
     compute_stats,
     percentiles,
     stats_json,
-    stats_text,
 )
+from aq.usecases.stats_tables import stats_text
 from tests.conftest import T0, run_aq, write_job
 
 HOUR = 3600.0

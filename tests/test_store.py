@@ -13,8 +13,9 @@ from aq.core.events import CLAIMED
 from aq.core.lifecycle import Action, Stage
 from aq.errors import AmbiguousJob, InvalidJobId, JobNotFound, QueueNotFound
 from aq.infra.files import write_atomic
-from aq.store.queue import Queue, bad_event_lines
-from aq.usecases.app import move_job
+from aq.store.eventlog import bad_event_lines
+from aq.store.queue import Queue
+from aq.usecases.moves import record_move
 from tests.conftest import T0, aq_env, write_job
 
 
@@ -86,7 +87,7 @@ def test_the_cache_forgets_a_deleted_job(varied: Queue) -> None:
 def test_a_warm_snapshot_equals_a_cold_read_after_an_invalid_job_moved(varied: Queue) -> None:
     """After an invalid job is moved to another stage, the cached snapshot still equals a cold read."""
     varied.snapshot()
-    move_job(varied, "broken", Action.CANCEL, who="tester@bench", now=T0)
+    record_move(varied, "broken", Action.CANCEL, who="tester@bench", now=T0)
     warm = Queue(varied.root).snapshot()
     assert str(warm.by_id()["broken"].error).startswith("queue/failed/broken.md: ")
     assert warm == cold(varied)

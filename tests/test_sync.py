@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from aq.store.queue import Queue, Tx
+from aq.store.clone import Clone
+from aq.store.queue import Queue
+from aq.store.replica import Delivery
 from aq.store.sync import EMPTY_TREE, LeaseObserver, Push, Remote
+from aq.store.tx import Tx
 from tests.conftest import write_job
 from tests.fleet_helpers import Fleet, fleet_in, git, ledger_body, ledger_rows, wait_until
 
@@ -116,7 +119,7 @@ def test_align_fast_forwards_a_clone_that_is_only_behind(fleet: Fleet) -> None:
     remote = remote_of(a)
 
     assert remote.fetch()
-    remote.align()
+    Clone(remote).align()
     assert head(a) == tip
     assert (a / "queue/inbox/from-b.md").read_text() == "echo b\n"
     assert (a / "scratch.txt").read_text() == "mine\n"
@@ -140,7 +143,7 @@ def test_align_after_a_refused_commit_resets_to_the_remote_and_keeps_what_is_not
     assert remote.push() is Push.REJECTED
 
     assert remote.fetch()
-    remote.align()
+    Clone(remote).align()
     assert head(a) == tip
     assert not (a / "queue/inbox/refused.md").exists()
     assert (a / "aq.yaml").read_text() == yaml_at_tip
@@ -636,11 +639,11 @@ def test_a_git_push_orphaned_by_a_killed_worker_is_stopped_by_the_next_one(fleet
         hook.unlink()
 
 
-def test_work_whose_push_lost_a_race_is_owed_even_if_the_remote_then_goes_away(
+def test_work_whose_push_lost_a_race_stays_unpushed_even_if_the_remote_then_goes_away(
         fleet: Fleet) -> None:
     """A transaction whose push is refused and whose next fetch then fails does not count its
-    work as done because the refused commit is still in the clone: the work is owed, and it
-    reaches the remote when the remote answers again."""
+    work as done because the refused commit is still in the clone: the work stays unpushed, and
+    it reaches the remote when the remote answers again."""
     a, b = fleet.clones
     queue = Queue(a)
     target = queue.qdir / "inbox" / "mine.md"
@@ -658,13 +661,16 @@ def test_work_whose_push_lost_a_race_is_owed_even_if_the_remote_then_goes_away(
         tx.write(target, "echo mine\n")
         return "written"
 
-    queue.transact(change, "aq: add mine", owe=lambda _result: change)
-    assert queue.owed, "the work is only in a commit the remote refused, yet nothing is owed"
+    synced = queue.transact_synced(change, "aq: add mine", replay=lambda _result: change)
+    assert synced.delivery is Delivery.UNREACHABLE and not synced.confirmed
+    assert synced.unpushed == queue.unpushed == 1, \
+        "the work is only in a commit the remote refused, yet nothing is unpushed"
 
     git(a, "remote", "set-url", "--push", "origin", str(fleet.bare))
     reconnect(fleet, a)
-    queue.transact(lambda tx: None, "aq: flush", owe=lambda _result: None)
-    assert not queue.owed
+    flushed = queue.transact_synced(lambda tx: None, "aq: flush", replay=lambda _result: None)
+    assert flushed.delivery is Delivery.LANDED and flushed.unpushed == 0
+    assert not queue.unpushed
     git(fleet.seed, "fetch", "-q", "origin")
     assert "queue/inbox/mine.md" in git(fleet.seed, "ls-tree", "-r", "--name-only", "origin/main")
 

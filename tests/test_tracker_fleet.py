@@ -13,20 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from aq.core.events import parse_iso
+from aq.core.events import POSTED, POSTING, parse_iso
 from aq.core.lifecycle import Action
 from aq.store.queue import Queue
-from aq.usecases.app import move_job
-from aq.usecases.tracking import (
-    POSTED,
-    POSTING,
-    import_refs,
-    linked_job,
-    new_run,
-    posts_due,
-    take_over,
-    wall_age,
-)
+from aq.usecases.moves import record_move
+from aq.usecases.tracker_delivery import new_run, posts_due, take_over, wall_age
+from aq.usecases.tracker_import import import_refs, linked_job
 from tests.conftest import T0
 from tests.fleet_helpers import Fleet, can_fake_hosts, fleet_in, git
 from tests.test_tracking import FakeTracker, configure
@@ -145,7 +137,7 @@ def owed_by_the_gone(fleet: Fleet, tracker: FakeTracker) -> tuple[Path, Path, st
     [imported] = import_refs(queue, [ref], now=T0, who=GONE, entropy=itertools.count(1).__next__,
                              new=False, env=dict(os.environ))
     assert imported.outcome == "added", imported.message
-    move_job(queue, imported.job_id, Action.CANCEL, who=GONE, now=T0 + timedelta(minutes=1))
+    record_move(queue, imported.job_id, Action.CANCEL, who=GONE, now=T0 + timedelta(minutes=1))
     assert fleet.stage(imported.job_id) == "failed"
     return a, b, imported.job_id
 

@@ -1,4 +1,4 @@
-"""The tracker bridge (aq/tracking.py, aq/trackers): items in as jobs, each job's moves back out as
+"""The tracker bridge (aq/usecases/tracker_*.py, aq/trackers): items in as jobs, each job's moves back out as
 posts, through the command adapter and a stand-in tracker CLI (a real script, real processes)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aq.core.events import iso, parse_iso
+from aq.core.events import POSTED, POSTING, UPDATED, iso, parse_iso
 from aq.core.lifecycle import Action
 from aq.errors import ConfigError, UsageError
 from aq.store.config import parse_config
@@ -40,24 +40,18 @@ from aq.trackers.base import (
     parse_settings,
 )
 from aq.trackers.command import CommandTracker
-from aq.usecases.app import add_job, move_job
-from aq.usecases.tracking import (
-    POSTED,
-    POSTING,
-    UPDATED,
-    Sent,
-    compose,
+from aq.usecases.jobs import add_job
+from aq.usecases.moves import move_job, record_move
+from aq.usecases.tracker_delivery import Sent, posts_due, record_sent, to_tracker
+from aq.usecases.tracker_import import (
     import_item,
     import_query,
     import_refs,
     job_fields,
     linked_job,
-    owed_posts,
-    post_key,
-    posts_due,
-    record_sent,
-    to_tracker,
+    watch_imports,
 )
+from aq.usecases.tracker_posts import compose, owed_posts, post_key
 from tests.conftest import T0, Ran, aq_env, make_queue, run_aq
 from tests.fleet_helpers import alive, git, wait_until
 
@@ -541,7 +535,7 @@ def test_posts_wait_for_their_mover_carry_the_last_status_and_settle_once(
     report = to_tracker(worked, [job.id], me=WHO, now=moved, env=env())
     assert report.sent == () and [w.owner for w in report.waiting] == ["w2", "w2"]
 
-    move_job(worked, job.id, Action.SHIP, who=WHO, now=datetime.now(UTC))
+    record_move(worked, job.id, Action.SHIP, who=WHO, now=datetime.now(UTC))
     evs = worked.read_events(job.id)
     owed = owed_posts(job, evs)
     assert [o.post.status for o in owed] == [None, None, DONE]
@@ -836,3 +830,38 @@ def test_watch_keeps_importing_until_interrupted(queue_root: Path, linked: Queue
     lines = out.splitlines()
     assert [line.split(" -> ")[0] for line in lines] == ["cmd:fake:1", "cmd:fake:2"], out
     assert all("added" in line for line in lines)
+
+
+# --- the move and the watch, as use-cases -------------------------------------------------------
+
+def test_a_persons_move_posts_to_its_item_at_once(linked: Queue, tracker: FakeTracker) -> None:
+    """move_job (what the CLI and the dash call) says the move first, then sends the post it owes."""
+    ref = tracker.add("1", "One", "echo one")
+    [imported] = imports(linked, ref)
+    job_id = imported.job_id or ""
+    heard: list[tuple[str, int]] = []
+    result = move_job(linked, job_id, Action.CANCEL, who=WHO, now=T0 + timedelta(minutes=1),
+                      env=env(), announce=lambda moved: heard.append((moved.job_id,
+                                                                      len(tracker.said()))))
+    assert heard == [(job_id, 0)]  # announced before the tracker heard of it
+    assert [(s.ok, s.ref) for s in result.tracker] == [(True, ref)]
+    assert [verb for verb, _, _ in tracker.said()] == ["comment"]
+    assert owed_posts(linked.resolve(job_id), linked.read_events(job_id)) == []
+
+
+def test_a_watch_yields_each_looks_news_and_sleeps_between_looks(linked: Queue,
+                                                                  tracker: FakeTracker) -> None:
+    """Each look of `watch_imports` yields only what it has not said before, then sleeps `every`;
+    `stop` ends it after a look."""
+    tracker.add("1", "First")
+    slept: list[float] = []
+    stopping = [False]
+    looks = watch_imports(linked, [], "cmd:fake", label=None, every=5.0, clock=lambda: T0,
+                          who=WHO, entropy=itertools.count(1).__next__, new=False, env=env(),
+                          sleep=slept.append, stop=lambda: stopping[0])
+    assert [(r.ref, r.outcome) for r in next(looks)] == [("cmd:fake:1", "added")]
+    assert next(looks) == [] and slept == [5.0]  # imported already: no news
+    tracker.add("2", "Second")
+    assert [(r.ref, r.outcome) for r in next(looks)] == [("cmd:fake:2", "added")]
+    stopping[0] = True
+    assert list(looks) == [] and slept == [5.0, 5.0]

@@ -10,20 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from aq.core.events import POSTING
 from aq.core.lifecycle import Action, Stage
 from aq.errors import ConfigError
 from aq.store.queue import Queue
 from aq.trackers.base import GitHubSettings, Item, Post, Ref, TrackerError, parse_ref
 from aq.trackers.github import GitHub
-from aq.usecases.tracking import (
-    POSTING,
-    OwedPost,
-    import_item,
-    owed_posts,
-    post_key,
-    post_moves,
-    posts_due,
-)
+from aq.usecases.tracker_delivery import post_moves, posts_due
+from aq.usecases.tracker_import import import_item
+from aq.usecases.tracker_posts import OwedPost, owed_posts, post_key
 from aq.worker.courier import Sightings
 from tests.conftest import T0, write_job
 from tests.fake_github import FakeGitHub
@@ -107,9 +102,9 @@ def test_a_persons_move_never_overrides_a_live_claim(queue_root: Path, tracker: 
     for owed in owed_posts(job, queue.read_events("j")):
         log(queue_root, "j", {"ts": "2026-01-01T12:02:30.000000Z", "type": POSTING, "by": "w1",
                               "run": "w1/7/cc", "for": owed.key, "ref": owed.ref})
-    from aq.usecases.app import move_job
+    from aq.usecases.moves import record_move
 
-    move_job(queue, "j", Action.SHIP, who=WHO, now=now)
+    record_move(queue, "j", Action.SHIP, who=WHO, now=now)
     waited: list[float] = []
     clock = [0.0]
 
@@ -222,7 +217,7 @@ def test_a_pull_request_already_open_is_found_not_made_twice() -> None:
 def test_a_batch_starts_no_post_after_its_deadline(queue_root: Path, tracker: FakeTracker) -> None:
     """Posts whose turn comes after the deadline are not started (their claims would have grown
     old): they come back not sent, to be tried again."""
-    from aq.usecases.tracking import Trackers, send
+    from aq.usecases.tracker_delivery import Trackers, send
 
     configure(queue_root, tracker)
     tracker.add("1", "One")

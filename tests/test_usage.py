@@ -13,16 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aq.core.prices import Price, parse_prices, priced
+from aq.core.usage import Usage
 from aq.errors import ConfigError
-from aq.infra.usage import (
-    READERS,
-    Price,
-    Usage,
-    UsageReader,
-    parse_prices,
-    priced,
-    reader_for,
-)
+from aq.infra.usage.reader import UsageReader
+from aq.infra.usage.registry import READERS, reader_for
 
 SAMPLES = Path(__file__).parent / "data" / "agent-cli-samples"
 

@@ -1,4 +1,5 @@
-"""aq.infra.repos: per-attempt worktrees of a project repository, with real git and a bare remote."""
+"""aq.infra.repos (with repocache, rescue and shipping): per-attempt worktrees of a project
+repository, with real git and a bare remote."""
 
 from __future__ import annotations
 
@@ -11,21 +12,18 @@ from pathlib import Path
 import pytest
 
 from aq.errors import GitError
+from aq.infra.repocache import cache_dir_for, default_branch, ensure_cache
 from aq.infra.repos import (
     Workspace,
-    cache_dir_for,
     changed_files,
     commit_leftovers,
     commits_since_start,
-    default_branch,
-    diff_against_base,
-    ensure_cache,
-    merge_into_base,
     open_workspace,
     push_branch,
     remove_workspace,
-    rescue_stale,
 )
+from aq.infra.rescue import rescue_stale
+from aq.infra.shipping import diff_against_base, merge_into_base
 from tests.conftest import IDENTITY, git_in, write
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,9 +8,11 @@ plus `fold(events)`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
+
+from aq.core.lifecycle import Stage
 
 Event = dict[str, Any]
 
@@ -21,6 +23,10 @@ FINISHED = "finished"  # a worker's attempt ended and moved the job
 MOVED = "moved"  # a person's move: promote, ship, reject, requeue, cancel
 STALE_RESULT = "stale_result"
 NOTE = "note"
+RESCUED = "rescued"  # a killed worker's unpushed work, put on a branch
+UPDATED = "updated_from_tracker"  # an inbox job's file changed to its tracker item's new text
+POSTING = "tracker_posting"  # a post to a tracker item, held by one sender (or let go)
+POSTED = "tracker_posted"  # that post sent
 
 
 def iso(moment: datetime) -> str:
@@ -29,6 +35,67 @@ def iso(moment: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- events as written: each type's fields in one order (people read the JSON lines) -----------
+
+def added(ts: str, by: str, **extra: Any) -> Event:
+    """A job added to the inbox; `extra` after (its idempotency key, its tracker item...)."""
+    return {"ts": ts, "type": ADDED, "by": by, "to": Stage.INBOX, **extra}
+
+
+def claimed(ts: str, by: str, attempt: int, token: str, **extra: Any) -> Event:
+    """A claim: inbox -> building under a fresh lease `token`; `extra`: host, pid, what it pins."""
+    return {"ts": ts, "type": CLAIMED, "by": by, "from": Stage.INBOX, "to": Stage.BUILDING,
+            "attempt": attempt, "token": token, **extra}
+
+
+def finished(ts: str, by: str, to: str, action: str, attempt: int, token: str | None,
+             outcome: str, **extra: Any) -> Event:
+    """An attempt's end, moving its job out of building (its result, or a lease taken back)."""
+    return {"ts": ts, "type": FINISHED, "by": by, "from": Stage.BUILDING, "to": to,
+            "action": action, "attempt": attempt, "token": token, "outcome": outcome, **extra}
+
+
+def stale_result(ts: object, by: object, attempt: object, token: object, outcome: object,
+                 log: object, **extra: Any) -> Event:
+    """A result fenced (the job is no longer under its lease): kept, moving nothing. (Its
+    fields may be a salvaged `finished` event's, as that event had them.)"""
+    return {"ts": ts, "type": STALE_RESULT, "by": by, "attempt": attempt, "token": token,
+            "outcome": outcome, "log": log, **extra}
+
+
+def moved(ts: str, by: str, source: str, target: str, action: str, why: str,
+          **extra: Any) -> Event:
+    """A person's move of a job from stage `source` to `target`."""
+    return {"ts": ts, "type": MOVED, "by": by, "from": source, "to": target, "action": action,
+            "why": why, **extra}
+
+
+def note(ts: str, by: str, token: str, **extra: Any) -> Event:
+    """A note on a job under lease `token` (why it waits, a conflict); moves nothing."""
+    return {"ts": ts, "type": NOTE, "by": by, "token": token, **extra}
+
+
+def rescued(ts: str, by: str, branch: str, why: str) -> Event:
+    """Work a killed worker left unpushed, now on the pushed `branch`."""
+    return {"ts": ts, "type": RESCUED, "by": by, "branch": branch, "why": why}
+
+
+def updated_from_tracker(ts: str, by: str, ref: str, from_hash: str) -> Event:
+    """An inbox job's file rewritten from its tracker item `ref`; `from_hash`: the text before."""
+    return {"ts": ts, "type": UPDATED, "by": by, "tracker_item": ref, "from_hash": from_hash}
+
+
+def tracker_posting(ts: str, by: str, run: str | None, key: str, ref: str,
+                    **extra: Any) -> Event:
+    """Post `key` to tracker item `ref` held by `by` in `run`; `extra`: released, when let go."""
+    return {"ts": ts, "type": POSTING, "by": by, "run": run, "for": key, "ref": ref, **extra}
+
+
+def tracker_posted(ts: str, by: str, key: str, ref: str, **extra: Any) -> Event:
+    """Post `key` sent to tracker item `ref`; `extra`: its url, when the tracker gave one."""
+    return {"ts": ts, "type": POSTED, "by": by, "for": key, "ref": ref, **extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +111,7 @@ class Attempt:
     artifacts: tuple[str, ...] = ()
     reason: str | None = None
     engine: str | None = None
-    usage: dict[str, Any] | None = None  # what the engine reported (aq.infra.usage.Usage.to_event)
+    usage: dict[str, Any] | None = None  # what the engine reported (aq.core.usage.Usage.to_event)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
@@ -93,84 +160,121 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
 
 def fold(events: Iterable[Event]) -> JobState:
     """The current state of a job from its events, oldest first. Unknown types are kept, not fatal."""
-    attempts: list[Attempt] = []
-    token = holder = added_at = not_before = last_fp = last_tail = last_outcome = last_reason = None
-    holder_host: str | None = None
-    holder_pid: int | None = None
-    retries_used = reclaims = count = 0
-    wall_used = 0.0
-    backoff: float | None = None
-    outside: tuple[str, ...] = ()
-    branch: str | None = None
-    branch_head: str | None = None
-    branch_pushed = False
-    usd_used, tokens_used = 0.0, 0
-    session: tuple[str, str, dict[str, Any], str] | None = None
+    folding = _Folding()
     for event in events:
-        count += 1
+        folding.events += 1
         kind = event.get("type")
         if kind in (FINISHED, STALE_RESULT) and isinstance(event.get("usage"), dict):
-            usage = event["usage"]
-            usd_used += _number(usage.get("cost_usd"))
-            tokens_used += int(sum(_number(usage.get(key)) for key in TOKEN_KEYS))
-            if kind == FINISHED and usage.get("session") and event.get("engine"):
-                total = event.get("session_usage")
-                where = event.get("session_where")  # host:cwd the session lives in
-                session = (str(event["engine"]), str(usage["session"]),
-                           total if isinstance(total, dict) else usage,
-                           str(where) if isinstance(where, str) else "")
+            folding.spend(kind, event)
         if kind == ADDED:
-            added_at = added_at or event.get("ts")
+            folding.added_at = folding.added_at or event.get("ts")
         elif kind == CLAIMED:
-            token, holder = event.get("token"), event.get("by")
-            holder_host, pid = event.get("host"), event.get("pid")
-            holder_pid = pid if isinstance(pid, int) else None
-            attempts.append(Attempt(
-                number=int(event.get("attempt", len(attempts) + 1)),
-                worker=str(holder), token=str(token), started=str(event.get("ts")),
-            ))
-            not_before, backoff = None, None
+            folding.claim(event)
         elif kind == FINISHED:
-            # a failed attempt's stray file is still there for the retry, which sees it as dirty
-            # before it started: every attempt's count until a person requeues the job
-            found = tuple(str(p) for p in event.get("out_of_scope") or ())
-            # a job's branch judged as a whole against base (scope: branch) replaces the count
-            outside = found if event.get("scope") == "branch" else tuple(dict.fromkeys((*outside, *found)))
-            if event.get("branch"):
-                branch, branch_head = str(event["branch"]), event.get("head")
-                branch_pushed = bool(event.get("pushed"))
-            if attempts and attempts[-1].token == event.get("token"):
-                attempts[-1] = _finish(attempts[-1], event)
-            duration = event.get("duration")
-            wall_used += float(duration) if isinstance(duration, int | float) else 0.0
-            token = holder = holder_host = holder_pid = None
-            not_before = event.get("not_before")
-            wait = event.get("backoff")
-            backoff = float(wait) if isinstance(wait, int | float) and not_before else None
-            last_outcome, last_reason = event.get("outcome"), event.get("why")
-            action = event.get("action")
-            if action == "retry":
-                retries_used += 1
-            reclaims += counts_as_reclaim(event)
-            if event.get("outcome") not in (None, "ok", "interrupted"):
-                last_fp, last_tail = event.get("fingerprint"), event.get("tail")
+            folding.finish(event)
         elif kind == MOVED:
-            last_reason = event.get("why") or last_reason
-            if event.get("action") == "cancel" and token is not None:
-                token = holder = holder_host = holder_pid = None
-            if event.get("action") == "requeue":
-                retries_used, reclaims, last_fp, not_before, backoff = 0, 0, None, None, None
-                usd_used, tokens_used = 0.0, 0  # a person chose to spend more on it
-                outside = ()
-    return JobState(
-        attempts=tuple(attempts), token=token, holder=holder, holder_host=holder_host,
-        holder_pid=holder_pid, added_at=added_at,
-        not_before=not_before, retry_backoff=backoff, retries_used=retries_used, last_fingerprint=last_fp,
-        last_failure_tail=last_tail, last_outcome=last_outcome, reclaims=reclaims,
-        last_reason=last_reason, events=count, wall_used=wall_used, out_of_scope=outside,
-        branch=branch, branch_head=branch_head if isinstance(branch_head, str) else None,
-        branch_pushed=branch_pushed, usd_used=usd_used, tokens_used=tokens_used, session=session,
-    )
+            folding.move(event)
+    return folding.state()
+
+
+@dataclass(slots=True)
+class _Folding:
+    """A job's state while `fold` reads its events: JobState's fields, changed in place."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    token: str | None = None
+    holder: str | None = None
+    holder_host: str | None = None
+    holder_pid: int | None = None
+    added_at: str | None = None
+    not_before: str | None = None
+    retry_backoff: float | None = None
+    retries_used: int = 0
+    last_fingerprint: str | None = None
+    last_failure_tail: str | None = None
+    last_outcome: str | None = None
+    reclaims: int = 0
+    last_reason: str | None = None
+    events: int = 0
+    wall_used: float = 0.0
+    out_of_scope: tuple[str, ...] = ()
+    branch: str | None = None
+    branch_head: object = None  # JobState keeps it only when it is a string
+    branch_pushed: bool = False
+    usd_used: float = 0.0
+    tokens_used: int = 0
+    session: tuple[str, str, dict[str, Any], str] | None = None
+
+    def spend(self, kind: object, event: Event) -> None:
+        """What a finished (or fenced) attempt's engine used; a finished one's session."""
+        usage = event["usage"]
+        self.usd_used += _number(usage.get("cost_usd"))
+        self.tokens_used += int(sum(_number(usage.get(key)) for key in TOKEN_KEYS))
+        if kind == FINISHED and usage.get("session") and event.get("engine"):
+            total = event.get("session_usage")
+            where = event.get("session_where")  # host:cwd the session lives in
+            self.session = (str(event["engine"]), str(usage["session"]),
+                            total if isinstance(total, dict) else usage,
+                            str(where) if isinstance(where, str) else "")
+
+    def claim(self, event: Event) -> None:
+        self.token, self.holder = event.get("token"), event.get("by")
+        self.holder_host, pid = event.get("host"), event.get("pid")
+        self.holder_pid = pid if isinstance(pid, int) else None
+        self.attempts.append(Attempt(
+            number=int(event.get("attempt", len(self.attempts) + 1)),
+            worker=str(self.holder), token=str(self.token), started=str(event.get("ts")),
+        ))
+        self.not_before, self.retry_backoff = None, None
+
+    def finish(self, event: Event) -> None:
+        # a failed attempt's stray file is still there for the retry, which sees it as dirty
+        # before it started: every attempt's count until a person requeues the job
+        found = tuple(str(p) for p in event.get("out_of_scope") or ())
+        # a job's branch judged as a whole against base (scope: branch) replaces the count
+        self.out_of_scope = (found if event.get("scope") == "branch"
+                             else tuple(dict.fromkeys((*self.out_of_scope, *found))))
+        if event.get("branch"):
+            self.branch, self.branch_head = str(event["branch"]), event.get("head")
+            self.branch_pushed = bool(event.get("pushed"))
+        if self.attempts and self.attempts[-1].token == event.get("token"):
+            self.attempts[-1] = _finish(self.attempts[-1], event)
+        duration = event.get("duration")
+        self.wall_used += float(duration) if isinstance(duration, int | float) else 0.0
+        self.token = self.holder = self.holder_host = self.holder_pid = None
+        self.not_before = event.get("not_before")
+        wait = event.get("backoff")
+        self.retry_backoff = float(wait) if isinstance(wait, int | float) and self.not_before else None
+        self.last_outcome, self.last_reason = event.get("outcome"), event.get("why")
+        if event.get("action") == "retry":
+            self.retries_used += 1
+        self.reclaims += counts_as_reclaim(event)
+        if event.get("outcome") not in (None, "ok", "interrupted"):
+            self.last_fingerprint, self.last_failure_tail = event.get("fingerprint"), event.get("tail")
+
+    def move(self, event: Event) -> None:
+        self.last_reason = event.get("why") or self.last_reason
+        if event.get("action") == "cancel" and self.token is not None:
+            self.token = self.holder = self.holder_host = self.holder_pid = None
+        if event.get("action") == "requeue":
+            self.retries_used, self.reclaims, self.last_fingerprint = 0, 0, None
+            self.not_before, self.retry_backoff = None, None
+            self.usd_used, self.tokens_used = 0.0, 0  # a person chose to spend more on it
+            self.out_of_scope = ()
+
+    def state(self) -> JobState:
+        return JobState(
+            attempts=tuple(self.attempts), token=self.token, holder=self.holder,
+            holder_host=self.holder_host, holder_pid=self.holder_pid, added_at=self.added_at,
+            not_before=self.not_before, retry_backoff=self.retry_backoff,
+            retries_used=self.retries_used, last_fingerprint=self.last_fingerprint,
+            last_failure_tail=self.last_failure_tail, last_outcome=self.last_outcome,
+            reclaims=self.reclaims, last_reason=self.last_reason, events=self.events,
+            wall_used=self.wall_used, out_of_scope=self.out_of_scope, branch=self.branch,
+            branch_head=self.branch_head if isinstance(self.branch_head, str) else None,
+            branch_pushed=self.branch_pushed, usd_used=self.usd_used,
+            tokens_used=self.tokens_used, session=self.session,
+        )
 
 
 def counts_as_reclaim(event: Event) -> bool:

@@ -7,6 +7,10 @@ longer pause than `gap`. When a watch starts (the first look, the first after an
 first after nobody on the machine looked for a while), every lease's silence starts from it:
 whatever the holders did meanwhile is unknown, and they get a full TTL to be seen again.
 
+A holder has rules of its own, on its own monotonic clock: how often it renews (the heartbeat
+interval) and how long it may go unrenewed before it stops its attempts (the renew deadline),
+well before any observer could count its lease as expired.
+
 No I/O and no clock here: the caller passes `now`.
 """
 
@@ -45,3 +49,49 @@ def watch_gap(lease_ttl: float, poll: float) -> float:
     heartbeat (a quarter of the TTL by default) look a TTL silent; and at least three polls,
     so that a worker looking at its own pace keeps its watch."""
     return max(lease_ttl / 2, 3 * poll)
+
+
+# --- a worker's own rules, on its monotonic clock ---------------------------------------------
+
+def heartbeat_every(lease_ttl: float, asked: float | None) -> float:
+    """The heartbeat interval: the one asked for (command line, then aq.yaml), else a quarter
+    of the TTL, so that a lease is renewed a few times before anyone could see it expire."""
+    return asked or lease_ttl / 4
+
+
+def renew_deadline(lease_ttl: float, heartbeat_interval: float) -> float:
+    """How long a holder may go without a renewal reaching the remote before it stops its own
+    attempts: well before any observer could see the lease as expired (two heartbeats early,
+    and never later than half the TTL)."""
+    return max(lease_ttl - 2 * heartbeat_interval, lease_ttl / 2)
+
+
+def unrenewed(now: float, renewed_at: float, claimed_at: float, landed_at: float | None, *,
+              offline: bool) -> float | None:
+    """Seconds the holder's own lease has gone unrenewed at `now`: from the later of its last
+    renewal and its claim (observers start counting when they first see the claim). An offline
+    claim is a lease only once the remote took it (`landed_at`); before that, None."""
+    start = claimed_at
+    if offline:
+        if landed_at is None:
+            return None  # the remote has not seen this claim: no one counts it as a lease
+        start = landed_at
+    return now - max(renewed_at, start)
+
+
+def expired(silent: float, lease_ttl: float) -> bool:
+    """A lease held elsewhere is expired once it has gone `lease_ttl` unrenewed (as watched)."""
+    return silent >= lease_ttl
+
+
+def may_expire(silent: float, seen_renewed: bool, heartbeat_interval: float) -> bool:
+    """A lease that may yet expire, so a draining worker waits for it: one not yet seen renewed,
+    or one unrenewed for two heartbeats."""
+    return silent > 2 * heartbeat_interval or not seen_renewed
+
+
+def look_is_fresh(looked_at: float, now: float, heartbeat_interval: float) -> bool:
+    """Whether heartbeats fetched at `looked_at` still serve at `now` (aged by the time passed):
+    for a quarter heartbeat interval, at most 5s. A renewal noticed late only makes a lease look
+    younger, so this never takes a job back early; it may take one back up to that much later."""
+    return now - looked_at < min(heartbeat_interval / 4, 5.0)

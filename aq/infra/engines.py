@@ -41,7 +41,7 @@ class EngineSpec:
     yolo: tuple[str, ...] = ()
     input: str = "prompt"
     env: Mapping[str, str] = field(default_factory=dict)
-    usage: str | None = None  # the usage reader for its output (aq.infra.usage.READERS)
+    usage: str | None = None  # the usage reader for its output (aq.infra.usage.registry.READERS)
     resume: tuple[str, ...] = ()  # resumes session {session}; empty: the CLI cannot be resumed
     max_usd: tuple[str, ...] = ()  # the CLI's own cap of {usd}; empty: it has none
     yolo_env: Mapping[str, str] = field(default_factory=dict)  # env that yolo adds (goose)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ def git(root: Path, *args: str, check: bool = True, input: str | None = None,
     if _LOG:
         _log_call(_LOG, root, args, done)
     if check and done.returncode != 0:
-        raise GitError(f"git {args[0]} failed in {root}: {_reason(done)}")
+        raise GitError(f"git {args[0]} failed in {root}: {reason(done)}")
     return done
 
 
@@ -47,7 +48,7 @@ def _log_call(path: str, root: Path, args: tuple[str, ...], done: proc.Completed
         log.write(line + "\n")
 
 
-def _reason(done: proc.Completed) -> str:
+def reason(done: proc.Completed) -> str:
     """git's own words for a failure: its fatal:/error: line, else its last line."""
     lines = [line.strip() for line in (done.stderr.strip() or done.stdout.strip()).splitlines()]
     for line in lines:
@@ -98,7 +99,7 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
         return True
     if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
         return False
-    raise GitError(f"git commit failed in {root}: {_reason(done)}")
+    raise GitError(f"git commit failed in {root}: {reason(done)}")
 
 
 def kill_orphaned_git(root: Path) -> list[int]:
@@ -163,3 +164,71 @@ def clear_stale_locks(git_dir: Path | None, older_than: float = 5.0) -> list[str
         except FileNotFoundError:
             continue
     return removed
+
+
+# --- a repository cache's refs and pushes (aq.infra.repos) ------------------------------------
+
+
+def must(done: proc.Completed, what: str) -> proc.Completed:
+    """`done` if git succeeded; else GitError "<what>: <git's reason>"."""
+    if done.returncode != 0:
+        raise GitError(f"{what}: {reason(done)}")
+    return done
+
+
+def commit_of(repo: Path, ref: str) -> str | None:
+    """The commit `ref` names in `repo`; None when there is none."""
+    done = git(repo, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}", check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def head_of(path: Path) -> str:
+    """The commit checked out in the worktree at `path`."""
+    done = must(git(path, "rev-parse", "HEAD", check=False), f"{path} has no commit checked out")
+    return done.stdout.strip()
+
+
+def origin_url(cache: Path) -> str:
+    """The URL a repository cache was cloned from."""
+    done = git(cache, "config", "--get", "remote.origin.url", check=False)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise GitError(f"the repository cache {cache} has no origin: remove it and it is cloned again")
+    return done.stdout.strip()
+
+
+def push_to(cwd: Path, url: str, refspec: str, timeout: float, *flags: str) -> proc.Completed:
+    # to the URL, not to `origin`: no remote-tracking ref is written, so no lock is needed
+    return git(cwd, "push", "--porcelain", "--no-verify", *flags, url, refspec, check=False,
+               timeout=timeout)
+
+
+def rejected(done: proc.Completed) -> bool:
+    """The remote refused the update as not a fast-forward (or a lease no longer held)."""
+    return done.returncode != 0 and any(line.startswith("!") and "[rejected]" in line
+                                        for line in done.stdout.splitlines())
+
+
+def remote_commit(cache: Path, url: str, ref: str, timeout: float) -> str | None:
+    """Where `ref` points on the remote at `url` now; None when it has no such ref."""
+    done = git(cache, "ls-remote", url, ref, check=False, timeout=timeout)
+    if done.returncode != 0:
+        raise GitError(f"cannot reach {shown_url(url)} to check a push: {reason(done)}")
+    return done.stdout.split()[0] if done.stdout.strip() else None
+
+
+def track(cache: Path, branch: str, commit: str) -> None:
+    """Note in the cache what was just pushed, as a fetch would. Under the lock (a fetch writes
+    the same refs)."""
+    git(cache, "update-ref", f"refs/remotes/origin/{branch}", commit, check=False)
+
+
+def unpushed(cache: Path, commit: str) -> bool:
+    """True when `commit` holds work that is on none of origin's branches (as last fetched)."""
+    done = git(cache, "rev-list", "-n", "1", commit, "--not", "--remotes=origin")
+    return bool(done.stdout.strip())
+
+
+def shown_url(repo: str) -> str:
+    """The repository as it may appear in a message: without a user or token in its URL."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1", repo)
+

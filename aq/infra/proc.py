@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aq.infra.proctree import ProcessTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,20 +137,11 @@ def run_streaming(
     if mark is not None:
         env = {**env, proctree.MARK_VAR: mark}
     try:
-        proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            # one pipe keeps the order a person reads; a usage reader needs stdout on its own
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE if on_stdout else subprocess.STDOUT,
-            start_new_session=True,  # what a dead worker leaves is killed by this group id
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as err:
+        proc = _spawn(argv, cwd, env, stdin is not None, separate_stderr=on_stdout is not None)
+    except OSError as err:  # "unstartable": e.g. E2BIG, the command line is longer than allowed
         sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
-        return StreamResult(None, "missing", clock() - start)
-    except OSError as err:  # e.g. E2BIG: the command line is longer than the system allows
-        sink(f"aq: cannot start {argv[0]}: {err.strerror or err}\n".encode())
-        return StreamResult(None, "unstartable", clock() - start)
-    _widen(proc.stdout)
+        missing = isinstance(err, FileNotFoundError | PermissionError | NotADirectoryError)
+        return StreamResult(None, "missing" if missing else "unstartable", clock() - start)
     # known from the start and looked at now and then: a tool that scrubbed its environment is
     # still found by its parent links, as long as one was seen while its parent lived
     tree = proctree.ProcessTree(proc.pid, proc.pid, mark)
@@ -160,28 +154,67 @@ def run_streaming(
         tree.stop(0.0, wait_exit=waiter(proc))
         proc.wait()
         raise
+    ended = _watch(proc, tree, _Ends(stop, limit, deadline), grace, clock)
+    leftovers = _end(proc, tree, threads)
+    code = proc.returncode if ended == "exit" else None
+    return StreamResult(code, ended, clock() - start, leftovers)
+
+
+def _spawn(argv: Sequence[str], cwd: Path | str, env: Mapping[str, str], feed_stdin: bool, *,
+           separate_stderr: bool) -> subprocess.Popen[bytes]:
+    """Start a streamed run in a session of its own, its output pipe widened."""
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=dict(env),
+        stdin=subprocess.PIPE if feed_stdin else subprocess.DEVNULL,
+        # one pipe keeps the order a person reads; a usage reader needs stdout on its own
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
+        start_new_session=True,  # what a dead worker leaves is killed by this group id
+    )
+    _widen(proc.stdout)
+    return proc
+
+
+@dataclass(frozen=True, slots=True)
+class _Ends:
+    """What ends a streamed run before it exits, in the order they are looked at."""
+
+    stop: threading.Event
+    limit: Callable[[], bool] | None
+    deadline: float | None
+
+    def reason(self, clock: Callable[[], float]) -> str | None:
+        """"stopped", "limit" or "timeout" once one holds; None while none does."""
+        if self.stop.is_set():
+            return "stopped"
+        if self.limit is not None and self.limit():
+            return "limit"
+        if self.deadline is not None and clock() >= self.deadline:
+            return "timeout"
+        return None
+
+
+def _watch(proc: subprocess.Popen[bytes], tree: ProcessTree, ends: _Ends, grace: float,
+           clock: Callable[[], float]) -> str:
+    """Wait for the run to exit ("exit"), or stop its tree when one of `ends` holds; why it ended."""
     looked = clock()
-    ended = "exit"
     while True:
         try:
             proc.wait(timeout=0.1)
-            break
+            return "exit"
         except subprocess.TimeoutExpired:
             pass
         if clock() - looked >= TREE_LOOK:
             tree.refresh()
             looked = clock()
-        if stop.is_set():
-            ended = "stopped"
-        elif limit is not None and limit():
-            ended = "limit"
-        elif deadline is not None and clock() >= deadline:
-            ended = "timeout"
-        else:
-            continue
-        tree.stop(grace, wait_exit=waiter(proc))
-        break
-    proc.wait()
+        ended = ends.reason(clock)
+        if ended is not None:
+            tree.stop(grace, wait_exit=waiter(proc))
+            proc.wait()
+            return ended
+
+
+def _end(proc: subprocess.Popen[bytes], tree: ProcessTree, threads: list[threading.Thread]) -> int:
+    """After the run exited: kill what it left, let the pumps drain; how many were left."""
     # leftovers of a run that exited: its group, and what it started in sessions of its own
     leftovers = tree.sweep()
     _kill_group(proc.pid, signal.SIGKILL)
@@ -190,8 +223,7 @@ def run_streaming(
     for pipe, thread in zip((proc.stdout, proc.stderr), threads, strict=False):
         if pipe is not None and not thread.is_alive():
             pipe.close()
-    code = proc.returncode if ended == "exit" else None
-    return StreamResult(code, ended, clock() - start, len(leftovers))
+    return len(leftovers)
 
 
 PIPE_SIZE = 1 << 20  # the default most a user may give a pipe (/proc/sys/fs/pipe-max-size)

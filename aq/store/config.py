@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
+from aq.core.prices import Price, parse_prices
 from aq.errors import ConfigError
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
-from aq.infra.usage import READERS, Price, parse_prices
+from aq.infra.files import StatCache, signature
+from aq.infra.usage.registry import READERS
 from aq.trackers.base import TrackerSettings, parse_settings
 
 CONFIG_NAME = "aq.yaml"
@@ -190,40 +191,18 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     refused = describe(CONFIG_NAME, stat.st_mode)
     if refused is not None:
         raise ConfigError(refused)
-    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, _CACHE_VERSION)
-    cached = _cached_config(cache_dir, signature)
-    if cached is not None:
+    if cache_dir is None:
+        return _read_config(path)
+    cache = StatCache(cache_dir / "config.pickle", _CACHE_VERSION)
+    cached = cache.load(signature(stat))
+    if isinstance(cached, QueueConfig):
         return cached
     config = _read_config(path)
-    _save_config(cache_dir, signature, config)
+    cache.save(signature(stat), config)
     return config
 
 
-_CACHE_VERSION = 5  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
-
-
-def _cached_config(cache_dir: Path | None, signature: tuple[int, ...]) -> QueueConfig | None:
-    if cache_dir is None:
-        return None
-    import pickle
-
-    try:
-        with open(cache_dir / "config.pickle", "rb") as handle:
-            saved_signature, config = pickle.load(handle)
-    except Exception:  # any unreadable cache is simply rebuilt
-        return None
-    return config if saved_signature == signature and isinstance(config, QueueConfig) else None
-
-
-def _save_config(cache_dir: Path | None, signature: tuple[int, ...], config: QueueConfig) -> None:
-    if cache_dir is None:
-        return
-    import pickle
-
-    from aq.infra.files import write_atomic
-
-    with contextlib.suppress(OSError):  # a read-only clone still works, only slower
-        write_atomic(cache_dir / "config.pickle", pickle.dumps((signature, config)))
+_CACHE_VERSION = 6  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:

@@ -26,9 +26,10 @@ from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile
 from aq.core.scheduler import Verdict
 from aq.errors import AqError
-from aq.store.queue import Job, Queue, Snapshot
+from aq.store.queue import Queue
+from aq.store.snapshot import Job, Snapshot
 from aq.store.sync import LeaseObserver, Remote
-from aq.usecases.app import Capabilities, _profiles_used, list_jobs
+from aq.usecases.listing import Capabilities, list_jobs, profiles_used
 
 WIDE = 120  # from this many columns on, all seven stages stand side by side
 STAGE_WIDTH = 38  # narrower: as many stages side by side as fit about this wide
@@ -98,7 +99,7 @@ def board_data(
         _observe(queue, remote, observer, monotonic, listing.jobs, problems)
     seen = observer.workers(monotonic)
     ages = {worker: age for worker, (age, _payload) in seen.items()}
-    profiles = _profiles_used(queue, Snapshot(listing.jobs, listing.problems))
+    profiles = profiles_used(queue, Snapshot(listing.jobs, listing.problems))
     by_stage: dict[Stage, list[Job]] = {stage: [] for stage in STAGES}
     for job in listing.jobs:
         by_stage[job.stage].append(job)

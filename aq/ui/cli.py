@@ -1,4 +1,4 @@
-"""The command line: parse, call one use-case in `aq.usecases.app`, render. Nothing else lives here.
+"""The command line: parse, call one use-case in `aq.usecases`, render. Nothing else lives here.
 
 `main` is the one exit boundary: an `AqError` becomes one line on stderr and its exit code.
 """
@@ -11,21 +11,24 @@ import os
 import re
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from aq.errors import AqError, ExitStatus, UsageError
+from aq.infra.clock import utc_now as now
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aq.core.manifest import Budget
     from aq.core.scheduler import Verdict
-    from aq.store.queue import Job, Queue
-    from aq.usecases.app import JobDetail, Listing, NextResult
+    from aq.store.queue import Queue
+    from aq.store.snapshot import Job
+    from aq.usecases.jobs import JobDetail
+    from aq.usecases.listing import Listing, NextResult
+    from aq.usecases.tracker_import import Imported
 
 app = typer.Typer(
     name="aq",
@@ -41,10 +44,6 @@ app = typer.Typer(
 QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Queue folder (default: "
                      "walk up from here to the first folder holding queue/inbox; or AQ_QUEUE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and agents.")]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 _LOCATED: list[Queue] = []  # what this process worked on: its notices are said at the end
@@ -101,9 +100,8 @@ def _say_view_age(q: Queue) -> None:
 
 def _say_notices() -> None:
     for queue in _LOCATED:
-        for notice in queue.notices:
+        for notice in queue.take_notices():
             print(f"aq: {notice}", file=sys.stderr)
-        queue.notices.clear()
 
 
 def _emit(data: Any) -> None:
@@ -133,7 +131,7 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to make the queue.")] = Path("."),
 ) -> None:
     """Make a queue: stage folders, aq.yaml, .gitattributes, and a git repo if there is none."""
-    from aq.usecases.app import init_queue
+    from aq.usecases.setup import init_queue
 
     result = init_queue(directory)
     if not result.created:
@@ -174,7 +172,8 @@ def add(
 
     from aq.core.manifest import split_frontmatter
     from aq.errors import ManifestError
-    from aq.usecases.app import add_job, who_am_i
+    from aq.usecases.jobs import add_job
+    from aq.usecases.setup import who_am_i
 
     q = _queue(queue)
     text = _read_body(file, body)
@@ -276,7 +275,7 @@ def ls_(
 ) -> None:
     """List jobs by stage, with the reason an inbox job waits."""
     from aq.core.lifecycle import Stage
-    from aq.usecases.app import list_jobs
+    from aq.usecases.listing import list_jobs
 
     q = _queue(queue)
     if fetch:
@@ -330,7 +329,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a job: manifest, resolved settings, stage, attempts, events, why it waits."""
-    from aq.usecases.app import show_job
+    from aq.usecases.jobs import show_job
 
     q = _queue(queue)
     detail = show_job(q, job, now=now(), capabilities=_caps(q))
@@ -342,7 +341,7 @@ def show(
 
 def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> None:
     """`metered`: the engines whose usage aq reads (an attempt of one that said nothing says so)."""
-    from aq.infra.usage import Usage
+    from aq.core.usage import Usage
     from aq.usecases.spend import describe_usage
 
     job = detail.job
@@ -426,7 +425,7 @@ def next_(
     as_json: JsonOpt = False,
 ) -> None:
     """What `aq run` would take next here, and (with --explain) why."""
-    from aq.usecases.app import next_job
+    from aq.usecases.listing import next_job
 
     q = _queue(queue)
     result = next_job(q, now=now(), capabilities=_caps(q, cap))
@@ -458,7 +457,7 @@ def _print_next(result: NextResult, explain: bool) -> None:
 @app.command()
 def lint(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     """Check every manifest, dependency and event log; exit 1 listing every problem."""
-    from aq.usecases.app import lint as run_lint
+    from aq.usecases.checks import lint as run_lint
 
     result = run_lint(_queue(queue))
     if as_json:
@@ -528,28 +527,12 @@ def logs(
     queue: QueueOpt = None,
 ) -> None:
     """Print an attempt's log (scrubbed of secrets)."""
-    import time
-
-    from aq.core.lifecycle import Stage
-    from aq.infra.confine import open_regular
-    from aq.usecases.app import find_log
+    from aq.usecases.logs import find_log, read_log
 
     q = _queue(queue)
-    ref = find_log(q, job, attempt)
-    out = sys.stdout
-    with open_regular(ref.path, q.relative(ref.path)) as handle:  # a link is never followed
-        while True:
-            chunk = handle.read(65536)
-            if chunk:
-                out.write(chunk.decode("utf-8", errors="replace"))
-                out.flush()
-                continue
-            if not (follow and ref.running):
-                return
-            kept = q.logs_dir(ref.job_id) / f"{ref.attempt}.log"
-            if kept.exists() or q.stage_of(ref.job_id) is not Stage.BUILDING:
-                return
-            time.sleep(0.3)
+    for chunk in read_log(q, find_log(q, job, attempt), follow=follow):
+        sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+        sys.stdout.flush()
 
 
 # --- human moves -----------------------------------------------------------------------------
@@ -557,20 +540,21 @@ def logs(
 def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json: bool,
           allow_out_of_scope: bool = False) -> None:
     from aq.core.lifecycle import Action
-    from aq.usecases.app import move_job, who_am_i
-    from aq.usecases.tracking import post_moves
+    from aq.usecases.moves import MoveResult, move_job
+    from aq.usecases.setup import who_am_i
 
-    q, who = _queue(queue), who_am_i()
+    def announce(moved: MoveResult) -> None:
+        if not as_json:  # said before the tracker is: the move stands whatever it answers
+            print(f"{moved.job_id}: {moved.source} -> {moved.target}", flush=True)
+
+    q = _queue(queue)
     _fetched(q)
-    result = move_job(q, ref, Action(action), who=who, now=now(), reason=reason,
-                      allow_out_of_scope=allow_out_of_scope)
-    if not as_json:  # said before the tracker is: the move stands whatever it answers
-        print(f"{result.job_id}: {result.source} -> {result.target}", flush=True)
-    sent = post_moves(q, [result.job_id], me=who, now=now(), env=os.environ)
+    result = move_job(q, ref, Action(action), who=who_am_i(), now=now(), env=os.environ,
+                      reason=reason, allow_out_of_scope=allow_out_of_scope, announce=announce)
     if as_json:
         _emit({"id": result.job_id, "from": result.source, "to": result.target, "action": result.action,
-               "tracker": [_sent_json(s) for s in sent]})
-    for item in sent:
+               "tracker": [_sent_json(s) for s in result.tracker]})
+    for item in result.tracker:
         if not item.ok:
             owed = "" if "not recorded" in item.message else \
                 f"; it stays owed: 'aq to-tracker {result.job_id}' sends it"
@@ -649,11 +633,10 @@ def from_tracker(
     """Import tracker items as jobs; importing one again changes nothing, or updates its job
     while it waits in the inbox."""
     import secrets
-    import time
 
     from aq.core.durations import parse_duration
-    from aq.usecases.app import who_am_i
-    from aq.usecases.tracking import Imported, import_query, import_refs
+    from aq.usecases.setup import who_am_i
+    from aq.usecases.tracker_import import import_named, watch_imports
 
     if not items and not query:
         raise UsageError("name tracker items (github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID) "
@@ -662,47 +645,38 @@ def from_tracker(
         interval = parse_duration(every)
     except ValueError as err:
         raise UsageError(f"--every: {err}") from None
-    q = _queue(queue)
-    failed = False
-    said: set[str] = set()  # --watch says each thing once, not at every look
-    try:
-        while True:
-            who, moment = who_am_i(), now()
-            results = import_refs(q, items or [], now=moment, who=who,
-                                  entropy=lambda: secrets.randbits(30), new=new, env=os.environ)
-            if query:
-                try:
-                    results += import_query(q, query, label=label, now=moment, who=who,
-                                            entropy=lambda: secrets.randbits(30), new=new,
-                                            env=os.environ)
-                except AqError as err:
-                    if not watch:
-                        raise
-                    results.append(Imported(query, "failed", str(err)))
-            failed = failed or any(r.failed for r in results)
-            shown = [r for r in results if not watch or (r.outcome != "unchanged" and r.message not in said)]
-            said.update(r.message for r in shown)
-            if as_json:
-                if shown or not watch:
-                    _emit([{"ref": r.ref, "outcome": r.outcome, "job": r.job_id, "stage": r.stage,
-                            "message": r.message} for r in shown])
-            else:
-                for r in shown:
-                    print(r.message if not r.failed else f"aq: {r.message}",
-                          file=sys.stderr if r.failed else sys.stdout, flush=True)
-                if query and not results and not watch:
-                    print(f"{query}: no items")
-            if not watch:
-                break
-            new = False  # --new makes one job per item, not one per look
-            _say_notices()
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        if not watch:
-            raise
-        return  # Ctrl-C ends a watch; an import it cut short was rolled back
-    if failed:
+    q, who = _queue(queue), who_am_i()
+
+    def entropy() -> int:
+        return secrets.randbits(30)
+
+    if watch:
+        try:  # each look says only its news
+            for news in watch_imports(q, items or [], query, label=label, every=interval,
+                                      clock=now, who=who, entropy=entropy, new=new, env=os.environ):
+                if news or not as_json:
+                    _print_imported(news, as_json)
+                _say_notices()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends a watch; an import it cut short was rolled back
+        return
+    results = import_named(q, items or [], query, label=label, now=now(), who=who,
+                           entropy=entropy, new=new, env=os.environ)
+    _print_imported(results, as_json)
+    if query and not results and not as_json:
+        print(f"{query}: no items")
+    if any(r.failed for r in results):
         raise SystemExit(int(ExitStatus.REFUSED))
+
+
+def _print_imported(results: list[Imported], as_json: bool) -> None:
+    if as_json:
+        _emit([{"ref": r.ref, "outcome": r.outcome, "job": r.job_id, "stage": r.stage,
+                "message": r.message} for r in results])
+        return
+    for r in results:
+        print(r.message if not r.failed else f"aq: {r.message}",
+              file=sys.stderr if r.failed else sys.stdout, flush=True)
 
 
 @app.command("to-tracker")
@@ -715,8 +689,8 @@ def to_tracker(
 ) -> None:
     """Send tracker posts still owed: each move of a linked job owes its item one comment (and
     a status), sent once."""
-    from aq.usecases.app import who_am_i
-    from aq.usecases.tracking import to_tracker as send_owed
+    from aq.usecases.setup import who_am_i
+    from aq.usecases.tracker_delivery import to_tracker as send_owed
 
     if not jobs and not all_jobs:
         raise UsageError("name jobs, or give --all")
@@ -752,8 +726,8 @@ def halt(
     queue: QueueOpt = None,
 ) -> None:
     """Kill switch: no worker claims anything until 'aq resume'; running jobs finish."""
-    from aq.usecases.app import halt as do_halt
-    from aq.usecases.app import who_am_i
+    from aq.usecases.fleet import halt as do_halt
+    from aq.usecases.setup import who_am_i
 
     changed = do_halt(_queue(queue), reason=reason, who=who_am_i(), now=now())
     print("halted: no worker will claim a job" if changed else "already halted")
@@ -762,8 +736,8 @@ def halt(
 @app.command()
 def resume(queue: QueueOpt = None) -> None:
     """Lift a halt: workers claim again."""
-    from aq.usecases.app import resume as do_resume
-    from aq.usecases.app import who_am_i
+    from aq.usecases.fleet import resume as do_resume
+    from aq.usecases.setup import who_am_i
 
     changed = do_resume(_queue(queue), who=who_am_i())
     print("resumed: workers claim again" if changed else "not halted")
@@ -777,7 +751,7 @@ def profiles(
     as_json: JsonOpt = False,
 ) -> None:
     """List the queue's profiles (profiles/*.md), or `aq profiles show NAME` for one."""
-    from aq.usecases.app import get_profile, list_profiles
+    from aq.usecases.profiles import get_profile, list_profiles
 
     q = _queue(queue)
     if action is None:
@@ -822,7 +796,7 @@ def _profile_json(p: Any) -> dict[str, Any]:
 def diff(job: Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")],
          queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     """What a job with a repo changed: its branch aq/<job> against its base, from the remote."""
-    from aq.usecases.app import job_diff
+    from aq.usecases.ship import job_diff
 
     result = job_diff(_queue(queue), job)
     if as_json:
@@ -844,7 +818,7 @@ def gc(
 ) -> None:
     """Free disk: unused repo caches, old jobs' logs (aq.yaml log_retention), old branches."""
     from aq.core.durations import parse_duration
-    from aq.usecases.app import gc as run_gc
+    from aq.usecases.gc import gc as run_gc
 
     try:
         age = parse_duration(older_than)
@@ -912,7 +886,7 @@ def dash(
 ) -> None:
     """An interactive dashboard: pick a job with the arrows, act on it with one key."""
     from aq.ui.dash import run_dash
-    from aq.usecases.app import who_am_i
+    from aq.usecases.setup import who_am_i
 
     q = _queue(queue)
     run_dash(q, who=who_am_i(), refresh=every or (5.0 if q.remote is not None else 2.0))
@@ -929,7 +903,8 @@ def stats(
     import shutil
 
     from aq.core.durations import parse_duration
-    from aq.usecases.stats import compute_stats, stats_json, stats_text
+    from aq.usecases.stats import compute_stats, stats_json
+    from aq.usecases.stats_tables import stats_text
 
     window = None
     if since is not None:
@@ -1023,7 +998,7 @@ def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     import time
 
     from aq.core.durations import format_duration
-    from aq.usecases.app import list_workers
+    from aq.usecases.fleet import list_workers
 
     rows = list_workers(_queue(queue), monotonic=time.monotonic(), now=now())
     if as_json:
@@ -1047,7 +1022,7 @@ def fsck(
     as_json: JsonOpt = False,
 ) -> None:
     """Check that every job is in exactly one stage and every building job holds a lease."""
-    from aq.usecases.app import fsck as run_fsck
+    from aq.usecases.checks import fsck as run_fsck
 
     result = run_fsck(_queue(queue), history=history)
     if as_json:

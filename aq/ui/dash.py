@@ -2,21 +2,22 @@
 
 A numbered job list with filters, single keys for the moves a person makes, a log viewer that
 follows a running attempt, and the halt switch. Everything it reads or changes goes through
-`aq.usecases.app` (list_jobs, move_job, halt, resume, find_log), one call at a time in a worker thread,
-so the dashboard can do nothing the CLI could not, and refuses what the CLI refuses, with the
-same words.
+`aq.usecases` (list_jobs, move_job, halt, resume, find_log, read_log), one call at a time in a
+worker thread, so the dashboard can do nothing the CLI could not, and refuses what the CLI
+refuses, with the same words.
 """
 
 from __future__ import annotations
 
 import codecs
 import functools
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -31,28 +32,19 @@ from textual.worker import get_current_worker
 from aq.core.lifecycle import STAGES, Action, Stage, check_move
 from aq.core.scheduler import Verdict
 from aq.errors import AqError, UsageError
-from aq.store.queue import Job, Queue
-from aq.usecases.app import (
-    Capabilities,
-    Listing,
-    LogRef,
-    MoveResult,
-    find_log,
-    halt,
-    list_jobs,
-    move_job,
-    resume,
-)
+from aq.infra.clock import utc_now
+from aq.store.queue import Queue
+from aq.store.snapshot import Job
+from aq.usecases.fleet import halt, resume
+from aq.usecases.listing import Capabilities, Listing, list_jobs
+from aq.usecases.logs import LogRef, find_log, read_log
+from aq.usecases.moves import MoveResult, move_job
 
 COLUMNS = ("#", "id", "stage", "priority", "profile", "title", "status")
 STAGE_CYCLE: tuple[Stage | None, ...] = (None, *STAGES)  # None: every stage
 TITLE_WIDTH = 40
 STATUS_WIDTH = 70
 LOG_POLL = 0.5  # seconds between looks at a running attempt's live log
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- what the list shows ---------------------------------------------------------------------
@@ -111,6 +103,13 @@ def status_of(job: Job, verdict: Verdict | None, running: Path | None = None) ->
     return state.last_reason or state.last_outcome or ""
 
 
+def moved_note(result: MoveResult) -> str:
+    """What the dash says of a move: where the job went, and a post its tracker did not get."""
+    unsent = [item.message for item in result.tracker if not item.ok]
+    owed = f"; {unsent[0]}: it stays owed" if unsent else ""
+    return f"{result.action} {result.job_id}: {result.source} -> {result.target}{owed}"
+
+
 def rows_of(listing: Listing, filters: Filters, running: Path | None = None) -> list[Row]:
     rows = []
     for number, job in enumerate(listing.jobs, 1):
@@ -147,14 +146,16 @@ class Loaded:
 
 
 class Session:
-    """One person's hold on the queue: every read and change through `aq.usecases.app`, serialized, so
-    a slow fetch and a move never interleave. Called from worker threads, never the UI's."""
+    """One person's hold on the queue: every read and change through `aq.usecases`, serialized,
+    so a slow fetch and a move never interleave. Called from worker threads, never the UI's."""
 
     def __init__(self, queue: Queue, *, who: str, clock: Callable[[], datetime],
-                 sync: Callable[[], bool] | None = None, capabilities: Capabilities = None) -> None:
+                 sync: Callable[[], bool] | None = None, capabilities: Capabilities = None,
+                 env: Mapping[str, str] = os.environ) -> None:
         self.queue = queue
         self.who = who
         self.clock = clock
+        self.env = env  # where a tracker's token is, for the post a move owes
         self.sync = sync
         self.capabilities = capabilities
         self._lock = threading.Lock()
@@ -178,7 +179,7 @@ class Session:
     def move(self, job_id: str, action: Action, reason: str | None = None) -> MoveResult:
         with self._lock:
             return move_job(self.queue, job_id, action, who=self.who, now=self.clock(),
-                            reason=reason)
+                            env=self.env, reason=reason)
 
     def halt(self, reason: str) -> bool:
         with self._lock:
@@ -193,11 +194,6 @@ class Session:
 
     def find_log(self, job_id: str) -> LogRef:
         return find_log(self.queue, job_id, None)
-
-    def attempt_over(self, ref: LogRef) -> bool:
-        """The attempt of a live log ended: its log was kept, or the job left building."""
-        kept = self.queue.logs_dir(ref.job_id) / f"{ref.attempt}.log"
-        return kept.exists() or self.queue.stage_of(ref.job_id) is not Stage.BUILDING
 
 
 # --- dialogs ---------------------------------------------------------------------------------
@@ -280,9 +276,11 @@ class LogScreen(Screen[None]):
         super().__init__()
         self.session = session
         self.ref = ref
-        self._handle: IO[bytes] | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # one look per tick of the screen's timer: the log is read on the UI's thread
+        self._reading = read_log(session.queue, ref, follow=True, sleep=lambda _seconds: None)
         self._timer: Timer | None = None
+        self._following = ref.running
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), id="log-title", markup=False)
@@ -291,42 +289,37 @@ class LogScreen(Screen[None]):
 
     def _title(self) -> str:
         ref = self.ref
-        how = "following the running attempt" if self._timer else "finished"
+        how = "following the running attempt" if self._following else "finished"
         return f"{ref.job_id}  attempt {ref.attempt}  ({how})  {self.session.queue.relative(ref.path)}"
 
     def on_mount(self) -> None:
+        if self._look():
+            self._timer = self.set_interval(LOG_POLL, self._look)
+
+    def _look(self) -> bool:
+        """Append what was written since the last look; False once the reading ended."""
+        log = self.query_one(Log)
         try:
-            self._handle = open(self.ref.path, "rb")  # noqa: SIM115 - kept open while following
-        except OSError as err:
-            self.query_one(Log).write_line(f"cannot read {self.ref.path}: {err.strerror}")
-            return
-        self._pump()
-        if self.ref.running:
-            self._timer = self.set_interval(LOG_POLL, self._follow)
+            for chunk in self._reading:
+                if not chunk:
+                    return True  # the end of this look
+                log.write(self._decoder.decode(chunk))
+        except (OSError, AqError) as err:
+            log.write_line(f"cannot read {self.ref.path}: "
+                           f"{err.strerror if isinstance(err, OSError) else err}")
+        else:
+            if self._following:
+                log.write_line("")
+                log.write_line(f"[aq dash] attempt {self.ref.attempt} ended; the job is in "
+                               f"{self.session.queue.stage_of(self.ref.job_id)}")
+        if self._timer is not None:
+            self._timer.stop()
+        self._following = False
         self.query_one("#log-title", Static).update(self._title())
-
-    def _pump(self) -> None:
-        """Append what was written since the last look (an open handle outlives the live file)."""
-        if self._handle is None:
-            return
-        while chunk := self._handle.read(65536):
-            self.query_one(Log).write(self._decoder.decode(chunk))
-
-    def _follow(self) -> None:
-        self._pump()
-        if self.session.attempt_over(self.ref):
-            self._pump()
-            if self._timer is not None:
-                self._timer.stop()
-                self._timer = None
-            self.query_one(Log).write_line("")
-            self.query_one(Log).write_line(f"[aq dash] attempt {self.ref.attempt} ended; the job "
-                                           f"is in {self.session.queue.stage_of(self.ref.job_id)}")
-            self.query_one("#log-title", Static).update(self._title())
+        return False
 
     def on_unmount(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        self._reading.close()  # the log file too
 
 
 # --- the job list ----------------------------------------------------------------------------
@@ -492,8 +485,7 @@ class JobsScreen(Screen[None]):
 
     def _move(self, row: Row, action: Action, reason: str | None = None) -> None:
         def do() -> str:
-            result = self.session.move(row.job_id, action, reason)
-            return f"{action} {result.job_id}: {result.source} -> {result.target}"
+            return moved_note(self.session.move(row.job_id, action, reason))
 
         self._change(do)
 
@@ -600,7 +592,7 @@ class DashApp(App[None]):
     TITLE = "aq dash"
     ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, queue: Queue, *, who: str, clock: Callable[[], datetime] = _utc_now,
+    def __init__(self, queue: Queue, *, who: str, clock: Callable[[], datetime] = utc_now,
                  refresh: float = 2.0, sync: Callable[[], bool] | None = None,
                  capabilities: Capabilities = None) -> None:
         super().__init__()

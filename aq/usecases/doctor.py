@@ -29,7 +29,8 @@ from aq.infra import gitops, proc
 from aq.infra.engines import EngineSpec, engine_version, headless_problems
 from aq.infra.probe import describe
 from aq.store.config import QueueConfig
-from aq.store.queue import Job, Queue, Snapshot
+from aq.store.queue import Queue
+from aq.store.snapshot import Job, Snapshot
 
 if TYPE_CHECKING:
     from aq.store.sync import Remote
@@ -182,7 +183,7 @@ def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, searc
 
 
 def _owed_posts(queue: Queue, linked: list[Job]) -> int:
-    from aq.usecases.tracking import owed_posts
+    from aq.usecases.tracker_posts import owed_posts
 
     return sum(len(owed_posts(job, queue.read_events(job.id))) for job in linked)
 
@@ -274,7 +275,7 @@ def _check_halt(queue: Queue) -> Check:
 def _check_workspaces(root: Path) -> Check:
     """The disk the repo caches (shared by the machine's queues) and this queue's worktrees take
     on this machine (jobs with repo:)."""
-    from aq.infra.repos import caches_dir
+    from aq.infra.repocache import caches_dir
 
     shared = caches_dir(root)
     if not root.is_dir() and not shared.is_dir():

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from aq.core.events import Event
-from aq.store.queue import EVENTS_DIR, Queue
+from aq.store.layout import EVENTS_DIR
+from aq.store.queue import Queue
 
 LOG_SUFFIX = ".jsonl"
 READ_SIZE = 1 << 20

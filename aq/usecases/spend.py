@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 
 from aq.core.events import JobState
 from aq.core.manifest import Budget
-from aq.infra.usage import Usage, UsageReader, priced
+from aq.core.prices import priced
+from aq.core.usage import Usage
+from aq.infra.rundir import RunFiles
+from aq.infra.usage.reader import UsageReader
 
 if TYPE_CHECKING:
     from aq.infra.engines import EngineSpec
@@ -49,8 +52,9 @@ class Spend:
         if (usd is not None or tokens is not None) and spec is not None and spec.usage is None:
             unenforced = (f"budget not enforced: engine {spec.name!r} has no usage reader "
                           "(set usage: in its aq.yaml entry)")
-        return cls(None if usd is None else usd - usd_used,
-                   None if tokens is None else tokens - tokens_used, unenforced)
+        return cls(usd_left=None if usd is None else usd - usd_used,
+                   tokens_left=None if tokens is None else tokens - tokens_used,
+                   unenforced=unenforced)
 
     def exhausted(self) -> str | None:
         """Why no attempt may start, or None."""
@@ -143,7 +147,7 @@ class Meter:
 def live_usage(run_dir: Path, attempt: int) -> Usage | None:
     """What a running attempt on this machine has used so far, as its meter last kept it."""
     try:
-        raw = json.loads((run_dir / f"{attempt}.usage.json").read_text(encoding="utf-8"))
+        raw = json.loads(RunFiles(run_dir, attempt).live_usage.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return Usage.from_event(raw)

@@ -13,20 +13,20 @@ from datetime import datetime
 
 from aq.core.events import iso
 from aq.errors import AqError
-from aq.store.queue import Job, Queue
-from aq.usecases.tracking import (
-    OwedPost,
+from aq.store.queue import Queue
+from aq.store.snapshot import Job
+from aq.usecases.tracker_delivery import (
     Sent,
     Trackers,
     held_by,
     linked_jobs,
     new_run,
-    owed_posts,
     posts_due,
     record_sent,
     send,
     take_over,
 )
+from aq.usecases.tracker_posts import OwedPost, owed_posts
 
 SWEEP = 60.0  # how often every linked job is looked at (its owed posts, others' left behind)
 MAX_SWEEP = 600.0  # the look-again interval while a tracker keeps failing
@@ -90,7 +90,7 @@ class Courier:
         if not self._idle.is_set():
             return  # (results are appended before idle is set: none is read half-way)
         self._record()
-        if self.queue.owed or not self.queue.last_sync_ok:
+        if self.queue.unpushed or not self.queue.remote_answered:
             return  # a move not on the remote yet may still lose: tell no tracker of it
         now = self.monotonic()
         sweep = now >= self._next_sweep

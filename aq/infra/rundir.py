@@ -1,0 +1,67 @@
+"""An attempt's run folder on this machine (`<state>/running/<job>/`): the files a running
+attempt keeps there, named by its attempt number.
+
+The attempt writes them (aq.worker.attempt); others read them while it runs or after its
+worker died: `aq logs -f` follows the log, the board and the dash show the usage so far, and
+the worker that takes the job back kills what the pgid and mark name and keeps the log and
+the usage. One place for the names keeps the writer and every reader agreeing; it sits in
+infra so that every layer may read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ENGINE_VERSIONS = "engine-versions.json"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFiles:
+    """The files of attempt `attempt` in the run folder `folder`."""
+
+    folder: Path
+    attempt: int
+
+    def _named(self, suffix: str) -> Path:
+        return self.folder / f"{self.attempt}.{suffix}"
+
+    @property
+    def log(self) -> Path:
+        """The running log, scrubbed as it is written."""
+        return self._named("log")
+
+    @property
+    def prompt(self) -> Path:
+        """The prompt as the engine reads it (AQ_PROMPT_FILE, `{prompt_file}`)."""
+        return self._named("prompt")
+
+    @property
+    def previous_failure(self) -> Path:
+        """The tail of the previous attempt's failure (AQ_PREVIOUS_FAILURE_FILE)."""
+        return self._named("previous-failure")
+
+    @property
+    def usage(self) -> Path:
+        """Where the engine's CLI writes its usage (`{usage_file}`), for readers that read a file."""
+        return self._named("usage")
+
+    @property
+    def live_usage(self) -> Path:
+        """The usage so far as the meter last kept it (JSON of `Usage.to_event`)."""
+        return self._named("usage.json")
+
+    @property
+    def pgid(self) -> Path:
+        """The process group of the engine, then of verify: killed after a crash."""
+        return self._named("pgid")
+
+    @property
+    def mark(self) -> Path:
+        """The AQ_RUN_MARK value every process of the attempt carries, found by a sweep after a crash."""
+        return self._named("mark")
+
+    @property
+    def engine_versions(self) -> Path:
+        """The cache of engine versions, shared by every run folder: in the state folder above running/."""
+        return self.folder.parent.parent / ENGINE_VERSIONS

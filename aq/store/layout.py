@@ -1,0 +1,120 @@
+"""Where a queue's things are: the queue root, its stage and log folders, its state folder.
+
+A job's stage is the folder its file sits in: queue/<stage>/<id>.md, its events in
+queue/.events/<id>.jsonl, its attempt logs under queue/.logs/<id>/. What only this machine
+needs (the lock, caches, running attempts) is in a state folder inside the git dir.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from aq.core.ids import check_job_id
+from aq.core.lifecycle import STAGES, Stage
+from aq.errors import QueueNotFound
+from aq.infra.confine import check
+from aq.infra.files import find_git_dir
+
+QUEUE_DIR = "queue"
+EVENTS_DIR = ".events"
+LOGS_DIR = ".logs"
+HALT_FILE = "HALT"
+PROFILES_DIR = "profiles"
+CACHE_VERSION = 12  # of the cached manifests, states and profiles: bumped when one changes shape
+
+
+def find_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / QUEUE_DIR / Stage.INBOX).is_dir():
+            return folder
+    return None
+
+
+def locate_root(explicit: str | None = None, cwd: Path | None = None) -> Path:
+    """`--queue`/`AQ_QUEUE` if given, else the first folder up from cwd holding queue/inbox."""
+    chosen = explicit or os.environ.get("AQ_QUEUE")
+    if chosen:
+        root = Path(chosen).expanduser()
+        if not (root / QUEUE_DIR / Stage.INBOX).is_dir():
+            raise QueueNotFound(f"{root} is not an aq queue (no queue/inbox): run 'aq init {root}'")
+        return root
+    here = cwd or Path.cwd()
+    found = find_root(here)
+    if found is None:
+        raise QueueNotFound(f"no aq queue here or above {here}: run 'aq init' or pass --queue DIR")
+    return found
+
+
+def _state_key(root: Path) -> str:
+    """One state folder per queue in a repo: '.' for a queue at the top, else its path's hash."""
+    top = root
+    for folder in (root, *root.parents):
+        if (folder / ".git").exists():
+            top = folder
+            break
+    if top == root:
+        return "."
+    import hashlib
+
+    return "q-" + hashlib.sha256(str(root.relative_to(top)).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The paths of one queue, found once (`at`); and where a job's file is now."""
+
+    root: Path
+    qdir: Path
+    git_dir: Path | None
+    state_dir: Path  # this machine's own: lock, caches, running attempts; never committed
+
+    @classmethod
+    def at(cls, root: Path) -> Layout:
+        root = root.resolve()
+        qdir = root / QUEUE_DIR
+        git_dir = find_git_dir(root)
+        state_dir = (git_dir / "aq" / _state_key(root)) if git_dir else qdir / ".state"
+        return cls(root, qdir, git_dir, state_dir)
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.qdir / stage
+
+    def job_path(self, stage: Stage, job_id: str) -> Path:
+        return self.qdir / stage / f"{check_job_id(job_id)}.md"
+
+    def events_path(self, job_id: str) -> Path:
+        return self.qdir / EVENTS_DIR / f"{check_job_id(job_id)}.jsonl"
+
+    def logs_dir(self, job_id: str) -> Path:
+        return self.qdir / LOGS_DIR / check_job_id(job_id)
+
+    def running_dir(self) -> Path:
+        return self.state_dir / "running"
+
+    def relative(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    @property
+    def workspace_key(self) -> str:
+        """This queue's folder under workspaces_dir: its name and a hash of its path."""
+        import hashlib
+
+        return f"{self.root.name}-{hashlib.sha256(str(self.root).encode()).hexdigest()[:8]}"
+
+    def stage_of(self, job_id: str) -> Stage | None:
+        """Where the job's file is now (fresh from disk, a stat per stage)."""
+        for stage in STAGES:
+            if os.path.lexists(self.qdir / stage / f"{job_id}.md"):  # a link too: it is refused
+                return stage
+        return None
+
+    def check_folders(self) -> None:
+        """queue/ and its stage, event and log folders are folders of this queue, not links to
+        others (DESIGN §5): else the queue is refused in one line naming the link."""
+        for name in (*STAGES, EVENTS_DIR, LOGS_DIR):
+            check(self.root, self.qdir / name, folder=True)

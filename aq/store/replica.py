@@ -1,0 +1,226 @@
+"""This clone kept in step with the queue's remote: every change is a compare-and-swap on it.
+
+A transaction fetches, brings the clone to the remote's tip, replays the work the remote has
+not taken yet, applies its change and pushes. A rejected push means another machine moved
+first: the clone is realigned and the change decided again on the new tip. Work done while the
+remote cannot be reached stays unpushed, and is replayed until a push of it lands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from aq.store.local import Local
+from aq.store.recovery import Adoption, HalfMoves, Salvage
+from aq.store.tx import Tx, Unpushed
+
+if TYPE_CHECKING:
+    from aq.store.clone import Clone
+    from aq.store.sync import Remote
+
+T = TypeVar("T")
+Replay = Callable[[T], Callable[[Tx], object] | None]  # a result -> its change replayed later, if any
+
+PUSH_TRIES = 40
+CONFIRM_TRIES = 4
+
+
+class Delivery(StrEnum):
+    """Where a transaction's change is, as far as the remote goes."""
+
+    LOCAL = "local"  # no remote: the commit is all there is
+    LANDED = "landed"  # on the remote (pushed, or nothing new to push while it answered)
+    UNREACHABLE = "unreachable"  # the remote did not answer: kept here, pushed when it does
+    UNCERTAIN = "uncertain"  # the remote stopped answering during the push: it may have landed
+
+
+@dataclass(frozen=True, slots=True)
+class Synced(Generic[T]):
+    """What one transaction did: its change's result, where the change is, and how many
+    pieces of work this clone still holds that the remote has not taken (this change's too)."""
+
+    value: T
+    delivery: Delivery
+    unpushed: int = 0
+
+    @property
+    def confirmed(self) -> bool:
+        """The remote has the change (or there is none): nothing waits for it to show."""
+        return self.delivery in (Delivery.LOCAL, Delivery.LANDED)
+
+
+class Replica:
+    """What this process knows of the clone's standing with the remote, and the push loop."""
+
+    def __init__(self, local: Local, clock: Callable[[], datetime]) -> None:
+        self.local = local
+        self.clock = clock  # the time a dropped file is adopted at
+        self.unpushed: list[Unpushed] = []  # replayed on the tip until a push of it lands
+        self.remote_answered = True  # False: the last sync got no answer (or no confirmation)
+        self.fetches_failed = 0  # by this process: lease figures from before one are out of date
+        self.notices: list[str] = []  # for a person: said once by the CLI or the worker
+        self.half_moves = HalfMoves(local.layout.state_dir)
+        self.salvage = Salvage(local.layout)
+        self.adoption = Adoption(local.layout, local.inbox)
+
+    def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
+                 describe: Callable[[T], str] | None, replay: Replay[T] | None) -> Synced[T]:
+        """Apply `change` on the remote's tip and push it (under the lock); see Queue.transact_synced."""
+        from aq.errors import RemoteBusy, RemoteUnreachable
+
+        with self.half_moves.changing() as left_dirty:
+            for attempt in range(PUSH_TRIES):
+                replayed = bool(self.unpushed)
+                reachable = self.sync(remote, check_tree=left_dirty and attempt == 0)
+                if not reachable and replay is None:
+                    raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: "
+                                            "nothing changed; try again when it answers")
+                commits = self.local.commits
+                result = self.local.apply(change, message, describe, exact=True, online=reachable)
+                if self.local.commits == commits and not (replayed and reachable):  # nothing to push
+                    return self._synced(result, Delivery.LANDED if reachable else Delivery.UNREACHABLE)
+                if not reachable:
+                    self._keep(replay, result)
+                    return self._synced(result, Delivery.UNREACHABLE)
+                delivery = self._pushed(remote, result, replay)
+                if delivery is not None:
+                    return self._synced(result, delivery)
+                # lost to another machine (or the push never arrived): take our refused commits
+                # off HEAD now. Left there, a next try whose fetch fails would build on them and
+                # find its work "already done" in a commit the remote never took.
+                self._note_kept(_clone(remote).align())
+                _backoff(attempt)  # then decide again on the remote's tip
+        raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
+                         "try again")
+
+    def _synced(self, result: T, delivery: Delivery) -> Synced[T]:
+        return Synced(result, delivery, len(self.unpushed))
+
+    def _pushed(self, remote: Remote, result: T, replay: Replay[T] | None) -> Delivery | None:
+        """Push HEAD. Where that leaves the change: landed, or (the remote stopped answering)
+        uncertain and kept unpushed; None when it must be decided again on the remote's tip."""
+        from aq.errors import PushUncertain
+        from aq.store.sync import Push
+
+        pushed = remote.push()
+        landed = self._confirm(remote) if pushed is Push.TRANSPORT else pushed is Push.OK
+        if landed:
+            self.unpushed.clear()
+            return Delivery.LANDED
+        if landed is None:
+            head = remote.head() or ""
+            if replay is None:
+                raise PushUncertain(
+                    f"the remote {remote.name!r} stopped answering during the push; it may "
+                    "or may not have taken the change", result, head)
+            for work in self.unpushed:  # replayed into this HEAD: landed if it lands
+                work.commit = head
+            self._keep(replay, result, head)
+            return Delivery.UNCERTAIN
+        return None
+
+    def sync(self, remote: Remote, check_tree: bool = True) -> bool:
+        """Fetch, then bring this clone to the remote's tip and replay the work it has not taken
+        yet. `check_tree`: first put back half a move a process killed mid-transaction left."""
+        self.remote_answered = self.fetch(remote)
+        if not self.remote_answered:
+            return False
+        clone = _clone(remote)
+        self._drop_landed(remote)
+        heads = remote.heads()  # read once: nothing below moves HEAD before the align
+        mine = {work.commit for work in self.unpushed if work.commit}
+        salvaged = self.salvage.of_the_dead(clone, *heads, mine=mine)
+        if check_tree:
+            self.half_moves.put_back(clone)
+        self.unpushed += self.adoption.dropped(clone, self.clock())
+        seen = self.local.inbox.unchanged()
+        self._note_kept(clone.align(heads))  # git's own inbox changes are no dropped files either
+        self.local.inbox.own_change(seen)
+        self.unpushed += salvaged
+        # work stays listed until a push of it lands: a replay that loses a race is replayed again
+        for work in list(self.unpushed):
+            self.local.apply(work.replay, work.message, None, exact=True)
+        return True
+
+    def fetch(self, remote: Remote) -> bool:
+        """Fetch from the remote (under the lock). One that fails is noted for every lease
+        observer of this machine: while the remote is out of sight, no lease goes silent."""
+        if remote.fetch():
+            return True
+        self.lost_sight()
+        return False
+
+    def lost_sight(self) -> None:
+        from aq.store.sync import LeaseObserver
+
+        self.fetches_failed += 1
+        LeaseObserver(self.local.layout.state_dir / "leases.json").lost_sight()
+
+    def refresh(self, remote: Remote, timeout: float) -> bool:
+        """Fetch, and fast-forward this clone to the remote's tip; nothing else (see
+        Queue.refresh_from_remote). False when the remote does not answer."""
+        with self.local.lock(timeout):
+            if not self.fetch(remote):
+                return False
+            head, tip = remote.heads()
+            if head and tip and head != tip and remote.is_ancestor(head, tip):
+                self._note_kept(_clone(remote).align((head, tip)))
+        return True
+
+    def _drop_landed(self, remote: Remote) -> None:
+        """Unpushed work whose unconfirmed push did land is unpushed no more. Each item is checked
+        by its own commit, never by HEAD: a sibling worker on this clone moves HEAD to the tip."""
+        tip = remote.tip() if any(work.commit for work in self.unpushed) else None
+        if tip is None:
+            return
+        landed: dict[str, bool] = {}
+        for work in self.unpushed:
+            if work.commit and work.commit not in landed:
+                landed[work.commit] = remote.is_ancestor(work.commit, tip)
+        self.unpushed = [work for work in self.unpushed
+                         if not (work.commit and landed[work.commit])]
+
+    def _keep(self, replay: Replay[T] | None, result: T, commit: str | None = None) -> None:
+        """Keep the change as unpushed work: replayed on the tip until a push of it lands."""
+        again = replay(result) if replay is not None else None
+        if again is not None:
+            self.unpushed.append(Unpushed(again, "aq: replay of work done while the remote was away",
+                                          commit))
+
+    def _confirm(self, remote: Remote) -> bool | None:
+        """After a transport failure: did our HEAD land? Asks a few times while the remote is away."""
+        head = remote.head() or ""
+        for attempt in range(CONFIRM_TRIES):
+            landed = remote.landed(head)
+            if landed is not None:
+                return landed
+            self.lost_sight()
+            _backoff(attempt)
+        self.remote_answered = False  # the clone holds commits the remote may not have
+        return None
+
+    def _note_kept(self, branch: str | None) -> None:
+        if branch and branch not in " ".join(self.notices):
+            self.notices.append(
+                f"commits in this clone that the remote lacks and aq did not make (a person's, or "
+                f"an agent's that committed in the queue's clone) are kept on branch {branch}; "
+                "the queue's branch moved on without them: push or merge them from there")
+
+
+def _clone(remote: Remote) -> Clone:
+    from aq.store.clone import Clone
+
+    return Clone(remote)
+
+
+def _backoff(attempt: int) -> None:
+    """Exponential backoff with full jitter, capped at about one claim window (0.25 s): long
+    enough to spread the losers of a race, short enough that they are not starved by winners."""
+    import random
+    import time
+
+    time.sleep(random.uniform(0, min(0.25, 0.01 * 2 ** min(attempt, 5))))

@@ -1,0 +1,211 @@
+"""Checks of the queue a person runs: `aq lint` (manifests, deps, event logs) and `aq fsck`
+(one stage per job, a lease per building job, at HEAD or at every commit)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aq.core.lifecycle import STAGES
+from aq.core.manifest import Manifest
+from aq.core.profile import Profile
+from aq.core.scheduler import dependency_cycles
+from aq.errors import AqError, UnsafePath
+from aq.store.config import CONFIG_NAME
+from aq.store.layout import EVENTS_DIR, PROFILES_DIR, QUEUE_DIR
+from aq.store.queue import Queue
+from aq.usecases.jobs import job_file
+
+
+@dataclass(frozen=True, slots=True)
+class LintResult:
+    jobs: int
+    problems: tuple[str, ...] = field(default=())
+
+
+def lint(queue: Queue) -> LintResult:
+    """Every manifest valid, every dep present, no dependency cycle, event logs readable."""
+    from aq.store.eventlog import bad_event_lines
+
+    try:
+        queue.config  # noqa: B018 - a broken aq.yaml is a problem too
+        problems: list[str] = []
+    except AqError as err:
+        problems = [str(err)]
+    try:
+        snapshot = queue.snapshot()
+    except UnsafePath as err:  # a stage folder is a link: nothing in the queue is read
+        return LintResult(0, tuple(dict.fromkeys([*problems, str(err), *_refused(queue)])))
+    problems += list(snapshot.problems)
+    by_id = snapshot.by_id()
+    manifests = {job.id: job.manifest for job in snapshot.jobs if job.manifest is not None}
+    for job in snapshot.jobs:
+        if job.error:
+            problems.append(job.error)
+    profiles = queue.profiles()
+    problems += list(profiles.problems)
+    problems += _profile_setting_problems(profiles.found)
+    for job_id, manifest in sorted(manifests.items()):
+        for dep in manifest.deps:
+            if dep not in by_id:
+                problems.append(f"{job_file(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
+        problems += [f"{job_file(by_id[job_id])}: {problem}"
+                     for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
+    seen_cycles: set[tuple[str, ...]] = set()
+    for cycle in dependency_cycles(manifests).values():
+        if tuple(cycle) not in seen_cycles:
+            seen_cycles.add(tuple(cycle))
+            problems.append("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+    events_dir = queue.qdir / EVENTS_DIR
+    if events_dir.is_dir():
+        for path in sorted(events_dir.glob("*.jsonl")):
+            bad = bad_event_lines(path)
+            if bad:
+                problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
+                                f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
+    problems += _refused(queue)  # logs and artifacts too; each link named once
+    return LintResult(len(snapshot.jobs), tuple(dict.fromkeys(problems)))
+
+
+def _refused(queue: Queue) -> list[str]:
+    """Every link (or fifo, socket, device) among the files aq reads or writes: aq.yaml,
+    profiles/, queue/ (DESIGN §5). Found without following any."""
+    from aq.infra.confine import refusals
+
+    return refusals(queue.root, (CONFIG_NAME, PROFILES_DIR, QUEUE_DIR))
+
+
+def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
+    from aq.core.requirements import check_requirement
+    from aq.infra.scope import check_globs
+
+    problems = []
+    for name, profile in sorted(profiles.items()):
+        source = f"{PROFILES_DIR}/{name}.md"
+        problems += [f"{source}: key 'capabilities': {problem}" for req in profile.capabilities
+                     if (problem := check_requirement(req))]
+        if profile.allowed_scope is not None and (bad := check_globs(profile.allowed_scope)):
+            problems.append(f"{source}: key 'allowed-scope': {bad}")
+    return problems
+
+
+def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
+                      engines: Mapping[str, object]) -> list[str]:
+    from aq.core.profile import profile_problem
+    from aq.core.requirements import check_requirement
+    from aq.infra.scope import check_globs
+
+    problems = []
+    if manifest.engine and manifest.engine not in engines:
+        problems.append(f"key 'engine': {manifest.engine!r} is not defined (known: "
+                        f"{', '.join(sorted(engines))}); add it under engines: in aq.yaml")
+    if manifest.profile and manifest.profile not in profiles:
+        problems.append(f"key 'profile': {profile_problem(manifest, profiles)}")
+    elif manifest.profile and (refused := profile_problem(manifest, profiles)):
+        problems.append(f"key 'yolo': {refused}")
+    problems += [f"key 'capabilities': {problem}" for req in manifest.capabilities
+                 if (problem := check_requirement(req))]
+    if manifest.allowed_scope is not None and (bad := check_globs(manifest.allowed_scope)):
+        problems.append(f"key 'allowed-scope': {bad}")
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class FsckResult:
+    commits: int
+    jobs: int
+    problems: tuple[str, ...]
+
+
+def fsck(queue: Queue, *, history: bool) -> FsckResult:
+    """Every job in exactly one stage at HEAD (and at every commit with `history`), every
+    building job holding a lease, every event log readable."""
+    from aq.infra import gitops
+    from aq.store.eventlog import bad_event_lines
+
+    if queue.git_dir is None:
+        raise AqError("this queue is not in a git repository: nothing to check")
+    problems: list[str] = []
+    listed = gitops.git(queue.root, "ls-tree", "-r", "--name-only", "HEAD", "--", QUEUE_DIR,
+                        check=False).stdout.splitlines()
+    stages = _stages_by_job(listed)
+    for job_id, where in sorted(stages.items()):
+        if len(where) > 1:
+            problems.append(f"HEAD: job {job_id} is in {len(where)} stages: {', '.join(sorted(where))}")
+    for job_id, where in sorted(stages.items()):
+        if "building" in where and queue.state_of(job_id).token is None:
+            problems.append(f"HEAD: job {job_id} is in building but holds no lease (no claim event)")
+    events_dir = queue.qdir / EVENTS_DIR
+    for path in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
+        bad = bad_event_lines(path)
+        if bad:
+            problems.append(f"{queue.relative(path)}: line {bad[0]} is not a readable event "
+                            f"({len(bad)} such line(s))")
+    problems += _committed_links(queue) + _refused(queue)
+    commits = 1
+    if history:
+        commits, found = _fsck_history(queue)
+        problems += found
+    return FsckResult(commits, len(stages), tuple(problems))
+
+
+def _committed_links(queue: Queue) -> list[str]:
+    """Symbolic links HEAD holds among aq's files: a clone checks them out as links."""
+    from aq.infra import gitops
+
+    tree = gitops.git(queue.root, "ls-tree", "-r", "HEAD", "--", CONFIG_NAME, PROFILES_DIR,
+                      QUEUE_DIR, check=False).stdout
+    return [f"HEAD: {path}: committed as a symbolic link, which aq never follows: 'git rm' it "
+            "and commit" for meta, _, path in (line.partition("\t") for line in tree.splitlines())
+            if meta.startswith("120000 ")]
+
+
+def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
+    stages: dict[str, set[str]] = {}
+    stage_names = {str(stage) for stage in STAGES}
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] in stage_names and parts[2].endswith(".md"):
+            stages.setdefault(parts[2][:-3], set()).add(parts[1])
+    return stages
+
+
+def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
+    """Replay the first-parent history of HEAD file by file, checking each commit."""
+    from aq.infra import gitops
+
+    log = gitops.git(queue.root, "log", "--first-parent", "--reverse", "--no-renames",
+                     "--format=@%H", "--name-status", "HEAD", "--", QUEUE_DIR).stdout
+    stage_names = {str(stage) for stage in STAGES}
+    present: dict[str, set[str]] = {}
+    problems: list[str] = []
+    commits = 0
+    commit = ""
+    touched: set[str] = set()
+
+    def check() -> None:
+        for job_id in touched:
+            if len(present.get(job_id, ())) > 1:
+                problems.append(f"commit {commit[:10]}: job {job_id} is in "
+                                f"{', '.join(sorted(present[job_id]))}")
+
+    for line in log.splitlines():
+        if line.startswith("@"):
+            if commit:
+                check()
+            commit, touched = line[1:], set()
+            commits += 1
+            continue
+        status, _, path = line.partition("\t")
+        parts = path.split("/")
+        if len(parts) != 3 or parts[1] not in stage_names or not parts[2].endswith(".md"):
+            continue
+        job_id, stage = parts[2][:-3], parts[1]
+        touched.add(job_id)
+        if status.startswith("D"):
+            present.get(job_id, set()).discard(stage)
+        else:
+            present.setdefault(job_id, set()).add(stage)
+    if commit:
+        check()
+    return commits, problems

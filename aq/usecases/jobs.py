@@ -1,0 +1,182 @@
+"""One job: adding it, and showing it with its settings resolved and why it waits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aq.core.events import Event, added, iso
+from aq.core.ids import check_job_id, new_job_id
+from aq.core.lifecycle import Stage, allowed_actions
+from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
+from aq.core.profile import Profile, apply_profile, setting_sources
+from aq.core.scheduler import Routing, Verdict
+from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
+from aq.infra.confine import read_regular
+from aq.store.layout import QUEUE_DIR
+from aq.store.queue import Queue
+from aq.store.snapshot import Job, Snapshot
+from aq.store.tx import Tx
+from aq.usecases.listing import Capabilities, assess_inbox
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    job: Job
+    created: bool  # False: an add with the same idempotency key and content already made it
+    message: str
+
+
+def add_job(
+    queue: Queue,
+    body: str,
+    fields: Mapping[str, Any],
+    *,
+    job_id: str | None,
+    now: datetime,
+    who: str,
+    entropy: int,
+    source: str = "the new job",
+) -> AddResult:
+    """Write a new job into the inbox (or find the one its idempotency key already made).
+    `source` names where its text came from, in errors."""
+    if not body.strip():
+        raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
+    text = render_manifest(fields, body, source)
+    probe_id = check_job_id(job_id) if job_id else "new-job"
+    manifest = parse_manifest(probe_id, text, source)
+    if manifest.idempotency_key:
+        existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+        if existing is not None:
+            return _same_key(existing, manifest)
+    chosen = job_id or new_job_id(manifest.title, entropy)
+
+    def write(tx: Tx) -> AddResult:
+        if manifest.idempotency_key:  # again, under the lock: two adds at once make one job
+            existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+            if existing is not None:
+                return _same_key(existing, manifest)
+        stage = tx.stage_of(chosen)
+        if stage is not None:
+            raise JobExists(f"job id {chosen} is taken (it is in {stage}): choose another --id")
+        path = queue.job_path(Stage.INBOX, chosen)
+        event = added(iso(now), who)
+        if manifest.idempotency_key:
+            event["key"] = manifest.idempotency_key
+        tx.append_event(chosen, event)
+        tx.write(path, text)
+        return AddResult(queue.resolve(chosen), True, f"added {chosen}")
+
+    return queue.transact(write, f"aq: add {chosen} by {who}")
+
+
+def _find_by_key(snapshot: Snapshot, key: str) -> Job | None:
+    for job in snapshot.jobs:
+        if job.manifest is not None and job.manifest.idempotency_key == key:
+            return job
+    return None
+
+
+def _same_key(existing: Job, manifest: Manifest) -> AddResult:
+    assert existing.manifest is not None
+    if content_key(existing.manifest) != content_key(manifest):
+        raise IdempotencyConflict(
+            f"idempotency key {manifest.idempotency_key!r} already made job {existing.id} with other "
+            "content: use a new key, or leave the job as it is"
+        )
+    return AddResult(existing, False, f"{existing.id} already exists with this idempotency key; nothing added")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """One manifest value with where it came from: job, profile or queue default."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    job: Job
+    events: tuple[Event, ...]
+    resolved: Mapping[str, Resolved]
+    verdict: Verdict | None
+    allowed: tuple[str, ...]
+    text: str
+    tracker_sent: int = 0  # posts its tracker item got
+    tracker_owed: tuple[tuple[str, str], ...] = ()  # (who sends it, since when) of posts owed
+
+
+def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilities) -> JobDetail:
+    snapshot = queue.snapshot()
+    job = queue.resolve(ref, snapshot)
+    verdict = None
+    if job.stage is Stage.INBOX:
+        verdicts = assess_inbox(queue, snapshot, now, capabilities)
+        verdict = next((v for v in verdicts if v.job.id == job.id), None)
+    resolved: dict[str, Resolved] = {}
+    if job.manifest is not None:
+        profile = queue.profiles().found.get(job.manifest.profile) if job.manifest.profile else None
+        resolved = resolve_settings(queue, job.manifest, profile)
+    try:  # a job file that is a link is never read: job.error says so
+        text = read_regular(job.path, job_file(job)).decode("utf-8", "replace")
+    except (OSError, AqError):
+        text = ""
+    events = tuple(queue.read_events(job.id))
+    sent = 0
+    owed: tuple[tuple[str, str], ...] = ()
+    if job.manifest is not None and job.manifest.tracker_item:
+        from aq.core.events import POSTED
+        from aq.usecases.tracker_posts import owed_posts
+
+        sent = sum(1 for event in events if event.get("type") == POSTED)
+        owed = tuple((post.owner, post.since) for post in owed_posts(job, events))
+    return JobDetail(job, events, resolved, verdict,
+                     tuple(str(a) for a in allowed_actions(job.stage)), text, sent, owed)
+
+
+def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None
+                     ) -> dict[str, Resolved]:
+    """The job's settings as a worker runs them, each with where it came from: the job, its
+    profile, or the queue's defaults."""
+    config = queue.config
+    manifest = apply_profile(own, profile)
+    sources = setting_sources(own, profile)
+    rule = config.retry_rule(manifest)
+
+    def pick(key: str, value: Any, default: Any) -> Resolved:
+        source = sources.get(key) or ("job" if key in own.keys else "queue default")
+        return Resolved(default if source == "queue default" else value, source)
+
+    resolved = {
+        "profile": Resolved(own.profile, "job" if own.profile else "none"),
+        "engine": pick("engine", manifest.engine, config.default_engine),
+        "engine-class": pick("engine-class", manifest.engine_class, None),
+        "cwd": pick("cwd", manifest.cwd, str(queue.root)),
+        "timeout": pick("timeout", manifest.timeout, config.timeout),
+        "verify": pick("verify", manifest.verify, None),
+        "capabilities": pick("capabilities", list(manifest.capabilities), []),
+        "allowed-scope": pick("allowed-scope", list(manifest.allowed_scope or ()) or None, None),
+        "priority": pick("priority", manifest.priority, "medium"),
+        "review-policy": pick("review-policy", manifest.review_policy, "manual"),
+        "retry": Resolved({"max": rule.max, "backoff": rule.backoff, "on": sorted(rule.on)},
+                          "job" if "retry" in manifest.keys else "queue default"),
+        "lock": pick("lock", manifest.lock, None),
+        "yolo": pick("yolo", manifest.yolo, False),
+    }
+    if manifest.engine is None and manifest.engine_class is not None:
+        engines = Routing(engine_classes=config.engine_classes).engines_of(manifest.engine_class, profile)
+        resolved["engine"] = Resolved(
+            f"the first of {', '.join(engines) or '(none)'} this worker has "
+            f"(engine-class {manifest.engine_class})", sources.get("engine-class", "job"))
+    if own.profile and profile is None:
+        resolved["profile"] = Resolved(own.profile, "job (missing: profiles/"
+                                       f"{own.profile}.md does not exist)")
+    return resolved
+
+
+def job_file(job: Job) -> str:
+    """The job file's path as a person reads it in a problem: `queue/<stage>/<id>.md`."""
+    return f"{QUEUE_DIR}/{job.stage}/{job.id}.md"

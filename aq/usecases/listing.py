@@ -1,0 +1,151 @@
+"""Reading the queue as a worker here would: the job list, and what `aq run` takes next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from aq.core.lifecycle import STAGES, Stage
+from aq.core.profile import Profile, apply_profile
+from aq.core.scheduler import Routing, Verdict, assess
+from aq.store.queue import Queue
+from aq.store.snapshot import Job, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    jobs: tuple[Job, ...]
+    verdicts: Mapping[str, Verdict]  # inbox jobs only
+    problems: tuple[str, ...]
+
+
+# This machine's capabilities: given, unknown (None: not checked), or probed on demand from the
+# tools whose versions the inbox's requirements compare (probing every version costs ~0.3 s).
+Capabilities = frozenset[str] | Callable[[frozenset[str]], frozenset[str]] | None
+
+
+def _worker_caps(capabilities: Capabilities, snapshot: Snapshot,
+                 profiles: Mapping[str, Profile]) -> frozenset[str] | None:
+    if not callable(capabilities):
+        return capabilities
+    from aq.core.requirements import tools_compared
+
+    required: list[str] = []
+    classes = False  # an engine class is resolved against the engines this machine has
+    for job in snapshot.jobs:
+        if job.stage is Stage.INBOX and job.manifest:
+            required += job.manifest.capabilities
+            classes = classes or job.manifest.engine_class is not None
+            if job.manifest.profile and job.manifest.profile in profiles:
+                profile = profiles[job.manifest.profile]
+                required += profile.capabilities
+                classes = classes or profile.engine_class is not None
+    if not required and not classes:
+        return frozenset()  # nothing to check: the probe (~30 ms of PATH lookups) is not needed
+    return capabilities(tools_compared(required))
+
+
+def profiles_used(queue: Queue, snapshot: Snapshot) -> dict[str, Profile]:
+    """The queue's profiles, read only when some job names one (a listing stays fast)."""
+    if any(job.manifest and job.manifest.profile for job in snapshot.jobs):
+        return queue.profiles().found
+    return {}
+
+
+def assess_inbox(queue: Queue, snapshot: Snapshot, now: datetime, capabilities: Capabilities,
+                 worker_id: str | None = None) -> list[Verdict]:
+    """What `aq run` on this machine would decide for each inbox job (`worker_id`: as which
+    worker, for `prefers:`; None leaves preferences out)."""
+    profiles = profiles_used(queue, snapshot)
+    config = queue.config
+    routing = Routing(profiles, config.engine_classes, worker_id, config.prefer_window)
+    return assess(snapshot.views(), now, halted=queue.halted(),
+                  worker_caps=_worker_caps(capabilities, snapshot, profiles), routing=routing)
+
+
+def list_jobs(
+    queue: Queue,
+    *,
+    now: datetime,
+    capabilities: Capabilities,
+    stages: Sequence[Stage] = (),
+    ready: bool = False,
+    blocked: bool = False,
+) -> Listing:
+    snapshot = queue.snapshot()
+    verdicts = {v.job.id: v for v in assess_inbox(queue, snapshot, now, capabilities)}
+    if blocked:
+        verdicts.update(_unservable(queue, snapshot, verdicts))
+    order = {stage: index for index, stage in enumerate(STAGES)}
+    jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
+    if stages:
+        jobs = [job for job in jobs if job.stage in stages]
+    if ready or blocked:
+        jobs = [job for job in jobs if job.id in verdicts
+                and ((ready and verdicts[job.id].ready) or (blocked and not verdicts[job.id].ready))]
+    if ready:  # in the order `aq run` would take them
+        order_of = {job_id: index for index, job_id in enumerate(verdicts)}
+        jobs.sort(key=lambda j: order_of[j.id])
+    return Listing(tuple(jobs), verdicts, snapshot.problems)
+
+
+def _unservable(queue: Queue, snapshot: Snapshot, verdicts: Mapping[str, Verdict]
+                ) -> dict[str, Verdict]:
+    """Inbox jobs no worker of the fleet could take, judged by the capabilities each worker
+    published in its last heartbeat: kind "fleet", with what none of them has."""
+    if queue.remote is None:
+        return {}
+    fleet = [frozenset(str(cap) for cap in payload.get("capabilities") or ())
+             for _commit, payload in queue.remote.observed_heartbeats().values()
+             if payload.get("capabilities")]
+    if not fleet:
+        return {}
+    from aq.core.profile import choose_engine
+    from aq.core.scheduler import capabilities_missing
+
+    profiles = profiles_used(queue, snapshot)
+    classes = queue.config.engine_classes
+    routing = Routing(profiles, classes)
+    unservable = {}
+    for job_id, verdict in verdicts.items():
+        manifest = verdict.job.manifest
+        if manifest is None or verdict.kind not in (None, "capability", "halted", "not_before",
+                                                      "dep", "lock", "preferred"):
+            continue
+        profile = profiles.get(manifest.profile) if manifest.profile else None
+        manifest = apply_profile(manifest, profile)
+        engines = (routing.engines_of(manifest.engine_class, profile)
+                   if manifest.engine is None and manifest.engine_class else None)
+        lacking: list[list[str]] = []
+        for caps in fleet:
+            missing = capabilities_missing(manifest.capabilities, caps)
+            if engines is not None and choose_engine(str(manifest.engine_class), engines, caps) is None:
+                missing.append(f"an engine of class {manifest.engine_class} ({', '.join(engines)})")
+            if not missing:
+                break
+            lacking.append(missing)
+        else:
+            fewest = min(lacking, key=len)
+            unservable[job_id] = Verdict(
+                verdict.job, f"no worker of the fleet ({len(fleet)} seen) has advertised "
+                f"{', '.join(fewest)}", "fleet")
+    return unservable
+
+
+@dataclass(frozen=True, slots=True)
+class NextResult:
+    chosen: Job | None
+    verdicts: tuple[Verdict, ...]
+    jobs: Mapping[str, Job]
+    halted: str | None = None
+
+
+def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities,
+             worker_id: str | None = None) -> NextResult:
+    snapshot = queue.snapshot()
+    halted = queue.halted()
+    verdicts = assess_inbox(queue, snapshot, now, capabilities, worker_id)
+    by_id = snapshot.by_id()
+    chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
+    return NextResult(chosen, tuple(verdicts), by_id, halted)

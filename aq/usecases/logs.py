@@ -1,0 +1,75 @@
+"""An attempt's log: which file holds it, and its text as it arrives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aq.core.lifecycle import Stage
+from aq.errors import AqError, UsageError
+from aq.infra.confine import check, open_regular
+from aq.infra.rundir import RunFiles
+from aq.store.queue import Queue
+
+FOLLOW_POLL = 0.3  # seconds between looks at a running attempt's live log
+READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class LogRef:
+    job_id: str
+    attempt: int
+    path: Path
+    running: bool  # the attempt is running now on this machine: follow the live file
+
+
+def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
+    """Where the log of a job's attempt (None: its latest) is: the live file while the attempt
+    runs here, else the one kept in the queue."""
+    job = queue.resolve(ref)
+    count = job.state.attempt_count
+    if count == 0:
+        raise AqError(f"{job.id} has not been run yet (it is in {job.stage})")
+    number = attempt or count
+    if not 1 <= number <= count:
+        raise UsageError(f"{job.id} has attempts 1 to {count}; --attempt {number} is not one of them")
+    live = RunFiles(queue.running_dir() / job.id, number).log
+    kept = queue.logs_dir(job.id) / f"{number}.log"
+    check(queue.root, kept)  # a link is refused, never followed
+    is_running = job.stage is Stage.BUILDING and number == count and not kept.exists()
+    if is_running and live.exists():
+        return LogRef(job.id, number, live, True)
+    if kept.exists():
+        return LogRef(job.id, number, kept, False)
+    if is_running:
+        raise AqError(f"{job.id} attempt {number} runs on another machine ({job.state.holder}); "
+                      "its log arrives when the attempt ends")
+    raise AqError(f"no log kept for {job.id} attempt {number}")
+
+
+def read_log(queue: Queue, ref: LogRef, *, follow: bool, stop: Callable[[], bool] = lambda: False,
+             sleep: Callable[[float], object] = time.sleep, poll: float = FOLLOW_POLL
+             ) -> Generator[bytes, None, None]:
+    """The log's bytes as they are read, look by look: first all there is; then, with `follow`
+    and the attempt running here, every `poll` seconds (on `sleep`) what was appended, until the
+    attempt ends (its last words read) or `stop()`. Each look ends with b"": a front end with a
+    timer of its own passes a `sleep` that returns at once and reads up to it at each tick. A
+    link is refused, never followed."""
+    with open_regular(ref.path, queue.relative(ref.path)) as handle:
+        while True:
+            # asked before reading: what the attempt wrote before it ended is read in this look
+            last = not (follow and ref.running) or stop() or attempt_over(queue, ref)
+            while chunk := handle.read(READ_SIZE):
+                yield chunk
+            if last:
+                return
+            yield b""
+            sleep(poll)
+
+
+def attempt_over(queue: Queue, ref: LogRef) -> bool:
+    """The attempt of a live log ended: its log was kept, or the job left building."""
+    kept = queue.logs_dir(ref.job_id) / f"{ref.attempt}.log"
+    return kept.exists() or queue.stage_of(ref.job_id) is not Stage.BUILDING

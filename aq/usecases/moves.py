@@ -1,0 +1,71 @@
+"""A person's moves of a job (promote, ship, reject, requeue, cancel), each posted to the job's
+tracker item at once, whichever front end made it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from aq.core.events import iso, moved
+from aq.core.lifecycle import Action, Stage, check_move
+from aq.errors import AqError
+from aq.store.queue import Queue
+from aq.store.tx import Tx
+from aq.usecases.ship import scope_gate, ship_work
+from aq.usecases.tracker_delivery import Sent, post_moves
+
+
+@dataclass(frozen=True, slots=True)
+class MoveResult:
+    job_id: str
+    source: Stage
+    target: Stage
+    action: Action
+    tracker: tuple[Sent, ...] = ()  # its post to the job's tracker item, if linked (failed: owed)
+
+
+def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
+             env: Mapping[str, str], reason: str | None = None, allow_out_of_scope: bool = False,
+             announce: Callable[[MoveResult], None] | None = None) -> MoveResult:
+    """`record_move`, then its post to the job's tracker item, sent as its mover (`env`: where
+    the tracker's token is). `announce` hears of the move before the tracker is asked: the move
+    stands whatever the tracker answers, and a failed post stays owed."""
+    result = record_move(queue, ref, action, who=who, now=now, reason=reason,
+                         allow_out_of_scope=allow_out_of_scope)
+    if announce is not None:
+        announce(result)
+    sent = post_moves(queue, [result.job_id], me=who, now=now, env=env)
+    return dataclasses.replace(result, tracker=tuple(sent))
+
+
+def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
+                reason: str | None = None, allow_out_of_scope: bool = False) -> MoveResult:
+    """promote, ship, reject, requeue, cancel: refused unless the lifecycle allows it. A ship
+    of a job whose last attempt changed files outside its allowed-scope is refused unless
+    `allow_out_of_scope`, and the override is recorded with who made it. The move alone: the
+    post it owes a tracker item stays owed."""
+    job = queue.resolve(ref)
+    job_id = job.id
+    shipped: dict[str, object] = {}
+    if action is Action.SHIP:  # every gate before the first side effect on the project's repo
+        check_move(job_id, job.stage, action)
+        scope_gate(job_id, job.state.out_of_scope, allow_out_of_scope)
+        shipped = ship_work(queue, job, who)
+
+    def change(tx: Tx) -> MoveResult:
+        stage = tx.stage_of(job_id)
+        if stage is None:
+            raise AqError(f"{job_id} vanished while moving it: run 'aq ls'")
+        target = check_move(job_id, stage, action)
+        extra: dict[str, object] = dict(shipped)
+        outside = tx.state(job_id).out_of_scope if action is Action.SHIP else ()
+        scope_gate(job_id, outside, allow_out_of_scope)
+        if outside:  # the override is kept beside what the ship did
+            extra.update({"override": "out_of_scope", "out_of_scope": list(outside)})
+        why = reason or {"cancel": "canceled"}.get(str(action), f"{action} by {who}")
+        tx.move(job_id, stage, target, moved(iso(now), who, stage, target, action, why, **extra))
+        return MoveResult(job_id, stage, target, action)
+
+    return queue.transact(change, f"aq: {action} {job_id} by {who}")

@@ -1,0 +1,181 @@
+"""Picking and claiming jobs. A claim is a transaction that first takes back jobs whose lease
+expired, then picks from what is on disk under the queue lock and renames inbox -> building
+with a `claimed` event carrying a fresh lease token and the profile it pins. With a remote, the
+claim counts only once pushed (a rejected push means another machine won; the transaction
+decides again on the new tip); a claim whose push may or may not have landed waits, uncertain,
+until the remote shows which. An offline claim is replayed on the remote's tip when it answers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import replace
+
+from aq.core.events import claimed, iso, note
+from aq.core.lifecycle import Stage
+from aq.core.profile import Profile, apply_profile, choose_engine
+from aq.core.scheduler import Routing, Verdict, assess
+from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
+from aq.store.snapshot import Job, Snapshot
+from aq.store.tx import Tx
+from aq.worker.context import Claim, WorkerContext
+from aq.worker.reclaim import Reclaimer
+
+
+class Claimer:
+    def __init__(self, ctx: WorkerContext, reclaimer: Reclaimer) -> None:
+        self.ctx = ctx
+        self.reclaimer = reclaimer
+        self.contended = False  # the last claim lost every race: work is there
+        self._profiles: dict[str, Profile] = {}
+
+    def claim_while(self, room: Callable[[], bool], start: Callable[[Claim], None]) -> int:
+        """Claim and start jobs while there is `room`: how many."""
+        self.contended = False
+        count = 0
+        while room():
+            claim = self.transact_claim()
+            if claim is None:
+                break
+            count += 1
+            start(claim)
+        return count
+
+    def transact_claim(self) -> Claim | None:
+        """One claim transaction: the claim, or None (nothing to take, or the remote said no)."""
+        ctx = self.ctx
+        replay = ((lambda c: functools.partial(self.replay_claim, c) if c else None)
+                  if ctx.options.offline else None)
+        try:
+            claim: Claim | None = ctx.queue.transact(
+                self.claim, f"aq: claim by {ctx.worker_id}",
+                describe=lambda c: f"aq: claim {c.job.id if c else ''} by {ctx.worker_id}",
+                replay=replay)
+            return claim
+        except RemoteUnreachable:
+            ctx.voice.unreachable("claiming nothing new until it answers")
+        except PushUncertain as err:
+            if isinstance(err.result, Claim):
+                ctx.roster.hold_uncertain(err.result)
+                ctx.voice.say(f"{err.result.job.id}: the remote stopped answering during the "
+                              "claim; it runs once the claim is confirmed")
+        except RemoteBusy as err:
+            self.contended = True  # others kept winning: there is work, try again shortly
+            ctx.voice.say(str(err))
+        except AqError as err:
+            ctx.voice.say(f"could not claim: {err}")
+        return None
+
+    def claim(self, tx: Tx) -> Claim | None:
+        """In a transaction: take back expired leases, then claim the first job ready to run."""
+        ctx = self.ctx
+        snapshot = ctx.queue.snapshot()
+        if self.reclaimer.take_back_expired(tx, snapshot):
+            snapshot = ctx.queue.snapshot()
+        self._warn_invalid(snapshot)
+        verdicts = self.assess(snapshot)
+        chosen = next((v.job for v in verdicts if v.ready and v.job.id not in ctx.roster.running),
+                      None)
+        if chosen is None:
+            return None
+        job = snapshot.by_id()[chosen.id]
+        job, persona, pinned = self._as_profiled(job)
+        attempt = job.state.attempt_count + 1
+        token = f"{attempt}.{ctx.worker_id}.{secrets.token_hex(3)}"
+        event = claimed(iso(ctx.now()), ctx.worker_id, attempt, token,
+                        host=socket.gethostname(), pid=os.getpid(), **pinned)
+        if not tx.online:
+            event["offline"] = True
+        tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
+        return Claim(job, attempt, token, event, claimed_at=ctx.monotonic(), persona=persona)
+
+    def assess(self, snapshot: Snapshot) -> list[Verdict]:
+        """Each job's verdict for this worker, with the profiles as they are on disk now."""
+        ctx = self.ctx
+        config = ctx.queue.config
+        loaded = ctx.queue.profiles()  # read afresh: the claim pins what it saw
+        self._profiles = loaded.found
+        for line in loaded.problems:  # a profile that cannot be read (or is a link) is skipped
+            ctx.voice.warn(f"skipping {line}")
+        routing = Routing(self._profiles, config.engine_classes, ctx.worker_id,
+                          config.prefer_window)
+        return assess(snapshot.views(), ctx.now(), halted=ctx.queue.halted(),
+                      worker_caps=ctx.options.capabilities,
+                      retry_waits=self.retry_waits(snapshot), routing=routing)
+
+    def _as_profiled(self, job: Job) -> tuple[Job, str | None, dict[str, object]]:
+        """The job as this attempt runs it: its profile's defaults applied and its engine class
+        resolved to an engine this worker has. Also the persona, and what the claim event
+        records (profile name, version and content hash; the engine chosen), so an edit to the
+        profile while the job runs does not change this attempt."""
+        assert job.manifest is not None
+        profile = self._profiles.get(job.manifest.profile) if job.manifest.profile else None
+        manifest = apply_profile(job.manifest, profile)
+        pinned: dict[str, object] = {}
+        if profile is not None:
+            pinned["profile"] = {"name": profile.name, "version": profile.version,
+                                 "hash": profile.content_hash}
+        if manifest.engine is None and manifest.engine_class is not None:
+            routing = Routing(self._profiles, self.ctx.queue.config.engine_classes)
+            engines = routing.engines_of(manifest.engine_class, profile)
+            manifest = replace(manifest, engine=choose_engine(manifest.engine_class, engines,
+                                                              self.ctx.options.capabilities))
+            pinned["engine"] = manifest.engine
+        return replace(job, manifest=manifest), profile.persona if profile else None, pinned
+
+    def retry_waits(self, snapshot: Snapshot) -> dict[str, float] | None:
+        """In a fleet, a retry's backoff runs on this machine's monotonic clock from when it first
+        saw the retry, not on the finishing worker's wall clock (which may be an hour off)."""
+        queue = self.ctx.queue
+        if queue.remote is None:
+            return None
+        pending = {f"{job.id}:{job.state.attempt_count}": backoff for job in snapshot.jobs
+                   if job.stage is Stage.INBOX and (backoff := job.state.retry_backoff) is not None}
+        if not pending:
+            return {}
+        from aq.store.sync import LeaseObserver
+
+        waits = LeaseObserver(queue.state_dir / "leases.json").retry_waits(self.ctx.monotonic(), pending)
+        return {key.rpartition(":")[0]: wait for key, wait in waits.items()}
+
+    def _warn_invalid(self, snapshot: Snapshot) -> None:
+        lines = [job.error for job in snapshot.jobs if job.stage is Stage.INBOX and job.error]
+        for line in [*lines, *snapshot.problems]:
+            if line:
+                self.ctx.voice.warn(f"skipping {line}")
+
+    def replay_claim(self, claim: Claim, tx: Tx) -> None:
+        """An offline claim, replayed on the remote's tip: it stands only if the job is still waiting."""
+        ctx, job_id = self.ctx, claim.job.id
+        stage = tx.stage_of(job_id)
+        if stage is Stage.INBOX:
+            tx.move(job_id, Stage.INBOX, Stage.BUILDING, {**claim.event, "replayed": iso(ctx.now())})
+            return
+        ctx.summary.conflicts.append(job_id)
+        ctx.voice.say(f"{job_id}: ran offline, but it was taken meanwhile (now in {stage}); "
+                      "its result is kept as stale_result, not counted")
+        tx.append_event(job_id, note(
+            iso(ctx.now()), ctx.worker_id, claim.token,
+            why=f"offline_conflict: claimed offline by {ctx.worker_id}, but the job was in {stage} "
+                "on the remote"))
+
+    def settle_uncertain(self, start: Callable[[Claim], None]) -> None:
+        """Start a claim once the remote shows it landed; forget it once it shows it did not."""
+        queue, roster = self.ctx.queue, self.ctx.roster
+        remote = queue.remote
+        if not roster.uncertain or not queue.remote_answered or remote is None:
+            return
+        if remote.head() != remote.tip():
+            return  # the clone still holds commits the remote has not taken: not the remote's view
+        for job_id, claim in list(roster.uncertain.items()):
+            roster.drop_uncertain(job_id)
+            stage = queue.stage_of(job_id)
+            token = queue.state_of(job_id).token
+            if stage is Stage.BUILDING and token == claim.token:
+                self.ctx.voice.say(f"{job_id}: the claim landed after all")
+                start(claim)
+            else:
+                self.ctx.voice.say(f"{job_id}: the claim did not land; not running it")

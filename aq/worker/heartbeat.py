@@ -1,0 +1,110 @@
+"""A worker's heartbeat: a thread that force-pushes the lease tokens it holds to its own ref
+(`refs/aq/workers/<id>`) every `heartbeat_interval`, and the self-fencing that goes with it: a
+holder whose renewals have not reached the remote for `renew_deadline` stops its attempts, so
+that no two engines work one job at once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from aq.core.events import iso
+from aq.core.leases import unrenewed
+from aq.worker.context import WorkerContext
+
+
+class Heartbeat:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.renewed_at = ctx.monotonic()  # when the last renewal that reached the remote left
+        self._beat_now = threading.Event()
+        self._ending = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.ctx.queue.remote is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread, after one last beat that says the worker retires."""
+        if self._thread is None:
+            return
+        self._ending.set()
+        self._beat_now.set()
+        self._thread.join(timeout=5)
+
+    def _done(self) -> bool:
+        """The worker stops and runs nothing more: this beat is the last."""
+        return (self._ending.is_set() or self.ctx.stopping.is_set()) and not self.ctx.roster.running
+
+    def _run(self) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            try:
+                self.beat(seq, retiring=self._done())
+            except Exception as err:  # the thread must outlive any one beat, or every lease expires
+                self.ctx.voice.say(f"heartbeat failed: {err!r}; trying again")
+            if self._done():
+                return
+            self._beat_now.wait(timeout=self.ctx.options.heartbeat_interval)
+            self._beat_now.clear()
+
+    def beat(self, seq: int, retiring: bool = False) -> None:
+        """Push one heartbeat renewing every lease held; stop the attempts whose lease went
+        unrenewed too long meanwhile."""
+        ctx = self.ctx
+        remote = ctx.queue.remote
+        assert remote is not None
+        payload = {
+            "worker": ctx.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "seq": seq,
+            "wall": iso(ctx.now()), "tokens": ctx.roster.tokens(), "retiring": retiring,
+            "capabilities": sorted(ctx.options.capabilities or ()),
+        }
+        started = ctx.monotonic()
+        renewed_before = self.renewed_at
+        # a push that hangs must not outlast the renew deadline (the main loop checks it too)
+        renewed = remote.heartbeat(ctx.worker_id, payload,
+                                   timeout=max(2.0, ctx.options.heartbeat_interval),
+                                   identity=ctx.queue.identity or ())
+        # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
+        # laptop) between renewals may have let observers expire the lease
+        self.lose_silent_leases(renewed_before, started)
+        if renewed:
+            self.renewed_at = started
+        else:
+            self.lose_silent_leases(renewed_before, ctx.monotonic())
+            silent = ctx.monotonic() - renewed_before
+            if silent >= ctx.options.lease_ttl / 2 and ctx.roster.busy():
+                ctx.voice.unreachable(f"no heartbeat has reached it for {silent:.0f}s")
+
+    def check_renewal(self) -> None:
+        """The renew deadline, checked from the main loop as well: the heartbeat thread may be
+        stuck in a push that neither lands nor fails. Offline claims count from when the remote
+        took them (nothing left unpushed: the claim's replay stays so until a push of it lands)."""
+        ctx = self.ctx
+        if ctx.queue.remote is None:
+            return
+        if not ctx.queue.unpushed:
+            for running in ctx.roster.attempts():
+                if running.claim.event.get("offline") and running.landed_at is None:
+                    running.landed_at = ctx.monotonic()
+        self.lose_silent_leases(self.renewed_at, ctx.monotonic())
+
+    def lose_silent_leases(self, renewed_at: float, now: float) -> None:
+        """Stop each attempt whose lease went unrenewed for the renew deadline: another machine
+        may own the job now. A result is recorded only if the job is still ours on the remote
+        (the token check fences it)."""
+        deadline = self.ctx.options.renew_deadline
+        for running in self.ctx.roster.attempts():
+            claim = running.claim
+            silent = unrenewed(now, renewed_at, claim.claimed_at, running.landed_at,
+                               offline=bool(claim.event.get("offline")))
+            if silent is not None and silent >= deadline and not running.stop.is_set():
+                running.stop_reason = (f"lease lost: no heartbeat reached the remote for "
+                                       f"{silent:.0f}s (renew deadline {deadline:.0f}s)")
+                running.stop.set()
+                self.ctx.wake.set()
