@@ -32,6 +32,10 @@ class JobNotFound(AqError):
     pass
 
 
+class LogNotFound(AqError):
+    """No log of that attempt is on this machine: it has not run, runs elsewhere, or was not kept."""
+
+
 class ProfileNotFound(AqError):
     pass
 
@@ -75,10 +79,6 @@ class GitError(AqError):
     pass
 
 
-class LintFailed(AqError):
-    """Raised after the problems were printed; carries only the count."""
-
-
 class RemoteUnreachable(AqError):
     """The queue's remote did not answer, and the change must land there to count."""
 
@@ -93,6 +93,19 @@ class PushUncertain(AqError):
         super().__init__(message)
         self.result = result
         self.commit = commit
+
+
+class QueueBusy(AqError):
+    """Another aq on this machine held the clone's lock for longer than this one waits."""
+
+
+class NotApplicable(AqError):
+    """The command has nothing to work on here: a job with no repo or no tracker item, a queue
+    with no git repository or no remote."""
+
+
+class PullRequestFailed(AqError):
+    """A ship by pull request opened none: gh failed, or neither gh nor a GitHub token is there."""
 
 
 class RemoteBusy(AqError):

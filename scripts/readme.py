@@ -17,7 +17,7 @@ END = "<!-- END COMMANDS -->"
 
 
 def commands() -> list[str]:
-    from aq.ui.cli import app
+    from aq.ui.cli.app import app
 
     return [info.name or (info.callback.__name__ if info.callback else "") for info in app.registered_commands]
 

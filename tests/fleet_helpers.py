@@ -28,7 +28,7 @@ FAST = ("--poll", "0.1", "--heartbeat", "0.5s")
 # real CLI entry point. Processes released together race for real, not by their start-up order.
 GATED = """
 import os, sys, time
-import aq.ui.cli, aq.worker.runner, aq.usecases.jobs, aq.usecases.moves, aq.store.sync  # the imports are paid before the gate
+import aq.ui.cli.app, aq.worker.runner, aq.usecases.jobs, aq.usecases.moves, aq.store.sync  # the imports are paid before the gate
 gate = sys.argv[1]
 open(f"{gate}.ready-{os.getpid()}", "w").close()
 end = time.monotonic() + 120

@@ -12,6 +12,7 @@ import pytest
 from aq.core.events import CLAIMED, FINISHED
 from aq.core.lifecycle import Action, Stage
 from aq.errors import IdempotencyConflict, JobExists, MoveRefused
+from aq.infra.rundir import RunFiles
 from aq.store.queue import Queue
 from aq.usecases.checks import lint
 from aq.usecases.fleet import halt, resume
@@ -313,7 +314,7 @@ def test_read_log_follows_a_running_attempt_until_its_log_is_kept(queue: Queue) 
     """read_log gives the live log, then what is appended at each look (on the sleep it is
     handed), and the last words once the attempt's log is kept; unfollowed, what is there."""
     write_job(queue.root, "busy", stage="building")
-    live = queue.running_dir() / "busy" / "1.log"
+    live = RunFiles(queue.running_dir() / "busy", 1).log
     live.parent.mkdir(parents=True)
     live.write_bytes(b"one\n")
     looks: list[float] = []

@@ -15,7 +15,10 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from aq.store.queue import Queue
-from aq.ui.dash import Ask, Confirm, DashApp, JobsScreen, LogScreen, remote_sync
+from aq.ui.dash.app import DashApp, remote_sync
+from aq.ui.dash.dialogs import Ask, Confirm
+from aq.ui.dash.jobs import JobsScreen
+from aq.ui.dash.logview import LogScreen
 from tests.conftest import T0, aq_env, run_aq, write_job
 from tests.fleet_helpers import fleet_in
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from aq.core.manifest import KNOWN_KEYS
-from aq.ui.cli import app
+from aq.ui.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from aq.infra.rundir import RunFiles
 from tests.conftest import aq_env, run_aq, write_job
 from tests.fleet_helpers import fleet_in, wait_until
 
@@ -286,10 +287,11 @@ def test_env_secrets_printed_everywhere_by_a_failing_job_reach_no_file_log_or_ob
             assert wait_for(out / f"ready-{n}"), stderr.read_text()
             assert stage_of(queue_root, "leaky") == "building"
             # the job has printed everything; the worker's reader may still be writing it down
-            assert wait_until(lambda n=n: (running / f"{n}.log").read_text().count(REDACTED) >= 8,
-                              60), (running / f"{n}.log").read_text()
+            files = RunFiles(running, n)
+            assert wait_until(lambda files=files: files.log.read_text().count(REDACTED) >= 8,
+                              60), files.log.read_text()
             if n == 2:
-                assert "gh=[REDACTED]" in (running / "2.previous-failure").read_text()
+                assert "gh=[REDACTED]" in files.previous_failure.read_text()
             mid = scan(queue_root, SECRET_ENV.values())
             assert not leaks(mid), f"secret found while attempt {n} ran:\n" + leaks(mid)
             (out / f"go-{n}").touch()

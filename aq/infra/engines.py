@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aq.errors import ConfigError
+from aq.infra.files import write_atomic
+from aq.infra.proc import run
 
 INPUTS = ("stdin", "prompt", "body")
 GROUPS = ("yolo", "resume", "max_usd")
@@ -171,8 +173,6 @@ def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
     `aq run --once` does not start a node CLI twice per job."""
     import json
 
-    from aq.infra.proc import run
-
     key = (program, env.get("PATH", ""))
     if key in _VERSIONS:
         return _VERSIONS[key]
@@ -195,8 +195,6 @@ def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
     lines = (done.stdout or done.stderr).strip().splitlines() if done and done.returncode == 0 else []
     _VERSIONS[key] = version = lines[0][:200] if lines else None
     if cache is not None and stamp is not None:
-        from aq.infra.files import write_atomic
-
         known[stamp] = version
         with contextlib.suppress(OSError):  # a cache: losing it costs one more --version
             write_atomic(cache, json.dumps(dict(list(known.items())[-64:])))

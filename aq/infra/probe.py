@@ -104,7 +104,7 @@ def worker_config_path(environ: Mapping[str, str] | None = None) -> Path:
 def worker_tags(config_file: Path, *, required: bool = False) -> tuple[str, ...]:
     """The `capabilities:` tags of a worker config file; none when it does not exist (unless
     `required`). A file that cannot be used raises ConfigError naming it and what to fix."""
-    import yaml
+    import yaml  # lazily: `aq ls` and `aq next` load this module but parse no YAML
 
     from aq.core.yamltext import load_yaml
 

@@ -131,7 +131,7 @@ def run_streaming(
     TERM, then KILL after `grace` seconds; whatever is left once it exits is killed.
     `on_start` gets the process group id as soon as it exists.
     """
-    from aq.infra import proctree
+    from aq.infra import proctree  # lazily: only engines and verify stream; git calls `run`
 
     start = clock()
     if mark is not None:

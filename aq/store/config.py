@@ -9,9 +9,10 @@ from typing import Any
 
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
-from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest
+from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, _ship
 from aq.core.prices import Price, parse_prices
 from aq.errors import ConfigError
+from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
 from aq.infra.usage.registry import READERS
@@ -159,7 +160,7 @@ class QueueConfig:
 
     def workspaces_root(self, queue_key: str) -> Path:
         """One queue's worktrees on this machine; beside it, the repo caches all queues share."""
-        from aq.infra.repos import default_root
+        from aq.infra.repos import default_root  # lazily: worktree plumbing, not for `aq ls`
 
         top = Path(self.workspaces_dir).expanduser() if self.workspaces_dir else default_root()
         return top / queue_key
@@ -181,8 +182,6 @@ class QueueConfig:
 
 def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     """aq.yaml parsed; with `cache_dir`, a warm run reuses the parse while the file is unchanged."""
-    from aq.infra.confine import describe
-
     path = root / CONFIG_NAME
     try:
         stat = path.lstat()  # a link is refused, never followed (DESIGN §5)
@@ -206,10 +205,9 @@ _CACHE_VERSION = 6  # bumped when QueueConfig's fields change: an old pickle lac
 
 
 def _read_config(path: Path) -> QueueConfig:
-    import yaml
+    import yaml  # lazily: a warm run reuses the cached parse and loads no YAML parser
 
     from aq.core.yamltext import load_yaml
-    from aq.infra.confine import read_regular
 
     try:
         raw = load_yaml(read_regular(path, CONFIG_NAME).decode("utf-8"))
@@ -302,8 +300,6 @@ def _queue_budget(raw: object, source: str) -> dict[str, object]:
 
 
 def _ship_mode(value: object) -> str:
-    from aq.core.manifest import _ship
-
     return _ship(value)
 
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from aq.errors import AqError, GitError
+from aq.errors import GitError, QueueBusy
 from aq.store.layout import QUEUE_DIR, Layout
 from aq.store.tx import InboxWatch, Tx
 
@@ -34,7 +34,7 @@ class Local:
         try:
             lock.acquire(poll_interval=0.005)  # a waiting sibling worker gets its turn promptly
         except Timeout:
-            raise AqError(f"the queue lock {path} is busy: another aq is writing; try again") from None
+            raise QueueBusy(f"the queue lock {path} is busy: another aq is writing; try again") from None
         try:
             yield
         finally:
@@ -53,7 +53,7 @@ class Local:
                 try:
                     self.commit(text, paths)
                 except GitError as err:
-                    from aq.infra.gitops import clear_stale_locks
+                    from aq.infra.gitops import clear_stale_locks  # lazily: see `commit`
 
                     # a lock file left by a git killed earlier: gone, the commit goes through
                     if ".lock" not in str(err) or not clear_stale_locks(self.layout.git_dir,
@@ -71,7 +71,7 @@ class Local:
         identity = self.identity
         if identity is None:
             return
-        from aq.infra import gitops
+        from aq.infra import gitops  # lazily: `aq next` writes nothing and loads no git plumbing
 
         paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
         if gitops.commit_paths(self.layout.root, paths, message, identity, exact=touched is not None):
@@ -80,7 +80,7 @@ class Local:
     @cached_property
     def identity(self) -> list[str] | None:
         """`-c user.name/-c user.email` when this machine has no git identity (None: no git)."""
-        from aq.infra import gitops
+        from aq.infra import gitops  # lazily: see `commit`
 
         if self.layout.git_dir is None:
             return None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aq.core.events import Event, JobState, fold
 from aq.core.lifecycle import Stage
 from aq.infra.clock import utc_now
+from aq.store.config import QueueConfig, load_config
 from aq.store.eventlog import read_events
 from aq.store.layout import Layout, locate_root
 from aq.store.local import Local
@@ -26,7 +27,6 @@ from aq.store.snapshot import Job, Snapshot, halted, read_snapshot, resolve
 from aq.store.tx import InboxWatch, Tx
 
 if TYPE_CHECKING:
-    from aq.store.config import QueueConfig
     from aq.store.profiles import Profiles
     from aq.store.sync import Remote
 
@@ -73,14 +73,12 @@ class Queue:
 
     @cached_property
     def config(self) -> QueueConfig:
-        from aq.store.config import load_config
-
         return load_config(self.root, self.state_dir)
 
     # --- reading -------------------------------------------------------------------------
 
     def profiles(self) -> Profiles:
-        from aq.store.profiles import read_profiles
+        from aq.store.profiles import read_profiles  # lazily: only jobs that name a profile need it
 
         return read_profiles(self.layout)
 
@@ -115,7 +113,7 @@ class Queue:
 
     @cached_property
     def remote(self) -> Remote | None:
-        from aq.store.sync import Remote
+        from aq.store.sync import Remote  # lazily: `aq next` never asks for the remote
 
         return Remote.detect(self.root, self.config.remote)
 

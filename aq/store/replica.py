@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store.local import Local
 from aq.store.recovery import Adoption, HalfMoves, Salvage
 from aq.store.tx import Tx, Unpushed
@@ -70,8 +71,6 @@ class Replica:
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None, replay: Replay[T] | None) -> Synced[T]:
         """Apply `change` on the remote's tip and push it (under the lock); see Queue.transact_synced."""
-        from aq.errors import RemoteBusy, RemoteUnreachable
-
         with self.half_moves.changing() as left_dirty:
             for attempt in range(PUSH_TRIES):
                 replayed = bool(self.unpushed)
@@ -103,8 +102,7 @@ class Replica:
     def _pushed(self, remote: Remote, result: T, replay: Replay[T] | None) -> Delivery | None:
         """Push HEAD. Where that leaves the change: landed, or (the remote stopped answering)
         uncertain and kept unpushed; None when it must be decided again on the remote's tip."""
-        from aq.errors import PushUncertain
-        from aq.store.sync import Push
+        from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
 
         pushed = remote.push()
         landed = self._confirm(remote) if pushed is Push.TRANSPORT else pushed is Push.OK
@@ -155,7 +153,7 @@ class Replica:
         return False
 
     def lost_sight(self) -> None:
-        from aq.store.sync import LeaseObserver
+        from aq.store.sync import LeaseObserver  # lazily: see `_pushed`
 
         self.fetches_failed += 1
         LeaseObserver(self.local.layout.state_dir / "leases.json").lost_sight()
@@ -212,7 +210,7 @@ class Replica:
 
 
 def _clone(remote: Remote) -> Clone:
-    from aq.store.clone import Clone
+    from aq.store.clone import Clone  # lazily: see `Replica._pushed`
 
     return Clone(remote)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aq.core.events import JobState, fold
-from aq.core.ids import check_job_id, is_job_id
+from aq.core.ids import check_job_id, is_job_id, slugify
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.manifest import Manifest, parse_manifest
 from aq.core.scheduler import JobView
@@ -178,8 +178,6 @@ def _event_logs(events_dir: Path) -> tuple[dict[str, Signature], dict[str, str]]
 
 
 def _suggest_name(stem: str) -> str:
-    from aq.core.ids import slugify
-
     return slugify(stem) or "job"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.errors import GitError
 from aq.infra import gitops, proc
+from aq.infra.files import find_git_dir, write_atomic
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
@@ -51,8 +52,6 @@ class Remote:
     @classmethod
     def detect(cls, root: Path, configured: str | None) -> Remote | None:
         """The queue's remote: aq.yaml `remote:`, else `origin` if the repo has it; None for a local queue."""
-        from aq.infra.files import find_git_dir
-
         if find_git_dir(root) is None:
             return None
         names = gitops.git(root, "remote", check=False).stdout.split()
@@ -196,8 +195,6 @@ class LeaseObserver:
         return data
 
     def _save(self, data: Mapping[str, Any]) -> None:
-        from aq.infra.files import write_atomic
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, json.dumps(data))
 

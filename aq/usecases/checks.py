@@ -8,10 +8,15 @@ from dataclasses import dataclass, field
 
 from aq.core.lifecycle import STAGES
 from aq.core.manifest import Manifest
-from aq.core.profile import Profile
+from aq.core.profile import Profile, profile_problem
+from aq.core.requirements import check_requirement
 from aq.core.scheduler import dependency_cycles
-from aq.errors import AqError, UnsafePath
+from aq.errors import AqError, NotApplicable, UnsafePath
+from aq.infra import gitops
+from aq.infra.confine import refusals
+from aq.infra.scope import check_globs
 from aq.store.config import CONFIG_NAME
+from aq.store.eventlog import bad_event_lines
 from aq.store.layout import EVENTS_DIR, PROFILES_DIR, QUEUE_DIR
 from aq.store.queue import Queue
 from aq.usecases.jobs import job_file
@@ -25,8 +30,6 @@ class LintResult:
 
 def lint(queue: Queue) -> LintResult:
     """Every manifest valid, every dep present, no dependency cycle, event logs readable."""
-    from aq.store.eventlog import bad_event_lines
-
     try:
         queue.config  # noqa: B018 - a broken aq.yaml is a problem too
         problems: list[str] = []
@@ -70,15 +73,10 @@ def lint(queue: Queue) -> LintResult:
 def _refused(queue: Queue) -> list[str]:
     """Every link (or fifo, socket, device) among the files aq reads or writes: aq.yaml,
     profiles/, queue/ (DESIGN §5). Found without following any."""
-    from aq.infra.confine import refusals
-
     return refusals(queue.root, (CONFIG_NAME, PROFILES_DIR, QUEUE_DIR))
 
 
 def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
-    from aq.core.requirements import check_requirement
-    from aq.infra.scope import check_globs
-
     problems = []
     for name, profile in sorted(profiles.items()):
         source = f"{PROFILES_DIR}/{name}.md"
@@ -91,10 +89,6 @@ def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
 
 def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
                       engines: Mapping[str, object]) -> list[str]:
-    from aq.core.profile import profile_problem
-    from aq.core.requirements import check_requirement
-    from aq.infra.scope import check_globs
-
     problems = []
     if manifest.engine and manifest.engine not in engines:
         problems.append(f"key 'engine': {manifest.engine!r} is not defined (known: "
@@ -120,11 +114,8 @@ class FsckResult:
 def fsck(queue: Queue, *, history: bool) -> FsckResult:
     """Every job in exactly one stage at HEAD (and at every commit with `history`), every
     building job holding a lease, every event log readable."""
-    from aq.infra import gitops
-    from aq.store.eventlog import bad_event_lines
-
     if queue.git_dir is None:
-        raise AqError("this queue is not in a git repository: nothing to check")
+        raise NotApplicable("this queue is not in a git repository: nothing to check")
     problems: list[str] = []
     listed = gitops.git(queue.root, "ls-tree", "-r", "--name-only", "HEAD", "--", QUEUE_DIR,
                         check=False).stdout.splitlines()
@@ -151,8 +142,6 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
 
 def _committed_links(queue: Queue) -> list[str]:
     """Symbolic links HEAD holds among aq's files: a clone checks them out as links."""
-    from aq.infra import gitops
-
     tree = gitops.git(queue.root, "ls-tree", "-r", "HEAD", "--", CONFIG_NAME, PROFILES_DIR,
                       QUEUE_DIR, check=False).stdout
     return [f"HEAD: {path}: committed as a symbolic link, which aq never follows: 'git rm' it "
@@ -172,8 +161,6 @@ def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
 
 def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
     """Replay the first-parent history of HEAD file by file, checking each commit."""
-    from aq.infra import gitops
-
     log = gitops.git(queue.root, "log", "--first-parent", "--reverse", "--no-renames",
                      "--format=@%H", "--name-status", "HEAD", "--", QUEUE_DIR).stdout
     stage_names = {str(stage) for stage in STAGES}

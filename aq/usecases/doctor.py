@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aq.core.durations import format_duration
+from aq.core.leases import watch_gap
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.requirements import compare_versions, parse_version, version_in
 from aq.core.scrub import REDACTED, Scrubber
@@ -28,9 +29,13 @@ from aq.errors import AqError
 from aq.infra import gitops, proc
 from aq.infra.engines import EngineSpec, engine_version, headless_problems
 from aq.infra.probe import describe
+from aq.infra.repocache import caches_dir
 from aq.store.config import QueueConfig
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
+from aq.store.sync import LeaseObserver
+from aq.trackers.base import TrackerSettings
+from aq.usecases.tracker_posts import owed_posts
 
 if TYPE_CHECKING:
     from aq.store.sync import Remote
@@ -135,8 +140,6 @@ def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, searc
     """What the tracker bridge needs here (a token, Backlog.md, a command tracker's program;
     nothing is asked of a tracker over the network), and the posts still owed. None when no
     tracker is set up and no job links to one."""
-    from aq.trackers.base import TrackerSettings
-
     settings = config.trackers
     linked = [job for job in snapshot.jobs if job.manifest and job.manifest.tracker_item]
     kinds = {str(job.manifest.tracker_item).partition(":")[0] for job in linked if job.manifest}
@@ -183,8 +186,6 @@ def _check_trackers(queue: Queue, config: QueueConfig, snapshot: Snapshot, searc
 
 
 def _owed_posts(queue: Queue, linked: list[Job]) -> int:
-    from aq.usecases.tracker_posts import owed_posts
-
     return sum(len(owed_posts(job, queue.read_events(job.id))) for job in linked)
 
 
@@ -275,8 +276,6 @@ def _check_halt(queue: Queue) -> Check:
 def _check_workspaces(root: Path) -> Check:
     """The disk the repo caches (shared by the machine's queues) and this queue's worktrees take
     on this machine (jobs with repo:)."""
-    from aq.infra.repocache import caches_dir
-
     shared = caches_dir(root)
     if not root.is_dir() and not shared.is_dir():
         return Check("workspaces", OK, f"none yet ({root})")
@@ -441,9 +440,6 @@ def _check_leases(queue: Queue, config: QueueConfig, snapshot: Snapshot, remote:
 def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remote: Remote | None,
                     now: float, timeout: float) -> list[tuple[str, str]]:
     """(job id, why) for each building job whose holder this machine has not seen alive."""
-    from aq.core.leases import watch_gap
-    from aq.store.sync import LeaseObserver
-
     held = {job.state.token: job for job in building if job.state.token}
     silence: dict[str, float] = {}
     seen: dict[str, Any] = {}

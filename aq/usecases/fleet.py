@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aq.core.events import iso, parse_iso
+from aq.core.leases import watch_gap
 from aq.core.lifecycle import Stage
-from aq.errors import AqError
+from aq.errors import NotApplicable, RemoteUnreachable
 from aq.store.layout import HALT_FILE
 from aq.store.queue import Queue
+from aq.store.sync import LeaseObserver
 from aq.store.tx import Tx
 
 
@@ -49,15 +51,13 @@ class WorkerRow:
 def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
                  ) -> tuple[WorkerRow, ...]:
     """Each worker whose heartbeat ref is on the remote, as this machine sees it now."""
-    from aq.core.leases import watch_gap
-    from aq.store.sync import LeaseObserver
-
     remote = queue.remote
     if remote is None:
-        raise AqError("this queue has no git remote: workers publish heartbeats only to a remote")
+        raise NotApplicable("this queue has no git remote: workers publish heartbeats only to a remote")
     reachable = queue.refresh_from_remote()
     if not reachable:
-        raise AqError(f"cannot reach the queue's remote {remote.name!r}: try again when it answers")
+        raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: "
+                                "try again when it answers")
     snapshot = queue.snapshot()
     building = {job.state.token: job for job in snapshot.jobs
                 if job.stage is Stage.BUILDING and job.state.token}

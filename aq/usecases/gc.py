@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aq.core.events import parse_iso
 from aq.core.lifecycle import Stage
+from aq.infra import gitops
+from aq.infra.repocache import cache_dir_for, caches_dir
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.store.tx import Tx
@@ -45,8 +47,6 @@ def _gc_caches(queue: Queue, now: datetime, older_than: float, dry_run: bool) ->
     the machine uses (caches are shared); also the per-queue caches of aq before they were."""
     import shutil
 
-    from aq.infra.repocache import caches_dir
-
     root = queue.config.workspaces_root(queue.workspace_key)
     folders = [folder for folder in (caches_dir(root), root / "repos") if folder.is_dir()]
     caches = [p for folder in folders for p in folder.iterdir()
@@ -74,7 +74,6 @@ FINAL = (Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER)
 
 
 def _last_event_age(queue: Queue, job: Job, now: datetime) -> float | None:
-
     events = queue.read_events(job.id)
     stamps = [parse_iso(str(e["ts"])) for e in events if e.get("ts")]
     return (now - max(stamps)).total_seconds() if stamps else None
@@ -109,16 +108,12 @@ def _gc_logs(queue: Queue, now: datetime, dry_run: bool) -> list[Freed]:
 
 
 def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
-    from aq.infra import gitops
-
     freed = []
     for job in queue.snapshot().jobs:
         found = workspace_of(queue, job) if job.stage is Stage.SHIPPED else None
         age = _last_event_age(queue, job, now) if found else None
         if found is None or age is None or age < older_than:
             continue
-        from aq.infra.repocache import cache_dir_for
-
         cache = cache_dir_for(found[0], found[2])  # as last fetched: a fetch would mark it used
         if not cache.is_dir():
             continue

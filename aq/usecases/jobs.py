@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aq.core.events import Event, added, iso
+from aq.core.events import POSTED, Event, added, iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import Stage, allowed_actions
 from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
@@ -20,6 +20,7 @@ from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
 from aq.store.tx import Tx
 from aq.usecases.listing import Capabilities, assess_inbox
+from aq.usecases.tracker_posts import owed_posts
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +129,6 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     sent = 0
     owed: tuple[tuple[str, str], ...] = ()
     if job.manifest is not None and job.manifest.tracker_item:
-        from aq.core.events import POSTED
-        from aq.usecases.tracker_posts import owed_posts
-
         sent = sum(1 for event in events if event.get("type") == POSTED)
         owed = tuple((post.owner, post.since) for post in owed_posts(job, events))
     return JobDetail(job, events, resolved, verdict,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aq.core.lifecycle import STAGES, Stage
-from aq.core.profile import Profile, apply_profile
-from aq.core.scheduler import Routing, Verdict, assess
+from aq.core.profile import Profile, apply_profile, choose_engine
+from aq.core.requirements import tools_compared
+from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
 
@@ -29,7 +30,6 @@ def _worker_caps(capabilities: Capabilities, snapshot: Snapshot,
                  profiles: Mapping[str, Profile]) -> frozenset[str] | None:
     if not callable(capabilities):
         return capabilities
-    from aq.core.requirements import tools_compared
 
     required: list[str] = []
     classes = False  # an engine class is resolved against the engines this machine has
@@ -101,8 +101,6 @@ def _unservable(queue: Queue, snapshot: Snapshot, verdicts: Mapping[str, Verdict
              if payload.get("capabilities")]
     if not fleet:
         return {}
-    from aq.core.profile import choose_engine
-    from aq.core.scheduler import capabilities_missing
 
     profiles = profiles_used(queue, snapshot)
     classes = queue.config.engine_classes

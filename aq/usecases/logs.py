@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.core.lifecycle import Stage
-from aq.errors import AqError, UsageError
+from aq.errors import LogNotFound, UsageError
 from aq.infra.confine import check, open_regular
 from aq.infra.rundir import RunFiles
 from aq.store.queue import Queue
@@ -31,7 +31,7 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
     job = queue.resolve(ref)
     count = job.state.attempt_count
     if count == 0:
-        raise AqError(f"{job.id} has not been run yet (it is in {job.stage})")
+        raise LogNotFound(f"{job.id} has not been run yet (it is in {job.stage})")
     number = attempt or count
     if not 1 <= number <= count:
         raise UsageError(f"{job.id} has attempts 1 to {count}; --attempt {number} is not one of them")
@@ -44,9 +44,9 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
     if kept.exists():
         return LogRef(job.id, number, kept, False)
     if is_running:
-        raise AqError(f"{job.id} attempt {number} runs on another machine ({job.state.holder}); "
-                      "its log arrives when the attempt ends")
-    raise AqError(f"no log kept for {job.id} attempt {number}")
+        raise LogNotFound(f"{job.id} attempt {number} runs on another machine "
+                          f"({job.state.holder}); its log arrives when the attempt ends")
+    raise LogNotFound(f"no log kept for {job.id} attempt {number}")
 
 
 def read_log(queue: Queue, ref: LogRef, *, follow: bool, stop: Callable[[], bool] = lambda: False,

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from aq.core.events import iso, moved
 from aq.core.lifecycle import Action, Stage, check_move
-from aq.errors import AqError
+from aq.errors import JobNotFound
 from aq.store.queue import Queue
 from aq.store.tx import Tx
 from aq.usecases.ship import scope_gate, ship_work
@@ -57,7 +57,7 @@ def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: dateti
     def change(tx: Tx) -> MoveResult:
         stage = tx.stage_of(job_id)
         if stage is None:
-            raise AqError(f"{job_id} vanished while moving it: run 'aq ls'")
+            raise JobNotFound(f"{job_id} vanished while moving it: run 'aq ls'")
         target = check_move(job_id, stage, action)
         extra: dict[str, object] = dict(shipped)
         outside = tx.state(job_id).out_of_scope if action is Action.SHIP else ()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aq.core.profile import Profile
+from aq.errors import ProfileNotFound
 from aq.store.layout import PROFILES_DIR
 from aq.store.queue import Queue
 
@@ -28,8 +29,6 @@ def list_profiles(queue: Queue) -> ProfileListing:
 
 
 def get_profile(queue: Queue, name: str) -> Profile:
-    from aq.errors import ProfileNotFound
-
     loaded = queue.profiles()
     if name in loaded.found:
         return loaded.found[name]

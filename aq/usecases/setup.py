@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.core.lifecycle import STAGES
+from aq.infra import gitops
 from aq.infra.confine import check
 from aq.infra.files import write_atomic
 from aq.store.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
@@ -36,8 +37,6 @@ class InitResult:
 
 def init_queue(root: Path) -> InitResult:
     """Make (or complete) a queue at `root`. Running it again changes nothing."""
-    from aq.infra import gitops
-
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     for name in (*STAGES, EVENTS_DIR, LOGS_DIR):  # nothing is made through a link (DESIGN §5)

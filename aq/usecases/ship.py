@@ -8,7 +8,10 @@ from pathlib import Path
 
 from aq.core.manifest import Manifest
 from aq.core.profile import apply_profile
-from aq.errors import AqError
+from aq.errors import MoveRefused, NotApplicable, PullRequestFailed
+from aq.infra import gitops, proc
+from aq.infra.repocache import default_branch, ensure_cache, resolve_repo
+from aq.infra.shipping import diff_against_base, merge_into_base
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 
@@ -16,8 +19,6 @@ from aq.store.snapshot import Job
 def scope_gate(job_id: str, outside: tuple[str, ...], allowed: bool) -> None:
     """Refuse to ship a job that changed files outside its allowed-scope, unless a person said so."""
     if outside and not allowed:
-        from aq.errors import MoveRefused
-
         raise MoveRefused(
             f"{job_id} changed {len(outside)} file(s) outside its allowed-scope "
             f"({', '.join(outside[:3])}{' …' if len(outside) > 3 else ''}): review them "
@@ -33,7 +34,6 @@ def workspace_of(queue: Queue, job: Job) -> tuple[str, str | None, Path, Manifes
     repo = queue.config.repo_for(manifest)
     if repo is None:
         return None
-    from aq.infra.repocache import resolve_repo
 
     return (resolve_repo(repo, queue.root), queue.config.base_for(manifest),
             queue.config.workspaces_root(queue.workspace_key), manifest)
@@ -50,9 +50,6 @@ def ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
     mode = queue.config.ship_for(manifest)
     if mode == "mark":
         return {}
-    from aq.infra import gitops
-    from aq.infra.repocache import default_branch, ensure_cache
-    from aq.infra.shipping import merge_into_base
 
     branch = f"aq/{job.id}"
     cache = ensure_cache(repo, root)
@@ -70,8 +67,6 @@ def _open_pull_request(queue: Queue, repo: str, cache: Path, job: Job, branch: s
     from the environment) when the repo is on GitHub; the pull request's page."""
     import shutil
 
-    from aq.infra import proc
-
     title = job.manifest.title if job.manifest else job.id
     body = f"Job {job.id}, run by aq."
     gh = shutil.which("gh")
@@ -81,7 +76,7 @@ def _open_pull_request(queue: Queue, repo: str, cache: Path, job: Job, branch: s
                      "--body", body], cwd=cache, timeout=120)
     if done.returncode != 0:
         reason = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no answer"]
-        raise AqError(f"ship: gh could not open a pull request for {branch}: {reason[0]}")
+        raise PullRequestFailed(f"ship: gh could not open a pull request for {branch}: {reason[0]}")
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -91,7 +86,7 @@ def _pull_request_by_api(queue: Queue, repo: str, job: Job, branch: str, base: s
     import re
     from urllib.parse import urlsplit
 
-    from aq.trackers.github import GitHub
+    from aq.trackers.github import GitHub  # lazily: an HTTP adapter, for a pull request without gh
 
     settings = queue.config.trackers.github
     api_host = urlsplit(settings.api_url).netloc
@@ -99,11 +94,11 @@ def _pull_request_by_api(queue: Queue, repo: str, job: Job, branch: str, base: s
     found = re.match(r"^(?:https?://|ssh://git@|git@)([^/:]+)[:/]([^/]+)/([^/]+?)(?:\.git)?/?$",
                      repo)
     if found is None or found.group(1).rpartition("@")[2] not in hosts:
-        raise AqError(f"ship: pr needs the GitHub CLI (install gh and run 'gh auth login'), or a "
-                      f"repo on GitHub for its API; set ship: merge or mark for {job.id}")
+        raise PullRequestFailed(f"ship: pr needs the GitHub CLI (install gh and run 'gh auth login'), "
+                                f"or a repo on GitHub for its API; set ship: merge or mark for {job.id}")
     if not os.environ.get(settings.token_env):
-        raise AqError(f"ship: pr needs gh (install it and run 'gh auth login') or a GitHub token "
-                      f"in {settings.token_env}, to open a pull request for {job.id}")
+        raise PullRequestFailed(f"ship: pr needs gh (install it and run 'gh auth login') or a GitHub "
+                                f"token in {settings.token_env}, to open a pull request for {job.id}")
     owner_repo = f"{found.group(2)}/{found.group(3)}"
     return GitHub(settings, os.environ).open_pull_request(owner_repo, branch, base, title, body)
 
@@ -121,11 +116,9 @@ def job_diff(queue: Queue, ref: str) -> DiffResult:
     job = queue.resolve(ref)
     found = workspace_of(queue, job)
     if found is None:
-        raise AqError(f"{job.id} works on no repo (no repo: in the job, its profile or aq.yaml): "
-                      "there is no branch to compare")
+        raise NotApplicable(f"{job.id} works on no repo (no repo: in the job, its profile or "
+                            "aq.yaml): there is no branch to compare")
     repo, base, root, _manifest = found
-    from aq.infra.repocache import default_branch, ensure_cache
-    from aq.infra.shipping import diff_against_base
 
     cache = ensure_cache(repo, root)
     base = base or default_branch(cache)

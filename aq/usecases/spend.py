@@ -20,6 +20,7 @@ from aq.core.events import JobState
 from aq.core.manifest import Budget
 from aq.core.prices import priced
 from aq.core.usage import Usage
+from aq.infra.files import write_atomic
 from aq.infra.rundir import RunFiles
 from aq.infra.usage.reader import UsageReader
 
@@ -105,8 +106,6 @@ class Meter:
                 self._keep(usage, now)
 
     def _keep(self, usage: Usage, now: float) -> None:
-        from aq.infra.files import write_atomic
-
         assert self.live is not None
         self._written_at = now
         with contextlib.suppress(OSError):  # a view's nicety: never the attempt's failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from aq.core.durations import format_duration
 from aq.usecases.stats import Breakdown, Stats, rate_of
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ def _seconds(value: float | None) -> str:
         return "-"
     if value < 1:
         return f"{value * 1000:.0f}ms"
-    from aq.core.durations import format_duration
 
     return format_duration(value)
 

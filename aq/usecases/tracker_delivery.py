@@ -18,12 +18,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aq.core.events import iso, parse_iso, tracker_posted, tracker_posting
-from aq.errors import AqError
+from aq.core.scrub import Scrubber
+from aq.errors import AqError, NotApplicable
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.store.tx import Tx
 from aq.trackers import open_tracker
-from aq.trackers.base import DONE, IN_PROGRESS, Post, Ref, Tracker, TrackerError, parse_ref
+from aq.trackers.base import (
+    DONE,
+    IN_PROGRESS,
+    Post,
+    Ref,
+    Tracker,
+    TrackerError,
+    parse_ref,
+    secret_names,
+)
 from aq.usecases.tracker_posts import OwedPost, is_posted, latest_claim, owed_posts
 
 
@@ -53,8 +63,8 @@ def linked_jobs(queue: Queue, refs: Iterable[str] | None) -> list[Job]:
     jobs = [queue.resolve(ref, snapshot) for ref in refs]
     for job in jobs:
         if not (job.manifest and job.manifest.tracker_item):
-            raise AqError(f"{job.id} is not linked to a tracker item (no tracker-item): "
-                          "nothing to send")
+            raise NotApplicable(f"{job.id} is not linked to a tracker item (no tracker-item): "
+                                "nothing to send")
     return jobs
 
 
@@ -85,9 +95,6 @@ def posts_due(queue: Queue, jobs: Iterable[Job], *, me: str, run: str, age: Age,
     (processes of one `user@host` are many), posts let go, posts whose holder kept them past
     `takeover`, and this run's own grown old (renewed, so no one else takes them meanwhile).
     What they quote is scrubbed of the secrets in `env` once more."""
-    from aq.core.scrub import Scrubber
-    from aq.trackers.base import secret_names
-
     scrub = Scrubber(env, secret_names(queue.config.trackers)).text
     ready: list[OwedPost] = []
     claim: list[OwedPost] = []

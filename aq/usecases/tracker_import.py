@@ -17,7 +17,7 @@ from aq.core.events import added, iso, updated_from_tracker
 from aq.core.ids import new_job_id
 from aq.core.lifecycle import Stage
 from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
-from aq.errors import AqError, ManifestError
+from aq.errors import AqError, ManifestError, UsageError
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
 from aq.store.tx import Tx
@@ -200,8 +200,6 @@ def import_query(queue: Queue, query: str, *, label: str | None, now: datetime, 
     if kind == "cmd":
         adapter, _, rest = rest.partition(":")
     elif kind not in ("github", "backlog"):
-        from aq.errors import UsageError
-
         raise UsageError(f"{query!r} is not a tracker query: expected github:OWNER/REPO, "
                          "backlog or cmd:NAME[:QUERY]")
     tracker = open_tracker(queue.config.trackers, kind, adapter, queue.root, env)

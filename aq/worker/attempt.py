@@ -22,6 +22,7 @@ from aq.core.usage import Usage
 from aq.errors import AqError
 from aq.infra import proc
 from aq.infra.engines import ArgvError, EngineSpec, engine_version
+from aq.infra.gitops import git, identity_args
 from aq.infra.proctree import new_mark
 from aq.infra.repocache import resolve_repo
 from aq.infra.repos import Workspace, commit_leftovers, open_workspace, push_branch
@@ -404,8 +405,6 @@ def _keep_work(workspace: Workspace, plan: AttemptPlan, log: AttemptLog, run: En
     """Commit what the engine left uncommitted in the job's worktree and push the job's branch,
     so the work never exists on this machine alone; `run` gets the head and whether it was
     pushed. A push that fails is tried again by the worker before it records the result."""
-    from aq.infra.gitops import git, identity_args
-
     try:
         made = commit_leftovers(workspace, f"aq: {plan.job_id} attempt {plan.attempt}: work the "
                                 f"agent left uncommitted", identity_args(workspace.path))

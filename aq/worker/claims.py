@@ -20,6 +20,7 @@ from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
 from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
 from aq.store.snapshot import Job, Snapshot
+from aq.store.sync import LeaseObserver
 from aq.store.tx import Tx
 from aq.worker.context import Claim, WorkerContext
 from aq.worker.reclaim import Reclaimer
@@ -90,7 +91,8 @@ class Claimer:
         if not tx.online:
             event["offline"] = True
         tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)
-        return Claim(job, attempt, token, event, claimed_at=ctx.monotonic(), persona=persona)
+        return Claim(job=job, attempt=attempt, token=token, event=event,
+                     claimed_at=ctx.monotonic(), persona=persona)
 
     def assess(self, snapshot: Snapshot) -> list[Verdict]:
         """Each job's verdict for this worker, with the profiles as they are on disk now."""
@@ -136,7 +138,6 @@ class Claimer:
                    if job.stage is Stage.INBOX and (backoff := job.state.retry_backoff) is not None}
         if not pending:
             return {}
-        from aq.store.sync import LeaseObserver
 
         waits = LeaseObserver(queue.state_dir / "leases.json").retry_waits(self.ctx.monotonic(), pending)
         return {key.rpartition(":")[0]: wait for key, wait in waits.items()}

@@ -10,16 +10,12 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.worker.attempt import AttemptResult
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_worker_id() -> str:

@@ -8,10 +8,12 @@ import secrets
 from pathlib import Path
 
 from aq.core.manifest import Manifest
+from aq.core.scrub import Scrubber
 from aq.errors import AqError
 from aq.infra.confine import read_file
 from aq.store.queue import Queue
 from aq.store.tx import Tx
+from aq.trackers.base import secret_names
 from aq.worker.attempt import AttemptResult
 from aq.worker.context import Voice
 
@@ -56,8 +58,6 @@ class Keeper:
         """Copy the attempt's artifacts to queue/.logs/<id>/<n>/, text scrubbed, within artifact_max."""
         if not result.artifacts or result.cwd is None:
             return []
-        from aq.core.scrub import Scrubber
-        from aq.trackers.base import secret_names
 
         config = self.queue.config
         spec = config.engines.get(config.engine_for(manifest))

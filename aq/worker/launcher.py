@@ -27,7 +27,7 @@ class Launcher:
         self.courier.moved(job, claim.token)
         assert job.manifest is not None  # only valid manifests are ever picked
         ctx.voice.say(f"claimed {job.id} (attempt {claim.attempt}): {job.manifest.title}")
-        running = Running(claim, threading.Thread(), threading.Event())
+        running = Running(claim=claim, thread=threading.Thread(), stop=threading.Event())
         if ctx.stopping.is_set():  # a signal landed while this claim was being committed
             running.graceful = True
             running.stop_reason = "the worker was told to stop as it claimed the job"
@@ -90,8 +90,9 @@ class Launcher:
                 self.ctx.roster.ended(job_id, None)
                 self.ctx.voice.say(f"attempt of {job_id} ended without a result")
                 continue
-            self.ctx.roster.ended(job_id, Ended(running.claim, running.result,
-                                                running.stop_reason, running.graceful))
+            self.ctx.roster.ended(job_id, Ended(claim=running.claim, result=running.result,
+                                                stop_reason=running.stop_reason,
+                                                graceful=running.graceful))
 
     def watch_cancellations(self) -> None:
         """Stop an attempt whose job left building under us (canceled, or taken by another)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from aq.core.events import iso, note
 from aq.core.lifecycle import Outcome
 from aq.errors import AqError
+from aq.infra.repos import push_branch
 from aq.store.tx import Tx
 from aq.worker.attempt import AttemptResult
 from aq.worker.context import Claim, WorkerContext
@@ -34,7 +35,6 @@ class BranchPushes:
         if now < self._retry_at.get(claim.token, 0.0):
             return False
         self._retry_at[claim.token] = now + min(ctx.options.poll, 10.0)
-        from aq.infra.repos import push_branch
 
         reason = "origin's branch has commits this attempt lacks"
         try:

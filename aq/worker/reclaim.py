@@ -9,13 +9,14 @@ import shutil
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from aq.core.events import finished, iso
 from aq.core.leases import expired, look_is_fresh, may_expire, watch_gap
 from aq.core.lifecycle import Stage, reclaim_decision
-from aq.infra import proc
+from aq.infra import proc, proctree
+from aq.infra.rundir import RunFiles
 from aq.store.snapshot import Job, Snapshot
+from aq.store.sync import LeaseObserver
 from aq.store.tx import Tx
 from aq.usecases.spend import live_usage
 from aq.worker.context import WorkerContext
@@ -23,16 +24,14 @@ from aq.worker.courier import Courier
 from aq.worker.keeper import Keeper
 
 
-def kill_leftovers(run_dir: Path, attempt: int) -> None:
+def kill_leftovers(files: RunFiles) -> None:
     """KILL what an attempt of a worker that died left running on this machine: its process
     group and every process carrying its mark (tools that made sessions of their own)."""
-    from aq.infra import proctree
-
     pgid: int | None = None
     with contextlib.suppress(OSError, ValueError):
-        pgid = int((run_dir / f"{attempt}.pgid").read_text())
+        pgid = int(files.pgid.read_text())
     try:
-        mark: str | None = (run_dir / f"{attempt}.mark").read_text().strip() or None
+        mark: str | None = files.mark.read_text().strip() or None
     except OSError:
         mark = None
     if mark is not None:
@@ -126,7 +125,6 @@ class Reclaimer:
             aged = now - last.at
             return ({token: last.silence[token] + aged for token in building if token in last.silence},
                     last.confirmed & set(building))
-        from aq.store.sync import LeaseObserver
 
         remote = ctx.queue.remote
         assert remote is not None
@@ -134,17 +132,18 @@ class Reclaimer:
         silence, confirmed = observer.observe(
             remote, now, {token: str(job.state.holder) for token, job in building.items()},
             gap=watch_gap(ctx.options.lease_ttl, ctx.options.poll))
-        self._look = Look(now, silence, confirmed, ctx.queue.fetches_failed)
+        self._look = Look(at=now, silence=silence, confirmed=confirmed,
+                          fetches_failed=ctx.queue.fetches_failed)
         return silence, confirmed
 
     def _take_back(self, tx: Tx, job: Job, cause: str) -> None:
         ctx, state = self.ctx, job.state
         config = ctx.queue.config
         decision = reclaim_decision("lease_expired", cause, state.reclaims, config.max_reclaims)
-        run_dir = ctx.queue.running_dir() / job.id
-        kill_leftovers(run_dir, state.attempt_count)  # what a dead worker's engine left running here
-        spent = live_usage(run_dir, state.attempt_count)  # what it cost, when its meter kept it here
-        log_rel, lost = self._keep_live_log(tx, job, run_dir, cause)
+        files = RunFiles(ctx.queue.running_dir() / job.id, state.attempt_count)
+        kill_leftovers(files)  # what a dead worker's engine left running here
+        spent = live_usage(files.folder, files.attempt)  # what it cost, when its meter kept it here
+        log_rel, lost = self._keep_live_log(tx, job, files, cause)
         tx.move(job.id, Stage.BUILDING, decision.to, finished(
             iso(ctx.now()), ctx.worker_id, decision.to, decision.action, state.attempt_count,
             state.token, "lease_expired", why=decision.reason, reclaim=True, log=log_rel,
@@ -154,12 +153,11 @@ class Reclaimer:
         self.courier.moved(job)
         ctx.voice.say(f"{job.id}: {decision.reason} -> {decision.to}")
 
-    def _keep_live_log(self, tx: Tx, job: Job, run_dir: Path, cause: str
+    def _keep_live_log(self, tx: Tx, job: Job, files: RunFiles, cause: str
                        ) -> tuple[str | None, str | None]:
         """What the dead attempt wrote (already scrubbed), kept with the cause, its tail if long:
         the kept log's path, and why it could not be kept."""
-        attempt = job.state.attempt_count
-        live = run_dir / f"{attempt}.log"
+        attempt, live = files.attempt, files.log
         if not live.exists():
             return None, None
         kept = self.ctx.queue.logs_dir(job.id) / f"{attempt}.log"
@@ -168,5 +166,5 @@ class Reclaimer:
         if lost is not None:  # the live log stays on this machine
             self.ctx.voice.warn(f"{job.id}: the log of attempt {attempt} was not kept ({lost})")
             return None, lost
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(files.folder, ignore_errors=True)
         return self.ctx.queue.relative(kept), None

@@ -16,6 +16,7 @@ from aq.core.events import Event, JobState, finished, fold, iso, stale_result
 from aq.core.fencing import Standing, fence
 from aq.core.lifecycle import Action, Decision, Outcome, Stage, decide, failure_fingerprint
 from aq.errors import AqError
+from aq.infra.repos import remove_workspace
 from aq.store.layout import HALT_FILE
 from aq.store.tx import Tx
 from aq.usecases.spend import day_spend, queue_budget_crossed
@@ -111,8 +112,6 @@ class Recorder:
         job_id = claim.job.id
         shutil.rmtree(ctx.queue.running_dir() / job_id, ignore_errors=True)
         if result.workspace is not None:  # the work is on the pushed branch: free the disk
-            from aq.infra.repos import remove_workspace
-
             try:
                 remove_workspace(result.workspace)
             except AqError as err:

@@ -26,6 +26,7 @@ from types import FrameType
 
 from aq.core.leases import heartbeat_every, renew_deadline
 from aq.errors import AqError
+from aq.infra.clock import utc_now
 from aq.store.config import QueueConfig
 from aq.store.queue import Queue
 from aq.worker.claims import Claimer
@@ -38,7 +39,6 @@ from aq.worker.context import (
     Voice,
     WorkerContext,
     default_worker_id,
-    utc_now,
 )
 from aq.worker.courier import Courier
 from aq.worker.drain import DrainCheck
@@ -91,9 +91,10 @@ class Worker:
                                     lease_ttl=lease_ttl, heartbeat=heartbeat)
         remote = queue.remote
         voice = Voice(self.worker_id, say, monotonic, remote.name if remote else None)
-        self.ctx = ctx = WorkerContext(queue, self.worker_id, self.options, now, monotonic, voice,
-                                       Roster(), RunSummary(), stopping=threading.Event(),
-                                       wake=threading.Event())
+        self.ctx = ctx = WorkerContext(
+            queue=queue, worker_id=self.worker_id, options=self.options, now=now,
+            monotonic=monotonic, voice=voice, roster=Roster(), summary=RunSummary(),
+            stopping=threading.Event(), wake=threading.Event())
         self.summary = ctx.summary
         self.courier = Courier(queue, self.worker_id, now, monotonic, voice.say)
         keeper = Keeper(queue, voice)

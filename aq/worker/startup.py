@@ -9,6 +9,8 @@ from aq.core.events import iso, rescued
 from aq.core.lifecycle import Stage
 from aq.errors import AqError
 from aq.infra import proc
+from aq.infra.gitops import clear_stale_locks, identity_args, kill_orphaned_git
+from aq.infra.rescue import rescue_stale
 from aq.store.tx import Tx
 from aq.worker.context import WorkerContext
 
@@ -16,8 +18,6 @@ from aq.worker.context import WorkerContext
 def recover(ctx: WorkerContext) -> None:
     """Clear what killed workers left, before the first claim."""
     with ctx.queue.lock():
-        from aq.infra.gitops import clear_stale_locks, kill_orphaned_git
-
         for pid in kill_orphaned_git(ctx.queue.root):
             ctx.voice.say(f"stopped git process {pid} left by a killed worker")
         for path in clear_stale_locks(ctx.queue.git_dir):
@@ -32,9 +32,6 @@ def rescue_worktrees(ctx: WorkerContext) -> None:
     root = queue.config.workspaces_root(queue.workspace_key)
     if not (root / "worktrees").is_dir():
         return
-    from aq.infra.gitops import identity_args
-    from aq.infra.rescue import rescue_stale
-
     host = socket.gethostname()
     live = {job.id for job in queue.snapshot().jobs
             if job.stage is Stage.BUILDING and job.state.holder_host == host

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aq.core.manifest import Manifest
 from aq.errors import AqError
+from aq.infra.confine import refusal
 from aq.infra.scope import TreeMark, changed_against, changed_since, mark_tree, outside_scope
 
 
@@ -66,8 +67,6 @@ def collect_artifacts(manifest: Manifest, cwd: Path,
     """The regular files under cwd that the artifact globs match. A link, a file reached
     through a linked folder, or one outside cwd is never kept: `note` says which (a line for
     the attempt's log)."""
-    from aq.infra.confine import refusal
-
     found: dict[Path, None] = {}
     for pattern in manifest.artifacts:
         for path in sorted(cwd.glob(pattern)):

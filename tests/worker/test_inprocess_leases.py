@@ -70,7 +70,7 @@ def test_a_holder_stops_its_attempt_once_its_renewal_is_overdue(fleet: Fleet) ->
     heartbeats before the TTL) and is stopped, with a reason, exactly then."""
     clock = Clock()
     holder = worker(fleet.clones[0], "holder", clock)
-    running = Running(claimed(holder), threading.Thread(), threading.Event())
+    running = Running(claim=claimed(holder), thread=threading.Thread(), stop=threading.Event())
     holder.ctx.roster.started(running)
     deadline = holder.options.renew_deadline
     assert deadline == TTL - 2 * BEAT
@@ -89,7 +89,7 @@ def test_a_heartbeat_that_lands_moves_the_renew_deadline_on(fleet: Fleet) -> Non
     full renew deadline after it."""
     clock = Clock()
     holder = worker(fleet.clones[0], "holder", clock)
-    running = Running(claimed(holder), threading.Thread(), threading.Event())
+    running = Running(claim=claimed(holder), thread=threading.Thread(), stop=threading.Event())
     holder.ctx.roster.started(running)
     deadline = holder.options.renew_deadline
     clock.now += deadline - 1.0

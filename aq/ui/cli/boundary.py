@@ -1,0 +1,81 @@
+"""The one exit boundary: a command's status ends the process; an `AqError` becomes one line
+on stderr and its exit code (aq.errors); so do click's own usage errors. A traceback reaching
+a person is a bug, so anything else is one line too, unless AQ_DEBUG is set."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from aq.errors import AqError, ExitStatus
+from aq.ui.cli.session import say_notices
+
+if TYPE_CHECKING:
+    import typer
+
+
+def exit_from(command: Callable[[], int]) -> NoReturn:
+    """Run `command` and exit with its status; then say the queues' notices, error or not."""
+    try:
+        _guarded(command)
+    finally:
+        say_notices()
+
+
+def fail(message: str, status: int) -> NoReturn:
+    sys.stderr.write(f"aq: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def _guarded(command: Callable[[], int]) -> NoReturn:
+    try:
+        raise SystemExit(command())
+    except AqError as err:
+        fail(str(err), int(err.exit_status))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(int(ExitStatus.OK)) from None
+    except OSError as err:
+        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), int(ExitStatus.REFUSED))
+    except Exception as err:
+        if os.environ.get("AQ_DEBUG"):
+            raise
+        fail(f"internal error: {type(err).__name__}: {err} (set AQ_DEBUG=1 for the traceback, "
+             "and please report it)", int(ExitStatus.REFUSED))
+
+
+def typer_status(app: typer.Typer) -> int:
+    """Run the Typer app on sys.argv: the status it ends with, click's own errors said as aq's."""
+    import typer
+
+    click = _click_exceptions()
+    try:
+        status = app(standalone_mode=False)  # returns the code of a typer.Exit
+    except click.NoArgsIsHelpError as err:
+        print(err.ctx.get_help() if err.ctx else "")
+        return int(ExitStatus.OK)
+    except typer.Exit as err:
+        return int(err.exit_code)
+    except typer.Abort:
+        fail("interrupted", 130)
+    except click.UsageError as err:
+        hint = f" (see 'aq {err.ctx.info_name} --help')" if err.ctx and err.ctx.info_name != "aq" else \
+            " (see 'aq --help')"
+        fail(err.format_message().replace("\n", " ") + hint, int(ExitStatus.USAGE))
+    except click.ClickException as err:
+        fail(err.format_message(), int(ExitStatus.USAGE))
+    return status if isinstance(status, int) else 0
+
+
+def _click_exceptions() -> Any:
+    """Typer >= 0.20 raises the exceptions of the click it vendors; older Typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older Typer
+        from click import exceptions  # type: ignore[import-not-found,no-redef,unused-ignore]
+    return exceptions

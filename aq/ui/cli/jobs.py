@@ -1,0 +1,179 @@
+"""The commands about jobs in the inbox: add one, list them, say what runs next, lint them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aq.errors import ExitStatus, ManifestError, UsageError
+from aq.infra.clock import utc_now as now
+from aq.ui.cli.listing import list_command, next_command
+from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt
+from aq.ui.cli.session import emit, located
+from aq.ui.cli.shapes import added_json, lint_json
+
+if TYPE_CHECKING:
+    from aq.store.queue import Queue
+
+
+def add(
+    file: Annotated[str | None, typer.Argument(help="Markdown file with the job body (and "
+                    "frontmatter), or '-' for stdin.")] = None,
+    body: Annotated[str | None, typer.Option("--body", "-b", help="The job body as text.")] = None,
+    title: Annotated[str | None, typer.Option("--title", "-t")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Use this id (refused if taken).")] = None,
+    priority: Annotated[str | None, typer.Option("--priority", "-p",
+                        help="critical, high, medium or low.")] = None,
+    deps: Annotated[str | None, typer.Option("--deps", help="Comma-separated job ids.")] = None,
+    verify: Annotated[str | None, typer.Option("--verify", help="Shell command; exit 0 = pass.")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e")] = None,
+    profile: Annotated[str | None, typer.Option("--profile")] = None,
+    lock: Annotated[str | None, typer.Option("--lock")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="e.g. 45m, 2h.")] = None,
+    retry_max: Annotated[int | None, typer.Option("--retry-max", min=0)] = None,
+    retry_backoff: Annotated[str | None, typer.Option(
+        "--retry-backoff", help="Wait before the first retry, doubling after each (e.g. 30s, 5m).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
+    cwd: Annotated[str | None, typer.Option("--cwd", help="Where the engine and verify run.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Add it even if its engine or profile does not exist (yet).")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a job to the inbox and print its id."""
+    import secrets
+
+    from aq.core.manifest import split_frontmatter
+    from aq.usecases.jobs import add_job
+    from aq.usecases.setup import who_am_i
+
+    q = located(queue)
+    text = _read_body(file, body)
+    source = "the job body" if file is None else "stdin" if file == "-" else file
+    # what the file says is content (refused: exit 1); what a flag says is the command line (2)
+    front, text_body = split_frontmatter(text, source)
+    options = {"title": title, "priority": priority, "deps": deps, "verify": verify,
+               "engine": engine, "profile": profile, "lock": lock, "timeout": timeout,
+               "idempotency-key": key, "cwd": cwd}
+    fields, flags = _fields(dict(front), options, retry_max, retry_backoff)
+    if job_id is not None and not job_id.strip():
+        raise UsageError("--id is empty: give a job id, or leave --id out to make one from the title")
+    try:
+        if not force:
+            _check_names(q, fields, source)
+        result = add_job(q, text_body, fields, job_id=job_id, now=now(), who=who_am_i(),
+                         entropy=secrets.randbits(30), source=source)
+    except ManifestError as err:
+        if err.key in flags:
+            flag = {"idempotency-key": "key", "retry": "retry-max/--retry-backoff"}.get(err.key, err.key)
+            raise UsageError(f"--{flag}: {err.problem}") from None
+        raise
+    if as_json:
+        emit(added_json(result.job, result.created))
+        return
+    print(result.job.id)
+    if not result.created:
+        print(f"aq: {result.message}", file=sys.stderr)
+
+
+def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: int | None,
+            retry_backoff: str | None) -> tuple[dict[str, Any], set[str]]:
+    """The frontmatter with the flags laid over it, and the keys the flags gave (a bad value
+    there is a usage error, not bad content)."""
+    flags = {k for k, v in options.items() if v is not None}
+    fields.update({k: v for k, v in options.items() if v is not None})
+    for key, value in (("max", retry_max), ("backoff", retry_backoff)):
+        if value is not None:
+            retry = dict(fields.get("retry") or {}) if isinstance(fields.get("retry"), dict) else {}
+            fields["retry"] = {**retry, key: value}
+    if retry_max is not None or retry_backoff is not None:
+        flags.add("retry")
+    deps = options["deps"]
+    if deps is not None:
+        fields["deps"] = [d.strip() for d in deps.split(",") if d.strip()]
+        if not fields["deps"]:
+            raise UsageError(f"--deps {deps!r} names no job: give job ids separated by commas")
+    return fields, flags
+
+
+def _job_text(data: bytes, source: str) -> str:
+    """A job file's text: UTF-8 Markdown, refused in one line when it is not."""
+    if b"\0" in data:
+        raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ManifestError(source, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                            f"{err.start}): save it as UTF-8") from None
+
+
+def _check_names(q: Queue, fields: dict[str, Any], source: str) -> None:
+    """An engine or profile that does not exist would only fail at run time: refuse it now."""
+    engine, profile = fields.get("engine"), fields.get("profile")
+    if isinstance(engine, str) and engine not in q.config.engines:
+        known = ", ".join(sorted(q.config.engines))
+        raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "
+                            "under engines: in aq.yaml, or add with --force", "engine")
+    if isinstance(profile, str) and profile not in q.profiles().found:
+        known = ", ".join(sorted(q.profiles().found)) or "none"
+        raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
+                            f"profiles/{profile}.md, or add with --force", "profile")
+
+
+def _read_body(file: str | None, body: str | None) -> str:
+    if body is not None and file is not None:
+        raise UsageError("give the body either as FILE or as --body, not both")
+    if body is not None:
+        return body
+    if file == "-":
+        return _job_text(sys.stdin.buffer.read(), "stdin")
+    if file is not None:
+        try:
+            data = Path(file).read_bytes()
+        except OSError as err:
+            raise UsageError(f"cannot read {file}: {err.strerror}") from None
+        return _job_text(data, file)
+    raise UsageError("no job body: give a FILE, '-' for stdin, or --body TEXT")
+
+
+# ls and next are run by the quick path too (aq.ui.cli.quick): their bodies are in listing.py,
+# and an option added here must be known there, or the quick path leaves that argv to Typer.
+def ls_(
+    stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only this stage "
+                     "(repeatable): inbox building review testing shipped failed dead_letter.")] = None,
+    ready: Annotated[bool, typer.Option("--ready", help="Only inbox jobs a worker here could take now.")] = False,
+    blocked: Annotated[bool, typer.Option("--blocked", help="Only inbox jobs that wait, with why.")] = False,
+    fetch: Annotated[bool, typer.Option("--fetch", help="Fetch from the queue's remote first.")] = False,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs by stage, with the reason an inbox job waits."""
+    list_command(stage or [], ready, blocked, fetch, queue, as_json)
+
+
+def next_(
+    explain: Annotated[bool, typer.Option("--explain", help="Say why every other job was passed over.")] = False,
+    cap: CapOpt = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What `aq run` would take next here, and (with --explain) why."""
+    next_command(explain, cap, queue, as_json)
+
+
+def lint(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """Check every manifest, dependency and event log; exit 1 listing every problem."""
+    from aq.usecases.checks import lint as run_lint
+
+    result = run_lint(located(queue))
+    if as_json:
+        emit(lint_json(result))
+    else:
+        for problem in result.problems:
+            print(problem)
+        print(f"{result.jobs} jobs, {len(result.problems)} problem(s)", file=sys.stderr)
+    if result.problems:
+        raise typer.Exit(int(ExitStatus.REFUSED))

@@ -1,0 +1,77 @@
+"""Working the queue here (`aq run`) and reading what an attempt printed (`aq logs`)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated
+
+import typer
+
+from aq.errors import UsageError
+from aq.ui.cli.options import CapOpt, JobArg, QueueOpt
+from aq.ui.cli.session import all_caps, located
+
+
+def run(
+    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
+    drain: Annotated[bool, typer.Option("--drain", help="Run until nothing it could take is left.")] = False,
+    poll: Annotated[str | None, typer.Option("--poll", help="Idle wait between looks, e.g. 5s.")] = None,
+    max_jobs: Annotated[int, typer.Option("--max", "-j", min=1, help="Jobs at once.")] = 1,
+    worker: Annotated[str | None, typer.Option("--worker", "-w", help="Worker name (default host-pid).")] = None,
+    cap: CapOpt = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Claim even while the remote is "
+                       "unreachable; reconcile when it answers.")] = False,
+    lease_ttl: Annotated[str | None, typer.Option("--lease-ttl", help="Lease TTL (default aq.yaml, 10m).")] = None,
+    heartbeat: Annotated[str | None, typer.Option("--heartbeat", help="Heartbeat interval "
+                         "(default a quarter of the TTL).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""
+    from aq.worker.runner import Worker
+
+    if once and drain:
+        raise UsageError("--once and --drain do not go together: choose one")
+    poll_s = _seconds("--poll", poll)
+    ttl_s, beat_s = _seconds("--lease-ttl", lease_ttl), _seconds("--heartbeat", heartbeat)
+    q = located(queue)
+    q.config  # noqa: B018 - a broken aq.yaml stops here, before any claim
+    mode = "once" if once else "drain" if drain else "forever"
+    if worker is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", worker)
+                               or ".." in worker or worker.endswith((".", ".lock"))):
+        raise UsageError(f"--worker {worker!r}: use letters, digits, '.', '_' and '-' (it names a git ref)")
+    result = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
+                    capabilities=all_caps(q, cap), offline=offline, lease_ttl=ttl_s,
+                    heartbeat=beat_s).run()
+    print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
+          file=sys.stderr)
+
+
+def _seconds(flag: str, value: str | None) -> float | None:
+    """A duration option in seconds (None: not given); 0 or less is refused."""
+    from aq.core.durations import parse_duration
+
+    if value is None:
+        return None
+    try:
+        parsed = parse_duration(value)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+    if parsed <= 0:
+        raise UsageError(f"{flag}: must be more than 0")
+    return parsed
+
+
+def logs(
+    job: JobArg,
+    attempt: Annotated[int | None, typer.Option("--attempt", "-n", min=1, help="Attempt number (default: the latest).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the attempt runs.")] = False,
+    queue: QueueOpt = None,
+) -> None:
+    """Print an attempt's log (scrubbed of secrets)."""
+    from aq.usecases.logs import find_log, read_log
+
+    q = located(queue)
+    for chunk in read_log(q, find_log(q, job, attempt), follow=follow):
+        sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+        sys.stdout.flush()

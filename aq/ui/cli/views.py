@@ -1,0 +1,172 @@
+"""Ways to look at the queue: a kanban (`board`), a dashboard to act from (`dash`), figures
+(`stats`), the event stream (`events`), and this machine's check-up (`doctor`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aq.errors import AqError, ExitStatus, UsageError
+from aq.infra.clock import utc_now as now
+from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt
+from aq.ui.cli.session import caps, emit, located
+
+if TYPE_CHECKING:
+    from aq.store.queue import Queue
+
+
+def board(
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 3.0,
+    cards: Annotated[int | None, typer.Option("--cards", help="Cards shown per stage "
+                     "(default: what fits the terminal).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """A kanban of the queue: a column per stage, a card per job; live until Ctrl-C."""
+    import shutil
+    import time
+
+    from aq.ui.board import board_data, board_text
+
+    q = located(queue)
+    size = shutil.get_terminal_size((100, 40))
+    if once:
+        data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
+                          capabilities=caps(q))
+        sys.stdout.write(board_text(data, width=size.columns, color=sys.stdout.isatty(),
+                                    max_cards=cards or 8))
+        return
+    _live_board(q, every, cards or max(3, (size.lines - 8) // 4))
+
+
+def _live_board(q: Queue, every: float, shown: int) -> None:
+    """The board redrawn in place every `every` seconds until Ctrl-C."""
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from aq.ui.board import board_data, render_board
+
+    console = Console()
+
+    def frame() -> Any:
+        data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
+                          capabilities=caps(q))
+        return render_board(data, width=console.width, max_cards=shown)
+
+    try:
+        with Live(frame(), console=console, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(max(0.5, every))
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def dash(
+    every: Annotated[float | None, typer.Option("--every", help="Seconds between refreshes "
+                     "(default 2; 5 when the queue has a remote, which each refresh fetches).")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """An interactive dashboard: pick a job with the arrows, act on it with one key."""
+    from aq.ui.dash.app import run_dash
+    from aq.usecases.setup import who_am_i
+
+    q = located(queue)
+    run_dash(q, who=who_am_i(), refresh=every or (5.0 if q.remote is not None else 2.0))
+
+
+def stats(
+    since: Annotated[str | None, typer.Option("--since", help="Only this recent history, e.g. "
+                     "7d, 24h (default: all).")] = None,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Figures from the event logs: throughput, wait and run times, pass rates, workers, engines."""
+    import shutil
+
+    from aq.core.durations import parse_duration
+    from aq.usecases.stats import compute_stats, stats_json
+    from aq.usecases.stats_tables import stats_text
+
+    window = None
+    if since is not None:
+        try:
+            window = parse_duration(since)
+        except ValueError as err:
+            raise UsageError(f"--since {since!r}: {err}") from None
+    figures = compute_stats(located(queue), now=now(), since=window)
+    if as_json:
+        emit(stats_json(figures))
+        return
+    sys.stdout.write(stats_text(figures, width=shutil.get_terminal_size((100, 40)).columns,
+                                color=sys.stdout.isatty()))
+
+
+def events(
+    follow_: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events "
+                       "(fetching from the remote first, when there is one).")] = False,
+    every: Annotated[float, typer.Option("--every", help="Seconds between looks with --follow.")] = 2.0,
+    queue: QueueOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The queue's events in time order, one line (or one JSON object) each."""
+    from aq.usecases.events import all_events, event_json, event_line, follow
+
+    q = located(queue)
+
+    def show(item: Any) -> None:
+        line = json.dumps(event_json(item), separators=(",", ":"), default=str) if as_json \
+            else event_line(item)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    if not follow_:
+        for item in all_events(q):
+            show(item)
+        return
+    remote = q.remote
+
+    def fetch() -> None:
+        if remote is not None:
+            q.refresh_from_remote()
+
+    try:
+        for item in follow(q, poll=max(0.2, every), fetch=fetch, stop=lambda: False):
+            show(item)
+    except KeyboardInterrupt:
+        pass
+
+
+def doctor(cap: CapOpt = None, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
+    """This machine's capabilities, and a check of git, the remote, the engines and the queue."""
+    from aq.errors import QueueNotFound
+    from aq.infra.probe import probe
+    from aq.store.config import QueueConfig
+    from aq.usecases.doctor import doctor as run_doctor
+    from aq.usecases.doctor import to_json
+
+    try:
+        q: Queue | None = located(queue)
+    except QueueNotFound:
+        q = None
+    try:
+        config = q.config if q is not None else QueueConfig()
+    except AqError:
+        config = QueueConfig()  # the doctor reports the broken aq.yaml itself
+    report = run_doctor(q, capabilities=probe(config.engines, cap or ()))
+    if as_json:
+        emit(to_json(report))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for check in report.checks:
+            print(f"{marks.get(check.status, check.status)} {check.name + ':':<16} {check.detail}")
+            if check.fix:
+                print(f"     {'':<16} -> {check.fix}")
+        print(f"capabilities: {' '.join(report.capabilities)}")
+    if not report.ok:
+        raise typer.Exit(ExitStatus.REFUSED)

@@ -1,0 +1,70 @@
+"""The dashboard's questions: a yes or no, and a line of text."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+DIALOG_CSS = """
+Confirm, Ask { align: center middle; }
+#dialog { width: 80; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+#dialog .hint { color: $text-muted; }
+#dialog #ask-problem { color: $error; }
+"""
+
+
+class Confirm(ModalScreen[bool]):
+    """A yes/no question: `y` says yes; `n` or Escape says no."""
+
+    DEFAULT_CSS = DIALOG_CSS
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.question, markup=False)
+            yield Static("y: yes    n / Esc: no", classes="hint", markup=False)
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class Ask(ModalScreen[str | None]):
+    """A line of text; Escape gives None. With `required`, an empty answer is refused with it."""
+
+    DEFAULT_CSS = DIALOG_CSS
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, prompt: str, *, value: str = "", required: str | None = None) -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.value = value
+        self.required = required
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.prompt, markup=False)
+            yield Input(value=self.value, id="ask-input")
+            yield Static("", id="ask-problem", markup=False)
+            yield Static("Enter: ok    Esc: cancel", classes="hint", markup=False)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        answer = event.value.strip()
+        if not answer and self.required:
+            self.query_one("#ask-problem", Static).update(self.required)
+            return
+        self.dismiss(answer)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
