@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from aq.store.queue import Queue
-from aq.trackers.base import DONE, IN_PROGRESS, GitHubSettings, Item, Post, Ref, TrackerError
+from aq.trackers.base import Item, Post, Ref, TrackerError
 from aq.trackers.github import MAX_WAIT, GitHub
+from aq.trackers.settings import DONE, IN_PROGRESS, GitHubSettings
 from tests.conftest import Ran
 from tests.fake_github import FakeGitHub, Request
 from tests.fleet_helpers import git

@@ -27,19 +27,9 @@ from aq.core.lifecycle import Action
 from aq.errors import ConfigError, UsageError
 from aq.store.config import parse_config
 from aq.store.queue import Queue
-from aq.trackers.base import (
-    DONE,
-    IN_PROGRESS,
-    CommandSettings,
-    Item,
-    Post,
-    Ref,
-    TrackerError,
-    our_priority,
-    parse_ref,
-    parse_settings,
-)
+from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority, parse_ref
 from aq.trackers.command import CommandTracker
+from aq.trackers.settings import DONE, IN_PROGRESS, CommandSettings, parse_settings
 from aq.usecases.jobs import add_job
 from aq.usecases.moves import move_job, record_move
 from aq.usecases.tracker_delivery import Sent, posts_due, record_sent, to_tracker

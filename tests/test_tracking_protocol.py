@@ -14,8 +14,9 @@ from aq.core.events import POSTING
 from aq.core.lifecycle import Action, Stage
 from aq.errors import ConfigError
 from aq.store.queue import Queue
-from aq.trackers.base import GitHubSettings, Item, Post, Ref, TrackerError, parse_ref
+from aq.trackers.base import Item, Post, Ref, TrackerError, parse_ref
 from aq.trackers.github import GitHub
+from aq.trackers.settings import GitHubSettings
 from aq.usecases.tracker_delivery import post_moves, posts_due
 from aq.usecases.tracker_import import import_item
 from aq.usecases.tracker_posts import OwedPost, owed_posts, post_key

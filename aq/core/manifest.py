@@ -5,8 +5,6 @@ The manifest is immutable once added; everything that changes about a job is an 
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -261,6 +259,8 @@ KNOWN_KEYS = tuple(_CHECKERS)
 
 
 def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    import difflib  # lazily, like hashlib below: a warm `aq ls` reads manifests from its cache
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -347,7 +347,7 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
         id=job_id,
         body=body,
         keys=tuple(keys),
-        content_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+        content_hash=digest(text)[:16],
         **values,
     )
 
@@ -372,4 +372,11 @@ def content_key(manifest: Manifest) -> str:
     """What makes two adds 'the same': every key and the body, not the id."""
     parts = [repr(getattr(manifest, name)) for name in manifest.__slots__
              if name not in ("id", "content_hash", "keys")]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return digest("\n".join(parts))
+
+
+def digest(text: str) -> str:
+    """The sha256 of `text`, in hex: a job's or profile's content hash, an add's content key."""
+    import hashlib  # lazily: OpenSSL's start-up is a few ms, and a warm `aq ls` hashes nothing
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -7,7 +7,6 @@ the manifest a worker runs, and `setting_sources` says where each value came fro
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -25,6 +24,7 @@ from aq.core.manifest import (
     _suggest,
     _text,
     check_fields,
+    digest,
     split_frontmatter,
 )
 from aq.errors import ManifestError
@@ -102,7 +102,7 @@ def parse_profile(name: str, text: str, source: str) -> Profile:
     if values.setdefault("name", name) != name:
         raise ManifestError(source, f"names itself {values['name']!r} but the file is {name}.md: "
                             "make them the same", "name")
-    return Profile(persona=body, content_hash=hashlib.sha256(text.encode()).hexdigest()[:16],
+    return Profile(persona=body, content_hash=digest(text)[:16],
                    **values)
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from aq.errors import ConfigError
 from aq.infra.files import write_atomic
-from aq.infra.proc import run
 
 INPUTS = ("stdin", "prompt", "body")
 GROUPS = ("yolo", "resume", "max_usd")
@@ -188,6 +187,8 @@ def engine_version(program: str, env: Mapping[str, str], timeout: float = 30.0,
             entry = known[stamp]
             _VERSIONS[key] = entry if isinstance(entry, str) else None
             return _VERSIONS[key]
+    from aq.infra.proc import run  # lazily: aq.yaml's engines are read by every command
+
     try:
         done = run([program, "--version"], env=env, timeout=timeout)
     except OSError:

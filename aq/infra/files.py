@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ def find_git_dir(root: Path) -> Path | None:
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write via a temp file in the same folder and `os.replace`: readers see old or new, never half."""
+    import tempfile  # lazily: it loads shutil, bz2, lzma and random, which readers never need
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:

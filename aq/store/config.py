@@ -15,8 +15,7 @@ from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
-from aq.infra.usage.registry import READERS
-from aq.trackers.base import TrackerSettings, parse_settings
+from aq.trackers.settings import TrackerSettings, parse_settings
 
 CONFIG_NAME = "aq.yaml"
 
@@ -218,6 +217,20 @@ def _read_config(path: Path) -> QueueConfig:
     return parse_config(raw or {}, str(path))
 
 
+def _engines(raw: object, source: str) -> dict[str, EngineSpec]:
+    """The built-in engines, with aq.yaml's `engines:` entries over them."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key 'engines': expected a mapping of engine names")
+    # lazily: only when aq.yaml is parsed; a warm command unpickles the config instead
+    from aq.infra.usage.registry import READERS
+
+    engines = dict(DEFAULT_ENGINES)
+    for name, spec in raw.items():
+        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)),
+                                                frozenset(READERS))
+    return engines
+
+
 def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys such as 'timeout: 1h'")
@@ -261,14 +274,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     take("base", str)
     take("workspaces_dir", str)
     take("ship", _ship_mode)
-    engines = dict(DEFAULT_ENGINES)
-    raw_engines = raw.get("engines") or {}
-    if not isinstance(raw_engines, dict):
-        raise ConfigError(f"{source}: key 'engines': expected a mapping of engine names")
-    for name, spec in raw_engines.items():
-        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)),
-                                                frozenset(READERS))
-    values["engines"] = engines
+    values["engines"] = _engines(raw.get("engines") or {}, source)
     values["prices"] = parse_prices(raw.get("prices") or {}, f"{source}: prices")
     values.update(_queue_budget(raw.get("budget"), source))
     try:

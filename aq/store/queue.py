@@ -21,14 +21,15 @@ from aq.infra.clock import utc_now
 from aq.store.config import QueueConfig, load_config
 from aq.store.eventlog import read_events
 from aq.store.layout import Layout, locate_root
-from aq.store.local import Local
-from aq.store.replica import Delivery, Replay, Replica, Synced
+from aq.store.origin import Origin, find_origin
 from aq.store.snapshot import Job, Snapshot, halted, read_snapshot, resolve
-from aq.store.tx import InboxWatch, Tx
 
 if TYPE_CHECKING:
+    from aq.store.local import Local
     from aq.store.profiles import Profiles
+    from aq.store.replica import Replay, Replica, Synced
     from aq.store.sync import Remote
+    from aq.store.tx import Tx
 
 T = TypeVar("T")
 
@@ -42,8 +43,21 @@ class Queue:
         self.qdir = self.layout.qdir
         self.git_dir = self.layout.git_dir
         self.state_dir = self.layout.state_dir
-        self.local = Local(self.layout, InboxWatch(self.qdir / Stage.INBOX))
-        self.replica = Replica(self.local, clock=utc_now)
+
+    # The writing half is built on first use: `aq ls`, `aq next` and `aq show` only read, and
+    # loading the transaction and sync modules was a good part of their start-up.
+    @cached_property
+    def local(self) -> Local:
+        from aq.store.local import Local
+        from aq.store.tx import InboxWatch
+
+        return Local(self.layout, InboxWatch(self.qdir / Stage.INBOX))
+
+    @cached_property
+    def replica(self) -> Replica:
+        from aq.store.replica import Replica
+
+        return Replica(self.local, clock=utc_now)
 
     @classmethod
     def locate(cls, explicit: str | None = None, cwd: Path | None = None) -> Queue:
@@ -112,10 +126,16 @@ class Queue:
         return self.local.lock(timeout)
 
     @cached_property
-    def remote(self) -> Remote | None:
-        from aq.store.sync import Remote  # lazily: `aq next` never asks for the remote
+    def origin(self) -> Origin | None:
+        """Which remote and branch this queue syncs with, without loading the sync machinery."""
+        return find_origin(self.layout, self.config.remote)
 
-        return Remote.detect(self.root, self.config.remote)
+    @cached_property
+    def remote(self) -> Remote | None:
+        from aq.store.sync import Remote  # lazily: `aq ls` and `aq next` never talk to the remote
+
+        origin = self.origin
+        return None if origin is None else Remote(self.root, origin.name, origin.branch)
 
     def transact(self, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None = None, *,
@@ -139,6 +159,8 @@ class Queue:
         """
         with self.lock():
             if self.remote is None:  # alone: everything in queue/ is committed
+                from aq.store.replica import Delivery, Synced
+
                 return Synced(self.local.apply(change, message, describe, exact=False),
                               Delivery.LOCAL)
             return self.replica.transact(self.remote, change, message, describe, replay)
@@ -182,5 +204,7 @@ class Queue:
     def take_notices(self) -> list[str]:
         """What a person should be told (commits kept on a branch...), each said once: the
         lines noted since the last call, which are then forgotten."""
+        if "replica" not in self.__dict__:
+            return []  # nothing was synced, so nothing was noted (and no need to load it)
         notices, self.replica.notices = self.replica.notices, []
         return notices

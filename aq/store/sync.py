@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from aq.core.leases import Watch, silence, watch_after
-from aq.errors import GitError
 from aq.infra import gitops, proc
-from aq.infra.files import find_git_dir, write_atomic
+from aq.infra.files import write_atomic
+from aq.store.layout import Layout
+from aq.store.origin import find_origin
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
@@ -51,19 +52,9 @@ class Remote:
 
     @classmethod
     def detect(cls, root: Path, configured: str | None) -> Remote | None:
-        """The queue's remote: aq.yaml `remote:`, else `origin` if the repo has it; None for a local queue."""
-        if find_git_dir(root) is None:
-            return None
-        names = gitops.git(root, "remote", check=False).stdout.split()
-        name = configured or ("origin" if "origin" in names else None)
-        if name is None:
-            return None
-        if name not in names:
-            raise GitError(f"aq.yaml names remote {name!r}, which this clone does not have: "
-                           f"git remote add {name} URL")
-        head = gitops.git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False)
-        branch = head.stdout.strip() or "main"
-        return cls(root, name, branch)
+        """The queue's remote (see store.origin); None for a local queue."""
+        origin = find_origin(Layout.at(root), configured)
+        return None if origin is None else cls(root, origin.name, origin.branch)
 
     def _git(self, *args: str, check: bool = True, timeout: float | None = None) -> proc.Completed:
         return gitops.git(self.root, *args, check=check, timeout=timeout)

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aq.errors import UsageError
-from aq.trackers.base import Tracker, TrackerSettings
+from aq.trackers.base import Tracker
+from aq.trackers.settings import TrackerSettings
 
 # --- the registry --------------------------------------------------------------------------------
 

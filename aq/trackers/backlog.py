@@ -12,16 +12,8 @@ from typing import Any
 
 from aq.core.scrub import Scrubber
 from aq.infra import proc
-from aq.trackers.base import (
-    DONE,
-    IN_PROGRESS,
-    BacklogSettings,
-    Item,
-    Post,
-    Ref,
-    TrackerError,
-    our_priority,
-)
+from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority
+from aq.trackers.settings import DONE, IN_PROGRESS, BacklogSettings
 
 TIMEOUT = 60.0
 MARK = "[aq:{key}]"  # ends each comment aq posts: a retry finds it and does not post again

@@ -11,16 +11,8 @@ from typing import Any
 
 from aq.core.scrub import Scrubber
 from aq.infra import proc
-from aq.trackers.base import (
-    DONE,
-    IN_PROGRESS,
-    CommandSettings,
-    Item,
-    Post,
-    Ref,
-    TrackerError,
-    our_priority,
-)
+from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority
+from aq.trackers.settings import DONE, IN_PROGRESS, CommandSettings
 
 # where a field usually is, when aq.yaml's `fields:` does not say
 DEFAULT_PATHS = {

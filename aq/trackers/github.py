@@ -19,16 +19,8 @@ from collections.abc import Callable, Mapping
 from email.message import Message
 from typing import Any
 
-from aq.trackers.base import (
-    DONE,
-    IN_PROGRESS,
-    GitHubSettings,
-    Item,
-    Post,
-    Ref,
-    TrackerError,
-    our_priority,
-)
+from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority
+from aq.trackers.settings import DONE, IN_PROGRESS, GitHubSettings
 
 TRIES = 4
 MAX_WAIT = 60.0  # a rate limit lifting later than this is reported, not waited for

@@ -34,7 +34,7 @@ from aq.store.config import QueueConfig
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
 from aq.store.sync import LeaseObserver
-from aq.trackers.base import TrackerSettings
+from aq.trackers.settings import TrackerSettings
 from aq.usecases.tracker_posts import owed_posts
 
 if TYPE_CHECKING:

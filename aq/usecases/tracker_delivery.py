@@ -24,16 +24,8 @@ from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.store.tx import Tx
 from aq.trackers import open_tracker
-from aq.trackers.base import (
-    DONE,
-    IN_PROGRESS,
-    Post,
-    Ref,
-    Tracker,
-    TrackerError,
-    parse_ref,
-    secret_names,
-)
+from aq.trackers.base import Post, Ref, Tracker, TrackerError, parse_ref
+from aq.trackers.settings import DONE, IN_PROGRESS, secret_names
 from aq.usecases.tracker_posts import OwedPost, is_posted, latest_claim, owed_posts
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from aq.core.events import CLAIMED, FINISHED, MOVED, POSTED, POSTING, Event
 from aq.core.lifecycle import Stage
 from aq.store.snapshot import Job
-from aq.trackers.base import DONE, IN_PROGRESS, Post
+from aq.trackers.base import Post
+from aq.trackers.settings import DONE, IN_PROGRESS
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from aq.infra.repos import Workspace, commit_leftovers, open_workspace, push_bra
 from aq.infra.rundir import RunFiles
 from aq.infra.usage.registry import reader_for
 from aq.store.config import QueueConfig
-from aq.trackers.base import secret_names
+from aq.trackers.settings import secret_names
 from aq.usecases.spend import Meter, Spend, describe_usage
 from aq.worker.attemptlog import AttemptLog
 from aq.worker.ending import Ending, denied, engine_ending, verify_ending

@@ -13,7 +13,7 @@ from aq.errors import AqError
 from aq.infra.confine import read_file
 from aq.store.queue import Queue
 from aq.store.tx import Tx
-from aq.trackers.base import secret_names
+from aq.trackers.settings import secret_names
 from aq.worker.attempt import AttemptResult
 from aq.worker.context import Voice
 

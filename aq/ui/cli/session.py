@@ -68,11 +68,11 @@ def _fetched_text(age: float | None) -> str:
 
 def say_view_age(q: Queue) -> None:
     """A listing in a clone of a fleet's queue says how old its view of the remote is."""
-    if q.remote is None:
+    if q.origin is None:
         return
     age = _fetch_age(q)
     if age is None or age > STALE_VIEW:
-        print(f"aq: this clone was {_fetched_text(age)} from {q.remote.name!r}; --fetch looks at "
+        print(f"aq: this clone was {_fetched_text(age)} from {q.origin.name!r}; --fetch looks at "
               "the remote now", file=sys.stderr)
 
 
