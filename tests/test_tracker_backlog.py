@@ -131,6 +131,7 @@ def marks(comments: list[str]) -> list[str]:
     return [mark for body in comments for mark in re.findall(r"\[aq:[0-9a-f]+\]", body)]
 
 
+@pytest.mark.slow  # real Backlog.md (node) and a real worker: seconds each
 def test_tasks_round_trip_through_jobs_and_back(aq: Aq, queue_root: Path, project: Project) -> None:
     """Tasks made with Backlog.md's CLI import once each, run as shell jobs, and come back as
     one comment per move with the task's status following the job; re-importing changes nothing."""
@@ -195,6 +196,7 @@ def test_tasks_round_trip_through_jobs_and_back(aq: Aq, queue_root: Path, projec
         assert {c["author"] for c in comments} == {"aq"}
 
 
+@pytest.mark.slow  # real Backlog.md (node) and a real worker: seconds each
 def test_a_change_in_backlog_updates_a_waiting_job_only(aq: Aq, queue_root: Path, project: Project,
                                                         tmp_path: Path) -> None:
     """A task edited in Backlog.md updates its job while it waits in the inbox, leaves it alone
@@ -233,6 +235,7 @@ def test_a_change_in_backlog_updates_a_waiting_job_only(aq: Aq, queue_root: Path
     assert (newest["outcome"], newest["job"]) == ("unchanged", second["job"])
 
 
+@pytest.mark.slow  # real Backlog.md (node) and a real worker: seconds each
 def test_posts_that_could_not_go_out_are_sent_later_once(aq: Aq, queue_root: Path,
                                                           project: Project) -> None:
     """Without backlog on PATH a worker and a person's ship keep their posts owed and say how to
@@ -268,6 +271,7 @@ def test_posts_that_could_not_go_out_are_sent_later_once(aq: Aq, queue_root: Pat
     assert len(comments) == 3 and len(set(marks(comments))) == 3
 
 
+@pytest.mark.slow  # real Backlog.md (node) and a real worker: seconds each
 def test_a_task_is_in_progress_after_its_posts_go_out_together(aq: Aq, queue_root: Path,
                                                                project: Project) -> None:
     """A job built while its task's posts could not go out leaves the task In Progress once they
@@ -281,6 +285,7 @@ def test_a_task_is_in_progress_after_its_posts_go_out_together(aq: Aq, queue_roo
     assert status(project.plain(task)) == "In Progress"
 
 
+@pytest.mark.slow  # real Backlog.md (node) and a real worker: seconds each
 def test_a_task_reads_its_jobs_moves_in_order(aq: Aq, queue_root: Path, project: Project) -> None:
     """A job shipped while the worker's posts are still owed tells its task building, finished,
     shipped, in that order."""
