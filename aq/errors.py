@@ -1,6 +1,6 @@
 """One root exception with an exit code; subclasses say what happened and what to do.
 
-`aq.ui.cli` is the only place that turns these into a line on stderr.
+`aq.ui.cli.boundary` is the only place that turns these into a line on stderr.
 """
 
 from __future__ import annotations

@@ -24,11 +24,17 @@ from tests.conftest import Ran, aq_env, run_aq, write_job
 STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
 FAST = ("--poll", "0.1", "--heartbeat", "0.5s")
 
+# The fleet runs' sizes: CI's by default (its whole run must stay under 6 minutes on 2 cores),
+# the sizes they were written with under AQ_SOAK=1, for a longer hunt for rare races.
+SOAK = os.environ.get("AQ_SOAK") == "1"
+
+
 # `aq` behind a start line: imports done first, then it waits for the gate file, then runs the
 # real CLI entry point. Processes released together race for real, not by their start-up order.
 GATED = """
 import os, sys, time
 import aq.ui.cli.app, aq.worker.runner, aq.usecases.jobs, aq.usecases.moves, aq.store.sync  # the imports are paid before the gate
+
 gate = sys.argv[1]
 open(f"{gate}.ready-{os.getpid()}", "w").close()
 end = time.monotonic() + 120

@@ -106,9 +106,13 @@ async def shows(pilot: Pilot[None], *texts: str) -> bool:
 
 
 async def row_has(pilot: Pilot[None], job_id: str, text: str) -> bool:
-    """True once the screen line of `job_id`'s row holds `text`."""
-    return await until(pilot, lambda: any(f" {job_id} " in line and text in line
-                                          for line in screen_text(pilot).splitlines()))
+    """True once the screen line of `job_id`'s row holds `text`; else False, after printing the
+    screen (it failed once in CI under load, with the row's stage right: the screen says why)."""
+    if await until(pilot, lambda: any(f" {job_id} " in line and text in line
+                                      for line in screen_text(pilot).splitlines())):
+        return True
+    print(f"row {job_id!r} never showed {text!r}; the screen:\n{screen_text(pilot)}")
+    return False
 
 
 async def row_starts(pilot: Pilot[None], *words: str) -> bool:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet_helpers import Fleet, fleet_in, git, ledger_body, ledger_rows
+from tests.fleet_helpers import SOAK, Fleet, fleet_in, git, ledger_body, ledger_rows
 
 pytestmark = pytest.mark.slow
 
 CLONES = 6
-ROUNDS = 20
+ROUNDS = 20 if SOAK else 10
 # Claims are the subject here, not leases: a lease long enough that none expires while a starved
 # worker retries its push (a result waiting to land is not renewed: see test_fleet_pause).
 LEASE = "60s"

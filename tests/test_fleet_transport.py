@@ -23,10 +23,11 @@ from tests.chaos_helpers import (
     serve,
     wait_for,
 )
+from tests.fleet_helpers import SOAK
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 12
+ROUNDS = 12 if SOAK else 8
 RACERS = 4
 OUTAGE = 3.0  # seconds the daemon is down: shorter than the TTL, longer than two heartbeats
 
@@ -68,7 +69,7 @@ def test_chaos_over_git_daemon_with_an_outage_shorter_than_the_lease(fleet: Flee
     (TTL 8 s): every job ends in one final stage, run once per lease, and no lease of a worker
     that stayed alive expired or was dropped because of the outage."""
     daemon = serve(fleet)
-    ids = [f"job-{n:02d}" for n in range(60)]
+    ids = [f"job-{n:02d}" for n in range(60 if SOAK else 40)]
     fleet.seed(ids)
     clones = [fleet.clone(f"clone{n}") for n in range(2)]
     slots = [Slot(f"t{c}{k}", clone) for c, clone in enumerate(clones) for k in range(2)]

@@ -23,6 +23,7 @@ class DrainCheck:
         self.reclaimer = reclaimer
         self._unreachable_since: float | None = None
         self._waits_said: set[tuple[str, int]] = set()  # (job, attempts) whose retry wait was said
+        self._ready_seen: set[tuple[str, int]] = set()  # ready jobs given one more round
 
     def done(self, busy: bool, claimed_now: int) -> bool:
         """Whether a worker that drains (or runs once) may end, after a round that claimed
@@ -51,7 +52,12 @@ class DrainCheck:
         snapshot = self.ctx.queue.snapshot()
         verdicts = self.claimer.assess(snapshot)
         self._say_retry_waits(snapshot, verdicts)
-        return any(v.kind == "not_before" for v in verdicts) or self.reclaimer.silent_leases or (
+        # A retry whose backoff ended after this round's claim is ready now: one more round takes
+        # it (once per attempt, so a ready job the claim refuses cannot keep the worker forever).
+        ready = {(v.job.id, v.job.state.attempt_count) for v in verdicts if v.ready} - self._ready_seen
+        self._ready_seen |= ready
+        return bool(ready) or any(v.kind == "not_before" for v in verdicts) or (
+            self.reclaimer.silent_leases) or (
             self.ctx.queue.remote is not None
             and any(job.stage is Stage.BUILDING for job in snapshot.jobs)
             and any(v.kind in ("dep", "lock") for v in verdicts))
