@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 CLONES = 6
 ROUNDS = 20 if SOAK else 10
 # Claims are the subject here, not leases: a lease long enough that none expires while a starved
-# worker retries its push (a result waiting to land is not renewed: see test_fleet_pause).
+# worker retries its push (a result waiting to land is not renewed: see fleet/test_pause).
 LEASE = "60s"
 
 
