@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _MAX_TOKENS = 10**12  # no run uses more; a bigger count is garbage (and would overflow a float)
 _MAX_USD = 1e7
@@ -84,17 +84,15 @@ class Usage:
     def minus(self, earlier: Usage) -> Usage:
         """This run's figures from a running total and the total before the run (codex resume
         reports the thread's total): tokens and cost subtracted, never below 0; the rest as is."""
-        return replace(
-            self,
-            input_tokens=less(self.input_tokens, earlier.input_tokens),
-            output_tokens=less(self.output_tokens, earlier.output_tokens),
-            cache_read_tokens=less(self.cache_read_tokens, earlier.cache_read_tokens),
-            cache_write_tokens=less(self.cache_write_tokens, earlier.cache_write_tokens),
-            reasoning_tokens=less(self.reasoning_tokens, earlier.reasoning_tokens),
-            cost_usd=less(self.cost_usd, earlier.cost_usd),
-        )
+        run: dict[str, Any] = {name: less(getattr(self, name), getattr(earlier, name))
+                               for name in _SUMMED}
+        return replace(self, **run)
 
 
+# The fields a run adds to a total (and a resumed run's total subtracts from): tokens and cost.
+_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "reasoning_tokens")
+_SUMMED = (*_TOKENS, "cost_usd")
 _FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
            "reasoning_tokens", "cost_usd", "models", "session", "turns", "cli_error",
            "permission_denials")
@@ -167,21 +165,11 @@ def total(values: Iterator[int | None]) -> int | None:
 
 def plus(a: Usage, b: Usage) -> Usage:
     """The tokens and cost of a and b summed; every other field is a's."""
-    return replace(
-        a,
-        input_tokens=add(a.input_tokens, b.input_tokens),
-        output_tokens=add(a.output_tokens, b.output_tokens),
-        cache_read_tokens=add(a.cache_read_tokens, b.cache_read_tokens),
-        cache_write_tokens=add(a.cache_write_tokens, b.cache_write_tokens),
-        reasoning_tokens=add(a.reasoning_tokens, b.reasoning_tokens),
-        cost_usd=add(a.cost_usd, b.cost_usd),
-    )
+    summed: dict[str, Any] = {name: add(getattr(a, name), getattr(b, name)) for name in _SUMMED}
+    return replace(a, **summed)
 
 
 def with_tokens(target: Usage, source: Usage) -> Usage:
     """`target` with the token fields of `source` (cost and the rest stay target's)."""
-    return replace(target, input_tokens=source.input_tokens, output_tokens=source.output_tokens,
-                   cache_read_tokens=source.cache_read_tokens,
-                   cache_write_tokens=source.cache_write_tokens,
-                   reasoning_tokens=source.reasoning_tokens)
+    return replace(target, **{name: getattr(source, name) for name in _TOKENS})
 

@@ -286,16 +286,6 @@ def _pumps(proc: subprocess.Popen[bytes], sink: Callable[[bytes], None],
     return threads
 
 
-def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """TERM the process group, wait up to `grace` seconds, then KILL it."""
-    _kill_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def kill_group(pgid: int) -> None:
     """KILL a process group left behind by a worker that died (its pgid was recorded)."""
     _kill_group(pgid, signal.SIGKILL)
