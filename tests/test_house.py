@@ -61,3 +61,19 @@ def test_every_exception_is_still_needed() -> None:
     sizes = {name: (lines, limit) for _, name, lines, limit in _sizes()}
     unneeded = [name for name in EXCEPTIONS if name not in sizes or sizes[name][0] <= sizes[name][1]]
     assert unneeded == [], f"no longer over their limit (remove them): {unneeded}"
+
+
+TESTS = Path(__file__).resolve().parent
+# Test folders that mirror no package: shared helpers, multi-process fleet runs, real agent
+# CLIs end to end, and the recorded samples they read.
+NOT_MIRRORS = {"helpers", "fleet", "agents", "data", "golden", "__pycache__"}
+PROJECT_WIDE = {"test_house.py", "test_docs.py"}  # about the whole project, so at the top
+
+
+def test_tests_mirror_the_package() -> None:
+    """A test of aq/X/... lives in tests/X/...: a newcomer finds a module's tests by its path."""
+    strays = [str(path.relative_to(TESTS)) for path in TESTS.rglob("*")
+              if path.is_dir() and not NOT_MIRRORS & set(path.relative_to(TESTS).parts)
+              and not (PACKAGE / path.relative_to(TESTS)).is_dir()]
+    strays += [name for name in (p.name for p in TESTS.glob("test_*.py")) if name not in PROJECT_WIDE]
+    assert strays == [], f"tests outside a folder that mirrors aq/: {strays}"

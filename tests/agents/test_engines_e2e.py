@@ -18,8 +18,9 @@ import pytest
 
 from tests.agents.clis import TOOLS_BIN, prepare, require_cli
 from tests.agents.fake_model_api import FakeModelAPI, Reply, ToolCall, Usage
-from tests.conftest import aq_env, make_queue, run_aq, write_job
-from tests.fleet_helpers import wait_until
+from tests.helpers.cli import aq_env, run_aq
+from tests.helpers.queue import events, make_queue, stage_of, write_job
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +55,6 @@ def agent_env(cli: str, tmp_path: Path, api: FakeModelAPI, **extra: str) -> dict
     env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', os.defpath)}"
     env.update(extra)
     return env
-
-
-def events(root: Path, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-    path = root / "queue" / ".events" / f"{job_id}.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if kind is None or row.get("type") == kind]
-
-
-def stage_of(root: Path, job_id: str) -> str | None:
-    found = [stage.name for stage in (root / "queue").iterdir() if (stage / f"{job_id}.md").exists()]
-    return found[0] if found else None
 
 
 def marked_alive(mark: str) -> list[int]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from aq.core.events import Attempt, Event, JobState, counts_as_reclaim, fold, iso, parse_iso
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+from tests.helpers.queue import T0
 
 
 def at(minutes: float) -> str:

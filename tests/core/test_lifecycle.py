@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -22,8 +22,7 @@ from aq.core.lifecycle import (
     reclaim_decision,
 )
 from aq.errors import ExitStatus, MoveRefused
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+from tests.helpers.queue import T0
 
 # DESIGN §3, written out by hand: (stage, action) -> stage it leads to.
 TABLE: dict[tuple[str, str], str] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +13,8 @@ from aq.core.events import JobState, iso, parse_iso
 from aq.core.lifecycle import Stage
 from aq.core.manifest import Manifest
 from aq.core.scheduler import JobView, Verdict, assess, dependency_cycles, pick
+from tests.helpers.queue import T0
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PRIORITY_ORDER = ["critical", "high", "medium", "low"]
 KINDS = {"invalid", "cycle", "dep", "lock", "not_before", "capability", "halted"}
 

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_helpers import (
-    Fleet,
-    Slot,
-    audit,
-    run_chaos,
-    wait_for,
-)
-from tests.fleet_helpers import SOAK
+from tests.helpers.chaos import Fleet, Slot, audit, run_chaos
+from tests.helpers.fleet import SOAK
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ clock, so a worker an hour fast or slow neither takes a live lease nor keeps a d
 
 The skew is Debian's libfaketime (package `faketime`, which pulls in `libfaketime`), preloaded
 into the worker with FAKETIME=+1h / -1h and FAKETIME_DONT_FAKE_MONOTONIC=1; git and the
-engine inherit it. See chaos_helpers.SHIM for why a tiny preload goes in front of it.
+engine inherit it. See tests.helpers.chaos.SHIM for why a tiny preload goes in front of it.
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from typing import Any
 import pytest
 
 from aq.core.events import parse_iso
-from tests.chaos_helpers import (
+from tests.helpers.chaos import (
     Fleet,
     Slot,
     Worker,
     audit,
     build_shim,
-    git,
     libfaketime,
     other_host_prefix,
     run_chaos,
     skewed_clock_env,
-    wait_for,
 )
+from tests.helpers.git import git
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

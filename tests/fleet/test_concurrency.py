@@ -5,24 +5,15 @@ from __future__ import annotations
 import itertools
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_job
-from tests.test_worker import STAGES, Workers, git, stage_of
+from tests.helpers.git import git
+from tests.helpers.queue import STAGES, stage_of, write_job
+from tests.helpers.workers import Workers
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workers(queue_root: Path) -> Iterator[Workers]:
-    pool = Workers(queue_root)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def commit_inbox(root: Path) -> None:

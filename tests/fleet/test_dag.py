@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from aq.core.manifest import parse_manifest
-from tests.fleet_helpers import Fleet, fleet_in, git, ledger_body, ledger_rows
+from tests.helpers.fleet import Fleet, fleet_in, ledger_body, ledger_rows
+from tests.helpers.git import git
 
 pytestmark = pytest.mark.slow
 

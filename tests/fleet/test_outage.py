@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_helpers import Fleet, audit, serve, wait_for
+from tests.helpers.chaos import Fleet, audit, serve
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -13,17 +13,11 @@ from typing import Any
 import pytest
 
 from aq.core.events import fold
-from tests.fleet_helpers import (
-    STAGES,
-    Fleet,
-    alive,
-    can_fake_hosts,
-    fleet_in,
-    git,
-    ledger_body,
-    ledger_rows,
-    wait_until,
-)
+from tests.helpers.fleet import Fleet, can_fake_hosts, fleet_in, ledger_body, ledger_rows
+from tests.helpers.git import git
+from tests.helpers.processes import alive
+from tests.helpers.queue import STAGES
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

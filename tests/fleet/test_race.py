@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet_helpers import SOAK, Fleet, fleet_in, git, ledger_body, ledger_rows
+from tests.helpers.fleet import SOAK, Fleet, fleet_in, ledger_body, ledger_rows
+from tests.helpers.git import git
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ from aq.store.queue import Queue
 from aq.usecases.moves import record_move
 from aq.usecases.tracker_delivery import new_run, posts_due, take_over, wall_age
 from aq.usecases.tracker_import import import_refs, linked_job
-from tests.conftest import T0
-from tests.fleet_helpers import Fleet, can_fake_hosts, fleet_in, git
-from tests.test_tracking import FakeTracker, configure
+from tests.helpers.fleet import Fleet, can_fake_hosts, fleet_in
+from tests.helpers.git import git
+from tests.helpers.queue import T0
+from tests.helpers.trackers import FakeTracker, configure
 
 pytestmark = pytest.mark.slow
 

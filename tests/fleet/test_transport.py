@@ -14,16 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_helpers import (
-    Fleet,
-    Slot,
-    audit,
-    git,
-    run_chaos,
-    serve,
-    wait_for,
-)
-from tests.fleet_helpers import SOAK
+from tests.helpers.chaos import Fleet, Slot, audit, run_chaos, serve
+from tests.helpers.fleet import SOAK
+from tests.helpers.git import git
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

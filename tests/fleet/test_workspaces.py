@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Ran, aq_env, run_aq
+from tests.helpers.cli import Ran, aq_env, run_aq
+from tests.helpers.git import git
+from tests.helpers.queue import events
 
 pytestmark = pytest.mark.slow
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=aq_env(), capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, f"git {args}: {done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture
@@ -63,11 +58,6 @@ def add(queue: Path, job_id: str, body: str, **keys: object) -> None:
 
 def aq(queue: Path, *args: str, timeout: float = 120) -> Ran:
     return run_aq(*args, cwd=queue, timeout=timeout)
-
-
-def events(queue: Path, job_id: str) -> list[dict[str, object]]:
-    path = queue / "queue" / ".events" / f"{job_id}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def tree(bare: Path, ref: str) -> list[str]:
@@ -315,7 +305,7 @@ def test_ship_with_pr_and_no_gh_opens_it_through_the_github_api(queue: Path, pro
     the API (trackers.github, GITHUB_TOKEN) and records its page; without a token the ship is
     refused in one line and the job stays. The repo is https://github.com/acme/app.git, which
     git resolves to the local project (insteadOf); the API is tests/fake_github.py."""
-    from tests.fake_github import FakeGitHub
+    from tests.helpers.fake_github import FakeGitHub
 
     home = tmp_path / "home"
     home.mkdir()

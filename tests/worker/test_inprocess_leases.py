@@ -12,8 +12,8 @@ import pytest
 from aq.store.queue import Queue
 from aq.worker.context import Claim, Running
 from aq.worker.runner import Worker
-from tests.conftest import T0
-from tests.fleet_helpers import Fleet, fleet_in
+from tests.helpers.fleet import Fleet, fleet_in
+from tests.helpers.queue import T0
 
 TTL, BEAT, POLL = 10.0, 2.0, 1.0
 

@@ -55,7 +55,8 @@ def typer_status(app: typer.Typer) -> int:
 
     click = _click_exceptions()
     try:
-        status = app(standalone_mode=False)  # returns the code of a typer.Exit
+        # always "aq": `python -m aq` would otherwise name itself "python -m aq" in usage and hints
+        status = app(prog_name="aq", standalone_mode=False)  # returns the code of a typer.Exit
     except click.NoArgsIsHelpError as err:
         print(err.ctx.get_help() if err.ctx else "")
         return int(ExitStatus.OK)

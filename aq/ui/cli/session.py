@@ -34,7 +34,9 @@ def located(path: str | None) -> Queue:
 
 
 def say_notices() -> None:
-    for queue in _LOCATED:
+    """Say, once, what the queues this command worked on have to tell."""
+    while _LOCATED:
+        queue = _LOCATED.pop(0)
         for notice in queue.take_notices():
             print(f"aq: {notice}", file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""Every shape `--json` prints, in one place: tests/test_cli_json.py pins them, so a script or
+"""Every shape `--json` prints, in one place: tests/ui/cli/test_cli_json.py pins them, so a script or
 an agent that reads them keeps working."""
 
 from __future__ import annotations

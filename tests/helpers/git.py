@@ -1,0 +1,34 @@
+"""git as the tests run it: with the tests' identity (`git`), or as a person or an agent would
+with none of our GIT_ settings (`git_in`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.helpers.cli import aq_env
+
+IDENTITY = ("-c", "user.name=aq-test", "-c", "user.email=aq-test@example.com")
+
+
+def git(root: Path, *args: str, check: bool = True, timeout: float = 60) -> str:
+    """`git ARGS` in `root`: its stdout; a failure fails the test, saying the command."""
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          env=aq_env(), timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"git {' '.join(args)} in {root}: {done.stderr}"
+    return done.stdout
+
+
+def git_in(root: Path, *args: str) -> str:
+    """Run git in `root` as an agent or a person would, with no GIT_* variable of ours leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = subprocess.run(["git", *IDENTITY, *args], cwd=root, env=env, capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+def head(root: Path) -> str:
+    """The commit `root`'s HEAD names."""
+    return git(root, "rev-parse", "HEAD").strip()

@@ -1,0 +1,75 @@
+"""A queue's files as a test sees them: a fresh queue, jobs dropped in by hand, the stage a job
+is in and its events."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aq.usecases.setup import init_queue
+from tests.helpers.cli import aq_env
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+STAGES = ("inbox", "building", "review", "testing", "shipped", "failed", "dead_letter")
+
+
+def make_queue(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh queue made by `aq init` at `root` (a git repo with one commit), shell engine by
+    default, in an environment of the test's own git identity and no AQ_ settings."""
+    for key in list(os.environ):
+        if key.startswith("GIT_") or key.startswith("AQ_"):
+            monkeypatch.delenv(key)
+    for key, value in aq_env().items():
+        if key.startswith("GIT_"):
+            monkeypatch.setenv(key, value)
+    init_queue(root)
+    config = root / "aq.yaml"
+    config.write_text(config.read_text().replace("default_engine: claude", "default_engine: shell")
+                      .replace("kill_grace: 10s", "kill_grace: 2s"))
+    return root
+
+
+def write_job(root: Path, job_id: str, body: str = "echo hi", stage: str = "inbox", **keys: object) -> Path:
+    """Drop a manifest file into a stage folder the way a person would (no event)."""
+    front = {k.replace("_", "-"): v for k, v in keys.items()}
+    text = (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n{body}\n" if front else f"{body}\n")
+    path = root / "queue" / stage / f"{job_id}.md"
+    path.write_text(text)
+    return path
+
+
+def write(root: Path, path: str, text: str) -> None:
+    """A file at `path` under `root`, its folders made as needed."""
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+
+
+def stage_of(root: Path, job_id: str) -> str | None:
+    """The one stage folder holding the job (asserting it is never in two); None: in none."""
+    found = [stage for stage in STAGES if (root / "queue" / stage / f"{job_id}.md").exists()]
+    assert len(found) <= 1, f"{job_id} is in {found}"
+    return found[0] if found else None
+
+
+def events(root: Path, job_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The job's events, oldest first (of one type, given `kind`); a job dropped in by hand has
+    none until something happens to it."""
+    path = root / "queue" / ".events" / f"{job_id}.jsonl"
+    if not path.exists():
+        return []
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [event for event in found if kind is None or event.get("type") == kind]
+
+
+def configure(root: Path, **values: Any) -> None:
+    """Set top-level keys of aq.yaml (JSON is YAML), replacing the lines it already has."""
+    path = root / "aq.yaml"
+    lines = [line for line in path.read_text().splitlines() if line.split(":", 1)[0] not in values]
+    lines += [f"{key}: {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,88 @@
+"""`aq add` refuses bad input in one line with the documented exit code (1: the content is
+invalid; 2: the command line is wrong), never an internal error, and writes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import run_aq
+
+FILES: dict[str, bytes] = {
+    "typo.md": b"---\nprioritty: high\n---\nFix it.\n",
+    "binary.md": b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00",
+    "latin1.md": b"---\ntitle: Caf\xe9\n---\nbad byte\n",
+    "ghost-engine.md": b"---\nengine: no-such-engine\n---\nRun it.\n",
+}
+
+
+@pytest.mark.parametrize(("args", "exit_code", "message"), [
+    (["typo.md"], 1, "aq: typo.md: key 'prioritty': unknown key (did you mean 'priority'?); known keys: "),
+    (["binary.md"], 1, "aq: binary.md: looks binary (it holds NUL bytes): a job is a Markdown text file"),
+    (["latin1.md"], 1, "aq: latin1.md: is not UTF-8 text (byte 0xe9 at offset 14): save it as UTF-8"),
+    (["ghost-engine.md"], 1, "aq: ghost-engine.md: key 'engine': engine 'no-such-engine' is not defined"),
+    (["--body", "x", "--engine", "no-such-engine"], 2, "aq: --engine: engine 'no-such-engine' is not defined"),
+    (["--body", "x", "--profile", "nope"], 2, "aq: --profile: profile 'nope' does not exist"),
+    (["--body", "x", "--id", ""], 2, "aq: --id is empty: give a job id"),
+    (["--body", "x", "--deps", ",,"], 2, "aq: --deps ',,' names no job"),
+    (["--body", "x", "--timeout", "45x"], 2, "aq: --timeout: '45x' is not a duration"),
+    (["--body", "x", "--retry-backoff", "soon"], 2, "aq: --retry-max/--retry-backoff: 'soon' is not a duration"),
+    (["no-such-file.md"], 2, "aq: cannot read no-such-file.md: No such file or directory"),
+])
+def test_bad_input_to_add_is_one_clear_line_with_its_exit_code(
+        queue_root: Path, args: list[str], exit_code: int, message: str) -> None:
+    """Each bad input gets its own one-line refusal and exit code, and the queue is untouched."""
+    for name, data in FILES.items():
+        (queue_root / name).write_bytes(data)
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=queue_root, capture_output=True,
+                            text=True, check=True).stdout
+    ran = run_aq("add", *args, cwd=queue_root)
+    assert (ran.returncode, ran.stdout) == (exit_code, ""), ran
+    assert ran.stderr.startswith(message) and ran.stderr.count("\n") == 1, ran.stderr
+    assert "internal error" not in ran.stderr and "Traceback" not in ran.stderr
+    assert list((queue_root / "queue" / "inbox").glob("*.md")) == []
+    after = subprocess.run(["git", "status", "--porcelain"], cwd=queue_root, capture_output=True,
+                           text=True, check=True).stdout
+    assert after == before
+
+
+def test_force_adds_a_job_whose_engine_is_not_defined_yet(queue_root: Path) -> None:
+    """--force adds it anyway; lint then names the missing engine."""
+    ran = run_aq("add", "--body", "x", "--engine", "later-agent", "--id", "early", "--force",
+                 cwd=queue_root)
+    assert ran.returncode == 0, ran.stderr
+    linted = run_aq("lint", cwd=queue_root)
+    assert linted.returncode == 1
+    assert "queue/inbox/early.md: key 'engine': 'later-agent' is not defined" in linted.stdout + linted.stderr
+
+
+def test_add_goes_through_a_stale_index_lock_a_killed_git_left(queue_root: Path) -> None:
+    """A two-minute-old .git/index.lock (a git killed mid-commit) is cleared and the first add
+    succeeds; the lock does not come back."""
+    lock = queue_root / ".git" / "index.lock"
+    lock.write_text("")
+    old = lock.stat().st_mtime - 120
+    os.utime(lock, (old, old))
+    ran = run_aq("add", "--body", "echo after the crash", "--id", "after-crash", cwd=queue_root)
+    assert (ran.returncode, ran.stdout) == (0, "after-crash\n"), ran.stderr
+    assert not lock.exists()
+    assert (queue_root / "queue" / "inbox" / "after-crash.md").exists()
+
+
+def test_a_job_copied_by_hand_into_a_second_stage_is_not_run_again(queue_root: Path) -> None:
+    """A job file in two stages (a copy made by hand) is named by lint and skipped by workers
+    with one line, rather than run a second time."""
+    ran = run_aq("add", "--body", "echo ran >> ran.txt", "--id", "twice", cwd=queue_root)
+    assert ran.returncode == 0, ran.stderr
+    assert run_aq("run", "--once", cwd=queue_root).returncode == 0
+    done = queue_root / "queue" / "review" / "twice.md"
+    (queue_root / "queue" / "inbox" / "twice.md").write_bytes(done.read_bytes())
+    worker = run_aq("run", "--drain", cwd=queue_root)
+    assert worker.returncode == 0, worker.stderr
+    assert (queue_root / "ran.txt").read_text() == "ran\n"
+    assert "queue/review/twice.md: job twice is also in inbox" in worker.stderr
+    linted = run_aq("lint", cwd=queue_root)
+    assert linted.returncode == 1 and "job twice is also in inbox" in linted.stdout + linted.stderr
