@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +31,11 @@ def read_events(path: Path) -> list[Event]:
 
 
 def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
+    return _parse_time(text) if isinstance(text, str) else None
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a listing parses every job's added time on every read
+def _parse_time(text: str) -> datetime | None:
     try:
         moment = parse_iso(text)
     except ValueError:

@@ -22,7 +22,7 @@ from aq.store.config import QueueConfig, load_config
 from aq.store.eventlog import read_events
 from aq.store.layout import Layout, locate_root
 from aq.store.origin import Origin, find_origin
-from aq.store.snapshot import Job, Snapshot, halted, read_snapshot, resolve
+from aq.store.snapshot import Job, Snapshot, halted, read_job, read_snapshot, resolve
 
 if TYPE_CHECKING:
     from aq.store.local import Local
@@ -116,7 +116,12 @@ class Queue:
         return read_snapshot(self.layout)
 
     def resolve(self, ref: str, snapshot: Snapshot | None = None) -> Job:
-        """The job whose id is `ref` or the only one starting with it."""
+        """The job whose id is `ref` or the only one starting with it. Named by its whole id,
+        it is read alone: a move of one job in a queue of 10,000 reads one job."""
+        if snapshot is None:
+            alone = read_job(self.layout, ref.strip().removesuffix(".md"))
+            if alone is not None:
+                return alone
         return resolve(ref, snapshot or self.snapshot())
 
     # --- writing -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from aq.errors import AmbiguousJob, InvalidJobId, JobNotFound, QueueNotFound
 from aq.infra.files import write_atomic
 from aq.store.eventlog import bad_event_lines
 from aq.store.queue import Queue
+from aq.store.snapshot import read_job
 from aq.usecases.moves import record_move
 from tests.helpers.git import head
 from tests.helpers.queue import T0, write_job
@@ -250,3 +251,43 @@ def test_write_atomic_from_two_threads_never_tears_the_file(tmp_path: Path) -> N
     assert (errors, torn) == ([], [])
     assert path.read_bytes() in (OLD, NEW)
     assert os.listdir(tmp_path) == ["cache.bin"]
+
+
+# --- one job read alone, and when the cache is rewritten ----------------------------------------
+
+def test_a_job_named_by_its_whole_id_is_read_alone_and_equals_the_snapshots(varied: Queue) -> None:
+    snapshot = varied.snapshot()
+    for job in snapshot.jobs:
+        alone = read_job(varied.layout, job.id)
+        assert alone == job
+        assert Queue(varied.root).resolve(job.id) == job
+
+
+def test_what_only_the_whole_snapshot_can_say_is_left_to_it(varied: Queue) -> None:
+    """A job in two stages, a link in a stage, a prefix or no such job: read_job declines, and
+    resolve says what the snapshot says."""
+    write_job(varied.root, "twice", title="first")
+    write_job(varied.root, "twice", stage="review", title="second")
+    (varied.root / "queue" / "inbox" / "linked.md").symlink_to(varied.root / "aq.yaml")
+    for job_id in ("twice", "linked", "plai", "nothing", "Not An Id"):
+        assert read_job(varied.layout, job_id) is None
+    assert Queue(varied.root).resolve("twice").error is not None  # the snapshot's problem
+    assert Queue(varied.root).resolve("plai").id == "plain"
+    with pytest.raises(JobNotFound):
+        Queue(varied.root).resolve("nothing")
+
+
+def test_a_few_changed_entries_do_not_rewrite_a_big_cache_yet_every_read_sees_them(
+        queue: Queue) -> None:
+    for n in range(300):  # the cache is rewritten once 3 entries (1 in 100) changed
+        write_job(queue.root, f"job-{n:03}", title=f"job {n}")
+    queue.snapshot()
+    written = cache_file(queue).stat().st_mtime_ns, cache_file(queue).stat().st_ino
+    write_job(queue.root, "job-007", title="renamed once")
+    assert Queue(queue.root).snapshot().by_id()["job-007"].manifest.title == "renamed once"
+    assert (cache_file(queue).stat().st_mtime_ns, cache_file(queue).stat().st_ino) == written
+    for n in (8, 9):
+        write_job(queue.root, f"job-{n:03}", title="renamed too")
+    warm = Queue(queue.root).snapshot()
+    assert (cache_file(queue).stat().st_mtime_ns, cache_file(queue).stat().st_ino) != written
+    assert warm == cold(queue)
