@@ -65,6 +65,8 @@ class Card:
     branch: str | None = None  # a job with a repo: its branch as the last attempt left it
     branch_pushed: bool = True  # False: that branch's work is not on the repo's remote yet
     cost_usd: float | None = None  # its attempts' cost, a building one's so far (None: unknown)
+    started: str | None = None  # a building job: when its running attempt started (ISO, UTC)
+    failure: str | None = None  # a failed or dead-lettered job: the last line of its failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +89,12 @@ def board_data(
     fetch: bool = False,
     shipped_shown: int = 5,
     capabilities: Capabilities = None,
+    shown: int | None = None,
 ) -> BoardData:
     """The board at `now` (`monotonic`: this machine's clock, for heartbeat ages). With `fetch`
     and a remote, the clone is brought to the remote's tip first; a remote that does not answer
-    becomes a problem line and the board shows the clone as it is."""
+    becomes a problem line and the board shows the clone as it is. `shown`: at most this many
+    cards per stage are made (the first in pick order); a column still counts all its jobs."""
     problems: list[str] = []
     remote = _sync(queue, problems) if fetch else None
     listing = list_jobs(queue, now=now, capabilities=capabilities)
@@ -106,11 +110,12 @@ def board_data(
     columns = []
     for stage, jobs in by_stage.items():
         if stage is Stage.SHIPPED:
-            shown = heapq.nlargest(shipped_shown, jobs, key=_shipped_order)
+            chosen = heapq.nlargest(shipped_shown, jobs, key=_shipped_order)
         else:  # listed oldest first (then by id): a stable sort by priority gives pick order
-            shown = sorted(jobs, key=_priority_rank)
+            picked = sorted(jobs, key=_priority_rank)
+            chosen = picked if shown is None else picked[:shown]
         cards = tuple(_card(job, listing.verdicts.get(job.id), profiles, ages,
-                            _cost(queue, job)) for job in shown)
+                            _cost(queue, job)) for job in chosen)
         columns.append((str(stage), len(jobs), cards))
     return BoardData(tuple(columns), queue.halted(), len(seen), (*problems, *listing.problems))
 
@@ -201,7 +206,15 @@ def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],
         branch=state.branch,
         branch_pushed=state.branch_pushed or state.branch is None,
         cost_usd=cost,
+        started=state.attempts[-1].started if holder and state.attempts else None,
+        failure=_last_line(state.last_failure_tail or state.last_reason)
+        if job.stage in (Stage.FAILED, Stage.DEAD_LETTER) else None,
     )
+
+
+def _last_line(text: str | None) -> str | None:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 # --- rendering ---------------------------------------------------------------------------------

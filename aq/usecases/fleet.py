@@ -46,6 +46,7 @@ class WorkerRow:
     jobs: tuple[str, ...]
     retiring: bool
     age_from: str = "this machine"  # or "its clock": first seen here, aged by its own wall time
+    capabilities: tuple[str, ...] = ()  # as its heartbeat lists them
 
 
 def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
@@ -76,8 +77,10 @@ def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
         if worker not in changing and written is not None and written > (silent or 0.0):
             # never seen to beat here: how long ago it did is only in the beat, on its clock
             silent, age_from = written, "its clock"
+        caps = payload.get("capabilities")
         rows.append(WorkerRow(worker, payload.get("host"), silent, payload.get("wall"), jobs,
-                              bool(payload.get("retiring")), age_from))
+                              bool(payload.get("retiring")), age_from,
+                              tuple(str(c) for c in caps) if isinstance(caps, list) else ()))
     return tuple(rows)
 
 

@@ -170,3 +170,31 @@ def doctor(cap: CapOpt = None, queue: QueueOpt = None, as_json: JsonOpt = False)
         print(f"capabilities: {' '.join(report.capabilities)}")
     if not report.ok:
         raise typer.Exit(ExitStatus.REFUSED)
+
+
+def web(
+    host: Annotated[str, typer.Option("--host", help="Address to serve on. Anything but "
+                    "loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to serve on (0: any free one).")] = 8765,
+    token: Annotated[str | None, typer.Option("--token", envvar="AQ_WEB_TOKEN", help="The token "
+                     "every request must carry (default off loopback: a new one, printed once).")
+                     ] = None,
+    every: Annotated[float, typer.Option("--every", help="Seconds between fetches of the "
+                     "remote, so the page shows the fleet.")] = 2.0,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in a browser.")] = False,
+    queue: QueueOpt = None,
+) -> None:
+    """The queue in a browser: board, jobs, live logs, fleet, DAG, stats and the moves, served
+    by this process from this clone until Ctrl-C."""
+    from aq.ui.web.app import serve
+    from aq.usecases.setup import who_am_i
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port: give 0 to 65535")
+    if every <= 0:
+        raise UsageError(f"--every {every} must be more than 0 seconds")
+    if token is not None and len(token) < 16:
+        raise UsageError("--token is too short to keep strangers out: give 16 characters or more")
+    q = located(queue)
+    serve(q.root, host=host, port=port, token=token, who=f"{who_am_i()} via web", clock=now,
+          every=every, open_browser=open_browser)

@@ -1,0 +1,138 @@
+"""aq web's board, stage, job, log and artifact pages and its moves, over HTTP to a real
+`aq web` process serving a real queue. The browser tests (test_browser.py) drive the same
+pages through chromium; these pin what each route answers, refused input included."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import Ran, run_aq
+from tests.helpers.git import git
+from tests.helpers.queue import events, stage_of, write_job
+from tests.helpers.web import Served, serve_web
+
+Aq = Callable[..., Ran]
+
+
+@pytest.fixture
+def served(queue_root: Path, aq: Aq) -> Iterator[Served]:
+    """A queue with a job in inbox, one failed with a kept log, and one in review."""
+    write_job(queue_root, "waiting", "echo hi", title="Waiting job", priority="high")
+    write_job(queue_root, "broken", "echo broke; exit 3", title="Broken job")
+    write_job(queue_root, "done", "echo made it", title="Done job", priority="critical")
+    git(queue_root, "add", "-A")
+    git(queue_root, "commit", "-qm", "jobs")
+    ran = aq("run", "--drain")  # critical first: done -> review, broken -> failed, waiting -> review
+    assert ran.returncode == 0, ran.stderr
+    write_job(queue_root, "later", "echo later", title="Later job")
+    git(queue_root, "add", "-A")
+    git(queue_root, "commit", "-qm", "one more")
+    with serve_web(queue_root) as web:
+        yield web
+
+
+def cards(html: str, stage: str) -> list[str]:
+    column = html.split(f'data-stage="{stage}"', 1)[1].split('<div class="column', 1)[0]
+    return re.findall(r'<article class="card[^"]*" data-job="([^"]+)"', column)
+
+
+def test_the_board_shows_each_job_in_its_stage_with_why_it_failed(served: Served) -> None:
+    status, html = served.get("/")
+    assert status == 200
+    assert cards(html, "inbox") == ["later"]
+    assert cards(html, "failed") == ["broken"]
+    assert sorted(cards(html, "review")) == ["done", "waiting"]
+    assert "attempt 1" in html
+
+
+def test_a_stage_page_pages_and_searches(served: Served) -> None:
+    status, html = served.get("/stage/review?q=done")
+    assert status == 200 and 'data-job="done"' in html and 'data-job="waiting"' not in html
+    status, html = served.get("/stage/nowhere")
+    assert status == 404 and "no stage 'nowhere'" in unescape(html)
+
+
+def test_a_job_page_offers_only_the_moves_allowed_now(served: Served) -> None:
+    status, html = served.get("/jobs/done")
+    assert status == 200
+    assert set(re.findall(r'data-action="(\w+)"', html)) == {"promote", "ship", "reject", "cancel"}
+    status, html = served.get("/jobs/nope")
+    assert status == 404 and "no job 'nope'" in unescape(html)
+
+
+def test_a_move_from_the_web_is_recorded_as_its_person_via_web(served: Served,
+                                                             queue_root: Path) -> None:
+    status, said = served.post("/jobs/done/promote")
+    assert status == 200 and said["ok"] and said["to"] == "testing", said
+    assert stage_of(queue_root, "done") == "testing"
+    moved = events(queue_root, "done", "moved")[-1]
+    assert moved["by"].endswith(" via web") and moved["action"] == "promote"
+    assert git(queue_root, "log", "-1", "--format=%s").strip().endswith(" via web")
+
+
+@pytest.mark.parametrize(("path", "body", "status", "said"), [
+    ("/jobs/later/ship", {}, 409, "cannot ship later: it is in inbox"),
+    ("/jobs/done/reject", {}, 400, "a reject needs a reason"),
+    ("/jobs/done/reject", {"reason": "  "}, 400, "a reject needs a reason"),
+    ("/jobs/done/explode", {}, 404, "no move 'explode'"),
+    ("/jobs/nope/cancel", {}, 409, "no job 'nope'"),
+    ("/jobs/done/cancel", "not json", 400, "must be a JSON object"),
+])
+def test_a_refused_move_says_why_in_one_line_and_changes_nothing(
+        served: Served, queue_root: Path, path: str, body: object, status: int, said: str) -> None:
+    before = git(queue_root, "rev-parse", "HEAD")
+    stages = {job: stage_of(queue_root, job) for job in ("later", "done")}
+    answer = _post_raw(served, path, body) if isinstance(body, str) else served.post(path, body)
+    assert answer[0] == status and said in answer[1]["error"], answer
+    assert "\n" not in answer[1]["error"]
+    assert git(queue_root, "rev-parse", "HEAD") == before
+    assert {job: stage_of(queue_root, job) for job in stages} == stages
+
+
+def test_a_reject_with_a_reason_keeps_the_reason(served: Served, queue_root: Path) -> None:
+    status, said = served.post("/jobs/waiting/reject", {"reason": "wrong approach"})
+    assert status == 200 and said["to"] == "failed"
+    assert events(queue_root, "waiting", "moved")[-1]["why"] == "wrong approach"
+
+
+def test_logs_are_served_as_text_and_artifacts_only_when_kept(served: Served) -> None:
+    status, text = served.get("/jobs/broken/log?attempt=1")
+    assert status == 200 and "broke" in text
+    status, text = served.get("/jobs/later/log")
+    assert status == 404 and "has not been run yet" in text
+    for path in ("../../aq.yaml", "aq.yaml", "queue/.logs/broken/1.log"):
+        status, text = served.get(f"/jobs/broken/artifact?path={path}")
+        assert status == 404 and "kept no artifact" in text
+
+
+def test_the_live_feed_says_the_change_count(served: Served) -> None:
+    with urllib.request.urlopen(served.url + "/live", timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.readline() == b"event: version\n"
+        assert stream.readline().startswith(b"data: ")
+
+
+def _post_raw(served: Served, path: str, raw: str) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(served.url + path, data=raw.encode(), method="POST",
+                                     headers={"x-aq-csrf": served.csrf()})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_a_job_added_meanwhile_by_the_cli_is_on_the_next_board(served: Served,
+                                                              queue_root: Path) -> None:
+    ran = run_aq("add", "--title", "From the CLI", "-", cwd=queue_root, input="echo cli\n")
+    assert ran.returncode == 0, ran.stderr
+    status, html = served.get("/")
+    assert status == 200 and "From the CLI" in html
