@@ -66,8 +66,11 @@ def every_stage(root: Path) -> None:
 
 
 def waits_for(gate: Path, first: str = "first line", second: str = "second line") -> str:
-    """A shell job body: print a line, wait for `gate` to exist, print another."""
-    return f"echo '{first}'\nwhile [ ! -e '{gate}' ]; do sleep 0.05; done\necho '{second}'"
+    """A shell job body: print a line, wait for `gate` to exist, print another. It gives up
+    after two minutes: a test that fails before opening the gate leaves no job spinning (the
+    engine runs in a session of its own, which the fleet's teardown does not reach)."""
+    return (f"echo '{first}'\nn=0\nwhile [ ! -e '{gate}' ] && [ $n -lt 1200 ]; "
+            f"do sleep 0.1; n=$((n+1)); done\necho '{second}'")
 
 
 @pytest.fixture
