@@ -95,6 +95,8 @@ class Stats:
     cost_usd: float | None = None  # attempts in the window that reported a cost
     tokens: int | None = None
     shipped_cost: tuple[ShippedCost, ...] = ()  # jobs shipped in the window, dearest first
+    # (UTC date, what the attempts that ended that day cost), every day, zeros too
+    cost_per_day: tuple[tuple[str, float], ...] = ()
 
 
 # --- computing -------------------------------------------------------------------------------
@@ -173,6 +175,7 @@ def _compute(queue: Queue, now: datetime, since: float | None) -> Stats:
         per_engine=_breakdown(attempts, _engine_of(queue, jobs)),
         cost_usd=_sum(a.cost for a in attempts), tokens=_count(a.tokens for a in attempts),
         shipped_cost=_shipped_cost(tally),
+        cost_per_day=_cost_days(attempts, start, end),
     )
 
 
@@ -334,10 +337,24 @@ def rate_of(part: int, whole: int) -> float | None:
 
 def _days(shipped: dict[int, int], start: float, end: float) -> tuple[tuple[str, int], ...]:
     """(UTC date, ships) for every day from the window's first to its last, zeros too."""
+    return tuple((name, shipped.get(day, 0)) for day, name in _day_names(start, end))
+
+
+def _cost_days(attempts: list[_Attempt], start: float, end: float
+               ) -> tuple[tuple[str, float], ...]:
+    """(UTC date, cost of the attempts that ended that day) for every day of the window."""
+    spent: dict[int, float] = defaultdict(float)
+    for attempt in attempts:
+        if attempt.ended is not None and attempt.cost is not None:
+            spent[int(attempt.ended // DAY)] += attempt.cost
+    return tuple((name, round(spent.get(day, 0.0), 6)) for day, name in _day_names(start, end))
+
+
+def _day_names(start: float, end: float) -> list[tuple[int, str]]:
     first, last = int(start // DAY), int(end // DAY)
     epoch_day = datetime(1970, 1, 1, tzinfo=UTC)
-    return tuple(((epoch_day + timedelta(days=day)).date().isoformat(), shipped.get(day, 0))
-                 for day in range(first, last + 1))
+    return [(day, (epoch_day + timedelta(days=day)).date().isoformat())
+            for day in range(first, last + 1)]
 
 
 def _workers(attempts: list[_Attempt], start: float, end: float) -> tuple[WorkerRow, ...]:
@@ -409,4 +426,5 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         "per_engine": [row._asdict() for row in stats.per_engine],
         "cost_usd": stats.cost_usd, "tokens": stats.tokens,
         "shipped_cost": [row._asdict() for row in stats.shipped_cost],
+        "cost_per_day": [{"day": day, "usd": usd} for day, usd in stats.cost_per_day],
     }

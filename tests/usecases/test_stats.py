@@ -322,3 +322,20 @@ def test_stats_json_is_plain_json_with_every_figure(queue_root: Path) -> None:
     assert (data["cost_usd"], data["tokens"], data["shipped_cost"]) == (None, None, [])
     assert data["shipped_per_day"] == [{"day": "2025-12-31", "shipped": 0},
                                        {"day": "2026-01-01", "shipped": 0}]
+
+
+def test_cost_per_day_sums_what_attempts_that_ended_that_day_reported(queue_root: Path) -> None:
+    """Each UTC day of the window with what the attempts that ended on it cost (zeros too, and
+    an attempt that reported no cost adds nothing); in JSON as {day, usd}."""
+    def paid(usd: float | None) -> dict[str, object]:
+        return {"usage": {"cost_usd": usd, "input_tokens": 10}} if usd is not None else {}
+
+    for job_id, day, usd in (("a", -2, 0.25), ("b", -2, 0.5), ("c", 0, 1.0), ("d", 0, None)):
+        write_job(queue_root, job_id, stage="review")
+        token = f"1.w1.{job_id}"
+        write_log(queue_root, job_id, added(day * DAY - 600), claimed(day * DAY - 500, token),
+                  finished(day * DAY - 400, token, "review", "submit", "ok", **paid(usd)))
+    stats = compute_stats(Queue(queue_root), now=T0, since=3 * DAY)
+    assert stats.cost_per_day == (("2025-12-29", 0.0), ("2025-12-30", 0.75),
+                                  ("2025-12-31", 0.0), ("2026-01-01", 1.0))
+    assert stats_json(stats)["cost_per_day"][1] == {"day": "2025-12-30", "usd": 0.75}

@@ -13,6 +13,9 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+N = TypeVar("N", int, float)  # what a bar counts: jobs shipped, dollars spent
 
 NODE_W, NODE_H = 190.0, 40.0  # a job's box
 COLUMN, ROW = 250.0, 52.0  # the pitch of columns and rows
@@ -132,15 +135,17 @@ LEFT, FOOT, HEAD = 44.0, 34.0, 18.0  # room for the value axis, the labels, the 
 MOST_COLUMNS = 60  # more days than this: a bar per few days
 
 
-def per_bucket(days: Sequence[tuple[str, int]], most: int = MOST_COLUMNS
-               ) -> tuple[list[tuple[str, int]], int]:
+def per_bucket(days: Sequence[tuple[str, N]], most: int = MOST_COLUMNS
+               ) -> tuple[list[tuple[str, N]], int]:
     """(first day, sum) per bar and days per bar, so that at most `most` bars are drawn; the
     newest bars hold whole buckets, the oldest one what is left."""
     per = max(1, math.ceil(len(days) / max(1, most)))
     lead = len(days) % per
-    cuts = ([0] if lead else []) + list(range(lead, len(days), per))
+    cuts: list[int] = ([0] if lead else []) + list(range(lead, len(days), per))
     ends = [*cuts[1:], len(days)]
-    return [(days[a][0], sum(count for _, count in days[a:b])) for a, b in zip(cuts, ends, strict=True)], per
+    sums = [(days[a][0], sum((count for _, count in days[a + 1:b]), days[a][1]))
+            for a, b in zip(cuts, ends, strict=True)]
+    return sums, per
 
 
 def columns(values: Sequence[tuple[str, float]], texts: Sequence[str], *, every: int = 1

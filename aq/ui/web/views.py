@@ -212,7 +212,11 @@ def _stats_charts(figures: Stats) -> dict[str, Any]:
     days, per = charts.per_bucket(figures.shipped_per_day)
     shipped = charts.columns([(day[5:], count) for day, count in days],
                              [str(count) if count else "" for _, count in days], every=0)
-    return {"shipped": shipped, "days_per_bar": per,
+    spent, _ = charts.per_bucket(figures.cost_per_day)
+    cost_days = None if not any(usd for _, usd in spent) else charts.columns(
+        [(day[5:], usd) for day, usd in spent], [_money(usd) if usd else "" for _, usd in spent],
+        every=0)
+    return {"shipped": shipped, "days_per_bar": per, "cost_days": cost_days,
             "shipped_total": sum(count for _, count in figures.shipped_per_day),
             "cost_by_engine": _cost_chart(figures.per_engine),
             "cost_by_profile": _cost_chart(figures.per_profile)}

@@ -214,6 +214,9 @@ def test_the_stats_page_after_a_drained_run_shows_its_figures_and_charts(drained
         cost = page[page.index('id="cost-by-engine"'):]
         assert re.search(r'<g class="bar" data-label="paid">', cost)
         assert re.search(r'class="value">\$0\.25\d*</text>', cost)
+        per_day = page[page.index('id="cost-per-day"'):]
+        per_day = per_day[:per_day.index("</svg>")]
+        assert len(re.findall(r'class="value">\$0\.25\d*</text>', per_day)) == 1, per_day
     assert row_of(html, "data-worker", "w1")[:2] == ["w1", "2"]
     flow = re.findall(r"<tr><td>(queued → claimed|claimed → done)</td>(.*?)</tr>", html)
     assert [label for label, _ in flow] == ["queued → claimed", "claimed → done"]
