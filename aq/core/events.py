@@ -143,6 +143,9 @@ class JobState:
     tokens_used: int = 0  # likewise for budget.tokens
     # the last finished run's (engine, session, usage, where: "host:cwd" its session lives in)
     session: tuple[str, str, dict[str, Any], str] | None = None
+    # its engine's work is done and it waited for its children: the next attempt runs only its
+    # verify (kept through a take-back of that attempt; a retry, a requeue or a cancel ends it)
+    awaiting_children: bool = False
 
     @property
     def attempt_count(self) -> int:
@@ -204,6 +207,7 @@ class _Folding:
     usd_used: float = 0.0
     tokens_used: int = 0
     session: tuple[str, str, dict[str, Any], str] | None = None
+    awaiting_children: bool = False
 
     def spend(self, kind: object, event: Event) -> None:
         """What a finished (or fenced) attempt's engine used; a finished one's session."""
@@ -248,14 +252,20 @@ class _Folding:
         self.last_outcome, self.last_reason = event.get("outcome"), event.get("why")
         if event.get("action") == "retry":
             self.retries_used += 1
+        if event.get("action") == "await":
+            self.awaiting_children = True
+        elif not counts_as_reclaim(event) and event.get("outcome") != "interrupted":
+            self.awaiting_children = False
         self.reclaims += counts_as_reclaim(event)
-        if event.get("outcome") not in (None, "ok", "interrupted"):
+        if event.get("outcome") not in (None, "ok", "interrupted", "awaiting_children"):
             self.last_fingerprint, self.last_failure_tail = event.get("fingerprint"), event.get("tail")
 
     def move(self, event: Event) -> None:
         self.last_reason = event.get("why") or self.last_reason
         if event.get("action") == "cancel" and self.token is not None:
             self.token = self.holder = self.holder_host = self.holder_pid = None
+        if event.get("action") in ("requeue", "cancel"):
+            self.awaiting_children = False
         if event.get("action") == "requeue":
             self.retries_used, self.reclaims, self.last_fingerprint = 0, 0, None
             self.not_before, self.retry_backoff = None, None
@@ -274,6 +284,7 @@ class _Folding:
             branch_head=self.branch_head if isinstance(self.branch_head, str) else None,
             branch_pushed=self.branch_pushed, usd_used=self.usd_used,
             tokens_used=self.tokens_used, session=self.session,
+            awaiting_children=self.awaiting_children,
         )
 
 

@@ -38,6 +38,7 @@ class Action(StrEnum):
     DEAD = "dead"
     FAIL = "fail"
     RECLAIM = "reclaim"  # not the job's fault: lease expired, worker interrupted
+    AWAIT = "await"  # engine ok, but children still in the workers' hands: back to wait for them
     # moves a person makes
     PROMOTE = "promote"
     SHIP = "ship"
@@ -56,6 +57,7 @@ MOVES: dict[Action, tuple[frozenset[Stage], Stage]] = {
     Action.DEAD: (frozenset({Stage.BUILDING}), Stage.DEAD_LETTER),
     Action.FAIL: (frozenset({Stage.BUILDING}), Stage.FAILED),
     Action.RECLAIM: (frozenset({Stage.BUILDING}), Stage.INBOX),
+    Action.AWAIT: (frozenset({Stage.BUILDING}), Stage.INBOX),
     Action.PROMOTE: (frozenset({Stage.REVIEW}), Stage.TESTING),
     Action.SHIP: (frozenset({Stage.REVIEW, Stage.TESTING}), Stage.SHIPPED),
     Action.REJECT: (frozenset({Stage.REVIEW, Stage.TESTING}), Stage.FAILED),
@@ -90,6 +92,7 @@ class Outcome(StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"  # budget.wall used up
     BUDGET_EXCEEDED = "budget_exceeded"  # budget.usd or budget.tokens crossed
     INTERRUPTED = "interrupted"  # the worker was stopped (Ctrl-C, TERM): not the job's fault
+    AWAITING_CHILDREN = "awaiting_children"  # engine ok; some children not settled yet
 
 
 NEVER_RETRIED = frozenset({Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED})
@@ -136,6 +139,9 @@ def decide(
         if review_policy == "auto":
             return Decision(Action.AUTOSHIP, Stage.SHIPPED, "verify passed and review-policy is auto")
         return Decision(Action.PASS, Stage.TESTING, "verify passed")
+    if outcome is Outcome.AWAITING_CHILDREN:
+        return Decision(Action.AWAIT, Stage.INBOX,
+                        "engine ok; it waits for its children, then its verify runs")
     if outcome is Outcome.INTERRUPTED:
         return reclaim_decision("interrupted", stop_reason or "the worker stopped while running it",
                                 reclaims, max_reclaims, counted=not graceful)

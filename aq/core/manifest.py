@@ -73,6 +73,8 @@ class Manifest:
     base: str | None = None  # the branch the job's branch starts from (default: the repo's)
     retry_from: str | None = None  # branch (default): a retry goes on from the job's branch
     ship: str | None = None  # what `aq ship` does: mark (default), merge, pr
+    parent: str | None = None  # the job this one is a child of (aq spawn, aq add --parent)
+    children: tuple[str, ...] = ()  # children added with it: each a body, or a .md file's path
     content_hash: str = field(default="", compare=False)
 
     @property
@@ -228,6 +230,23 @@ def _deps(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(deps))
 
 
+def _job_id(value: object) -> str:
+    if not isinstance(value, str) or not is_job_id(value):
+        raise ValueError(f"{value!r} is not a job id")
+    return value
+
+
+def _children(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a list of job bodies or .md file paths")
+    children = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError("each child is a job body (text) or the path of a .md file")
+        children.append(item)
+    return tuple(children)
+
+
 _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     # manifest key: (Manifest field, checker)
     "title": ("title", _one_line),
@@ -254,6 +273,8 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "base": ("base", _one_line),
     "retry-from": ("retry_from", _retry_from),
     "ship": ("ship", _ship),
+    "parent": ("parent", _job_id),
+    "children": ("children", _children),
 }
 KNOWN_KEYS = tuple(_CHECKERS)
 
@@ -342,6 +363,8 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
         f"unknown key{_suggest(key, KNOWN_KEYS)}; known keys: {', '.join(KNOWN_KEYS)}"))
     if job_id in values.get("deps", ()):
         raise ManifestError(source, f"the job depends on itself ({job_id!r})", "deps")
+    if values.get("parent") == job_id:
+        raise ManifestError(source, f"the job is its own parent ({job_id!r})", "parent")
     values.setdefault("title", default_title(body))
     return Manifest(
         id=job_id,
@@ -364,7 +387,7 @@ def render_manifest(fields: Mapping[str, object], body: str, source: str = "the 
         if _OPENING.match(body.lstrip("\ufeff")):  # a body opening with a '---' rule needs a fence
             return f"---\n---\n\n{body.strip()}\n"
         return body.rstrip("\n") + "\n"
-    head = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, default_flow_style=None)
+    head = yaml.safe_dump(dict(fields), sort_keys=False, allow_unicode=True, default_flow_style=False)
     return f"---\n{head}---\n\n{body.strip()}\n"
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from aq.core.children import family
 from aq.core.events import JobState, iso, parse_iso
 from aq.core.lifecycle import DONE_FOR_DEPS, Stage
 from aq.core.manifest import Manifest
@@ -152,10 +153,13 @@ def assess(
     locks.update(held_locks or {})
     inbox = sorted((job for job in jobs if job.stage is Stage.INBOX), key=pick_order)
     cycles = dependency_cycles(manifests) if any(m.deps for m in manifests.values()) else {}
+    waiting = {job.id: family(jobs, job.id).waiting_reason() for job in inbox
+               if job.state.awaiting_children}
     verdicts = []
     for job in inbox:
-        blocked = _block_reason(job, now, halted, worker_caps, stages, locks, cycles, retry_waits,
-                                routing or NO_ROUTING)
+        children = waiting.get(job.id)
+        blocked = ("children", children) if children else _block_reason(
+            job, now, halted, worker_caps, stages, locks, cycles, retry_waits, routing or NO_ROUTING)
         verdicts.append(Verdict(job, blocked[1], blocked[0]) if blocked else Verdict(job, None))
     return verdicts
 

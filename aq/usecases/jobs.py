@@ -7,14 +7,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aq.core.children import child_key, family
 from aq.core.events import POSTED, Event, added, iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import Stage, allowed_actions
-from aq.core.manifest import Manifest, content_key, parse_manifest, render_manifest
+from aq.core.manifest import (
+    Manifest,
+    content_key,
+    parse_manifest,
+    render_manifest,
+    split_frontmatter,
+)
 from aq.core.profile import Profile, apply_profile, setting_sources
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
-from aq.infra.confine import read_regular
+from aq.infra.confine import read_file, read_regular
 from aq.store.layout import QUEUE_DIR
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
@@ -53,6 +60,7 @@ def add_job(
         if existing is not None:
             return _same_key(existing, manifest)
     chosen = job_id or new_job_id(manifest.title, entropy)
+    kids = _up_front_children(queue, manifest, chosen, entropy, source)
 
     def write(tx: Tx) -> AddResult:
         if manifest.idempotency_key:  # again, under the lock: two adds at once make one job
@@ -68,9 +76,40 @@ def add_job(
             event["key"] = manifest.idempotency_key
         tx.append_event(chosen, event)
         tx.write(path, text)
-        return AddResult(queue.resolve(chosen), True, f"added {chosen}")
+        for kid_id, kid_text in kids:  # in the same commit: a parent is never without them
+            if tx.stage_of(kid_id) is not None:
+                raise JobExists(f"job id {kid_id} is taken: add the job again")
+            tx.append_event(kid_id, added(iso(now), who))
+            tx.write(queue.job_path(Stage.INBOX, kid_id), kid_text)
+        return AddResult(queue.resolve(chosen), True, f"added {chosen}"
+                         + (f" with {len(kids)} children" if kids else ""))
 
     return queue.transact(write, f"aq: add {chosen} by {who}")
+
+
+def _up_front_children(queue: Queue, manifest: Manifest, parent: str, entropy: int,
+                       source: str) -> list[tuple[str, str]]:
+    """(id, file text) of each child a manifest declares under `children:`: a body, or the
+    path of a .md file under the queue root; each gets `parent:` and a key of its own."""
+    made: list[tuple[str, str]] = []
+    for number, child in enumerate(manifest.children, 1):
+        where = f"{source}: children[{number}]"
+        text = child
+        if child.strip().endswith(".md") and "\n" not in child.strip():
+            try:
+                text = read_file(queue.root, queue.root / child.strip()).decode("utf-8")
+            except (OSError, UnicodeDecodeError, AqError) as err:
+                raise UsageError(f"{where}: cannot read {child.strip()}: {err}") from None
+        front, body = split_frontmatter(text, where)
+        fields = {**front, "parent": parent}
+        fields.setdefault("idempotency-key", child_key(parent, text))
+        kid_text = render_manifest(fields, body, where)
+        kid = parse_manifest("new-job", kid_text, where)
+        if kid.children:
+            raise UsageError(f"{where}: a child declared up front cannot declare children of its "
+                             "own: let it spawn them when it runs (aq spawn)")
+        made.append((new_job_id(kid.title, entropy + number), kid_text))
+    return made
 
 
 def _find_by_key(snapshot: Snapshot, key: str) -> Job | None:
@@ -108,6 +147,7 @@ class JobDetail:
     text: str
     tracker_sent: int = 0  # posts its tracker item got
     tracker_owed: tuple[tuple[str, str], ...] = ()  # (who sends it, since when) of posts owed
+    children: tuple[tuple[str, str], ...] = ()  # (id, stage) of each child, oldest first
 
 
 def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilities) -> JobDetail:
@@ -131,8 +171,9 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     if job.manifest is not None and job.manifest.tracker_item:
         sent = sum(1 for event in events if event.get("type") == POSTED)
         owed = tuple((post.owner, post.since) for post in owed_posts(job, events))
+    kids = tuple((kid, str(stage)) for kid, stage in family(snapshot.jobs, job.id).children)
     return JobDetail(job, events, resolved, verdict,
-                     tuple(str(a) for a in allowed_actions(job.stage)), text, sent, owed)
+                     tuple(str(a) for a in allowed_actions(job.stage)), text, sent, owed, kids)
 
 
 def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None

@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from aq.core.children import family
 from aq.core.events import iso, moved
 from aq.core.lifecycle import Action, Stage, check_move
-from aq.errors import JobNotFound
+from aq.errors import JobNotFound, MoveRefused
 from aq.store.queue import Queue
 from aq.store.tx import Tx
 from aq.usecases.ship import scope_gate, ship_work
@@ -24,6 +25,7 @@ class MoveResult:
     target: Stage
     action: Action
     tracker: tuple[Sent, ...] = ()  # its post to the job's tracker item, if linked (failed: owed)
+    children_canceled: tuple[str, ...] = ()  # a canceled or rejected parent's, and theirs
 
 
 def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
@@ -36,8 +38,26 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
                          allow_out_of_scope=allow_out_of_scope)
     if announce is not None:
         announce(result)
-    sent = post_moves(queue, [result.job_id], me=who, now=now, env=env)
-    return dataclasses.replace(result, tracker=tuple(sent))
+    ended = _end_children(queue, result.job_id, action, who=who, now=now) \
+        if action in (Action.CANCEL, Action.REJECT) else []
+    sent = post_moves(queue, [result.job_id, *ended], me=who, now=now, env=env)
+    return dataclasses.replace(result, tracker=tuple(sent), children_canceled=tuple(ended))
+
+
+def _end_children(queue: Queue, parent: str, action: Action, *, who: str, now: datetime
+                  ) -> list[str]:
+    """A canceled or rejected parent's children still in the workers' hands are canceled too,
+    and theirs in turn: their work is no longer wanted. One move each; a child that moved on
+    meanwhile is left as it is."""
+    ended: list[str] = []
+    why = f"its parent {parent} was {'canceled' if action is Action.CANCEL else 'rejected'}"
+    for child in family(queue.snapshot().jobs, parent).unsettled:
+        try:
+            record_move(queue, child, Action.CANCEL, who=who, now=now, reason=why)
+        except (MoveRefused, JobNotFound):
+            continue
+        ended += [child, *_end_children(queue, child, Action.CANCEL, who=who, now=now)]
+    return ended
 
 
 def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,

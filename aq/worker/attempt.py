@@ -56,6 +56,7 @@ class AttemptPlan:
     usd_used: float = 0.0  # what the job's earlier attempts cost, for budget.usd
     tokens_used: int = 0  # and the tokens they used, for budget.tokens
     resume: tuple[Usage, str] | None = None  # retry-from: session: its usage (session id) and cwd
+    verify_only: bool = False  # its engine's work is done; it waited for its children
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +112,11 @@ def execute(
     stop: threading.Event,
     log_note: Callable[[str], None] = lambda _: None,
     clock: Callable[[], float] = time.monotonic,
+    children: Callable[[], tuple[str, ...]] = lambda: (),
 ) -> AttemptResult:
-    """Run the engine and then verify for one attempt. Never raises for a job's own failures."""
-    attempt = Attempt(plan, config, stop=stop, clock=clock)
+    """Run the engine and then verify for one attempt (`children`: the job's children still in
+    the workers' hands, asked once the engine is done). Never raises for a job's own failures."""
+    attempt = Attempt(plan, config, stop=stop, clock=clock, children=children)
     if attempt.unmade is not None:
         return attempt.without_workspace(attempt.unmade)
     return attempt.result(attempt.run(log_note))
@@ -153,8 +156,10 @@ class Attempt:
     attempt ended or lets the next one go on; `result` turns the ending into the result."""
 
     def __init__(self, plan: AttemptPlan, config: QueueConfig, *, stop: threading.Event,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 children: Callable[[], tuple[str, ...]] = lambda: ()) -> None:
         self.plan, self.config, self.stop, self.clock = plan, config, stop, clock
+        self.children = children
         self.started = clock()
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         self.files = RunFiles(plan.run_dir, plan.attempt)
@@ -215,16 +220,31 @@ class Attempt:
         launch = self._launch()
         if isinstance(launch, Ending):
             return launch
+        if self.plan.verify_only:
+            log_note("its children are settled: running its verify")
+            self.log.note("its engine's work was done in an earlier attempt and its children "
+                          "are settled: only its verify runs")
+            return self._after_engine(launch, "children settled")
         log_note(f"running {self.engine_name}")
         ran, meter = self._run_engine(launch)
         ending = engine_ending(ran, meter, self.engine_run.usage, program=launch.argv[0],
                                limit=launch.limit, note=self.log.note)
         if ending is not None:
             return ending
+        return self._after_engine(launch, "engine exited 0" + denied(self.engine_run.usage))
+
+    def _after_engine(self, launch: Launch, said: str) -> Ending:
+        """Once the engine's work is done: wait for the job's children, else its verify."""
+        waiting = self.children()
+        if waiting:
+            shown = ", ".join(waiting[:5]) + (" ..." if len(waiting) > 5 else "")
+            self.log.note(f"{len(waiting)} of its children are not settled yet ({shown}): "
+                          "it waits for them, then its verify runs")
+            return Ending(Outcome.AWAITING_CHILDREN,
+                          f"{said}; waits for {len(waiting)} child job(s): {shown}", exit_code=0)
         verify = self.plan.manifest.verify
         if not verify:
-            return Ending(Outcome.OK, "engine exited 0; no verify" + denied(self.engine_run.usage),
-                          exit_code=0)
+            return Ending(Outcome.OK, f"{said}; no verify", exit_code=0)
         return self._verify(verify, launch)
 
     def _allowance(self) -> Ending | tuple[EngineSpec, Spend, float]:
@@ -345,7 +365,7 @@ class Attempt:
         log, scrubber, cwd, run = self.log, self.scrubber, self.cwd, self.engine_run
         outcome, detail = ending.outcome, ending.detail
         tail = ""
-        if outcome is not Outcome.OK:
+        if outcome not in (Outcome.OK, Outcome.AWAITING_CHILDREN):
             tail = "\n".join(log.section)[-min(TAIL_CHARS, self.config.log_max // 2):]
             tail = f"{tail}\n[{outcome}: {detail}]".lstrip("\n")
         artifacts = collect_artifacts(self.plan.manifest, cwd, log.note) if cwd.is_dir() else ()

@@ -7,8 +7,10 @@ import socket
 import threading
 from dataclasses import replace
 
+from aq.core.children import family
 from aq.core.lifecycle import Stage
 from aq.core.usage import Usage
+from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.worker.attempt import AttemptPlan, crashed_attempt, execute
 from aq.worker.context import Claim, Ended, Running, WorkerContext
@@ -50,6 +52,7 @@ class Launcher:
                         if queue.config.repo_for(job.manifest) else None),
             usd_used=job.state.usd_used, tokens_used=job.state.tokens_used,
             resume=self._session_to_resume(job),
+            verify_only=job.state.awaiting_children,
         )
 
     def _session_to_resume(self, job: Job) -> tuple[Usage, str] | None:
@@ -67,11 +70,17 @@ class Launcher:
 
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
-            running.result = execute(plan, self.ctx.queue.config, stop=running.stop)
+            running.result = execute(plan, self.ctx.queue.config, stop=running.stop,
+                                     children=lambda: self._unsettled_children(plan.job_id))
         except Exception as err:  # a bug or an OS failure: recorded as a failed attempt, not lost
             running.result = crashed_attempt(plan, err)
         finally:
             self.ctx.wake.set()
+
+    def _unsettled_children(self, job_id: str) -> tuple[str, ...]:
+        """The job's children a worker may still run, as this clone has them now (a child it
+        spawned was committed here before the engine ended). Read on the attempt's thread."""
+        return family(Queue(self.ctx.queue.root).snapshot().jobs, job_id).unsettled
 
     def stop_all(self, reason: str) -> None:
         """Stop every attempt (a person stopped the worker): each keeps a reason of its own."""

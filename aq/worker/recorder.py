@@ -155,7 +155,8 @@ class Recorder:
                 **lost, **usage_fields(result), why=f"fenced: {fenced.where}"))
             return None
         fingerprint = (failure_fingerprint(result.outcome, result.tail)
-                       if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED) else None)
+                       if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED,
+                                                 Outcome.AWAITING_CHILDREN) else None)
         decision = self._decide(ended, fingerprint, state, now)
         kept: dict[str, object] = {"log": log_rel, **lost,
                                    "artifacts": self.keeper.artifacts(tx, job_id, claim.attempt,

@@ -34,6 +34,7 @@ TABLE: dict[tuple[str, str], str] = {
     ("building", "dead"): "dead_letter",  # fail, none left, retry set
     ("building", "fail"): "failed",  # fail, no retry
     ("building", "reclaim"): "inbox",  # lease expired
+    ("building", "await"): "inbox",  # engine ok, children not settled: waits for them
     ("review", "promote"): "testing",
     ("review", "ship"): "shipped",
     ("testing", "ship"): "shipped",
@@ -58,7 +59,7 @@ HUMAN_MOVES: dict[str, list[str]] = {
 }
 STAGE_NAMES = ["inbox", "building", "review", "testing", "shipped", "failed", "dead_letter"]
 ACTION_NAMES = ["claim", "submit", "pass", "autoship", "retry", "dead", "fail", "reclaim",
-                "promote", "ship", "reject", "requeue", "cancel"]
+                "await", "promote", "ship", "reject", "requeue", "cancel"]
 
 
 def test_the_stages_and_actions_are_those_of_the_table() -> None:
@@ -309,3 +310,12 @@ def test_fingerprint_ignores_short_git_hashes() -> None:
     first = "error: [main 3f2a9b1] could not apply patch"
     second = "error: [main a1c0e7d] could not apply patch"
     assert failure_fingerprint(Outcome.ENGINE_FAILED, first) == failure_fingerprint(Outcome.ENGINE_FAILED, second)
+
+
+def test_an_engine_that_finished_before_its_children_sends_the_job_back_to_wait() -> None:
+    """Not a failure and not a retry: no retry is used, whatever the job's retry rule."""
+    decision = decide(Outcome.AWAITING_CHILDREN, verified=None, review_policy="auto",
+                      retry=RetryRule(max=0, backoff=0.0, on=frozenset()), retries_used=0,
+                      fingerprint=None, last_fingerprint=None, reclaims=0, max_reclaims=3, now=T0)
+    assert (decision.action, decision.to) == (Action.AWAIT, Stage.INBOX)
+    assert decision.not_before is None

@@ -21,6 +21,7 @@ app = typer.Typer(
 
 app.command()(upkeep.init)
 app.command()(jobs.add)
+app.command()(jobs.spawn)
 app.command("ls")(jobs.ls_)
 app.command()(show)
 app.command("next")(jobs.next_)

@@ -54,6 +54,7 @@ def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> N
         owing = (f", {len(owed)} owed (sent by {owed[0][0]}, or anyone after trackers.takeover; "
                  "aq to-tracker)") if owed else ""
         print(f"  tracker:  {job.manifest.tracker_item}: {detail.tracker_sent} post(s) sent{owing}")
+    _print_family(detail)
     if job.manifest is not None:
         m = job.manifest
         if m.deps:
@@ -83,6 +84,20 @@ def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> N
         print(f"  {event.get('ts', '?')}  {event.get('type')}{move} by {event.get('by', '?')}{why}")
         if event.get("log_not_kept"):
             print(f"      log not kept: {event['log_not_kept']}")
+
+
+def _print_family(detail: JobDetail) -> None:
+    """Its parent, and its children with their stages (settled or not)."""
+    manifest = detail.job.manifest
+    if manifest is not None and manifest.parent:
+        print(f"  parent:   {manifest.parent}")
+    if detail.children:
+        waiting = sum(stage in ("inbox", "building") for _, stage in detail.children)
+        print(f"  children: {len(detail.children)}, {len(detail.children) - waiting} settled"
+              + (" (it waits for the rest, then its verify runs)"
+                 if detail.job.state.awaiting_children and waiting else ""))
+        for kid, stage in detail.children:
+            print(f"    {kid}  {stage}")
 
 
 def _spent(usd: float, tokens: int, budget: Budget | None) -> str:

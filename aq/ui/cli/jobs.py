@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +18,7 @@ from aq.ui.cli.shapes import added_json, lint_json
 
 if TYPE_CHECKING:
     from aq.store.queue import Queue
+    from aq.usecases.jobs import AddResult
 
 
 def add(
@@ -40,15 +42,14 @@ def add(
     cwd: Annotated[str | None, typer.Option("--cwd", help="Where the engine and verify run.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Add it even if its engine or profile does not exist (yet).")] = False,
+    parent: Annotated[str | None, typer.Option(
+        "--parent", help="Add it as a child of this job, which waits for it (see aq spawn).")
+    ] = None,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a job to the inbox and print its id."""
-    import secrets
-
     from aq.core.manifest import split_frontmatter
-    from aq.usecases.jobs import add_job
-    from aq.usecases.setup import who_am_i
 
     q = located(queue)
     text = _read_body(file, body)
@@ -64,8 +65,7 @@ def add(
     try:
         if not force:
             _check_names(q, fields, source)
-        result = add_job(q, text_body, fields, job_id=job_id, now=now(), who=who_am_i(),
-                         entropy=secrets.randbits(30), source=source)
+        result = _added(q, text_body, fields, job_id, parent, source)
     except ManifestError as err:
         if err.key in flags:
             flag = {"idempotency-key": "key", "retry": "retry-max/--retry-backoff"}.get(err.key, err.key)
@@ -77,6 +77,56 @@ def add(
     print(result.job.id)
     if not result.created:
         print(f"aq: {result.message}", file=sys.stderr)
+
+
+def _added(q: Queue, body: str, fields: dict[str, Any], job_id: str | None, parent: str | None,
+           source: str) -> AddResult:
+    """The job added: a child of `parent` (recorded as the worker running it, when spawned from
+    inside an attempt), or one on its own."""
+    import secrets
+
+    from aq.usecases.children import spawn_child
+    from aq.usecases.jobs import add_job
+    from aq.usecases.setup import who_am_i
+
+    if parent is None:
+        return add_job(q, body, fields, job_id=job_id, now=now(), who=who_am_i(),
+                       entropy=secrets.randbits(30), source=source)
+    if job_id is not None:
+        raise UsageError("--id and --parent do not go together: a child's id is made from its "
+                         "title")
+    return spawn_child(q, parent, body, fields, now=now(),
+                       who=os.environ.get("AQ_WORKER_ID") or who_am_i(),
+                       entropy=secrets.randbits(30), source=source)
+
+
+def spawn(
+    file: Annotated[str | None, typer.Argument(help="Markdown file with the child's body (and "
+                    "frontmatter), or '-' for stdin.")] = None,
+    body: Annotated[str | None, typer.Option("--body", "-b", help="The child's body as text.")
+                    ] = None,
+    title: Annotated[str | None, typer.Option("--title", "-t")] = None,
+    priority: Annotated[str | None, typer.Option("--priority", "-p",
+                        help="critical, high, medium or low.")] = None,
+    verify: Annotated[str | None, typer.Option("--verify", help="Shell command; exit 0 = pass.")
+                      ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e")] = None,
+    profile: Annotated[str | None, typer.Option("--profile")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key (default: made of "
+                   "the parent and the child's text).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inside a running job: add a child job that it waits for. Its engine finishes, the job
+    waits in the inbox until every child is settled, then its verify runs. The same child
+    spawned again (a retried attempt) is not added twice."""
+    parent = os.environ.get("AQ_JOB_ID")
+    if not parent:
+        raise UsageError("aq spawn runs inside a job's attempt (AQ_JOB_ID is not set): to add "
+                         "a child from outside, use aq add --parent JOB")
+    add(file=file, body=body, title=title, job_id=None, priority=priority, deps=None,
+        verify=verify, engine=engine, profile=profile, lock=None, timeout=None, retry_max=None,
+        retry_backoff=None, key=key, cwd=None, force=False, parent=parent,
+        queue=os.environ.get("AQ_QUEUE"), as_json=as_json)
 
 
 def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: int | None,

@@ -31,6 +31,8 @@ def _move(ref: str, action: str, queue: str | None, reason: str | None, as_json:
                       reason=reason, allow_out_of_scope=allow_out_of_scope, announce=announce)
     if as_json:
         emit(move_json(result))
+    elif result.children_canceled:
+        print(f"also canceled, as its children: {', '.join(result.children_canceled)}")
     for item in result.tracker:
         if not item.ok:
             owed = "" if "not recorded" in item.message else \

@@ -73,6 +73,8 @@ def detail_json(detail: JobDetail) -> dict[str, Any]:
             for a in job.state.attempts
         ],
         "events": list(detail.events),
+        "parent": job.manifest.parent if job.manifest else None,
+        "children": [{"id": kid, "stage": stage} for kid, stage in detail.children],
         "tracker": {"item": job.manifest.tracker_item, "sent": detail.tracker_sent,
                     "owed": [{"owner": owner, "since": since} for owner, since in detail.tracker_owed]}
         if job.manifest and job.manifest.tracker_item else None,
@@ -107,7 +109,8 @@ def sent_json(item: Sent) -> dict[str, Any]:
 
 def move_json(result: MoveResult) -> dict[str, Any]:
     return {"id": result.job_id, "from": result.source, "to": result.target, "action": result.action,
-            "tracker": [sent_json(s) for s in result.tracker]}
+            "tracker": [sent_json(s) for s in result.tracker],
+            "children_canceled": list(result.children_canceled)}
 
 
 def imported_json(results: Iterable[Imported]) -> list[dict[str, Any]]:

@@ -20,11 +20,12 @@ JOB_KEYS = {
     "out_of_scope", "spent", "branch", "error",
 }
 VERDICT_KEYS = {"ready", "blocked"}
-DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events", "tracker"}
+DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "events", "tracker",
+               "parent", "children"}
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
                   "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
-MOVE_KEYS = {"id", "from", "to", "action", "tracker"}
+MOVE_KEYS = {"id", "from", "to", "action", "tracker", "children_canceled"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",
                 "log", "artifacts", "reason", "engine", "usage"}
 

@@ -1,0 +1,75 @@
+"""Child jobs: jobs a running job adds that belong to it (`parent:`), and when its work waits
+for them.
+
+A parent whose engine finished while some of its children are still in the workers' hands
+(inbox or building) goes back to the inbox to wait; once every child is settled (in review,
+testing, shipped, failed or dead_letter: out of the workers' hands) a worker claims it again
+and runs only its verify, which can read the children's results (fan-in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from aq.core.lifecycle import Stage
+from aq.core.manifest import Manifest
+
+UNSETTLED = frozenset({Stage.INBOX, Stage.BUILDING})  # a worker may still run it
+
+
+class JobView(Protocol):
+    """What a family is made of: a job's id, stage, manifest and age (the scheduler's JobView
+    and the store's Job both are one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def stage(self) -> Stage: ...
+    @property
+    def manifest(self) -> Manifest | None: ...
+    @property
+    def added(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A parent's children as they stand: (id, stage) of each, oldest first."""
+
+    children: tuple[tuple[str, Stage], ...]
+
+    @property
+    def unsettled(self) -> tuple[str, ...]:
+        return tuple(job_id for job_id, stage in self.children if stage in UNSETTLED)
+
+    def waiting_reason(self) -> str | None:
+        """Why a parent that waits for its children cannot be taken yet; None: it can."""
+        waiting = self.unsettled
+        if not waiting:
+            return None
+        settled = len(self.children) - len(waiting)
+        shown = ", ".join(waiting[:3]) + (" ..." if len(waiting) > 3 else "")
+        return f"waits for its children: {settled} of {len(self.children)} settled ({shown})"
+
+
+def family(jobs: Iterable[JobView], parent: str) -> Family:
+    """The children of `parent` among `jobs`, oldest first (then by id)."""
+    found = sorted((job for job in jobs if job.manifest is not None and job.manifest.parent == parent),
+                   key=lambda job: (job.added, job.id))
+    return Family(tuple((job.id, job.stage) for job in found))
+
+
+def child_key(parent: str, text: str) -> str:
+    """The idempotency key of a child spawned with `text` (its whole manifest): a retried parent
+    that spawns the same child again finds the one it made."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return f"child-of:{parent}:{digest}"
+
+
+def families(jobs: Sequence[JobView]) -> dict[str, Family]:
+    """parent id -> its Family, for every job that has children."""
+    parents = {job.manifest.parent for job in jobs if job.manifest and job.manifest.parent}
+    return {parent: family(jobs, parent) for parent in sorted(parents)}
