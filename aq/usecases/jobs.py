@@ -20,7 +20,7 @@ from aq.core.manifest import (
 )
 from aq.core.profile import Profile, apply_profile, setting_sources
 from aq.core.scheduler import Routing, Verdict
-from aq.errors import AqError, IdempotencyConflict, JobExists, UsageError
+from aq.errors import AqError, IdempotencyConflict, JobExists, ManifestError, UsageError
 from aq.infra.confine import read_file, read_regular
 from aq.store.layout import QUEUE_DIR
 from aq.store.queue import Queue
@@ -85,6 +85,20 @@ def add_job(
                          + (f" with {len(kids)} children" if kids else ""))
 
     return queue.transact(write, f"aq: add {chosen} by {who}")
+
+
+def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: str = "") -> None:
+    """An engine or profile that does not exist would only fail at run time: refuse it now.
+    `hint`: how this front end adds it anyway, if it can."""
+    engine, profile = fields.get("engine"), fields.get("profile")
+    if isinstance(engine, str) and engine not in queue.config.engines:
+        known = ", ".join(sorted(queue.config.engines))
+        raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "
+                            f"under engines: in aq.yaml{hint}", "engine")
+    if isinstance(profile, str) and profile not in queue.profiles().found:
+        known = ", ".join(sorted(queue.profiles().found)) or "none"
+        raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
+                            f"profiles/{profile}.md{hint}", "profile")
 
 
 def _up_front_children(queue: Queue, manifest: Manifest, parent: str, entropy: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from aq.ui.cli import fleet, jobs, moves, running, trackers, upkeep, views
+from aq.ui.cli import agents, fleet, jobs, moves, running, trackers, upkeep, views
 from aq.ui.cli.detail import show
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.command()(upkeep.gc)
 app.command()(views.board)
 app.command()(views.dash)
 app.command()(views.web)
+app.command()(agents.mcp)
 app.command()(views.stats)
 app.command()(views.events)
 app.command()(views.doctor)

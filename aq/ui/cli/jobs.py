@@ -50,6 +50,7 @@ def add(
 ) -> None:
     """Add a job to the inbox and print its id."""
     from aq.core.manifest import split_frontmatter
+    from aq.usecases.jobs import check_names
 
     q = located(queue)
     text = _read_body(file, body)
@@ -64,7 +65,7 @@ def add(
         raise UsageError("--id is empty: give a job id, or leave --id out to make one from the title")
     try:
         if not force:
-            _check_names(q, fields, source)
+            check_names(q, fields, source, hint=", or add with --force")
         result = _added(q, text_body, fields, job_id, parent, source)
     except ManifestError as err:
         if err.key in flags:
@@ -158,19 +159,6 @@ def _job_text(data: bytes, source: str) -> str:
     except UnicodeDecodeError as err:
         raise ManifestError(source, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
                             f"{err.start}): save it as UTF-8") from None
-
-
-def _check_names(q: Queue, fields: dict[str, Any], source: str) -> None:
-    """An engine or profile that does not exist would only fail at run time: refuse it now."""
-    engine, profile = fields.get("engine"), fields.get("profile")
-    if isinstance(engine, str) and engine not in q.config.engines:
-        known = ", ".join(sorted(q.config.engines))
-        raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "
-                            "under engines: in aq.yaml, or add with --force", "engine")
-    if isinstance(profile, str) and profile not in q.profiles().found:
-        known = ", ".join(sorted(q.profiles().found)) or "none"
-        raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
-                            f"profiles/{profile}.md, or add with --force", "profile")
 
 
 def _read_body(file: str | None, body: str | None) -> str:

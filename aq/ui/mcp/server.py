@@ -1,0 +1,109 @@
+"""`aq mcp`: the queue's tools (aq.ui.mcp.tools) served over stdio with the official MCP SDK.
+
+stdout is the protocol's wire: the SDK points fd 1 at stderr while it serves, so a stray print
+or a child's output cannot corrupt it, and aq's own words go to stderr. A tool that fails
+answers an error result in one line (aq's own, for an AqError) and the server goes on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, Tool
+from pydantic import ValidationError
+
+import aq
+from aq.errors import AqError
+from aq.store.queue import Queue
+from aq.ui.mcp.tools import QueueTools
+
+INSTRUCTIONS = ("aq: a job queue for coding agents kept in a git repository. A job moves "
+                "inbox -> building -> review -> testing -> shipped (or failed, dead_letter); "
+                "workers run it, people and agents review and move it.")
+
+log = logging.getLogger("aq.mcp")
+
+
+class AqServer(MCPServer[Any]):
+    """The SDK's server, with two house rules: one tool call at a time (they share one clone),
+    and every failure answered in one line."""
+
+    def __init__(self) -> None:
+        super().__init__("aq", version=aq.__version__, instructions=INSTRUCTIONS,
+                         log_level="WARNING")
+        self._turn = anyio.Lock()
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Context[Any, Any] | None = None
+                        ) -> CallToolResult | InputRequiredResult:
+        async with self._turn:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as err:
+                return _error(name, err)
+
+    async def list_tools(self) -> list[Tool]:
+        """The tools without the titles pydantic puts on every schema: words an agent pays for
+        that say nothing the names do not."""
+        return [tool.model_copy(update={"input_schema": _untitled(tool.input_schema)})
+                for tool in await super().list_tools()]
+
+
+def _error(name: str, err: ToolError) -> CallToolResult:
+    """The failure of tool `name` as an error result of one line."""
+    cause = err.__cause__
+    if isinstance(cause, AqError):
+        text = str(cause)
+    elif isinstance(cause, ValidationError):
+        text = f"{name}: " + "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'arguments'}: {problem['msg']}"
+            + (f" (got {_cut(repr(problem['input']))})" if problem["type"] != "missing" else "")
+            for problem in cause.errors())
+    elif isinstance(cause, OSError):  # as the CLI says it: the file and what went wrong
+        text = f"{cause.filename or ''}: {cause.strerror or cause}".lstrip(": ")
+    elif isinstance(err, UnexpectedToolError) and cause is not None:
+        log.error("aq mcp: tool %s failed", name, exc_info=cause)
+        text = f"internal error: {type(cause).__name__}: {cause}"
+    else:  # the SDK's own: an unknown tool
+        text = str(err)
+    line = " ".join(text.split())
+    return CallToolResult(content=[TextContent(type="text", text=line)], is_error=True)
+
+
+def _cut(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _untitled(schema: Any) -> Any:
+    """`schema` without its "title" strings (a property named "title" is a schema: kept)."""
+    if isinstance(schema, list):
+        return [_untitled(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {key: _untitled(value) for key, value in schema.items()
+            if key != "title" or not isinstance(value, str)}
+
+
+def build(queue: Queue, *, who: str, clock: Callable[[], datetime],
+          env: Mapping[str, str]) -> AqServer:
+    """The server of `queue`'s tools, recording what it does as `who`."""
+    server = AqServer()
+    for tool in QueueTools(queue, who=who, clock=clock, env=env).tools():
+        # the docstring on one line: its indentation is words an agent pays for
+        server.add_tool(tool, description=" ".join((tool.__doc__ or "").split()),
+                        structured_output=False)
+    return server
+
+
+def serve(queue: Queue, *, who: str, clock: Callable[[], datetime]) -> None:
+    """Serve `queue` over stdin/stdout until the client closes stdin."""
+    print(f"aq mcp: serving {queue.root} over stdio (an MCP client talks to it; Ctrl-C ends)",
+          file=sys.stderr, flush=True)
+    build(queue, who=who, clock=clock, env=dict(os.environ)).run("stdio")
