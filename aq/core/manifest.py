@@ -29,6 +29,7 @@ class RetryPolicy:
     max: int | None = None
     backoff: float | None = None
     on: tuple[str, ...] | None = None
+    escalate: tuple[str, ...] = ()  # engines: attempt k after k-1 retries runs the k-th (the last on)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
@@ -189,7 +190,7 @@ def _retry(value: object) -> RetryPolicy:
     if not isinstance(value, dict):
         raise ValueError(f"{value!r} is not a retry policy such as {{max: 2, backoff: 5m, on: [timeout]}}")
     fields = {str(key): item for key, item in value.items()}
-    _reject_unknown(fields, ("max", "backoff", "on"), "retry.")
+    _reject_unknown(fields, ("max", "backoff", "on", "escalate"), "retry.")
     on = None
     if "on" in fields:
         on = _str_list(fields["on"])
@@ -197,10 +198,19 @@ def _retry(value: object) -> RetryPolicy:
             if outcome not in RETRY_ON:
                 raise ValueError(f"retry.on: {outcome!r} is not an outcome; expected some of "
                                  f"{', '.join(RETRY_ON)}" + _suggest(outcome, RETRY_ON))
+    escalate: tuple[str, ...] = ()
+    if "escalate" in fields:
+        escalate = tuple(_name(engine) for engine in _str_list(fields["escalate"]))
+        if not escalate:
+            raise ValueError("retry.escalate names no engine: list them, cheapest first")
+    # a ladder is climbed one retry a step: unless said otherwise, as many retries as steps
+    most = _count(fields["max"]) if "max" in fields else (len(escalate) - 1 or None
+                                                          if escalate else None)
     return RetryPolicy(
-        max=_count(fields["max"]) if "max" in fields else None,
+        max=most,
         backoff=parse_duration(fields["backoff"]) if "backoff" in fields else None,
         on=on,
+        escalate=escalate,
     )
 
 

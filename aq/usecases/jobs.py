@@ -91,6 +91,13 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
     """An engine or profile that does not exist would only fail at run time: refuse it now.
     `hint`: how this front end adds it anyway, if it can."""
     engine, profile = fields.get("engine"), fields.get("profile")
+    retry = fields.get("retry")
+    ladder = retry.get("escalate") if isinstance(retry, dict) else None
+    for step in ladder if isinstance(ladder, list) else ():
+        if isinstance(step, str) and step not in queue.config.engines:
+            known = ", ".join(sorted(queue.config.engines))
+            raise ManifestError(source, f"retry.escalate: engine {step!r} is not defined (known: "
+                                f"{known}): add it under engines: in aq.yaml{hint}", "retry")
     if isinstance(engine, str) and engine not in queue.config.engines:
         known = ", ".join(sorted(queue.config.engines))
         raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "

@@ -126,6 +126,14 @@ class Claimer:
             manifest = replace(manifest, engine=choose_engine(manifest.engine_class, engines,
                                                               self.ctx.options.capabilities))
             pinned["engine"] = manifest.engine
+        ladder = manifest.retry.escalate if manifest.retry else ()
+        if ladder:  # each retry one step up the job's engine ladder; a take-back is no step
+            step = min(job.state.retries_used, len(ladder) - 1)
+            manifest = replace(manifest, engine=ladder[step], engine_class=None)
+            pinned["engine"] = manifest.engine
+            pinned["engine_why"] = (f"retry.escalate step {step + 1} of {len(ladder)}, after "
+                                    f"{job.state.retries_used} retr"
+                                    f"{'y' if job.state.retries_used == 1 else 'ies'}")
         return replace(job, manifest=manifest), profile.persona if profile else None, pinned
 
     def retry_waits(self, snapshot: Snapshot) -> dict[str, float] | None:

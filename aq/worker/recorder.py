@@ -157,6 +157,9 @@ class Recorder:
         fingerprint = (failure_fingerprint(result.outcome, result.tail)
                        if result.outcome not in (Outcome.OK, Outcome.INTERRUPTED,
                                                  Outcome.AWAITING_CHILDREN) else None)
+        if fingerprint and manifest.retry and manifest.retry.escalate:
+            # the same failure on the next engine up is what escalation is for, not 'stuck'
+            fingerprint = f"{result.engine}:{fingerprint}"
         decision = self._decide(ended, fingerprint, state, now)
         kept: dict[str, object] = {"log": log_rel, **lost,
                                    "artifacts": self.keeper.artifacts(tx, job_id, claim.attempt,
