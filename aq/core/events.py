@@ -250,8 +250,8 @@ class _Folding:
         wait = event.get("backoff")
         self.retry_backoff = float(wait) if isinstance(wait, int | float) and self.not_before else None
         self.last_outcome, self.last_reason = event.get("outcome"), event.get("why")
-        if event.get("action") == "retry":
-            self.retries_used += 1
+        if event.get("action") == "retry" and event.get("outcome") != "review_changes":
+            self.retries_used += 1  # a review's request for changes has review.max_rounds
         if event.get("action") == "await":
             self.awaiting_children = True
         elif not counts_as_reclaim(event) and event.get("outcome") != "interrupted":

@@ -93,6 +93,7 @@ class Outcome(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # budget.usd or budget.tokens crossed
     INTERRUPTED = "interrupted"  # the worker was stopped (Ctrl-C, TERM): not the job's fault
     AWAITING_CHILDREN = "awaiting_children"  # engine ok; some children not settled yet
+    REVIEW_CHANGES = "review_changes"  # verify passed; the review gate's reviewer asked for changes
 
 
 NEVER_RETRIED = frozenset({Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED})
@@ -129,16 +130,25 @@ def decide(
     now: datetime,
     stop_reason: str | None = None,
     graceful: bool = False,
+    review_rounds: tuple[int, int] = (0, 0),
 ) -> Decision:
     """Where a job goes after an attempt (DESIGN §3). `verified` is None when the job has no
     verify; `stop_reason` says why an interrupted attempt was stopped; `graceful`: a person
-    stopped the worker (TERM, Ctrl-C), which no job causes, so it does not count as a reclaim."""
+    stopped the worker (TERM, Ctrl-C), which no job causes, so it does not count as a reclaim.
+    `review_rounds`: (reviews that asked for changes, this one included; review.max_rounds)."""
     if outcome is Outcome.OK:
         if verified is None:
             return Decision(Action.SUBMIT, Stage.REVIEW, "engine ok, no verify: waiting for review")
         if review_policy == "auto":
             return Decision(Action.AUTOSHIP, Stage.SHIPPED, "verify passed and review-policy is auto")
         return Decision(Action.PASS, Stage.TESTING, "verify passed")
+    if outcome is Outcome.REVIEW_CHANGES:  # (rounds that asked for changes, this one included; max)
+        asked, most = review_rounds
+        if asked >= most:
+            return Decision(Action.DEAD, Stage.DEAD_LETTER,
+                            f"the review asked for changes {asked} time(s), review.max_rounds")
+        return Decision(Action.RETRY, Stage.INBOX,
+                        f"review round {asked} of {most} asked for changes", not_before=now)
     if outcome is Outcome.AWAITING_CHILDREN:
         return Decision(Action.AWAIT, Stage.INBOX,
                         "engine ok; it waits for its children, then its verify runs")

@@ -46,6 +46,18 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewGate:
+    """`review:`: after its verify passes, an agent reviews the job's work before it moves on."""
+
+    profile: str | None = None  # the reviewer's persona
+    engine: str | None = None  # the reviewer's engine (default: the profile's, else the queue's)
+    max_rounds: int = 2  # reviews that may ask for changes before the job is dead-lettered
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(getattr(self, name) for name in _FIELD_NAMES[type(self)]))
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     id: str
     title: str
@@ -76,6 +88,7 @@ class Manifest:
     ship: str | None = None  # what `aq ship` does: mark (default), merge, pr
     parent: str | None = None  # the job this one is a child of (aq spawn, aq add --parent)
     children: tuple[str, ...] = ()  # children added with it: each a body, or a .md file's path
+    review: ReviewGate | None = None  # an agent reviews its work once its verify passed
     content_hash: str = field(default="", compare=False)
 
     @property
@@ -89,7 +102,7 @@ class Manifest:
 # The manifest cache pickles thousands of these: rebuilding each from its fields in order is
 # several times faster than the field-by-field __setstate__ dataclasses give slots classes.
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls)) for cls in (RetryPolicy, Budget, Manifest)
+    cls: tuple(f.name for f in fields(cls)) for cls in (RetryPolicy, Budget, ReviewGate, Manifest)
 }
 
 
@@ -246,6 +259,22 @@ def _job_id(value: object) -> str:
     return value
 
 
+def review_gate(value: object) -> ReviewGate:
+    """`review: {profile: reviewer, engine: codex, max_rounds: 2}` (also on a profile and in
+    aq.yaml)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a review gate such as "
+                         "{profile: reviewer, engine: codex, max_rounds: 2}")
+    fields = {str(key): item for key, item in value.items()}
+    _reject_unknown(fields, ("profile", "engine", "max_rounds"), "review.")
+    most = _count(fields.get("max_rounds", 2))
+    if most < 1:
+        raise ValueError("review.max_rounds must be 1 or more")
+    return ReviewGate(profile=_name(fields["profile"]) if fields.get("profile") else None,
+                      engine=_name(fields["engine"]) if fields.get("engine") else None,
+                      max_rounds=most)
+
+
 def _children(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError("expected a list of job bodies or .md file paths")
@@ -285,6 +314,7 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "ship": ("ship", _ship),
     "parent": ("parent", _job_id),
     "children": ("children", _children),
+    "review": ("review", review_gate),
 }
 KNOWN_KEYS = tuple(_CHECKERS)
 

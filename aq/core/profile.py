@@ -14,6 +14,7 @@ from typing import Any
 
 from aq.core.manifest import (
     Manifest,
+    ReviewGate,
     _bool,
     _name,
     _one_line,
@@ -25,6 +26,7 @@ from aq.core.manifest import (
     _text,
     check_fields,
     digest,
+    review_gate,
     split_frontmatter,
 )
 from aq.errors import ManifestError
@@ -47,6 +49,7 @@ class Profile:
     repo: str | None = None
     base: str | None = None
     ship: str | None = None
+    review: ReviewGate | None = None
     content_hash: str = ""  # of the whole file: the claim event records it
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -84,6 +87,7 @@ _CHECKERS: dict[str, tuple[str, Any]] = {
     "repo": ("repo", _one_line),
     "base": ("base", _one_line),
     "ship": ("ship", _ship),
+    "review": ("review", review_gate),
 }
 PROFILE_KEYS = tuple(_CHECKERS)
 
@@ -115,6 +119,7 @@ INHERITED = (
     ("repo", "repo", "repo"),
     ("base", "base", "base"),
     ("ship", "ship", "ship"),
+    ("review", "review", "review"),
 )
 
 

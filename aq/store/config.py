@@ -9,8 +9,9 @@ from typing import Any
 
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
-from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, _ship
+from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
 from aq.core.prices import Price, parse_prices
+from aq.core.review import REVIEW_KEY
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
@@ -117,7 +118,7 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
-          "log_retention", "trackers", "prices", "budget")
+          "log_retention", "trackers", "prices", "budget", "review")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,14 @@ class QueueConfig:
     prices: dict[str, Price] = field(default_factory=dict)  # USD per million tokens, per model
     budget_usd_per_day: float | None = None  # the queue halts when a UTC day's runs cost more
     budget_tokens_per_day: int | None = None
+    review: ReviewGate | None = None  # the review gate of every job that sets none of its own
+
+    def review_for(self, manifest: Manifest) -> ReviewGate | None:
+        """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
+        never reviewed itself."""
+        if manifest.idempotency_key and manifest.idempotency_key.startswith(REVIEW_KEY):
+            return None
+        return manifest.review or self.review
 
     def repo_for(self, manifest: Manifest) -> str | None:
         return manifest.repo or self.repo
@@ -274,6 +283,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     take("base", str)
     take("workspaces_dir", str)
     take("ship", _ship_mode)
+    take("review", review_gate)
     values["engines"] = _engines(raw.get("engines") or {}, source)
     values["prices"] = parse_prices(raw.get("prices") or {}, f"{source}: prices")
     values.update(_queue_budget(raw.get("budget"), source))

@@ -33,6 +33,7 @@ from aq.trackers.settings import secret_names
 from aq.usecases.spend import Meter, Spend, describe_usage
 from aq.worker.attemptlog import AttemptLog
 from aq.worker.ending import Ending, denied, engine_ending, verify_ending
+from aq.worker.review import Reviewer
 from aq.worker.workdir import ScopeWatch, collect_artifacts
 
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
@@ -57,6 +58,7 @@ class AttemptPlan:
     tokens_used: int = 0  # and the tokens they used, for budget.tokens
     resume: tuple[Usage, str] | None = None  # retry-from: session: its usage (session id) and cwd
     verify_only: bool = False  # its engine's work is done; it waited for its children
+    review_round: int = 1  # its review gate's round: reviews that asked for changes, plus one
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +115,12 @@ def execute(
     log_note: Callable[[str], None] = lambda _: None,
     clock: Callable[[], float] = time.monotonic,
     children: Callable[[], tuple[str, ...]] = lambda: (),
+    reviewer: Reviewer | None = None,
 ) -> AttemptResult:
     """Run the engine and then verify for one attempt (`children`: the job's children still in
     the workers' hands, asked once the engine is done). Never raises for a job's own failures."""
     attempt = Attempt(plan, config, stop=stop, clock=clock, children=children)
+    attempt.reviewer = reviewer
     if attempt.unmade is not None:
         return attempt.without_workspace(attempt.unmade)
     return attempt.result(attempt.run(log_note))
@@ -160,6 +164,7 @@ class Attempt:
                  children: Callable[[], tuple[str, ...]] = lambda: ()) -> None:
         self.plan, self.config, self.stop, self.clock = plan, config, stop, clock
         self.children = children
+        self.reviewer: Reviewer | None = None  # the job's review gate, when it has one
         self.started = clock()
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         self.files = RunFiles(plan.run_dir, plan.attempt)
@@ -243,9 +248,11 @@ class Attempt:
             return Ending(Outcome.AWAITING_CHILDREN,
                           f"{said}; waits for {len(waiting)} child job(s): {shown}", exit_code=0)
         verify = self.plan.manifest.verify
-        if not verify:
-            return Ending(Outcome.OK, f"{said}; no verify", exit_code=0)
-        return self._verify(verify, launch)
+        ending = (self._verify(verify, launch) if verify
+                  else Ending(Outcome.OK, f"{said}; no verify", exit_code=0))
+        if ending.outcome is Outcome.OK and self.reviewer is not None:
+            return self.reviewer.judge(ending, self.log, self.cwd)
+        return ending
 
     def _allowance(self) -> Ending | tuple[EngineSpec, Spend, float]:
         """Why the engine may not start (no cwd, a budget used up, no such engine), else the
@@ -365,7 +372,7 @@ class Attempt:
         log, scrubber, cwd, run = self.log, self.scrubber, self.cwd, self.engine_run
         outcome, detail = ending.outcome, ending.detail
         tail = ""
-        if outcome not in (Outcome.OK, Outcome.AWAITING_CHILDREN):
+        if outcome not in (Outcome.OK, Outcome.AWAITING_CHILDREN):  # review_changes: the review
             tail = "\n".join(log.section)[-min(TAIL_CHARS, self.config.log_max // 2):]
             tail = f"{tail}\n[{outcome}: {detail}]".lstrip("\n")
         artifacts = collect_artifacts(self.plan.manifest, cwd, log.note) if cwd.is_dir() else ()

@@ -15,6 +15,7 @@ from aq.store.snapshot import Job
 from aq.worker.attempt import AttemptPlan, crashed_attempt, execute
 from aq.worker.context import Claim, Ended, Running, WorkerContext
 from aq.worker.courier import Courier
+from aq.worker.review import Reviewer
 
 
 class Launcher:
@@ -53,6 +54,7 @@ class Launcher:
             usd_used=job.state.usd_used, tokens_used=job.state.tokens_used,
             resume=self._session_to_resume(job),
             verify_only=job.state.awaiting_children,
+            review_round=1 + sum(a.outcome == "review_changes" for a in job.state.attempts),
         )
 
     def _session_to_resume(self, job: Job) -> tuple[Usage, str] | None:
@@ -71,11 +73,21 @@ class Launcher:
     def _attempt(self, running: Running, plan: AttemptPlan) -> None:
         try:
             running.result = execute(plan, self.ctx.queue.config, stop=running.stop,
-                                     children=lambda: self._unsettled_children(plan.job_id))
+                                     children=lambda: self._unsettled_children(plan.job_id),
+                                     reviewer=self._reviewer(plan))
         except Exception as err:  # a bug or an OS failure: recorded as a failed attempt, not lost
             running.result = crashed_attempt(plan, err)
         finally:
             self.ctx.wake.set()
+
+    def _reviewer(self, plan: AttemptPlan) -> Reviewer | None:
+        """The job's review gate as this attempt meets it: its round is the reviews that asked
+        for changes so far, plus one."""
+        gate = self.ctx.queue.config.review_for(plan.manifest)
+        if gate is None:
+            return None
+        return Reviewer(plan.queue_root, plan.job_id, plan.manifest.body, gate,
+                        plan.review_round, self.ctx.worker_id, self.ctx.now)
 
     def _unsettled_children(self, job_id: str) -> tuple[str, ...]:
         """The job's children a worker may still run, as this clone has them now (a child it

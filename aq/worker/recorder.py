@@ -15,6 +15,7 @@ from datetime import datetime
 from aq.core.events import Event, JobState, finished, fold, iso, stale_result
 from aq.core.fencing import Standing, fence
 from aq.core.lifecycle import Action, Decision, Outcome, Stage, decide, failure_fingerprint
+from aq.core.manifest import Manifest
 from aq.errors import AqError
 from aq.infra.repos import remove_workspace
 from aq.store.layout import HALT_FILE
@@ -186,6 +187,7 @@ class Recorder:
             fingerprint=fingerprint, last_fingerprint=state.last_fingerprint,
             reclaims=state.reclaims, max_reclaims=config.max_reclaims, now=now,
             stop_reason=ended.stop_reason, graceful=ended.graceful,
+            review_rounds=self._review_rounds(manifest, state),
         )
         # earlier attempts' count too, unless this one judged the job's whole branch against base
         outside = (set(result.out_of_scope) if result.scope_against_base
@@ -195,6 +197,14 @@ class Recorder:
                                 f"verify passed; not shipped by review-policy auto: "
                                 f"{len(outside)} file(s) changed outside allowed-scope")
         return decision
+
+    def _review_rounds(self, manifest: Manifest, state: JobState) -> tuple[int, int]:
+        """(reviews that asked for changes, this one included; review.max_rounds)."""
+        gate = self.ctx.queue.config.review_for(manifest)
+        if gate is None:
+            return (0, 0)
+        return (1 + sum(a.outcome == "review_changes" for a in state.attempts[:-1]),
+                gate.max_rounds)
 
     def _finished_event(self, ended: Ended, decision: Decision, fingerprint: str | None,
                         now: datetime, kept: dict[str, object]) -> Event:

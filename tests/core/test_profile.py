@@ -81,7 +81,7 @@ def test_the_known_keys_are_the_documented_ones() -> None:
     """The profile keys are exactly those the README lists."""
     assert set(PROFILE_KEYS) == {"name", "version", "capabilities", "default-verify", "engine",
                                  "engine-class", "prefers-engine", "allowed-scope", "review-policy",
-                                 "timeout", "allow-yolo", "repo", "base", "ship"}
+                                 "timeout", "allow-yolo", "repo", "base", "ship", "review"}
 
 
 def test_a_profile_with_no_frontmatter_is_all_persona_with_defaults() -> None:
@@ -291,6 +291,7 @@ def test_sources_name_the_job_the_profile_or_the_queue_default() -> None:
         "engine-class": "profile builder",
         "capabilities": "job + profile",
         "repo": "queue default", "base": "queue default", "ship": "queue default",
+        "review": "queue default",
     }
 
 
@@ -301,6 +302,7 @@ def test_without_a_profile_unset_keys_are_queue_defaults() -> None:
         "review-policy": "queue default", "timeout": "job", "engine": "queue default",
         "engine-class": "queue default", "capabilities": "job",
         "repo": "queue default", "base": "queue default", "ship": "queue default",
+        "review": "queue default",
     }
 
 
