@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from rich import box
@@ -19,6 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from aq.core.children import Family, families
 from aq.core.durations import format_duration
 from aq.core.events import iso, parse_iso
 from aq.core.leases import watch_gap
@@ -67,6 +68,8 @@ class Card:
     cost_usd: float | None = None  # its attempts' cost, a building one's so far (None: unknown)
     started: str | None = None  # a building job: when its running attempt started (ISO, UTC)
     failure: str | None = None  # a failed or dead-lettered job: the last line of its failure
+    parent: str | None = None  # the job it is a child of
+    children: tuple[int, int] | None = None  # (settled, all) of its children; None: it has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ def board_data(
     seen = observer.workers(monotonic)
     ages = {worker: age for worker, (age, _payload) in seen.items()}
     profiles = profiles_used(queue, Snapshot(listing.jobs, listing.problems))
+    kin = families(listing.jobs)
     by_stage: dict[Stage, list[Job]] = {stage: [] for stage in STAGES}
     for job in listing.jobs:
         by_stage[job.stage].append(job)
@@ -114,8 +118,8 @@ def board_data(
         else:  # listed oldest first (then by id): a stable sort by priority gives pick order
             picked = sorted(jobs, key=_priority_rank)
             chosen = picked if shown is None else picked[:shown]
-        cards = tuple(_card(job, listing.verdicts.get(job.id), profiles, ages,
-                            _cost(queue, job)) for job in chosen)
+        cards = tuple(_with_family(_card(job, listing.verdicts.get(job.id), profiles, ages,
+                                         _cost(queue, job)), job, kin) for job in chosen)
         columns.append((str(stage), len(jobs), cards))
     return BoardData(tuple(columns), queue.halted(), len(seen), (*problems, *listing.problems))
 
@@ -210,6 +214,15 @@ def _card(job: Job, verdict: Verdict | None, profiles: Mapping[str, Profile],
         failure=_last_line(state.last_failure_tail or state.last_reason)
         if job.stage in (Stage.FAILED, Stage.DEAD_LETTER) else None,
     )
+
+
+def _with_family(card: Card, job: Job, kin: Mapping[str, Family]) -> Card:
+    family = kin.get(job.id)
+    children = None if family is None else (
+        len(family.children) - len(family.unsettled), len(family.children))
+    parent = job.manifest.parent if job.manifest else None
+    return card if parent is None and children is None else replace(
+        card, parent=parent, children=children)
 
 
 def _last_line(text: str | None) -> str | None:
@@ -326,6 +339,10 @@ def _facts(card: Card, priority: tuple[str, str] | None) -> Text | None:
         parts.append(priority)
     if card.attempt:
         parts.append((f"attempt {card.attempt}", "dim"))
+    if card.children is not None:
+        parts.append((f"children {card.children[0]}/{card.children[1]}", "dim"))
+    if card.parent:
+        parts.append((f"child of {card.parent}", "dim"))
     if card.cost_usd is not None:
         parts.append((f"${card.cost_usd:.2f}", "dim"))
     if card.branch:

@@ -212,3 +212,16 @@ def test_an_unreachable_remote_is_a_problem_line_not_an_error(queue_root: Path) 
     assert any("cannot reach the queue's remote 'origin'" in problem for problem in data.problems)
     assert sum(count for _name, count, _cards in data.columns) == sum(COUNTS.values())
     assert "cannot reach the queue's remote" in board_text(data, width=80, color=False)
+
+
+def test_a_parent_card_counts_its_settled_children_and_a_child_names_its_parent(
+        queue_root: Path) -> None:
+    write_job(queue_root, "fanout", "echo parent")
+    write_job(queue_root, "kid-a", "echo a", stage="review", parent="fanout")
+    write_job(queue_root, "kid-b", "echo b", parent="fanout")
+    data = board_data(Queue(queue_root), now=T0, monotonic=0.0)
+    cards = {card.job_id: card for _, _, shown in data.columns for card in shown}
+    assert cards["fanout"].children == (1, 2) and cards["fanout"].parent is None
+    assert cards["kid-b"].parent == "fanout" and cards["kid-b"].children is None
+    text = board_text(data, width=200, color=False)
+    assert "children 1/2" in text and "child of fanout" in text

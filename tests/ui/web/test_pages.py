@@ -136,3 +136,17 @@ def test_a_job_added_meanwhile_by_the_cli_is_on_the_next_board(served: Served,
     assert ran.returncode == 0, ran.stderr
     status, html = served.get("/")
     assert status == 200 and "From the CLI" in html
+
+
+def test_a_parent_and_its_children_link_each_other(queue_root: Path, aq: Aq) -> None:
+    write_job(queue_root, "fanout", "echo parent")
+    git(queue_root, "add", "-A")
+    git(queue_root, "commit", "-qm", "parent")
+    kid = aq("add", "--parent", "fanout", "--title", "the kid", "--body", "echo kid").stdout.strip()
+    with serve_web(queue_root) as web:
+        status, page = web.get("/jobs/fanout")
+        _, kid_page = web.get(f"/jobs/{kid}")
+        _, board = web.get("/")
+    assert status == 200 and f'data-child="{kid}"' in page
+    assert 'child of <a href="/jobs/fanout">fanout</a>' in kid_page
+    assert "children 0/1" in board and 'child of <a href="/jobs/fanout">' in board
