@@ -75,8 +75,9 @@ def test_the_budget_counts_every_attempt_and_a_requeue_clears_the_count(root: Pa
     """Attempts of $1 against budget.usd $1.50: the first fails and is retried, the second
     crosses what is left and fails budget_exceeded; after a requeue the count starts again."""
     # a different failure each time, or the second would be dead-lettered as stuck
-    # (it sleeps after its $1 line: the second attempt is stopped by aq, not ended on its own)
-    write_job(root, "spent", f"{result_line(1.0)}\nhead -c 9 /dev/urandom | base64\nsleep 5\nexit 1",
+    # (the second sleeps after its $1 line: it is stopped by aq, not ended on its own)
+    write_job(root, "spent", f"{result_line(1.0)}\nhead -c 9 /dev/urandom | base64\n"
+              'if [ "$AQ_ATTEMPT" != 1 ]; then sleep 30; fi\nexit 1',
               budget={"usd": 1.5}, retry={"max": 3, "backoff": "1s"})
     assert run_aq("run", "--drain", "--poll", "0.1", cwd=root, timeout=120).returncode == 0
     finished = events(root, "spent", "finished")

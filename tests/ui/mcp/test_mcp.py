@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
@@ -123,6 +124,7 @@ def test_a_move_is_made_and_recorded_as_by_way_of_mcp(queue_root: Path) -> None:
     assert event["by"].endswith(" via mcp") and event["why"] == "canceled: not needed"
 
 
+@pytest.mark.slow  # a fleet of clones, or a job that runs its own MCP server
 def test_it_reads_and_moves_the_fleets_queue_fetched_from_the_remote(tmp_path: Path) -> None:
     """In a clone of a fleet's queue, a listing shows a job added in another clone, and a move
     fetches first: a job pushed a moment ago is found and moved, on the remote too."""
@@ -313,6 +315,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # a fleet of clones, or a job that runs its own MCP server
 def test_a_running_job_spawns_children_through_mcp_once_each(queue_root: Path,
                                                             tmp_path: Path) -> None:
     agent = tmp_path / "agent.py"

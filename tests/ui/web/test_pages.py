@@ -16,25 +16,40 @@ import pytest
 
 from tests.helpers.cli import Ran, run_aq
 from tests.helpers.git import git
-from tests.helpers.queue import events, stage_of, write_job
+from tests.helpers.queue import events, make_queue, stage_of, write_job
 from tests.helpers.web import Served, serve_web
 
 Aq = Callable[..., Ran]
 
 
-@pytest.fixture
-def served(queue_root: Path, aq: Aq) -> Iterator[Served]:
-    """A queue with a job in inbox, one failed with a kept log, and one in review."""
-    write_job(queue_root, "waiting", "echo hi", title="Waiting job", priority="high")
-    write_job(queue_root, "broken", "echo broke; exit 3", title="Broken job")
-    write_job(queue_root, "done", "echo made it", title="Done job", priority="critical")
-    git(queue_root, "add", "-A")
-    git(queue_root, "commit", "-qm", "jobs")
-    ran = aq("run", "--drain")  # critical first: done -> review, broken -> failed, waiting -> review
+def fill(root: Path) -> None:
+    """A job in inbox, one failed with a kept log, two in review."""
+    write_job(root, "waiting", "echo hi", title="Waiting job", priority="high")
+    write_job(root, "broken", "echo broke; exit 3", title="Broken job")
+    write_job(root, "done", "echo made it", title="Done job", priority="critical")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "jobs")
+    ran = run_aq("run", "--drain", cwd=root)  # done -> review, broken -> failed, waiting -> review
     assert ran.returncode == 0, ran.stderr
-    write_job(queue_root, "later", "echo later", title="Later job")
-    git(queue_root, "add", "-A")
-    git(queue_root, "commit", "-qm", "one more")
+    write_job(root, "later", "echo later", title="Later job")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "one more")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Served]]:
+    """One queue and server for the tests that change nothing (or must not)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        root = make_queue(tmp_path_factory.mktemp("shared") / "q", monkeypatch)
+        fill(root)
+        with serve_web(root) as web:
+            yield root, web
+
+
+@pytest.fixture
+def served(queue_root: Path) -> Iterator[Served]:
+    """The same queue, of the test's own, for a test that changes it."""
+    fill(queue_root)
     with serve_web(queue_root) as web:
         yield web
 
@@ -44,7 +59,8 @@ def cards(html: str, stage: str) -> list[str]:
     return re.findall(r'<article class="card[^"]*" data-job="([^"]+)"', column)
 
 
-def test_the_board_shows_each_job_in_its_stage_with_why_it_failed(served: Served) -> None:
+def test_the_board_shows_each_job_in_its_stage_with_why_it_failed(shared: tuple[Path, Served]) -> None:
+    served = shared[1]
     status, html = served.get("/")
     assert status == 200
     assert cards(html, "inbox") == ["later"]
@@ -53,14 +69,16 @@ def test_the_board_shows_each_job_in_its_stage_with_why_it_failed(served: Served
     assert "attempt 1" in html
 
 
-def test_a_stage_page_pages_and_searches(served: Served) -> None:
+def test_a_stage_page_pages_and_searches(shared: tuple[Path, Served]) -> None:
+    served = shared[1]
     status, html = served.get("/stage/review?q=done")
     assert status == 200 and 'data-job="done"' in html and 'data-job="waiting"' not in html
     status, html = served.get("/stage/nowhere")
     assert status == 404 and "no stage 'nowhere'" in unescape(html)
 
 
-def test_a_job_page_offers_only_the_moves_allowed_now(served: Served) -> None:
+def test_a_job_page_offers_only_the_moves_allowed_now(shared: tuple[Path, Served]) -> None:
+    served = shared[1]
     status, html = served.get("/jobs/done")
     assert status == 200
     assert set(re.findall(r'data-action="(\w+)"', html)) == {"promote", "ship", "reject", "cancel"}
@@ -87,7 +105,8 @@ def test_a_move_from_the_web_is_recorded_as_its_person_via_web(served: Served,
     ("/jobs/done/cancel", "not json", 400, "must be a JSON object"),
 ])
 def test_a_refused_move_says_why_in_one_line_and_changes_nothing(
-        served: Served, queue_root: Path, path: str, body: object, status: int, said: str) -> None:
+        shared: tuple[Path, Served], path: str, body: object, status: int, said: str) -> None:
+    queue_root, served = shared
     before = git(queue_root, "rev-parse", "HEAD")
     stages = {job: stage_of(queue_root, job) for job in ("later", "done")}
     answer = _post_raw(served, path, body) if isinstance(body, str) else served.post(path, body)
@@ -103,7 +122,8 @@ def test_a_reject_with_a_reason_keeps_the_reason(served: Served, queue_root: Pat
     assert events(queue_root, "waiting", "moved")[-1]["why"] == "wrong approach"
 
 
-def test_logs_are_served_as_text_and_artifacts_only_when_kept(served: Served) -> None:
+def test_logs_are_served_as_text_and_artifacts_only_when_kept(shared: tuple[Path, Served]) -> None:
+    served = shared[1]
     status, text = served.get("/jobs/broken/log?attempt=1")
     assert status == 200 and "broke" in text
     status, text = served.get("/jobs/later/log")
@@ -113,7 +133,8 @@ def test_logs_are_served_as_text_and_artifacts_only_when_kept(served: Served) ->
         assert status == 404 and "kept no artifact" in text
 
 
-def test_the_live_feed_says_the_change_count(served: Served) -> None:
+def test_the_live_feed_says_the_change_count(shared: tuple[Path, Served]) -> None:
+    served = shared[1]
     with urllib.request.urlopen(served.url + "/live", timeout=30) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         assert stream.readline() == b"event: version\n"
