@@ -146,6 +146,7 @@ class JobState:
     # its engine's work is done and it waited for its children: the next attempt runs only its
     # verify (kept through a take-back of that attempt; a retry, a requeue or a cancel ends it)
     awaiting_children: bool = False
+    review_asks: int = 0  # reviews that asked for changes since added or last requeued
 
     @property
     def attempt_count(self) -> int:
@@ -208,6 +209,7 @@ class _Folding:
     tokens_used: int = 0
     session: tuple[str, str, dict[str, Any], str] | None = None
     awaiting_children: bool = False
+    review_asks: int = 0
 
     def spend(self, kind: object, event: Event) -> None:
         """What a finished (or fenced) attempt's engine used; a finished one's session."""
@@ -252,6 +254,8 @@ class _Folding:
         self.last_outcome, self.last_reason = event.get("outcome"), event.get("why")
         if event.get("action") == "retry" and event.get("outcome") != "review_changes":
             self.retries_used += 1  # a review's request for changes has review.max_rounds
+        if event.get("outcome") == "review_changes":
+            self.review_asks += 1
         if event.get("action") == "await":
             self.awaiting_children = True
         elif not counts_as_reclaim(event) and event.get("outcome") != "interrupted":
@@ -267,6 +271,7 @@ class _Folding:
         if event.get("action") in ("requeue", "cancel"):
             self.awaiting_children = False
         if event.get("action") == "requeue":
+            self.review_asks = 0
             self.retries_used, self.reclaims, self.last_fingerprint = 0, 0, None
             self.not_before, self.retry_backoff = None, None
             self.usd_used, self.tokens_used = 0.0, 0  # a person chose to spend more on it
@@ -284,7 +289,7 @@ class _Folding:
             branch_head=self.branch_head if isinstance(self.branch_head, str) else None,
             branch_pushed=self.branch_pushed, usd_used=self.usd_used,
             tokens_used=self.tokens_used, session=self.session,
-            awaiting_children=self.awaiting_children,
+            awaiting_children=self.awaiting_children, review_asks=self.review_asks,
         )
 
 

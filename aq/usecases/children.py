@@ -18,7 +18,8 @@ MAY_SPAWN = frozenset({Stage.INBOX, Stage.BUILDING})  # while its work is in the
 
 
 def spawn_child(queue: Queue, parent_ref: str, body: str, fields: Mapping[str, Any], *,
-                now: datetime, who: str, entropy: int, source: str = "the child") -> AddResult:
+                now: datetime, who: str, entropy: int, source: str = "the child",
+                reserved: bool = False) -> AddResult:
     """Add a child of `parent_ref` to the inbox. Without an idempotency key of its own it gets
     one made of its parent and its text, so the same child spawned again is found, not made."""
     parent = queue.resolve(parent_ref)
@@ -32,4 +33,4 @@ def spawn_child(queue: Queue, parent_ref: str, body: str, fields: Mapping[str, A
     if not own.get("idempotency-key"):
         own["idempotency-key"] = child_key(parent.id, render_manifest(own, body, source))
     return add_job(queue, body, own, job_id=None, now=now, who=who, entropy=entropy,
-                   source=source)
+                   source=source, reserved=reserved)

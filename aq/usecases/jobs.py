@@ -19,6 +19,7 @@ from aq.core.manifest import (
     split_frontmatter,
 )
 from aq.core.profile import Profile, apply_profile, setting_sources
+from aq.core.review import REVIEW_KEY
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError, IdempotencyConflict, JobExists, ManifestError, UsageError
 from aq.infra.confine import read_file, read_regular
@@ -47,14 +48,19 @@ def add_job(
     who: str,
     entropy: int,
     source: str = "the new job",
+    reserved: bool = False,
 ) -> AddResult:
     """Write a new job into the inbox (or find the one its idempotency key already made).
-    `source` names where its text came from, in errors."""
+    `source` names where its text came from, in errors. Keys starting `review:` are aq's own
+    (`reserved`: a review the worker asks for): no one else may make a job pass as a review."""
     if not body.strip():
         raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
     text = render_manifest(fields, body, source)
     probe_id = check_job_id(job_id) if job_id else "new-job"
     manifest = parse_manifest(probe_id, text, source)
+    if (manifest.idempotency_key or "").startswith(REVIEW_KEY) and not reserved:
+        raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} are aq's own "
+                            "(its review gate's reviews): choose another key", "idempotency-key")
     if manifest.idempotency_key:
         existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
         if existing is not None:

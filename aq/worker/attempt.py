@@ -59,6 +59,7 @@ class AttemptPlan:
     resume: tuple[Usage, str] | None = None  # retry-from: session: its usage (session id) and cwd
     verify_only: bool = False  # its engine's work is done; it waited for its children
     review_round: int = 1  # its review gate's round: reviews that asked for changes, plus one
+    work_attempt: int = 0  # the attempt whose work its review judges (0: this one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,8 @@ class Attempt:
             return None
         workspace = open_workspace(resolve_repo(repo, plan.queue_root), plan.job_id, plan.attempt,
                                    root=plan.workspaces, base=self.config.base_for(manifest),
-                                   from_base=manifest.retry_from == "base")
+                                   # a verify-only attempt judges the work the engine pushed
+                                   from_base=manifest.retry_from == "base" and not plan.verify_only)
         self.log.note(f"workspace: {workspace.path} on {workspace.branch} from {workspace.start[:12]}")
         return workspace
 

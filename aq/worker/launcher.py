@@ -54,7 +54,8 @@ class Launcher:
             usd_used=job.state.usd_used, tokens_used=job.state.tokens_used,
             resume=self._session_to_resume(job),
             verify_only=job.state.awaiting_children,
-            review_round=1 + sum(a.outcome == "review_changes" for a in job.state.attempts),
+            review_round=1 + job.state.review_asks,
+            work_attempt=_work_attempt(job, claim.attempt),
         )
 
     def _session_to_resume(self, job: Job) -> tuple[Usage, str] | None:
@@ -87,7 +88,7 @@ class Launcher:
         if gate is None:
             return None
         return Reviewer(plan.queue_root, plan.job_id, plan.manifest.body, gate,
-                        plan.review_round, self.ctx.worker_id, self.ctx.now)
+                        plan.review_round, plan.work_attempt, self.ctx.worker_id, self.ctx.now)
 
     def _unsettled_children(self, job_id: str) -> tuple[str, ...]:
         """The job's children a worker may still run, as this clone has them now (a child it
@@ -123,3 +124,13 @@ class Launcher:
             if not self.ctx.queue.job_path(Stage.BUILDING, job_id).exists():
                 running.stop_reason = "the job left building while it ran (canceled?)"
                 running.stop.set()
+
+
+def _work_attempt(job: Job, attempt: int) -> int:
+    """The attempt whose work this one goes on with: its own, or, when it only runs verify
+    after waiting, the last that ran the engine and waited (a take-back in between is none)."""
+    if job.state.awaiting_children:
+        for earlier in reversed(job.state.attempts):
+            if earlier.outcome == "awaiting_children":
+                return earlier.number
+    return attempt

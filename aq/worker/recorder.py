@@ -203,8 +203,7 @@ class Recorder:
         gate = self.ctx.queue.config.review_for(manifest)
         if gate is None:
             return (0, 0)
-        return (1 + sum(a.outcome == "review_changes" for a in state.attempts[:-1]),
-                gate.max_rounds)
+        return (1 + state.review_asks, gate.max_rounds)
 
     def _finished_event(self, ended: Ended, decision: Decision, fingerprint: str | None,
                         now: datetime, kept: dict[str, object]) -> Event:

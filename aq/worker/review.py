@@ -4,6 +4,7 @@ verdict read when it is settled."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 from aq.core.children import UNSETTLED
 from aq.core.lifecycle import Outcome
 from aq.core.manifest import ReviewGate
-from aq.core.review import Verdict, read_verdict, review_body, review_fields, review_round
+from aq.core.review import Verdict, read_verdict, review_body, review_fields, reviewed_attempt
 from aq.errors import AqError
 from aq.infra import gitops
 from aq.store.queue import Queue
@@ -30,6 +31,7 @@ class Reviewer:
     task: str  # the job's body
     gate: ReviewGate
     round: int  # this attempt's round: the reviews that asked for changes so far, plus one
+    work: int  # the attempt whose work is reviewed: this one, or the one a verify-only resumes
     who: str
     now: Callable[[], datetime]
 
@@ -57,18 +59,21 @@ class Reviewer:
                       verify_exit=passed.verify_exit)
 
     def _verdict(self, cwd: Path) -> Verdict | None:
-        """The verdict of this round's review once it is settled; None while it is asked for
-        (made now if there is none) or runs."""
+        """The verdict on this attempt's work once its review is settled; None while it is
+        asked for (made now if there is none, tried again next time if that fails) or runs."""
         queue = Queue(self.queue_root)
         found = [job for job in queue.snapshot().jobs
-                 if review_round(job.manifest, self.job_id) == self.round]
+                 if reviewed_attempt(job.manifest, self.job_id) == self.work]
         if not found:
             from aq.usecases.children import spawn_child
 
-            spawn_child(queue, self.job_id, review_body(self.job_id, self.round, self.task,
-                                                        self._diff(queue, cwd)),
-                        review_fields(self.job_id, self.round, self.gate), now=self.now(),
-                        who=self.who, entropy=secrets.randbits(30), source="the review")
+            # the remote or the lock in the way: the job waits, and asks again when it is back
+            with contextlib.suppress(AqError):
+                spawn_child(queue, self.job_id, review_body(self.job_id, self.round, self.task,
+                                                            self._diff(queue, cwd)),
+                            review_fields(self.job_id, self.work, self.round, self.gate),
+                            now=self.now(), who=self.who, entropy=secrets.randbits(30),
+                            source="the review", reserved=True)
             return None
         review = found[0]
         if review.stage in UNSETTLED:
