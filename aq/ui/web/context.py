@@ -34,9 +34,19 @@ class Web:
     watcher: Watcher = field(init=False)
     _queue: Queue | None = field(default=None, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _watched: Queue | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.watcher = Watcher(self.queue, self.every)
+        self.watcher = Watcher(self._watching, self.every)
+
+    @contextmanager
+    def _watching(self) -> Iterator[Queue]:
+        """The watcher's own hold on the clone: a queue object of its own, whose file lock
+        (its own descriptor) keeps its fetch and the pages' moves apart, without the pages'
+        lock. A remote that hangs holds up the next look, never a page."""
+        if self._watched is None:
+            self._watched = Queue.locate(str(self.root))
+        yield self._watched
 
     def _open(self) -> Queue:
         if self._queue is None:

@@ -30,7 +30,8 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, name="aq-web-watcher", daemon=True)
 
     def start(self) -> None:
-        self.look()
+        """Look now and then every `every` seconds, on a thread of its own: a remote that does
+        not answer never holds up the server's start."""
         self._thread.start()
 
     def stop(self) -> None:
@@ -69,10 +70,9 @@ class Watcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.look()
             self._wake.wait(self.every)
             self._wake.clear()
-            if not self._stop.is_set():
-                self.look()
 
 
 def _head(queue: Queue) -> str:

@@ -171,3 +171,15 @@ def test_a_parent_and_its_children_link_each_other(queue_root: Path, aq: Aq) -> 
     assert status == 200 and f'data-child="{kid}"' in page
     assert 'child of <a href="/jobs/fanout">fanout</a>' in kid_page
     assert "children 0/1" in board and 'child of <a href="/jobs/fanout">' in board
+
+
+def test_a_remote_that_hangs_holds_up_no_page(queue_root: Path) -> None:
+    """The watcher's fetch of a remote that does not answer runs beside the pages, not in
+    front of them: the board still answers (and the server still starts)."""
+    fill(queue_root)
+    git(queue_root, "config", "protocol.ext.allow", "always")
+    git(queue_root, "remote", "add", "origin", "ext::sleep 60")  # answers nothing for a minute
+    with serve_web(queue_root) as web:
+        for _ in range(3):  # each while the watcher is stuck in its fetch
+            with urllib.request.urlopen(web.url + "/", timeout=30) as answer:
+                assert answer.status == 200
