@@ -124,7 +124,10 @@ async def _refuse(send: Send, status: int, line: str) -> None:
 async def _with_cookie(send: Send, scope: Scope, query: dict[str, str], token: str) -> None:
     """The token came in the address: keep it in a cookie and send the browser on without it."""
     rest = urlencode({k: v for k, v in query.items() if k != "token"})
-    location = scope.get("path", "/") + (f"?{rest}" if rest else "")
+    path = str(scope.get("path") or "/")
+    if not path.startswith("/") or path.startswith("//"):  # '//host' would leave this site
+        path = "/"
+    location = path + (f"?{rest}" if rest else "")
     cookie = f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
     await send({"type": "http.response.start", "status": 303,
                 "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),

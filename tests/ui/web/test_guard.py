@@ -122,3 +122,10 @@ def test_with_the_token_a_change_still_needs_the_csrf_value() -> None:
                                                 ("192.168.1.4", False), ("example.com", False)])
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+def test_the_token_redirect_never_leaves_this_site() -> None:
+    guard, _ = guarded("0.0.0.0", TOKEN)
+    status, headers, _ = call(guard, path="//evil.example/x", query=f"token={TOKEN}",
+                              host="10.1.2.3:8765")
+    assert status == 303 and headers["location"] == "/"

@@ -183,3 +183,17 @@ def test_a_remote_that_hangs_holds_up_no_page(queue_root: Path) -> None:
         for _ in range(3):  # each while the watcher is stuck in its fetch
             with urllib.request.urlopen(web.url + "/", timeout=30) as answer:
                 assert answer.status == 200
+
+
+def test_a_kept_artifact_is_served_as_plain_text(queue_root: Path) -> None:
+    write_job(queue_root, "reporter", "echo '<script>alert(1)</script>' > report.html",
+              artifacts=["report.html"])
+    assert run_aq("run", "--drain", cwd=queue_root).returncode == 0
+    (kept,) = json.loads(run_aq("show", "reporter", "--json", cwd=queue_root).stdout
+                         )["attempt_log"][0]["artifacts"]
+    assert kept.startswith("queue/.logs/reporter/")
+    with serve_web(queue_root) as web, urllib.request.urlopen(
+            f"{web.url}/jobs/reporter/artifact?path={kept}", timeout=30) as answer:
+        assert answer.headers["content-type"].startswith("text/plain")
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert b"<script>" in answer.read()
