@@ -10,7 +10,7 @@ and runs only its verify, which can read the children's results (fan-in).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -57,9 +57,27 @@ class Family:
 
 def family(jobs: Iterable[JobView], parent: str) -> Family:
     """The children of `parent` among `jobs`, oldest first (then by id)."""
-    found = sorted((job for job in jobs if job.manifest is not None and job.manifest.parent == parent),
-                   key=lambda job: (job.added, job.id))
-    return Family(tuple((job.id, job.stage) for job in found))
+    return families(jobs).get(parent, Family(()))
+
+
+def families(jobs: Iterable[JobView]) -> dict[str, Family]:
+    """parent id -> its Family, for every job that has children: one pass over the jobs."""
+    kids: dict[str, list[JobView]] = {}
+    for job in jobs:
+        if job.manifest is not None and job.manifest.parent:
+            kids.setdefault(job.manifest.parent, []).append(job)
+    return {parent: Family(tuple((job.id, job.stage)
+                                 for job in sorted(found, key=lambda job: (job.added, job.id))))
+            for parent, found in sorted(kids.items())}
+
+
+def descendants(kin: Mapping[str, Family], parent: str) -> list[tuple[str, str]]:
+    """(child, its parent) of each child of `parent` still in the workers' hands, and of
+    theirs, each parent before its children."""
+    found: list[tuple[str, str]] = []
+    for child in kin.get(parent, Family(())).unsettled:
+        found += [(child, parent), *descendants(kin, child)]
+    return found
 
 
 def child_key(parent: str, text: str) -> str:
@@ -67,9 +85,3 @@ def child_key(parent: str, text: str) -> str:
     that spawns the same child again finds the one it made."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return f"child-of:{parent}:{digest}"
-
-
-def families(jobs: Sequence[JobView]) -> dict[str, Family]:
-    """parent id -> its Family, for every job that has children."""
-    parents = {job.manifest.parent for job in jobs if job.manifest and job.manifest.parent}
-    return {parent: family(jobs, parent) for parent in sorted(parents)}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from aq.core.children import family
+from aq.core.children import descendants, families
 from aq.core.events import iso, moved
 from aq.core.lifecycle import Action, Stage, check_move
 from aq.errors import JobNotFound, MoveRefused
@@ -47,16 +47,21 @@ def move_job(queue: Queue, ref: str, action: Action, *, who: str, now: datetime,
 def _end_children(queue: Queue, parent: str, action: Action, *, who: str, now: datetime
                   ) -> list[str]:
     """A canceled or rejected parent's children still in the workers' hands are canceled too,
-    and theirs in turn: their work is no longer wanted. One move each; a child that moved on
-    meanwhile is left as it is."""
+    and theirs in turn: their work is no longer wanted. The tree is read from one snapshot; one
+    move each; a child that moved on meanwhile is left as it is, and so are its own."""
     ended: list[str] = []
-    why = f"its parent {parent} was {'canceled' if action is Action.CANCEL else 'rejected'}"
-    for child in family(queue.snapshot().jobs, parent).unsettled:
+    done = {parent}  # parents whose move stood: only their children follow
+    for child, above in descendants(families(queue.snapshot().jobs), parent):
+        if above not in done:
+            continue
+        how = "rejected" if above == parent and action is Action.REJECT else "canceled"
         try:
-            record_move(queue, child, Action.CANCEL, who=who, now=now, reason=why)
+            record_move(queue, child, Action.CANCEL, who=who, now=now,
+                        reason=f"its parent {above} was {how}")
         except (MoveRefused, JobNotFound):
             continue
-        ended += [child, *_end_children(queue, child, Action.CANCEL, who=who, now=now)]
+        done.add(child)
+        ended.append(child)
     return ended
 
 
