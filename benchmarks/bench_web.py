@@ -114,18 +114,10 @@ class Server:
         self.start_s = time.perf_counter() - start
         self.port = int(self.address.rsplit(":", 1)[1].split("/", 1)[0])
         self.host = f"127.0.0.1:{self.port}"  # the Host header a browser sends
-        self.note: str | None = None
 
     def get(self, path: str = "/") -> Answer:
-        """GET `path`; a server that refuses the Host a browser sends (as `--port 0` once did:
-        it checked Host against port 0) is asked again without the port, and that is noted."""
-        answer = get(self.port, self.host, path)
-        if answer.status == 403 and b"does not answer to host" in answer.body and self.note is None:
-            self.note = (f"aq web refused `Host: {self.host}` ({answer.body.decode().strip()}); "
-                         "a browser could not use it: timed with `Host: 127.0.0.1` instead")
-            self.host = "127.0.0.1"
-            answer = get(self.port, self.host, path)
-        return answer
+        """GET `path` as a browser asks for it."""
+        return get(self.port, self.host, path)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -235,7 +227,6 @@ class Figures:
     seen_s: list[float] = field(default_factory=list)  # POST start to the page showing it
     gets: list[int] = field(default_factory=list)  # GET / it took to see each move
     moves_failed: list[str] = field(default_factory=list)
-    note: str | None = None  # something about the server a reader must know
 
 
 def board_rounds(fig: Figures, server: Server, root: Path, runs: int) -> None:
@@ -302,7 +293,6 @@ def measure(base: Path, jobs: int, runs: int, moves: int, seed: int) -> tuple[Fi
         fig.start_s = server.start_s
         board_rounds(fig, server, root, runs)
         move_rounds(fig, server, moves)
-        fig.note = server.note
     finally:
         server.stop()
     return fig, root
@@ -408,8 +398,6 @@ def render_table(rows: list[Figures], runs: int) -> str:
             f"`aq web` printed its address in {f.start_s:.2f} s, first GET / (no manifest cache "
             f"yet, as after a fresh clone) {f.first_s:.3f} s; "
             f"board page {f.page_bytes / 1024:.0f} KiB")
-        if f.note:
-            lines.append(f"  note: {f.note}")
         if any(s != 200 for s in f.statuses):
             lines.append(f"  GET / answered {sorted(set(f.statuses))}, not only 200")
         if f.seen_s:
