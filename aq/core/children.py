@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from aq.core.events import Attempt
 from aq.core.lifecycle import Stage
 from aq.core.manifest import Manifest
+from aq.core.samples import WON, sample_of
 
 UNSETTLED = frozenset({Stage.INBOX, Stage.BUILDING})  # a worker may still run it
 
@@ -37,17 +39,23 @@ class JobView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Family:
-    """A parent's children as they stand: (id, stage) of each, oldest first."""
+    """A parent's children as they stand: (id, stage) of each, oldest first; and the parent's
+    attempts one of whose samples (best of N, core.samples) won."""
 
     children: tuple[tuple[str, Stage], ...]
+    won: frozenset[int] = frozenset()
+    samples: tuple[tuple[str, int], ...] = ()  # (id, the attempt that asked for it) of each sample
 
     @property
     def unsettled(self) -> tuple[str, ...]:
         return tuple(job_id for job_id, stage in self.children if stage in UNSETTLED)
 
-    def waiting_reason(self) -> str | None:
-        """Why a parent that waits for its children cannot be taken yet; None: it can."""
-        waiting = self.unsettled
+    def waiting_reason(self, awaited: int | None = None) -> str | None:
+        """Why a parent that waits for its children cannot be taken yet; None: it can, and so
+        it can once a sample that its attempt `awaited` asked for has won."""
+        losers = ({child for child, asked in self.samples if asked == awaited}
+                  if awaited in self.won else set())  # the winner's parent stops them
+        waiting = tuple(child for child in self.unsettled if child not in losers)
         if not waiting:
             return None
         settled = len(self.children) - len(waiting)
@@ -66,9 +74,29 @@ def families(jobs: Iterable[JobView]) -> dict[str, Family]:
     for job in jobs:
         if job.manifest is not None and job.manifest.parent:
             kids.setdefault(job.manifest.parent, []).append(job)
-    return {parent: Family(tuple((job.id, job.stage)
-                                 for job in sorted(found, key=lambda job: (job.added, job.id))))
-            for parent, found in sorted(kids.items())}
+    return {parent: _family(parent, found) for parent, found in sorted(kids.items())}
+
+
+def _family(parent: str, found: list[JobView]) -> Family:
+    found = sorted(found, key=lambda job: (job.added, job.id))
+    samples, won = [], set()
+    for job in found:
+        assert job.manifest is not None
+        asked = sample_of(job.manifest.parent, job.manifest.idempotency_key, parent)
+        if asked is not None:
+            samples.append((job.id, asked[0]))
+            if job.stage is WON:
+                won.add(asked[0])
+    return Family(tuple((job.id, job.stage) for job in found), frozenset(won), tuple(samples))
+
+
+def awaited(attempts: tuple[Attempt, ...]) -> int | None:
+    """The last attempt that ended waiting for its children (whose work a verify-only attempt
+    goes on with); None if none did."""
+    for earlier in reversed(attempts):
+        if earlier.outcome == "awaiting_children":
+            return earlier.number
+    return None
 
 
 def descendants(kin: Mapping[str, Family], parent: str) -> list[tuple[str, str]]:

@@ -89,6 +89,9 @@ class Manifest:
     parent: str | None = None  # the job this one is a child of (aq spawn, aq add --parent)
     children: tuple[str, ...] = ()  # children added with it: each a body, or a .md file's path
     review: ReviewGate | None = None  # an agent reviews its work once its verify passed
+    samples: int = 1  # best of N: N independent attempts (sample jobs); the first to pass wins
+    engines: tuple[str, ...] = ()  # the samples' engines, taken in turn (default: the job's)
+    mcp: bool = False  # its engine gets aq's MCP server (aq mcp) in its MCP configuration
     content_hash: str = field(default="", compare=False)
 
     @property
@@ -275,6 +278,22 @@ def review_gate(value: object) -> ReviewGate:
                       max_rounds=most)
 
 
+MAX_SAMPLES = 10
+
+
+def _samples(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SAMPLES:
+        raise ValueError(f"{value!r} is not a number of samples from 1 to {MAX_SAMPLES}")
+    return value
+
+
+def _engines(value: object) -> tuple[str, ...]:
+    engines = tuple(_name(engine) for engine in _str_list(value))
+    if not engines:
+        raise ValueError("names no engine: list the engines the samples take in turn")
+    return engines
+
+
 def _children(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError("expected a list of job bodies or .md file paths")
@@ -315,6 +334,9 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "parent": ("parent", _job_id),
     "children": ("children", _children),
     "review": ("review", review_gate),
+    "samples": ("samples", _samples),
+    "engines": ("engines", _engines),
+    "mcp": ("mcp", _bool),
 }
 KNOWN_KEYS = tuple(_CHECKERS)
 
@@ -405,6 +427,11 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
         raise ManifestError(source, f"the job depends on itself ({job_id!r})", "deps")
     if values.get("parent") == job_id:
         raise ManifestError(source, f"the job is its own parent ({job_id!r})", "parent")
+    if "engines" in values:  # engines alone: one sample on each
+        values.setdefault("samples", len(values["engines"]))
+    if values.get("samples", 1) > 1 and values.get("children"):
+        raise ManifestError(source, "a job with samples: declares no children: each sample "
+                            "is a child of it", "children")
     values.setdefault("title", default_title(body))
     return Manifest(
         id=job_id,

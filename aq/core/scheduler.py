@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from aq.core.children import families
+from aq.core.children import awaited, families
 from aq.core.events import JobState, iso, parse_iso
 from aq.core.lifecycle import DONE_FOR_DEPS, Stage
 from aq.core.manifest import Manifest
@@ -154,7 +154,7 @@ def assess(
     inbox = sorted((job for job in jobs if job.stage is Stage.INBOX), key=pick_order)
     cycles = dependency_cycles(manifests) if any(m.deps for m in manifests.values()) else {}
     kin = families(jobs) if any(job.state.awaiting_children for job in inbox) else {}
-    waiting = {job.id: kin[job.id].waiting_reason() for job in inbox
+    waiting = {job.id: kin[job.id].waiting_reason(awaited(job.state.attempts)) for job in inbox
                if job.state.awaiting_children and job.id in kin}
     verdicts = []
     for job in inbox:

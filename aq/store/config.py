@@ -12,6 +12,7 @@ from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
 from aq.core.prices import Price, parse_prices
 from aq.core.review import REVIEW_KEY
+from aq.core.samples import SAMPLE_KEY
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
@@ -152,8 +153,9 @@ class QueueConfig:
 
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
-        never reviewed itself."""
-        if manifest.idempotency_key and manifest.idempotency_key.startswith(REVIEW_KEY):
+        never reviewed itself, nor is a sample (its job is, once one of its samples won)."""
+        if manifest.idempotency_key and manifest.idempotency_key.startswith((REVIEW_KEY,
+                                                                             SAMPLE_KEY)):
             return None
         return manifest.review or self.review
 

@@ -22,7 +22,7 @@ EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
-CACHE_VERSION = 15  # of the cached manifests, states and profiles: bumped when one changes shape
+CACHE_VERSION = 16  # of the cached manifests, states and profiles: bumped when one changes shape
 
 
 def find_root(start: Path) -> Path | None:

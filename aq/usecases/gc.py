@@ -109,7 +109,11 @@ def _gc_logs(queue: Queue, now: datetime, dry_run: bool) -> list[Freed]:
 
 def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) -> list[Freed]:
     freed = []
-    for job in queue.snapshot().jobs:
+    jobs = queue.snapshot().jobs
+    # a winning sample's branch is its job's work: kept while that job is not shipped too
+    unshipped = {job.state.branch for job in jobs
+                 if job.state.branch and job.stage is not Stage.SHIPPED}
+    for job in jobs:
         found = workspace_of(queue, job) if job.stage is Stage.SHIPPED else None
         age = _last_event_age(queue, job, now) if found else None
         if found is None or age is None or age < older_than:
@@ -118,6 +122,8 @@ def _gc_branches(queue: Queue, now: datetime, older_than: float, dry_run: bool) 
         if not cache.is_dir():
             continue
         branch = f"aq/{job.id}"
+        if branch in unshipped:
+            continue
         if gitops.git(cache, "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}",
                       check=False).returncode != 0:
             continue

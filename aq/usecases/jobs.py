@@ -20,6 +20,7 @@ from aq.core.manifest import (
 )
 from aq.core.profile import Profile, apply_profile, setting_sources
 from aq.core.review import REVIEW_KEY
+from aq.core.samples import SAMPLE_KEY
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError, IdempotencyConflict, JobExists, ManifestError, UsageError
 from aq.infra.confine import read_file, read_regular
@@ -52,15 +53,17 @@ def add_job(
 ) -> AddResult:
     """Write a new job into the inbox (or find the one its idempotency key already made).
     `source` names where its text came from, in errors. Keys starting `review:` are aq's own
-    (`reserved`: a review the worker asks for): no one else may make a job pass as a review."""
+    (`reserved`: a review the worker asks for), and so are `sample:` ones: no one else may make
+    a job pass as a review, or as a sample that wins."""
     if not body.strip():
         raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
     text = render_manifest(fields, body, source)
     probe_id = check_job_id(job_id) if job_id else "new-job"
     manifest = parse_manifest(probe_id, text, source)
-    if (manifest.idempotency_key or "").startswith(REVIEW_KEY) and not reserved:
-        raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} are aq's own "
-                            "(its review gate's reviews): choose another key", "idempotency-key")
+    if (manifest.idempotency_key or "").startswith((REVIEW_KEY, SAMPLE_KEY)) and not reserved:
+        raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} or {SAMPLE_KEY!r} "
+                            "are aq's own (its reviews and samples): choose another key",
+                            "idempotency-key")
     if manifest.idempotency_key:
         existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
         if existing is not None:
@@ -112,6 +115,29 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
         known = ", ".join(sorted(queue.profiles().found)) or "none"
         raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
                             f"profiles/{profile}.md{hint}", "profile")
+    _check_samples(queue, fields, source, hint)
+
+
+def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:
+    """Best of N needs engines that exist, a repo (each sample's work is a branch that can
+    become the job's) and a verify (the first sample it passes wins)."""
+    engines = fields.get("engines")
+    names = [engines] if isinstance(engines, str) else engines if isinstance(engines, list) else []
+    for name in (part.strip() for item in names if isinstance(item, str) for part in item.split(",")):
+        if name and name not in queue.config.engines:
+            known = ", ".join(sorted(queue.config.engines))
+            raise ManifestError(source, f"engines: engine {name!r} is not defined (known: "
+                                f"{known}): add it under engines: in aq.yaml{hint}", "engines")
+    samples = fields.get("samples")
+    if not (isinstance(samples, int) and samples > 1) and not names:
+        return
+    profile = queue.profiles().found.get(str(fields.get("profile"))) if fields.get("profile") else None
+    if not (fields.get("repo") or (profile and profile.repo) or queue.config.repo):
+        raise ManifestError(source, "samples: needs a repo (repo: in the job, its profile or "
+                            "aq.yaml): each sample works on a branch of its own", "samples")
+    if not (fields.get("verify") or (profile and profile.verify)):
+        raise ManifestError(source, "samples: needs a verify: the first sample whose verify "
+                            "passes wins", "samples")
 
 
 def _up_front_children(queue: Queue, manifest: Manifest, parent: str, entropy: int,

@@ -41,7 +41,7 @@ def workspace_of(queue: Queue, job: Job) -> tuple[str, str | None, Path, Manifes
 
 def ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
     """What `ship:` asks for a job with a repo, done before its stage moves: `merge` merges
-    aq/<job> into base and pushes (a conflict refuses the ship; the job stays), `pr` opens a
+    the job's branch (aq/<job>, or its winning sample's) into base and pushes (a conflict refuses the ship; the job stays), `pr` opens a
     pull request with gh. Returns what the moved event records."""
     found = workspace_of(queue, job)
     if found is None:
@@ -51,7 +51,7 @@ def ship_work(queue: Queue, job: Job, who: str) -> dict[str, object]:
     if mode == "mark":
         return {}
 
-    branch = f"aq/{job.id}"
+    branch = job_branch(job)
     cache = ensure_cache(repo, root)
     base = base or default_branch(cache)
     if mode == "merge":
@@ -111,8 +111,14 @@ class DiffResult:
     patch: str
 
 
-def job_diff(queue: Queue, ref: str) -> DiffResult:
-    """The patch a job's branch makes against its base, from the repo's remote."""
+def job_branch(job: Job) -> str:
+    """The branch holding a job's work: the one its last attempt left (a job with samples
+    adopts its winning sample's), else the one aq names after it."""
+    return job.state.branch or f"aq/{job.id}"
+
+
+def job_diff(queue: Queue, ref: str, *, branch: str | None = None) -> DiffResult:
+    """The patch a job's branch (or `branch`) makes against its base, from the repo's remote."""
     job = queue.resolve(ref)
     found = workspace_of(queue, job)
     if found is None:
@@ -122,5 +128,5 @@ def job_diff(queue: Queue, ref: str) -> DiffResult:
 
     cache = ensure_cache(repo, root)
     base = base or default_branch(cache)
-    branch = f"aq/{job.id}"
+    branch = branch or job_branch(job)
     return DiffResult(job.id, branch, base, diff_against_base(cache, branch, base, fetch=False))

@@ -34,6 +34,7 @@ from aq.usecases.spend import Meter, Spend, describe_usage
 from aq.worker.attemptlog import AttemptLog
 from aq.worker.ending import Ending, denied, engine_ending, verify_ending
 from aq.worker.review import Reviewer
+from aq.worker.samples import Adopted, Sampler
 from aq.worker.workdir import ScopeWatch, collect_artifacts
 
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
@@ -85,6 +86,7 @@ class AttemptResult:
     engine_version: str | None = None
     leftovers: int = 0  # processes the attempt left running, killed when it ended
     session_usage: Usage | None = None  # the session's running total, where `usage` is this run's
+    adopted: Adopted | None = None  # best of N: the winning sample's work, now the job's
 
 
 def build_prompt(plan: AttemptPlan) -> str:
@@ -117,11 +119,14 @@ def execute(
     clock: Callable[[], float] = time.monotonic,
     children: Callable[[], tuple[str, ...]] = lambda: (),
     reviewer: Reviewer | None = None,
+    sampler: Sampler | None = None,
 ) -> AttemptResult:
     """Run the engine and then verify for one attempt (`children`: the job's children still in
-    the workers' hands, asked once the engine is done). Never raises for a job's own failures."""
+    the workers' hands, asked once the engine is done; `sampler`: a job with samples runs no
+    engine, its samples do). Never raises for a job's own failures."""
     attempt = Attempt(plan, config, stop=stop, clock=clock, children=children)
     attempt.reviewer = reviewer
+    attempt.sampler = sampler
     if attempt.unmade is not None:
         return attempt.without_workspace(attempt.unmade)
     return attempt.result(attempt.run(log_note))
@@ -166,6 +171,8 @@ class Attempt:
         self.plan, self.config, self.stop, self.clock = plan, config, stop, clock
         self.children = children
         self.reviewer: Reviewer | None = None  # the job's review gate, when it has one
+        self.sampler: Sampler | None = None  # best of N: the job's samples do its work
+        self.adopted: Adopted | None = None
         self.started = clock()
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         self.files = RunFiles(plan.run_dir, plan.attempt)
@@ -224,6 +231,8 @@ class Attempt:
 
     def run(self, log_note: Callable[[str], None]) -> Ending:
         """The engine, then verify: how the attempt ended."""
+        if self.sampler is not None:
+            return self._sampled(log_note)
         launch = self._launch()
         if isinstance(launch, Ending):
             return launch
@@ -239,6 +248,20 @@ class Attempt:
         if ending is not None:
             return ending
         return self._after_engine(launch, "engine exited 0" + denied(self.engine_run.usage))
+
+    def _sampled(self, log_note: Callable[[str], None]) -> Ending:
+        """Best of N: the job's samples, asked for or judged; the winner's work reviewed."""
+        assert self.sampler is not None
+        plan = self.plan
+        self.log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker}: best of "
+                      f"{plan.manifest.samples}, each sample a job of its own")
+        log_note(f"best of {plan.manifest.samples}: asking for or judging its samples")
+        ending, self.adopted = self.sampler.run(
+            self.log, repo=self.config.repo_for(plan.manifest))
+        if ending.outcome is Outcome.OK and self.reviewer is not None:
+            assert self.adopted is not None
+            return self.reviewer.judge(ending, self.log, self.cwd, branch=self.adopted.branch)
+        return ending
 
     def _after_engine(self, launch: Launch, said: str) -> Ending:
         """Once the engine's work is done: wait for the job's children, else its verify."""
@@ -389,9 +412,10 @@ class Attempt:
             cwd=cwd if cwd.is_dir() else None, artifacts=artifacts, out_of_scope=outside,
             workspace=self.workspace, head=run.head, pushed=run.pushed,
             scope_against_base=self.scope.against is not None,
-            usage=scrubbed(run.usage, scrubber), engine=self.engine_name if self.spec else None,
+            usage=scrubbed(run.usage, scrubber),
+            engine=self.engine_name if self.spec and self.sampler is None else None,
             engine_version=run.version, leftovers=run.leftovers,
-            session_usage=scrubbed(run.reported, scrubber))
+            session_usage=scrubbed(run.reported, scrubber), adopted=self.adopted)
 
 
 def scrubbed(usage: Usage | None, scrubber: Scrubber) -> Usage | None:

@@ -7,7 +7,7 @@ import socket
 import threading
 from dataclasses import replace
 
-from aq.core.children import family
+from aq.core.children import awaited, family
 from aq.core.lifecycle import Stage
 from aq.core.usage import Usage
 from aq.store.queue import Queue
@@ -16,6 +16,7 @@ from aq.worker.attempt import AttemptPlan, crashed_attempt, execute
 from aq.worker.context import Claim, Ended, Running, WorkerContext
 from aq.worker.courier import Courier
 from aq.worker.review import Reviewer
+from aq.worker.samples import Sampler
 
 
 class Launcher:
@@ -49,8 +50,10 @@ class Launcher:
             run_dir=queue.running_dir() / job.id,
             previous_failure=job.state.last_failure_tail, wall_used=job.state.wall_used,
             persona=claim.persona,
+            # a job with samples has no worktree: each of its samples has its own
             workspaces=(queue.config.workspaces_root(queue.workspace_key)
-                        if queue.config.repo_for(job.manifest) else None),
+                        if queue.config.repo_for(job.manifest) and job.manifest.samples == 1
+                        else None),
             usd_used=job.state.usd_used, tokens_used=job.state.tokens_used,
             resume=self._session_to_resume(job),
             verify_only=job.state.awaiting_children,
@@ -75,7 +78,7 @@ class Launcher:
         try:
             running.result = execute(plan, self.ctx.queue.config, stop=running.stop,
                                      children=lambda: self._unsettled_children(plan.job_id),
-                                     reviewer=self._reviewer(plan))
+                                     reviewer=self._reviewer(plan), sampler=self._sampler(plan))
         except Exception as err:  # a bug or an OS failure: recorded as a failed attempt, not lost
             running.result = crashed_attempt(plan, err)
         finally:
@@ -89,6 +92,15 @@ class Launcher:
             return None
         return Reviewer(plan.queue_root, plan.job_id, plan.manifest.body, gate,
                         plan.review_round, plan.work_attempt, self.ctx.worker_id, self.ctx.now)
+
+    def _sampler(self, plan: AttemptPlan) -> Sampler | None:
+        """Best of N: the samples of this attempt's round (a verify-only attempt judges those
+        of the attempt it resumes)."""
+        if plan.manifest.samples == 1:
+            return None
+        return Sampler(plan.queue_root, plan.job_id, plan.manifest,
+                       self.ctx.queue.config.engine_for(plan.manifest), plan.work_attempt,
+                       plan.previous_failure, self.ctx.worker_id, self.ctx.now)
 
     def _unsettled_children(self, job_id: str) -> tuple[str, ...]:
         """The job's children a worker may still run, as this clone has them now (a child it
@@ -130,7 +142,5 @@ def _work_attempt(job: Job, attempt: int) -> int:
     """The attempt whose work this one goes on with: its own, or, when it only runs verify
     after waiting, the last that ran the engine and waited (a take-back in between is none)."""
     if job.state.awaiting_children:
-        for earlier in reversed(job.state.attempts):
-            if earlier.outcome == "awaiting_children":
-                return earlier.number
+        return awaited(job.state.attempts) or attempt
     return attempt

@@ -228,6 +228,9 @@ class Recorder:
             **({"branch": result.workspace.branch, "base": result.workspace.base,
                 "head": result.head, "pushed": self.pushes.pushed(result)}
                if result.workspace else {}),
+            # best of N: the winning sample's branch, pushed by it, is the job's from now on
+            **({"branch": result.adopted.branch, "head": result.adopted.head, "pushed": True,
+                "sample": result.adopted.sample} if result.adopted else {}),
         )
 
     def _halt_if_over_budget(self, tx: Tx, now: datetime) -> None:

@@ -35,11 +35,13 @@ class Reviewer:
     who: str
     now: Callable[[], datetime]
 
-    def judge(self, passed: Ending, log: AttemptLog, cwd: Path) -> Ending:
+    def judge(self, passed: Ending, log: AttemptLog, cwd: Path, *, branch: str | None = None
+              ) -> Ending:
         """`passed` (the job's verify passed, or it has none) as the review gate lets it end:
         as it is when the review of this round approved; review_changes with the review as its
-        tail when it asked for changes; awaiting_children while it is asked for or runs."""
-        verdict = self._verdict(cwd)
+        tail when it asked for changes; awaiting_children while it is asked for or runs.
+        `branch`: the job's work, when it is not (yet) the branch the queue has for it."""
+        verdict = self._verdict(cwd, branch)
         if verdict is None:
             log.note(f"review {self.round} of {self.gate.max_rounds} is asked for: it waits for it")
             return Ending(Outcome.AWAITING_CHILDREN,
@@ -58,7 +60,7 @@ class Reviewer:
                       verified=passed.verified, exit_code=passed.exit_code,
                       verify_exit=passed.verify_exit)
 
-    def _verdict(self, cwd: Path) -> Verdict | None:
+    def _verdict(self, cwd: Path, branch: str | None) -> Verdict | None:
         """The verdict on this attempt's work once its review is settled; None while it is
         asked for (made now if there is none, tried again next time if that fails) or runs."""
         queue = Queue(self.queue_root)
@@ -70,7 +72,7 @@ class Reviewer:
             # the remote or the lock in the way: the job waits, and asks again when it is back
             with contextlib.suppress(AqError):
                 spawn_child(queue, self.job_id, review_body(self.job_id, self.round, self.task,
-                                                            self._diff(queue, cwd)),
+                                                            self._diff(queue, cwd, branch)),
                             review_fields(self.job_id, self.work, self.round, self.gate),
                             now=self.now(), who=self.who, entropy=secrets.randbits(30),
                             source="the review", reserved=True)
@@ -86,13 +88,13 @@ class Reviewer:
             text = ""
         return read_verdict(text)
 
-    def _diff(self, queue: Queue, cwd: Path) -> str:
+    def _diff(self, queue: Queue, cwd: Path, branch: str | None) -> str:
         """The job's change: its branch against base for a job with a repo; else what is not
         committed in its cwd, if that is a git work tree."""
         from aq.usecases.ship import job_diff
 
         try:
-            return job_diff(queue, self.job_id).patch
+            return job_diff(queue, self.job_id, branch=branch).patch
         except AqError:
             pass
         done = gitops.git(cwd, "diff", "HEAD", check=False)

@@ -32,3 +32,16 @@ def git_in(root: Path, *args: str) -> str:
 def head(root: Path) -> str:
     """The commit `root`'s HEAD names."""
     return git(root, "rev-parse", "HEAD").strip()
+
+
+def project_repo(base: Path, name: str = "project") -> Path:
+    """A bare project repo at base/<name>.git whose main branch has one commit (README.md)."""
+    bare = base / f"{name}.git"
+    git(base, "init", "-q", "--bare", "-b", "main", str(bare))
+    seed = base / f"{name}-seed"
+    git(base, "clone", "-q", str(bare), str(seed))
+    (seed / "README.md").write_text("the project\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "start")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    return bare
