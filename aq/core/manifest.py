@@ -427,6 +427,9 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
         raise ManifestError(source, f"the job depends on itself ({job_id!r})", "deps")
     if values.get("parent") == job_id:
         raise ManifestError(source, f"the job is its own parent ({job_id!r})", "parent")
+    if values.get("parent") in values.get("deps", ()):
+        raise ManifestError(source, f"the job depends on its parent {values['parent']!r}, which "
+                            "waits for it: they would wait for each other forever", "deps")
     if "engines" in values:  # engines alone: one sample on each
         values.setdefault("samples", len(values["engines"]))
     if values.get("samples", 1) > 1 and values.get("children"):

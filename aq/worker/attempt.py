@@ -237,6 +237,9 @@ class Attempt:
         if isinstance(launch, Ending):
             return launch
         if self.plan.verify_only:
+            if self.workspace is not None:  # the work is what the engine's attempt pushed
+                self.engine_run.head = self.workspace.start
+                self.engine_run.pushed = self.workspace.remote_tip == self.workspace.start
             log_note("its children are settled: running its verify")
             self.log.note("its engine's work was done in an earlier attempt and its children "
                           "are settled: only its verify runs")

@@ -73,6 +73,7 @@ def test_parent_and_children_keys_are_checked() -> None:
     assert up_front.children == ("echo a", "sub/task.md")
     for text, says in (("---\nparent: ../x\n---\necho\n", "is not a job id"),
                        ("---\nparent: c\n---\necho\n", "its own parent"),
+                       ("---\nparent: p\ndeps: [p]\n---\necho\n", "wait for each other"),
                        ("---\nchildren: echo\n---\necho\n", "a list of job bodies"),
                        ("---\nchildren: [3]\n---\necho\n", "a job body (text)")):
         try:

@@ -14,8 +14,8 @@ import pytest
 from aq.core.events import parse_iso
 from aq.errors import ExitStatus
 from tests.helpers.cli import Ran
-from tests.helpers.git import git
-from tests.helpers.queue import events, stage_of, write_job
+from tests.helpers.git import git, project_repo
+from tests.helpers.queue import configure, events, stage_of, write_job
 
 Aq = Callable[..., Ran]
 
@@ -139,3 +139,19 @@ def test_bad_spawns_are_one_line(queue_root: Path, aq: Aq, args: tuple[str, ...]
     ran = aq(*args, env=env)
     assert ran.returncode == status and said in ran.stderr, ran.stderr
     assert ran.stderr.count("\n") == 1
+
+
+def test_a_parent_with_a_repo_keeps_its_pushed_branch_through_its_verify_only_attempt(
+        queue_root: Path, aq: Aq, tmp_path: Path) -> None:
+    project = project_repo(tmp_path)
+    configure(queue_root, repo=str(project), workspaces_dir=str(tmp_path / "ws"))
+    write_job(queue_root, "parent", f"echo work > work.txt\n{spawner(tmp_path, 1)}",
+              verify="test -f work.txt")
+    ran = aq("run", "--drain")
+    assert ran.returncode == 0, ran.stderr
+    assert stage_of(queue_root, "parent") == "testing"
+    ran_engine, verified = events(queue_root, "parent", "finished")
+    assert (ran_engine["action"], verified["action"]) == ("await", "pass")
+    # the verify-only attempt judged the branch the first one pushed, and says it is pushed
+    assert verified["head"] == ran_engine["head"] == git(project, "rev-parse", "aq/parent").strip()
+    assert verified["pushed"] is True
