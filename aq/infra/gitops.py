@@ -16,13 +16,16 @@ from aq.infra import proc
 # automatic gc or maintenance run. It also marks the command as aq's (see kill_orphaned_git).
 GIT = ("git", "-c", "gc.auto=0", "-c", "maintenance.auto=0")
 OWNER_VAR = "AQ_GIT_OWNER"  # in each git child's environment: the aq process that started it
+# A remote that asks for a password fails at once instead of waiting for a person who is not
+# there (ssh cannot prompt either: each git runs in a session of its own, with no terminal).
+NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 
 
 def git(root: Path, *args: str, check: bool = True, input: str | None = None,
         timeout: float | None = None) -> proc.Completed:
     try:
         done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout,
-                        env=proc.clean_env({OWNER_VAR: str(os.getpid())}))
+                        env=proc.clean_env({OWNER_VAR: str(os.getpid()), **NO_PROMPT}))
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if _LOG:

@@ -31,9 +31,27 @@ class Completed:
     stderr: str
 
 
+# The GIT_* settings that are the user's, for every git aq or an agent runs: how to reach and
+# sign in to remotes (ssh command and key, askpass, proxies, TLS, http), who commits, which
+# config files to read. Every other GIT_* variable is dropped: those point git at another
+# repository, index or object store (a hook that runs aq has GIT_DIR set, a git that runs it
+# GIT_CONFIG_PARAMETERS) or change output aq reads (GIT_TRACE, GIT_EXTERNAL_DIFF).
+GIT_KEPT_PREFIXES = ("GIT_SSH", "GIT_ASKPASS", "GIT_PROXY_", "GIT_SSL_", "GIT_HTTP_",
+                     "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
+GIT_KEPT = frozenset({"GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM",
+                      "GIT_CONFIG_COUNT", "GIT_TERMINAL_PROMPT", "GIT_ALLOW_PROTOCOL",
+                      "GIT_PROTOCOL_FROM_USER", "GIT_EXEC_PATH", "GIT_TEMPLATE_DIR"})
+
+
+def users_git_setting(name: str) -> bool:
+    """Whether an environment variable is kept for a child (see GIT_KEPT_PREFIXES)."""
+    return not name.startswith("GIT_") or name in GIT_KEPT or name.startswith(GIT_KEPT_PREFIXES)
+
+
 def clean_env(extra: Mapping[str, str] | None = None, *, keep_git: bool = False) -> dict[str, str]:
-    """The environment for a child: ours without `GIT_*` (a hook's GIT_DIR must not leak), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if keep_git or not k.startswith("GIT_")}
+    """The environment for a child: ours, with the user's git settings but none that would
+    point git elsewhere (a hook's GIT_DIR must not leak; see GIT_KEPT_PREFIXES), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if keep_git or users_git_setting(k)}
     if extra:
         env.update(extra)
     return env

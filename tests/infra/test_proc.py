@@ -134,11 +134,19 @@ def test_a_missing_program_ends_missing_with_a_line_in_the_sink(tmp_path: Path) 
 
 
 def test_clean_env_drops_git_variables_and_adds_extras(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A child never inherits GIT_* (a hook's GIT_DIR must not leak); extras are added."""
-    monkeypatch.setenv("GIT_DIR", "/somewhere/.git")
+    """A child never inherits what points git elsewhere (a hook's GIT_DIR must not leak), but
+    keeps the user's transport, credential and identity settings; extras are added."""
+    redirecting = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                   "GIT_QUARANTINE_PATH", "GIT_CONFIG_PARAMETERS", "GIT_TRACE", "GIT_NAMESPACE")
+    users = ("GIT_SSH_COMMAND", "GIT_SSH", "GIT_ASKPASS", "GIT_PROXY_COMMAND", "GIT_SSL_CAINFO",
+             "GIT_AUTHOR_NAME", "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT",
+             "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0", "GIT_TERMINAL_PROMPT")
+    for name in (*redirecting, *users):
+        monkeypatch.setenv(name, "/somewhere/.git" if name == "GIT_DIR" else "x")
     monkeypatch.setenv("AQ_TEST_KEEP", "kept")
     env = proc.clean_env({"AQ_JOB_ID": "j1"})
-    assert "GIT_DIR" not in env
+    assert [name for name in redirecting if name in env] == []
+    assert [name for name in users if name not in env] == []
     assert env["AQ_TEST_KEEP"] == "kept"
     assert env["AQ_JOB_ID"] == "j1"
     assert proc.clean_env(keep_git=True)["GIT_DIR"] == "/somewhere/.git"

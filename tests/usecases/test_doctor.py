@@ -200,6 +200,24 @@ def test_a_git_that_gives_no_version_fails(queue_root: Path, tmp_path: Path) -> 
 
 # --- identity --------------------------------------------------------------------------------
 
+@pytest.fixture
+def no_env_identity(queue_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GIT_AUTHOR_*/GIT_COMMITTER_* in the environment (aq passes a CI's on to git), once
+    the queue is made."""
+    for name in ("NAME", "EMAIL"):
+        monkeypatch.delenv(f"GIT_AUTHOR_{name}", raising=False)
+        monkeypatch.delenv(f"GIT_COMMITTER_{name}", raising=False)
+
+
+def test_an_identity_in_the_environment_is_the_one_named(
+        queue_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Casey CI")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "ci@example.com")
+    found = check(doctor(Queue(queue_root), capabilities=SHELL), "identity")
+    assert found == Check("identity", "ok", "commits are by Casey CI <ci@example.com>")
+
+
+@pytest.mark.usefixtures("no_env_identity")
 def test_no_identity_is_ok_because_aq_commits_as_its_fallback(queue_root: Path) -> None:
     """With no git user.email on a local queue, aq's own fallback identity is named and it is ok."""
     found = check(doctor(Queue(queue_root), capabilities=SHELL), "identity")
@@ -207,6 +225,7 @@ def test_no_identity_is_ok_because_aq_commits_as_its_fallback(queue_root: Path) 
     assert found == Check("identity", "ok", f"no usable git identity: aq commits as aq <aq@{host}>")
 
 
+@pytest.mark.usefixtures("no_env_identity")
 def test_a_configured_identity_is_named(queue_root: Path) -> None:
     """The identity set for the queue repo is the one named."""
     set_identity(queue_root)
@@ -214,6 +233,7 @@ def test_a_configured_identity_is_named(queue_root: Path) -> None:
     assert found == Check("identity", "ok", "commits are by Ann Example <ann@example.com>")
 
 
+@pytest.mark.usefixtures("no_env_identity")
 def test_an_email_without_a_usable_name_commits_as_the_fallback(queue_root: Path) -> None:
     """user.email set but user.name empty: git cannot name the committer, so aq commits (and
     publishes heartbeats) as its fallback identity, and the check says so."""
@@ -224,6 +244,7 @@ def test_an_email_without_a_usable_name_commits_as_the_fallback(queue_root: Path
                           f"aq <aq@{socket.gethostname()}>")
 
 
+@pytest.mark.usefixtures("no_env_identity")
 def test_with_no_identity_git_will_guess_heartbeats_still_land(queue_root: Path) -> None:
     """When git cannot name the committer (user.useConfigOnly, no user.email), the identity
     check is ok with aq's fallback, and a heartbeat committed with it reaches the remote."""
