@@ -108,6 +108,11 @@ class PullRequestFailed(AqError):
     """A ship by pull request opened none: gh failed, or neither gh nor a GitHub token is there."""
 
 
+class RemoteRefused(AqError):
+    """The remote said no to a push for a reason of its own (a hook, a rate limit, a protected
+    branch): not a lost race, so not tried again at once."""
+
+
 class RemoteBusy(AqError):
     """Every try to push lost to another machine's push (a very busy remote)."""
 

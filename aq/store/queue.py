@@ -202,6 +202,12 @@ class Queue:
         return self.replica.remote_answered
 
     @property
+    def held_back(self) -> bool:
+        """Whether this process holds its pushes back after the remote refused one (a hook, a
+        rate limit): its changes wait here until the wait is over."""
+        return "replica" in self.__dict__ and self.replica.held_back()
+
+    @property
     def fetches_failed(self) -> int:
         """Fetches of this process that failed: lease figures from before one are out of date."""
         return self.replica.fetches_failed

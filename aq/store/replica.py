@@ -8,26 +8,31 @@ remote cannot be reached stays unpushed, and is replayed until a push of it land
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from aq.errors import PushUncertain, RemoteBusy, RemoteUnreachable
+from aq.errors import PushUncertain, RemoteBusy, RemoteRefused, RemoteUnreachable
 from aq.store.local import Local
 from aq.store.recovery import Adoption, HalfMoves, Salvage
 from aq.store.tx import Tx, Unpushed
 
 if TYPE_CHECKING:
     from aq.store.clone import Clone
-    from aq.store.sync import Remote
+    from aq.store.sync import Push, Remote
 
 T = TypeVar("T")
 Replay = Callable[[T], Callable[[Tx], object] | None]  # a result -> its change replayed later, if any
 
 PUSH_TRIES = 40
 CONFIRM_TRIES = 4
+# After the remote refused a push (a hook, a rate limit): no push for this long, doubled with
+# each refusal in a row, up to the longest; the change waits here meanwhile, as if offline.
+REFUSAL_WAIT = 5.0
+REFUSAL_WAIT_MAX = 600.0
 
 
 class Delivery(StrEnum):
@@ -57,9 +62,14 @@ class Synced(Generic[T]):
 class Replica:
     """What this process knows of the clone's standing with the remote, and the push loop."""
 
-    def __init__(self, local: Local, clock: Callable[[], datetime]) -> None:
+    def __init__(self, local: Local, clock: Callable[[], datetime],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.local = local
         self.clock = clock  # the time a dropped file is adopted at
+        self.monotonic = monotonic
+        self.refusals = 0  # pushes the remote refused in a row
+        self.held_until = 0.0  # no push before this (monotonic), after a refusal
+        self.refused_said = ""  # the remote's words when it last refused
         self.unpushed: list[Unpushed] = []  # replayed on the tip until a push of it lands
         self.remote_answered = True  # False: the last sync got no answer (or no confirmation)
         self.fetches_failed = 0  # by this process: lease figures from before one are out of date
@@ -71,10 +81,17 @@ class Replica:
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None, replay: Replay[T] | None) -> Synced[T]:
         """Apply `change` on the remote's tip and push it (under the lock); see Queue.transact_synced."""
+        from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
+
         with self.half_moves.changing() as left_dirty:
             for attempt in range(PUSH_TRIES):
                 replayed = bool(self.unpushed)
-                reachable = self.sync(remote, check_tree=left_dirty and attempt == 0)
+                held = self.held_back()
+                if held and replay is None:
+                    raise RemoteRefused(f"the remote {remote.name!r} refused a push moments ago: "
+                                        "nothing changed; try again in a few minutes")
+                # held back after a refusal: worked on as if offline, sent once the wait is over
+                reachable = not held and self.sync(remote, check_tree=left_dirty and attempt == 0)
                 if not reachable and replay is None:
                     raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: "
                                             "nothing changed; try again when it answers")
@@ -86,28 +103,36 @@ class Replica:
                     self._keep(replay, result)
                     return self._synced(result, Delivery.UNREACHABLE)
                 delivery = self._pushed(remote, result, replay)
-                if delivery is not None:
+                if isinstance(delivery, Delivery):
                     return self._synced(result, delivery)
-                # lost to another machine (or the push never arrived): take our refused commits
-                # off HEAD now. Left there, a next try whose fetch fails would build on them and
-                # find its work "already done" in a commit the remote never took.
+                # lost to another machine, refused, or the push never arrived: take our refused
+                # commits off HEAD now. Left there, a next try whose fetch fails would build on
+                # them and find its work "already done" in a commit the remote never took.
                 self._note_kept(_clone(remote).align())
-                _backoff(attempt)  # then decide again on the remote's tip
+                if delivery is Push.REFUSED and replay is None:
+                    raise RemoteRefused(f"the remote {remote.name!r} refused the push "
+                                        f"({self.refused_said}): nothing changed; try again later")
+                if delivery is not Push.REFUSED:
+                    _backoff(attempt)  # then decide again on the remote's tip
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
 
     def _synced(self, result: T, delivery: Delivery) -> Synced[T]:
         return Synced(result, delivery, len(self.unpushed))
 
-    def _pushed(self, remote: Remote, result: T, replay: Replay[T] | None) -> Delivery | None:
+    def _pushed(self, remote: Remote, result: T, replay: Replay[T] | None) -> Delivery | Push:
         """Push HEAD. Where that leaves the change: landed, or (the remote stopped answering)
-        uncertain and kept unpushed; None when it must be decided again on the remote's tip."""
-        from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
-
-        pushed = remote.push()
+        uncertain and kept unpushed; else why it did not land: REJECTED (decide again on the
+        remote's tip) or REFUSED (hold pushes back for a while)."""
+        from aq.store.sync import Push
+        pushed, said = remote.push()
+        if pushed is Push.REFUSED:
+            self._refused(said, said_here=replay is None)
+            return Push.REFUSED
         landed = self._confirm(remote) if pushed is Push.TRANSPORT else pushed is Push.OK
         if landed:
             self.unpushed.clear()
+            self.refusals = 0
             return Delivery.LANDED
         if landed is None:
             head = remote.head() or ""
@@ -119,7 +144,26 @@ class Replica:
                 work.commit = head
             self._keep(replay, result, head)
             return Delivery.UNCERTAIN
-        return None
+        return Push.REJECTED
+
+    def held_back(self) -> bool:
+        return self.monotonic() < self.held_until
+
+    def _refused(self, said: str, *, said_here: bool) -> None:
+        """The remote said no for a reason of its own: no push for a while, longer each time in
+        a row (with jitter, so a fleet does not come back at once); said once to a person
+        (unless the error of the command at hand says it: `said_here`)."""
+        import random
+
+        self.refusals += 1
+        wait = min(REFUSAL_WAIT_MAX, REFUSAL_WAIT * 2 ** (self.refusals - 1))
+        self.held_until = self.monotonic() + wait * random.uniform(0.75, 1.25)
+        self.refused_said = said or "no reason given"
+        notice = (f"the remote refuses pushes ({self.refused_said}): a limit of the server, not "
+                  "a lost race; aq waits before each next push, longer each time (up to "
+                  "10m), and keeps its results until one lands")
+        if notice not in self.notices and not said_here:
+            self.notices.append(notice)
 
     def sync(self, remote: Remote, check_tree: bool = True) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work it has not taken

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,34 @@ class Push(StrEnum):
     OK = "ok"
     REJECTED = "rejected"  # another machine moved the branch first: we lost
     TRANSPORT = "transport"  # the remote did not answer: the push may or may not have landed
+    REFUSED = "refused"  # the server said no (a hook, a rate limit): it did not land
+
+
+# A lost race, in `git push --porcelain`'s words: the branch moved under us.
+_RACE = ("fetch first", "non-fast-forward", "stale info", "already exists")
+# An HTTP server that limits (GitHub, GitLab: 429; some say 403 with a rate-limit text).
+_LIMITED = re.compile(r"\b429\b|rate.?limit|too many requests|secondary rate", re.I)
+
+
+def push_outcome(done: proc.Completed) -> tuple[Push, str]:
+    """How a push ended, and the server's words when it refused: a `[rejected]` line for a
+    moved branch is a lost race; `[remote rejected]` (a hook declined it) or an HTTP rate
+    limit is a refusal; anything else failed in transport, and may have landed."""
+    if done.returncode == 0:
+        return Push.OK, ""
+    said = " ".join(line.removeprefix("remote:").strip() for line in done.stderr.splitlines()
+                    if line.startswith("remote:") and line.removeprefix("remote:").strip())
+    for line in done.stdout.splitlines():
+        if not line.startswith("!"):
+            continue
+        status = line.split("\t")[-1]
+        if "[remote rejected]" in status:
+            return Push.REFUSED, (said or status.split("]", 1)[-1].strip(" ()"))[:300]
+        if "[rejected]" in status and any(race in status for race in _RACE):
+            return Push.REJECTED, ""
+    if _LIMITED.search(done.stderr):
+        return Push.REFUSED, (said or gitops.reason(done))[:300]
+    return Push.TRANSPORT, ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +131,11 @@ class Remote:
         tip = self.tip()
         return bool(tip is not None and self.is_ancestor(commit, tip))
 
-    def push(self) -> Push:
-        done = self._git("push", "--porcelain", "-q", self.name, f"HEAD:refs/heads/{self.branch}",
-                         check=False, timeout=NETWORK_TIMEOUT)
-        if done.returncode == 0:
-            return Push.OK
-        for line in done.stdout.splitlines():
-            if line.startswith("!") and ("rejected" in line or "stale info" in line):
-                return Push.REJECTED
-        return Push.TRANSPORT
+    def push(self) -> tuple[Push, str]:
+        """Push HEAD to the queue's branch: how it ended, and the server's words if it refused."""
+        return push_outcome(self._git("push", "--porcelain", "-q", self.name,
+                                      f"HEAD:refs/heads/{self.branch}", check=False,
+                                      timeout=NETWORK_TIMEOUT))
 
     # --- heartbeats -----------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from aq.core.events import claimed, iso, note
 from aq.core.lifecycle import Stage
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import Routing, Verdict, assess
-from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteUnreachable
+from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteRefused, RemoteUnreachable
 from aq.store.snapshot import Job, Snapshot
 from aq.store.sync import LeaseObserver
 from aq.store.tx import Tx
@@ -50,6 +50,8 @@ class Claimer:
         ctx = self.ctx
         replay = ((lambda c: functools.partial(self.replay_claim, c) if c else None)
                   if ctx.options.offline else None)
+        if ctx.queue.held_back:  # the remote refused a push: no claim until the wait is over
+            return None
         try:
             claim: Claim | None = ctx.queue.transact(
                 self.claim, f"aq: claim by {ctx.worker_id}",
@@ -63,6 +65,8 @@ class Claimer:
                 ctx.roster.hold_uncertain(err.result)
                 ctx.voice.say(f"{err.result.job.id}: the remote stopped answering during the "
                               "claim; it runs once the claim is confirmed")
+        except RemoteRefused as err:
+            ctx.voice.say_once(f"claiming nothing new for a while: {err}")
         except RemoteBusy as err:
             self.contended = True  # others kept winning: there is work, try again shortly
             ctx.voice.say(str(err))

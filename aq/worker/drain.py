@@ -30,7 +30,8 @@ class DrainCheck:
         `claimed_now` jobs."""
         ctx = self.ctx
         mode = ctx.options.mode
-        if mode not in (Mode.ONCE, Mode.DRAIN) or busy or claimed_now or self.claimer.contended:
+        if (mode not in (Mode.ONCE, Mode.DRAIN) or busy or claimed_now or self.claimer.contended
+                or ctx.queue.held_back):  # the remote refused a push: what it holds is unknown
             return False
         if (mode is Mode.DRAIN and ctx.queue.remote is not None and not ctx.queue.remote_answered
                 and self._unreachable_for() < ctx.options.lease_ttl):

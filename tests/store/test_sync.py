@@ -97,10 +97,10 @@ def test_a_push_onto_a_remote_that_moved_is_rejected_and_nothing_is_merged(fleet
     """A clone pushing a commit made on a stale tip gets REJECTED; its HEAD stays its own commit and the remote keeps the winner's."""
     a, b = fleet.clones
     winner = commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
-    assert remote_of(b).push() is Push.OK
+    assert remote_of(b).push()[0] is Push.OK
     mine = commit(a, {"queue/inbox/from-a.md": "echo a\n"}, "a adds a job")
 
-    assert remote_of(a).push() is Push.REJECTED
+    assert remote_of(a).push()[0] is Push.REJECTED
     assert head(a) == mine
     assert len(git(a, "rev-list", "--parents", "-n", "1", "HEAD").split()) == 2  # no merge commit
     assert not (a / "queue/inbox/from-b.md").exists()
@@ -112,7 +112,7 @@ def test_align_fast_forwards_a_clone_that_is_only_behind(fleet: Fleet) -> None:
     """A clone with no commits of its own is fast-forwarded to the remote's tip, its untracked files left alone."""
     a, b = fleet.clones
     tip = commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
-    assert remote_of(b).push() is Push.OK
+    assert remote_of(b).push()[0] is Push.OK
     (a / "scratch.txt").write_text("mine\n")
     remote = remote_of(a)
 
@@ -128,7 +128,7 @@ def test_align_after_a_refused_commit_resets_to_the_remote_and_keeps_what_is_not
     """Aligning after a refused push drops the refused queue changes but keeps a job a person dropped in the inbox and every file outside queue/, aq.yaml, profiles/."""
     a, b = fleet.clones
     tip = commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
-    assert remote_of(b).push() is Push.OK
+    assert remote_of(b).push()[0] is Push.OK
     yaml_at_tip = (b / "aq.yaml").read_text()
     commit(a, {"queue/inbox/refused.md": "echo refused\n", "aq.yaml": "poll: 1s\n"},
            "aq: a's commit the remote refuses")
@@ -138,7 +138,7 @@ def test_align_after_a_refused_commit_resets_to_the_remote_and_keeps_what_is_not
     (a / "notes").mkdir()
     (a / "notes/todo.txt").write_text("untracked, outside the queue\n")
     remote = remote_of(a)
-    assert remote.push() is Push.REJECTED
+    assert remote.push()[0] is Push.REJECTED
 
     assert remote.fetch()
     Clone(remote).align()
@@ -161,7 +161,7 @@ def test_align_keeps_a_persons_unpushed_commit_on_a_branch(fleet: Fleet) -> None
     aligned says where the commit is."""
     a, b = fleet.clones
     tip = commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b adds a job")
-    assert remote_of(b).push() is Push.OK
+    assert remote_of(b).push()[0] is Push.OK
     mine = commit(a, {"src/app.py": "print('not pushed yet')\n"}, "a person's work, not pushed yet")
 
     done = fleet.aq(a, "add", "--title", "t", "--engine", "shell", "--body", "echo x")
@@ -181,10 +181,10 @@ def test_landed_is_unknown_while_the_remote_is_away_and_false_for_a_push_that_ne
     mine = commit(a, {"queue/inbox/lonely.md": "echo lonely\n"}, "a job")
     remote = remote_of(a)
     with remote_away(fleet):
-        assert remote.push() is Push.TRANSPORT
+        assert remote.push()[0] is Push.TRANSPORT
         assert remote.landed(mine) is None
     assert remote.landed(mine) is False
-    assert remote.push() is Push.OK
+    assert remote.push()[0] is Push.OK
     assert remote.landed(mine) is True
 
 
@@ -194,7 +194,7 @@ def test_landed_finds_a_push_the_remote_took_before_it_died(fleet: Fleet) -> Non
     mine = commit(a, {"queue/inbox/landed.md": "echo landed\n"}, "a job")
     arm_remote_fault(fleet, "after")
     remote = remote_of(a)
-    assert remote.push() is Push.TRANSPORT
+    assert remote.push()[0] is Push.TRANSPORT
     assert fault_fired(fleet)
     assert remote.landed(mine) is True
     assert fleet.tip() == mine
@@ -539,7 +539,7 @@ def test_a_job_dropped_by_hand_survives_a_transaction_whose_push_lost_a_race(fle
     def change(tx: Tx) -> None:
         if not tries:  # another machine pushes between this clone's fetch and its push
             commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b wins the race")
-            assert remote_of(b).push() is Push.OK
+            assert remote_of(b).push()[0] is Push.OK
         tries.append(len(tries))
         tx.write(queue.qdir / "inbox" / "mine.md", "echo mine\n")
 
@@ -650,7 +650,7 @@ def test_work_whose_push_lost_a_race_stays_unpushed_even_if_the_remote_then_goes
     def change(tx: Tx) -> str:
         if not tries:  # another machine wins the race; then this clone loses the remote
             commit(b, {"queue/inbox/from-b.md": "echo b\n"}, "b wins the race")
-            assert remote_of(b).push() is Push.OK
+            assert remote_of(b).push()[0] is Push.OK
             cut_off(a)
             git(a, "remote", "set-url", "--push", "origin", str(fleet.bare))  # this push still goes
         tries.append(len(tries))
