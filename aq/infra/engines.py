@@ -12,8 +12,12 @@ the first `--` of `cmd` (or at its end when it has none), so they are never read
 `{yolo}` (auto-approve flags, only when the job sets `yolo: true`), `{resume}` (continue the
 previous attempt's agent session, on `retry-from: session`; `{session}` inside it), and
 `{max_usd}` (the CLI's own spending cap, given what is left of the job's `budget.usd`;
-`{usd}` inside it). `{usage_file}` is a path the CLI may write its usage to (read after the
-run by the engine's usage reader, see aq.infra.usage).
+`{usd}` inside it), and `{mcp}` (aq's MCP server for the run, only when the job sets
+`mcp: true`; `{mcp_config}`, `{mcp_toml}` or `{mcp_opencode}` inside it, and in the values of
+`mcp_env`, the variables it adds: see aq.infra.mcpconfig). An engine with neither `mcp` nor
+`mcp_env` cannot take the server: a job with `mcp: true` on it is refused, never run without
+it. `{usage_file}` is a path the CLI may write its usage to (read after the run by the
+engine's usage reader, see aq.infra.usage).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from aq.errors import ConfigError
 from aq.infra.files import write_atomic
 
 INPUTS = ("stdin", "prompt", "body")
-GROUPS = ("yolo", "resume", "max_usd")
+GROUPS = ("yolo", "resume", "max_usd", "mcp")
 # An argv element longer than this cannot be passed on Linux (MAX_ARG_STRLEN is 128 KiB).
 ARG_MAX_ELEMENT = 128 * 1024 - 1
 
@@ -46,6 +50,8 @@ class EngineSpec:
     resume: tuple[str, ...] = ()  # resumes session {session}; empty: the CLI cannot be resumed
     max_usd: tuple[str, ...] = ()  # the CLI's own cap of {usd}; empty: it has none
     yolo_env: Mapping[str, str] = field(default_factory=dict)  # env that yolo adds (goose)
+    mcp: tuple[str, ...] = ()  # flags that give the CLI aq's MCP server (aq.infra.mcpconfig)
+    mcp_env: Mapping[str, str] = field(default_factory=dict)  # variables that give it the server
 
     @property
     def program(self) -> str:
@@ -53,13 +59,16 @@ class EngineSpec:
         return self.cmd[0].rsplit("/", 1)[-1]
 
     def argv(self, *, prompt: str, prompt_file: str, yolo: bool, session: str | None = None,
-             usd: float | None = None, usage_file: str = "") -> list[str]:
+             usd: float | None = None, usage_file: str = "",
+             mcp: Mapping[str, str] | None = None) -> list[str]:
         """The command line of one run. The prompt appears in it only where the template put
-        `{prompt}`; `ArgvError` when that would not survive the trip (see `check_prompt`)."""
+        `{prompt}`; `ArgvError` when that would not survive the trip (see `check_prompt`).
+        `mcp`: the values of the `{mcp_...}` placeholders, for a job that takes aq's server."""
         groups = {
             "yolo": list(self.yolo) if yolo else [],
             "resume": [_fill(p, session=session or "") for p in self.resume] if session else [],
             "max_usd": [_fill(p, usd=_money(usd)) for p in self.max_usd] if usd is not None else [],
+            "mcp": [_fill(p, **mcp) for p in self.mcp] if mcp is not None else [],
         }
         placed = {group for part in self.cmd if (group := _group_of(part)) is not None}
         argv: list[str] = []
@@ -84,6 +93,15 @@ class EngineSpec:
     @property
     def can_resume(self) -> bool:
         return bool(self.resume)
+
+    @property
+    def takes_mcp(self) -> bool:
+        """Its CLI can be given aq's MCP server for a run (a job with `mcp: true`)."""
+        return bool(self.mcp or self.mcp_env)
+
+    def mcp_environment(self, mcp: Mapping[str, str]) -> dict[str, str]:
+        """The variables that give the CLI aq's MCP server, placeholders filled from `mcp`."""
+        return {name: _fill(value, **mcp) for name, value in self.mcp_env.items()}
 
 
 class ArgvError(ValueError):
@@ -120,24 +138,30 @@ def _money(usd: float | None) -> str:
 
 
 def _spec(name: str, cmd: str, *, yolo: str = "", input: str = "stdin", usage: str | None = None,
-          resume: str = "", max_usd: str = "", yolo_env: Mapping[str, str] | None = None
-          ) -> EngineSpec:
+          resume: str = "", max_usd: str = "", yolo_env: Mapping[str, str] | None = None,
+          mcp: str = "", mcp_env: Mapping[str, str] | None = None) -> EngineSpec:
     return EngineSpec(name, tuple(shlex.split(cmd)), tuple(shlex.split(yolo)), input, {}, usage,
-                      tuple(shlex.split(resume)), tuple(shlex.split(max_usd)), dict(yolo_env or {}))
+                      tuple(shlex.split(resume)), tuple(shlex.split(max_usd)), dict(yolo_env or {}),
+                      tuple(shlex.split(mcp)), dict(mcp_env or {}))
 
 
 # What each CLI is, as its makers document it and as runs against a fake model API showed
 # (tests/data/agent-cli-samples): headless flags, a prompt on stdin, JSON output with usage.
+# `mcp`: aq's MCP server (aq.infra.mcpconfig) for one run, its tools allowed, as each CLI took
+# it from the fake API's model: claude and codex in tests/agents/test_engine_mcp.py, copilot
+# 1.0.102 and opencode 1.18.33 by hand. gemini 0.61 reads MCP servers only from the project's
+# or the user's settings, or from root-owned system files: it takes none.
 DEFAULT_ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
         _spec("claude", "claude -p --output-format stream-json --verbose",
               yolo="--dangerously-skip-permissions", usage="claude-json",
-              resume="--resume {session}", max_usd="--max-budget-usd {usd}"),
+              resume="--resume {session}", max_usd="--max-budget-usd {usd}",
+              mcp="--mcp-config {mcp_config} --allowedTools mcp__aq"),
         # `exec resume ID -` continues a thread; `-` reads the prompt from stdin
-        _spec("codex", "codex exec --json --skip-git-repo-check {yolo} {resume} -",
+        _spec("codex", "codex exec --json --skip-git-repo-check {yolo} {mcp} {resume} -",
               yolo="--dangerously-bypass-approvals-and-sandbox", usage="codex-json",
-              resume="resume {session}"),
+              resume="resume {session}", mcp="-c mcp_servers.aq={mcp_toml}"),
         # without --skip-trust every headless run exits 55 ("not a trusted directory")
         _spec("gemini", "gemini --skip-trust --output-format stream-json",
               yolo="--approval-mode=yolo", usage="gemini-json", resume="--resume {session}"),
@@ -146,8 +170,10 @@ DEFAULT_ENGINES: dict[str, EngineSpec] = {
               "--no-show-model-warnings --no-pretty --analytics-log {usage_file}",
               yolo="--yes-always", input="prompt", usage="aider-analytics"),
         _spec("copilot", "copilot --output-format json --usage-output-file {usage_file}",
-              yolo="--allow-all-tools", usage="copilot-json"),
-        _spec("opencode", "opencode run --format json", yolo="--auto", usage="opencode-json"),
+              yolo="--allow-all-tools", usage="copilot-json",
+              mcp="--additional-mcp-config @{mcp_config} --allow-tool=aq"),
+        _spec("opencode", "opencode run --format json", yolo="--auto", usage="opencode-json",
+              mcp_env={"OPENCODE_CONFIG_CONTENT": "{mcp_opencode}"}),
         _spec("qwen", "qwen --output-format stream-json", yolo="--yolo", usage="qwen-json",
               resume="--resume {session}"),
         _spec("cursor-agent", "cursor-agent -p --output-format stream-json", yolo="--force",
@@ -227,7 +253,7 @@ def headless_problems(spec: EngineSpec, env: Mapping[str, str], *, root: bool) -
     return problems
 
 
-_KEYS = ("cmd", "yolo", "input", "env", "usage", "resume", "max_usd", "yolo_env")
+_KEYS = ("cmd", "yolo", "input", "env", "usage", "resume", "max_usd", "yolo_env", "mcp", "mcp_env")
 
 
 def engine_from_config(name: str, raw: object, base: EngineSpec | None,
@@ -274,7 +300,9 @@ def engine_from_config(name: str, raw: object, base: EngineSpec | None,
                       mapping("env", base.env if base else {}), usage,
                       strings("resume", base.resume if base else ()),
                       strings("max_usd", base.max_usd if base else ()),
-                      mapping("yolo_env", base.yolo_env if base else {}))
+                      mapping("yolo_env", base.yolo_env if base else {}),
+                      strings("mcp", base.mcp if base else ()),
+                      mapping("mcp_env", base.mcp_env if base else {}))
     _check_template(where, spec)
     return spec
 

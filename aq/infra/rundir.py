@@ -47,6 +47,11 @@ class RunFiles:
         return self._named("usage")
 
     @property
+    def mcp_config(self) -> Path:
+        """aq's MCP server as the engine reads it (`{mcp_config}`), for a job with `mcp: true`."""
+        return self._named("mcp.json")
+
+    @property
     def live_usage(self) -> Path:
         """The usage so far as the meter last kept it (JSON of `Usage.to_event`)."""
         return self._named("usage.json")

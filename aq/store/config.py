@@ -94,7 +94,8 @@ prefer_window: 2m
 # the prompt on stdin (never read as an option, no length limit); else it goes where cmd has
 # {prompt_file}, or {prompt} behind `--`. {yolo} marks where the auto-approve flags go (else
 # before any `--`). `usage:` names the reader of the engine's JSON output (claude-json,
-# codex-json, gemini-json, ...), so every run records its tokens and cost.
+# codex-json, gemini-json, ...), so every run records its tokens and cost. `mcp:` (flags, with
+# {mcp_config}: a JSON file of aq's MCP server) gives the CLI aq's server for jobs with mcp: true.
 # engines:
 #   claude:
 #     env: {IS_SANDBOX: 1}            # claude refuses --dangerously-skip-permissions as root without it

@@ -19,7 +19,7 @@ from aq.store.config import CONFIG_NAME
 from aq.store.eventlog import bad_event_lines
 from aq.store.layout import EVENTS_DIR, PROFILES_DIR, QUEUE_DIR
 from aq.store.queue import Queue
-from aq.usecases.jobs import job_file
+from aq.usecases.jobs import job_file, mcp_refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,11 @@ def lint(queue: Queue) -> LintResult:
                 problems.append(f"{job_file(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
         problems += [f"{job_file(by_id[job_id])}: {problem}"
                      for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
+        if manifest.mcp:
+            ladder = manifest.retry.escalate if manifest.retry else ()
+            problems += [f"{job_file(by_id[job_id])}: key 'mcp': {line}" for line in mcp_refusals(
+                queue, manifest.engine, manifest.engine_class, manifest.profile,
+                [*ladder, *manifest.engines])]
     seen_cycles: set[tuple[str, ...]] = set()
     for cycle in dependency_cycles(manifests).values():
         if tuple(cycle) not in seen_cycles:

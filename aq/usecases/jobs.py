@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from aq.core.samples import SAMPLE_KEY
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError, IdempotencyConflict, JobExists, ManifestError, UsageError
 from aq.infra.confine import read_file, read_regular
+from aq.infra.mcpconfig import refusals
 from aq.store.layout import QUEUE_DIR
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
@@ -116,6 +117,31 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
         raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
                             f"profiles/{profile}.md{hint}", "profile")
     _check_samples(queue, fields, source, hint)
+    if fields.get("mcp") is True:
+        named = fields.get("engines")
+        more = [part.strip() for item in ([named] if isinstance(named, str) else named or [])
+                if isinstance(item, str) for part in item.split(",")]
+        more += [step for step in ladder if isinstance(step, str)] if isinstance(ladder, list) else []
+        klass = fields.get("engine-class")
+        refused = mcp_refusals(queue, engine if isinstance(engine, str) else None,
+                               klass if isinstance(klass, str) else None,
+                               profile if isinstance(profile, str) else None, more)
+        if refused:
+            raise ManifestError(source, refused[0] + hint, "mcp")
+
+
+def mcp_refusals(queue: Queue, engine: str | None, engine_class: str | None,
+                 profile: str | None, more: Iterable[str] = ()) -> list[str]:
+    """For a job with `mcp: true`: the engines it may run on, as far as they are known before a
+    worker picks one (its own, its profile's or the queue's; `more`: its escalation ladder and
+    samples), that cannot take aq's MCP server, one line each. An engine class is judged when
+    its attempt runs."""
+    found = queue.profiles().found.get(profile) if profile else None
+    if engine is None and engine_class is None and found is not None:
+        engine, engine_class = found.engine, found.engine_class
+    if engine is None and engine_class is None:
+        engine = queue.config.default_engine
+    return refusals([*([engine] if engine else []), *more], queue.config.engines)
 
 
 def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:

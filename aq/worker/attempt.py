@@ -20,7 +20,7 @@ from aq.core.manifest import Manifest
 from aq.core.scrub import Scrubber
 from aq.core.usage import Usage
 from aq.errors import AqError
-from aq.infra import proc
+from aq.infra import mcpconfig, proc
 from aq.infra.engines import ArgvError, EngineSpec, engine_version
 from aq.infra.gitops import git, identity_args
 from aq.infra.proctree import new_mark
@@ -327,9 +327,18 @@ class Attempt:
         except OSError as err:
             return Ending(Outcome.ENGINE_FAILED, f"could not write the prompt into {plan.run_dir}: "
                           f"{err.strerror or err}")
+        mcp = None
+        if manifest.mcp and not plan.verify_only:  # the engine takes aq's server, or never starts
+            try:
+                mcp = mcpconfig.give(spec, files.mcp_config, plan.queue_root, self.env)
+            except mcpconfig.McpRefused as err:
+                return Ending(Outcome.ENGINE_MISSING, str(err))
+            self.env.update(mcp.env)
+            self.log.note(mcp.note)
         try:
             argv = spec.argv(prompt=prompt, prompt_file=str(files.prompt), yolo=manifest.yolo,
-                             session=session, usd=spent.usd_left, usage_file=str(files.usage))
+                             session=session, usd=spent.usd_left, usage_file=str(files.usage),
+                             mcp=mcp.values if mcp else None)
         except ArgvError as err:
             return Ending(Outcome.ENGINE_FAILED, str(err))
         if self.stop.is_set():  # the worker was told to stop before this attempt got going

@@ -13,11 +13,12 @@ Anything else (claude's `HEAD /` probe at start, GET probes, unknown paths) is r
 "other" and answered 200 `{}`; `GET .../models` gets an empty model list.
 
 The test scripts the model with `api.script(*replies)` (or the constructor): each turn request
-takes the next reply (`Reply`, `ToolCall`, `Error`, `Slow`) and, once the script has run out,
-the last one again. A turn request is one that offers the model tools (`tools` in the body):
-every CLI sends its tools on the agent's own turns and none on its side calls (gemini's model
-router on `:generateContent` when the model is "auto", its next-speaker check, claude's
-title/topic calls on a small model, count_tokens), so side calls take nothing from the script.
+takes the next reply (`Reply`, `ToolCall`, `ToolUse`, `ToolSearch`, `Error`, `Slow`) and, once
+the script has run out, the last one again. A turn request is one that offers the model tools
+(`tools` in the body): every CLI sends its tools on the agent's own turns and none on its side
+calls (gemini's model router on `:generateContent` when the model is "auto", its next-speaker
+check, claude's title/topic calls on a small model, count_tokens), so side calls take nothing
+from the script.
 A side call gets the current reply's text (or "ok" when that is a tool call or an error; a
 value fitting the schema when gemini asks for JSON) and zero usage, so the totals a CLI prints
 are exactly the sum of the scripted usages.
@@ -81,6 +82,30 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """The model calls the tool `name` with `arguments`: the tool the CLI offers by that name,
+    or by a longer one ending in `_name` or `-name` (an MCP server's tool, as claude spells it:
+    `mcp__aq__spawn_child`; copilot: `aq-spawn_child`), or inside a namespace (codex:
+    `spawn_child` in `mcp__aq`, offered at once or found by a `ToolSearch`); the agent's next
+    request, with the result, takes the next reply."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ToolSearch:
+    """The model calls codex's `tool_search` with `query` (codex keeps an MCP server's tools out
+    of the request until a search finds them, for the models that can search); codex answers it
+    itself, and its next request, with the tools found, takes the next reply. The other APIs
+    get `query` as the reply's text."""
+
+    query: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
 class Error:
     """The API answers with an HTTP error status and an error body in its own shape."""
 
@@ -97,7 +122,7 @@ class Slow:
     usage: Usage = field(default_factory=Usage)
 
 
-Answer = Reply | ToolCall | Error | Slow
+Answer = Reply | ToolCall | ToolUse | ToolSearch | Error | Slow
 
 
 class Request(NamedTuple):
@@ -218,6 +243,31 @@ def _tool_names(kind: str, body: dict[str, Any]) -> list[str]:
     return names
 
 
+def _offered(kind: str, body: dict[str, Any], name: str) -> str:
+    """The name the CLI offers the tool `name` by: itself, else the first that ends in `_name`
+    or `-name` (copilot's `aq-spawn_child`)."""
+    names = _tool_names(kind, body)
+    return name if name in names else next(
+        (offered for offered in names if offered.endswith((f"_{name}", f"-{name}"))), name)
+
+
+def _openai_function(body: dict[str, Any], name: str) -> tuple[str | None, str]:
+    """The namespace and name of the function `name` among the tools codex offers, at once or
+    in the output of an earlier tool search (None: a function of no namespace)."""
+    given = body.get("input")
+    items: list[Any] = given if isinstance(given, list) else []
+    found = [*(body.get("tools") or []),
+             *(tool for item in items if item.get("type") == "tool_search_output"
+               for tool in item.get("tools") or [])]
+    for tool in found:
+        if tool.get("type") == "namespace":
+            if any(inner.get("name") == name for inner in tool.get("tools") or []):
+                return tool.get("name"), name
+        elif tool.get("name") == name or str(tool.get("name", "")).endswith(f"_{name}"):
+            return None, tool["name"]
+    return None, name
+
+
 def _handler_for(api: FakeModelAPI) -> type[BaseHTTPRequestHandler]:
     return type("Handler", (_Handler,), {"api": api})
 
@@ -324,15 +374,19 @@ class _Handler(BaseHTTPRequestHandler):
                  "cache_read_input_tokens": answer.usage.cache_read}
         message = {"id": self.api.new_id("msg_fake"), "type": "message", "role": "assistant",
                    "model": body.get("model", "claude-fake"), "stop_sequence": None}
-        if isinstance(answer, ToolCall):
-            arguments = {"command": answer.command, "description": "Run the command"}
+        if isinstance(answer, ToolCall | ToolUse):
+            name, arguments = ((CLAUDE_SHELL, {"command": answer.command,
+                                               "description": "Run the command"})
+                               if isinstance(answer, ToolCall)
+                               else (_offered("anthropic", body, answer.name), answer.arguments))
             block: dict[str, Any] = {"type": "tool_use", "id": self.api.new_id("toolu_fake"),
-                                     "name": CLAUDE_SHELL, "input": arguments}
+                                     "name": name, "input": arguments}
             deltas = [{"type": "input_json_delta", "partial_json": json.dumps(arguments)}]
             stop = "tool_use"
         else:
-            block = {"type": "text", "text": answer.text}
-            deltas = [{"type": "text_delta", "text": word} for word in _words(answer.text)]
+            text = _text_of(answer)
+            block = {"type": "text", "text": text}
+            deltas = [{"type": "text_delta", "text": word} for word in _words(text)]
             stop = "end_turn"
         if not body.get("stream"):
             self._json(200, {**message, "content": [block], "stop_reason": stop, "usage": usage})
@@ -340,7 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_sse()
         self._event("message_start", {"type": "message_start", "message": {
             **message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}})
-        empty = {**block, "input": {}} if isinstance(answer, ToolCall) else {**block, "text": ""}
+        empty = ({**block, "input": {}} if isinstance(answer, ToolCall | ToolUse)
+                 else {**block, "text": ""})
         self._event("content_block_start",
                     {"type": "content_block_start", "index": 0, "content_block": empty})
         for delta in deltas:
@@ -372,8 +427,9 @@ class _Handler(BaseHTTPRequestHandler):
         item_id = self.api.new_id("item_fake")
         self._start_sse()
         send("response.created", response={**response, "status": "in_progress"})
-        if isinstance(answer, ToolCall):
-            item = self._openai_call(item_id, _tool_names("openai", body), answer.command)
+        if isinstance(answer, ToolCall | ToolUse | ToolSearch):
+            item = (self._openai_call(item_id, _tool_names("openai", body), answer.command)
+                    if isinstance(answer, ToolCall) else self._openai_use(item_id, body, answer))
             send("response.output_item.added", output_index=0,
                  item={**item, "status": "in_progress"})
         else:
@@ -414,6 +470,18 @@ class _Handler(BaseHTTPRequestHandler):
         return {"id": item_id, "type": "function_call", "status": "completed", "name": name,
                 "call_id": call_id, "arguments": json.dumps(arguments)}
 
+    def _openai_use(self, item_id: str, body: dict[str, Any],
+                    answer: ToolUse | ToolSearch) -> dict[str, Any]:
+        call_id = self.api.new_id("call_fake")
+        if isinstance(answer, ToolSearch):
+            return {"id": item_id, "type": "tool_search_call", "call_id": call_id,
+                    "status": "completed", "execution": "client",
+                    "arguments": {"query": answer.query}}
+        namespace, name = _openai_function(body, answer.name)
+        return {"id": item_id, "type": "function_call", "status": "completed", "name": name,
+                **({"namespace": namespace} if namespace else {}), "call_id": call_id,
+                "arguments": json.dumps(answer.arguments)}
+
     # --- Gemini ---------------------------------------------------------------------------
 
     def _gemini_count(self, path: str, body: dict[str, Any]) -> None:
@@ -436,10 +504,13 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(answer, ToolCall):
             parts: list[dict[str, Any]] = [{"functionCall": {
                 "name": GEMINI_SHELL, "args": {"command": answer.command}}}]
+        elif isinstance(answer, ToolUse):
+            parts = [{"functionCall": {"name": _offered("gemini", body, answer.name),
+                                       "args": answer.arguments}}]
         elif not turn and _wants_json(body):
             parts = [{"text": json.dumps(_side_json(body))}]
         else:
-            parts = [{"text": word} for word in _words(answer.text)]
+            parts = [{"text": word} for word in _words(_text_of(answer))]
         model = path.rsplit("/", 1)[-1].split(":", 1)[0]
 
         def chunk(parts: list[dict[str, Any]], last: bool) -> dict[str, Any]:
@@ -458,6 +529,11 @@ class _Handler(BaseHTTPRequestHandler):
         for index, part in enumerate(parts):
             _pause(answer)
             self._event(None, chunk([part], last=index == len(parts) - 1))
+
+
+def _text_of(answer: Reply | Slow | ToolSearch) -> str:
+    """What the model says: a search only codex runs is said as its query elsewhere."""
+    return answer.query if isinstance(answer, ToolSearch) else answer.text
 
 
 def _pause(answer: Answer) -> None:
