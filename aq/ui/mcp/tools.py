@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from aq.core.lifecycle import Action, Stage
-from aq.errors import UsageError
+from aq.errors import MoveRefused, UsageError
 from aq.store.queue import Queue
 from aq.ui.cli.session import caps, fetched
 from aq.ui.cli.shapes import detail_json, move_json, next_json
@@ -219,9 +219,30 @@ class QueueTools:
         if action == "cancel":
             why = f"canceled: {why}" if why else "canceled"
         q = self._fresh(now=True)
+        self._gate(q, job, action)
         moved = move_job(q, job, Action(action), who=self.who, now=self.clock(), env=self.env,
                          reason=why)
         return self._answer(move_json(moved))
+
+    def _gate(self, queue: Queue, ref: str, action: str) -> None:
+        """An agent inside a job's attempt (AQ_JOB_ID) holds no person's gate: it may cancel or
+        reject only jobs of its own family below it (its children, theirs...), and never
+        promote, ship or requeue (`mcp: true` gives it these tools without yolo)."""
+        inside = self.env.get("AQ_JOB_ID")
+        if not inside:
+            return
+        if action not in ("cancel", "reject"):
+            raise MoveRefused(f"an agent inside job {inside}'s attempt may not {action} a job: "
+                              f"that is a person's call (aq {action} from outside the job)")
+        target = queue.resolve(ref)
+        parents = {job.id: job.manifest.parent for job in queue.snapshot().jobs if job.manifest}
+        above, seen = parents.get(target.id), set()
+        while above is not None and above != inside and above not in seen:
+            seen.add(above)
+            above = parents.get(above)
+        if above != inside:
+            raise MoveRefused(f"an agent inside job {inside}'s attempt may {action} only its own "
+                              f"children and theirs; {target.id} is not one")
 
     def next_job(self) -> str:
         """What `aq run` here would take next, and why each other inbox job is passed over."""
