@@ -15,7 +15,7 @@ from aq.store.sync import Remote
 from aq.ui.board import BoardData, Card, board_data, board_text
 from tests.helpers.cli import run_aq
 from tests.helpers.git import git
-from tests.helpers.queue import T0, write_job
+from tests.helpers.queue import T0, make_queue, write_job
 
 WIDTHS = (80, 200)
 COUNTS = {"inbox": 4, "building": 1, "review": 1, "testing": 1, "shipped": 8, "failed": 1,
@@ -78,25 +78,30 @@ def fill(root: Path) -> None:
         log(root, f"ship-{index}", added(100 - (7 - index)), *attempt(1, "shipped", 50 - index))
 
 
-@pytest.fixture
-def queue(queue_root: Path, tmp_path: Path) -> Queue:
-    """The filled queue, committed and pushed to a bare remote, where worker w1 beat once."""
-    fill(queue_root)
-    bare = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(bare))
-    git(queue_root, "add", "-A")
-    git(queue_root, "commit", "-q", "-m", "jobs in every stage")
-    git(queue_root, "remote", "add", "origin", str(bare))
-    git(queue_root, "push", "-q", "origin", "HEAD")
-    remote = Remote.detect(queue_root, None)
-    assert remote is not None
-    assert remote.heartbeat("w1", {"worker": "w1", "seq": 1, "tokens": [TOKEN]})
+@pytest.fixture(scope="module")
+def queue(tmp_path_factory: pytest.TempPathFactory) -> Queue:
+    """The filled queue, committed and pushed to a bare remote, where worker w1 beat once. One
+    for the module: the tests that use it only read it (and the board of it)."""
+    tmp_path = tmp_path_factory.mktemp("board")
+    with pytest.MonkeyPatch.context() as monkeypatch:  # the tests' git identity while it is made
+        queue_root = make_queue(tmp_path / "q", monkeypatch)
+        fill(queue_root)
+        bare = tmp_path / "remote.git"
+        git(tmp_path, "init", "-q", "--bare", str(bare))
+        git(queue_root, "add", "-A")
+        git(queue_root, "commit", "-q", "-m", "jobs in every stage")
+        git(queue_root, "remote", "add", "origin", str(bare))
+        git(queue_root, "push", "-q", "origin", "HEAD")
+        remote = Remote.detect(queue_root, None)
+        assert remote is not None
+        assert remote.heartbeat("w1", {"worker": "w1", "seq": 1, "tokens": [TOKEN]})
     return Queue(queue_root)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def data(queue: Queue) -> BoardData:
-    """The board 12 s (on this machine's clock) after a fetch that saw w1's heartbeat."""
+    """The board 12 s (on this machine's clock) after a fetch that saw w1's heartbeat (frozen:
+    one for the module)."""
     board_data(queue, now=T0, monotonic=1000.0, fetch=True)
     return board_data(queue, now=T0, monotonic=1012.0)
 

@@ -1,6 +1,13 @@
-"""`aq mcp`: a real `python -m aq mcp` process serving a real queue, driven by the MCP SDK's own
-stdio client as an agent's would be. Each test pins what a tool answers, what it changes in
-the queue, and that a failure is an error result in aq's own words, never a dead server."""
+"""`aq mcp`: the server `aq mcp` builds, serving a real queue, driven by the MCP SDK's own client
+as an agent's would be. Each test pins what a tool answers, what it changes in the queue, and
+that a failure is an error result in aq's own words, never a dead server.
+
+What a tool answers is the same in a process as in this one, and a start of `python -m aq mcp`
+(with the SDK's import, ~1 s) costs more than a test's calls: so tests of the tools talk to the
+server in this process, over the SDK's in-memory transport (the same JSON-RPC messages and
+handshake as stdio). What only a process shows keeps a real `python -m aq mcp`: the stdio client
+end to end (`over="stdio"`), the end of input, no queue here, and an agent in a job's attempt
+(AQ_JOB_ID) spawning through the server it started."""
 
 from __future__ import annotations
 
@@ -11,12 +18,16 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
+from aq.infra.clock import utc_now
+from aq.store.queue import Queue
+from aq.ui.mcp.server import build
+from aq.usecases.setup import who_am_i
 from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.fleet import fleet_in
 from tests.helpers.git import git
@@ -28,8 +39,9 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def connected(root: Path) -> AsyncIterator[ClientSession]:
-    """A session with `aq mcp` serving the queue at `root`; its stderr is kept beside it."""
+async def over_stdio(root: Path) -> AsyncIterator[ClientSession]:
+    """A session with a `python -m aq mcp` process serving the queue at `root`; its stderr is
+    kept beside it."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "aq", "mcp"],
                                    env=aq_env(), cwd=root)
     with (root.parent / "mcp-stderr.txt").open("w") as errlog:
@@ -39,8 +51,21 @@ async def connected(root: Path) -> AsyncIterator[ClientSession]:
             yield session
 
 
-def talk(root: Path, script: Callable[[ClientSession], Awaitable[T]]) -> T:
-    """Run `script` against a server of the queue at `root`, and what it returned."""
+@asynccontextmanager
+async def in_memory(root: Path) -> AsyncIterator[ClientSession]:
+    """A session with the server `aq mcp` would build for the queue at `root` (same tools, same
+    `who`, clock and environment), in this process; the same initialize handshake as stdio."""
+    server = build(Queue(root), who=f"{who_am_i()} via mcp", clock=utc_now, env=aq_env())
+    async with Client(server, mode="legacy", read_timeout_seconds=WAIT, cache=None) as client:
+        yield client.session
+
+
+def talk(root: Path, script: Callable[[ClientSession], Awaitable[T]],
+         over: Literal["memory", "stdio"] = "memory") -> T:
+    """Run `script` against a server of the queue at `root` (in this process, or a
+    `python -m aq mcp` with `over="stdio"`), and what it returned."""
+    connected = over_stdio if over == "stdio" else in_memory
+
     async def run() -> T:
         async with connected(root) as session:
             return await script(session)
@@ -95,7 +120,7 @@ def test_an_added_job_is_in_the_inbox_in_list_jobs_and_in_aq_ls(queue_root: Path
         shown = answer(await call(session, "show_job", job=added["id"]))
         return added, listed, shown
 
-    added, listed, shown = talk(queue_root, script)
+    added, listed, shown = talk(queue_root, script, over="stdio")
     job_id = added["id"]
     assert added["stage"] == "inbox" and added["created"] is True
     assert listed["jobs"] == [{"id": job_id, "stage": "inbox", "title": "Say hi",
@@ -141,7 +166,7 @@ def test_it_reads_and_moves_the_fleets_queue_fetched_from_the_remote(tmp_path: P
             moved = answer(await call(session, "move_job", job=second, action="cancel"))
             return first, listed, second, moved
 
-        first, listed, second, moved = talk(fleet.clones[0], script)
+        first, listed, second, moved = talk(fleet.clones[0], script, over="stdio")
         assert [job["id"] for job in listed["jobs"]] == [first]
         assert moved["id"] == second and moved["to"] == "failed"
         assert fleet.stage(second) == "failed"
@@ -186,10 +211,6 @@ def test_bad_arguments_are_errors_and_the_server_goes_on(queue_root: Path) -> No
 def test_a_tool_that_crashes_answers_an_internal_error_in_one_line(queue_root: Path) -> None:
     """Anything but an AqError is an error result "internal error: ..." and the server goes
     on (in-process: a tool made to crash, beside the real ones)."""
-    from aq.infra.clock import utc_now
-    from aq.store.queue import Queue
-    from aq.ui.mcp.server import build
-
     server = build(Queue(queue_root), who="tester via mcp", clock=utc_now, env={})
 
     def crash() -> str:
