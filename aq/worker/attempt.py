@@ -33,34 +33,13 @@ from aq.trackers.settings import secret_names
 from aq.usecases.spend import Meter, Spend, describe_usage
 from aq.worker.attemptlog import AttemptLog
 from aq.worker.ending import Ending, denied, engine_ending, verify_ending
+from aq.worker.plan import AttemptPlan
+from aq.worker.prompts import engine_prompt
 from aq.worker.review import Reviewer
 from aq.worker.samples import Adopted, Sampler
 from aq.worker.workdir import ScopeWatch, collect_artifacts
 
 TAIL_CHARS = 4000  # the tail goes into the event log and the next prompt: kept short
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptPlan:
-    """What a claim hands to `execute`."""
-
-    job_id: str
-    attempt: int
-    token: str
-    worker: str
-    manifest: Manifest
-    queue_root: Path
-    run_dir: Path  # the job's run folder on this machine: aq.infra.rundir names its files
-    previous_failure: str | None = None
-    wall_used: float = 0.0
-    persona: str | None = None
-    workspaces: Path | None = None  # where a job with a repo gets its worktree (None: no repo work)
-    usd_used: float = 0.0  # what the job's earlier attempts cost, for budget.usd
-    tokens_used: int = 0  # and the tokens they used, for budget.tokens
-    resume: tuple[Usage, str] | None = None  # retry-from: session: its usage (session id) and cwd
-    verify_only: bool = False  # its engine's work is done; it waited for its children
-    review_round: int = 1  # its review gate's round: reviews that asked for changes, plus one
-    work_attempt: int = 0  # the attempt whose work its review judges (0: this one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +66,6 @@ class AttemptResult:
     leftovers: int = 0  # processes the attempt left running, killed when it ended
     session_usage: Usage | None = None  # the session's running total, where `usage` is this run's
     adopted: Adopted | None = None  # best of N: the winning sample's work, now the job's
-
-
-def build_prompt(plan: AttemptPlan) -> str:
-    """Persona, then the job body, then (on a retry) what went wrong last time."""
-    parts = []
-    if plan.persona:
-        parts.append(plan.persona.strip())
-    parts.append(plan.manifest.body.strip())
-    if plan.previous_failure:
-        parts.append(
-            "The previous attempt at this job failed. The end of its output:\n\n```\n"
-            + plan.previous_failure.strip() + "\n```\n\nFix the cause of that failure."
-        )
-    return "\n\n---\n\n".join(parts) + "\n"
 
 
 def resolve_cwd(manifest: Manifest, queue_root: Path) -> Path:
@@ -209,6 +174,8 @@ class Attempt:
                                    # a verify-only attempt judges the work the engine pushed
                                    from_base=manifest.retry_from == "base" and not plan.verify_only)
         self.log.note(f"workspace: {workspace.path} on {workspace.branch} from {workspace.start[:12]}")
+        if plan.verify_only:  # the work it judges is what the engine's attempt pushed
+            self.engine_run.head, self.engine_run.pushed = workspace.start, workspace.remote_tip == workspace.start
         return workspace
 
     def _cwd(self) -> Path:
@@ -237,9 +204,6 @@ class Attempt:
         if isinstance(launch, Ending):
             return launch
         if self.plan.verify_only:
-            if self.workspace is not None:  # the work is what the engine's attempt pushed
-                self.engine_run.head = self.workspace.start
-                self.engine_run.pushed = self.workspace.remote_tip == self.workspace.start
             log_note("its children are settled: running its verify")
             self.log.note("its engine's work was done in an earlier attempt and its children "
                           "are settled: only its verify runs")
@@ -255,14 +219,12 @@ class Attempt:
     def _sampled(self, log_note: Callable[[str], None]) -> Ending:
         """Best of N: the job's samples, asked for or judged; the winner's work reviewed."""
         assert self.sampler is not None
-        plan = self.plan
+        samples, plan = self.plan.manifest.samples, self.plan
         self.log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker}: best of "
-                      f"{plan.manifest.samples}, each sample a job of its own")
-        log_note(f"best of {plan.manifest.samples}: asking for or judging its samples")
-        ending, self.adopted = self.sampler.run(
-            self.log, repo=self.config.repo_for(plan.manifest))
-        if ending.outcome is Outcome.OK and self.reviewer is not None:
-            assert self.adopted is not None
+                      f"{samples}, each sample a job of its own")
+        log_note(f"best of {samples}: asking for or judging its samples")
+        ending, self.adopted = self.sampler.run(self.log, repo=self.config.repo_for(plan.manifest))
+        if ending.outcome is Outcome.OK and self.reviewer is not None and self.adopted:
             return self.reviewer.judge(ending, self.log, self.cwd, branch=self.adopted.branch)
         return ending
 
@@ -314,31 +276,17 @@ class Attempt:
             return allowed
         spec, spent, limit = allowed
         plan, manifest, files = self.plan, self.plan.manifest, self.files
-        resumed, session = resumable(plan, spec, self.cwd, self.log)
-        prompt = resume_prompt(plan) if session else build_prompt(plan)
-        text = manifest.body if spec.input == "body" else prompt
-        self.env.update({"AQ_PROMPT_FILE": str(files.prompt), **spec.env,
-                         **(spec.yolo_env if manifest.yolo else {})})
+        prompt = engine_prompt(plan, spec, self.cwd, self.log, files, self.env)
+        if isinstance(prompt, str):
+            return Ending(Outcome.ENGINE_FAILED, prompt)
+        self.env.update({**spec.env, **(spec.yolo_env if manifest.yolo else {})})
+        mcp = _mcp_server(plan, spec, files, self.env, self.log)
+        if isinstance(mcp, Ending):
+            return mcp
         try:
-            files.prompt.write_text(text, encoding="utf-8")
-            if plan.previous_failure:
-                files.previous_failure.write_text(plan.previous_failure, encoding="utf-8")
-                self.env["AQ_PREVIOUS_FAILURE_FILE"] = str(files.previous_failure)
-        except OSError as err:
-            return Ending(Outcome.ENGINE_FAILED, f"could not write the prompt into {plan.run_dir}: "
-                          f"{err.strerror or err}")
-        mcp = None
-        if manifest.mcp and not plan.verify_only:  # the engine takes aq's server, or never starts
-            try:
-                mcp = mcpconfig.give(spec, files.mcp_config, plan.queue_root, self.env)
-            except mcpconfig.McpRefused as err:
-                return Ending(Outcome.ENGINE_MISSING, str(err))
-            self.env.update(mcp.env)
-            self.log.note(mcp.note)
-        try:
-            argv = spec.argv(prompt=prompt, prompt_file=str(files.prompt), yolo=manifest.yolo,
-                             session=session, usd=spent.usd_left, usage_file=str(files.usage),
-                             mcp=mcp.values if mcp else None)
+            argv = spec.argv(prompt=prompt.told, prompt_file=str(files.prompt), yolo=manifest.yolo,
+                             session=prompt.session, usd=spent.usd_left,
+                             usage_file=str(files.usage), mcp=mcp.values if mcp else None)
         except ArgvError as err:
             return Ending(Outcome.ENGINE_FAILED, str(err))
         if self.stop.is_set():  # the worker was told to stop before this attempt got going
@@ -347,9 +295,9 @@ class Attempt:
         if program is None and not os.path.isfile(argv[0]):
             return Ending(Outcome.ENGINE_MISSING, f"engine {self.engine_name!r} needs {argv[0]!r}, "
                           "which is not installed on this machine")
-        return Launch(spec=spec, argv=argv, program=program, text=text, session=session,
-                      resumed=resumed, spent=spent, limit=limit, deadline=self.started + limit,
-                      mark=new_mark())
+        return Launch(spec=spec, argv=argv, program=program, text=prompt.text,
+                      session=prompt.session, resumed=prompt.resumed, spent=spent, limit=limit,
+                      deadline=self.started + limit, mark=new_mark())
 
     def _run_engine(self, launch: Launch) -> tuple[proc.StreamResult, Meter]:
         """The engine, run to its end; its usage, leftovers and work kept in the log and `engine_run`."""
@@ -444,26 +392,19 @@ def scrubbed(usage: Usage | None, scrubber: Scrubber) -> Usage | None:
                    models=tuple(clean.line(model) for model in usage.models))
 
 
-def resumable(plan: AttemptPlan, spec: EngineSpec, cwd: Path, log: AttemptLog
-              ) -> tuple[Usage | None, str | None]:
-    """The earlier run's usage and session to resume, when this engine can and the session
-    lives in this attempt's folder; else a fresh session (said in the log)."""
-    if plan.resume is None or not spec.can_resume:
-        return None, None
-    usage, where = plan.resume
-    if where and Path(where) != cwd:
-        log.note(f"not resuming session {usage.session}: it ran in {where}, this attempt runs in "
-                 f"{cwd}; a fresh session gets the failure instead")
-        return None, None
-    return usage, usage.session
-
-
-def resume_prompt(plan: AttemptPlan) -> str:
-    """The prompt of a resumed session: the agent remembers the job; tell it what failed."""
-    if not plan.previous_failure:
-        return build_prompt(plan)
-    return ("Your previous attempt at this job failed. The end of its output:\n\n```\n"
-            + plan.previous_failure.strip() + "\n```\n\nFix the cause of that failure.\n")
+def _mcp_server(plan: AttemptPlan, spec: EngineSpec, files: RunFiles, env: dict[str, str],
+                log: AttemptLog) -> mcpconfig.McpGiven | Ending | None:
+    """aq's MCP server for a job with `mcp: true` (its variables added to `env`): the engine
+    takes it, or never starts (an ending naming the engine)."""
+    if not plan.manifest.mcp or plan.verify_only:
+        return None
+    try:
+        mcp = mcpconfig.give(spec, files.mcp_config, plan.queue_root, env)
+    except mcpconfig.McpRefused as err:
+        return Ending(Outcome.ENGINE_MISSING, str(err))
+    env.update(mcp.env)
+    log.note(mcp.note)
+    return mcp
 
 
 def _keep_work(workspace: Workspace, plan: AttemptPlan, log: AttemptLog, run: EngineRun) -> None:

@@ -12,9 +12,10 @@ from aq.core.lifecycle import Stage
 from aq.core.usage import Usage
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
-from aq.worker.attempt import AttemptPlan, crashed_attempt, execute
+from aq.worker.attempt import crashed_attempt, execute
 from aq.worker.context import Claim, Ended, Running, WorkerContext
 from aq.worker.courier import Courier
+from aq.worker.plan import AttemptPlan
 from aq.worker.review import Reviewer
 from aq.worker.samples import Sampler
 

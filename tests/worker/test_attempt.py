@@ -16,7 +16,9 @@ from aq.infra.proctree import MARK_VAR
 from aq.infra.rundir import RunFiles
 from aq.store.config import QueueConfig, parse_config
 from aq.usecases.spend import live_usage
-from aq.worker.attempt import AttemptPlan, AttemptResult, build_prompt, execute
+from aq.worker.attempt import AttemptResult, execute
+from aq.worker.plan import AttemptPlan
+from aq.worker.prompts import build_prompt
 from tests.helpers.processes import wait_dead
 
 JOB = "job-1"
