@@ -54,15 +54,19 @@ def watch_gap(lease_ttl: float, poll: float) -> float:
 # --- a worker's own rules, on its monotonic clock ---------------------------------------------
 
 def heartbeat_every(lease_ttl: float, asked: float | None) -> float:
-    """The heartbeat interval: the one asked for (command line, then aq.yaml), else a quarter
-    of the TTL, so that a lease is renewed a few times before anyone could see it expire."""
-    return asked or lease_ttl / 4
+    """How often a held lease is renewed: as asked (command line, then aq.yaml), else twice a
+    TTL: each renewal is a push, which a forge counts (a failed one is tried again within a
+    twentieth of the TTL, see aq.store.beats)."""
+    return asked or lease_ttl / 2
 
 
 def renew_deadline(lease_ttl: float, heartbeat_interval: float) -> float:
     """How long a holder may go without a renewal reaching the remote before it stops its own
-    attempts: well before any observer could see the lease as expired (two heartbeats early,
-    and never later than half the TTL)."""
+    attempts: well before any observer could see the lease as expired. Two heartbeats early,
+    and never later than half the TTL; renewed only twice a TTL (the default), with failed
+    renewals tried again soon, a quarter of the TTL early."""
+    if heartbeat_interval >= lease_ttl / 2:
+        return lease_ttl * 3 / 4
     return max(lease_ttl - 2 * heartbeat_interval, lease_ttl / 2)
 
 

@@ -5,9 +5,10 @@ the caller aligns its clone to the new tip (aq.store.clone) and decides again; n
 rebased or merged (two identical renames would merge cleanly and make two owners). A push that
 fails in transport may still have landed, so it is confirmed by fetching and checking ancestry.
 
-Heartbeats never touch the main branch: each worker force-pushes a parentless commit to
-`refs/aq/workers/<id>`, a ref only it writes. Observers fetch those refs and note, on their own
-monotonic clock, when each one last changed.
+Heartbeats never touch the main branch: each machine force-pushes a parentless commit to
+`refs/aq/workers/<machine>`, a ref only its workers write (aq.store.beats), listing every lease
+they hold. Observers fetch those refs and note, on their own monotonic clock, when each one
+last changed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
+from aq.store.beats import worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
 
@@ -276,11 +278,16 @@ class LeaseObserver:
     def seen_changing(self) -> set[str]:
         """The workers whose heartbeat this machine has seen change, not only appear: for the
         others, how long ago they beat is known only from the beat itself."""
-        return {worker for worker, seen in self._load()["workers"].items()
-                if len(seen) > 2 and seen[2]}
+        data = self._load()
+        return {worker for ref, seen in data["workers"].items() if len(seen) > 2 and seen[2]
+                for worker in worker_beats(ref, data["payloads"].get(ref, {}))}
 
     def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
-        """worker id -> (seconds since its heartbeat last changed as seen here, its last payload)."""
+        """worker id -> (seconds since its heartbeat last changed as seen here, what its last
+        beat said of it): a machine's beat speaks for each of its workers."""
         data = self._load()
-        return {worker: (now - float(seen[1]) if seen else None, data["payloads"].get(worker, {}))
-                for worker, seen in data["workers"].items()}
+        found = {}
+        for ref, seen in data["workers"].items():
+            for worker, said in worker_beats(ref, data["payloads"].get(ref, {})).items():
+                found[worker] = (now - float(seen[1]) if seen else None, said)
+        return found

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aq.core.durations import format_duration
-from aq.core.leases import watch_gap
+from aq.core.leases import heartbeat_every, watch_gap
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.requirements import compare_versions, parse_version, version_in
 from aq.core.scrub import REDACTED, Scrubber
@@ -450,7 +450,8 @@ def _lease_troubles(queue: Queue, config: QueueConfig, building: list[Job], remo
                                                         for token, job in held.items()},
                                           gap=watch_gap(config.lease_ttl, config.poll))
         seen = observer.workers(now)
-    quiet = 2 * (config.heartbeat_interval or config.lease_ttl / 4)  # two missed heartbeats
+    every = heartbeat_every(config.lease_ttl, config.heartbeat_interval)
+    quiet = min(2 * every, every + config.lease_ttl / 4)  # a renewal well overdue
     host = socket.gethostname()
     troubles = [(job.id, "no claim event: it holds no lease") for job in building
                 if not job.state.token]

@@ -10,6 +10,7 @@ from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.requirements import tools_compared
 from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
+from aq.store.beats import worker_beats
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
 
@@ -96,9 +97,9 @@ def _unservable(queue: Queue, snapshot: Snapshot, verdicts: Mapping[str, Verdict
     published in its last heartbeat: kind "fleet", with what none of them has."""
     if queue.remote is None:
         return {}
-    fleet = [frozenset(str(cap) for cap in payload.get("capabilities") or ())
-             for _commit, payload in queue.remote.observed_heartbeats().values()
-             if payload.get("capabilities")]
+    fleet = [frozenset(str(cap) for cap in said.get("capabilities") or ())
+             for ref, (_commit, payload) in queue.remote.observed_heartbeats().items()
+             for said in worker_beats(ref, payload).values() if said.get("capabilities")]
     if not fleet:
         return {}
 

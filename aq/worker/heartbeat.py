@@ -1,16 +1,18 @@
-"""A worker's heartbeat: a thread that force-pushes the lease tokens it holds to its own ref
-(`refs/aq/workers/<id>`) every `heartbeat_interval`, and the self-fencing that goes with it: a
-holder whose renewals have not reached the remote for `renew_deadline` stops its attempts, so
-that no two engines work one job at once."""
+"""A worker's heartbeat: a thread that ticks often and cheaply and, when its machine's beat is
+due, pushes it (aq.store.beats: one ref per machine, `refs/aq/workers/<machine>`, listing every
+lease the machine's workers hold); and the self-fencing that goes with it: a holder whose
+renewals have not reached the remote for `renew_deadline` stops its attempts, so that no two
+engines work one job at once."""
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 
 from aq.core.events import iso
 from aq.core.leases import unrenewed
+from aq.store.beats import MachineBeat, Me, Timing, machine_id
+from aq.store.sync import LeaseObserver
 from aq.worker.context import WorkerContext
 
 
@@ -21,6 +23,12 @@ class Heartbeat:
         self._beat_now = threading.Event()
         self._ending = threading.Event()
         self._thread: threading.Thread | None = None
+        options = ctx.options
+        self.timing = Timing(interval=options.heartbeat_interval,
+                             tick=min(options.heartbeat_interval, options.lease_ttl / 20),
+                             idle=options.lease_ttl)
+        self.machine = MachineBeat(ctx.queue.state_dir, machine_id(ctx.queue.root),
+                                   LeaseObserver.boot_id())
 
     def start(self) -> None:
         if self.ctx.queue.remote is None:
@@ -41,43 +49,45 @@ class Heartbeat:
         return (self._ending.is_set() or self.ctx.stopping.is_set()) and not self.ctx.roster.running
 
     def _run(self) -> None:
-        seq = 0
         while True:
-            seq += 1
+            retiring = self._done()
             try:
-                self.beat(seq, retiring=self._done())
+                self.beat(force=retiring, retiring=retiring)
             except Exception as err:  # the thread must outlive any one beat, or every lease expires
                 self.ctx.voice.say(f"heartbeat failed: {err!r}; trying again")
-            if self._done():
+            if retiring:
                 return
-            self._beat_now.wait(timeout=self.ctx.options.heartbeat_interval)
+            self._beat_now.wait(timeout=self.timing.tick)
             self._beat_now.clear()
 
-    def beat(self, seq: int, retiring: bool = False) -> None:
-        """Push one heartbeat renewing every lease held; stop the attempts whose lease went
-        unrenewed too long meanwhile."""
+    def beat(self, seq: int = 0, *, retiring: bool = False, force: bool = True) -> None:
+        """Tick: note what this worker holds and push the machine's beat if it is due (always,
+        when `force`d); stop the attempts whose lease went unrenewed too long meanwhile.
+        (`seq` is kept for callers that number their beats; the machine numbers its own.)"""
         ctx = self.ctx
         remote = ctx.queue.remote
         assert remote is not None
-        payload = {
-            "worker": ctx.worker_id, "host": socket.gethostname(), "pid": os.getpid(), "seq": seq,
-            "wall": iso(ctx.now()), "tokens": ctx.roster.tokens(), "retiring": retiring,
-            "capabilities": sorted(ctx.options.capabilities or ()),
-        }
+        tokens = tuple(ctx.roster.tokens())
+        me = Me(ctx.worker_id, os.getpid(), tokens, tuple(sorted(ctx.options.capabilities or ())),
+                retiring)
         started = ctx.monotonic()
         renewed_before = self.renewed_at
         # a push that hangs must not outlast the renew deadline (the main loop checks it too)
-        renewed = remote.heartbeat(ctx.worker_id, payload,
-                                   timeout=max(2.0, ctx.options.heartbeat_interval),
-                                   identity=ctx.queue.identity or ())
+        timeout = max(2.0, min(ctx.options.heartbeat_interval, ctx.options.lease_ttl / 4))
+
+        def push(payload: dict[str, object]) -> bool:
+            return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
+                                    identity=ctx.queue.identity or ())
+
+        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force)
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)
-        if renewed:
-            self.renewed_at = started
-        else:
+        if tick.landed_at is not None and set(tokens) <= tick.carried:
+            self.renewed_at = max(self.renewed_at, tick.landed_at)
+        if tick.pushed and not tick.landed:
             self.lose_silent_leases(renewed_before, ctx.monotonic())
-            silent = ctx.monotonic() - renewed_before
+            silent = ctx.monotonic() - self.renewed_at
             if silent >= ctx.options.lease_ttl / 2 and ctx.roster.busy():
                 ctx.voice.unreachable(f"no heartbeat has reached it for {silent:.0f}s")
 

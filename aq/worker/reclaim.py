@@ -78,7 +78,8 @@ class Reclaimer:
         else:
             confirmed = set(building)
         # drain waits for a lease that may expire
-        self.silent_leases = any(may_expire(s, token in confirmed, ctx.options.heartbeat_interval)
+        overdue = min(ctx.options.heartbeat_interval, ctx.options.lease_ttl / 4)
+        self.silent_leases = any(may_expire(s, token in confirmed, overdue)
                                  for token, s in silence.items())
         taken = False
         for token, job in building.items():

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from aq.core.events import fold
-from tests.helpers.fleet import Fleet, can_fake_hosts, fleet_in, ledger_body, ledger_rows
+from tests.helpers.fleet import (
+    Fleet,
+    can_fake_hosts,
+    fleet_in,
+    ledger_body,
+    ledger_rows,
+    machine_ref,
+)
 from tests.helpers.git import git
 from tests.helpers.processes import alive
 from tests.helpers.queue import STAGES
@@ -145,9 +152,10 @@ def test_a_job_that_kills_its_machine_is_dead_lettered_through_lease_expiry(flee
     assert [row[2] for row in ledger_rows(ledger)] == ["m0", "m1", "m2"]
 
 
-def heartbeat_payload(fleet: Fleet, worker: str) -> dict[str, Any]:
-    """The payload of `worker`'s heartbeat as the remote holds it now ({} before its first beat)."""
-    done = git(fleet.bare, "cat-file", "commit", f"refs/aq/workers/{worker}", check=False)
+def heartbeat_payload(fleet: Fleet, clone: Path) -> dict[str, Any]:
+    """The payload of the heartbeat of `clone`'s machine as the remote holds it now ({} before
+    its first beat)."""
+    done = git(fleet.bare, "cat-file", "commit", machine_ref(clone), check=False)
     if "\n\n" not in done:
         return {}
     return dict(json.loads(done.split("\n\n", 1)[1]))
@@ -166,10 +174,10 @@ def test_a_holder_whose_result_cannot_land_yet_keeps_renewing_its_lease(fleet: F
     try:
         go.touch()
         assert wait_until(ended.exists, 30)
-        seq = int(heartbeat_payload(fleet, "holder")["seq"])
-        assert wait_until(lambda: int(heartbeat_payload(fleet, "holder")["seq"]) >= seq + 3, 30)
+        seq = int(heartbeat_payload(fleet, fleet.clones[0])["seq"])
+        assert wait_until(lambda: int(heartbeat_payload(fleet, fleet.clones[0])["seq"]) >= seq + 3, 30)
         assert fleet.stage("slow-to-land") == "building"  # the result has not landed
-        assert token in heartbeat_payload(fleet, "holder")["tokens"]
+        assert token in heartbeat_payload(fleet, fleet.clones[0])["tokens"]
         shown = fleet.aq(fleet.seed, "workers", "--json")
         assert [row["jobs"] for row in json.loads(shown.stdout) if row["worker"] == "holder"] == \
             [["slow-to-land"]]

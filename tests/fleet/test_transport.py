@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.chaos import Fleet, Slot, audit, run_chaos, serve
-from tests.helpers.fleet import SOAK
+from tests.helpers.fleet import SOAK, machine_ref
 from tests.helpers.git import git
 from tests.helpers.waiting import wait_for
 
@@ -259,7 +259,7 @@ def test_a_result_owed_to_the_remote_survives_a_sibling_realigning_the_clone(
 
 HANG_HEARTBEATS_OF = """#!/bin/sh
 while read old new ref; do
-    if [ "$ref" = refs/aq/workers/{worker} ] && [ -e "{arm}" ]; then
+    if [ "$ref" = {ref} ] && [ -e "{arm}" ]; then
         sleep 60  # the push neither lands nor fails: a connection that hangs
     fi
 done
@@ -273,8 +273,9 @@ def test_a_holder_whose_heartbeat_push_hangs_stops_its_attempt_before_the_lease_
     deadline, before its lease can expire, so no two engines ever run the job at once."""
     seed = fleet.seed()
     arm, marks = fleet.root / "arm", fleet.root / "marks"
+    holder_clone = fleet.clone("holder-clone")
     hook = fleet.remote / "hooks" / "pre-receive"
-    hook.write_text(HANG_HEARTBEATS_OF.format(worker="holder", arm=arm))
+    hook.write_text(HANG_HEARTBEATS_OF.format(ref=machine_ref(holder_clone), arm=arm))
     hook.chmod(0o755)
     body = (f'echo "$AQ_JOB_ID $AQ_ATTEMPT $AQ_WORKER_ID" >> {fleet.ledger}\n'
             f'echo "start $AQ_ATTEMPT" >> {marks}\n'
@@ -282,7 +283,7 @@ def test_a_holder_whose_heartbeat_push_hangs_stops_its_attempt_before_the_lease_
             f'    for i in $(seq 100); do echo "tick 1" >> {marks}; sleep 0.2; done\nfi\n'
             f'echo "end $AQ_ATTEMPT" >> {marks}\n')
     fleet.drop(seed, ["long"], body=body)
-    holder = fleet.start("holder", fleet.clone("holder-clone"), mode="--once")
+    holder = fleet.start("holder", holder_clone, mode="--once")
     wait_for(arm.exists, 60, "the holder runs the job and its heartbeats start to hang")
     watcher = fleet.start("watcher", fleet.clone("watcher-clone"), mode=None)
     wait_for(lambda: "end 2" in (marks.read_text() if marks.exists() else ""), 90,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from aq.store.beats import machine_id
 from aq.usecases.setup import init_queue
 from tests.helpers.cli import Ran, aq_env, run_aq
 from tests.helpers.git import git
@@ -60,6 +61,15 @@ def can_fake_hosts() -> bool:
     except OSError:
         return False
     return done.returncode == 0 and done.stdout.strip() == "aq-probe"
+
+
+def machine_ref(root: Path, host: str | None = None) -> str:
+    """The heartbeat ref of the workers of the clone at `root` (on `host`, for workers started
+    with `host=`; else this machine)."""
+    machine = machine_id(root)
+    if host is not None:
+        machine = f"{host.split('.')[0].lower()}-{machine.rsplit('-', 1)[1]}"
+    return f"refs/aq/workers/{machine}"
 
 
 def ledger_rows(path: Path) -> list[list[str]]:

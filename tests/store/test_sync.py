@@ -20,7 +20,7 @@ from aq.store.queue import Queue
 from aq.store.replica import Delivery
 from aq.store.sync import EMPTY_TREE, LeaseObserver, Push, Remote
 from aq.store.tx import Tx
-from tests.helpers.fleet import Fleet, fleet_in, ledger_body, ledger_rows
+from tests.helpers.fleet import Fleet, fleet_in, ledger_body, ledger_rows, machine_ref
 from tests.helpers.git import git, head
 from tests.helpers.queue import write_job
 from tests.helpers.waiting import wait_until
@@ -234,7 +234,8 @@ def test_a_heartbeat_is_a_parentless_commit_on_the_workers_own_ref_and_never_on_
 
 
 def test_a_running_worker_renews_its_lease_on_its_ref_without_adding_commits_to_main(fleet: Fleet) -> None:
-    """A worker holding a job for several heartbeats moves only refs/aq/workers/<id>; main gains just the claim."""
+    """A worker holding a job for several heartbeats moves only its machine's ref
+    refs/aq/workers/<machine>, whose beat lists its lease; main gains just the claim."""
     go = fleet.base / "go"
     fleet.drop_jobs({"held": (f"while [ ! -e {go} ]; do sleep 0.1; done\n", {})})
     before = int(git(fleet.bare, "rev-list", "--count", "main"))
@@ -243,7 +244,8 @@ def test_a_running_worker_renews_its_lease_on_its_ref_without_adding_commits_to_
     seen: set[str] = set()
 
     def beats() -> bool:
-        done = git(fleet.bare, "rev-parse", "-q", "--verify", "refs/aq/workers/beater", check=False)
+        done = git(fleet.bare, "rev-parse", "-q", "--verify", machine_ref(fleet.clones[0]),
+                   check=False)
         seen.add(done.strip())
         return len(seen - {""}) >= 4
 
@@ -251,8 +253,9 @@ def test_a_running_worker_renews_its_lease_on_its_ref_without_adding_commits_to_
     assert int(git(fleet.bare, "rev-list", "--count", "main")) == before + 1
     observer = remote_of(fleet.clones[1])
     assert observer.fetch()
-    _commit, payload = observer.observed_heartbeats()["beater"]
-    assert payload["tokens"] == [fleet.events("held", "claimed")[0]["token"]]
+    _commit, payload = observer.observed_heartbeats()[machine_ref(fleet.clones[0]).rsplit("/", 1)[1]]
+    token = fleet.events("held", "claimed")[0]["token"]
+    assert payload["tokens"] == payload["workers"]["beater"]["tokens"] == [token]
     go.touch()
     assert wait_until(lambda: fleet.stage("held") == "review", 30)
     fleet.kill(worker, signal.SIGTERM)
@@ -439,7 +442,7 @@ def test_workers_json_lists_each_worker_with_the_jobs_it_holds(fleet: Fleet) -> 
     busy = fleet.worker(a, "busy", lease=LONG_LEASE)
     assert wait_until(lambda: fleet.stage("long-one") == "building", 30), fleet.err(busy)
     idle = fleet.worker(b, "idle", lease=LONG_LEASE)
-    assert wait_until(lambda: "refs/aq/workers/idle" in git(fleet.bare, "for-each-ref"), 30)
+    assert wait_until(lambda: machine_ref(b) in git(fleet.bare, "for-each-ref"), 30)
 
     shown = fleet.aq(fleet.seed, "workers", "--json")
     assert shown.returncode == 0, shown.stderr

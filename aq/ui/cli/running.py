@@ -24,7 +24,7 @@ def run(
                        "unreachable; reconcile when it answers.")] = False,
     lease_ttl: Annotated[str | None, typer.Option("--lease-ttl", help="Lease TTL (default aq.yaml, 10m).")] = None,
     heartbeat: Annotated[str | None, typer.Option("--heartbeat", help="Heartbeat interval "
-                         "(default a quarter of the TTL).")] = None,
+                         "(default half the TTL).")] = None,
     queue: QueueOpt = None,
 ) -> None:
     """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""

@@ -1,0 +1,175 @@
+"""One heartbeat per machine: every worker of a clone on one host shares one ref,
+`refs/aq/workers/<machine>`, whose payload lists every lease they hold. Each worker ticks often
+and cheaply (a small file under a file lock in the state folder); a push happens only when the
+machine's beat is due: its leases were last renewed `interval` ago (half the TTL by default),
+a failed beat is tried again a tick later, a worker started, stopped or changed what it can do,
+or (holding no lease) a TTL passed. A worker that stops ticking (killed, paused) drops out of
+the beat: its leases are not renewed by its siblings, so they expire as they would alone.
+
+Times are the machine's monotonic clock, valid within one boot (the file says which).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aq.infra.files import write_atomic
+from aq.infra.proc import pid_alive
+
+FRESH_TICKS = 3  # a worker silent for this many ticks is left out of the beat
+LOCK_WAIT = 1.0  # seconds a tick waits for a sibling's beat; longer: this tick beats nothing
+
+
+def machine_id(root: Path) -> str:
+    """This machine's name for the clone at `root`: its host, and the clone's folder."""
+    host = socket.gethostname().split(".")[0].lower() or "host"
+    where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:6]
+    return f"{host}-{where}"
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    """What one worker says of itself at a tick."""
+
+    worker: str
+    pid: int
+    tokens: tuple[str, ...]
+    capabilities: tuple[str, ...]
+    retiring: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    interval: float  # a held lease is renewed this often
+    tick: float  # each worker ticks this often; a failed beat is tried again a tick later
+    idle: float  # a machine holding no lease beats this often (to be seen by `aq workers`)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What a tick saw: when the machine's last beat that landed left, and the leases it carried
+    (None: none landed in this boot); whether this tick pushed one, and if it landed."""
+
+    landed_at: float | None
+    carried: frozenset[str]
+    pushed: bool = False
+    landed: bool = False
+
+
+class MachineBeat:
+    """The beat of one machine, shared by the workers of its clone through a file."""
+
+    def __init__(self, state_dir: Path, machine: str, boot: str) -> None:
+        self.machine = machine
+        self.path = state_dir / f"beat-{machine}.json"
+        self.boot = boot
+
+    def tick(self, me: Me, now: float, timing: Timing,
+             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False) -> Tick:
+        """Note `me`, and push the machine's beat if it is due (or `force`d: a worker that
+        stops says so at once) with `push` (payload -> landed)."""
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.path.with_suffix(".lock")), timeout=LOCK_WAIT):
+                data = self._load()
+                workers = self._noted(data, me, now)
+                fresh = {name: entry for name, entry in workers.items()
+                         if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
+                payload = self._payload(data, fresh, wall)
+                pushed = landed = False
+                if force or self._due(data, payload, now, timing):
+                    pushed = True
+                    data["attempted"] = now
+                    landed = push(payload)
+                    if landed:
+                        data["landed"], data["carried"] = now, payload["tokens"]
+                        data["said"] = _said(payload)
+                        data["seq"] = payload["seq"]
+                        # a stopped worker is gone once a beat that says so landed
+                        data["workers"] = {name: entry for name, entry in workers.items()
+                                           if not entry.get("retiring")}
+                self._save(data)
+                landed_at = data.get("landed")
+                return Tick(float(landed_at) if landed_at is not None else None,
+                            frozenset(data.get("carried") or ()), pushed, landed)
+        except Timeout:
+            return Tick(None, frozenset())
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict) or data.get("boot") != self.boot:
+            data = {"boot": self.boot}
+        data.setdefault("workers", {})
+        return data
+
+    def _save(self, data: Mapping[str, Any]) -> None:
+        write_atomic(self.path, json.dumps(data))
+
+    @staticmethod
+    def _noted(data: dict[str, Any], me: Me, now: float) -> dict[str, dict[str, Any]]:
+        """The machine's workers with `me` noted, less those whose process is gone."""
+        workers: dict[str, dict[str, Any]] = data["workers"]
+        workers[me.worker] = {"pid": me.pid, "tokens": list(me.tokens), "alive": now,
+                              "capabilities": list(me.capabilities), "retiring": me.retiring}
+        for name in list(workers):
+            pid = workers[name].get("pid")
+            if name != me.worker and (not isinstance(pid, int) or not pid_alive(pid)):
+                del workers[name]  # killed: its leases must go unrenewed
+        return workers
+
+    def _payload(self, data: Mapping[str, Any], fresh: Mapping[str, dict[str, Any]],
+                 wall: str) -> dict[str, Any]:
+        tokens = sorted({str(token) for entry in fresh.values() for token in entry["tokens"]})
+        return {"machine": self.machine, "host": socket.gethostname(), "wall": wall,
+                "seq": int(data.get("seq", 0)) + 1, "tokens": tokens,
+                "workers": {name: {"pid": entry["pid"], "tokens": entry["tokens"],
+                                   "capabilities": entry["capabilities"],
+                                   "retiring": entry["retiring"]}
+                            for name, entry in sorted(fresh.items())}}
+
+    @staticmethod
+    def _due(data: Mapping[str, Any], payload: Mapping[str, Any], now: float,
+             timing: Timing) -> bool:
+        landed, attempted = data.get("landed"), data.get("attempted")
+        if attempted is not None and now - float(attempted) < timing.tick:
+            return False  # a sibling just beat (or tried): at most one push a tick
+        if landed is None:
+            return True
+        since = now - float(landed)
+        if payload["tokens"]:  # a new lease need not wait: observers count from its claim
+            return since >= timing.interval
+        return since >= timing.idle or _said(payload) != data.get("said")
+
+
+def _said(payload: Mapping[str, Any]) -> str:
+    """What a beat says of the machine's workers beside its leases: who, what each can do,
+    whether it stops. A change is worth a beat even with no lease held."""
+    workers = payload.get("workers") or {}
+    return json.dumps({name: [entry.get("capabilities"), entry.get("retiring")]
+                       for name, entry in workers.items()}, sort_keys=True)
+
+
+def worker_beats(ref: str, payload: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """worker -> what the heartbeat at `ref` says of it: a machine's beat speaks for each of
+    its workers (with the machine's host and wall time); a beat of one worker (aq before
+    machine beats) for that worker alone."""
+    workers = payload.get("workers")
+    if not isinstance(workers, dict):
+        return {str(payload.get("worker") or ref): dict(payload)}
+    said = {}
+    for name, entry in workers.items():
+        if isinstance(entry, dict):
+            said[str(name)] = {**entry, "worker": name, "host": payload.get("host"),
+                               "wall": payload.get("wall"), "machine": payload.get("machine")}
+    return said

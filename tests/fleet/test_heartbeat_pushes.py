@@ -1,0 +1,68 @@
+"""Heartbeat pushes are counted per machine, not per worker (a forge counts every push): eight
+workers on two machines, idle and then each holding a job, push at most one heartbeat a lease
+TTL per machine while idle and two while holding leases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.fleet import Fleet, fleet_in, machine_ref
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+TTL = 3.0
+WINDOW = 4  # lease TTLs each phase is watched for
+LOG_REFS = """#!/bin/sh
+while read old new ref; do echo "$ref" >> "{log}"; done
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    with fleet_in(tmp_path / "fleet", 2) as made:
+        yield made
+
+
+def beats(log: Path, ref: str) -> int:
+    return log.read_text().split().count(ref) if log.exists() else 0
+
+
+def watched(log: Path, refs: list[str]) -> list[int]:
+    """Each machine's heartbeat pushes over WINDOW lease TTLs from now."""
+    before = [beats(log, ref) for ref in refs]
+    time.sleep(WINDOW * TTL)  # a window of time is what is measured here, not waited out
+    return [beats(log, ref) - start for ref, start in zip(refs, before, strict=True)]
+
+
+def test_eight_workers_on_two_machines_push_heartbeats_per_machine(fleet: Fleet) -> None:
+    log, go = fleet.base / "pushes", fleet.base / "go"
+    hook = fleet.bare / "hooks" / "pre-receive"
+    hook.write_text(LOG_REFS.format(log=log))
+    hook.chmod(0o755)
+    refs = [machine_ref(clone) for clone in fleet.clones]
+    workers = [fleet.start(clone, "run", "--worker", f"w{n}-{i}", "--poll", "0.2",
+                           "--lease-ttl", f"{TTL:g}s", name=f"w{n}-{i}")
+               for n, clone in enumerate(fleet.clones) for i in range(4)]
+    wait_for(lambda: all(beats(log, ref) for ref in refs), 60, "both machines' first beats")
+    time.sleep(TTL)  # the workers' starts are said (a beat each at most a tick apart): let them
+    idle = watched(log, refs)
+    assert all(count <= WINDOW + 1 for count in idle), (idle, refs)
+
+    fleet.drop_jobs({f"hold-{n}": (f"while [ ! -e {go} ]; do sleep 0.1; done", {})
+                     for n in range(8)})
+    wait_for(lambda: sorted(fleet.stages_at().values()) == [["building"]] * 8, 120,
+             "every worker holding a job")
+    holding = watched(log, refs)
+    # half a TTL apart: two a TTL (and one more at a window's edge), against eight workers'
+    # four a TTL each before machine beats
+    assert all(1 <= count <= 2 * WINDOW + 1 for count in holding), (holding, refs)
+    # and no lease went unrenewed meanwhile: no job was taken back
+    assert all(stages == ["building"] for stages in fleet.stages_at().values())
+    assert not [e for n in range(8) for e in fleet.events(f"hold-{n}", "finished")]
+    go.touch()
+    for worker in workers:
+        fleet.kill(worker)

@@ -1,0 +1,112 @@
+"""One heartbeat per machine (aq.store.beats), driven tick by tick with a clock the test holds:
+the beat carries every fresh worker's leases, is pushed only when due, leaves out a worker that
+is gone or stopped ticking, and says a worker's stop at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from aq.store.beats import MachineBeat, Me, Timing, worker_beats
+
+TIMING = Timing(interval=50.0, tick=5.0, idle=100.0)  # a lease TTL of 100s
+PID = os.getpid()  # a live process the workers can claim to be
+
+
+class Remote:
+    """Takes beats (or refuses them while `down`), keeping each payload pushed."""
+
+    def __init__(self) -> None:
+        self.beats: list[dict[str, Any]] = []
+        self.down = False
+
+    def __call__(self, payload: dict[str, Any]) -> bool:
+        if self.down:
+            return False
+        self.beats.append(payload)
+        return True
+
+
+def me(worker: str, *tokens: str, pid: int = PID, retiring: bool = False) -> Me:
+    return Me(worker, pid, tokens, ("os:linux",), retiring)
+
+
+def test_the_workers_of_a_machine_share_one_beat_pushed_twice_a_ttl(tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    for second in range(0, 200, 5):  # two workers tick every 5s for two TTLs
+        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall")
+        beat.tick(me("w2", "t2", "t3"), float(second) + 0.5, TIMING, remote, "wall")
+    assert len(remote.beats) == 4  # at 0 (the first), 50, 100, 150: not one per worker
+    last = remote.beats[-1]
+    assert last["tokens"] == ["t1", "t2", "t3"] and last["machine"] == "box-1"
+    assert sorted(last["workers"]) == ["w1", "w2"]
+    assert [b["seq"] for b in remote.beats] == [1, 2, 3, 4]
+
+
+def test_a_machine_holding_no_lease_beats_once_a_ttl_and_when_its_workers_change(
+        tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    for second in range(0, 300, 5):
+        beat.tick(me("w1"), float(second), TIMING, remote, "wall")
+    assert len(remote.beats) == 3  # 0, 100, 200
+    beat.tick(me("w2"), 301.0, TIMING, remote, "wall")  # a worker started: said at once
+    assert sorted(remote.beats[-1]["workers"]) == ["w1", "w2"]
+
+
+def test_a_worker_that_is_gone_or_stopped_ticking_is_left_out(tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    beat.tick(me("dead", "t-dead", pid=gone.pid), 0.0, TIMING, remote, "wall")
+    beat.tick(me("paused", "t-paused"), 0.0, TIMING, remote, "wall")
+    beat.tick(me("live", "t-live"), 1.0, TIMING, remote, "wall", force=True)
+    assert remote.beats[-1]["tokens"] == ["t-live", "t-paused"]  # the dead one's lease goes
+    for second in range(5, 60, 5):  # `paused` ticks no more: after three ticks it drops out
+        beat.tick(me("live", "t-live"), float(second), TIMING, remote, "wall")
+    assert remote.beats[-1]["tokens"] == ["t-live"]
+
+
+def test_a_failed_beat_is_tried_again_a_tick_later_and_only_a_landed_one_renews(
+        tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    first = beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
+    assert (first.pushed, first.landed, first.landed_at, first.carried) == (
+        True, True, 0.0, frozenset({"t1"}))
+    remote.down = True
+    failed = beat.tick(me("w1", "t1"), 50.0, TIMING, remote, "wall")
+    assert failed.pushed and not failed.landed and failed.landed_at == 0.0
+    assert not beat.tick(me("w1", "t1"), 52.0, TIMING, remote, "wall").pushed  # within a tick
+    remote.down = False
+    again = beat.tick(me("w1", "t1"), 55.0, TIMING, remote, "wall")
+    assert again.landed and again.landed_at == 55.0
+
+
+def test_a_stopping_worker_says_so_at_once_and_is_then_forgotten(tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
+    beat.tick(me("w2"), 1.0, TIMING, remote, "wall", force=True)
+    beat.tick(me("w2", retiring=True), 2.0, TIMING, remote, "wall", force=True)
+    assert remote.beats[-1]["workers"]["w2"]["retiring"] is True
+    assert beat.tick(me("w1", "t1"), 55.0, TIMING, remote, "wall").pushed
+    assert sorted(remote.beats[-1]["workers"]) == ["w1"]
+
+
+def test_another_boot_starts_afresh(tmp_path: Path) -> None:
+    remote = Remote()
+    MachineBeat(tmp_path, "box-1", "boot-1").tick(me("w1", "t1"), 500.0, TIMING, remote, "wall")
+    after = MachineBeat(tmp_path, "box-1", "boot-2").tick(me("w1", "t1"), 3.0, TIMING, remote,
+                                                         "wall")
+    assert after.landed and after.landed_at == 3.0  # not "500s ago, in the future"
+
+
+def test_a_machines_beat_speaks_for_each_of_its_workers_and_an_old_beat_for_one() -> None:
+    machine = {"machine": "box-1", "host": "box", "wall": "w", "tokens": ["t1"],
+               "workers": {"w1": {"pid": 1, "tokens": ["t1"], "capabilities": ["a"],
+                                  "retiring": False}}}
+    assert worker_beats("box-1", machine) == {"w1": {
+        "pid": 1, "tokens": ["t1"], "capabilities": ["a"], "retiring": False, "worker": "w1",
+        "host": "box", "wall": "w", "machine": "box-1"}}
+    old = {"worker": "w9", "tokens": ["t9"], "host": "h"}
+    assert worker_beats("w9", old) == {"w9": old}
