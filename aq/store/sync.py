@@ -42,8 +42,10 @@ class Push(StrEnum):
     REFUSED = "refused"  # the server said no (a hook, a rate limit): it did not land
 
 
-# A lost race, in `git push --porcelain`'s words: the branch moved under us.
-_RACE = ("fetch first", "non-fast-forward", "stale info", "already exists")
+# A lost race, in `git push --porcelain`'s words: the branch moved under us (said by our git,
+# or by the server's as it lost the update of the ref to another push at the same moment).
+_RACE = ("fetch first", "non-fast-forward", "stale info", "already exists", "cannot lock ref",
+         "failed to update ref", "failed to lock", "but expected", "incorrect old value")
 # An HTTP server that limits (GitHub, GitLab: 429; some say 403 with a rate-limit text).
 _LIMITED = re.compile(r"\b429\b|rate.?limit|too many requests|secondary rate", re.I)
 
@@ -60,10 +62,10 @@ def push_outcome(done: proc.Completed) -> tuple[Push, str]:
         if not line.startswith("!"):
             continue
         status = line.split("\t")[-1]
+        if "rejected]" in status and any(race in status for race in _RACE):
+            return Push.REJECTED, ""
         if "[remote rejected]" in status:
             return Push.REFUSED, (said or status.split("]", 1)[-1].strip(" ()"))[:300]
-        if "[rejected]" in status and any(race in status for race in _RACE):
-            return Push.REJECTED, ""
     if _LIMITED.search(done.stderr):
         return Push.REFUSED, (said or gitops.reason(done))[:300]
     return Push.TRANSPORT, ""

@@ -32,6 +32,7 @@ from tests.helpers.chaos import (
     run_chaos,
     skewed_clock_env,
 )
+from tests.helpers.fleet import machine_ref
 from tests.helpers.git import git
 from tests.helpers.waiting import wait_for
 
@@ -138,7 +139,7 @@ def test_a_dead_holders_job_is_reclaimed_by_a_skewed_worker_after_the_ttl(
     wait_for(lambda: fleet.stages().get("orphan") == ["building"], 60, "the holder claims the job")
     wait_for(lambda: "orphan 1 holder" in fleet.ledger.read_text(), 60, "the holder runs the job")
     watcher = fleet.start("watcher", watcher_clone, mode=None, env=clocks[watcher_clock])
-    wait_for(lambda: "aq/workers/watcher" in fleet_refs(fleet), 60, "the watcher is up")
+    wait_for(lambda: machine_ref(watcher_clone) in fleet_refs(fleet), 60, "the watcher is up")
     time.sleep(1.0)  # it has watched the holder's lease being renewed
 
     if elsewhere:  # another host: only the silence of its heartbeats can tell it died

@@ -23,6 +23,12 @@ def test_a_moved_branch_is_a_lost_race_and_a_declining_hook_a_refusal() -> None:
     assert push_outcome(Completed(1, REJECTED_LINE, "")) == (Push.REJECTED, "")
     stale = "!\tHEAD:refs/heads/main\t[rejected] (stale info)\n"
     assert push_outcome(Completed(1, stale, ""))[0] is Push.REJECTED
+    # the server's git lost the ref to another push at the same moment: a race too
+    locked = ("!\tHEAD:refs/heads/main\t[remote rejected] (cannot lock ref 'refs/heads/main': "
+              "is at 1e9b but expected 28c4)\n")
+    assert push_outcome(Completed(1, locked, ""))[0] is Push.REJECTED
+    failed = "!\tHEAD:refs/heads/main\t[remote rejected] (failed to update ref)\n"
+    assert push_outcome(Completed(1, failed, ""))[0] is Push.REJECTED
     said = "remote: push limit: 6 per minute, try later\n"
     assert push_outcome(Completed(1, HOOK_LINE, said)) == (
         Push.REFUSED, "push limit: 6 per minute, try later")
