@@ -2,8 +2,8 @@
 `refs/aq/workers/<machine>`, whose payload lists every lease they hold. Each worker ticks often
 and cheaply (a small file under a file lock in the state folder); a push happens only when the
 machine's beat is due: its leases were last renewed `interval` ago (half the TTL by default),
-a failed beat is tried again a tick later, a worker started, stopped or changed what it can do,
-or (holding no lease) a TTL passed. A worker that stops ticking (killed, paused) drops out of
+a failed beat is tried again a tick later, or (holding no lease) a TTL passed, or an interval
+passed and a worker started, stopped or changed what it can do. A worker that stops ticking (killed, paused) drops out of
 the beat: its leases are not renewed by its siblings, so they expire as they would alone.
 
 Times are the machine's monotonic clock, valid within one boot (the file says which).
@@ -71,9 +71,11 @@ class MachineBeat:
         self.boot = boot
 
     def tick(self, me: Me, now: float, timing: Timing,
-             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False) -> Tick:
+             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False,
+             extra: Mapping[str, Any] | None = None) -> Tick:
         """Note `me`, and push the machine's beat if it is due (or `force`d: a worker that
-        stops says so at once) with `push` (payload -> landed)."""
+        stops says so at once) with `push` (payload -> landed); `extra`: more for the beat to
+        say of the machine (its push counts)."""
         from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,7 @@ class MachineBeat:
                 workers = self._noted(data, me, now)
                 fresh = {name: entry for name, entry in workers.items()
                          if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
-                payload = self._payload(data, fresh, wall)
+                payload = {**self._payload(data, fresh, wall), **(extra or {})}
                 pushed = landed = False
                 if force or self._due(data, payload, now, timing):
                     pushed = True
@@ -149,7 +151,9 @@ class MachineBeat:
         since = now - float(landed)
         if payload["tokens"]:  # a new lease need not wait: observers count from its claim
             return since >= timing.interval
-        return since >= timing.idle or _said(payload) != data.get("said")
+        # a worker started or stopped: said with the next beat, at most one an interval (each
+        # beat is a push a forge counts)
+        return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
 
 
 def _said(payload: Mapping[str, Any]) -> str:

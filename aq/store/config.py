@@ -17,6 +17,7 @@ from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
+from aq.store.pacer import PushBudget
 from aq.trackers.settings import TrackerSettings, parse_settings
 
 CONFIG_NAME = "aq.yaml"
@@ -111,6 +112,11 @@ prefer_window: 2m
 # What the whole queue may spend in a UTC day, counted from the runs recorded on the remote:
 # crossing it halts the queue (queue/HALT, reason budget) until a person runs `aq resume`.
 # budget: {usd_per_day: 50, tokens_per_day: 20M}
+
+# The fleet's pushes allowed in any minute, kept by pacing (a push over a forge's limit is
+# refused): GitHub recommends at most 6 a minute per repository; GitLab allows 600 a minute per
+# user and project. Unset: no pacing.
+# push_budget: {per_minute: 6}
 """
 
 DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
@@ -120,7 +126,7 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
-          "log_retention", "trackers", "prices", "budget", "review")
+          "log_retention", "trackers", "prices", "budget", "review", "push_budget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,7 @@ class QueueConfig:
     budget_usd_per_day: float | None = None  # the queue halts when a UTC day's runs cost more
     budget_tokens_per_day: int | None = None
     review: ReviewGate | None = None  # the review gate of every job that sets none of its own
+    push_budget: PushBudget | None = None  # the fleet's pushes allowed per window (paced)
 
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
@@ -212,7 +219,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 6  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 7  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -290,6 +297,8 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     values["engines"] = _engines(raw.get("engines") or {}, source)
     values["prices"] = parse_prices(raw.get("prices") or {}, f"{source}: prices")
     values.update(_queue_budget(raw.get("budget"), source))
+    if raw.get("push_budget") is not None:
+        values["push_budget"] = _push_budget(raw["push_budget"], source)
     try:
         values["trackers"] = parse_settings(raw.get("trackers"), source)
     except ValueError as err:
@@ -316,6 +325,30 @@ def _queue_budget(raw: object, source: str) -> dict[str, object]:
         except ValueError as err:
             raise ConfigError(f"{source}: key 'budget.{key}': {err}") from None
     return values
+
+
+def _push_budget(raw: object, source: str) -> PushBudget:
+    """`push_budget: {per_minute: 6}`, or `{pushes: 6, per: 1m}`: the fleet's pushes allowed in
+    any such window."""
+    example = "expected {per_minute: 6} or {pushes: 6, per: 1m}"
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: key 'push_budget': {example}")
+    known = ("per_minute", "pushes", "per")
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key 'push_budget.{key}'; known: {', '.join(known)}")
+    count = raw.get("per_minute", raw.get("pushes"))
+    if ("per_minute" in raw) == ("pushes" in raw) or isinstance(count, bool) \
+            or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"{source}: key 'push_budget': a whole number of pushes of 1 or more "
+                          f"as per_minute or pushes; {example}")
+    try:
+        per = 60.0 if "per_minute" in raw else parse_duration(raw.get("per", "1m"))
+    except ValueError as err:
+        raise ConfigError(f"{source}: key 'push_budget.per': {err}") from None
+    if per <= 0:
+        raise ConfigError(f"{source}: key 'push_budget.per': a window longer than 0s; {example}")
+    return PushBudget(count, per)
 
 
 def _ship_mode(value: object) -> str:

@@ -137,10 +137,16 @@ class Queue:
 
     @cached_property
     def remote(self) -> Remote | None:
-        from aq.store.sync import Remote  # lazily: `aq ls` and `aq next` never talk to the remote
+        from aq.store.beats import machine_id
+        from aq.store.pacer import Pacer
+        from aq.store.sync import LeaseObserver, Remote  # lazily: `aq ls`, `aq next` never sync
 
         origin = self.origin
-        return None if origin is None else Remote(self.root, origin.name, origin.branch)
+        if origin is None:
+            return None
+        pacer = Pacer(self.state_dir, self.config.push_budget, boot=LeaseObserver.boot_id(),
+                      machine=machine_id(self.root), lease_ttl=self.config.lease_ttl)
+        return Remote(self.root, origin.name, origin.branch, pacer)
 
     def transact(self, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None = None, *,

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from aq.infra.files import write_atomic
 from aq.store.beats import worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
+from aq.store.pacer import Pacer
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
@@ -78,6 +79,7 @@ class Remote:
     root: Path
     name: str
     branch: str
+    pacer: Pacer | None = field(default=None, compare=False)  # the push budget; every push counted
 
     @property
     def tracking(self) -> str:
@@ -136,10 +138,19 @@ class Remote:
         return bool(tip is not None and self.is_ancestor(commit, tip))
 
     def push(self) -> tuple[Push, str]:
-        """Push HEAD to the queue's branch: how it ended, and the server's words if it refused."""
-        return push_outcome(self._git("push", "--porcelain", "-q", self.name,
-                                      f"HEAD:refs/heads/{self.branch}", check=False,
-                                      timeout=NETWORK_TIMEOUT))
+        """Push HEAD to the queue's branch, once the push budget has room (aq.store.pacer): how
+        it ended, and the server's words if it refused."""
+        if self.pacer is not None:
+            self.pacer.wait_turn(self.pacer.machines(
+                payload for _commit, payload in self.observed_heartbeats().values()))
+        outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,
+                                               f"HEAD:refs/heads/{self.branch}", check=False,
+                                               timeout=NETWORK_TIMEOUT))
+        if self.pacer is not None:
+            self.pacer.count("pushes")
+            if outcome in (Push.REJECTED, Push.REFUSED):
+                self.pacer.count(outcome.value)
+        return outcome, said
 
     # --- heartbeats -----------------------------------------------------------------------------
 
@@ -152,6 +163,8 @@ class Remote:
         if made.returncode != 0:
             return False
         commit = made.stdout.strip()
+        if self.pacer is not None:  # never waits (a lease must not lapse for a budget): counted
+            self.pacer.count("heartbeats", in_window=True)
         done = self._git("push", "-q", "--force", self.name, f"{commit}:{WORKER_REFS}/{worker_id}",
                          check=False, timeout=timeout)
         return done.returncode == 0

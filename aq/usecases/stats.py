@@ -11,6 +11,7 @@ machines disagree, so a pair that comes out negative counts as 0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from aq.core.usage import Usage
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.usecases.events import epoch, no_gc, read_logs
+from aq.usecases.pushes import PushFigures, push_figures
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -97,6 +99,7 @@ class Stats:
     shipped_cost: tuple[ShippedCost, ...] = ()  # jobs shipped in the window, dearest first
     # (UTC date, what the attempts that ended that day cost), every day, zeros too
     cost_per_day: tuple[tuple[str, float], ...] = ()
+    pushes: PushFigures | None = None  # the fleet's spend of its remote's push budget
 
 
 # --- computing -------------------------------------------------------------------------------
@@ -176,6 +179,7 @@ def _compute(queue: Queue, now: datetime, since: float | None) -> Stats:
         cost_usd=_sum(a.cost for a in attempts), tokens=_count(a.tokens for a in attempts),
         shipped_cost=_shipped_cost(tally),
         cost_per_day=_cost_days(attempts, start, end),
+        pushes=push_figures(queue, now=now, ended=(a.ended for a in tally.attempts if a.ended)),
     )
 
 
@@ -427,4 +431,5 @@ def stats_json(stats: Stats) -> dict[str, Any]:
         "cost_usd": stats.cost_usd, "tokens": stats.tokens,
         "shipped_cost": [row._asdict() for row in stats.shipped_cost],
         "cost_per_day": [{"day": day, "usd": usd} for day, usd in stats.cost_per_day],
+        "pushes": dataclasses.asdict(stats.pushes) if stats.pushes else None,
     }

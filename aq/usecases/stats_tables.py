@@ -171,6 +171,11 @@ def _flow_table(stats: Stats, accent: str) -> Any:
         rates.add_row(label, _percent(rate), f"{whole:,}", Text(bar(rate or 0.0, 20), style=accent))
     counts = Text(f"attempts {stats.attempts:,}   retries {stats.retries:,}   reclaims "
                   f"{stats.reclaims:,}   dead letters {stats.dead_letters:,}")
+    pushes = stats.pushes
+    if pushes is not None and pushes.per_job is not None:
+        counts.append(f"\npushes {pushes.per_job:g} a job ({pushes.rejected_per_job:g} lost "
+                      f"races, {pushes.refused:,} refused)   heartbeats "
+                      f"{pushes.heartbeats_per_hour or 0:g} an hour, {pushes.machines} machine(s)")
     from rich.console import Group
 
     return Group(table, rates, counts)

@@ -21,6 +21,7 @@ class Heartbeat:
         self.ctx = ctx
         self.renewed_at = ctx.monotonic()  # when the last renewal that reached the remote left
         self._beat_now = threading.Event()
+        self.ticked = threading.Event()  # the thread's first tick is done
         self._ending = threading.Event()
         self._thread: threading.Thread | None = None
         options = ctx.options
@@ -37,7 +38,7 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread, after one last beat that says the worker retires."""
+        """End the thread, after a last tick (its stop is said if the machine's beat is due)."""
         if self._thread is None:
             return
         self._ending.set()
@@ -52,9 +53,10 @@ class Heartbeat:
         while True:
             retiring = self._done()
             try:
-                self.beat(force=retiring, retiring=retiring)
+                self.beat(force=False, retiring=retiring)  # a stop is said if a beat is due
             except Exception as err:  # the thread must outlive any one beat, or every lease expires
                 self.ctx.voice.say(f"heartbeat failed: {err!r}; trying again")
+            self.ticked.set()
             if retiring:
                 return
             self._beat_now.wait(timeout=self.timing.tick)
@@ -79,7 +81,9 @@ class Heartbeat:
             return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
                                     identity=ctx.queue.identity or ())
 
-        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force)
+        counts = remote.pacer.counts() if remote.pacer is not None else {}
+        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force,
+                                 extra={"pushes": counts} if counts else None)
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)

@@ -110,6 +110,9 @@ class Worker:
         self.queue.check_folders()  # a stage folder that is a link: the queue is refused at once
         restore = self._install_signals()
         self.heartbeat.start()
+        if self.queue.config.push_budget is not None:
+            # the budget is shared by the machines whose beats it sees: be one of them first
+            self.heartbeat.ticked.wait(timeout=min(5.0, self.options.lease_ttl / 4))
         try:
             recover(self.ctx)
             self._loop()

@@ -1,0 +1,103 @@
+"""The push budget kept by pacing (aq.store.pacer), with a clock the test holds: a machine's
+share of the budget, a push that waits for room in it, heartbeats that never wait but count,
+the machines that share it, and the counts `aq stats` adds up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aq.core.events import iso
+from aq.errors import ConfigError
+from aq.store.config import load_config
+from aq.store.pacer import Pacer, PushBudget
+from tests.helpers.queue import configure
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def pacer(tmp_path: Path, clock: Clock, budget: PushBudget | None = PushBudget(6, 10.0),
+          ttl: float = 30.0) -> Pacer:
+    return Pacer(tmp_path, budget, boot="b", machine="me-1", lease_ttl=ttl, monotonic=clock,
+                 sleep=clock.sleep, utc=lambda: NOW)
+
+
+def test_a_machines_share_is_the_budget_over_the_machines_less_its_heartbeats(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    assert pacer(tmp_path, clock).share(1) == 5  # a beat every 15s: one in any 10s
+    assert pacer(tmp_path, clock).share(2) == 2
+    assert pacer(tmp_path, clock).share(9) == 1  # never none: a budget too small still moves
+    assert pacer(tmp_path, clock, PushBudget(6, 60.0), ttl=600.0).share(1) == 5
+
+
+def test_a_push_waits_for_room_in_the_window_and_a_heartbeat_never_waits(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock)
+    for _ in range(5):
+        assert paced.wait_turn(1) == 0.0
+    paced.count("heartbeats", in_window=True)  # no wait, but it takes a place
+    assert paced.wait_turn(1) > 0
+    assert clock.now >= 100.0 + 10.0 + 1.0  # the first push left the window (and a margin)
+    assert pacer(tmp_path, clock, None).wait_turn(1) == 0.0  # no budget: no pacing
+
+
+def test_every_push_is_counted_since_the_clone_began(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock, None)
+    for kind in ("pushes", "pushes", "rejected", "heartbeats"):
+        paced.count(kind)
+    assert paced.counts() == {"pushes": 2, "rejected": 1, "refused": 0, "heartbeats": 1,
+                              "since": iso(NOW)}
+    again = Pacer(tmp_path, None, boot="after-a-reboot", machine="me-1", lease_ttl=30.0,
+                  monotonic=clock, utc=lambda: NOW + timedelta(days=1))
+    again.count("pushes")
+    assert again.counts()["pushes"] == 3 and again.counts()["since"] == iso(NOW)
+
+
+def test_the_machines_sharing_the_budget_are_those_seen_beating_lately(tmp_path: Path) -> None:
+    paced = pacer(tmp_path, Clock())
+
+    def beat(machine: str, age: float, retiring: bool = False) -> dict[str, object]:
+        return {"machine": machine, "wall": iso(NOW - timedelta(seconds=age)),
+                "workers": {"w": {"retiring": retiring}}}
+
+    beats = [beat("me-1", 0), beat("a", 10), beat("b", 80), beat("gone", 200),
+             beat("stopped", 1, retiring=True), {"worker": "old-style"}]
+    assert paced.machines(beats) == 3  # me, a and b (within three TTLs of 30s)
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("{per_minute: 6}", None), ("{pushes: 10, per: 10s}", None),
+    ("6", "expected {per_minute: 6}"), ("{per_minute: 0}", "a whole number of pushes"),
+    ("{per_minute: 6, pushes: 6}", "a whole number of pushes"),
+    ("{pushes: 6, per: soon}", "push_budget.per"), ("{per_hour: 6}", "unknown key 'push_budget.per_hour'"),
+])
+def test_push_budget_in_aq_yaml(queue_root: Path, value: str, says: str | None) -> None:
+    (queue_root / "aq.yaml").write_text((queue_root / "aq.yaml").read_text()
+                                        + f"push_budget: {value}\n")
+    if says is None:
+        assert load_config(queue_root).push_budget is not None
+        return
+    with pytest.raises(ConfigError, match=says):
+        load_config(queue_root)
+
+
+def test_no_push_budget_is_no_pacing(queue_root: Path) -> None:
+    configure(queue_root, poll="1s")
+    assert load_config(queue_root).push_budget is None
