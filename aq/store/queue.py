@@ -208,6 +208,11 @@ class Queue:
         return self.replica.remote_answered
 
     @property
+    def unreachable_said(self) -> str:
+        """git's own line when this process's last fetch failed ('' if none did)."""
+        return self.replica.unreachable_said if "replica" in self.__dict__ else ""
+
+    @property
     def held_back(self) -> bool:
         """Whether this process holds its pushes back after the remote refused one (a hook, a
         rate limit): its changes wait here until the wait is over."""

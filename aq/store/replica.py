@@ -70,6 +70,7 @@ class Replica:
         self.refusals = 0  # pushes the remote refused in a row
         self.held_until = 0.0  # no push before this (monotonic), after a refusal
         self.refused_said = ""  # the remote's words when it last refused
+        self.unreachable_said = ""  # git's line when the last fetch failed
         self.unpushed: list[Unpushed] = []  # replayed on the tip until a push of it lands
         self.remote_answered = True  # False: the last sync got no answer (or no confirmation)
         self.fetches_failed = 0  # by this process: lease figures from before one are out of date
@@ -93,7 +94,8 @@ class Replica:
                 # held back after a refusal: worked on as if offline, sent once the wait is over
                 reachable = not held and self.sync(remote, check_tree=left_dirty and attempt == 0)
                 if not reachable and replay is None:
-                    raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: "
+                    raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}"
+                                            f"{_said(self.unreachable_said)}: "
                                             "nothing changed; try again when it answers")
                 commits = self.local.commits
                 result = self.local.apply(change, message, describe, exact=True, online=reachable)
@@ -191,8 +193,10 @@ class Replica:
     def fetch(self, remote: Remote) -> bool:
         """Fetch from the remote (under the lock). One that fails is noted for every lease
         observer of this machine: while the remote is out of sight, no lease goes silent."""
-        if remote.fetch():
+        fetched = remote.fetch()
+        if fetched:
             return True
+        self.unreachable_said = fetched.said
         self.lost_sight()
         return False
 
@@ -266,3 +270,8 @@ def _backoff(attempt: int) -> None:
     import time
 
     time.sleep(random.uniform(0, min(0.25, 0.01 * 2 ** min(attempt, 5))))
+
+
+def _said(line: str) -> str:
+    """git's own line about a remote it could not reach, for a message: ' (...)' or ''."""
+    return f" ({line.removeprefix('fatal: ').strip()})" if line.strip() else ""

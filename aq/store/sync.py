@@ -72,6 +72,33 @@ def push_outcome(done: proc.Completed) -> tuple[Push, str]:
     return Push.TRANSPORT, ""
 
 
+# git's lines around a failed fetch that say nothing of why (ssh's and git's boilerplate)
+_BOILERPLATE = ("warning:", "fatal: could not read from remote repository",
+                "please make sure you have the correct access rights", "and the repository exists")
+
+
+def _why_unreachable(done: proc.Completed) -> str:
+    """The line of a failed fetch that says why: ssh's 'Permission denied (publickey)', git's
+    'terminal prompts disabled', 'Could not resolve host'...; else git's own last word."""
+    for line in done.stderr.splitlines():
+        line = line.strip()
+        if line and not line.lower().startswith(_BOILERPLATE):
+            return line[:300]
+    return gitops.reason(done)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetch: whether it worked, and git's own line when it did not (an unknown host, a
+    refused key, a password asked for...)."""
+
+    ok: bool
+    said: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
 @dataclass(frozen=True, slots=True)
 class Remote:
     """The remote of the clone at `root`, and the branch of it that holds the queue."""
@@ -96,19 +123,23 @@ class Remote:
 
     # --- the queue's branch: read, and pushed to as compare-and-swap --------------------------
 
-    def fetch(self) -> bool:
-        """Fetch the branch and the workers' heartbeat refs. False when the remote is unreachable."""
+    def fetch(self) -> Fetched:
+        """Fetch the branch and the workers' heartbeat refs: false (with git's line) when the
+        remote is unreachable."""
         done = self._git(
             "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", self.name,
             f"+refs/heads/{self.branch}:{self.tracking}",
             f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*", check=False, timeout=NETWORK_TIMEOUT,
         )
         if done.returncode == 0:
-            return True
+            return Fetched(True)
         if "couldn't find remote ref" in done.stderr:  # an empty remote: nothing pushed yet
-            return self._git("ls-remote", "-q", self.name, check=False,
-                             timeout=NETWORK_TIMEOUT).returncode == 0
-        return False
+            done = self._git("ls-remote", "-q", self.name, check=False, timeout=NETWORK_TIMEOUT)
+            if done.returncode == 0:
+                return Fetched(True)
+        if done.returncode == proc.TIMED_OUT:
+            return Fetched(False, f"no answer within {NETWORK_TIMEOUT:.0f}s")
+        return Fetched(False, _why_unreachable(done))
 
     def tip(self) -> str | None:
         done = self._git("rev-parse", "-q", "--verify", f"{self.tracking}^{{commit}}", check=False)

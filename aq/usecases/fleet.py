@@ -57,7 +57,8 @@ def list_workers(queue: Queue, *, monotonic: float, now: datetime | None = None
         raise NotApplicable("this queue has no git remote: workers publish heartbeats only to a remote")
     reachable = queue.refresh_from_remote()
     if not reachable:
-        raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}: "
+        said = f" ({queue.unreachable_said.removeprefix('fatal: ')})" if queue.unreachable_said else ""
+        raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}{said}: "
                                 "try again when it answers")
     snapshot = queue.snapshot()
     building = {job.state.token: job for job in snapshot.jobs

@@ -151,11 +151,13 @@ class Voice:
     """What a worker says: lines on stdout named by the worker, warnings on stderr said once."""
 
     def __init__(self, worker_id: str, say: Callable[[str], None] | None,
-                 monotonic: Callable[[], float], remote: str | None) -> None:
+                 monotonic: Callable[[], float], remote: str | None,
+                 why_unreachable: Callable[[], str] = lambda: "") -> None:
         self.worker_id = worker_id
         self._say = say or (lambda text: print(text, flush=True))
         self._monotonic = monotonic
         self._remote = remote
+        self._why_unreachable = why_unreachable  # git's line when the last fetch failed
         self._warned: set[str] = set()
         self._last_unreachable_note = 0.0
 
@@ -181,7 +183,8 @@ class Voice:
         if now - self._last_unreachable_note > 30:
             self._last_unreachable_note = now
             name = self._remote if self._remote is not None else "remote"
-            self.say(f"the remote {name!r} does not answer: {what}")
+            why = self._why_unreachable().removeprefix("fatal: ").strip()
+            self.say(f"the remote {name!r} does not answer{f' ({why})' if why else ''}: {what}")
 
 
 @dataclass(frozen=True, slots=True)

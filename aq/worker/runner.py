@@ -90,7 +90,8 @@ class Worker:
                                     capabilities=capabilities, offline=offline,
                                     lease_ttl=lease_ttl, heartbeat=heartbeat)
         remote = queue.remote
-        voice = Voice(self.worker_id, say, monotonic, remote.name if remote else None)
+        voice = Voice(self.worker_id, say, monotonic, remote.name if remote else None,
+                      lambda: queue.unreachable_said)
         self.ctx = ctx = WorkerContext(
             queue=queue, worker_id=self.worker_id, options=self.options, now=now,
             monotonic=monotonic, voice=voice, roster=Roster(), summary=RunSummary(),

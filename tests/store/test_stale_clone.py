@@ -41,8 +41,10 @@ def test_a_job_command_fetches_first_and_a_listing_says_how_old_it_is(tmp_path: 
 
         fleet.bare.rename(tmp_path / "gone.git")
         refused = fleet.aq(second, "cancel", "c5")
+        # git's own line says why
         assert (refused.returncode, refused.stderr) == (
-            1, "aq: cannot reach the queue's remote 'origin': nothing changed; try again when it answers\n")
+            1, f"aq: cannot reach the queue's remote 'origin' ('{fleet.bare}' does not appear to "
+               "be a git repository): nothing changed; try again when it answers\n")
 
 
 def test_a_fresh_clone_ages_a_long_stopped_worker_by_its_heartbeat_not_by_first_sight(

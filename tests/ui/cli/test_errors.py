@@ -80,4 +80,5 @@ def test_a_remote_that_does_not_answer_is_remote_unreachable(queue_root: Path, t
         list_workers(Queue(queue_root), monotonic=0.0)
     ran = run_aq("workers", cwd=queue_root)
     assert ran.returncode == ExitStatus.REFUSED
-    assert ran.stderr == "aq: cannot reach the queue's remote 'origin': try again when it answers\n"
+    assert ran.stderr == (f"aq: cannot reach the queue's remote 'origin' ('{tmp_path / 'gone.git'}' "
+                          "does not appear to be a git repository): try again when it answers\n")
