@@ -77,6 +77,18 @@ _BOILERPLATE = ("warning:", "fatal: could not read from remote repository",
                 "please make sure you have the correct access rights", "and the repository exists")
 
 
+# A remote that will not let this clone in: no outage waited out will change that.
+_DENIED = re.compile(r"permission denied|authentication failed|terminal prompts disabled|"
+                     r"could not read (username|password)|\b40[13]\b|host key verification failed",
+                     re.I)
+
+
+def denied(said: str) -> bool:
+    """Whether git's line about a failed fetch says the remote refused this clone's
+    credentials (which waiting does not fix), rather than that it could not be reached."""
+    return bool(_DENIED.search(said))
+
+
 def _why_unreachable(done: proc.Completed) -> str:
     """The line of a failed fetch that says why: ssh's 'Permission denied (publickey)', git's
     'terminal prompts disabled', 'Could not resolve host'...; else git's own last word."""

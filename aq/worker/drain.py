@@ -11,6 +11,7 @@ from aq.core.events import parse_iso
 from aq.core.lifecycle import Stage
 from aq.core.scheduler import Verdict
 from aq.store.snapshot import Snapshot
+from aq.store.sync import denied
 from aq.worker.claims import Claimer
 from aq.worker.context import Mode, WorkerContext
 from aq.worker.reclaim import Reclaimer
@@ -34,8 +35,11 @@ class DrainCheck:
                 or ctx.queue.held_back):  # the remote refused a push: what it holds is unknown
             return False
         if (mode is Mode.DRAIN and ctx.queue.remote is not None and not ctx.queue.remote_answered
-                and self._unreachable_for() < ctx.options.lease_ttl):
-            return False  # the remote is away: what is left there is unknown, so wait (a while)
+                and self._unreachable_for() < ctx.options.lease_ttl
+                and not denied(ctx.queue.unreachable_said)):
+            # the remote is away: what is left there is unknown, so wait (a while); one that
+            # refuses this clone's credentials will not let it in by waiting
+            return False
         return mode is Mode.ONCE or not self._waiting_on_others()
 
     def _unreachable_for(self) -> float:

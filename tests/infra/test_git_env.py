@@ -59,10 +59,10 @@ def test_a_worker_reaches_an_ssh_remote_through_the_users_ssh_command(
 def test_without_the_users_ssh_command_the_remote_is_unreachable_in_one_line(
         ssh_queue: tuple[Path, Path, dict[str, str]]) -> None:
     clone, _, _ = ssh_queue
-    synced = run_aq("sync", cwd=clone, env={"GIT_SSH_COMMAND": "false"})
-    assert synced.returncode != 0
-    assert "Traceback" not in synced.stderr
-    assert len(synced.stderr.strip().splitlines()) == 1, synced.stderr
+    added = run_aq("add", "--body", "echo x", cwd=clone, env={"GIT_SSH_COMMAND": "false"})
+    assert added.returncode == 1
+    assert added.stderr.startswith("aq: cannot reach the queue's remote 'origin'"), added.stderr
+    assert len(added.stderr.strip().splitlines()) == 1, added.stderr
 
 
 def test_a_hooks_git_dir_does_not_send_aq_to_another_repository(
@@ -78,3 +78,18 @@ def test_a_hooks_git_dir_does_not_send_aq_to_another_repository(
     assert added.returncode == 0, added.stderr
     assert "j2" in git(clone, "log", "-1", "--format=%s")
     assert git(other, "rev-list", "--all").strip() == ""
+
+
+def test_a_draining_worker_refused_by_the_remote_ends_saying_why(
+        ssh_queue: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
+    """A remote that refuses this machine's key is no outage to wait out: `aq run --drain`
+    ends (instead of waiting a lease TTL for it to come back) and its line says why."""
+    clone, _, _ = ssh_queue
+    denied = tmp_path / "denied-ssh"
+    denied.write_text('#!/bin/sh\necho "git@fakehost: Permission denied (publickey)." >&2\n'
+                      "exit 255\n")
+    denied.chmod(0o755)
+    ran = run_aq("run", "--drain", "--poll", "0.2", cwd=clone,
+                 env={"GIT_SSH_COMMAND": str(denied)}, timeout=120)
+    assert "Permission denied (publickey)" in ran.stdout + ran.stderr, ran
+    assert "Traceback" not in ran.stderr
