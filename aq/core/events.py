@@ -147,6 +147,7 @@ class JobState:
     # verify (kept through a take-back of that attempt; a retry, a requeue or a cancel ends it)
     awaiting_children: bool = False
     review_asks: int = 0  # reviews that asked for changes since added or last requeued
+    moved_at: str | None = None  # the `ts` of the last event that moved it (one with a `to`)
 
     @property
     def attempt_count(self) -> int:
@@ -168,6 +169,8 @@ def fold(events: Iterable[Event]) -> JobState:
     for event in events:
         folding.events += 1
         kind = event.get("type")
+        if "to" in event and isinstance(event.get("ts"), str):
+            folding.moved_at = event["ts"]
         if kind in (FINISHED, STALE_RESULT) and isinstance(event.get("usage"), dict):
             folding.spend(kind, event)
         if kind == ADDED:
@@ -210,6 +213,7 @@ class _Folding:
     session: tuple[str, str, dict[str, Any], str] | None = None
     awaiting_children: bool = False
     review_asks: int = 0
+    moved_at: str | None = None
 
     def spend(self, kind: object, event: Event) -> None:
         """What a finished (or fenced) attempt's engine used; a finished one's session."""
@@ -290,6 +294,7 @@ class _Folding:
             branch_pushed=self.branch_pushed, usd_used=self.usd_used,
             tokens_used=self.tokens_used, session=self.session,
             awaiting_children=self.awaiting_children, review_asks=self.review_asks,
+            moved_at=self.moved_at,
         )
 
 

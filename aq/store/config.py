@@ -53,6 +53,11 @@ artifact_max: 10MiB
 # `aq gc` removes the logs and artifacts of jobs final (shipped, failed, dead) for longer than
 # this; unset, it keeps them.
 # log_retention: 90d
+# Jobs final (shipped, failed, dead letter) for longer than this are due to move to
+# queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs, so no folder nears a forge's
+# limit (GitHub: 3,000 entries); `aq archive` moves what is due. Unset: it moves jobs final
+# for over 14 days, and only when run.
+# archive_after: 14d
 
 # Engine classes: a job or profile may ask for `engine-class: coding-agent`; a worker runs the
 # first engine of the profile's `prefers-engine`, else of this list, that it has installed.
@@ -126,7 +131,8 @@ DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
 _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "lease_ttl",
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
-          "log_retention", "trackers", "prices", "budget", "review", "push_budget")
+          "log_retention", "archive_after", "trackers", "prices", "budget", "review",
+          "push_budget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class QueueConfig:
     log_max: int = 1 << 20
     artifact_max: int = 10 << 20
     log_retention: float | None = None  # aq gc removes logs of jobs final for longer than this
+    archive_after: float | None = None  # final jobs final for longer than this are archived
     remote: str | None = None
     engine_classes: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_CLASSES))
     prefer_window: float = 120.0
@@ -219,7 +226,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 7  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 8  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -268,7 +275,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
                 raise ConfigError(f"{source}: key '{key}': {err}") from None
 
     for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll", "prefer_window",
-                "log_retention"):
+                "log_retention", "archive_after"):
         take(key, parse_duration)
     for key in ("log_max", "artifact_max"):
         take(key, parse_size)

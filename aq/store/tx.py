@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aq.core.events import Event, JobState, fold
 from aq.core.lifecycle import Stage
-from aq.errors import JobNotFound
+from aq.errors import JobNotFound, UnsafePath
 from aq.infra.confine import check
 from aq.infra.files import write_atomic
 from aq.store.eventlog import read_events
@@ -98,6 +98,19 @@ class Tx:
         os.rename(src, dst)
         self._undo.append(lambda: os.rename(dst, src))
         self.inbox.own_change(seen)
+        self.touched += [src, dst]
+
+    def relocate(self, src: Path, dst: Path) -> None:
+        """Move one file of the queue to a free place in it, as one rename (a job's files into
+        the archive and back: its stage is the same, so no event says so here)."""
+        check(self.layout.root, src)  # a link is refused, not moved along
+        check(self.layout.root, dst)
+        if os.path.lexists(dst):
+            raise UnsafePath(f"{self.layout.relative(dst)}: already there; aq moves "
+                             f"{self.layout.relative(src)} only to a free place: remove one")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dst)
+        self._undo.append(lambda: os.rename(dst, src))
         self.touched += [src, dst]
 
     def append_event(self, job_id: str, event: Event) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from aq.core.ids import is_job_id
 from aq.core.lifecycle import STAGES
 from aq.core.manifest import Manifest
 from aq.core.profile import Profile, profile_problem
@@ -17,7 +18,7 @@ from aq.infra.confine import refusals
 from aq.infra.scope import check_globs
 from aq.store.config import CONFIG_NAME
 from aq.store.eventlog import bad_event_lines
-from aq.store.layout import EVENTS_DIR, PROFILES_DIR, QUEUE_DIR
+from aq.store.layout import ARCHIVE_DIR, EVENTS_DIR, FINAL_STAGES, PROFILES_DIR, QUEUE_DIR
 from aq.store.queue import Queue
 from aq.usecases.jobs import job_file, mcp_refusals
 
@@ -50,7 +51,7 @@ def lint(queue: Queue) -> LintResult:
     problems += _profile_setting_problems(profiles.found)
     for job_id, manifest in sorted(manifests.items()):
         for dep in manifest.deps:
-            if dep not in by_id:
+            if dep not in by_id and not (is_job_id(dep) and queue.layout.find_archived(dep)):
                 problems.append(f"{job_file(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
         problems += [f"{job_file(by_id[job_id])}: {problem}"
                      for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
@@ -116,21 +117,34 @@ class FsckResult:
     problems: tuple[str, ...]
 
 
+# GitHub's limit on the entries of one folder (DESIGN §5): a folder of the queue that reaches it
+# is a problem before the forge refuses it.
+FOLDER_LIMIT = 3000
+
+
 def fsck(queue: Queue, *, history: bool) -> FsckResult:
-    """Every job in exactly one stage at HEAD (and at every commit with `history`), every
-    building job holding a lease, every event log readable."""
+    """Every job in exactly one place at HEAD (a stage folder or a part of the archive; at
+    every commit with `history`, which needs the whole history), every building job holding a
+    lease, every event log of the stage folders readable, no folder of the queue as full as a
+    forge allows, an archived job's event log archived with it."""
     if queue.git_dir is None:
         raise NotApplicable("this queue is not in a git repository: nothing to check")
+    if history and gitops.git(queue.root, "rev-parse", "--is-shallow-repository",
+                              check=False).stdout.strip() == "true":
+        raise NotApplicable("fsck --history checks every commit since the queue began, and this "
+                            "clone is shallow (made with --depth): run 'git fetch --unshallow' "
+                            "first, or 'aq fsck' without --history to check HEAD")
     problems: list[str] = []
     listed = gitops.git(queue.root, "ls-tree", "-r", "--name-only", "HEAD", "--", QUEUE_DIR,
                         check=False).stdout.splitlines()
-    stages = _stages_by_job(listed)
-    for job_id, where in sorted(stages.items()):
+    places = _places_by_job(listed)
+    for job_id, where in sorted(places.items()):
         if len(where) > 1:
-            problems.append(f"HEAD: job {job_id} is in {len(where)} stages: {', '.join(sorted(where))}")
-    for job_id, where in sorted(stages.items()):
+            problems.append(f"HEAD: job {job_id} is in {len(where)} places: {', '.join(sorted(where))}")
+    for job_id, where in sorted(places.items()):
         if "building" in where and queue.state_of(job_id).token is None:
             problems.append(f"HEAD: job {job_id} is in building but holds no lease (no claim event)")
+    problems += _stray_event_logs(listed, places) + _full_folders(listed)
     events_dir = queue.qdir / EVENTS_DIR
     for path in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
         bad = bad_event_lines(path)
@@ -142,7 +156,7 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
     if history:
         commits, found = _fsck_history(queue)
         problems += found
-    return FsckResult(commits, len(stages), tuple(problems))
+    return FsckResult(commits, len(places), tuple(problems))
 
 
 def _committed_links(queue: Queue) -> list[str]:
@@ -154,21 +168,68 @@ def _committed_links(queue: Queue) -> list[str]:
             if meta.startswith("120000 ")]
 
 
-def _stages_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
-    stages: dict[str, set[str]] = {}
-    stage_names = {str(stage) for stage in STAGES}
+_STAGE_NAMES = frozenset(str(stage) for stage in STAGES)
+_FINAL_NAMES = frozenset(str(stage) for stage in FINAL_STAGES)
+
+
+def _place(path: str) -> tuple[str, str] | None:
+    """(job id, place) of a job file's path: its stage (queue/<stage>/<id>.md), or its part
+    of the archive and stage (archive/<yyyy>/<mm>/<nnn>/<stage>); None for any other path."""
+    parts = path.split("/")
+    if not parts[-1].endswith(".md"):
+        return None
+    if len(parts) == 3 and parts[1] in _STAGE_NAMES:
+        return parts[2][:-3], parts[1]
+    if len(parts) == 7 and parts[1] == ARCHIVE_DIR and parts[5] in _FINAL_NAMES:
+        return parts[6][:-3], "/".join(parts[1:6])
+    return None
+
+
+def _places_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
+    places: dict[str, set[str]] = {}
+    for path in paths:
+        found = _place(path)
+        if found is not None:
+            places.setdefault(found[0], set()).add(found[1])
+    return places
+
+
+def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]]) -> list[str]:
+    """An event log that is not beside its job's file: an archived job's in queue/.events/ (a
+    write after it was archived), or a part's for a job that is not in that part."""
+    problems = []
     for path in paths:
         parts = path.split("/")
-        if len(parts) == 3 and parts[1] in stage_names and parts[2].endswith(".md"):
-            stages.setdefault(parts[2][:-3], set()).add(parts[1])
-    return stages
+        if not parts[-1].endswith(".jsonl") or parts[-2] != EVENTS_DIR:
+            continue
+        job_id, where = parts[-1][:-6], places.get(parts[-1][:-6], set())
+        base = "/".join(parts[1:-2])  # "" for queue/.events, else archive/<yyyy>/<mm>/<nnn>
+        beside = any(place.rpartition("/")[0] == base for place in where)
+        if where and not beside:
+            problems.append(f"HEAD: {path}: the event log of job {job_id} is not beside its file "
+                            f"({QUEUE_DIR}/{sorted(where)[0]}): move it there")
+    return problems
+
+
+def _full_folders(paths: Sequence[str]) -> list[str]:
+    """Folders of the queue with FOLDER_LIMIT entries or more at HEAD."""
+    children: dict[str, set[str]] = {}
+    for path in paths:
+        folder, _, name = path.rpartition("/")
+        while folder and name not in children.setdefault(folder, set()):
+            children[folder].add(name)
+            folder, _, name = folder.rpartition("/")
+    return [f"HEAD: {folder} holds {len(names):,} entries, as many as a forge such as GitHub "
+            f"allows in one folder ({FOLDER_LIMIT:,}): run 'aq archive' (--older-than 1d, if the "
+            "jobs are recent)" for folder, names in sorted(children.items())
+            if len(names) >= FOLDER_LIMIT]
 
 
 def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
-    """Replay the first-parent history of HEAD file by file, checking each commit."""
+    """Replay the first-parent history of HEAD file by file, checking each commit: a job moved
+    into the archive leaves its stage folder in the commit that archives it."""
     log = gitops.git(queue.root, "log", "--first-parent", "--reverse", "--no-renames",
                      "--format=@%H", "--name-status", "HEAD", "--", QUEUE_DIR).stdout
-    stage_names = {str(stage) for stage in STAGES}
     present: dict[str, set[str]] = {}
     problems: list[str] = []
     commits = 0
@@ -189,15 +250,15 @@ def _fsck_history(queue: Queue) -> tuple[int, list[str]]:
             commits += 1
             continue
         status, _, path = line.partition("\t")
-        parts = path.split("/")
-        if len(parts) != 3 or parts[1] not in stage_names or not parts[2].endswith(".md"):
+        found = _place(path)
+        if found is None:
             continue
-        job_id, stage = parts[2][:-3], parts[1]
+        job_id, place = found
         touched.add(job_id)
         if status.startswith("D"):
-            present.get(job_id, set()).discard(stage)
+            present.get(job_id, set()).discard(place)
         else:
-            present.setdefault(job_id, set()).add(stage)
+            present.setdefault(job_id, set()).add(place)
     if commit:
         check()
     return commits, problems

@@ -25,6 +25,7 @@ from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError, IdempotencyConflict, JobExists, ManifestError, UsageError
 from aq.infra.confine import read_file, read_regular
 from aq.infra.mcpconfig import refusals
+from aq.store.eventlog import read_events
 from aq.store.layout import QUEUE_DIR
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot
@@ -244,7 +245,7 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
         text = read_regular(job.path, job_file(job)).decode("utf-8", "replace")
     except (OSError, AqError):
         text = ""
-    events = tuple(queue.read_events(job.id))
+    events = tuple(read_events(job.events_path))  # an archived job's are in its archive part
     sent = 0
     owed: tuple[tuple[str, str], ...] = ()
     if job.manifest is not None and job.manifest.tracker_item:
@@ -297,4 +298,6 @@ def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None
 
 def job_file(job: Job) -> str:
     """The job file's path as a person reads it in a problem: `queue/<stage>/<id>.md`."""
+    if job.archived:  # queue/archive/<yyyy>/<mm>/<nnn>/<stage>/<id>.md
+        return "/".join((QUEUE_DIR, *job.folder.parts[-5:], f"{job.id}.md"))
     return f"{QUEUE_DIR}/{job.stage}/{job.id}.md"

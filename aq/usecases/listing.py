@@ -11,8 +11,9 @@ from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.requirements import tools_compared
 from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
 from aq.store.beats import worker_beats
+from aq.store.layout import FINAL_STAGES
 from aq.store.queue import Queue
-from aq.store.snapshot import Job, Snapshot
+from aq.store.snapshot import Job, Snapshot, read_everything
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +74,20 @@ def list_jobs(
     stages: Sequence[Stage] = (),
     ready: bool = False,
     blocked: bool = False,
+    archived: bool = False,
 ) -> Listing:
+    """The jobs of the stage folders (`archived`: and of the archive, after the others of
+    their stage), by stage then age, each inbox job with its verdict. The archive is read only
+    when asked for and a final stage is listed."""
     snapshot = queue.snapshot()
     verdicts = {v.job.id: v for v in assess_inbox(queue, snapshot, now, capabilities)}
     if blocked:
         verdicts.update(_unservable(queue, snapshot, verdicts))
+    if archived and not ready and not blocked and (
+            not stages or any(stage in FINAL_STAGES for stage in stages)):
+        snapshot = read_everything(queue.layout, snapshot)
     order = {stage: index for index, stage in enumerate(STAGES)}
-    jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.added, j.id))
+    jobs = sorted(snapshot.jobs, key=lambda j: (order[j.stage], j.archived, j.added, j.id))
     if stages:
         jobs = [job for job in jobs if job.stage in stages]
     if ready or blocked:

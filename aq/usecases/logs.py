@@ -36,7 +36,7 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
     if not 1 <= number <= count:
         raise UsageError(f"{job.id} has attempts 1 to {count}; --attempt {number} is not one of them")
     live = RunFiles(queue.running_dir() / job.id, number).log
-    kept = queue.logs_dir(job.id) / f"{number}.log"
+    kept = job.logs_dir / f"{number}.log"  # an archived job's are in its archive part
     check(queue.root, kept)  # a link is refused, never followed
     is_running = job.stage is Stage.BUILDING and number == count and not kept.exists()
     if is_running and live.exists():

@@ -14,6 +14,7 @@ from aq.core.lifecycle import Action, Stage, check_move
 from aq.errors import JobNotFound, MoveRefused
 from aq.store.queue import Queue
 from aq.store.tx import Tx
+from aq.usecases.archive import unarchive
 from aq.usecases.ship import scope_gate, ship_work
 from aq.usecases.tracker_delivery import Sent, post_moves
 
@@ -80,7 +81,9 @@ def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: dateti
         shipped = ship_work(queue, job, who)
 
     def change(tx: Tx) -> MoveResult:
-        stage = tx.stage_of(job_id)
+        # an archived job comes back to its stage folder first: if the move is refused, the
+        # transaction puts it back
+        stage = tx.stage_of(job_id) or unarchive(tx, job_id, who=who, now=now)
         if stage is None:
             raise JobNotFound(f"{job_id} vanished while moving it: run 'aq ls'")
         target = check_move(job_id, stage, action)

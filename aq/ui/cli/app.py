@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from aq.ui.cli import agents, fleet, jobs, moves, running, trackers, upkeep, views
+from aq.ui.cli import agents, archive, fleet, jobs, moves, running, trackers, upkeep, views
 from aq.ui.cli.detail import show
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.command()(fleet.resume)
 app.command()(upkeep.profiles)
 app.command()(upkeep.diff)
 app.command()(upkeep.gc)
+app.command()(archive.archive)
 app.command()(views.board)
 app.command()(views.dash)
 app.command()(views.web)

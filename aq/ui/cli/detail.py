@@ -29,11 +29,12 @@ def show(job: JobArg, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
 def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> None:
     """`metered`: the engines whose usage aq reads (an attempt of one that said nothing says so)."""
     from aq.core.usage import Usage
+    from aq.usecases.jobs import job_file
     from aq.usecases.spend import describe_usage
 
     job = detail.job
     print(f"{job.id}: {job.manifest.title if job.manifest else '(invalid manifest)'}")
-    print(f"  stage:    {job.stage}")
+    print(f"  stage:    {job.stage}" + (f" (archived: {job_file(job)})" if job.archived else ""))
     if job.error:
         print(f"  error:    {job.error}")
     if detail.verdict is not None:

@@ -185,11 +185,13 @@ def ls_(
     ready: Annotated[bool, typer.Option("--ready", help="Only inbox jobs a worker here could take now.")] = False,
     blocked: Annotated[bool, typer.Option("--blocked", help="Only inbox jobs that wait, with why.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="Fetch from the queue's remote first.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Archived jobs too (aq archive), "
+                          "after the others of their stage.")] = False,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs by stage, with the reason an inbox job waits."""
-    list_command(stage or [], ready, blocked, fetch, queue, as_json)
+    list_command(stage or [], ready, blocked, fetch, queue, as_json, everything)
 
 
 def next_(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def list_command(stage: Sequence[str], ready: bool, blocked: bool, fetch: bool,
-                 queue: str | None, as_json: bool) -> None:
+                 queue: str | None, as_json: bool, everything: bool = False) -> None:
     """List jobs by stage, with the reason an inbox job waits."""
     from aq.core.lifecycle import Stage
     from aq.usecases.listing import list_jobs
@@ -33,7 +33,8 @@ def list_command(stage: Sequence[str], ready: bool, blocked: bool, fetch: bool,
             stages.append(Stage(name))
         except ValueError:
             raise UsageError(f"--stage {name!r} is not a stage: {', '.join(Stage)}") from None
-    listing = list_jobs(q, now=now(), capabilities=caps(q), stages=stages, ready=ready, blocked=blocked)
+    listing = list_jobs(q, now=now(), capabilities=caps(q), stages=stages, ready=ready,
+                        blocked=blocked, archived=everything)
     if as_json:
         emit([job_json(job, listing.verdicts.get(job.id)) for job in listing.jobs])
         return
@@ -49,9 +50,9 @@ def _print_listing(listing: Listing) -> None:
     width = max(len(job.id) for job in listing.jobs)
     current = None
     for job in listing.jobs:
-        if job.stage != current:
-            current = job.stage
-            print(f"{job.stage}:")
+        if (job.stage, job.archived) != current:
+            current = (job.stage, job.archived)
+            print(f"{job.stage} (archived):" if job.archived else f"{job.stage}:")
         verdict = listing.verdicts.get(job.id)
         title = job.manifest.title if job.manifest else "(invalid)"
         prio = job.manifest.priority if job.manifest else "-"
@@ -96,3 +97,4 @@ def _print_next(result: NextResult, explain: bool) -> None:
                 print(f"  later {verdict.job.id}: ready, but after {result.chosen.id if result.chosen else '?'} in order")
             else:
                 print(f"  skip  {verdict.job.id}: {verdict.reason}")
+

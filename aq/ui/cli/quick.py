@@ -28,7 +28,8 @@ class Grammar:
 
 
 LS = Grammar(
-    flags={"--ready": "ready", "--blocked": "blocked", "--fetch": "fetch", "--json": "as_json"},
+    flags={"--ready": "ready", "--blocked": "blocked", "--fetch": "fetch", "--json": "as_json",
+           "--all": "everything"},
     values={"--stage": "stage", "-s": "stage", "--queue": "queue", "-q": "queue"},
 )
 NEXT = Grammar(
@@ -64,7 +65,8 @@ def quick_command(argv: Sequence[str]) -> Callable[[], int] | None:
     if argv[0] == "ls":
         return _as_typer_ends(lambda: list_command(
             given.every("stage") or [], given.flag("ready"), given.flag("blocked"),
-            given.flag("fetch"), given.last("queue"), given.flag("as_json")))
+            given.flag("fetch"), given.last("queue"), given.flag("as_json"),
+            given.flag("everything")))
     return _as_typer_ends(lambda: next_command(
         given.flag("explain"), given.every("cap"), given.last("queue"), given.flag("as_json")))
 

@@ -27,6 +27,7 @@ def job_json(job: Job, verdict: Verdict | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": job.id,
         "stage": str(job.stage),
+        "archived": job.archived,
         "title": m.title if m else None,
         "priority": m.priority if m else None,
         "engine": m.engine if m else None,

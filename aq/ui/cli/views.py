@@ -86,7 +86,8 @@ def stats(
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Figures from the event logs: throughput, wait and run times, pass rates, workers, engines."""
+    """Figures from the event logs: throughput, wait and run times, pass rates, workers, engines
+    (of the jobs in the stage folders: archived jobs are not counted)."""
     import shutil
 
     from aq.core.durations import parse_duration

@@ -15,7 +15,7 @@ from tests.helpers.queue import write_job
 Aq = Callable[..., Ran]
 
 JOB_KEYS = {
-    "id", "stage", "title", "priority", "engine", "profile", "lock", "deps", "capabilities",
+    "id", "stage", "archived", "title", "priority", "engine", "profile", "lock", "deps", "capabilities",
     "tracker_item", "added", "attempts", "holder", "lease_token", "not_before", "last_outcome",
     "out_of_scope", "spent", "branch", "error",
 }
