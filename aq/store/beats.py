@@ -87,7 +87,9 @@ class MachineBeat:
                          if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
                 payload = {**self._payload(data, fresh, wall), **(extra or {})}
                 pushed = landed = False
-                if force or self._due(data, payload, now, timing):
+                # the last worker of the machine to stop says so at once: no one else will
+                last_out = me.retiring and all(entry.get("retiring") for entry in fresh.values())
+                if force or last_out or self._due(data, payload, now, timing):
                     pushed = True
                     data["attempted"] = now
                     landed = push(payload)

@@ -18,19 +18,22 @@ from aq.core.leases import (
 SECONDS = st.floats(min_value=1.0, max_value=86_400.0, allow_nan=False)
 
 
-def test_the_heartbeat_is_the_one_asked_for_else_a_quarter_of_the_ttl() -> None:
-    """An interval given (command line or aq.yaml) wins; without one a lease renews 4 times a TTL."""
-    assert heartbeat_every(600.0, None) == 150.0
+def test_the_heartbeat_is_the_one_asked_for_else_twice_a_ttl() -> None:
+    """An interval given (command line or aq.yaml) wins; without one a lease renews twice a
+    TTL (each renewal is a push a forge counts)."""
+    assert heartbeat_every(600.0, None) == 300.0
     assert heartbeat_every(600.0, 30.0) == 30.0
 
 
 def test_the_renew_deadline_is_two_heartbeats_before_the_ttl_and_never_past_half_of_it() -> None:
     """A holder stops its own attempts two heartbeats before the TTL, or at half the TTL when
-    heartbeats are so far apart that two of them would leave less."""
+    heartbeats are so far apart that two of them would leave less; renewing only twice a TTL
+    (the default, a failed renewal tried again soon), a quarter of the TTL before it."""
     assert renew_deadline(600.0, 150.0) == 300.0
     assert renew_deadline(600.0, 30.0) == 540.0
     assert renew_deadline(8.0, 1.0) == 6.0
     assert renew_deadline(8.0, 3.0) == 4.0
+    assert renew_deadline(600.0, 300.0) == 450.0
 
 
 @given(ttl=SECONDS, fraction=st.floats(min_value=0.01, max_value=1.0))

@@ -93,6 +93,15 @@ def test_a_stopping_worker_says_so_at_once_and_is_then_forgotten(tmp_path: Path)
     assert sorted(remote.beats[-1]["workers"]) == ["w1"]
 
 
+def test_the_last_worker_of_a_machine_to_stop_says_so_at_once(tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    beat.tick(me("w1"), 0.0, TIMING, remote, "wall")
+    beat.tick(me("w2"), 0.5, TIMING, remote, "wall")
+    assert not beat.tick(me("w2", retiring=True), 1.0, TIMING, remote, "wall").pushed  # w1 stays
+    assert beat.tick(me("w1", retiring=True), 12.0, TIMING, remote, "wall").pushed
+    assert remote.beats[-1]["workers"]["w1"]["retiring"] is True
+
+
 def test_another_boot_starts_afresh(tmp_path: Path) -> None:
     remote = Remote()
     MachineBeat(tmp_path, "box-1", "boot-1").tick(me("w1", "t1"), 500.0, TIMING, remote, "wall")

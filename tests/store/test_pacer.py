@@ -31,7 +31,10 @@ class Clock:
         self.now += seconds
 
 
-def pacer(tmp_path: Path, clock: Clock, budget: PushBudget | None = PushBudget(6, 10.0),
+SIX_A_10S = PushBudget(6, 10.0)
+
+
+def pacer(tmp_path: Path, clock: Clock, budget: PushBudget | None = SIX_A_10S,
           ttl: float = 30.0) -> Pacer:
     return Pacer(tmp_path, budget, boot="b", machine="me-1", lease_ttl=ttl, monotonic=clock,
                  sleep=clock.sleep, utc=lambda: NOW)
