@@ -9,11 +9,13 @@ from datetime import datetime
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.requirements import tools_compared
+from aq.core.router import Ranked
 from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
 from aq.store.beats import worker_beats
 from aq.store.layout import FINAL_STAGES
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot, read_everything
+from aq.usecases.routing import rank_ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +148,18 @@ class NextResult:
     verdicts: tuple[Verdict, ...]
     jobs: Mapping[str, Job]
     halted: str | None = None
+    ranked: tuple[Ranked, ...] = ()  # the ready jobs in the router's order, the chosen first
 
 
 def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities,
              worker_id: str | None = None) -> NextResult:
     snapshot = queue.snapshot()
     halted = queue.halted()
-    verdicts = assess_inbox(queue, snapshot, now, capabilities, worker_id)
+    profiles = profiles_used(queue, snapshot)
+    caps = _worker_caps(capabilities, snapshot, profiles)
+    verdicts = assess_inbox(queue, snapshot, now, caps, worker_id)
+    ranked = rank_ready(queue, snapshot, verdicts, now, profiles=profiles, worker_caps=caps,
+                        worker_id=worker_id)
     by_id = snapshot.by_id()
-    chosen = next((by_id[v.job.id] for v in verdicts if v.ready), None)
-    return NextResult(chosen, tuple(verdicts), by_id, halted)
+    chosen = by_id[ranked[0].job.id] if ranked else None
+    return NextResult(chosen, tuple(verdicts), by_id, halted, tuple(ranked))

@@ -1,9 +1,10 @@
 """Picking and claiming jobs. A claim is a transaction that first takes back jobs whose lease
-expired, then picks from what is on disk under the queue lock and renames inbox -> building
-with a `claimed` event carrying a fresh lease token and the profile it pins. With a remote, the
-claim counts only once pushed (a rejected push means another machine won; the transaction
-decides again on the new tip); a claim whose push may or may not have landed waits, uncertain,
-until the remote shows which. An offline claim is replayed on the remote's tip when it answers."""
+expired, then picks from what is on disk under the queue lock (the router's first of the ready
+jobs) and renames inbox -> building with a `claimed` event carrying a fresh lease token, the
+profile it pins and the router's score of the job. With a remote, the claim counts only once
+pushed (a rejected push means another machine won; the transaction decides again on the new
+tip); a claim whose push may or may not have landed waits, uncertain, until the remote shows
+which. An offline claim is replayed on the remote's tip when it answers."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteRefused, RemoteU
 from aq.store.snapshot import Job, Snapshot
 from aq.store.sync import LeaseObserver
 from aq.store.tx import Tx
+from aq.usecases.routing import rank_ready
 from aq.worker.context import Claim, WorkerContext
 from aq.worker.reclaim import Reclaimer
 
@@ -82,16 +84,18 @@ class Claimer:
             snapshot = ctx.queue.snapshot()
         self._warn_invalid(snapshot)
         verdicts = self.assess(snapshot)
-        chosen = next((v.job for v in verdicts if v.ready and v.job.id not in ctx.roster.running),
-                      None)
-        if chosen is None:
+        ranked = rank_ready(ctx.queue, snapshot, verdicts, ctx.now(), profiles=self._profiles,
+                            worker_caps=ctx.options.capabilities, worker_id=ctx.worker_id,
+                            leaving=ctx.roster.running)
+        if not ranked:
             return None
-        job = snapshot.by_id()[chosen.id]
+        job = snapshot.by_id()[ranked[0].job.id]
         job, persona, pinned = self._as_profiled(job)
         attempt = job.state.attempt_count + 1
         token = f"{attempt}.{ctx.worker_id}.{secrets.token_hex(3)}"
         event = claimed(iso(ctx.now()), ctx.worker_id, attempt, token,
-                        host=socket.gethostname(), pid=os.getpid(), **pinned)
+                        host=socket.gethostname(), pid=os.getpid(),
+                        score=ranked[0].score.breakdown(), **pinned)
         if not tx.online:
             event["offline"] = True
         tx.move(job.id, Stage.INBOX, Stage.BUILDING, event)

@@ -195,7 +195,8 @@ def ls_(
 
 
 def next_(
-    explain: Annotated[bool, typer.Option("--explain", help="Say why every other job was passed over.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each ready job's score and say "
+                       "why every other job was passed over.")] = False,
     cap: CapOpt = None,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,

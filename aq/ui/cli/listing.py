@@ -90,11 +90,19 @@ def _print_next(result: NextResult, explain: bool) -> None:
         assert m is not None
         print(f"{result.chosen.id}  ({m.priority}) {m.title}")
     if explain:
+        _print_ranked(result)
         for verdict in result.verdicts:
-            if result.chosen is not None and verdict.job.id == result.chosen.id:
-                print(f"  take  {verdict.job.id}: first in order (priority, age, id)")
-            elif verdict.ready:
-                print(f"  later {verdict.job.id}: ready, but after {result.chosen.id if result.chosen else '?'} in order")
-            else:
+            if not verdict.ready:
                 print(f"  skip  {verdict.job.id}: {verdict.reason}")
 
+
+def _print_ranked(result: NextResult) -> None:
+    """The ready jobs in the router's order, each with its priority and score."""
+    for place, ranked in enumerate(result.ranked):
+        m = ranked.job.manifest
+        said = f"{m.priority if m else '-'}, {ranked.score.said()}"
+        if place == 0:
+            print(f"  take  {ranked.job.id}: first in order (priority, score, age, id): {said}")
+        else:
+            print(f"  later {ranked.job.id}: ready, but after {result.ranked[0].job.id} in "
+                  f"order: {said}")

@@ -91,6 +91,12 @@ def next_json(result: NextResult) -> dict[str, Any]:
             {"id": v.job.id, "ready": v.ready, "kind": v.kind, "reason": v.reason}
             for v in result.verdicts if result.chosen is None or v.job.id != result.chosen.id
         ],
+        "score": result.ranked[0].score.breakdown() if result.ranked else None,
+        "candidates": [  # the ready jobs in the router's order, the next first
+            {"id": r.job.id, "priority": r.job.manifest.priority if r.job.manifest else None,
+             "group": r.group, "score": r.score.breakdown()}
+            for r in result.ranked
+        ],
     }
 
 

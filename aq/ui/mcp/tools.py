@@ -254,6 +254,7 @@ class QueueTools:
             data["next"] = pruned(data["next"])
         passed = data["passed_over"]
         data["passed_over"] = passed[:LISTED]
+        data["candidates"] = data["candidates"][:LISTED]
         if len(passed) > LISTED:
             data["left_out"] = len(passed) - LISTED
         return self._answer(data)

@@ -25,6 +25,7 @@ DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "even
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
                   "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
+SCORE_KEYS = {"total", "fit", "warm", "starving", "fair", "cost"}
 MOVE_KEYS = {"id", "from", "to", "action", "tracker", "children_canceled"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",
                 "log", "artifacts", "reason", "engine", "usage"}
@@ -74,17 +75,23 @@ def test_show_json_shape_of_a_job_after_an_attempt(aq: Aq, queue_root: Path) -> 
 
 
 def test_next_json_shape(aq: Aq, jobs: Path) -> None:
-    """`aq next --json` is {next: job, halted: reason or null, passed_over: [{id, ready, kind, reason}]}."""
+    """`aq next --json` is {next: job, halted: reason or null, passed_over: [{id, ready, kind,
+    reason}], score: the next job's breakdown, candidates: [{id, priority, group, score}]}."""
     result = as_json(aq, "next")
-    assert set(result) == {"next", "halted", "passed_over"}
+    assert set(result) == {"next", "halted", "passed_over", "score", "candidates"}
     assert set(result["next"]) == JOB_KEYS
     assert result["next"]["id"] == "ready-one"
     assert [set(item) for item in result["passed_over"]] == [PASSED_OVER_KEYS]
+    assert set(result["score"]) == SCORE_KEYS
+    assert [c["id"] for c in result["candidates"]] == ["ready-one"]
+    assert [set(c) for c in result["candidates"]] == [{"id", "priority", "group", "score"}]
+    assert result["candidates"][0]["score"] == result["score"]
 
 
 def test_next_json_when_nothing_is_ready(aq: Aq, queue_root: Path) -> None:
     """With nothing to take, `aq next --json` has next null."""
-    assert as_json(aq, "next") == {"next": None, "halted": None, "passed_over": []}
+    assert as_json(aq, "next") == {"next": None, "halted": None, "passed_over": [], "score": None,
+                                   "candidates": []}
 
 
 def test_lint_json_shape(aq: Aq, queue_root: Path) -> None:
