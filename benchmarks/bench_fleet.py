@@ -589,12 +589,17 @@ def fleet_outcome(fig: FleetFigures, check: Path, count: subprocess.CompletedPro
 
 
 def worker_of(calls: Sequence[GitCall]) -> dict[int, str]:
-    """pid -> worker name, read from the heartbeat payload each worker commits."""
+    """pid -> worker name, read from the heartbeats committed: a machine's beat names each of
+    its workers with its pid (a beat of aq before machine beats, its one worker)."""
     names = {}
     for call in calls:
         if call.label == "commit-tree" and "-m" in call.args:
-            with contextlib.suppress(ValueError, IndexError):
-                names[call.pid] = json.loads(call.args[call.args.index("-m") + 1])["worker"]
+            with contextlib.suppress(ValueError, IndexError, AttributeError, KeyError):
+                payload = json.loads(call.args[call.args.index("-m") + 1])
+                for name, entry in (payload.get("workers") or {}).items():
+                    names[int(entry["pid"])] = name
+                if "worker" in payload:
+                    names[call.pid] = payload["worker"]
     return names
 
 

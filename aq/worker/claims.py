@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import secrets
 import socket
 from collections.abc import Callable
@@ -34,6 +35,26 @@ class Claimer:
         self.reclaimer = reclaimer
         self.contended = False  # the last claim lost every race: work is there
         self._profiles: dict[str, Profile] = {}
+        self._claimed_at: float | None = None  # when this worker's last claim landed
+        self._window = 0.0  # how long that claim took, fetch to push
+
+    def take_turn(self) -> None:
+        """Fairness among workers racing for claims: one whose last claim landed moments ago
+        (on a streak: short jobs, a clone nearer the remote) waits a random part of two claim
+        windows before it claims again, so that a worker that lost to it gets a window of its
+        own; without this, in a 6-worker run two workers made every claim. A claim window is
+        how long this worker's last claim took, at most 1s: a worker of agent jobs minutes
+        long never waits."""
+        if self._claimed_at is None or self.ctx.queue.remote is None:
+            return
+        window = min(1.0, self._window)
+        if self.ctx.monotonic() - self._claimed_at < 2 * window:
+            self.ctx.stopping.wait(random.uniform(0, 2 * window))
+
+    def landed(self, started: float) -> None:
+        """A claim that began at `started` landed now."""
+        self._claimed_at = self.ctx.monotonic()
+        self._window = self._claimed_at - started
 
     def claim_while(self, room: Callable[[], bool], start: Callable[[Claim], None]) -> int:
         """Claim and start jobs while there is `room`: how many."""
@@ -54,11 +75,15 @@ class Claimer:
                   if ctx.options.offline else None)
         if ctx.queue.held_back:  # the remote refused a push: no claim until the wait is over
             return None
+        self.take_turn()
+        started = ctx.monotonic()
         try:
             claim: Claim | None = ctx.queue.transact(
                 self.claim, f"aq: claim by {ctx.worker_id}",
                 describe=lambda c: f"aq: claim {c.job.id if c else ''} by {ctx.worker_id}",
                 replay=replay)
+            if claim is not None:
+                self.landed(started)
             return claim
         except RemoteUnreachable:
             ctx.voice.unreachable("claiming nothing new until it answers")

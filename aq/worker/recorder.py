@@ -75,6 +75,9 @@ class Recorder:
             return None  # the job waits in building (its lease renewed) until its branch lands
         record = functools.partial(self._record, ended)
         claim_next = may_claim()
+        if claim_next:
+            self.claimer.take_turn()
+        started = ctx.monotonic()
 
         def change(tx: Tx) -> tuple[str | None, Claim | None]:
             moved = record(tx)
@@ -103,6 +106,8 @@ class Recorder:
                                f"({self.keeper.reason(err)}); trying again")
             return None
         moved, taken = synced.value
+        if taken is not None and synced.confirmed:
+            self.claimer.landed(started)
         self._recorded(ended, moved, unpushed=synced.unpushed)
         return Recorded(taken, synced.confirmed)
 
