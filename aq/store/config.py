@@ -55,8 +55,9 @@ artifact_max: 10MiB
 # log_retention: 90d
 # Jobs final (shipped, failed, dead letter) for longer than this are due to move to
 # queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs, so no folder nears a forge's
-# limit (GitHub: 3,000 entries); `aq archive` moves what is due. Unset: it moves jobs final
-# for over 14 days, and only when run.
+# limit (GitHub: 3,000 entries); idle workers move what is due (at most once an hour each,
+# 500 jobs a commit), and `aq archive` does at once. Unset: only `aq archive` moves jobs, those
+# final for over 14 days.
 # archive_after: 14d
 
 # Engine classes: a job or profile may ask for `engine-class: coding-agent`; a worker runs the

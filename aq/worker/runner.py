@@ -48,6 +48,7 @@ from aq.worker.launcher import Launcher
 from aq.worker.reclaim import Reclaimer
 from aq.worker.recorder import Recorder
 from aq.worker.startup import recover
+from aq.worker.upkeep import Upkeep
 
 COURIER_FLUSH = 30.0  # seconds a worker that ends waits for its last tracker posts
 
@@ -105,6 +106,7 @@ class Worker:
         self.launcher = Launcher(ctx, self.courier)
         self.recorder = Recorder(ctx, keeper, self.courier, self.claims)
         self.drain = DrainCheck(ctx, self.claims, self.reclaimer)
+        self.upkeep = Upkeep(ctx)
         self._next_refresh = 0.0
 
     def run(self) -> RunSummary:
@@ -161,6 +163,8 @@ class Worker:
         self.claims.settle_uncertain(self._start)
         self.launcher.watch_cancellations()
         self.courier.tick()
+        if not self._busy() and not ctx.stopping.is_set():
+            self.upkeep.idle_turn()
         ctx.wake.wait(timeout=0.2 if self._busy() else self._idle_wait())
         ctx.wake.clear()
 

@@ -1,0 +1,40 @@
+"""What an idle worker does for the queue besides claiming: with aq.yaml `archive_after` set,
+it moves the jobs final for longer into the archive (aq.usecases.archive), a batch at a time,
+at most once an hour: every worker of a fleet may, and the moves are compare-and-swap like
+any other, so two that try at once move each job once."""
+
+from __future__ import annotations
+
+from aq.errors import AqError
+from aq.worker.context import WorkerContext
+
+ARCHIVE_EVERY = 3600.0  # seconds between a worker's looks for jobs due to be archived
+ARCHIVE_BATCH = 500  # jobs a look moves at most: one commit
+
+
+class Upkeep:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self._next_archive = ctx.monotonic()  # the first idle turn looks
+
+    def idle_turn(self) -> None:
+        """An idle worker's turn: archive what is due, if it is time to look."""
+        ctx = self.ctx
+        older_than = ctx.queue.config.archive_after
+        if older_than is None or ctx.monotonic() < self._next_archive or ctx.queue.held_back:
+            return
+        self._next_archive = ctx.monotonic() + ARCHIVE_EVERY
+        from aq.usecases.archive import archive
+
+        try:
+            done = archive(ctx.queue, now=ctx.now(), older_than=older_than, limit=ARCHIVE_BATCH,
+                           who=ctx.worker_id, batch=ARCHIVE_BATCH)
+        except AqError as err:  # the remote away, the lock busy: the next look tries again
+            ctx.voice.say_once(f"archiving waits: {err}")
+            return
+        if done.moved:
+            ctx.voice.say(f"archived {len(done.moved)} job(s) final for over "
+                          f"{older_than / 86400:g} day(s)"
+                          + (f"; {done.left} more next time" if done.left else ""))
+            if done.left:  # more due than one batch: look again soon
+                self._next_archive = ctx.monotonic() + ctx.options.poll
