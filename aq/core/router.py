@@ -2,8 +2,10 @@
 
 Priority stays first: no score lifts a job over one of a higher priority. Within a priority each
 job gets a score, the sum of the parts below, and the higher score goes first; then the older
-job, then, for an exact tie, a hash of the seed (the worker's id) and the job's id, so that
-workers whose jobs were added in one batch do not all race for the same one; then the id.
+job, then the id (DESIGN §4: a batch dropped at once is taken in id order). A `seed` can
+break exact ties by a hash instead; aq's workers give none: every worker racing for the same
+job changes nothing under compare-and-swap (the loser decides again either way), and a person
+who drops a batch expects it taken in order.
 
 - fit: the job's `prefers:` names this worker or an engine it has (+); an engine-class job would
   run here on a later choice of its class (-), so a worker with only a fallback engine takes

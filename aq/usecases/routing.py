@@ -34,7 +34,7 @@ def rank_ready(queue: Queue, snapshot: Snapshot, verdicts: Sequence[Verdict], no
         engine_costs=engine_costs(snapshot.jobs) if any(
             job.manifest is not None and job.manifest.budget is not None
             and job.manifest.budget.usd is not None for job in ready) else {},
-        default_repo=config.repo, default_engine=config.default_engine, seed=worker_id)
+        default_repo=config.repo, default_engine=config.default_engine)
     return rank(ready, now, signals, routing, worker_caps)
 
 
