@@ -37,6 +37,16 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def time_or_none(text: str | None) -> datetime | None:
+    """A time from an event; an unreadable one counts as absent (`aq lint` reports it)."""
+    if not text:
+        return None
+    try:
+        return parse_iso(text)
+    except (ValueError, TypeError):
+        return None
+
+
 # --- events as written: each type's fields in one order (people read the JSON lines) -----------
 
 def added(ts: str, by: str, **extra: Any) -> Event:

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Protocol
 
-from aq.core.events import JobState, iso, parse_iso
+from aq.core.events import JobState, iso, time_or_none
 from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.scheduler import JobView, Routing
@@ -157,7 +157,7 @@ def recent_claims(jobs: Iterable[Known], now: datetime, *, default_repo: str | N
         as text, which is several times faster than parsing thousands of them."""
         if len(started) == len(since_text) and started.endswith("Z"):
             return started >= since_text
-        moment = _time(started)
+        moment = time_or_none(started)
         return moment is not None and moment >= since
 
     counts: Counter[str] = Counter()
@@ -229,7 +229,7 @@ def _fit(manifest: Manifest, routing: Routing, worker_caps: frozenset[str] | Non
 def _starving(job: JobView, now: datetime) -> float:
     """Points for the minutes past STARVE_AFTER since the job became ready (added, or its
     retry's not-before time)."""
-    not_before = _time(job.state.not_before)
+    not_before = time_or_none(job.state.not_before)
     ready_since = max(job.added, not_before) if not_before is not None else job.added
     past = (now - ready_since).total_seconds() - STARVE_AFTER
     return round(STARVE_PER_MINUTE * past / 60, 2) if past > 0 else 0.0
@@ -245,16 +245,6 @@ def _cost(manifest: Manifest, engine: str | None, costs: Mapping[str, float]) ->
     if budget is None or engine is None or engine not in costs:
         return 0.0
     return COST if costs[engine] <= budget else -COST
-
-
-def _time(text: str | None) -> datetime | None:
-    """A time from an event; an unreadable one counts as absent."""
-    if not text:
-        return None
-    try:
-        return parse_iso(text)
-    except (ValueError, TypeError):
-        return None
 
 
 def _num(value: float) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from aq.core.children import awaited, families
-from aq.core.events import JobState, iso, parse_iso
+from aq.core.events import JobState, iso, time_or_none
 from aq.core.lifecycle import DONE_FOR_DEPS, Stage
 from aq.core.manifest import Manifest
 from aq.core.profile import Profile, apply_profile, choose_engine, profile_problem
@@ -199,7 +199,7 @@ def _block_reason(
             return "dep", f"waits for dep {dep} ({stage})"
     if manifest.lock and manifest.lock in locks:
         return "lock", f"lock {manifest.lock!r} is held by {locks[manifest.lock]}"
-    not_before = _time_or_none(job.state.not_before)
+    not_before = time_or_none(job.state.not_before)
     if retry_waits is not None and job.id in retry_waits:
         if retry_waits[job.id] > 0:
             return "not_before", f"retry waits its backoff ({retry_waits[job.id]:.0f}s more)"
@@ -234,22 +234,12 @@ def _preferred_elsewhere(job: JobView, prefers: Sequence[str], now: datetime,
         if hint == f"factory:{routing.worker_id}" or (
                 hint.startswith("engine:") and worker_caps is not None and hint in worker_caps):
             return None
-    ready_since = max(job.added, _time_or_none(job.state.not_before) or job.added)
+    ready_since = max(job.added, time_or_none(job.state.not_before) or job.added)
     opens = ready_since + timedelta(seconds=routing.prefer_window)
     if now >= opens:
         return None
     return (f"preferred for {', '.join(prefers)} until {iso(opens)} "
             f"({(opens - now).total_seconds():.0f}s more)")
-
-
-def _time_or_none(text: str | None) -> datetime | None:
-    """A time from an event; an unreadable one counts as absent (`aq lint` reports it)."""
-    if not text:
-        return None
-    try:
-        return parse_iso(text)
-    except (ValueError, TypeError):
-        return None
 
 
 def pick(
