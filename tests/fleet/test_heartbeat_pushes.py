@@ -15,7 +15,7 @@ from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 TTL = 3.0
-WINDOW = 4  # lease TTLs each phase is watched for
+WINDOW = 3  # lease TTLs each phase is watched for
 LOG_REFS = """#!/bin/sh
 while read old new ref; do echo "$ref" >> "{log}"; done
 """
