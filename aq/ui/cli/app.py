@@ -3,6 +3,8 @@ one module per group; this only puts them together."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from aq.ui.cli import agents, archive, fleet, jobs, moves, running, trackers, upkeep, views
@@ -18,6 +20,26 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"aq {version('aq')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("aq (not installed: run from its source tree)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print aq's version and exit.",
+                                          is_eager=True, callback=_version)] = False,
+) -> None:
+    """aq: a job queue for coding agents. The queue is a git repository; a job is a Markdown
+    file; its stage is the folder it sits in."""
+
 
 app.command()(upkeep.init)
 app.command()(jobs.add)

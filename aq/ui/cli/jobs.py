@@ -181,7 +181,8 @@ def _read_body(file: str | None, body: str | None) -> str:
 # and an option added here must be known there, or the quick path leaves that argv to Typer.
 def ls_(
     stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only this stage "
-                     "(repeatable): inbox building review testing shipped failed dead_letter.")] = None,
+                     "(repeatable, or comma-separated): inbox building review testing shipped "
+                     "failed dead_letter.")] = None,
     ready: Annotated[bool, typer.Option("--ready", help="Only inbox jobs a worker here could take now.")] = False,
     blocked: Annotated[bool, typer.Option("--blocked", help="Only inbox jobs that wait, with why.")] = False,
     fetch: Annotated[bool, typer.Option("--fetch", help="Fetch from the queue's remote first.")] = False,

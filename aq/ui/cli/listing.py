@@ -28,8 +28,8 @@ def list_command(stage: Sequence[str], ready: bool, blocked: bool, fetch: bool,
     else:
         say_view_age(q)
     stages = []
-    for name in stage:
-        try:
+    for name in (part.strip() for given in stage for part in given.split(",") if part.strip()):
+        try:  # repeated, or comma-separated: -s inbox,failed
             stages.append(Stage(name))
         except ValueError:
             raise UsageError(f"--stage {name!r} is not a stage: {', '.join(Stage)}") from None

@@ -310,6 +310,8 @@ def test_ls_filters_by_stage_ready_and_blocked(aq: Aq, mixed: Path) -> None:
 
     assert ids() == ["base", "old", "ready-one", "waits"]
     assert ids("--stage", "review", "--stage", "shipped") == ["base", "old"]
+    assert ids("-s", "review,shipped") == ["base", "old"]  # comma-separated, as a person types
+    assert ids("-s", "review, shipped", "-s", "inbox") == ["base", "old", "ready-one", "waits"]
     assert ids("--ready") == ["ready-one"]
     assert ids("--blocked") == ["waits"]
 
@@ -319,6 +321,16 @@ def test_ls_refuses_an_unknown_stage(aq: Aq, mixed: Path) -> None:
     ran = aq("ls", "--stage", "nope")
     assert_one_line_error(ran, ExitStatus.USAGE)
     assert "dead_letter" in ran.stderr
+    listed = aq("ls", "-s", "inbox,nope")
+    assert_one_line_error(listed, ExitStatus.USAGE)
+    assert "'nope'" in listed.stderr
+
+
+def test_version_prints_the_installed_version(aq: Aq) -> None:
+    from importlib.metadata import version
+
+    ran = aq("--version")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, f"aq {version('aq')}\n", "")
 
 
 def test_show_prints_stage_block_reason_settings_and_timeline(aq: Aq, queue_root: Path) -> None:
