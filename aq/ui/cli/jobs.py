@@ -52,6 +52,10 @@ def add(
     from aq.core.manifest import split_frontmatter
     from aq.usecases.jobs import check_names
 
+    if timeout is not None and timeout.strip().replace(".", "", 1).isdigit():
+        # a job that may run 45 seconds is rarely what `--timeout 45` means
+        raise UsageError(f"--timeout {timeout.strip()} has no unit: did you mean "
+                         f"{timeout.strip()}m? (say {timeout.strip()}s for seconds)")
     q = located(queue)
     text = _read_body(file, body)
     source = "the job body" if file is None else "stdin" if file == "-" else file

@@ -326,6 +326,14 @@ def test_ls_refuses_an_unknown_stage(aq: Aq, mixed: Path) -> None:
     assert "'nope'" in listed.stderr
 
 
+def test_a_timeout_with_no_unit_is_refused_asking_which_was_meant(aq: Aq, queue_root: Path) -> None:
+    ran = aq("add", "--body", "echo x", "--timeout", "45")
+    assert_one_line_error(ran, ExitStatus.USAGE)
+    assert "--timeout 45 has no unit: did you mean 45m? (say 45s for seconds)" in ran.stderr
+    assert inbox_files(queue_root) == []
+    assert aq("add", "--body", "echo x", "--timeout", "45s").returncode == 0
+
+
 def test_version_prints_the_installed_version(aq: Aq) -> None:
     from importlib.metadata import version
 
