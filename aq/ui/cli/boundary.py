@@ -1,5 +1,6 @@
 """The one exit boundary: a command's status ends the process; an `AqError` becomes one line
-on stderr and its exit code (aq.errors); so do click's own usage errors. A traceback reaching
+on stderr (and, under `--json`, a JSON object on stdout) and its exit code (aq.errors); so do
+click's own usage errors. A traceback reaching
 a person is a bug, so anything else is one line too, unless AQ_DEBUG is set."""
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ def exit_from(command: Callable[[], int]) -> NoReturn:
 
 
 def fail(message: str, status: int) -> NoReturn:
+    """One line on stderr and the exit code; a command asked for `--json` also prints
+    {"error": the line, "exit": the code} on stdout, for the script reading it."""
+    if "--json" in sys.argv[1:]:
+        import json
+
+        sys.stdout.write(json.dumps({"error": message, "exit": status}) + "\n")
+        sys.stdout.flush()
     sys.stderr.write(f"aq: {message}\n")
     sys.stderr.flush()
     raise SystemExit(status)

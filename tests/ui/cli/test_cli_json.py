@@ -125,3 +125,16 @@ def test_move_json_shape(aq: Aq, queue_root: Path, stage: str, command: list[str
     moved = as_json(aq, command[0], "mover", *command[1:])
     assert set(moved) == MOVE_KEYS
     assert (moved["id"], moved["from"], moved["action"]) == ("mover", stage, command[0])
+
+
+def test_an_error_under_json_is_json_on_stdout_too(aq: Aq, queue_root: Path) -> None:
+    """A command asked for --json that fails prints {"error", "exit"} on stdout for the script
+    reading it, and its one line on stderr for a person, with the same exit code."""
+    missing = aq("show", "no-such-job", "--json")
+    assert missing.returncode == 1
+    said = json.loads(missing.stdout)
+    assert said == {"error": missing.stderr.strip().removeprefix("aq: "), "exit": 1}
+    usage = aq("ls", "--stage", "nope", "--json")
+    assert (usage.returncode, json.loads(usage.stdout)["exit"]) == (2, 2)
+    plain = aq("show", "no-such-job")
+    assert plain.stdout == "" and plain.returncode == 1
