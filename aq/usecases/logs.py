@@ -49,6 +49,33 @@ def find_log(queue: Queue, ref: str, attempt: int | None) -> LogRef:
     raise LogNotFound(f"no log kept for {job.id} attempt {number}")
 
 
+def first_log(queue: Queue, ref: str, *, say: Callable[[str], None],
+              stop: Callable[[], bool] = lambda: False,
+              sleep: Callable[[float], object] = time.sleep, poll: float = FOLLOW_POLL) -> LogRef:
+    """The log of a job's first attempt, once it has one (`logs --follow` on a job not run yet
+    waits for it, saying so once); LogNotFound if the job ends with none (canceled) or
+    `stop()`."""
+    job = queue.resolve(ref)
+    said = False
+    while True:
+        fresh = Queue(queue.root)  # read afresh each look: a worker here claims it meanwhile
+        job = fresh.resolve(job.id)
+        if job.state.attempt_count:
+            try:
+                return find_log(fresh, job.id, None)
+            except LogNotFound:
+                if job.stage is not Stage.BUILDING:
+                    raise
+        elif job.stage is not Stage.INBOX:
+            raise LogNotFound(f"{job.id} was never run (it is in {job.stage})")
+        if stop():
+            raise LogNotFound(f"{job.id} has not been run yet (it is in {job.stage})")
+        if not said:
+            say(f"{job.id} has not started yet: waiting for its first attempt (Ctrl-C to stop)")
+            said = True
+        sleep(poll)
+
+
 def read_log(queue: Queue, ref: LogRef, *, follow: bool, stop: Callable[[], bool] = lambda: False,
              sleep: Callable[[float], object] = time.sleep, poll: float = FOLLOW_POLL
              ) -> Generator[bytes, None, None]:

@@ -10,16 +10,17 @@ import pytest
 
 from aq.core.events import CLAIMED, FINISHED
 from aq.core.lifecycle import Action, Stage
-from aq.errors import IdempotencyConflict, JobExists, MoveRefused
+from aq.errors import IdempotencyConflict, JobExists, LogNotFound, MoveRefused
 from aq.infra.rundir import RunFiles
 from aq.store.queue import Queue
 from aq.usecases.checks import lint
 from aq.usecases.fleet import halt, resume
 from aq.usecases.jobs import add_job, show_job
 from aq.usecases.listing import list_jobs, next_job
-from aq.usecases.logs import LogRef, read_log
+from aq.usecases.logs import LogRef, first_log, read_log
 from aq.usecases.moves import move_job
 from aq.usecases.setup import init_queue
+from tests.helpers.cli import run_aq
 from tests.helpers.git import git, head
 from tests.helpers.queue import T0, write_job
 
@@ -299,6 +300,31 @@ def test_events_are_json_lines_one_per_move(queue: Queue) -> None:
 
 
 # --- logs ------------------------------------------------------------------------------------
+
+def test_following_a_job_not_run_yet_waits_for_its_first_attempt(queue: Queue) -> None:
+    """`logs -f` on an inbox job: says once that it waits, looks again on the sleep it is
+    handed, and gives the first attempt's log once a worker ran it; a job canceled before it
+    ever ran ends the wait."""
+    write_job(queue.root, "later", "echo first words", verify="true")
+    said: list[str] = []
+    looks: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        looks.append(seconds)
+        if len(looks) == 2:  # meanwhile a worker here takes it and runs it
+            assert run_aq("run", "--once", cwd=queue.root).returncode == 0
+
+    ref = first_log(queue, "later", say=said.append, sleep=sleep, poll=0.5)
+    assert (ref.job_id, ref.attempt) == ("later", 1)
+    assert b"first words" in b"".join(read_log(queue, ref, follow=True))
+    assert said == ["later has not started yet: waiting for its first attempt (Ctrl-C to stop)"]
+    assert looks == [0.5, 0.5]
+
+    write_job(queue.root, "dropped", "echo never")
+    with pytest.raises(LogNotFound, match="dropped was never run"):
+        first_log(queue, "dropped", say=said.append, poll=0.0, sleep=lambda _s: move_job(
+            queue, "dropped", Action.CANCEL, who=WHO, env={}, now=T0))
+
 
 def test_read_log_follows_a_running_attempt_until_its_log_is_kept(queue: Queue) -> None:
     """read_log gives the live log, then what is appended at each look (on the sleep it is

@@ -65,13 +65,22 @@ def _seconds(flag: str, value: str | None) -> float | None:
 def logs(
     job: JobArg,
     attempt: Annotated[int | None, typer.Option("--attempt", "-n", min=1, help="Attempt number (default: the latest).")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the attempt runs.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the attempt "
+                      "runs (a job not started yet: wait for its first attempt).")] = False,
     queue: QueueOpt = None,
 ) -> None:
     """Print an attempt's log (scrubbed of secrets)."""
-    from aq.usecases.logs import find_log, read_log
+    from aq.errors import LogNotFound
+    from aq.usecases.logs import find_log, first_log, read_log
 
     q = located(queue)
-    for chunk in read_log(q, find_log(q, job, attempt), follow=follow):
+    try:
+        ref = find_log(q, job, attempt)
+    except LogNotFound:
+        if not follow or attempt is not None or q.resolve(job).state.attempt_count:
+            raise
+        ref = first_log(q, job, say=lambda line: print(f"aq: {line}", file=sys.stderr,
+                                                       flush=True))
+    for chunk in read_log(q, ref, follow=follow):
         sys.stdout.write(chunk.decode("utf-8", errors="replace"))
         sys.stdout.flush()
