@@ -52,10 +52,7 @@ def add(
     from aq.core.manifest import split_frontmatter
     from aq.usecases.jobs import check_names
 
-    if timeout is not None and timeout.strip().replace(".", "", 1).isdigit():
-        # a job that may run 45 seconds is rarely what `--timeout 45` means
-        raise UsageError(f"--timeout {timeout.strip()} has no unit: did you mean "
-                         f"{timeout.strip()}m? (say {timeout.strip()}s for seconds)")
+    _check_timeout(timeout)
     q = located(queue)
     text = _read_body(file, body)
     source = "the job body" if file is None else "stdin" if file == "-" else file
@@ -183,6 +180,13 @@ def _read_body(file: str | None, body: str | None) -> str:
 
 # ls and next are run by the quick path too (aq.ui.cli.quick): their bodies are in listing.py,
 # and an option added here must be known there, or the quick path leaves that argv to Typer.
+def _check_timeout(timeout: str | None) -> None:
+    """A job that may run 45 seconds is rarely what `--timeout 45` means: a unit is needed."""
+    if timeout is not None and timeout.strip().replace(".", "", 1).isdigit():
+        raise UsageError(f"--timeout {timeout.strip()} has no unit: did you mean "
+                         f"{timeout.strip()}m? (say {timeout.strip()}s for seconds)")
+
+
 def ls_(
     stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only this stage "
                      "(repeatable, or comma-separated): inbox building review testing shipped "
