@@ -603,7 +603,9 @@ def worker_of(calls: Sequence[GitCall]) -> dict[int, str]:
     return names
 
 
-def fleet_calls(fig: FleetFigures, calls: Sequence[GitCall]) -> None:
+def count_pushes(fig: FleetFigures, calls: Sequence[GitCall]) -> None:
+    """Pushes to main (landed, lost races, other failures), heartbeat pushes and git calls per
+    job, from the workers' git calls."""
     pushes = [c for c in calls if c.main_push]
     fig.pushes_ok = sum(1 for c in pushes if c.rc == 0)
     fig.pushes_rejected = sum(1 for c in pushes if c.rc != 0 and c.rejected)
@@ -612,6 +614,11 @@ def fleet_calls(fig: FleetFigures, calls: Sequence[GitCall]) -> None:
     fig.pushes_other_failures = sum(1 for c in pushes if c.rc != 0 and not c.rejected)
     fig.heartbeat_pushes = sum(1 for c in calls if c.label == "push --force (heartbeat)")
     fig.calls = call_table(calls, fig.finished_jobs)
+
+
+def fleet_calls(fig: FleetFigures, calls: Sequence[GitCall]) -> None:
+    """count_pushes, and each worker's fetches, pushes and git time, and the claim window."""
+    count_pushes(fig, calls)
     rows = {row.name: row for row in fig.per_worker}
     names = worker_of(calls)
     windows: list[float] = []

@@ -25,7 +25,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +35,10 @@ if str(REPO) not in sys.path:  # tests/helpers is not installed with aq: it live
 
 from bench_fleet import (  # noqa: E402 - benchmarks/ is on sys.path as a script
     FleetFigures,
-    GitCall,
     Hook,
     WorkerRow,
-    call_table,
     clone,
+    count_pushes,
     fleet_outcome,
     git,
     git_daemon,
@@ -128,19 +126,6 @@ def over(transport: str, base: Path, jobs: int, hook: Hook, timeout: float) -> T
                      if "could not" in line or "Traceback" in line or line.startswith("aq:")
                      or "does not answer" in line]
     return out
-
-
-def count_pushes(fig: FleetFigures, calls: Sequence[GitCall]) -> None:
-    """Pushes to main (landed, lost races, other failures), heartbeat pushes and git calls per
-    job, from the workers' git calls (bench_fleet's fleet_calls also splits them by worker)."""
-    pushes = [c for c in calls if c.main_push]
-    fig.pushes_ok = sum(1 for c in pushes if c.rc == 0)
-    fig.pushes_rejected = sum(1 for c in pushes if c.rc != 0 and c.rejected)
-    fig.rejected_why = dict(Counter((c.detail or "?").split("\t")[-1] for c in pushes
-                                    if c.rc != 0 and c.rejected))
-    fig.pushes_other_failures = sum(1 for c in pushes if c.rc != 0 and not c.rejected)
-    fig.heartbeat_pushes = sum(1 for c in calls if c.label == "push --force (heartbeat)")
-    fig.calls = call_table(calls, fig.finished_jobs)
 
 
 def median_ms(seconds: Sequence[float]) -> float | None:
