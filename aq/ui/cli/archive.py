@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aq.errors import UsageError
 from aq.infra.clock import utc_now as now
-from aq.ui.cli.options import JsonOpt, QueueOpt
+from aq.ui.cli.options import JsonOpt, QueueOpt, duration_of
 from aq.ui.cli.session import emit, fetched, located
 
 if TYPE_CHECKING:
@@ -28,17 +27,11 @@ def archive(
 ) -> None:
     """Move jobs final for long into queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs,
     500 per commit. Every command still finds them by id; `aq ls --all` lists them."""
-    from aq.core.durations import parse_duration
     from aq.usecases.archive import BATCH, DEFAULT_AGE
     from aq.usecases.archive import archive as run_archive
     from aq.usecases.setup import who_am_i
 
-    age = None
-    if older_than is not None:
-        try:
-            age = parse_duration(older_than)
-        except ValueError as err:
-            raise UsageError(f"--older-than {older_than!r}: {err}") from None
+    age = duration_of("--older-than", older_than) if older_than is not None else None
     q = located(queue)
     if age is None:
         age = q.config.archive_after if q.config.archive_after is not None else DEFAULT_AGE

@@ -11,3 +11,15 @@ QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Queue folde
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and agents.")]
 JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")]
 CapOpt = Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")]
+
+
+def duration_of(flag: str, value: str) -> float:
+    """The seconds of a duration option (45m, 14d); a value that is none is one line naming the
+    flag and the value (exit 2)."""
+    from aq.core.durations import parse_duration
+    from aq.errors import UsageError
+
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise UsageError(f"{flag} {value!r}: {err}") from None

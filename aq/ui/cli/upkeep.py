@@ -12,7 +12,7 @@ import typer
 from aq.errors import ExitStatus, UsageError
 from aq.infra.clock import utc_now as now
 from aq.ui.cli.detail import fmt
-from aq.ui.cli.options import JobArg, JsonOpt, QueueOpt
+from aq.ui.cli.options import JobArg, JsonOpt, QueueOpt, duration_of
 from aq.ui.cli.session import emit, located
 from aq.ui.cli.shapes import diff_json, fsck_json, gc_json, profile_json
 
@@ -102,14 +102,9 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Free disk: unused repo caches, old jobs' logs (aq.yaml log_retention), old branches."""
-    from aq.core.durations import parse_duration
     from aq.usecases.gc import gc as run_gc
 
-    try:
-        age = parse_duration(older_than)
-    except ValueError as err:
-        raise UsageError(f"--older-than {older_than!r}: {err}") from None
-    freed = run_gc(located(queue), now=now(), older_than=age, branches=branches, dry_run=dry_run)
+    freed = run_gc(located(queue), now=now(), older_than=duration_of("--older-than", older_than), branches=branches, dry_run=dry_run)
     if as_json:
         emit(gc_json(freed, dry_run))
         return

@@ -11,7 +11,7 @@ import typer
 
 from aq.errors import AqError, ExitStatus, UsageError
 from aq.infra.clock import utc_now as now
-from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt
+from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt, duration_of
 from aq.ui.cli.session import caps, emit, located
 
 if TYPE_CHECKING:
@@ -90,16 +90,10 @@ def stats(
     (of the jobs in the stage folders: archived jobs are not counted)."""
     import shutil
 
-    from aq.core.durations import parse_duration
     from aq.usecases.stats import compute_stats, stats_json
     from aq.usecases.stats_tables import stats_text
 
-    window = None
-    if since is not None:
-        try:
-            window = parse_duration(since)
-        except ValueError as err:
-            raise UsageError(f"--since {since!r}: {err}") from None
+    window = duration_of("--since", since) if since is not None else None
     figures = compute_stats(located(queue), now=now(), since=window)
     if as_json:
         emit(stats_json(figures))
