@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from aq.core.events import parse_iso
-from aq.core.manifest import parse_manifest
 from tests.helpers.fleet import Fleet, fleet_in
-from tests.helpers.git import git
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -31,16 +29,6 @@ def spawn(part: int, out: Path) -> str:
             f"--body 'echo $AQ_WORKER_ID > {out}/part-{part}'")
 
 
-def children_on_remote(fleet: Fleet, parent: str) -> dict[str, list[str]]:
-    """child id -> the stages its file is in on the remote's main."""
-    found = {}
-    for job_id, stages in fleet.stages_at().items():
-        text = git(fleet.bare, "show", f"main:queue/{stages[0]}/{job_id}.md")
-        if parse_manifest(job_id, text, job_id).parent == parent:
-            found[job_id] = stages
-    return found
-
-
 def test_two_clones_run_the_children_and_the_parents_verify_comes_after_all(fleet: Fleet) -> None:
     out = fleet.base / "out"
     out.mkdir()
@@ -52,7 +40,7 @@ def test_two_clones_run_the_children_and_the_parents_verify_comes_after_all(flee
     for worker in workers:
         assert fleet.finish(worker, 180) == 0, fleet.err(worker)
 
-    kids = children_on_remote(fleet, "parent")
+    kids = fleet.children("parent")
     assert len(kids) == 5 and all(stages == ["review"] for stages in kids.values()), kids
     assert fleet.stage("parent") == "testing"
     finished = fleet.events("parent", "finished")
@@ -78,11 +66,11 @@ def test_a_worker_killed_while_its_parent_spawned_leaves_no_child_made_twice(
     wait_for(gate.exists, 120, "the first attempt's two spawns")
     fleet.kill(doomed, signal.SIGKILL)
     doomed.wait(timeout=30)
-    assert len(children_on_remote(fleet, "parent")) == 2
+    assert len(fleet.children("parent")) == 2
 
     survivor = fleet.worker(fleet.clones[1], "w-survivor", "--drain", lease="3s")
     assert fleet.finish(survivor, 240) == 0, fleet.err(survivor)
-    kids = children_on_remote(fleet, "parent")
+    kids = fleet.children("parent")
     assert len(kids) == 5, kids
     assert all(len(stages) == 1 for stages in kids.values())
     assert fleet.stage("parent") == "testing"

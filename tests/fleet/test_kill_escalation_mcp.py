@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from aq.core.events import parse_iso
-from aq.core.manifest import parse_manifest
 from tests.helpers.fleet import Fleet, can_fake_hosts, fleet_in
 from tests.helpers.git import git
 from tests.helpers.queue import configure
@@ -168,16 +167,6 @@ asyncio.run(main())
 """
 
 
-def children_on_remote(fleet: Fleet, parent: str) -> dict[str, list[str]]:
-    """child id -> the stages its file is in on the remote's main."""
-    found = {}
-    for job_id, stages in fleet.stages_at().items():
-        text = git(fleet.bare, "show", f"main:queue/{stages[0]}/{job_id}.md")
-        if parse_manifest(job_id, text, job_id).parent == parent:
-            found[job_id] = stages
-    return found
-
-
 def test_a_child_spawned_through_mcp_by_a_killed_attempt_is_not_made_again_by_its_rerun(
         fleet: Fleet) -> None:
     """The parent's first attempt spawns its child through `aq mcp`, then its worker is killed
@@ -201,7 +190,7 @@ def test_a_child_spawned_through_mcp_by_a_killed_attempt_is_not_made_again_by_it
         assert doomed.poll() is None, fleet.out(doomed) + fleet.err(doomed)
         fleet.kill(doomed)
         doomed.wait(timeout=30)
-        (kid,) = children_on_remote(fleet, "parent")
+        (kid,) = fleet.children("parent")
 
         survivor = fleet.worker(fleet.clones[1], "w-survivor", lease="3s", host=host("machine-b"))
         wait_for(lambda: any(e.get("action") == "await" for e in fleet.events("parent", "finished"))
@@ -219,7 +208,7 @@ def test_a_child_spawned_through_mcp_by_a_killed_attempt_is_not_made_again_by_it
     said = [json.loads(line) for line in (out / "said").read_text().splitlines()]
     assert [(s["attempt"], s["id"], s["parent"], s["created"]) for s in said] == [
         (1, kid, "parent", True), (2, kid, "parent", False)]
-    assert children_on_remote(fleet, "parent") == {kid: ["testing"]}
+    assert fleet.children("parent") == {kid: ["testing"]}
     assert set(fleet.stages_at()) == {"parent", kid}
     assert (out / "kid-runs").read_text().splitlines() == [f"{kid} w-kids"]
     pairs = one_finish_per_claim(fleet.events("parent"))

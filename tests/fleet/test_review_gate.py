@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from aq.core.manifest import parse_manifest
 from tests.helpers.fleet import Fleet, fleet_in
 from tests.helpers.git import git
 from tests.helpers.queue import configure
@@ -48,10 +47,8 @@ def test_a_worker_killed_mid_review_loses_no_verdict_and_makes_no_second_review(
     survivor = fleet.worker(fleet.clones[1], "w-survivor", "--drain", lease="3s")
     assert fleet.finish(survivor, 240) == 0, fleet.err(survivor)
     assert fleet.stage("feature") == "testing"
-    reviews = {job_id: stages for job_id, stages in fleet.stages_at().items()
-               if (parse_manifest(job_id, git(fleet.bare, "show", f"main:queue/{stages[0]}/"
-                                              f"{job_id}.md"), job_id).idempotency_key or ""
-                   ).startswith("review:feature:")}
+    reviews = {job_id: stages for job_id, (stages, manifest) in fleet.manifests().items()
+               if (manifest.idempotency_key or "").startswith("review:feature:")}
     assert list(reviews.values()) == [["shipped"]], reviews
     (review,) = reviews
     assert next(e["action"] for e in fleet.events(review, "finished")) == "reclaim"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from aq.core.manifest import parse_manifest
 from tests.helpers.fleet import Fleet, fleet_in
 from tests.helpers.git import git, project_repo
 from tests.helpers.queue import configure
@@ -55,9 +54,8 @@ def set_up(fleet: Fleet, tmp_path: Path) -> tuple[Path, Path, Path]:
 def samples(fleet: Fleet) -> dict[int, tuple[str, str]]:
     """sample number -> (its id, its stage) of the job `best`, as the remote has them."""
     found = {}
-    for job_id, stages in fleet.stages_at().items():
-        text = git(fleet.bare, "show", f"main:queue/{stages[0]}/{job_id}.md")
-        key = parse_manifest(job_id, text, job_id).idempotency_key or ""
+    for job_id, (stages, manifest) in fleet.manifests().items():
+        key = manifest.idempotency_key or ""
         if key.startswith("sample:best:"):
             assert len(stages) == 1, (job_id, stages)
             found[int(key.rsplit(":", 1)[1])] = (job_id, stages[0])

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.chaos import Fleet, Slot, audit, run_chaos, serve
+from tests.helpers.chaos import (
+    Fleet,
+    Slot,
+    audit,
+    check_survivors_and_dead_letters,
+    run_chaos,
+    serve,
+)
 from tests.helpers.fleet import SOAK, machine_ref
 from tests.helpers.git import git
 from tests.helpers.waiting import wait_for
@@ -85,17 +92,7 @@ def test_chaos_over_git_daemon_with_an_outage_shorter_than_the_lease(fleet: Flee
     print(f"transport chaos: {chaos.worker_kills} workers killed, {chaos.remote_kills} remote git "
           f"processes killed, daemon down {OUTAGE}s at {outage['down']:.0f}s; {result.figures()}")
     assert result.problems == []
-    lost = result.leases_lost_by(chaos.survivors())
-    assert lost == [], "\n".join(
-        [repr(lost)] + [line for worker in fleet.workers for line in worker.output().splitlines()
-                        if any(job_id in line for job_id, _ in lost)])
-    # a job whose workers were killed under it max_reclaims times is dead-lettered: that is the
-    # lifecycle (DESIGN §3), not a loss; every dead letter must be explained by lease expiries
-    assert set(result.stages.values()) <= {"testing", "dead_letter"}
-    for job_id, stage in result.stages.items():
-        if stage == "dead_letter":
-            last = [e for e in result.events[job_id] if e.get("type") == "finished"][-1]
-            assert last.get("outcome") == "lease_expired", (job_id, last)
+    check_survivors_and_dead_letters(fleet, result, chaos)
 
 
 def test_a_draining_worker_outlasts_a_short_outage(fleet: Fleet) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.chaos import Fleet, Slot, audit, run_chaos
+from tests.helpers.chaos import Fleet, Slot, audit, check_survivors_and_dead_letters, run_chaos
 from tests.helpers.cli import aq_env
 from tests.helpers.git import git
 from tests.helpers.servers import HttpGit, PushTrap, Server, Sshd, Unavailable, keygen
@@ -261,15 +261,7 @@ def test_chaos_with_the_server_killed_in_the_middle_of_pushes(
     assert sorted(f.kind for f in faults.done) == sorted(FAULTS[kind]), (
         "the run ended before every fault was used: it tested less than it says")
     assert result.problems == [], fleet.tail()
-    lost = result.leases_lost_by(chaos.survivors())
-    assert lost == [], "\n".join(
-        [repr(lost)] + [line for worker in fleet.workers for line in worker.output().splitlines()
-                        if any(job_id in line for job_id, _ in lost)])
-    assert set(result.stages.values()) <= {"testing", "dead_letter"}
-    for job_id, stage in result.stages.items():
-        if stage == "dead_letter":
-            last = [e for e in result.events[job_id] if e.get("type") == "finished"][-1]
-            assert last.get("outcome") == "lease_expired", (job_id, last)
+    check_survivors_and_dead_letters(fleet, result, chaos)
 
     # a push that landed while its pusher heard nothing (or a 5xx) was confirmed by fetching:
     # the claims it carried were run by the worker that made them, under that lease

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers.cli import Ran, aq_env, run_aq
-from tests.helpers.git import git
+from tests.helpers.git import git, project_repo
 from tests.helpers.queue import events
 
 pytestmark = pytest.mark.slow
@@ -27,15 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A bare project repo whose main branch has one commit (README.md)."""
-    bare = tmp_path / "project.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    seed = tmp_path / "project-seed"
-    git(tmp_path, "clone", "-q", str(bare), str(seed))
-    (seed / "README.md").write_text("the project\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "start")
-    git(seed, "push", "-q", "origin", "HEAD:main")
-    return bare
+    return project_repo(tmp_path)
 
 
 @pytest.fixture

@@ -413,6 +413,22 @@ class Audit:
                 and self.claims.get(str(e.get("token")), {}).get("pid") in pids]
 
 
+def check_survivors_and_dead_letters(fleet: Fleet, result: Audit, chaos: ChaosLog) -> None:
+    """No worker that was never killed lost a lease (the lines of the workers about each job
+    it lost, if one did); every job final in testing or dead_letter, and a job whose workers
+    were killed under it max_reclaims times dead-lettered by lease expiries: that is the
+    lifecycle (DESIGN §3), not a loss."""
+    lost = result.leases_lost_by(chaos.survivors())
+    assert lost == [], "\n".join(
+        [repr(lost)] + [line for worker in fleet.workers for line in worker.output().splitlines()
+                        if any(job_id in line for job_id, _ in lost)])
+    assert set(result.stages.values()) <= {"testing", "dead_letter"}
+    for job_id, stage in result.stages.items():
+        if stage == "dead_letter":
+            last = [e for e in result.events[job_id] if e.get("type") == "finished"][-1]
+            assert last.get("outcome") == "lease_expired", (job_id, last)
+
+
 def audit(fleet: Fleet, ids: Sequence[str], name: str = "audit") -> Audit:
     """Check the end state from a fresh clone of the remote, its event log and the ledger.
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from aq.core.manifest import Manifest, parse_manifest
 from aq.store.beats import machine_id
 from aq.usecases.setup import init_queue
 from tests.helpers.cli import Ran, aq_env, run_aq
@@ -193,6 +194,19 @@ class Fleet:
             if len(parts) == 3 and parts[1] in STAGES and parts[2].endswith(".md"):
                 found.setdefault(parts[2][:-3], []).append(parts[1])
         return found
+
+    def manifests(self) -> dict[str, tuple[list[str], Manifest]]:
+        """job id -> (the stages its file is in, its manifest) at the remote's main."""
+        found = {}
+        for job_id, stages in self.stages_at().items():
+            text = git(self.bare, "show", f"main:queue/{stages[0]}/{job_id}.md")
+            found[job_id] = (stages, parse_manifest(job_id, text, job_id))
+        return found
+
+    def children(self, parent: str) -> dict[str, list[str]]:
+        """child id -> the stages its file is in at the remote's main."""
+        return {job_id: stages for job_id, (stages, manifest) in self.manifests().items()
+                if manifest.parent == parent}
 
     def stage(self, job_id: str) -> str | None:
         where = self.stages_at().get(job_id, [])
