@@ -71,11 +71,9 @@ class MachineBeat:
         self.boot = boot
 
     def tick(self, me: Me, now: float, timing: Timing,
-             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False,
-             extra: Mapping[str, Any] | None = None) -> Tick:
+             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False) -> Tick:
         """Note `me`, and push the machine's beat if it is due (or `force`d: a worker that
-        stops says so at once) with `push` (payload -> landed); `extra`: more for the beat to
-        say of the machine (its push counts)."""
+        stops says so at once) with `push` (payload -> landed; it may add to the payload)."""
         from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +83,7 @@ class MachineBeat:
                 workers = self._noted(data, me, now)
                 fresh = {name: entry for name, entry in workers.items()
                          if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
-                payload = {**self._payload(data, fresh, wall), **(extra or {})}
+                payload = self._payload(data, fresh, wall)
                 pushed = landed = False
                 # the last worker of the machine to stop says so at once: no one else will
                 last_out = me.retiring and all(entry.get("retiring") for entry in fresh.values())

@@ -183,7 +183,7 @@ class Remote:
     def push(self) -> tuple[Push, str]:
         """Push HEAD to the queue's branch, once the push budget has room (aq.store.pacer): how
         it ended, and the server's words if it refused."""
-        if self.pacer is not None:
+        if self.pacer is not None and self.pacer.budget is not None:  # no budget: no pacing
             self.pacer.wait_turn(self.pacer.machines(
                 payload for _commit, payload in self.observed_heartbeats().values()))
         outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,

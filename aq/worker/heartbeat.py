@@ -78,12 +78,13 @@ class Heartbeat:
         timeout = max(2.0, min(ctx.options.heartbeat_interval, ctx.options.lease_ttl / 4))
 
         def push(payload: dict[str, object]) -> bool:
+            counts = remote.pacer.counts() if remote.pacer is not None else {}
+            if counts:  # the machine's push counts, for aq stats: read only for a beat pushed
+                payload["pushes"] = counts
             return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
                                     identity=ctx.queue.identity or ())
 
-        counts = remote.pacer.counts() if remote.pacer is not None else {}
-        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force,
-                                 extra={"pushes": counts} if counts else None)
+        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force)
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)
