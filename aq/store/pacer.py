@@ -6,6 +6,12 @@ in its state folder, shared by its processes, and takes its share of the budget:
 over the machines whose heartbeats it sees, less what its own heartbeats will need. A push of
 the queue's branch waits for room in that share; a heartbeat never waits (a lease must not go
 unrenewed for a budget) but counts. Every push is also counted, for `aq stats`.
+
+A push takes its place in the window when it starts and, while it is on the way, counts as
+happening now; when it ends, its place moves to its end: the remote counted it somewhere
+between, and a slow push (a busy machine, a slow link) must not make the next one early.
+A machine that pushes after a quiet window is joining the fleet: for one window it counts one
+machine more than it sees, since machines that start together cannot yet see each other.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from aq.core.events import iso, parse_iso
 from aq.infra.files import write_atomic
 
 KINDS = ("pushes", "rejected", "refused", "heartbeats")  # what is counted
-MARGIN = 1.0  # seconds added to the window: a push is counted here before the remote sees it
+MARGIN = 1.0  # seconds added to the window, for a remote that counts a push late
 LOCK_WAIT = 10.0
+POLL = 2.0  # the longest a waiting push sleeps before looking again (pushes end, and move)
+IN_FLIGHT = 120.0  # a push on the way longer than this was lost with its process
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,14 @@ class PushBudget:
 
     pushes: int
     per: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Whether a heartbeat goes now, and its place in the window (for `Pacer.pushed`)."""
+
+    go: bool
+    stamp: float | None
 
 
 class Pacer:
@@ -53,20 +69,24 @@ class Pacer:
 
     def machines(self, beats: Iterable[Mapping[str, Any]]) -> int:
         """The machines sharing the budget: this one, and each other whose heartbeat (`beats`:
-        their payloads, as last fetched) has a worker that has not stopped and was written in
-        the last three lease TTLs (by its own clock: a budget is no lease, a guess will do)."""
+        their payloads, as last fetched) was written in the last three lease TTLs, or in the
+        last window if all its workers stopped (their pushes stay in the remote's window). By
+        each machine's own clock: a budget is no lease, a guess will do."""
         now, others = self.utc(), 0
         for beat in beats:
             workers = beat.get("workers")
             if not isinstance(workers, dict) or beat.get("machine") == self.machine:
                 continue
-            if not any(isinstance(w, dict) and not w.get("retiring") for w in workers.values()):
-                continue
+            stopped = not any(isinstance(w, dict) and not w.get("retiring")
+                              for w in workers.values())
             try:
                 age = (now - parse_iso(str(beat.get("wall")))).total_seconds()
             except (ValueError, TypeError):
                 continue
-            others += age <= 3 * self.lease_ttl
+            if stopped:
+                others += self.budget is not None and age <= self.budget.per + MARGIN
+            else:
+                others += age <= 3 * self.lease_ttl
         return 1 + others
 
     def part(self, machines: int) -> int:
@@ -81,37 +101,83 @@ class Pacer:
         beats = math.ceil(2 * self.budget.per / self.lease_ttl)
         return max(1, self.part(machines) - beats)
 
-    def wait_turn(self, machines: int) -> float:
+    def wait_turn(self, machines: int) -> float | None:
         """Wait until this machine may push its branch under the budget (its pushes in the
         window, and its heartbeats there or the room they will need, within its part), and
-        count the push in the window; the seconds waited (0 with no budget)."""
+        take the push's place in the window: its stamp, for `pushed` (None with no budget)."""
         if self.budget is None:
-            return 0.0
-        waited = 0.0
-        reserve = self.part(machines) - self.share(machines)
+            return None
         while True:
-            now = self.monotonic()
-            with self._locked() as data:
-                recent = _recent(data, now, self.budget.per + MARGIN)
-                pushes = [t for t, kind in recent if kind == "push"]
-                beats = len(recent) - len(pushes)
-                if not pushes or len(pushes) + max(beats, reserve) < self.part(machines):
-                    data["window"] = [*recent, (now, "push")]
-                    return waited
-                wait = recent[0][0] + self.budget.per + MARGIN - now
-            pause = max(0.05, wait) + random.uniform(0, 0.5)  # spread a fleet's next pushes
-            self.sleep(pause)
-            waited += pause
+            stamp, wait = self._take(machines, "push")
+            if stamp is not None:
+                return stamp
+            self.sleep(min(wait, POLL) + random.uniform(0, 0.5))  # spread a fleet's pushes
 
-    def count(self, kind: str, *, in_window: bool = False) -> None:
+    def beat_turn(self, machines: int, *, renews: bool) -> Turn:
+        """Whether a heartbeat may be pushed now, counted. One that `renews` a lease never
+        waits (a lease must not lapse for a budget) but takes its place in the window; one
+        that renews none (an idle machine's, a stopping one's) goes only if there is room."""
+        if self.budget is None:
+            self.count("heartbeats")
+            return Turn(True, None)
+        if renews:
+            return Turn(True, self.count("heartbeats", in_window=True))
+        stamp, _wait = self._take(machines, "beat")
+        if stamp is not None:
+            self.count("heartbeats")
+        return Turn(stamp is not None, stamp)
+
+    def _take(self, machines: int, kind: str) -> tuple[float | None, float]:
+        """Take a place of `kind` ("push" or "beat") in the window if this machine's part has
+        room: (its stamp, 0); else (None, seconds until the oldest place leaves the window)."""
+        assert self.budget is not None
+        now = self.monotonic()
+        with self._locked() as data:
+            recent = _recent(data, now, self.budget.per + MARGIN)
+            joining = self._joining(data, recent, now)
+            part = self.part(machines + joining)
+            reserve = part - self.share(machines + joining)
+            pushes = [t for t, each in recent if each == "push"]
+            beats = len(recent) - len(pushes)
+            if kind == "beat":
+                room = len(recent) < part
+            else:
+                room = not pushes or len(pushes) + max(beats, reserve) < part
+            if not room:
+                return None, max(0.05, recent[0][0] + self.budget.per + MARGIN - now)
+            data["window"] = [*_entries(data, now, self.budget.per + MARGIN), [now, kind, True]]
+            return now, 0.0
+
+    def pushed(self, stamp: float | None) -> None:
+        """The push that took its place at `stamp` ended: its place moves to now."""
+        if stamp is None or self.budget is None:
+            return
+        now = self.monotonic()
+        with self._locked() as data:
+            data["window"] = [[now, entry[1], False] if entry[0] == stamp else entry
+                              for entry in _entries(data, now, self.budget.per + MARGIN)]
+
+    def count(self, kind: str, *, in_window: bool = False) -> float | None:
         """Count a push of `kind` (KINDS); `in_window`: one that did not wait its turn (a
-        heartbeat) takes its place in the window too."""
+        heartbeat) takes its place in the window too: its stamp, for `pushed`."""
         now = self.monotonic()
         with self._locked() as data:
             counts = data.setdefault("counts", {})
             counts[kind] = int(counts.get(kind, 0)) + 1
-            if in_window and self.budget is not None:
-                data["window"] = [*_recent(data, now, self.budget.per + MARGIN), (now, "beat")]
+            if not in_window or self.budget is None:
+                return None
+            self._joining(data, _recent(data, now, self.budget.per + MARGIN), now)
+            data["window"] = [*_entries(data, now, self.budget.per + MARGIN), [now, "beat", True]]
+            return now
+
+    def _joining(self, data: dict[str, Any], recent: list[tuple[float, str]], now: float) -> int:
+        """1 while this machine is joining the fleet: within a window of a push that found the
+        window empty."""
+        assert self.budget is not None
+        if not recent:
+            data["joined"] = now
+        joined = data.get("joined")
+        return int(isinstance(joined, int | float) and now - joined < self.budget.per + MARGIN)
 
     def counts(self) -> dict[str, Any]:
         """Every push this clone counted since `since` (its wall time when it began)."""
@@ -163,10 +229,20 @@ class _Locked:
             self.lock.release()
 
 
-def _recent(data: dict[str, Any], now: float, within: float) -> list[tuple[float, str]]:
-    """The window's pushes (when, and "push" or "beat"), oldest first."""
-    found = []
+def _entries(data: dict[str, Any], now: float, within: float) -> list[list[Any]]:
+    """The window as stored: [when, "push" or "beat", still on the way], less what left it."""
+    kept = []
     for entry in data.get("window") or ():
-        if isinstance(entry, list | tuple) and len(entry) == 2 and 0 <= now - float(entry[0]) < within:
-            found.append((float(entry[0]), str(entry[1])))
-    return sorted(found)
+        if not isinstance(entry, list) or len(entry) != 3:
+            continue
+        when, kind, flying = float(entry[0]), str(entry[1]), bool(entry[2])
+        if 0 <= now - when < (IN_FLIGHT if flying else within):
+            kept.append([when, kind, flying])
+    return kept
+
+
+def _recent(data: dict[str, Any], now: float, within: float) -> list[tuple[float, str]]:
+    """The window's pushes (when, and "push" or "beat"), oldest first; one on the way counts
+    as happening now."""
+    return sorted((now if flying else when, kind)
+                  for when, kind, flying in _entries(data, now, within))

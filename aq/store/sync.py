@@ -183,17 +183,24 @@ class Remote:
     def push(self) -> tuple[Push, str]:
         """Push HEAD to the queue's branch, once the push budget has room (aq.store.pacer): how
         it ended, and the server's words if it refused."""
+        stamp = None
         if self.pacer is not None and self.pacer.budget is not None:  # no budget: no pacing
-            self.pacer.wait_turn(self.pacer.machines(
-                payload for _commit, payload in self.observed_heartbeats().values()))
+            stamp = self.pacer.wait_turn(self._machines())
         outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,
                                                f"HEAD:refs/heads/{self.branch}", check=False,
                                                timeout=NETWORK_TIMEOUT))
         if self.pacer is not None:
+            self.pacer.pushed(stamp)
             self.pacer.count("pushes")
             if outcome in (Push.REJECTED, Push.REFUSED):
                 self.pacer.count(outcome.value)
         return outcome, said
+
+    def _machines(self) -> int:
+        """The machines sharing the push budget, as the heartbeats last fetched say."""
+        if self.pacer is None or self.pacer.budget is None:
+            return 1
+        return self.pacer.machines(payload for _commit, payload in self.observed_heartbeats().values())
 
     # --- heartbeats -----------------------------------------------------------------------------
 
@@ -206,10 +213,15 @@ class Remote:
         if made.returncode != 0:
             return False
         commit = made.stdout.strip()
-        if self.pacer is not None:  # never waits (a lease must not lapse for a budget): counted
-            self.pacer.count("heartbeats", in_window=True)
+        turn = None
+        if self.pacer is not None:
+            turn = self.pacer.beat_turn(self._machines(), renews=bool(payload.get("tokens")))
+            if not turn.go:
+                return False  # no room in the budget for a beat that renews nothing: next tick
         done = self._git("push", "-q", "--force", self.name, f"{commit}:{WORKER_REFS}/{worker_id}",
                          check=False, timeout=timeout)
+        if self.pacer is not None and turn is not None:
+            self.pacer.pushed(turn.stamp)
         return done.returncode == 0
 
     def observed_heartbeats(self) -> dict[str, tuple[str, dict[str, Any]]]:

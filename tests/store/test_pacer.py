@@ -49,15 +49,65 @@ def test_a_machines_share_is_the_budget_over_the_machines_less_its_heartbeats(
     assert pacer(tmp_path, clock, PushBudget(6, 60.0), ttl=600.0).share(1) == 5
 
 
+def push(paced: Pacer, clock: Clock, machines: int = 1, takes: float = 0.0) -> float:
+    """One paced push that takes `takes` seconds on the way: when it started."""
+    stamp = paced.wait_turn(machines)
+    started = clock.now
+    clock.now += takes
+    paced.pushed(stamp)
+    return started
+
+
 def test_a_push_waits_for_room_in_the_window_and_a_heartbeat_never_waits(tmp_path: Path) -> None:
     clock = Clock()
     paced = pacer(tmp_path, clock)
-    for _ in range(5):
-        assert paced.wait_turn(1) == 0.0
-    paced.count("heartbeats", in_window=True)  # no wait, but it takes a place
-    assert paced.wait_turn(1) > 0
-    assert clock.now >= 100.0 + 10.0 + 1.0  # the first push left the window (and a margin)
-    assert pacer(tmp_path, clock, None).wait_turn(1) == 0.0  # no budget: no pacing
+    push(paced, clock)
+    clock.now = 106.0
+    push(paced, clock)
+    clock.now = 112.0  # joined a window ago: alone, its share is 5 (a beat's room kept)
+    for _ in range(4):
+        push(paced, clock)
+    assert clock.slept == []
+    paced.pushed(paced.count("heartbeats", in_window=True))  # no wait, but it takes a place
+    assert push(paced, clock) >= 106.0 + 10.0 + 1.0  # the push at 106 left the window (+ margin)
+    assert pacer(tmp_path, clock, None).wait_turn(1) is None  # no budget: no pacing
+
+
+def test_a_slow_push_holds_its_place_until_it_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock, PushBudget(1, 10.0))
+    push(paced, clock, takes=7.0)  # the remote may have counted it as late as 107
+    assert push(paced, clock) >= 107.0 + 10.0
+
+
+def test_a_push_on_the_way_counts_as_now_until_it_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock, PushBudget(1, 10.0))
+    flying = paced.wait_turn(1)
+    clock.now += 30  # long past the window, and still on the way: a sibling must wait for it
+    sibling = pacer(tmp_path, clock, PushBudget(1, 10.0))
+    sibling.sleep = lambda seconds: (clock.sleep(seconds), paced.pushed(flying))[0]
+    assert push(sibling, clock) >= 130.0 + 10.0  # after the window that follows its end
+    assert clock.slept != []
+
+
+def test_a_heartbeat_that_renews_no_lease_goes_only_if_there_is_room(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock, PushBudget(2, 10.0))
+    assert paced.beat_turn(1, renews=False).go  # an idle machine's first beat: room
+    push(paced, clock)
+    assert not paced.beat_turn(1, renews=False).go  # the window is full: wait a tick
+    assert paced.beat_turn(1, renews=True).go  # a lease's renewal never waits
+    assert paced.counts()["heartbeats"] == 2
+    assert pacer(tmp_path, clock, None).beat_turn(1, renews=False).go  # no budget
+
+
+def test_a_machine_joining_counts_one_machine_more_for_a_window(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock)  # 6 in 10s, a beat every 15s: alone its share is 5
+    for _ in range(3):  # joining: as if two machines, part 3, less a beat's room: 2
+        push(paced, clock)
+    assert clock.slept != [] and clock.now >= 100.0 + 10.0 + 1.0
 
 
 def test_every_push_is_counted_since_the_clone_began(tmp_path: Path) -> None:
@@ -81,8 +131,11 @@ def test_the_machines_sharing_the_budget_are_those_seen_beating_lately(tmp_path:
                 "workers": {"w": {"retiring": retiring}}}
 
     beats = [beat("me-1", 0), beat("a", 10), beat("b", 80), beat("gone", 200),
-             beat("stopped", 1, retiring=True), {"worker": "old-style"}]
-    assert paced.machines(beats) == 3  # me, a and b (within three TTLs of 30s)
+             beat("stopped", 1, retiring=True), beat("stopped-before", 12, retiring=True),
+             {"worker": "old-style"}]
+    # me, a and b (within three TTLs of 30s), and one that stopped within the window of 10s:
+    # its last pushes are still counted by the remote
+    assert paced.machines(beats) == 4
 
 
 @pytest.mark.parametrize(("value", "says"), [
