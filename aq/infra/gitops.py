@@ -72,6 +72,17 @@ def init(root: Path) -> None:
     git(root, "init", "-q")
 
 
+def toplevel(path: Path) -> Path:
+    """The top folder of the work tree `path` is in."""
+    return Path(git(path, "rev-parse", "--show-toplevel").stdout.strip())
+
+
+def branch_of(path: Path) -> str:
+    """The branch checked out at `path` ("HEAD" when detached)."""
+    done = git(path, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+    return done.stdout.strip() or "HEAD"
+
+
 def identity_args(root: Path) -> list[str]:
     """`-c user.name/-c user.email` for a machine with no git identity, so commits never fail on it."""
     # git var fails exactly when a commit would for want of a name or email

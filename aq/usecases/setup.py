@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.core.lifecycle import STAGES
+from aq.errors import UsageError
 from aq.infra import gitops
 from aq.infra.confine import check
 from aq.infra.files import write_atomic
@@ -33,20 +34,29 @@ class InitResult:
     created: tuple[str, ...]
     git_initialized: bool
     committed: bool
+    repository: Path | None = None  # the existing repository it committed into (`--here`)
+    branch: str | None = None
 
 
-def init_queue(root: Path) -> InitResult:
-    """Make (or complete) a queue at `root`. Running it again changes nothing."""
+def init_queue(root: Path, *, here: bool = False) -> InitResult:
+    """Make (or complete) a queue at `root`. Running it again changes nothing. Inside an
+    existing repository that holds no queue there yet, only with `here`: the queue's files
+    become commits of that project's history."""
     root = root.expanduser().resolve()
+    repository = _repository_around(root)
+    if repository is not None and not here and not (root / CONFIG_NAME).exists():
+        raise UsageError(
+            f"{root} is inside the git repository {repository}: aq init would commit the queue "
+            f"into its history; run `aq init --here` for that, or give a folder outside any "
+            f"repository to make the queue a repository of its own")
     root.mkdir(parents=True, exist_ok=True)
     for name in (*STAGES, EVENTS_DIR, LOGS_DIR):  # nothing is made through a link (DESIGN §5)
         check(root, root / QUEUE_DIR / name, folder=True)
     check(root, root / PROFILES_DIR, folder=True)
     created: list[str] = []
-    git_new = False
-    if not gitops.is_work_tree(root):
+    git_new = repository is None
+    if git_new:
         gitops.init(root)
-        git_new = True
     for stage in STAGES:
         keep = root / QUEUE_DIR / stage / ".gitkeep"
         if not keep.exists():
@@ -78,7 +88,18 @@ def init_queue(root: Path) -> InitResult:
         committed = gitops.commit_paths(root, [QUEUE_DIR, CONFIG_NAME, ".gitattributes",
                                                PROFILES_DIR], "aq: init queue",
                                         gitops.identity_args(root))
-    return InitResult(root, tuple(created), git_new, committed)
+    return InitResult(root, tuple(created), git_new, committed, repository,
+                      gitops.branch_of(root) if repository is not None else None)
+
+
+def _repository_around(root: Path) -> Path | None:
+    """The git repository `root` is (or would be, once made) inside, if any."""
+    nearest = root
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir() or not gitops.is_work_tree(nearest):
+        return None
+    return gitops.toplevel(nearest)
 
 
 def _copy_catalog(root: Path) -> list[str]:

@@ -22,16 +22,23 @@ if TYPE_CHECKING:
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to make the queue.")] = Path("."),
+    here: Annotated[bool, typer.Option(
+        "--here", help="Inside an existing git repository: commit the queue into its history.")] = False,
 ) -> None:
-    """Make a queue: stage folders, aq.yaml, .gitattributes, and a git repo if there is none."""
+    """Make a queue: stage folders, aq.yaml, .gitattributes, and a git repo if there is none.
+    Inside an existing repository it asks for --here first."""
     from aq.usecases.setup import init_queue
 
-    result = init_queue(directory)
+    result = init_queue(directory, here=here)
     if not result.created:
         print(f"{result.root} is already an aq queue; nothing changed")
         return
     made = ", ".join(result.created)
-    print(f"made a queue in {result.root}: {made}" + (" (new git repo)" if result.git_initialized else ""))
+    if result.git_initialized:
+        print(f"made a queue in {result.root}: {made} (a new git repository)")
+    else:
+        print(f"made a queue in {result.root}: {made}; committed \"aq: init queue\" to the "
+              f"repository at {result.repository} (branch {result.branch})")
     print("next: aq add --title 'Say hello' --engine shell --body 'echo hello'; then aq run --drain")
 
 

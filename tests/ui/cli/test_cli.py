@@ -107,9 +107,14 @@ def test_init_in_an_existing_repo_keeps_its_history(tmp_path: Path) -> None:
     git(tmp_path, "add", "README")
     git(tmp_path, "commit", "-qm", "mine")
     mine = head(tmp_path)
-    ran = run_aq("init", ".", cwd=tmp_path)
+    refused = run_aq("init", ".", cwd=tmp_path)
+    assert refused.returncode == 2 and "--here" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and head(tmp_path) == mine
+    assert not (tmp_path / "aq.yaml").exists()
+    ran = run_aq("init", ".", "--here", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "new git repo" not in ran.stdout
+    assert f"to the repository at {tmp_path.resolve()}" in ran.stdout
     assert git(tmp_path, "rev-parse", "HEAD~1").strip() == mine
     assert git(tmp_path, "config", "aq-test.marker").strip() == "kept"
 
@@ -117,7 +122,9 @@ def test_init_in_an_existing_repo_keeps_its_history(tmp_path: Path) -> None:
 def test_init_in_a_subfolder_of_a_repo_makes_no_nested_repo(tmp_path: Path) -> None:
     """`aq init sub` inside a repository commits to that repository and makes no `sub/.git`."""
     git(tmp_path, "init", "-q")
-    ran = run_aq("init", "sub", cwd=tmp_path)
+    refused = run_aq("init", "sub", cwd=tmp_path)
+    assert refused.returncode == 2 and not (tmp_path / "sub").exists()  # nothing made
+    ran = run_aq("init", "sub", "--here", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert not (tmp_path / "sub" / ".git").exists()
     assert "sub/aq.yaml" in git(tmp_path, "show", "--name-only", "--format=", "HEAD").split()
@@ -131,7 +138,7 @@ def test_init_commits_only_its_own_files(tmp_path: Path) -> None:
     git(tmp_path, "commit", "-qm", "mine")
     (tmp_path / "notes.txt").write_text("half done\n")
     git(tmp_path, "add", "notes.txt")
-    run_aq("init", ".", cwd=tmp_path)
+    run_aq("init", ".", "--here", cwd=tmp_path)
     assert "notes.txt" not in git(tmp_path, "show", "--name-only", "--format=", "HEAD").split()
     assert git(tmp_path, "status", "--porcelain", "notes.txt").startswith("A ")
 
@@ -139,7 +146,7 @@ def test_init_commits_only_its_own_files(tmp_path: Path) -> None:
 def test_add_commits_in_a_queue_inside_a_subfolder_of_a_repo(tmp_path: Path) -> None:
     """A queue made in a subfolder of a repository records each add as a commit of that repository."""
     git(tmp_path, "init", "-q")
-    run_aq("init", "sub", cwd=tmp_path)
+    run_aq("init", "sub", "--here", cwd=tmp_path)
     ran = run_aq("add", "--body", "echo hi", cwd=tmp_path / "sub")
     assert ran.returncode == 0, ran.stderr
     assert git(tmp_path, "status", "--porcelain") == ""
