@@ -15,7 +15,7 @@ app = typer.Typer(
     help="aq: a job queue for coding agents. The queue is a git repository; a job is a Markdown "
          "file; its stage is the folder it sits in.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion: bash, zsh, fish (job ids too)
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -9,7 +9,26 @@ import typer
 QueueOpt = Annotated[str | None, typer.Option("--queue", "-q", help="Queue folder (default: "
                      "walk up from here to the first folder holding queue/inbox; or AQ_QUEUE).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts and agents.")]
-JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.")]
+
+
+def job_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion of a job id: the ids (and stages) of the queue of `--queue`, or found
+    from here, that begin with what is typed. Cheap (file names only), and silent on any
+    trouble: a completion cannot say what is wrong."""
+    from aq.core.lifecycle import STAGES
+    from aq.store.layout import QUEUE_DIR
+    from aq.store.queue import Queue
+
+    try:
+        root = Queue.locate(ctx.params.get("queue")).root
+        return sorted((entry.stem, stage.value) for stage in STAGES
+                      for entry in (root / QUEUE_DIR / stage).glob(f"{incomplete}*.md"))
+    except Exception:
+        return []
+
+
+JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.",
+                                       autocompletion=job_ids)]
 CapOpt = Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")]
 
 

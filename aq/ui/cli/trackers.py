@@ -11,7 +11,7 @@ import typer
 
 from aq.errors import ExitStatus, UsageError
 from aq.infra.clock import utc_now as now
-from aq.ui.cli.options import JsonOpt, QueueOpt
+from aq.ui.cli.options import JsonOpt, QueueOpt, job_ids
 from aq.ui.cli.session import emit, located, say_notices
 from aq.ui.cli.shapes import delivery_json, imported_json
 
@@ -86,7 +86,8 @@ def _print_imported(results: list[Imported], as_json: bool) -> None:
 
 def to_tracker(
     jobs: Annotated[list[str] | None, typer.Argument(help="Jobs (ids or unique prefixes).",
-                                                     show_default=False)] = None,
+                                                     show_default=False,
+                                                     autocompletion=job_ids)] = None,
     all_jobs: Annotated[bool, typer.Option("--all", help="Every job linked to a tracker item.")] = False,
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
