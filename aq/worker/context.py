@@ -81,6 +81,7 @@ class RunSummary:
     reclaimed: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # offline claims someone else also took
     interrupted: bool = False
+    signal: str | None = None  # the signal that stopped it (SIGINT: a person's Ctrl-C)
 
 
 class Roster:

@@ -199,6 +199,7 @@ class Worker:
             return lambda: None
 
         def handler(signum: int, _frame: FrameType | None) -> None:
+            self.summary.signal = self.summary.signal or signal.Signals(signum).name
             self.request_stop(f"got {signal.Signals(signum).name}")
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -367,7 +367,7 @@ def test_a_signal_to_the_worker_puts_its_running_jobs_back_in_the_inbox(
         os.killpg(worker.pid, sig)  # the worker leads its own group: this reaches nothing else
     else:
         worker.send_signal(sig)
-    worker.wait(timeout=60)
+    assert worker.wait(timeout=60) == (130 if sig is signal.SIGINT else 0)
     assert list((queue_root / "queue/building").glob("*.md")) == []
     state = Queue(queue_root).snapshot().by_id()
     for name in names:

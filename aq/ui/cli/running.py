@@ -45,6 +45,8 @@ def run(
                     heartbeat=beat_s).run()
     print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
           file=sys.stderr)
+    if result.signal == "SIGINT":  # Ctrl-C: stopped in good order, and said so to the shell
+        raise typer.Exit(130)
 
 
 def _seconds(flag: str, value: str | None) -> float | None:

@@ -63,8 +63,8 @@ def from_tracker(
                 if news or not as_json:
                     _print_imported(news, as_json)
                 say_notices()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C ends a watch; an import it cut short was rolled back
+        except KeyboardInterrupt:  # Ctrl-C ends a watch; an import it cut short was rolled back
+            raise typer.Exit(130) from None
         return
     results = import_named(q, items or [], query, label=label, now=now(), who=who,
                            entropy=entropy, new=new, env=os.environ)

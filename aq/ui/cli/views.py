@@ -63,8 +63,8 @@ def _live_board(q: Queue, every: float, shown: int) -> None:
             while True:
                 time.sleep(max(0.5, every))
                 live.update(frame(), refresh=True)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C ends a watch: quietly, as the shell expects
+        raise typer.Exit(130) from None
 
 
 def dash(
@@ -133,8 +133,8 @@ def events(
     try:
         for item in follow(q, poll=max(0.2, every), fetch=fetch, stop=lambda: False):
             show(item)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C ends a watch: quietly, as the shell expects
+        raise typer.Exit(130) from None
 
 
 def doctor(cap: CapOpt = None, queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
