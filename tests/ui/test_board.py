@@ -1,4 +1,5 @@
-"""`aq board`: the data a board shows and its text at 80 and 200 columns, on a real queue in git."""
+"""`aq board`: the data a board shows and its text at 80, 120 and 200 columns (lanes, then
+columns), on a real queue in git."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.helpers.cli import run_aq
 from tests.helpers.git import git
 from tests.helpers.queue import T0, make_queue, write_job
 
-WIDTHS = (80, 200)
+WIDTHS = (80, 120, 200)
 COUNTS = {"inbox": 4, "building": 1, "review": 1, "testing": 1, "shipped": 8, "failed": 1,
           "dead_letter": 1}
 LONG_TITLE = "Rewrite " + "the whole payment flow " * 12 + "END-OF-TITLE"
@@ -156,12 +157,13 @@ def test_shipped_shows_its_count_and_the_latest_five_newest_first(data: BoardDat
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_building_card_shows_its_holder_and_heartbeat_age(data: BoardData, width: int) -> None:
-    """A building job's card names the worker holding its lease and how long ago this machine saw its heartbeat move."""
+    """A building job's card names the worker holding its lease, how long its attempt has run
+    (claimed 30 minutes before `now`) and how long ago this machine saw its heartbeat move."""
     (card,) = cards(data, "building")
     assert (card.holder, card.heartbeat_age, card.attempt) == ("w1", 12.0, 2)
     assert (card.profile, card.engine, card.tracker_item) == ("reviewer", "shell", "github:acme/web#12")
     text = board_text(data, width=width, color=False)
-    assert "w1 · 12s ago" in text
+    assert "w1 · 30m · beat 12s ago" in text
     assert "attempt 2" in text
 
 
@@ -201,12 +203,15 @@ def test_inbox_cards_are_in_pick_order(data: BoardData) -> None:
 
 
 def test_a_stage_with_more_cards_than_shown_counts_the_rest(data: BoardData) -> None:
-    """A stage shows at most `max_cards` cards and says how many more it holds; an empty one shows a dash."""
+    """A stage shows at most `max_cards` cards and says how many more it holds; an empty column
+    shows a dash, an empty lane its title alone."""
     empty = BoardData(tuple((name, 0, ()) for name, _count, _cards in data.columns), None, 0, ())
     text = board_text(data, width=80, color=False, max_cards=2)
     assert "… 2 more" in text
     assert "waits-on-ghost" not in text
-    assert "\N{EN DASH}" in board_text(empty, width=80, color=False)
+    assert "\N{EN DASH}" in board_text(empty, width=200, color=False)
+    assert board_text(empty, width=80, color=False).splitlines()[1:] == [
+        f"{name} (0) ".ljust(80, "─") for name, _count, _cards in data.columns]
 
 
 def test_an_unreachable_remote_is_a_problem_line_not_an_error(queue_root: Path) -> None:

@@ -19,30 +19,37 @@ if TYPE_CHECKING:
 
 
 def board(
-    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit (as high as "
+                    "the terminal; when piped, up to 8 cards a stage).")] = False,
     every: Annotated[float, typer.Option("--every", help="Seconds between refreshes.")] = 3.0,
-    cards: Annotated[int | None, typer.Option("--cards", help="Cards shown per stage "
-                     "(default: what fits the terminal).")] = None,
+    cards: Annotated[int | None, typer.Option("--cards", help="At most this many cards per "
+                     "stage (default: what fits the terminal).")] = None,
+    stage: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only this stage "
+                     "(repeatable, or comma-separated), given the whole screen: inbox building "
+                     "review testing shipped failed dead_letter.")] = None,
     queue: QueueOpt = None,
 ) -> None:
-    """A kanban of the queue: a column per stage, a card per job; live until Ctrl-C."""
+    """A kanban of the queue: a stage per column (per lane on a narrow terminal), a card per
+    job, every stage on screen; live until Ctrl-C."""
     import shutil
     import time
 
-    from aq.ui.board import board_data, board_text
+    from aq.ui.board import board_data, board_text, stages_from
 
+    stages = stages_from(stage)
     q = located(queue)
-    size = shutil.get_terminal_size((100, 40))
     if once:
+        size = shutil.get_terminal_size((100, 40))
+        tty = sys.stdout.isatty()
         data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
                           capabilities=caps(q))
-        sys.stdout.write(board_text(data, width=size.columns, color=sys.stdout.isatty(),
-                                    max_cards=cards or 8))
+        sys.stdout.write(board_text(data, width=size.columns, color=tty, max_cards=cards,
+                                    height=size.lines - 1 if tty else None, stages=stages))
         return
-    _live_board(q, every, cards or max(3, (size.lines - 8) // 4))
+    _live_board(q, every, cards, stages)
 
 
-def _live_board(q: Queue, every: float, shown: int) -> None:
+def _live_board(q: Queue, every: float, shown: int | None, stages: tuple[str, ...] | None) -> None:
     """The board redrawn in place every `every` seconds until Ctrl-C."""
     import time
 
@@ -56,7 +63,9 @@ def _live_board(q: Queue, every: float, shown: int) -> None:
     def frame() -> Any:
         data = board_data(q, now=now(), monotonic=time.monotonic(), fetch=q.remote is not None,
                           capabilities=caps(q))
-        return render_board(data, width=console.width, max_cards=shown)
+        # a line short of the terminal: a frame as high as it would scroll its first line away
+        return render_board(data, width=console.width, height=console.height - 1,
+                            max_cards=shown, stages=stages)
 
     try:
         with Live(frame(), console=console, screen=False, auto_refresh=False) as live:
