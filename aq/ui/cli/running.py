@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from aq.errors import UsageError
+from aq.ui.cli import status
 from aq.ui.cli.options import CapOpt, JobArg, QueueOpt
 from aq.ui.cli.session import all_caps, located
 
@@ -27,7 +28,8 @@ def run(
                          "(default half the TTL).")] = None,
     queue: QueueOpt = None,
 ) -> None:
-    """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain."""
+    """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain.
+    On a terminal its last line says what it runs, for how long, and each log's last line."""
     from aq.worker.runner import Worker
 
     if once and drain:
@@ -40,9 +42,14 @@ def run(
     if worker is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", worker)
                                or ".." in worker or worker.endswith((".", ".lock"))):
         raise UsageError(f"--worker {worker!r}: use letters, digits, '.', '_' and '-' (it names a git ref)")
-    result = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
+    runner = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
                     capabilities=all_caps(q, cap), offline=offline, lease_ttl=ttl_s,
-                    heartbeat=beat_s).run()
+                    heartbeat=beat_s)
+    if status.wanted():  # on a terminal: what it holds, for how long, its log's last line
+        with status.status_line(runner):
+            result = runner.run()
+    else:
+        result = runner.run()
     print(f"{result.claimed} claimed, {len(result.finished)} finished, {len(result.stale)} stale",
           file=sys.stderr)
     if result.signal == "SIGINT":  # Ctrl-C: stopped in good order, and said so to the shell
