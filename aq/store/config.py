@@ -17,6 +17,7 @@ from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
+from aq.infra.hooks import HookSettings, parse_hooks
 from aq.store.pacer import PushBudget
 from aq.trackers.settings import TrackerSettings, parse_settings
 
@@ -123,6 +124,20 @@ prefer_window: 2m
 # refused): GitHub recommends at most 6 a minute per repository; GitLab allows 600 a minute per
 # user and project. Unset: no pacing.
 # push_budget: {per_minute: 6}
+
+# Hooks: your commands, run with `sh -c` in this folder by the worker or person who moved a job
+# (on_stage: the stage it moved to) or raised an alert (on_alert). Each gets the event as JSON on
+# stdin ("text" holds a line to show) and AQ_JOB_ID, AQ_STAGE, AQ_FROM_STAGE, AQ_EVENT, AQ_HOOK,
+# AQ_TITLE, AQ_QUEUE. A hook never blocks or fails the move: one that fails or outlives timeout
+# (its process group is stopped) is reported in a line and recorded as a `hook` event.
+# Ready-made ones: examples/hooks/ (notify-send.sh, webhook.py, sendmail.sh) in aq's source.
+# hooks:
+#   on_stage:
+#     failed: notify-send "aq: $AQ_JOB_ID failed" "$AQ_TITLE"
+#     dead_letter: ./hooks/webhook.py   # posts to $AQ_WEBHOOK_URL, set where aq runs (not here)
+#     review: AQ_MAIL_TO=you@example.com ./hooks/sendmail.sh
+#   on_alert: ./hooks/webhook.py
+#   timeout: 10s
 """
 
 DEFAULT_CLASSES: dict[str, tuple[str, ...]] = {"coding-agent": (
@@ -133,7 +148,7 @@ _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "l
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
           "log_retention", "archive_after", "trackers", "prices", "budget", "review",
-          "push_budget")
+          "push_budget", "hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +181,7 @@ class QueueConfig:
     budget_tokens_per_day: int | None = None
     review: ReviewGate | None = None  # the review gate of every job that sets none of its own
     push_budget: PushBudget | None = None  # the fleet's pushes allowed per window (paced)
+    hooks: HookSettings | None = None  # commands run when a job moves or an alert is raised
 
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
@@ -227,7 +243,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 8  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 9  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -309,6 +325,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         values["push_budget"] = _push_budget(raw["push_budget"], source)
     try:
         values["trackers"] = parse_settings(raw.get("trackers"), source)
+        values["hooks"] = parse_hooks(raw.get("hooks"))
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return QueueConfig(**values)

@@ -25,6 +25,7 @@ from aq.store.origin import Origin, find_origin
 from aq.store.snapshot import Job, Snapshot, halted, read_job, read_snapshot, resolve
 
 if TYPE_CHECKING:
+    from aq.store.hooks import MoveHooks
     from aq.store.local import Local
     from aq.store.profiles import Profiles
     from aq.store.replica import Replay, Replica, Synced
@@ -168,13 +169,34 @@ class Queue:
         change made while the remote cannot be reached is kept, and `replay(result)` is the
         change replayed on the tip when it answers again (None: nothing to replay).
         """
+        hooks = self._move_hooks()
+        if hooks is not None:  # the moves it makes fire aq.yaml's hooks once committed
+            change = hooks.watch(change)
         with self.lock():
             if self.remote is None:  # alone: everything in queue/ is committed
                 from aq.store.replica import Delivery, Synced
 
-                return Synced(self.local.apply(change, message, describe, exact=False),
-                              Delivery.LOCAL)
-            return self.replica.transact(self.remote, change, message, describe, replay)
+                synced = Synced(self.local.apply(change, message, describe, exact=False),
+                                Delivery.LOCAL)
+            else:
+                synced = self.replica.transact(self.remote, change, message, describe, replay)
+            if hooks is not None:
+                hooks.settle(synced.confirmed)
+        if hooks is not None:  # with the lock let go: a slow hook holds up no other writer
+            hooks.fire()
+        return synced
+
+    def _move_hooks(self) -> MoveHooks | None:
+        """The hooks of a transaction's moves (aq.store.hooks); None when aq.yaml sets none
+        and no hook event waits to be recorded."""
+        from aq.store.hooks import MoveHooks, wanted
+
+        if not wanted(self.layout, self.config.hooks):
+            return None
+        from aq.infra.hooks import HookSettings
+
+        return MoveHooks(self.layout, self.config.hooks or HookSettings(), self.local,
+                         alone=self.remote is None, clock=utc_now)
 
     def fetch(self, remote: Remote) -> bool:
         """Fetch from the remote (under the lock). One that fails is noted for every lease

@@ -73,6 +73,7 @@ class Tx:
         self.inbox = inbox
         self.online = online  # False: the remote did not answer; this change is kept unpushed
         self.touched: list[Path] = []
+        self.moves: list[tuple[str, Stage, Stage, Event]] = []  # for hooks (aq.store.hooks)
         self._undo: list[Callable[[], None]] = []  # newest last: how to put each change back
 
     def stage_of(self, job_id: str) -> Stage | None:
@@ -99,6 +100,7 @@ class Tx:
         self._undo.append(lambda: os.rename(dst, src))
         self.inbox.own_change(seen)
         self.touched += [src, dst]
+        self.moves.append((job_id, source, target, event))
 
     def relocate(self, src: Path, dst: Path) -> None:
         """Move one file of the queue to a free place in it, as one rename (a job's files into
@@ -160,3 +162,4 @@ class Tx:
             with contextlib.suppress(OSError):
                 self._undo.pop()()
         self.touched.clear()
+        self.moves.clear()
