@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aq.core.alert_rules import AlertRules, parse_alert_rules
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
@@ -125,6 +126,13 @@ prefer_window: 2m
 # user and project. Unset: no pacing.
 # push_budget: {per_minute: 6}
 
+# Alerts (`aq alerts`; an idle worker hands each new one to hooks.on_alert): a building job
+# with no sign of progress for `stall`, `failure_spike` failures of one engine/profile within
+# a window, a machine's heartbeat silent for `offline` (at least twice lease_ttl) without a
+# goodbye, the queue's budget crossed or a job stopped at its own, a dead letter. `off`
+# switches a kind off. These are the defaults:
+# alerts: {stall: 30m, failure_spike: 5/1h, offline: 30m, budget: on, dead_letter: on}
+
 # Hooks: your commands, run with `sh -c` in this folder by the worker or person who moved a job
 # (on_stage: the stage it moved to) or raised an alert (on_alert). Each gets the event as JSON on
 # stdin ("text" holds a line to show) and AQ_JOB_ID, AQ_STAGE, AQ_FROM_STAGE, AQ_EVENT, AQ_HOOK,
@@ -148,7 +156,7 @@ _KNOWN = ("default_engine", "timeout", "kill_grace", "retry", "max_reclaims", "l
           "heartbeat_interval", "poll", "log_max", "artifact_max", "engines", "remote",
           "engine_classes", "prefer_window", "repo", "base", "ship", "workspaces_dir",
           "log_retention", "archive_after", "trackers", "prices", "budget", "review",
-          "push_budget", "hooks")
+          "push_budget", "hooks", "alerts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +190,7 @@ class QueueConfig:
     review: ReviewGate | None = None  # the review gate of every job that sets none of its own
     push_budget: PushBudget | None = None  # the fleet's pushes allowed per window (paced)
     hooks: HookSettings | None = None  # commands run when a job moves or an alert is raised
+    alerts: AlertRules = field(default_factory=AlertRules)  # when a trouble is worth telling
 
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
@@ -243,7 +252,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 9  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 10  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -326,6 +335,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     try:
         values["trackers"] = parse_settings(raw.get("trackers"), source)
         values["hooks"] = parse_hooks(raw.get("hooks"))
+        values["alerts"] = parse_alert_rules(raw.get("alerts"))
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return QueueConfig(**values)

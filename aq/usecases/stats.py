@@ -45,6 +45,8 @@ class Percentiles:
     median: float | None
     p90: float | None
     count: int
+    # the samples themselves, sorted: `aq metrics` makes its histograms of them
+    samples: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
 
 class WorkerRow(NamedTuple):
@@ -325,7 +327,8 @@ def percentiles(samples: list[float]) -> Percentiles:
     if not samples:
         return Percentiles(None, None, 0)
     ordered = sorted(samples)
-    return Percentiles(_quantile(ordered, 0.5), _quantile(ordered, 0.9), len(ordered))
+    return Percentiles(_quantile(ordered, 0.5), _quantile(ordered, 0.9), len(ordered),
+                       tuple(ordered))
 
 
 def _quantile(ordered: list[float], q: float) -> float:

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from aq.ui.cli import agents, archive, fleet, jobs, moves, running, trackers, upkeep, views
+from aq.ui.cli import (
+    agents,
+    archive,
+    fleet,
+    jobs,
+    monitoring,
+    moves,
+    running,
+    trackers,
+    upkeep,
+    views,
+)
 from aq.ui.cli.detail import show
 
 app = typer.Typer(
@@ -68,6 +79,8 @@ app.command()(views.dash)
 app.command()(views.web)
 app.command()(agents.mcp)
 app.command()(views.stats)
+app.command()(monitoring.alerts)
+app.command()(monitoring.metrics)
 app.command()(views.events)
 app.command()(views.doctor)
 app.command()(fleet.workers)

@@ -19,6 +19,7 @@ from aq.errors import UsageError
 from aq.ui.web import actions, pages, views
 from aq.ui.web.context import Web
 from aq.ui.web.guard import Access, Guard, is_loopback
+from aq.ui.web.metrics import metrics
 
 
 def build(web: Web, access: Access) -> Guard:
@@ -36,6 +37,7 @@ def build(web: Web, access: Access) -> Guard:
         Route("/fleet/resume", actions.resume, methods=["POST"]),
         Route("/dag", views.dag),
         Route("/stats", views.stats),
+        Route("/metrics", metrics),
         Route("/live", pages.live),
         Route("/refresh", actions.refresh, methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("aq.ui.web", "static")]), name="static"),

@@ -26,7 +26,7 @@ def test_ctrl_c_ends_a_watch_with_130_and_says_nothing_more(queue_root: Path,
         stream = watch.stderr if argv[0] == "logs" else watch.stdout
         assert stream.readline()
         watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=30)
+        _out, err = watch.communicate(timeout=30)
     finally:
         if watch.poll() is None:
             watch.kill()
