@@ -32,4 +32,9 @@ fi
 .venv/bin/mypy
 # the layers: quiet when kept, the whole report when a contract is broken
 layers=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$layers"; exit 1; }
+# The tests start thousands of `python -m aq` processes: let Python keep the bytecode it
+# compiles, compiled once here, or an environment with PYTHONDONTWRITEBYTECODE=1 (as some CI
+# images set) compiles aq's modules again in every one of them (about 40 ms each)
+unset PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q aq tests
 .venv/bin/python -m pytest -n 2 --dist worksteal "$@"
