@@ -134,7 +134,9 @@ class Clone:
         (call only under the queue lock). A job file in the inbox that no commit holds is kept
         when it is a person's (no other stage has that job) and removed when it is the moved
         copy of a job HEAD has elsewhere."""
-        done = self._git("status", "--porcelain=v1", "-uall", "--", "queue", check=False)
+        # not queue/archive (a year of jobs): a move into it half-made shows in the folder it left
+        done = self._git("status", "--porcelain=v1", "-uall", "--", "queue",
+                         ":(exclude)queue/archive", check=False)
         lines = [line for line in done.stdout.splitlines() if line.strip()]
         dirty = [line for line in lines  # a person's files: jobs dropped in the inbox, a HALT
                  if not (line.startswith("?? queue/inbox/") and line.endswith(".md"))

@@ -1,0 +1,89 @@
+"""How aq commits a transaction (aq.infra.gitops.commit_paths, exact): what the index holds
+under queue/, on top of HEAD, never a file staged elsewhere or one a person dropped. A big
+index (a year's archive) commits through plumbing; both ways must make the same commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aq.errors import GitError
+from aq.infra import gitops
+from tests.helpers.git import git
+
+IDENTITY = ["-c", "user.name=aq-test", "-c", "user.email=aq-test@example.com"]
+
+
+@pytest.fixture(params=["small", "big"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A queue repository with a job in the inbox and a person's work elsewhere; "big" commits
+    as an index of a year's archive would (the threshold brought down to this one)."""
+    if request.param == "big":
+        monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    return make_repo(tmp_path / "q")
+
+
+def make_repo(root: Path) -> Path:
+    for name, text in {"queue/inbox/job-a.md": "a\n", "queue/.events/job-a.jsonl": "{}\n",
+                       "queue/archive/2026/01/000/old.md": "old\n", "aq.yaml": "poll: 1s\n",
+                       "notes/todo.txt": "mine\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, *IDENTITY, "commit", "-qm", "start")
+    return root
+
+
+def move(root: Path) -> list[str]:
+    (root / "queue/building").mkdir(exist_ok=True)
+    (root / "queue/inbox/job-a.md").rename(root / "queue/building/job-a.md")
+    with (root / "queue/.events/job-a.jsonl").open("a") as events:
+        events.write('{"type": "claimed"}\n')
+    return ["queue/inbox/job-a.md", "queue/building/job-a.md", "queue/.events/job-a.jsonl"]
+
+
+def test_a_transaction_commits_its_queue_files_and_nothing_else(repo: Path) -> None:
+    (repo / "aq.yaml").write_text("poll: 2s\n")
+    git(repo, "add", "aq.yaml")  # a person's staged change: stays staged, uncommitted
+    (repo / "queue/inbox/dropped.md").write_text("x\n")  # a person's drop: not aq's to commit
+    before = git(repo, "rev-parse", "HEAD").strip()
+    assert gitops.commit_paths(repo, move(repo), "aq: claim job-a", IDENTITY, exact=True)
+    assert git(repo, "rev-parse", "HEAD~1").strip() == before
+    assert git(repo, "log", "-1", "--format=%s%n%an").split() == ["aq:", "claim", "job-a",
+                                                                  "aq-test"]
+    changed = git(repo, "show", "--no-renames", "--name-status", "--format=", "HEAD").split("\n")
+    assert sorted(filter(None, changed)) == ["A\tqueue/building/job-a.md",
+                                             "D\tqueue/inbox/job-a.md",
+                                             "M\tqueue/.events/job-a.jsonl"]
+    status = git(repo, "status", "--porcelain", "-uall").splitlines()
+    assert sorted(status) == ["?? queue/inbox/dropped.md", "M  aq.yaml"]
+    assert git(repo, "show", "HEAD:queue/archive/2026/01/000/old.md") == "old\n"
+
+
+def test_nothing_changed_is_no_commit(repo: Path) -> None:
+    before = git(repo, "rev-parse", "HEAD").strip()
+    assert not gitops.commit_paths(repo, ["queue/inbox/job-a.md"], "aq: nothing", IDENTITY,
+                                   exact=True)
+    assert git(repo, "rev-parse", "HEAD").strip() == before
+
+
+def test_a_big_index_refuses_to_commit_over_a_head_that_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plumbing's update-ref is a compare-and-swap, as `git commit`'s own is: a commit
+    made (by real git) between its reading HEAD and its swap fails it."""
+    repo = make_repo(tmp_path / "q")
+    monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    paths = move(repo)
+    real = gitops.git
+
+    def meanwhile(root: Path, *args: str, **kwargs: object) -> object:
+        if "commit-tree" in args:  # another commit lands between read and swap
+            real(root, *IDENTITY, "commit", "-q", "--allow-empty", "-m", "someone else")
+        return real(root, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitops, "git", meanwhile)
+    with pytest.raises(GitError):
+        gitops.commit_paths(repo, paths, "aq: claim job-a", IDENTITY, exact=True)
+    assert git(repo, "log", "-1", "--format=%s").strip() == "someone else"
