@@ -5,7 +5,8 @@ A job's stage is the folder its file sits in: queue/<stage>/<id>.md, its events 
 queue/.events/<id>.jsonl, its attempt logs under queue/.logs/<id>/. A final job archived
 (`aq archive`) keeps that shape one part of the archive down: queue/archive/<yyyy>/<mm>/<nnn>/
 holds <stage>/<id>.md, .events/<id>.jsonl and .logs/<id>/ of at most PART_SIZE jobs that became
-final in that month, so no folder of the queue nears a forge's limit on entries (GitHub: 3,000).
+final in that month, so no folder of the queue nears a forge's limit on entries (GitHub: 3,000),
+and keys.json, the idempotency keys of its jobs (key -> id), so that `aq add` finds them unread.
 What only this machine needs (the lock, caches, running attempts) is in a state folder inside
 the git dir.
 """
@@ -28,6 +29,7 @@ LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
 ARCHIVE_DIR = "archive"
+ARCHIVE_KEYS = "keys.json"  # in each part of the archive: its jobs' idempotency keys
 CACHE_VERSION = 17  # of the cached manifests, states and profiles: bumped when one changes shape
 
 FINAL_STAGES = (Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER)  # what the archive holds

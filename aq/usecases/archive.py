@@ -12,6 +12,7 @@ still final and due there.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +22,9 @@ from pathlib import Path
 
 from aq.core.events import iso
 from aq.core.lifecycle import Stage
+from aq.errors import AqError
 from aq.store.eventlog import parse_time
-from aq.store.layout import EVENTS_DIR, FINAL_STAGES, LOGS_DIR, PART_SIZE, Layout
+from aq.store.layout import ARCHIVE_KEYS, EVENTS_DIR, FINAL_STAGES, LOGS_DIR, PART_SIZE, Layout
 from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.store.tx import Tx
@@ -124,6 +126,7 @@ def _archive_change(job_ids: Sequence[str], now: datetime, older_than: float, wh
         layout = tx.layout
         parts = _Parts(layout)
         moved = []
+        keys: dict[Path, dict[str, str]] = {}  # part -> the idempotency keys it takes
         for job_id in job_ids:
             stage = tx.stage_of(job_id)
             if stage not in FINAL_STAGES:
@@ -134,13 +137,39 @@ def _archive_change(job_ids: Sequence[str], now: datetime, older_than: float, wh
                 continue
             part = parts.take(since)
             rel = layout.relative(part)
+            key = _key_of(layout.job_path(stage, job_id))
+            if key:
+                keys.setdefault(part, {})[key] = job_id
             tx.append_event(job_id, {"ts": iso(now), "type": ARCHIVED, "by": who, "part": rel,
                                      "why": f"final since {iso(since)[:10]}: moved to {rel}"})
             _move_files(tx, layout.qdir, part, job_id, stage)
             moved.append(ArchivedJob(job_id, stage, iso(since), rel))
+        for part, taken in keys.items():
+            tx.write(part / ARCHIVE_KEYS, json.dumps({**archived_keys(part), **taken},
+                                                     sort_keys=True, indent=0) + "\n")
         return moved
 
     return change
+
+
+def archived_keys(part: Path) -> dict[str, str]:
+    """The idempotency keys of a part of the archive (key -> job id); {} if it has none."""
+    try:
+        data = json.loads((part / ARCHIVE_KEYS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _key_of(path: Path) -> str | None:
+    """The idempotency key of the job file at `path` (None: none, or unreadable)."""
+    from aq.core.manifest import parse_manifest
+
+    try:
+        return parse_manifest(path.stem, path.read_text(encoding="utf-8"),
+                              str(path)).idempotency_key
+    except (OSError, ValueError, AqError):
+        return None
 
 
 def unarchive(tx: Tx, job_id: str, *, who: str, now: datetime) -> Stage | None:

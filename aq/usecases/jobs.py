@@ -28,7 +28,7 @@ from aq.infra.mcpconfig import refusals
 from aq.store.eventlog import read_events
 from aq.store.layout import QUEUE_DIR
 from aq.store.queue import Queue
-from aq.store.snapshot import Job, Snapshot
+from aq.store.snapshot import Job
 from aq.store.tx import Tx
 from aq.usecases.listing import Capabilities, assess_inbox
 from aq.usecases.tracker_posts import owed_posts
@@ -67,7 +67,7 @@ def add_job(
                             "are aq's own (its reviews and samples): choose another key",
                             "idempotency-key")
     if manifest.idempotency_key:
-        existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+        existing = _find_by_key(queue, manifest.idempotency_key)
         if existing is not None:
             return _same_key(existing, manifest)
     chosen = job_id or new_job_id(manifest.title, entropy)
@@ -75,7 +75,7 @@ def add_job(
 
     def write(tx: Tx) -> AddResult:
         if manifest.idempotency_key:  # again, under the lock: two adds at once make one job
-            existing = _find_by_key(queue.snapshot(), manifest.idempotency_key)
+            existing = _find_by_key(queue, manifest.idempotency_key)
             if existing is not None:
                 return _same_key(existing, manifest)
         stage = tx.stage_of(chosen)
@@ -192,10 +192,21 @@ def _up_front_children(queue: Queue, manifest: Manifest, parent: str, entropy: i
     return made
 
 
-def _find_by_key(snapshot: Snapshot, key: str) -> Job | None:
-    for job in snapshot.jobs:
+def _find_by_key(queue: Queue, key: str) -> Job | None:
+    """The job an idempotency key made: in the stage folders, else in the archive (each part
+    keeps its jobs' keys: one small file a part is read, not its jobs)."""
+    for job in queue.snapshot().jobs:
         if job.manifest is not None and job.manifest.idempotency_key == key:
             return job
+    from aq.store.snapshot import read_archived
+    from aq.usecases.archive import archived_keys
+
+    for part in reversed(queue.layout.archive_parts()):
+        job_id = archived_keys(part).get(key)
+        found = read_archived(queue.layout, job_id) if job_id else None
+        if found is not None and found.manifest is not None \
+                and found.manifest.idempotency_key == key:
+            return found
     return None
 
 

@@ -291,3 +291,28 @@ def test_a_worker_runs_in_shallow_and_partial_clones_and_fsck_history_asks_for_t
         assert run_aq("show", "old-7", cwd=partial).returncode == 0
         checked = run_aq("fsck", "--history", cwd=partial, timeout=120)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_an_add_with_the_key_of_an_archived_job_finds_it(queue_root: Path) -> None:
+    """A second add with an idempotency key an archived job was made with adds nothing (other
+    content: refused), as it would with the job still in its stage folder: each part keeps its
+    jobs' keys, so the add reads one small file a part."""
+    long_ago = NOW - timedelta(days=60)
+    (queue_root / "queue" / "shipped" / "nightly.md").write_text(
+        "---\ntitle: nightly\nidempotency-key: nightly-2026-10-01\n---\necho nightly\n")
+    (queue_root / "queue" / ".events" / "nightly.jsonl").write_text(
+        final_events("nightly", "shipped", long_ago))
+    write_final(queue_root, "other", "shipped", long_ago)
+    commit_all(queue_root, "a job made with a key, shipped long ago")
+    assert run_aq("archive", cwd=queue_root).returncode == 0
+    [keys] = (queue_root / "queue" / "archive").rglob("keys.json")
+    assert json.loads(keys.read_text()) == {"nightly-2026-10-01": "nightly"}
+
+    again = run_aq("add", "--title", "nightly", "--key", "nightly-2026-10-01", "--body",
+                   "echo nightly", cwd=queue_root)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "nightly\n" and "already exists with this idempotency key" in again.stderr
+    assert list((queue_root / "queue" / "inbox").glob("*.md")) == []
+    other = run_aq("add", "--key", "nightly-2026-10-01", "--body", "echo something else",
+                   cwd=queue_root)
+    assert other.returncode == 1 and "already made job nightly" in other.stderr
