@@ -87,6 +87,18 @@ def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> N
             print(f"      log not kept: {event['log_not_kept']}")
 
 
+def detail_text(detail: JobDetail, metered: frozenset[str] = frozenset()) -> str:
+    """What `aq show` prints, as a string: the dash's detail pane shows exactly that, so the
+    two cannot drift apart."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        _print_detail(detail, metered)
+    return out.getvalue()
+
+
 def _print_family(detail: JobDetail) -> None:
     """Its parent, and its children with their stages (settled or not)."""
     manifest = detail.job.manifest

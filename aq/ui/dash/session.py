@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from aq.core.lifecycle import Action
+from aq.core.lifecycle import Action, Stage
 from aq.errors import AqError
 from aq.store.queue import Queue
-from aq.usecases.fleet import halt, resume
+from aq.usecases.fleet import WorkerRow, halt, list_workers, resume
 from aq.usecases.listing import Capabilities, Listing, list_jobs
 from aq.usecases.logs import LogRef, find_log
 from aq.usecases.moves import MoveResult, move_job
+
+TAIL_BYTES = 4096  # enough of a live log's end to hold its last line
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What this machine sees of a building job's attempt running here."""
+
+    last_line: str = ""
+    cost: float | None = None  # dollars so far, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,8 @@ class Loaded:
     halted: str | None
     reachable: bool | None  # the remote answered the fetch; None: no remote
     problem: str | None = None
+    now: datetime | None = None  # the clock when it was read: relative times count from it
+    live: Mapping[str, Live] = field(default_factory=dict)  # by job id: attempts running here
 
 
 class Session:
@@ -34,10 +50,12 @@ class Session:
 
     def __init__(self, queue: Queue, *, who: str, clock: Callable[[], datetime],
                  sync: Callable[[], bool] | None = None, capabilities: Capabilities = None,
-                 env: Mapping[str, str] = os.environ) -> None:
+                 env: Mapping[str, str] = os.environ,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.queue = queue
         self.who = who
         self.clock = clock
+        self.monotonic = monotonic  # heartbeat ages in the workers view
         self.env = env  # where a tracker's token is, for the post a move owes
         self.sync = sync
         self.capabilities = capabilities
@@ -53,11 +71,13 @@ class Session:
                     reachable = self.sync()
                 except AqError as err:
                     reachable, problem = False, str(err)
+            now = self.clock()
             try:
-                listing = list_jobs(self.queue, now=self.clock(), capabilities=self.capabilities)
+                listing = list_jobs(self.queue, now=now, capabilities=self.capabilities)
             except (AqError, OSError) as err:
-                return Loaded(self._seq, None, self.queue.halted(), reachable, str(err))
-            return Loaded(self._seq, listing, self.queue.halted(), reachable, problem)
+                return Loaded(self._seq, None, self.queue.halted(), reachable, str(err), now)
+            return Loaded(self._seq, listing, self.queue.halted(), reachable, problem, now,
+                          live_of(listing, self.queue.running_dir()))
 
     def move(self, job_id: str, action: Action, reason: str | None = None) -> MoveResult:
         with self._lock:
@@ -75,5 +95,56 @@ class Session:
     def halted(self) -> str | None:
         return self.queue.halted()
 
-    def find_log(self, job_id: str) -> LogRef:
-        return find_log(self.queue, job_id, None)
+    def find_log(self, job_id: str, attempt: int | None = None) -> LogRef:
+        return find_log(self.queue, job_id, attempt)
+
+    def attempts(self, job_id: str) -> int:
+        return self.queue.resolve(job_id).state.attempt_count
+
+    def detail(self, job_id: str) -> str:
+        """What `aq show JOB` prints."""
+        from aq.ui.cli.detail import detail_text
+        from aq.usecases.jobs import show_job
+
+        with self._lock:
+            detail = show_job(self.queue, job_id, now=self.clock(), capabilities=self.capabilities)
+            metered = frozenset(name for name, spec in self.queue.config.engines.items()
+                                if spec.usage)
+        return detail_text(detail, metered)
+
+    def workers(self) -> tuple[WorkerRow, ...]:
+        """What `aq workers` lists (fetching from the remote first)."""
+        with self._lock:
+            return list_workers(self.queue, monotonic=self.monotonic(), now=self.clock())
+
+
+def live_of(listing: Listing, running: Path) -> dict[str, Live]:
+    """The last log line and the cost so far of each building job whose attempt runs here."""
+    from aq.usecases.spend import cost_so_far
+
+    live = {}
+    for job in listing.jobs:
+        count = job.state.attempt_count
+        if job.stage is not Stage.BUILDING or not count:
+            continue
+        folder = running / job.id
+        if folder.is_dir():
+            live[job.id] = Live(last_line(folder / f"{count}.log"),
+                                cost_so_far(job.state, True, folder))
+    return live
+
+
+def last_line(path: Path) -> str:
+    """The last line with something on it at the end of the log at `path` (colour codes and
+    other control characters taken out); "" when there is none or it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - TAIL_BYTES))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in reversed(tail.splitlines()):
+        clean = " ".join(_CONTROL.sub("", line).split())
+        if clean:
+            return clean
+    return ""

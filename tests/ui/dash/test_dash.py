@@ -1,147 +1,77 @@
-"""`aq dash` driven as a person drives it: Textual's headless pilot presses keys, and the test
-reads the screen and the queue on disk."""
+"""`aq dash` driven as a person drives it: the list, the moves, the filters, the logs and the
+refresh, through Textual's headless pilot over a real queue (tests/ui/dash/pilot.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
-from textual.widgets import DataTable
 
+from aq.core.lifecycle import Stage
 from aq.store.queue import Queue
-from aq.ui.dash.app import DashApp, remote_sync
 from aq.ui.dash.dialogs import Ask, Confirm
 from aq.ui.dash.jobs import JobsScreen
 from aq.ui.dash.logview import LogScreen
+from aq.ui.dash.look import PRIORITY_STYLE, STAGE_STYLE
+from aq.ui.dash.table import JobTable
 from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.fleet import fleet_in
-from tests.helpers.queue import T0, stage_of, write_job
-
-WHO = "dash-tester@bench"
-SIZE = (120, 40)
-Script = Callable[[Pilot[None]], Awaitable[None]]
-
-
-def seed(root: Path) -> None:
-    """Rows 1-4: an inbox job, a review job, a testing job, a failed job (two with profiles)."""
-    write_job(root, "alpha", title="Alpha waits in the inbox")
-    write_job(root, "beta", stage="review", title="Beta waits for review", profile="qa")
-    write_job(root, "gamma", stage="testing", title="Gamma passed its verify")
-    write_job(root, "delta", stage="failed", title="Delta failed", profile="developer")
-
-
-def drive(root: Path, script: Script, *, refresh: float = 60.0, fetch: bool = False) -> None:
-    """Run the dashboard on the queue at `root` headless and play `script` against it; with
-    `fetch`, each refresh first fetches from the queue's remote."""
-    queue = Queue(root)
-    app = DashApp(queue, who=WHO, clock=lambda: T0, refresh=refresh,
-                  sync=remote_sync(queue) if fetch else None)
-
-    async def play() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            await script(pilot)
-
-    asyncio.run(play())
-
-
-async def settle(pilot: Pilot[None]) -> None:
-    """Let the moves and reloads the last keys started finish, and the screen repaint."""
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.pause()
-
-
-def screen_text(pilot: Pilot[None]) -> str:
-    """The characters on the screen, as a person sees them (the compositor's render: Textual's
-    public export is an SVG)."""
-    return "\n".join(strip.text for strip in pilot.app.screen._compositor.render_strips())
-
-
-def jobs(pilot: Pilot[None]) -> JobsScreen:
-    screen = pilot.app.screen
-    assert isinstance(screen, JobsScreen), f"expected the job list, got {type(screen).__name__}"
-    return screen
-
-
-async def select(pilot: Pilot[None], job_id: str) -> None:
-    """Move the cursor onto `job_id` with the arrow keys."""
-    screen = jobs(pilot)
-    target = [row.job_id for row in screen.rows].index(job_id)
-    current = screen.query_one(DataTable).cursor_row
-    key = "down" if target > current else "up"
-    await pilot.press(*[key] * abs(target - current))
-    selected = screen.selected()
-    assert selected is not None and selected.job_id == job_id
-
-
-async def press(pilot: Pilot[None], *keys: str) -> None:
-    await pilot.press(*keys)
-    await settle(pilot)
-
-
-async def until(pilot: Pilot[None], check: Callable[[], bool], within: float = 15.0) -> bool:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if check():
-            return True
-        await pilot.pause(0.1)
-    return check()
-
-
-async def shows(pilot: Pilot[None], *texts: str) -> bool:
-    """True once every one of `texts` is on the screen (a repaint may trail a change by a frame:
-    the table lays its columns out again after its rows change)."""
-    return await until(pilot, lambda: all(text in screen_text(pilot) for text in texts))
-
-
-async def row_has(pilot: Pilot[None], job_id: str, text: str) -> bool:
-    """True once the screen line of `job_id`'s row holds `text`; else False, after printing the
-    screen (it failed once in CI under load, with the row's stage right: the screen says why)."""
-    if await until(pilot, lambda: any(f" {job_id} " in line and text in line
-                                      for line in screen_text(pilot).splitlines())):
-        return True
-    print(f"row {job_id!r} never showed {text!r}; the screen:\n{screen_text(pilot)}")
-    return False
-
-
-async def row_starts(pilot: Pilot[None], *words: str) -> bool:
-    """True once a line of the screen starts with `words` (number, id, stage, ...)."""
-    return await until(pilot, lambda: any(line.split()[:len(words)] == list(words)
-                                          for line in screen_text(pilot).splitlines()))
-
+from tests.helpers.queue import stage_of, write_job
+from tests.ui.dash.pilot import (
+    WHO,
+    drive,
+    jobs,
+    press,
+    row_has,
+    row_starts,
+    screen_text,
+    seed,
+    select,
+    shown,
+    shows,
+    until,
+)
 
 # --- the list --------------------------------------------------------------------------------
 
-def test_the_list_numbers_every_job_and_shows_its_stage_priority_profile_title_and_status(
-        queue_root: Path) -> None:
-    """Each job is a numbered row with its stage, priority, profile, title and status."""
+
+def test_the_list_numbers_every_job_and_colours_its_stage_and_priority(queue_root: Path) -> None:
+    """Each job is a numbered row with its stage, priority, profile, title and status; the stage
+    and the priority cells have their colours; the tabs count each stage."""
     seed(queue_root)
+    write_job(queue_root, "omega", title="Omega is urgent", priority="critical")
 
     async def script(pilot: Pilot[None]) -> None:
         text = screen_text(pilot)
         header = next(line for line in text.splitlines() if " id " in line)
-        assert header.split() == ["#", "id", "stage", "priority", "profile", "title", "status"]
-        assert await row_starts(pilot, "1", "alpha", "inbox", "medium")
+        assert header.split() == ["#", "id", "stage", "pri", "profile", "title", "status", "when"]
+        assert await row_starts(pilot, "1", "alpha", "inbox", "med")
+        assert await row_starts(pilot, "2", "omega", "inbox", "crit")
         assert await row_has(pilot, "alpha", "ready")
-        assert await row_starts(pilot, "2", "beta", "review", "medium", "qa")
+        assert await row_starts(pilot, "3", "beta", "review", "med", "qa")
         assert await row_has(pilot, "beta", "Beta waits for review")
-        assert await row_starts(pilot, "4", "delta", "failed")
-        assert "p Promote" in text and "S Ship" in text and "q Quit" in text
+        assert "0 all 1 inbox 2 2 building 0 3 review 1 4 testing 1 5 shipped 0 6 failed 1 " \
+               "7 dead_letter 0" in " ".join(text.split())
+        table = jobs(pilot).query_one(JobTable)
+        for number, stage in ((0, Stage.INBOX), (2, Stage.REVIEW), (4, Stage.FAILED)):
+            assert table.get_cell_at(Coordinate(number, 2)).style == STAGE_STYLE[stage]
+        assert table.get_cell_at(Coordinate(1, 3)).style == PRIORITY_STYLE["critical"] != ""
+        assert table.get_cell_at(Coordinate(0, 3)).style == PRIORITY_STYLE["medium"]
+        assert "p Promote" in text and "S Ship" in text and "q Quit" in text and "? Help" in text
 
     drive(queue_root, script)
 
 
 # --- moves -----------------------------------------------------------------------------------
 
-def test_p_promotes_a_review_job_and_shift_s_ships_a_testing_job(queue_root: Path) -> None:
-    """`p` on a review job moves it to testing and `S` on a testing job ships it, on disk and on screen."""
+def test_p_promotes_at_once_and_shift_s_ships_only_after_a_yes(queue_root: Path) -> None:
+    """`p` on a review job moves it to testing; `S` asks first: `n` (or Escape) ships nothing,
+    `y` ships, on disk and on screen."""
     seed(queue_root)
 
     async def script(pilot: Pilot[None]) -> None:
@@ -152,6 +82,16 @@ def test_p_promotes_a_review_job_and_shift_s_ships_a_testing_job(queue_root: Pat
         assert await shows(pilot, "promote beta: review -> testing")
         await select(pilot, "gamma")
         await press(pilot, "S")
+        assert isinstance(pilot.app.screen, Confirm)
+        assert await shows(pilot, "Ship job 3 (gamma), moving it to shipped?")
+        await press(pilot, "n")
+        await press(pilot, "S")
+        await press(pilot, "escape")
+        assert isinstance(pilot.app.screen, JobsScreen)
+        assert stage_of(queue_root, "gamma") == "testing"
+        assert Queue(queue_root).read_events("gamma") == []
+        await press(pilot, "S")
+        await press(pilot, "y")
         assert stage_of(queue_root, "gamma") == "shipped"
         assert await row_starts(pilot, "3", "gamma", "shipped")
         event = Queue(queue_root).read_events("gamma")[-1]
@@ -162,11 +102,13 @@ def test_p_promotes_a_review_job_and_shift_s_ships_a_testing_job(queue_root: Pat
 
 
 def test_a_move_the_lifecycle_refuses_shows_its_reason_and_moves_nothing(queue_root: Path) -> None:
-    """`S` on an inbox job shows the lifecycle's refusal on screen and the job stays in the inbox."""
+    """`S` on an inbox job shows the lifecycle's refusal on screen, asks nothing, and the job
+    stays in the inbox."""
     seed(queue_root)
 
     async def script(pilot: Pilot[None]) -> None:
         await press(pilot, "S")
+        assert isinstance(pilot.app.screen, JobsScreen)
         assert await shows(pilot, "cannot ship alpha: it is in inbox; from inbox a person may: cancel")
         assert stage_of(queue_root, "alpha") == "inbox"
         await select(pilot, "delta")
@@ -190,7 +132,7 @@ def test_x_asks_why_refuses_an_empty_reason_and_rejects_with_the_reason_given(qu
         await select(pilot, "beta")
         await press(pilot, "x")
         assert isinstance(pilot.app.screen, Ask)
-        assert await shows(pilot, "Reject job 2 (beta)")
+        assert await shows(pilot, "Reject job 2 (beta), moving it to failed: why?")
         await press(pilot, "enter")
         assert isinstance(pilot.app.screen, Ask)
         assert await shows(pilot, "a reason is needed")
@@ -282,23 +224,41 @@ def test_h_halts_with_a_reason_and_h_again_resumes_after_a_yes(queue_root: Path)
 
 # --- filters ---------------------------------------------------------------------------------
 
-def test_filters_by_stage_profile_and_text_narrow_the_rows_and_keep_their_numbers(
-        queue_root: Path) -> None:
-    """`s` cycles the stage, `f` the profiles in use, `/` matches id or title; Escape clears them."""
+def test_number_keys_tab_and_shift_tab_pick_the_stage_shown(queue_root: Path) -> None:
+    """`1`-`7` show one stage (the same key again, or `0`, shows all); Tab (and `s`) steps to the
+    next stage, Shift+Tab to the one before; numbers never change."""
     seed(queue_root)
-
-    def shown(pilot: Pilot[None]) -> list[tuple[int, str]]:
-        return [(row.number, row.job_id) for row in jobs(pilot).rows]
 
     async def script(pilot: Pilot[None]) -> None:
         assert len(shown(pilot)) == 4
-        await press(pilot, "s")
-        assert shown(pilot) == [(1, "alpha")]
-        await press(pilot, "s", "s", "s")  # building, review, testing
+        await press(pilot, "4")
         assert shown(pilot) == [(3, "gamma")]
-        assert await shows(pilot, "stage: testing")
-        await press(pilot, "s", "s", "s", "s")  # shipped, failed, dead_letter, and round to all
+        assert await row_starts(pilot, "3", "gamma", "testing")
+        await press(pilot, "4")
         assert len(shown(pilot)) == 4
+        await press(pilot, "6")
+        assert shown(pilot) == [(4, "delta")]
+        await press(pilot, "0")
+        assert len(shown(pilot)) == 4
+        await press(pilot, "tab")
+        assert shown(pilot) == [(1, "alpha")]
+        await press(pilot, "tab", "s")  # building (none), review
+        assert shown(pilot) == [(2, "beta")]
+        await press(pilot, "shift+tab", "shift+tab", "shift+tab")  # building, inbox, all
+        assert len(shown(pilot)) == 4
+        await press(pilot, "shift+tab")  # round to dead_letter
+        assert shown(pilot) == []
+        assert jobs(pilot).filters.stage is Stage.DEAD_LETTER
+
+    drive(queue_root, script)
+
+
+def test_profile_and_text_filters_narrow_the_rows_and_escape_clears_them(queue_root: Path) -> None:
+    """`f` cycles the profiles in use; `/` narrows the list as the text is typed (id or title)
+    and Enter keeps it; an action takes the row shown; Escape clears the filters."""
+    seed(queue_root)
+
+    async def script(pilot: Pilot[None]) -> None:
         await press(pilot, "f")
         assert shown(pilot) == [(4, "delta")]  # profiles in use, sorted: developer, qa
         await press(pilot, "f")
@@ -306,13 +266,18 @@ def test_filters_by_stage_profile_and_text_narrow_the_rows_and_keep_their_number
         await press(pilot, "f")
         assert len(shown(pilot)) == 4
         await press(pilot, "slash")
-        await pilot.press(*"PASSED")
+        await pilot.press(*"PASS")
+        await pilot.pause()
+        assert shown(pilot) == [(3, "gamma")]  # before Enter
         await press(pilot, "enter")
-        assert shown(pilot) == [(3, "gamma")]
         assert await row_starts(pilot, "3", "gamma", "testing")
         assert " alpha " not in screen_text(pilot)
-        await press(pilot, "S")  # an action takes the row shown under the cursor
-        assert stage_of(queue_root, "gamma") == "shipped"
+        await press(pilot, "r")  # an action takes the row shown under the cursor
+        assert await shows(pilot, "cannot requeue gamma")
+        await press(pilot, "slash")
+        await pilot.press(*"zzz")
+        await press(pilot, "escape")  # Escape in the search line puts back what was there
+        assert shown(pilot) == [(3, "gamma")]
         await press(pilot, "escape")
         assert len(shown(pilot)) == 4
 
@@ -321,28 +286,62 @@ def test_filters_by_stage_profile_and_text_narrow_the_rows_and_keep_their_number
 
 # --- logs ------------------------------------------------------------------------------------
 
-def test_l_shows_the_log_of_a_finished_attempt_and_escape_goes_back(queue_root: Path) -> None:
-    """`l` shows the newest attempt's kept log; a job never run gets aq's one-line reason."""
-    write_job(queue_root, "ran", body="echo hello-from-the-attempt")
+def _run_twice(queue_root: Path) -> None:
+    """Job `ran`, run twice (requeued between): each attempt prints its own words."""
+    counter = queue_root.parent / "count"
+    write_job(queue_root, "ran", body=f'n=$(($(cat {counter} 2>/dev/null || echo 0) + 1)); '
+              f'echo $n > {counter}; echo "words of attempt $n"; echo "a needle here"; '
+              'echo plain; echo "another needle"')
+    assert run_aq("run", "--once", cwd=queue_root).returncode == 0
+    assert run_aq("reject", "ran", "--reason", "again", cwd=queue_root).returncode == 0
+    assert run_aq("requeue", "ran", cwd=queue_root).returncode == 0
     assert run_aq("run", "--once", cwd=queue_root).returncode == 0
     assert stage_of(queue_root, "ran") == "review"
+
+
+def test_the_log_viewer_picks_an_attempt_and_searches(queue_root: Path) -> None:
+    """`l` shows the newest attempt's log (a job never run gets aq's one-line reason); `[` and
+    `]` step through the attempts, `a` asks which; `/` finds lines, `n` goes to the next."""
+    _run_twice(queue_root)
     write_job(queue_root, "fresh", title="Never run")
 
     async def script(pilot: Pilot[None]) -> None:
-        await press(pilot, "l")  # fresh, in the inbox
+        await select(pilot, "fresh")
+        await press(pilot, "l")
         assert await shows(pilot, "fresh has not been run yet (it is in inbox)")
         await select(pilot, "ran")
         await press(pilot, "l")
         assert isinstance(pilot.app.screen, LogScreen)
-        assert await shows(pilot, "hello-from-the-attempt", "ran  attempt 1  (finished)")
+        assert await shows(pilot, "words of attempt 2", "ran  attempt 2 of 2  (finished)")
+        await press(pilot, "left_square_bracket")
+        assert await shows(pilot, "words of attempt 1", "attempt 1 of 2")
+        await press(pilot, "left_square_bracket")
+        assert await shows(pilot, "has attempts 1 to 2")
+        await press(pilot, "a")
+        assert isinstance(pilot.app.screen, Ask)
+        await pilot.press("2")
+        await press(pilot, "enter")
+        assert await shows(pilot, "words of attempt 2", "attempt 2 of 2")
+        await press(pilot, "slash")
+        await pilot.press(*"NEEDLE")
+        await press(pilot, "enter")
+        assert await shows(pilot, "/NEEDLE: 1 of 2")
+        await press(pilot, "n")
+        assert await shows(pilot, "/NEEDLE: 2 of 2")
+        await press(pilot, "n")
+        assert await shows(pilot, "/NEEDLE: 1 of 2")
         await press(pilot, "escape")
         assert isinstance(pilot.app.screen, JobsScreen)
 
     drive(queue_root, script)
 
 
-def test_the_log_viewer_follows_a_running_attempt_until_it_ends(queue_root: Path) -> None:
-    """The log of an attempt running here grows on screen as the engine writes it."""
+def test_a_running_job_shows_its_elapsed_time_and_last_log_line_and_its_log_follows(
+        queue_root: Path) -> None:
+    """A job running here shows how long it has run and its last log line in the list; its
+    log grows on screen as the engine writes it, until the attempt ends."""
+    from aq.infra.clock import utc_now
+
     gate = queue_root.parent / "gate"
     write_job(queue_root, "slow", body='echo first-words\nwhile [ ! -e "$DASH_GATE" ]; do sleep 0.05; '
               'done\necho last-words')
@@ -357,6 +356,9 @@ def test_the_log_viewer_follows_a_running_attempt_until_it_ends(queue_root: Path
             time.sleep(0.05)
 
         async def script(pilot: Pilot[None]) -> None:
+            assert await row_has(pilot, "slow", "attempt 1 · first-words")
+            line = next(line for line in screen_text(pilot).splitlines() if " slow " in line)
+            assert line.split()[-1][:-1].isdigit() and line.split()[-1][-1] in "smh"  # elapsed
             await press(pilot, "l")
             assert isinstance(pilot.app.screen, LogScreen)
             assert await shows(pilot, "first-words", "(following the running attempt)")
@@ -365,7 +367,7 @@ def test_the_log_viewer_follows_a_running_attempt_until_it_ends(queue_root: Path
             assert await shows(pilot, "last-words")
             assert await shows(pilot, "attempt 1 ended; the job is in review", "(finished)")
 
-        drive(queue_root, script)
+        drive(queue_root, script, clock=utc_now)
         assert worker.wait(timeout=30) == 0
     finally:
         gate.touch()
@@ -392,9 +394,14 @@ def test_the_list_refreshes_with_changes_made_outside_the_dashboard(queue_root: 
 @pytest.mark.slow
 def test_a_refresh_fetches_what_another_clone_pushed_and_a_move_lands_on_the_remote(
         tmp_path: Path) -> None:
-    """With a remote, a refresh fetches (a job another clone added shows) and a move is pushed."""
+    """With a remote, a refresh fetches (a job another clone added shows), a move is pushed,
+    and `w` shows the workers that beat on the remote, as `aq workers` does."""
     with fleet_in(tmp_path / "fleet", 2) as fleet:
         here, there = fleet.clones
+        assert fleet.aq(there, "add", "--id", "ran", "--title", "Run there", "--body",
+                        "echo hi").returncode == 0
+        assert fleet.aq(there, "run", "--once").returncode == 0  # a worker there beats once
+        listed = fleet.aq(here, "workers").stdout.split()
 
         async def script(pilot: Pilot[None]) -> None:
             added = fleet.aq(there, "add", "--id", "afar", "--title", "Added on another clone",
@@ -405,5 +412,10 @@ def test_a_refresh_fetches_what_another_clone_pushed_and_a_move_lands_on_the_rem
             await press(pilot, "c")
             await press(pilot, "y")
             assert fleet.stages_at()["afar"] == ["failed"]
+            await press(pilot, "w")
+            assert await shows(pilot, "workers: 1 seen on the remote, 0 running", listed[0],
+                               "no jobs", "stopped")
+            await press(pilot, "w")
+            assert isinstance(pilot.app.screen, JobsScreen)
 
         drive(here, script, refresh=0.3, fetch=True)
