@@ -79,8 +79,9 @@ class Heartbeat:
 
         def push(payload: dict[str, object]) -> bool:
             counts = remote.pacer.counts() if remote.pacer is not None else {}
-            if counts:  # the machine's push counts, for aq stats: read only for a beat pushed
-                payload["pushes"] = counts
+            if counts:  # the machine's push counts, for aq stats: read only for a beat pushed,
+                # and this beat among them (it is counted as it goes, after this is written)
+                payload["pushes"] = {**counts, "heartbeats": counts["heartbeats"] + 1}
             return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
                                     identity=ctx.queue.identity or ())
 

@@ -4,6 +4,7 @@ TTL per machine while idle and two while holding leases."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.fleet import Fleet, fleet_in, machine_ref
+from tests.helpers.git import git
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -63,6 +65,16 @@ def test_eight_workers_on_two_machines_push_heartbeats_per_machine(fleet: Fleet)
     # and no lease went unrenewed meanwhile: no job was taken back
     assert all(stages == ["building"] for stages in fleet.stages_at().values())
     assert not [e for n in range(8) for e in fleet.events(f"hold-{n}", "finished")]
+    # and `aq stats` can count every one of them: each beat carries its machine's count (which
+    # `aq stats` adds up), itself included
+    wait_for(lambda: [said_beats(fleet, ref) for ref in refs] == [beats(log, r) for r in refs],
+             30, "each machine's beat counting the heartbeats the remote took")
     go.touch()
     for worker in workers:
         fleet.kill(worker)
+
+
+def said_beats(fleet: Fleet, ref: str) -> int:
+    """The heartbeats a machine's last beat says it pushed."""
+    said = json.loads(git(fleet.bare, "log", "-1", "--format=%s", ref))
+    return int(said["pushes"]["heartbeats"])
