@@ -86,6 +86,7 @@ def busy_queue(queue_root: Path) -> Iterator[Path]:
     yield queue_root
 
 
+@pytest.mark.slow  # 5,000 jobs written, archived and looked for: 18 s, not an edit-test loop's
 def test_archive_moves_5000_shipped_jobs_into_dated_parts_and_every_command_still_finds_them(
         busy_queue: Path) -> None:
     """After `aq archive`, no folder of the queue nears GitHub's 3,000 entries, `aq ls` shows
