@@ -10,6 +10,8 @@ infra so that every layer may read it.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +72,24 @@ class RunFiles:
     def engine_versions(self) -> Path:
         """The cache of engine versions, shared by every run folder: in the state folder above running/."""
         return self.folder.parent.parent / ENGINE_VERSIONS
+
+
+TAIL_BYTES = 4096  # enough of a live log's end to hold its last line
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def last_line(path: Path) -> str:
+    """The last line with something on it at the end of the log at `path` (colour codes and
+    other control characters taken out, spaces squeezed): what a running attempt said last,
+    for `aq run`'s status line and the dash. "" when there is none or it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - TAIL_BYTES))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in reversed(tail.splitlines()):
+        clean = " ".join(_CONTROL.sub("", line).split())
+        if clean:
+            return clean
+    return ""

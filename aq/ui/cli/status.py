@@ -6,24 +6,20 @@ always). Piped, or on a terminal that cannot redraw, there is no status line: pl
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aq.infra.rundir import RunFiles
+from aq.infra.rundir import RunFiles, last_line
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from aq.worker.runner import Worker
 
-TAIL_BYTES = 4096  # enough of a log's end to hold its last line
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +50,6 @@ def status_text(held: Sequence[Held], finished: int) -> str:
         part = f"▶ {job.job_id} {elapsed(job.seconds)}"
         parts.append(f"{part} ─ {job.last_line}" if job.last_line else part)
     return " │ ".join(parts)
-
-
-def last_line(path: Path) -> str:
-    """The last line of a log with something on it, without terminal codes ("" if none)."""
-    try:
-        with path.open("rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - TAIL_BYTES))
-            tail = log.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    for line in reversed(tail.splitlines()):
-        shown = _CONTROL.sub("", line).strip()
-        if shown:
-            return shown
-    return ""
 
 
 def worker_status(worker: Worker, monotonic: Callable[[], float] = time.monotonic) -> str:

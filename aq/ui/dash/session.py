@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -13,14 +12,12 @@ from pathlib import Path
 
 from aq.core.lifecycle import Action, Stage
 from aq.errors import AqError
+from aq.infra.rundir import RunFiles, last_line
 from aq.store.queue import Queue
 from aq.usecases.fleet import WorkerRow, halt, list_workers, resume
 from aq.usecases.listing import Capabilities, Listing, list_jobs
 from aq.usecases.logs import LogRef, find_log
 from aq.usecases.moves import MoveResult, move_job
-
-TAIL_BYTES = 4096  # enough of a live log's end to hold its last line
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,22 +126,6 @@ def live_of(listing: Listing, running: Path) -> dict[str, Live]:
             continue
         folder = running / job.id
         if folder.is_dir():
-            live[job.id] = Live(last_line(folder / f"{count}.log"),
+            live[job.id] = Live(last_line(RunFiles(folder, count).log),
                                 cost_so_far(job.state, True, folder))
     return live
-
-
-def last_line(path: Path) -> str:
-    """The last line with something on it at the end of the log at `path` (colour codes and
-    other control characters taken out); "" when there is none or it cannot be read."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, handle.seek(0, os.SEEK_END) - TAIL_BYTES))
-            tail = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    for line in reversed(tail.splitlines()):
-        clean = " ".join(_CONTROL.sub("", line).split())
-        if clean:
-            return clean
-    return ""

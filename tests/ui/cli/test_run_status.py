@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aq.ui.cli.status import Held, elapsed, last_line, status_text
+from aq.infra.rundir import last_line
+from aq.ui.cli.status import Held, elapsed, status_text
 from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.queue import write_job
 
