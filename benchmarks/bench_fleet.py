@@ -234,7 +234,7 @@ def seed_queue(path: Path, remote: Path, jobs: Mapping[str, str],
     """A queue made by aq's own init, shell engine by default, `jobs` (id -> file text) in the
     inbox, pushed to `remote` as its main branch."""
     git(path.parent, "init", "-q", "-b", "main", str(path))
-    init_queue(path)
+    init_queue(path, here=True)  # the repository made just above, on branch main
     settings = {"default_engine": "shell", **(config or {})}
     text = (path / "aq.yaml").read_text()
     for key, value in settings.items():
