@@ -19,8 +19,10 @@ lasts. The kinds (thresholds in aq.yaml `alerts:`, aq.core.alert_rules):
 this machine has not raised before goes to aq.yaml's `hooks.on_alert` (run by aq.store.hooks;
 the run of an alert about a job is recorded as that job's `hook` event). The keys raised are kept
 in a file of the clone's state folder under a file lock, so the workers of one clone raise an
-alert once; another machine raises it once too (a stall seen in a running log only once: only
-the machine running the job sees its log).
+alert once. An alert about a job is raised once across the fleet: the machine raising it first
+notes it on the job as an `alerted` event, pushed as any move is (compare-and-swap), and a
+machine that finds the note on the remote's tip raises nothing. An alert about no job (a spike,
+a machine, the queue's budget) has no job to note it on: each machine raises it once.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from aq.core.durations import format_duration
 from aq.core.events import Attempt, iso, time_or_none
 from aq.core.lifecycle import NEVER_RETRIED, Outcome, Stage
 from aq.core.profile import apply_profile
-from aq.errors import NotApplicable, RemoteUnreachable
+from aq.errors import AqError, NotApplicable, RemoteUnreachable
 from aq.infra.files import write_atomic
 from aq.infra.rundir import RunFiles
 from aq.store.queue import Queue
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 NO_FAILURE = NOT_THE_JOBS_FAULT | {Outcome.AWAITING_CHILDREN, Outcome.REVIEW_CHANGES}
 OVERRUN = 60.0  # seconds past its timeout and kill grace a job may take to record its end
 ALERTED_FILE = "alerted.json"
+ALERTED = "alerted"  # the event on a job: its alert raised, by whom (once across the fleet)
 FORGET_AFTER = 30 * 86400.0  # a key no longer open is forgotten this long after it was raised
 MOST_PER_LOOK = 10  # alerts handed to the hook per look: a backlog goes out over a few looks
 
@@ -284,10 +287,52 @@ def raise_alerts(queue: Queue, *, now: datetime, monotonic: float, who: str,
         return ()
     fresh = claim_new(queue.state_dir, current_alerts(queue, now=now, monotonic=monotonic).alerts,
                       now)
-    for alert in fresh:
+    raised = tuple(alert for alert in fresh if _first_to_raise(queue, alert, now, who, say))
+    for alert in raised:
         say(f"alert {alert.kind}: {alert.message}")
         send_alert(queue, alert, now, who=who, say=say)
-    return fresh
+    return raised
+
+
+def _first_to_raise(queue: Queue, alert: Alert, now: datetime, who: str,
+                    say: Callable[[str], None]) -> bool:
+    """Whether this machine raises `alert`: one about no job, yes; one about a job, if its
+    `alerted` note is the first on the job (a transaction, pushed: the machine whose note lands
+    first raises it, any other finds the note on the tip and raises nothing)."""
+    job_id = alert.job
+    if job_id is None:
+        return True
+    from aq.store.tx import Tx
+
+    def note(tx: Tx) -> bool:
+        if tx.stage_of(job_id) is None or any(
+                event.get("type") == ALERTED and event.get("key") == alert.key
+                for event in tx.events(job_id)):
+            return False
+        tx.append_event(job_id, {"ts": iso(now), "type": ALERTED, "by": who, "kind": alert.kind,
+                                 "key": alert.key, "why": alert.message})
+        return True
+
+    try:
+        return bool(queue.transact(note, f"aq: alert {alert.kind} on {job_id} by {who}"))
+    except AqError as err:  # the remote away or busy: forgotten here, so the next look tries again
+        say(f"alert {alert.kind} on {job_id} not raised yet: {err}")
+        _forget(queue.state_dir, alert.key)
+        return False
+
+
+def _forget(state_dir: Path, key: str) -> None:
+    """Take `key` off this clone's raised alerts."""
+    from filelock import FileLock
+
+    path = state_dir / ALERTED_FILE
+    with FileLock(str(path.with_suffix(".lock"))):
+        try:
+            raised = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(raised, dict) and raised.pop(key, None) is not None:
+            write_atomic(path, json.dumps(raised, sort_keys=True))
 
 
 def claim_new(state_dir: Path, alerts: tuple[Alert, ...], now: datetime,

@@ -51,3 +51,32 @@ def test_a_job_that_prints_nothing_raises_one_stalled_alert_across_two_clones(
         assert "no log output for" in details["message"]
         assert "alert stalled: silent" in fleet.out(idle_here)
         assert "alert" not in fleet.out(idle_there) + fleet.out(holder)
+
+
+def test_a_dead_letter_seen_by_two_clones_is_raised_once_across_the_fleet(tmp_path: Path) -> None:
+    """Both clones' idle workers see the dead letter at their first look; the one whose
+    `alerted` note lands first on the remote raises it, the other finds the note and does not."""
+    ledger = tmp_path / "alerts.jsonl"
+    with fleet_in(tmp_path / "fleet", 0) as fleet:
+        config = fleet.seed / "aq.yaml"
+        config.write_text(config.read_text() + "alerts: {stall: 'off', offline: 'off', "
+                          "failure_spike: 'off', budget: 'off'}\n"
+                          f"hooks: {{on_alert: 'cat >> {ledger}'}}\n")
+        (fleet.seed / "queue" / "dead_letter" / "doomed.md").write_text("echo doomed\n")
+        git(fleet.seed, "add", "-A")
+        git(fleet.seed, "commit", "-q", "-m", "alerts, and a dead letter")
+        git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+        clones = [fleet.clone(), fleet.clone()]
+        workers = [fleet.worker(clone, f"idle-{n}", lease="20s") for n, clone in enumerate(clones)]
+        assert wait_until(lambda: ledger.exists() and ledger.read_text().strip() != "", 60), (
+            [fleet.out(w) + fleet.err(w) for w in workers])
+        # both looked: each clone noted the key as its own to raise (the loser then found the
+        # winner's note on the remote)
+        noted = [clone / ".git" / "aq" / "alerted.json" for clone in clones]
+        assert wait_until(lambda: all(path.exists() and "dead_letter:doomed" in path.read_text()
+                                      for path in noted), 60), [fleet.err(w) for w in workers]
+        time.sleep(1)  # the loser's transaction, if it were to raise, would be under way
+        raised = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+        assert [(alert["kind"], alert["job"]) for alert in raised] == [("dead_letter", "doomed")]
+        [note] = fleet.events("doomed", "alerted")
+        assert note["kind"] == "dead_letter" and note["by"] in ("idle-0", "idle-1")
