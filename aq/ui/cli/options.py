@@ -29,7 +29,8 @@ def job_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
 
 JobArg = Annotated[str, typer.Argument(help="Job id or a unique prefix of one.",
                                        autocompletion=job_ids)]
-CapOpt = Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag (repeatable).")]
+CapOpt = Annotated[list[str] | None, typer.Option("--cap", help="Extra capability tag "
+                   "(repeatable, or comma-separated).")]
 
 
 def duration_of(flag: str, value: str) -> float:

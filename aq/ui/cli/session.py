@@ -84,6 +84,11 @@ def emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
 
 
+def cap_tags(given: list[str] | None) -> tuple[str, ...]:
+    """The tags of `--cap`, each given alone or several joined by commas (`--cap gpu,docker`)."""
+    return tuple(tag.strip() for each in given or () for tag in each.split(",") if tag.strip())
+
+
 def caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str]], frozenset[str]]:
     """This machine's capabilities, probed when a command needs them: with the versions of only
     the tools some job compares (`node>=20`), since asking every tool takes a few hundred ms."""
@@ -91,7 +96,7 @@ def caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str
     def probed(compared: frozenset[str]) -> frozenset[str]:
         from aq.infra.probe import probe  # only when some job asks for a capability
 
-        return probe(queue.config.engines, tags or (), versions=compared)
+        return probe(queue.config.engines, cap_tags(tags), versions=compared)
 
     return probed
 
@@ -99,4 +104,4 @@ def caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str
 def all_caps(queue: Queue, tags: list[str] | None = None) -> frozenset[str]:
     from aq.infra.probe import probe
 
-    return probe(queue.config.engines, tags or ())
+    return probe(queue.config.engines, cap_tags(tags))

@@ -12,7 +12,7 @@ import typer
 from aq.errors import AqError, ExitStatus, UsageError
 from aq.infra.clock import utc_now as now
 from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt, duration_of
-from aq.ui.cli.session import caps, emit, located
+from aq.ui.cli.session import cap_tags, caps, emit, located
 
 if TYPE_CHECKING:
     from aq.store.queue import Queue
@@ -162,7 +162,7 @@ def doctor(cap: CapOpt = None, queue: QueueOpt = None, as_json: JsonOpt = False)
         config = q.config if q is not None else QueueConfig()
     except AqError:
         config = QueueConfig()  # the doctor reports the broken aq.yaml itself
-    report = run_doctor(q, capabilities=probe(config.engines, cap or ()))
+    report = run_doctor(q, capabilities=probe(config.engines, cap_tags(cap)))
     if as_json:
         emit(to_json(report))
     else:
