@@ -22,7 +22,8 @@ in a file of the clone's state folder under a file lock, so the workers of one c
 alert once. An alert about a job is raised once across the fleet: the machine raising it first
 notes it on the job as an `alerted` event, pushed as any move is (compare-and-swap), and a
 machine that finds the note on the remote's tip raises nothing. An alert about no job (a spike,
-a machine, the queue's budget) has no job to note it on: each machine raises it once.
+a machine, the queue's budget) has no job to note it on: the first by name of the idle workers
+the heartbeats show raises it (`speaks_for_fleet`), once.
 """
 
 from __future__ import annotations
@@ -285,13 +286,28 @@ def raise_alerts(queue: Queue, *, now: datetime, monotonic: float, who: str,
     `who` (at most MOST_PER_LOOK a look); the alerts handed over."""
     if alert_hook(queue.config) is None:
         return ()
-    fresh = claim_new(queue.state_dir, current_alerts(queue, now=now, monotonic=monotonic).alerts,
-                      now)
+    report = current_alerts(queue, now=now, monotonic=monotonic)
+    speaks = speaks_for_fleet(report.signs.workers, who, 2 * queue.config.lease_ttl)
+    fresh = claim_new(queue.state_dir, tuple(alert for alert in report.alerts
+                                             if alert.job is not None or speaks), now)
     raised = tuple(alert for alert in fresh if _first_to_raise(queue, alert, now, who, say))
     for alert in raised:
         say(f"alert {alert.kind}: {alert.message}")
         send_alert(queue, alert, now, who=who, say=say)
     return raised
+
+
+def speaks_for_fleet(workers: tuple[WorkerRow, ...] | None, me: str, alive: float) -> bool:
+    """Whether worker `me` raises the alerts about no job (a spike, a silent machine, the
+    queue's budget): the first by name of the workers seen idle (holding no job, not stopping,
+    heard from within `alive` seconds), so one worker of the fleet raises each. With no
+    heartbeats (no remote) it is alone. Two machines may see the fleet differently for a
+    moment: an alert may then come twice, or a look later."""
+    if workers is None:
+        return True
+    idle = sorted(row.worker for row in workers if not row.jobs and not row.retiring
+                  and row.silent_for is not None and row.silent_for < alive)
+    return bool(idle) and idle[0] == me
 
 
 def _first_to_raise(queue: Queue, alert: Alert, now: datetime, who: str,

@@ -23,6 +23,7 @@ from aq.usecases.alerts import (
     Signs,
     claim_new,
     evaluate,
+    speaks_for_fleet,
 )
 from aq.usecases.fleet import WorkerRow
 from aq.worker.runner import Worker
@@ -198,6 +199,20 @@ def test_a_machine_silent_without_a_goodbye_is_offline(queue_root: Path) -> None
     assert offline.message == "hostA: no heartbeat for 40m (worker a-1, a-2), holding job-x"
     configure(queue_root, lease_ttl="30m")  # 40m is less than two TTLs
     assert alerts_at(queue_root, 0, Signs(workers=rows)) == ()
+
+
+def test_the_first_idle_worker_by_name_speaks_for_the_fleet() -> None:
+    """Alerts about no job are raised by one worker of the fleet: the first by name of those
+    idle and heard from lately; alone (no heartbeats) a worker speaks for itself."""
+    rows = (WorkerRow("a-busy", "h1", 5.0, None, ("job-x",), False),
+            WorkerRow("b-gone", "h2", 900.0, None, (), False),  # silent too long
+            WorkerRow("c-stopping", "h2", 1.0, None, (), True),
+            WorkerRow("d-idle", "h3", 3.0, None, (), False),
+            WorkerRow("e-idle", "h3", 3.0, None, (), False))
+    assert [speaks_for_fleet(rows, me, 600.0) for me in ("a-busy", "d-idle", "e-idle")] == \
+        [False, True, False]
+    assert speaks_for_fleet(None, "anyone", 600.0)
+    assert not speaks_for_fleet((), "me", 600.0)  # its own beat not seen yet: a later look
 
 
 def test_a_dead_letter_is_an_alert_keyed_by_its_move(queue_root: Path) -> None:

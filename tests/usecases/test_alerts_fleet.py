@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.fleet import fleet_in
 from tests.helpers.git import git
+from tests.helpers.queue import configure
 from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -80,3 +81,29 @@ def test_a_dead_letter_seen_by_two_clones_is_raised_once_across_the_fleet(tmp_pa
         assert [(alert["kind"], alert["job"]) for alert in raised] == [("dead_letter", "doomed")]
         [note] = fleet.events("doomed", "alerted")
         assert note["kind"] == "dead_letter" and note["by"] in ("idle-0", "idle-1")
+
+
+def test_a_machine_gone_silent_is_raised_once_by_the_fleets_first_idle_worker(
+        tmp_path: Path) -> None:
+    """A machine killed -9 says no goodbye: both other clones' idle workers see it offline, and
+    only the first idle worker by name raises it (an alert about no job has no job to note)."""
+    ledger = tmp_path / "alerts.jsonl"
+    with fleet_in(tmp_path / "fleet", 0) as fleet:
+        configure(fleet.seed, lease_ttl="3s", hooks={"on_alert": f"cat >> {ledger}"},
+                  alerts={"stall": "8s", "offline": "1s", "failure_spike": "off",
+                          "budget": "off", "dead_letter": "off"})
+        git(fleet.seed, "commit", "-q", "-m", "alerts", "--", "aq.yaml")
+        git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+        first, second, doomed = fleet.clone(), fleet.clone(), fleet.clone()
+        victim = fleet.worker(doomed, "victim", lease="3s")
+        idle = [fleet.worker(first, "idle-a", lease="3s"),
+                fleet.worker(second, "idle-b", lease="3s")]
+        assert wait_until(lambda: "victim" in fleet.aq(first, "workers").stdout, 60)
+        fleet.kill(victim)
+        assert wait_until(lambda: ledger.exists() and ledger.read_text().strip() != "", 90), (
+            [fleet.out(w) + fleet.err(w) for w in idle])
+        time.sleep(5)  # two more looks by each idle worker
+        raised = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+        assert [alert["kind"] for alert in raised] == ["machine_offline"], raised
+        assert "alert machine_offline" in fleet.out(idle[0])
+        assert "alert" not in fleet.out(idle[1])
