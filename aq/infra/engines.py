@@ -157,7 +157,10 @@ DEFAULT_ENGINES: dict[str, EngineSpec] = {
         _spec("claude", "claude -p --output-format stream-json --verbose",
               yolo="--dangerously-skip-permissions", usage="claude-json",
               resume="--resume {session}", max_usd="--max-budget-usd {usd}",
-              mcp="--mcp-config {mcp_config} --allowedTools mcp__aq"),
+              mcp="--mcp-config {mcp_config} --allowedTools mcp__aq",
+              # claude -p waits for --mcp-config servers only MCP_CONNECT_TIMEOUT_MS (5 s), then
+              # runs without their tools: `aq mcp` starts in about 1 s, on a busy machine in more
+              mcp_env={"MCP_CONNECT_TIMEOUT_MS": "60000", "MCP_CONNECTION_NONBLOCKING": "false"}),
         # `exec resume ID -` continues a thread; `-` reads the prompt from stdin
         _spec("codex", "codex exec --json --skip-git-repo-check {yolo} {mcp} {resume} -",
               yolo="--dangerously-bypass-approvals-and-sandbox", usage="codex-json",

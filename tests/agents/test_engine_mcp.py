@@ -101,6 +101,35 @@ def test_an_agent_without_a_shell_spawns_a_child_through_aqs_mcp_server(
     assert (finished["outcome"], stage_of(root, "manager")) == ("awaiting_children", "inbox")
 
 
+SLOW_START = """\
+import sys, time
+if "mcp" in sys.argv:  # aq's MCP server, as on a busy machine: slower than claude's 5 s wait
+    time.sleep(8)
+"""
+
+
+@pytest.mark.slow
+def test_claude_waits_for_an_mcp_server_slow_to_start(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load `aq mcp` once took longer than claude -p waits for an --mcp-config server by
+    default (5 s), and the agent ran its turn without spawn_child. Here it starts 8 s late (a
+    sitecustomize on its PYTHONPATH sleeps): the real claude waits, and the child is made."""
+    require_cli("claude")
+    root = agent_queue(tmp_path, monkeypatch, "claude")
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_START)
+    write_job(root, "manager", "Split the parser work into child jobs.", mcp=True)
+    with FakeModelAPI(*spawn_script("claude")) as api:
+        env = agent_env("claude", tmp_path, api)
+        env["PYTHONPATH"] = os.pathsep.join([str(slow), str(Path(__file__).resolve().parents[2])])
+        ran = run_aq("run", "--once", "--poll", "0.2", cwd=root, timeout=300, env=env)
+    log = (root / "queue" / ".logs" / "manager" / "1.log").read_text()
+    assert ran.returncode == 0, ran.stdout + ran.stderr + log[-3000:]
+    children = [path for path in (root / "queue" / "inbox").glob("*.md") if path.stem != "manager"]
+    assert len(children) == 1, log[-3000:]
+
+
 def test_add_refuses_a_job_with_mcp_on_an_engine_that_cannot_take_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """aider has no MCP, and gemini takes servers only from the user's or the project's

@@ -41,6 +41,14 @@ def test_claude_reads_the_server_from_a_file_and_may_use_its_tools(tmp_path: Pat
     assert "--mcp-config" not in plain and "--allowedTools" not in plain and not config.exists()
 
 
+def test_claude_waits_for_the_server_however_busy_the_machine(tmp_path: Path) -> None:
+    """claude -p runs its first turn without an --mcp-config server that has not connected
+    within MCP_CONNECT_TIMEOUT_MS (5 s unless set): under load `aq mcp` took longer, and the
+    agent found no spawn_child. It is told to wait up to a minute, and to block on it."""
+    added = give(DEFAULT_ENGINES["claude"], tmp_path / "1.mcp.json", Path("/q"), ENV, PYTHON).env
+    assert added == {"MCP_CONNECT_TIMEOUT_MS": "60000", "MCP_CONNECTION_NONBLOCKING": "false"}
+
+
 def test_codex_gets_its_server_table_before_the_prompt(tmp_path: Path) -> None:
     """codex gets `-c mcp_servers.aq=<TOML>` before `resume` and the `-` that reads stdin: the
     server, its tools approved, required, and the engine's other variables passed by name."""
