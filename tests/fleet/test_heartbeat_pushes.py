@@ -56,22 +56,24 @@ def test_eight_workers_on_two_machines_push_heartbeats_per_machine(fleet: Fleet)
 
     fleet.drop_jobs({f"hold-{n}": (f"while [ ! -e {go} ]; do sleep 0.1; done", {})
                      for n in range(8)})
-    wait_for(lambda: sorted(fleet.stages_at().values()) == [["building"]] * 8, 120,
-             "every worker holding a job")
-    holding = watched(log, refs)
-    # half a TTL apart: two a TTL (and one more at a window's edge), against eight workers'
-    # four a TTL each before machine beats
-    assert all(1 <= count <= 2 * WINDOW + 1 for count in holding), (holding, refs)
-    # and no lease went unrenewed meanwhile: no job was taken back
-    assert all(stages == ["building"] for stages in fleet.stages_at().values())
-    assert not [e for n in range(8) for e in fleet.events(f"hold-{n}", "finished")]
-    # and `aq stats` can count every one of them: each beat carries its machine's count (which
-    # `aq stats` adds up), itself included
-    wait_for(lambda: [said_beats(fleet, ref) for ref in refs] == [beats(log, r) for r in refs],
-             30, "each machine's beat counting the heartbeats the remote took")
-    go.touch()
-    for worker in workers:
-        fleet.kill(worker)
+    try:
+        wait_for(lambda: sorted(fleet.stages_at().values()) == [["building"]] * 8, 120,
+                 "every worker holding a job")
+        holding = watched(log, refs)
+        # half a TTL apart: two a TTL (and one more at a window's edge), against eight workers'
+        # four a TTL each before machine beats
+        assert all(1 <= count <= 2 * WINDOW + 1 for count in holding), (holding, refs)
+        # and no lease went unrenewed meanwhile: no job was taken back
+        assert all(stages == ["building"] for stages in fleet.stages_at().values())
+        assert not [e for n in range(8) for e in fleet.events(f"hold-{n}", "finished")]
+        # and `aq stats` can count every one of them: each beat carries its machine's count (which
+        # `aq stats` adds up), itself included
+        wait_for(lambda: [said_beats(fleet, ref) for ref in refs] == [beats(log, r) for r in refs],
+                 30, "each machine's beat counting the heartbeats the remote took")
+    finally:  # the jobs end, pass or fail: their engines run in sessions of their own
+        go.touch()
+        for worker in workers:
+            fleet.kill(worker)
 
 
 def said_beats(fleet: Fleet, ref: str) -> int:
