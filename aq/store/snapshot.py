@@ -31,6 +31,7 @@ from aq.infra.confine import entry_refusal, read_regular
 from aq.infra.files import Signature, StatCache, signature
 from aq.store.eventlog import parse_time, read_events
 from aq.store.layout import (
+    ARCHIVE_KEYS,
     CACHE_VERSION,
     EVENTS_DIR,
     FINAL_STAGES,
@@ -129,10 +130,12 @@ def _stage_folders(part: Path, rel: str, problems: list[str]) -> list[Stage]:
     for entry in found:
         if entry.name in FINAL_STAGES and entry.is_dir(follow_symlinks=False):
             stages.append(Stage(entry.name))
+        elif entry.name == ARCHIVE_KEYS and entry.is_file(follow_symlinks=False):
+            continue  # the part's idempotency keys
         elif entry.name not in (EVENTS_DIR, LOGS_DIR) or not entry.is_dir(follow_symlinks=False):
             problems.append(f"{rel}/{entry.name}: not a part of the archive (it holds only "
-                            f"{', '.join(FINAL_STAGES)}, {EVENTS_DIR} and {LOGS_DIR} folders): "
-                            "move it out of queue/archive")
+                            f"{', '.join(FINAL_STAGES)}, {EVENTS_DIR} and {LOGS_DIR} folders "
+                            f"and {ARCHIVE_KEYS}): move it out of queue/archive")
     return sorted(stages, key=FINAL_STAGES.index)
 
 

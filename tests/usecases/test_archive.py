@@ -308,6 +308,8 @@ def test_an_add_with_the_key_of_an_archived_job_finds_it(queue_root: Path) -> No
     assert run_aq("archive", cwd=queue_root).returncode == 0
     [keys] = (queue_root / "queue" / "archive").rglob("keys.json")
     assert json.loads(keys.read_text()) == {"nightly-2026-10-01": "nightly"}
+    listed_all = run_aq("ls", "--all", cwd=queue_root)  # keys.json is the part's, no stray file
+    assert listed_all.returncode == 0 and listed_all.stderr == "", listed_all.stderr
 
     again = run_aq("add", "--title", "nightly", "--key", "nightly-2026-10-01", "--body",
                    "echo nightly", cwd=queue_root)
