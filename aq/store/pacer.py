@@ -113,26 +113,34 @@ class Pacer:
                 return stamp
             self.sleep(min(wait, POLL) + random.uniform(0, 0.5))  # spread a fleet's pushes
 
-    def beat_turn(self, machines: int, *, renews: bool) -> Turn:
+    def beat_turn(self, machines: int, *, renews: bool, wait: float = 0.0) -> Turn:
         """Whether a heartbeat may be pushed now, counted. One that `renews` a lease never
         waits (a lease must not lapse for a budget) but takes its place in the window; one
-        that renews none (an idle machine's, a stopping one's) goes only if there is room."""
+        that renews none (an idle machine's, a stopping one's) goes only if there is room,
+        waited for up to `wait` seconds (a stopping machine's goodbye, said once)."""
         if self.budget is None:
             self.count("heartbeats")
             return Turn(True, None)
         if renews:
             return Turn(True, self.count("heartbeats", in_window=True))
-        stamp, _wait = self._take(machines, "beat")
-        if stamp is not None:
-            self.count("heartbeats")
-        return Turn(stamp is not None, stamp)
+        waited = 0.0
+        while True:
+            stamp, until = self._take(machines, "beat")
+            if stamp is not None:
+                self.count("heartbeats")
+                return Turn(True, stamp)
+            if waited >= wait:
+                return Turn(False, None)
+            pause = min(until, POLL, wait - waited)
+            self.sleep(pause)
+            waited += pause
 
     def _take(self, machines: int, kind: str) -> tuple[float | None, float]:
         """Take a place of `kind` ("push" or "beat") in the window if this machine's part has
         room: (its stamp, 0); else (None, seconds until the oldest place leaves the window)."""
         assert self.budget is not None
-        now = self.monotonic()
         with self._locked() as data:
+            now = self.monotonic()  # under the lock: no sibling's later stamp is in the future
             recent = _recent(data, now, self.budget.per + MARGIN)
             joining = self._joining(data, recent, now)
             part = self.part(machines + joining)
@@ -152,16 +160,16 @@ class Pacer:
         """The push that took its place at `stamp` ended: its place moves to now."""
         if stamp is None or self.budget is None:
             return
-        now = self.monotonic()
         with self._locked() as data:
+            now = self.monotonic()
             data["window"] = [[now, entry[1], False] if entry[0] == stamp else entry
                               for entry in _entries(data, now, self.budget.per + MARGIN)]
 
     def count(self, kind: str, *, in_window: bool = False) -> float | None:
         """Count a push of `kind` (KINDS); `in_window`: one that did not wait its turn (a
         heartbeat) takes its place in the window too: its stamp, for `pushed`."""
-        now = self.monotonic()
         with self._locked() as data:
+            now = self.monotonic()
             counts = data.setdefault("counts", {})
             counts[kind] = int(counts.get(kind, 0)) + 1
             if not in_window or self.budget is None:
@@ -236,7 +244,7 @@ def _entries(data: dict[str, Any], now: float, within: float) -> list[list[Any]]
         if not isinstance(entry, list) or len(entry) != 3:
             continue
         when, kind, flying = float(entry[0]), str(entry[1]), bool(entry[2])
-        if 0 <= now - when < (IN_FLIGHT if flying else within):
+        if now - when < (IN_FLIGHT if flying else within):  # never drop one stamped later
             kept.append([when, kind, flying])
     return kept
 

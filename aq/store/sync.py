@@ -34,6 +34,7 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
+GOODBYE_WAIT = 4.0  # seconds a stopping machine's last beat waits for room in the push budget
 
 
 class Push(StrEnum):
@@ -186,11 +187,14 @@ class Remote:
         stamp = None
         if self.pacer is not None and self.pacer.budget is not None:  # no budget: no pacing
             stamp = self.pacer.wait_turn(self._machines())
-        outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,
-                                               f"HEAD:refs/heads/{self.branch}", check=False,
-                                               timeout=NETWORK_TIMEOUT))
+        try:
+            outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,
+                                                   f"HEAD:refs/heads/{self.branch}", check=False,
+                                                   timeout=NETWORK_TIMEOUT))
+        finally:
+            if self.pacer is not None:
+                self.pacer.pushed(stamp)
         if self.pacer is not None:
-            self.pacer.pushed(stamp)
             self.pacer.count("pushes")
             if outcome in (Push.REJECTED, Push.REFUSED):
                 self.pacer.count(outcome.value)
@@ -215,13 +219,18 @@ class Remote:
         commit = made.stdout.strip()
         turn = None
         if self.pacer is not None:
-            turn = self.pacer.beat_turn(self._machines(), renews=bool(payload.get("tokens")))
+            goodbye = all(isinstance(said, dict) and said.get("retiring")
+                          for said in (payload.get("workers") or {}).values())
+            turn = self.pacer.beat_turn(self._machines(), renews=bool(payload.get("tokens")),
+                                        wait=GOODBYE_WAIT if goodbye else 0.0)
             if not turn.go:
                 return False  # no room in the budget for a beat that renews nothing: next tick
-        done = self._git("push", "-q", "--force", self.name, f"{commit}:{WORKER_REFS}/{worker_id}",
-                         check=False, timeout=timeout)
-        if self.pacer is not None and turn is not None:
-            self.pacer.pushed(turn.stamp)
+        try:
+            done = self._git("push", "-q", "--force", self.name,
+                             f"{commit}:{WORKER_REFS}/{worker_id}", check=False, timeout=timeout)
+        finally:
+            if self.pacer is not None and turn is not None:
+                self.pacer.pushed(turn.stamp)
         return done.returncode == 0
 
     def observed_heartbeats(self) -> dict[str, tuple[str, dict[str, Any]]]:

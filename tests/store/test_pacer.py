@@ -4,6 +4,7 @@ the machines that share it, and the counts `aq stats` adds up."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -100,6 +101,30 @@ def test_a_heartbeat_that_renews_no_lease_goes_only_if_there_is_room(tmp_path: P
     assert paced.beat_turn(1, renews=True).go  # a lease's renewal never waits
     assert paced.counts()["heartbeats"] == 2
     assert pacer(tmp_path, clock, None).beat_turn(1, renews=False).go  # no budget
+
+
+def test_a_place_a_sibling_took_a_moment_later_is_never_dropped(tmp_path: Path) -> None:
+    """Two processes of one machine: one whose clock reading is a hair behind the stamp its
+    sibling just wrote (it read the clock before the lock was its) keeps that place."""
+    behind, ahead = Clock(), Clock()
+    ahead.now += 0.01
+    late = pacer(tmp_path, behind, PushBudget(1, 10.0))
+    early = pacer(tmp_path, ahead, PushBudget(1, 10.0))
+    taken = early.wait_turn(1)  # a push on its way, stamped 100.01
+    late.pushed(None)  # the lagging process writes the window back (nothing of its own)
+    late.count("heartbeats", in_window=True)
+    early.pushed(taken)
+    data = json.loads((tmp_path / "pushes.json").read_text())
+    assert [entry[1] for entry in data["window"]] == ["push", "beat"]  # the push is still there
+
+
+def test_a_goodbye_beat_waits_a_little_for_room(tmp_path: Path) -> None:
+    clock = Clock()
+    paced = pacer(tmp_path, clock, PushBudget(1, 2.0))
+    push(paced, clock)
+    assert not paced.beat_turn(1, renews=False).go  # an idle beat: no room, no wait
+    assert paced.beat_turn(1, renews=False, wait=4.0).go  # a goodbye: room within 3 s
+    assert 0 < sum(clock.slept) <= 4.0
 
 
 def test_a_machine_joining_counts_one_machine_more_for_a_window(tmp_path: Path) -> None:
