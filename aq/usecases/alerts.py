@@ -287,14 +287,21 @@ def raise_alerts(queue: Queue, *, now: datetime, monotonic: float, who: str,
     if alert_hook(queue.config) is None:
         return ()
     report = current_alerts(queue, now=now, monotonic=monotonic)
-    speaks = speaks_for_fleet(report.signs.workers, who, 2 * queue.config.lease_ttl)
+    if queue.remote is None:
+        speaks = True  # alone
+    elif report.signs.workers is None:
+        speaks = False  # the remote did not answer: who speaks is for a later look to say
+    else:
+        speaks = speaks_for_fleet(report.signs.workers, who, 2 * queue.config.lease_ttl)
     fresh = claim_new(queue.state_dir, tuple(alert for alert in report.alerts
                                              if alert.job is not None or speaks), now)
-    raised = tuple(alert for alert in fresh if _first_to_raise(queue, alert, now, who, say))
-    for alert in raised:
-        say(f"alert {alert.kind}: {alert.message}")
-        send_alert(queue, alert, now, who=who, say=say)
-    return raised
+    raised = []
+    for alert in fresh:  # each sent as soon as its note landed
+        if _first_to_raise(queue, alert, now, who, say):
+            say(f"alert {alert.kind}: {alert.message}")
+            send_alert(queue, alert, now, who=who, say=say)
+            raised.append(alert)
+    return tuple(raised)
 
 
 def speaks_for_fleet(workers: tuple[WorkerRow, ...] | None, me: str, alive: float) -> bool:
@@ -321,17 +328,21 @@ def _first_to_raise(queue: Queue, alert: Alert, now: datetime, who: str,
     from aq.store.tx import Tx
 
     def note(tx: Tx) -> bool:
-        if tx.stage_of(job_id) is None or any(
-                event.get("type") == ALERTED and event.get("key") == alert.key
-                for event in tx.events(job_id)):
+        if tx.stage_of(job_id) is None:
             return False
+        noted = [event for event in tx.events(job_id)
+                 if event.get("type") == ALERTED and event.get("key") == alert.key]
+        if noted:  # another's, or this worker's own from a push that did not say it landed
+            return noted[0].get("by") == who
         tx.append_event(job_id, {"ts": iso(now), "type": ALERTED, "by": who, "kind": alert.kind,
                                  "key": alert.key, "why": alert.message})
         return True
 
     try:
         return bool(queue.transact(note, f"aq: alert {alert.kind} on {job_id} by {who}"))
-    except AqError as err:  # the remote away or busy: forgotten here, so the next look tries again
+    except AqError as err:  # the remote away or busy (or the note's push uncertain: if it
+        # landed, the next look finds it this worker's own and raises it): forgotten here, so
+        # that the next look tries again
         say(f"alert {alert.kind} on {job_id} not raised yet: {err}")
         _forget(queue.state_dir, alert.key)
         return False

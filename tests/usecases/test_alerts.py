@@ -21,6 +21,7 @@ from aq.usecases.alerts import (
     FORGET_AFTER,
     Alert,
     Signs,
+    _first_to_raise,
     claim_new,
     evaluate,
     speaks_for_fleet,
@@ -233,6 +234,25 @@ def test_a_dead_letter_is_an_alert_keyed_by_its_move(queue_root: Path) -> None:
 
 def alert(key: str) -> Alert:
     return Alert("dead_letter", key, key, f"{key} is a dead letter", None, key)
+
+
+def test_a_jobs_alert_is_raised_by_whoever_noted_it_first_and_again_by_it_alone(
+        queue_root: Path) -> None:
+    """The `alerted` note decides: the first worker to note it raises it; another finds the
+    note and does not; the noting worker finds its own note (a push that did not say whether
+    it landed) and raises it then."""
+    write_job(queue_root, "doomed", stage="dead_letter")
+    queue = Queue(queue_root)
+    alert = Alert("dead_letter", "dead_letter:doomed:", "doomed", "doomed is a dead letter",
+                  None, "doomed")
+    said: list[str] = []
+    assert _first_to_raise(queue, alert, T0, "w-first", said.append)
+    assert not _first_to_raise(queue, alert, T0, "w-other", said.append)
+    assert _first_to_raise(queue, alert, T0, "w-first", said.append)
+    notes = [line for line in (queue_root / "queue/.events/doomed.jsonl").read_text().splitlines()
+             if '"alerted"' in line]
+    assert len(notes) == 1 and '"by": "w-first"' in notes[0].replace('":"', '": "')
+    assert said == []
 
 
 def test_each_key_is_raised_once_per_clone_and_forgotten_a_month_after_it_closed(
