@@ -9,6 +9,7 @@ it pushes them as a compare-and-swap. `Queue` puts those pieces together: the la
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import cached_property
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aq.core.events import Event, JobState, fold
 from aq.core.lifecycle import Stage
+from aq.errors import AqError
 from aq.infra.clock import utc_now
 from aq.store.config import QueueConfig, load_config
 from aq.store.eventlog import read_events
@@ -181,9 +183,9 @@ class Queue:
             else:
                 synced = self.replica.transact(self.remote, change, message, describe, replay)
             if hooks is not None:
-                hooks.settle(synced.confirmed)
+                _never_failing(lambda: hooks.settle(synced.confirmed))
         if hooks is not None:  # with the lock let go: a slow hook holds up no other writer
-            hooks.fire()
+            _never_failing(hooks.fire)
         return synced
 
     def _move_hooks(self) -> MoveHooks | None:
@@ -252,3 +254,12 @@ class Queue:
             return []  # nothing was synced, so nothing was noted (and no need to load it)
         notices, self.replica.notices = self.replica.notices, []
         return notices
+
+
+def _never_failing(step: Callable[[], object]) -> None:
+    """A hook's step after its move landed: trouble in it (a state file not writable) is said
+    in one line and never makes the move look failed."""
+    try:
+        step()
+    except (OSError, AqError) as err:
+        print(f"aq: hooks: {err}", file=sys.stderr)

@@ -221,6 +221,25 @@ def test_a_hook_event_rides_with_the_next_commit_and_costs_no_push(tmp_path: Pat
         assert not pending.exists()
 
 
+def test_trouble_keeping_a_hook_event_never_makes_a_landed_move_look_failed(
+        tmp_path: Path) -> None:
+    """The move is on the remote before its hook runs: a state file that cannot be written
+    afterwards is said in one line, and the command still succeeds."""
+    with fleet_in(tmp_path, clones=0) as fleet:
+        configure(fleet.seed, hooks={"on_stage": {"failed": "true"}})
+        git(fleet.seed, "commit", "-q", "-m", "hooks", "--", "aq.yaml")
+        git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+        fleet.drop_jobs({"a": ("echo a", {})})
+        clone = fleet.clone()
+        pending = Queue(clone).state_dir / PENDING
+        pending.mkdir(parents=True)  # in the way of the file the hook's event waits in
+        ran = fleet.aq(clone, "cancel", "a")
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.startswith("a: inbox -> failed")
+        assert ran.stderr.startswith("aq: hook") and ran.stderr.count("\n") == 1, ran.stderr
+        assert fleet.stage("a") == "failed"
+
+
 # --- alerts -----------------------------------------------------------------------------------
 
 def test_an_alert_hook_gets_the_alert_and_a_failure_is_said(queue_root: Path, tmp_path: Path) -> None:
