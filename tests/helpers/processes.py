@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+
+
+def ctrl_c_as_a_terminal_sends_it() -> None:
+    """`preexec_fn` of a process the test will Ctrl-C (SIGINT): the signal's default action,
+    whatever the test runner inherited. A job started with `&` by a shell without job control
+    (a CI script, `cmd &` inside `( )`) has SIGINT ignored, and Python then raises no
+    KeyboardInterrupt in it, nor in anything it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import aq_env, run_aq
+from tests.helpers.processes import ctrl_c_as_a_terminal_sends_it
 
 
 @pytest.mark.parametrize("argv", [["logs", "-f", "later"], ["events", "--follow"]])
@@ -19,7 +20,8 @@ def test_ctrl_c_ends_a_watch_with_130_and_says_nothing_more(queue_root: Path,
     added = run_aq("add", "--title", "later", "--body", "echo later", cwd=queue_root)
     assert added.returncode == 0 and added.stdout.startswith("later"), added.stderr
     watch = subprocess.Popen([sys.executable, "-m", "aq", *argv], cwd=queue_root, env=aq_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=ctrl_c_as_a_terminal_sends_it)
     try:
         assert watch.stdout is not None and watch.stderr is not None
         # each says one line first (the wait, or the add event): it is in its loop by then
