@@ -513,9 +513,12 @@ class GitHandler(BaseHTTPRequestHandler):
             return
         done = subprocess.run(["git", "http-backend"], input=body, capture_output=True,
                               env=self.cgi_env(unquote(path), query, len(body)), timeout=300)
-        if failing:  # after: git took the push, the client hears an error
-            self.answer(failing[1], b"the test lost the answer\n")
+        if failing and b"ok refs/heads/main" in done.stdout:  # git took it; the client hears
+            self.answer(failing[1], b"the test lost the answer\n")  # an error
             return
+        if failing:  # git refused it (a lost race): not the landed push asked for; the next one
+            (server.control / "failed-after").unlink(missing_ok=True)
+            (server.control / "fail-after").write_text(str(failing[1]))
         # a CGI answer: header lines, a blank line, the body
         blank = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
         head, _, payload = done.stdout.partition(blank)
