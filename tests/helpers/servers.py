@@ -514,10 +514,10 @@ class GitHandler(BaseHTTPRequestHandler):
         done = subprocess.run(["git", "http-backend"], input=body, capture_output=True,
                               env=self.cgi_env(unquote(path), query, len(body)), timeout=300)
         if failing and b"ok refs/heads/main" in done.stdout:  # git took it; the client hears
-            self.answer(failing[1], b"the test lost the answer\n")  # an error
+            (server.control / "failed-after").write_text(failing[2])  # an error
+            self.answer(failing[1], b"the test lost the answer\n")
             return
         if failing:  # git refused it (a lost race): not the landed push asked for; the next one
-            (server.control / "failed-after").unlink(missing_ok=True)
             (server.control / "fail-after").write_text(str(failing[1]))
         # a CGI answer: header lines, a blank line, the body
         blank = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
@@ -533,9 +533,10 @@ class GitHandler(BaseHTTPRequestHandler):
             status, payload = 500, done.stderr
         self.answer(status, payload, headers)
 
-    def failure(self, path: str, body: bytes) -> tuple[str, int] | None:
-        """(when, status) if the test ordered this request, a push to main, answered with an
-        error; the order is used up, and the pushed commit noted for the test."""
+    def failure(self, path: str, body: bytes) -> tuple[str, int, str] | None:
+        """(when, status, commit) if the test ordered this request, a push to main, answered
+        with an error; the order is used up, and (before) the pushed commit noted for the test;
+        after, it is noted once git says the push landed."""
         if not path.endswith("/git-receive-pack"):
             return None
         plain = gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body
@@ -545,8 +546,9 @@ class GitHandler(BaseHTTPRequestHandler):
         for when in ("before", "after"):
             status = self.server.take(f"fail-{when}")
             if status is not None:
-                (self.server.control / f"failed-{when}").write_text(pushed[0])
-                return when, int(status)
+                if when == "before":
+                    (self.server.control / "failed-before").write_text(pushed[0])
+                return when, int(status), pushed[0]
         return None
 
     def cgi_env(self, path: str, query: str, length: int) -> dict[str, str]:
