@@ -95,3 +95,23 @@ def configure(root: Path, **values: Any) -> None:
     lines = [line for line in path.read_text().splitlines() if line.split(":", 1)[0] not in values]
     lines += [f"{key}: {json.dumps(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n")
+
+
+# An engine that runs a job's body as a script and reads its output as claude's stream-json:
+# a body of `paid_body(cost)` is an attempt that cost `cost` (aq.yaml `engines:` entry, appended).
+PAID_ENGINE = """
+engines:
+  paid:
+    cmd: [bash, "{prompt_file}"]
+    input: body
+    usage: claude-json
+"""
+
+
+def paid_body(cost: float, session: str = "s-1") -> str:
+    """A job body that prints the result line claude's stream-json ends with, costing `cost`."""
+    return "echo '" + json.dumps({
+        "type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost,
+        "session_id": session, "num_turns": 1,
+        "modelUsage": {"m1": {"inputTokens": 1000, "outputTokens": 10, "costUSD": cost}},
+    }) + "'"

@@ -17,27 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.fleet import fleet_in
-from tests.helpers.queue import make_queue, stage_of, write_job
+from tests.helpers.queue import PAID_ENGINE, make_queue, paid_body, stage_of, write_job
 from tests.helpers.waiting import wait_until
 from tests.helpers.web import stop
 
-PAID = """
-engines:
-  paid:
-    cmd: [bash, "{prompt_file}"]
-    input: body
-    usage: claude-json
-"""
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def paid_body(cost: float) -> str:
-    """A job body that prints the result line claude's stream-json ends with, costing `cost`."""
-    return "echo '" + json.dumps({
-        "type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost,
-        "session_id": "s-1", "num_turns": 1,
-        "modelUsage": {"m1": {"inputTokens": 1000, "outputTokens": 10, "costUSD": cost}},
-    }) + "'"
 
 
 def samples_of(text: str, parse: object = text_string_to_metric_families) -> Samples:
@@ -64,7 +48,7 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("metrics")
     with pytest.MonkeyPatch.context() as patch:
         root = make_queue(base / "q", patch)
-    (root / "aq.yaml").write_text((root / "aq.yaml").read_text() + PAID)
+    (root / "aq.yaml").write_text((root / "aq.yaml").read_text() + PAID_ENGINE)
     for job_id, args in {
         "paid-pass": ("--body", paid_body(0.25), "--engine", "paid", "--verify", "true"),
         "paid-fail": ("--body", paid_body(0.5), "--engine", "paid", "--verify", "false"),

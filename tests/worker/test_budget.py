@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import run_aq
-from tests.helpers.queue import events, make_queue, stage_of, write_job
+from tests.helpers.queue import events, make_queue, paid_body, stage_of, write_job
 
 STREAMER = """
 for i in $(seq 1 40); do
@@ -20,14 +20,6 @@ for i in $(seq 1 40); do
 done
 echo 'all steps done'
 """
-
-
-def result_line(cost: float, session: str = "s-1") -> str:
-    return "echo '" + json.dumps({
-        "type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost,
-        "session_id": session, "num_turns": 1,
-        "modelUsage": {"m1": {"inputTokens": 1000, "outputTokens": 10, "costUSD": cost}},
-    }) + "'"
 
 
 CONFIG = """
@@ -76,7 +68,7 @@ def test_the_budget_counts_every_attempt_and_a_requeue_clears_the_count(root: Pa
     crosses what is left and fails budget_exceeded; after a requeue the count starts again."""
     # a different failure each time, or the second would be dead-lettered as stuck
     # (the second sleeps after its $1 line: it is stopped by aq, not ended on its own)
-    write_job(root, "spent", f"{result_line(1.0)}\nhead -c 9 /dev/urandom | base64\n"
+    write_job(root, "spent", f"{paid_body(1.0)}\nhead -c 9 /dev/urandom | base64\n"
               'if [ "$AQ_ATTEMPT" != 1 ]; then sleep 30; fi\nexit 1',
               budget={"usd": 1.5}, retry={"max": 3, "backoff": "1s"})
     assert run_aq("run", "--drain", "--poll", "0.1", cwd=root, timeout=120).returncode == 0
@@ -96,8 +88,8 @@ def test_a_queue_budget_crossed_halts_the_queue_until_a_person_resumes(root: Pat
     job waits in the inbox until `aq resume`."""
     config = root / "aq.yaml"
     config.write_text(config.read_text() + "budget: {usd_per_day: 0.5}\n")
-    write_job(root, "first", result_line(0.6), priority="high")
-    write_job(root, "second", result_line(0.1), priority="low")
+    write_job(root, "first", paid_body(0.6), priority="high")
+    write_job(root, "second", paid_body(0.1), priority="low")
     assert run_aq("run", "--drain", "--poll", "0.1", cwd=root, timeout=120).returncode == 0
     assert stage_of(root, "first") == "review" and stage_of(root, "second") == "inbox"
     halt = (root / "queue" / "HALT").read_text().splitlines()[0]
@@ -111,7 +103,7 @@ def test_a_queue_budget_crossed_halts_the_queue_until_a_person_resumes(root: Pat
 def test_show_and_stats_say_what_attempts_cost(root: Path) -> None:
     """`aq show` prints an attempt's engine and usage; `aq stats --json` sums cost and tokens
     per engine and per shipped job."""
-    write_job(root, "costly", result_line(0.25, "sess-9"))
+    write_job(root, "costly", paid_body(0.25, "sess-9"))
     assert run_aq("run", "--once", "--poll", "0.1", cwd=root, timeout=120).returncode == 0
     shown = run_aq("show", "costly", cwd=root).stdout
     assert "streamer: m1; 1,000 in; 10 out; $0.2500; 1 turn(s); session sess-9" in shown

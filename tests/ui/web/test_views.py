@@ -3,7 +3,6 @@ serving a real queue (and, for the fleet, a queue with a bare remote that a work
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
@@ -15,25 +14,8 @@ from aq.ui.web.views import _graph
 from tests.helpers.cli import run_aq
 from tests.helpers.fleet import fleet_in
 from tests.helpers.git import git
-from tests.helpers.queue import configure, stage_of, write_job
+from tests.helpers.queue import PAID_ENGINE, configure, paid_body, stage_of, write_job
 from tests.helpers.web import serve_web
-
-PAID = """
-engines:
-  paid:
-    cmd: [bash, "{prompt_file}"]
-    input: body
-    usage: claude-json
-"""
-
-
-def paid_body(cost: float) -> str:
-    """A job body that prints the result line claude's stream-json ends with, costing `cost`."""
-    return "echo '" + json.dumps({
-        "type": "result", "subtype": "success", "is_error": False, "total_cost_usd": cost,
-        "session_id": "s-1", "num_turns": 1,
-        "modelUsage": {"m1": {"inputTokens": 1000, "outputTokens": 10, "costUSD": cost}},
-    }) + "'"
 
 
 def row_of(html: str, attribute: str, value: str) -> list[str]:
@@ -54,7 +36,7 @@ def drained(queue_root: Path) -> Path:
     """A queue whose worker w1 ran a paid job (verify passed, then shipped by hand) and a job
     that failed, with a daily budget in aq.yaml."""
     config = queue_root / "aq.yaml"
-    config.write_text(config.read_text() + PAID)
+    config.write_text(config.read_text() + PAID_ENGINE)
     configure(queue_root, budget={"usd_per_day": 100})
     assert run_aq("add", "--id", "paid", "--body", paid_body(0.25), "--engine", "paid",
                   "--verify", "true", cwd=queue_root).returncode == 0
