@@ -86,7 +86,7 @@ class MachineBeat:
                 payload = self._payload(data, fresh, wall)
                 pushed = landed = False
                 # the last worker of the machine to stop says so at once: no one else will
-                last_out = me.retiring and all(entry.get("retiring") for entry in fresh.values())
+                last_out = goodbye(payload)
                 if force or last_out or self._due(data, payload, now, timing):
                     pushed = True
                     data["attempted"] = now
@@ -154,6 +154,13 @@ class MachineBeat:
         # a worker started or stopped: said with the next beat, at most one an interval (each
         # beat is a push a forge counts)
         return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
+
+
+def goodbye(payload: Mapping[str, Any]) -> bool:
+    """Whether a machine's beat is its goodbye: every worker it names is stopping."""
+    workers = payload.get("workers") or {}
+    return bool(workers) and all(isinstance(entry, dict) and entry.get("retiring")
+                                 for entry in workers.values())
 
 
 def _said(payload: Mapping[str, Any]) -> str:

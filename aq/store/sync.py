@@ -25,7 +25,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
-from aq.store.beats import worker_beats
+from aq.store.beats import goodbye, worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
 from aq.store.pacer import Pacer
@@ -219,10 +219,8 @@ class Remote:
         commit = made.stdout.strip()
         turn = None
         if self.pacer is not None:
-            goodbye = all(isinstance(said, dict) and said.get("retiring")
-                          for said in (payload.get("workers") or {}).values())
             turn = self.pacer.beat_turn(self._machines(), renews=bool(payload.get("tokens")),
-                                        wait=GOODBYE_WAIT if goodbye else 0.0)
+                                        wait=GOODBYE_WAIT if goodbye(payload) else 0.0)
             if not turn.go:
                 return False  # no room in the budget for a beat that renews nothing: next tick
         try:
