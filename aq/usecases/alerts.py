@@ -350,16 +350,7 @@ def _first_to_raise(queue: Queue, alert: Alert, now: datetime, who: str,
 
 def _forget(state_dir: Path, key: str) -> None:
     """Take `key` off this clone's raised alerts."""
-    from filelock import FileLock
-
-    path = state_dir / ALERTED_FILE
-    with FileLock(str(path.with_suffix(".lock"))):
-        try:
-            raised = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if isinstance(raised, dict) and raised.pop(key, None) is not None:
-            write_atomic(path, json.dumps(raised, sort_keys=True))
+    _edit_raised(state_dir, lambda raised: {k: at for k, at in raised.items() if k != key})
 
 
 def claim_new(state_dir: Path, alerts: tuple[Alert, ...], now: datetime,
@@ -367,6 +358,24 @@ def claim_new(state_dir: Path, alerts: tuple[Alert, ...], now: datetime,
     """The alerts whose key this clone has not raised, noted as raised (under a file lock: two
     workers of a clone never raise one twice). A key is forgotten once its trouble is over and
     it was raised more than FORGET_AFTER ago."""
+    fresh: tuple[Alert, ...] = ()
+
+    def noted(raised: dict[str, Any]) -> dict[str, Any]:
+        nonlocal fresh
+        fresh = tuple(alert for alert in alerts if alert.key not in raised)[:most]
+        open_keys = {alert.key for alert in alerts}
+        horizon = now.timestamp() - FORGET_AFTER
+        kept = {key: at for key, at in raised.items()
+                if key in open_keys or not isinstance(at, int | float) or at >= horizon}
+        return {**kept, **{alert.key: now.timestamp() for alert in fresh}}
+
+    _edit_raised(state_dir, noted)
+    return fresh
+
+
+def _edit_raised(state_dir: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """This clone's raised alerts (key -> when), changed by `edit` under the file's lock and
+    written back if they changed."""
     from filelock import FileLock
 
     path = state_dir / ALERTED_FILE
@@ -378,15 +387,9 @@ def claim_new(state_dir: Path, alerts: tuple[Alert, ...], now: datetime,
             raised = {}
         if not isinstance(raised, dict):
             raised = {}
-        fresh = tuple(alert for alert in alerts if alert.key not in raised)[:most]
-        open_keys = {alert.key for alert in alerts}
-        horizon = now.timestamp() - FORGET_AFTER
-        kept = {key: at for key, at in raised.items()
-                if key in open_keys or not isinstance(at, int | float) or at >= horizon}
-        kept.update({alert.key: now.timestamp() for alert in fresh})
-        if kept != raised:
-            write_atomic(path, json.dumps(kept, sort_keys=True))
-    return fresh
+        changed = edit(raised)
+        if changed != raised:
+            write_atomic(path, json.dumps(changed, sort_keys=True))
 
 
 def send_alert(queue: Queue, alert: Alert, now: datetime, *, who: str,
