@@ -23,9 +23,7 @@ def spawn_child(queue: Queue, parent_ref: str, body: str, fields: Mapping[str, A
     """Add a child of `parent_ref` to the inbox. Without an idempotency key of its own it gets
     one made of its parent and its text, so the same child spawned again is found, not made."""
     parent = queue.resolve(parent_ref)
-    if parent.stage not in MAY_SPAWN:
-        raise MoveRefused(f"{parent.id} is in {parent.stage}: a child is added while its parent "
-                          "is in inbox or building, so that the parent waits for it")
+    _at_work(parent.id, parent.stage)
     if fields.get("children"):
         raise MoveRefused("a spawned child declares no children up front: it spawns its own "
                           "when it runs")
@@ -33,4 +31,12 @@ def spawn_child(queue: Queue, parent_ref: str, body: str, fields: Mapping[str, A
     if not own.get("idempotency-key"):
         own["idempotency-key"] = child_key(parent.id, render_manifest(own, body, source))
     return add_job(queue, body, own, job_id=None, now=now, who=who, entropy=entropy,
-                   source=source, reserved=reserved)
+                   source=source, reserved=reserved,  # again under the lock: it may have moved
+                   guard=lambda tx: _at_work(parent.id, tx.stage_of(parent.id)))
+
+
+def _at_work(parent: str, stage: Stage | None) -> None:
+    """A child is added while its parent is in the workers' hands, so that the parent waits for it."""
+    if stage not in MAY_SPAWN:
+        raise MoveRefused(f"{parent} is in {stage}: a child is added while its parent is in inbox "
+                          "or building, so that the parent waits for it")

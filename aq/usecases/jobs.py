@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,9 +52,11 @@ def add_job(
     entropy: int,
     source: str = "the new job",
     reserved: bool = False,
+    guard: Callable[[Tx], None] | None = None,
 ) -> AddResult:
     """Write a new job into the inbox (or find the one its idempotency key already made).
-    `source` names where its text came from, in errors. Keys starting `review:` are aq's own
+    `source` names where its text came from, in errors; `guard` refuses the add, under the
+    lock, when what it depends on has changed. Keys starting `review:` are aq's own
     (`reserved`: a review the worker asks for), and so are `sample:` ones: no one else may make
     a job pass as a review, or as a sample that wins."""
     if not body.strip():
@@ -74,6 +76,8 @@ def add_job(
     kids = _up_front_children(queue, manifest, chosen, entropy, source)
 
     def write(tx: Tx) -> AddResult:
+        if guard is not None:
+            guard(tx)
         if manifest.idempotency_key:  # again, under the lock: two adds at once make one job
             existing = _find_by_key(queue, manifest.idempotency_key)
             if existing is not None:

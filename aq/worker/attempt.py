@@ -98,6 +98,15 @@ def execute(
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """How long the attempt's processes may run, and the mark each of them carries."""
+
+    limit: float  # the seconds engine and verify may run
+    deadline: float
+    mark: str  # carried by every process of the attempt, for the tool kill
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     """What the engine runs with, once nothing keeps the attempt from starting it."""
 
@@ -108,9 +117,7 @@ class Launch:
     session: str | None  # the session resumed, if any
     resumed: Usage | None  # that session's usage before this run
     spent: Spend
-    limit: float  # the seconds engine and verify may run
-    deadline: float
-    mark: str  # carried by every process of the attempt, for the tool kill
+    window: Window
 
 
 @dataclass(slots=True)
@@ -200,21 +207,18 @@ class Attempt:
         """The engine, then verify: how the attempt ended."""
         if self.sampler is not None:
             return self._sampled(log_note)
+        if self.plan.verify_only:
+            return self._verify_only(log_note)
         launch = self._launch()
         if isinstance(launch, Ending):
             return launch
-        if self.plan.verify_only:
-            log_note("its children are settled: running its verify")
-            self.log.note("its engine's work was done in an earlier attempt and its children "
-                          "are settled: only its verify runs")
-            return self._after_engine(launch, "children settled")
         log_note(f"running {self.engine_name}")
         ran, meter = self._run_engine(launch)
         ending = engine_ending(ran, meter, self.engine_run.usage, program=launch.argv[0],
-                               limit=launch.limit, note=self.log.note)
+                               limit=launch.window.limit, note=self.log.note)
         if ending is not None:
             return ending
-        return self._after_engine(launch, "engine exited 0" + denied(self.engine_run.usage))
+        return self._after_engine(launch.window, "engine exited 0" + denied(self.engine_run.usage))
 
     def _sampled(self, log_note: Callable[[str], None]) -> Ending:
         """Best of N: the job's samples, asked for or judged; the winner's work reviewed."""
@@ -228,7 +232,23 @@ class Attempt:
             return self.reviewer.judge(ending, self.log, self.cwd, branch=self.adopted.branch)
         return ending
 
-    def _after_engine(self, launch: Launch, said: str) -> Ending:
+    def _verify_only(self, log_note: Callable[[str], None]) -> Ending:
+        """A parent whose children are settled: its verify alone. The engine is not started
+        again, so neither its budget nor its being installed here stands in the way; the verify
+        has the job's timeout."""
+        plan = self.plan
+        self.log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {self.cwd}")
+        if not self.cwd.is_dir():
+            return Ending(Outcome.ENGINE_FAILED, f"cwd {self.cwd} does not exist on this machine")
+        log_note("its children are settled: running its verify")
+        self.log.note("its engine's work was done in an earlier attempt and its children "
+                      "are settled: only its verify runs")
+        limit = self.config.timeout_for(plan.manifest)
+        window = Window(limit=limit, deadline=self.started + limit, mark=new_mark())
+        _write_text(self.files.mark, window.mark)
+        return self._after_engine(window, "children settled")
+
+    def _after_engine(self, window: Window, said: str) -> Ending:
         """Once the engine's work is done: wait for the job's children, else its verify."""
         waiting = self.children()
         if waiting:
@@ -238,7 +258,7 @@ class Attempt:
             return Ending(Outcome.AWAITING_CHILDREN,
                           f"{said}; waits for {len(waiting)} child job(s): {shown}", exit_code=0)
         verify = self.plan.manifest.verify
-        ending = (self._verify(verify, launch) if verify
+        ending = (self._verify(verify, window) if verify
                   else Ending(Outcome.OK, f"{said}; no verify", exit_code=0))
         if ending.outcome is Outcome.OK and self.reviewer is not None:
             return self.reviewer.judge(ending, self.log, self.cwd)
@@ -296,8 +316,8 @@ class Attempt:
             return Ending(Outcome.ENGINE_MISSING, f"engine {self.engine_name!r} needs {argv[0]!r}, "
                           "which is not installed on this machine")
         return Launch(spec=spec, argv=argv, program=program, text=prompt.text,
-                      session=prompt.session, resumed=prompt.resumed, spent=spent, limit=limit,
-                      deadline=self.started + limit, mark=new_mark())
+                      session=prompt.session, resumed=prompt.resumed, spent=spent,
+                      window=Window(limit=limit, deadline=self.started + limit, mark=new_mark()))
 
     def _run_engine(self, launch: Launch) -> tuple[proc.StreamResult, Meter]:
         """The engine, run to its end; its usage, leftovers and work kept in the log and `engine_run`."""
@@ -314,14 +334,14 @@ class Attempt:
         reader = reader_for(spec.usage) if spec.usage else None
         meter = Meter(reader, launch.spent, self.config, launch.resumed,
                       live=self.files.live_usage, clock=self.clock)
-        _write_text(self.files.mark, launch.mark)
+        _write_text(self.files.mark, launch.window.mark)
         ran = proc.run_streaming(launch.argv, cwd=self.cwd, env=self.env, sink=log.write,
-                                 deadline=launch.deadline, stop=self.stop,
+                                 deadline=launch.window.deadline, stop=self.stop,
                                  grace=self.config.kill_grace, clock=self.clock,
                                  on_start=self._keep_pgid,
                                  stdin=launch.text.encode() if spec.input == "stdin" else None,
                                  on_stdout=meter.feed if reader else None, limit=meter.over,
-                                 mark=launch.mark, err_sink=log.stream() if reader else None)
+                                 mark=launch.window.mark, err_sink=log.stream() if reader else None)
         run.usage = meter.close(self.files.usage)
         run.reported = meter.reported if meter.resumed is not None else None
         run.leftovers = ran.leftovers
@@ -342,15 +362,15 @@ class Attempt:
     def _keep_pgid(self, pgid: int) -> None:
         _write_text(self.files.pgid, str(pgid))
 
-    def _verify(self, verify: str, launch: Launch) -> Ending:
+    def _verify(self, verify: str, window: Window) -> Ending:
         """The job's verify, run where the engine ran, within what is left of its limit."""
         self.log.note(f"verify: {verify}")
         self.log.start_section()
         checked = proc.run_streaming(["bash", "-c", verify], cwd=self.cwd, env=self.env,
-                                     sink=self.log.write, deadline=launch.deadline, stop=self.stop,
+                                     sink=self.log.write, deadline=window.deadline, stop=self.stop,
                                      grace=self.config.kill_grace, clock=self.clock,
-                                     on_start=self._keep_pgid, mark=launch.mark)
-        return verify_ending(checked, self.engine_run.usage, limit=launch.limit)
+                                     on_start=self._keep_pgid, mark=window.mark)
+        return verify_ending(checked, self.engine_run.usage, limit=window.limit)
 
     def result(self, ending: Ending) -> AttemptResult:
         """The attempt's result: its tail, artifacts and the outcome noted in its log, closed."""

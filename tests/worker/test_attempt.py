@@ -32,7 +32,8 @@ def make_config(**raw: Any) -> QueueConfig:
 
 def run_attempt(tmp_path: Path, text: str, *, config: QueueConfig | None = None,
                 attempt: int = 1, previous_failure: str | None = None,
-                wall_used: float = 0.0, stop: threading.Event | None = None) -> AttemptResult:
+                wall_used: float = 0.0, stop: threading.Event | None = None,
+                verify_only: bool = False) -> AttemptResult:
     """Execute attempt `attempt` of a job whose manifest file reads `text`."""
     root = tmp_path / "q"
     root.mkdir(exist_ok=True)
@@ -40,6 +41,7 @@ def run_attempt(tmp_path: Path, text: str, *, config: QueueConfig | None = None,
         job_id=JOB, attempt=attempt, token=f"{attempt}.w-test.abc123", worker="w-test",
         manifest=parse_manifest(JOB, text, f"queue/inbox/{JOB}.md"), queue_root=root,
         run_dir=tmp_path / "run" / JOB, previous_failure=previous_failure, wall_used=wall_used,
+        verify_only=verify_only,
     )
     return execute(plan, config or make_config(), stop=stop or threading.Event())
 
@@ -203,6 +205,18 @@ def test_a_used_up_wall_budget_does_not_start_the_engine(tmp_path: Path) -> None
     result = run_attempt(tmp_path, text, attempt=3, wall_used=10.5)
     assert result.outcome is Outcome.BUDGET_EXHAUSTED
     assert not marker.exists()
+
+
+def test_a_parent_whose_engine_used_its_wall_budget_still_runs_its_verify(tmp_path: Path) -> None:
+    """A verify-only attempt (its children settled) starts no engine: budget.wall, spent by the
+    engine's attempt, does not stop the verify, which has the job's timeout."""
+    ran = tmp_path / "engine-ran"
+    text = (f"---\nengine: ghost\nbudget: {{wall: 10s}}\nverify: sleep 0.2 && echo checked\n"
+            f"---\ntouch {ran}\n")
+    result = run_attempt(tmp_path, text, attempt=2, wall_used=9.99, verify_only=True)
+    assert result.outcome is Outcome.OK, result.log_text
+    assert "checked" in result.log_text and "only its verify runs" in result.log_text
+    assert not ran.exists()
 
 
 def test_the_rest_of_the_wall_budget_is_the_attempt_limit(tmp_path: Path) -> None:
