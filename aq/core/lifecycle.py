@@ -94,6 +94,7 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"  # the worker was stopped (Ctrl-C, TERM): not the job's fault
     AWAITING_CHILDREN = "awaiting_children"  # engine ok; some children not settled yet
     REVIEW_CHANGES = "review_changes"  # verify passed; the review gate's reviewer asked for changes
+    REVIEW_FAILED = "review_failed"  # verify passed; its review job ended without a verdict
 
 
 NEVER_RETRIED = frozenset({Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED})
@@ -149,6 +150,9 @@ def decide(
                             f"the review asked for changes {asked} time(s), review.max_rounds")
         return Decision(Action.RETRY, Stage.INBOX,
                         f"review round {asked} of {most} asked for changes", not_before=now)
+    if outcome is Outcome.REVIEW_FAILED:  # the reviewer's trouble is no verdict on the work
+        return Decision(Action.SUBMIT, Stage.REVIEW,
+                        "verify passed but its agent review failed: waiting for a person's review")
     if outcome is Outcome.AWAITING_CHILDREN:
         return Decision(Action.AWAIT, Stage.INBOX,
                         "engine ok; it waits for its children, then its verify runs")

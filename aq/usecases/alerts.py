@@ -63,7 +63,8 @@ if TYPE_CHECKING:
     from aq.store.config import QueueConfig
 
 # outcomes that are no failure of the job's: stats' own, and two that only wait for something
-NO_FAILURE = NOT_THE_JOBS_FAULT | {Outcome.AWAITING_CHILDREN, Outcome.REVIEW_CHANGES}
+NO_FAILURE = NOT_THE_JOBS_FAULT | {Outcome.AWAITING_CHILDREN, Outcome.REVIEW_CHANGES,
+                                   Outcome.REVIEW_FAILED}  # the review job alerts of its own
 OVERRUN = 60.0  # seconds past its timeout and kill grace a job may take to record its end
 ALERTED_FILE = "alerted.json"
 ALERTED = "alerted"  # the event on a job: its alert raised, by whom (once across the fleet)

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from aq.core.children import UNSETTLED
-from aq.core.lifecycle import Outcome
+from aq.core.lifecycle import Outcome, Stage
 from aq.core.manifest import ReviewGate
 from aq.core.review import Verdict, read_verdict, review_body, review_fields, reviewed_attempt
 from aq.errors import AqError
@@ -39,7 +39,9 @@ class Reviewer:
               ) -> Ending:
         """`passed` (the job's verify passed, or it has none) as the review gate lets it end:
         as it is when the review of this round approved; review_changes with the review as its
-        tail when it asked for changes; awaiting_children while it is asked for or runs.
+        tail when it asked for changes; review_failed when the review job ended without running
+        to its end (a person then reviews the work); awaiting_children while it is asked for or
+        runs.
         `branch`: the job's work, when it is not (yet) the branch the queue has for it."""
         verdict = self._verdict(cwd, branch)
         if verdict is None:
@@ -47,6 +49,11 @@ class Reviewer:
             return Ending(Outcome.AWAITING_CHILDREN,
                           f"{passed.detail}; waits for review {self.round}", exit_code=0,
                           verified=passed.verified, verify_exit=passed.verify_exit)
+        if isinstance(verdict, str):
+            log.note(f"review {self.round} failed: {verdict}; a person reviews the work instead")
+            return Ending(Outcome.REVIEW_FAILED, f"{passed.detail}; review {self.round} failed: "
+                          f"{verdict}", verified=passed.verified, exit_code=passed.exit_code,
+                          verify_exit=passed.verify_exit)
         if verdict.approved:
             log.note(f"review {self.round} approved")
             return Ending(Outcome.OK, f"{passed.detail}; review {self.round} approved",
@@ -60,9 +67,11 @@ class Reviewer:
                       verified=passed.verified, exit_code=passed.exit_code,
                       verify_exit=passed.verify_exit)
 
-    def _verdict(self, cwd: Path, branch: str | None) -> Verdict | None:
-        """The verdict on this attempt's work once its review is settled; None while it is
-        asked for (made now if there is none, tried again next time if that fails) or runs."""
+    def _verdict(self, cwd: Path, branch: str | None) -> Verdict | str | None:
+        """The verdict on this attempt's work once its review is settled; why there is none when
+        the review job failed (its engine did, or it was canceled); None
+        while it is asked for (made now if there is none, tried again next time if that fails)
+        or runs."""
         queue = Queue(self.queue_root)
         found = [job for job in queue.snapshot().jobs
                  if reviewed_attempt(job.manifest, self.job_id) == self.work]
@@ -80,6 +89,8 @@ class Reviewer:
         review = found[0]
         if review.stage in UNSETTLED:
             return None
+        if review.stage in (Stage.FAILED, Stage.DEAD_LETTER):
+            return f"its job {review.id} ended in {review.stage}"
         count = review.state.attempt_count
         kept = queue.logs_dir(review.id) / f"{count}.log"
         try:

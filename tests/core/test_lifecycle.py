@@ -319,3 +319,13 @@ def test_an_engine_that_finished_before_its_children_sends_the_job_back_to_wait(
                       fingerprint=None, last_fingerprint=None, reclaims=0, max_reclaims=3, now=T0)
     assert (decision.action, decision.to) == (Action.AWAIT, Stage.INBOX)
     assert decision.not_before is None
+
+
+@pytest.mark.parametrize("policy", ["auto", "manual"])
+def test_a_failed_agent_review_hands_the_work_to_a_person(policy: str) -> None:
+    """No verdict is no approval, even under review-policy auto, and no request for changes."""
+    decision = decide(Outcome.REVIEW_FAILED, verified=True, review_policy=policy,
+                      retry=RetryRule(max=3, backoff=0.0, on=frozenset({"review_failed"})),
+                      retries_used=0, fingerprint=None, last_fingerprint=None, reclaims=0,
+                      max_reclaims=3, now=T0, review_rounds=(0, 2))
+    assert (decision.action, decision.to) == (Action.SUBMIT, Stage.REVIEW)

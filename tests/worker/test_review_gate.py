@@ -74,6 +74,27 @@ def test_when_max_rounds_all_ask_for_changes_the_job_is_dead_lettered(
     assert list(reviews_of(queue_root, "hopeless").values()) == ["shipped"]
 
 
+def test_a_review_that_fails_sends_the_work_to_a_person_not_back_to_the_agent(
+        queue_root: Path, aq: Aq, tmp_path: Path) -> None:
+    """A reviewer that cannot run (its engine exits 1) gives no verdict: the work, whose verify
+    passed, waits for a person's review; no round of changes is spent on the reviewer's trouble."""
+    out = tmp_path / "out"
+    out.mkdir()
+    configure(queue_root, engines={"worker": worker_engine(out),
+                                   "broken": {"cmd": ["bash", "-c", "echo no key; exit 1"]}})
+    write_job(queue_root, "feature", "Write DONE.", engine="worker", verify="true",
+              review={"engine": "broken", "max_rounds": 3})
+    ran = aq("run", "--drain")
+    assert ran.returncode == 0, ran.stderr
+    assert stage_of(queue_root, "feature") == "review"
+    (review,) = reviews_of(queue_root, "feature").items()
+    assert review[1] == "failed"
+    last = events(queue_root, "feature", "finished")[-1]
+    assert (last["action"], last["outcome"]) == ("submit", "review_failed")
+    assert f"review 1 failed: its job {review[0]} ended in failed" in last["detail"]
+    assert sorted(p.name for p in out.glob("prompt-*")) == ["prompt-1.txt"]  # the agent ran once
+
+
 def test_a_failed_verify_is_never_reviewed(queue_root: Path, aq: Aq, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
