@@ -164,34 +164,14 @@ class Attempt:
         self.workspace: Workspace | None = None
         self.unmade: AqError | None = None  # the job's worktree could not be made
         try:
-            self.workspace = self._open_workspace()
+            self.workspace = _open_workspace(plan, config, self.log)
         except AqError as err:
             self.unmade = err
-        self.cwd = self._cwd()
+        if self.workspace is not None and plan.verify_only:  # it judges what the engine pushed
+            self.engine_run.head = self.workspace.start
+            self.engine_run.pushed = self.workspace.remote_tip == self.workspace.start
+        self.cwd = _cwd(plan, self.workspace)
         self.scope = ScopeWatch(plan.manifest.allowed_scope, self.cwd, plan.queue_root)
-
-    def _open_workspace(self) -> Workspace | None:
-        """The job's worktree, for a job with a repo on a worker that works on repos."""
-        plan, manifest = self.plan, self.plan.manifest
-        repo = self.config.repo_for(manifest)
-        if not repo or plan.workspaces is None:
-            return None
-        workspace = open_workspace(resolve_repo(repo, plan.queue_root), plan.job_id, plan.attempt,
-                                   root=plan.workspaces, base=self.config.base_for(manifest),
-                                   # a verify-only attempt judges the work the engine pushed
-                                   from_base=manifest.retry_from == "base" and not plan.verify_only)
-        self.log.note(f"workspace: {workspace.path} on {workspace.branch} from {workspace.start[:12]}")
-        if plan.verify_only:  # the work it judges is what the engine's attempt pushed
-            self.engine_run.head, self.engine_run.pushed = workspace.start, workspace.remote_tip == workspace.start
-        return workspace
-
-    def _cwd(self) -> Path:
-        """The job's cwd: in its worktree when it has one."""
-        manifest = self.plan.manifest
-        if self.workspace is None:
-            return resolve_cwd(manifest, self.plan.queue_root)
-        sub = Path(os.path.expanduser(manifest.cwd)) if manifest.cwd else None
-        return self.workspace.path / sub if sub is not None and not sub.is_absolute() else self.workspace.path
 
     def without_workspace(self, err: AqError) -> AttemptResult:
         """The result of an attempt whose worktree could not be made: nothing ran."""
@@ -396,6 +376,29 @@ class Attempt:
             engine=self.engine_name if self.spec and self.sampler is None else None,
             engine_version=run.version, leftovers=run.leftovers,
             session_usage=scrubbed(run.reported, scrubber), adopted=self.adopted)
+
+
+def _open_workspace(plan: AttemptPlan, config: QueueConfig, log: AttemptLog) -> Workspace | None:
+    """The job's worktree, for a job with a repo on a worker that works on repos."""
+    manifest = plan.manifest
+    repo = config.repo_for(manifest)
+    if not repo or plan.workspaces is None:
+        return None
+    workspace = open_workspace(resolve_repo(repo, plan.queue_root), plan.job_id, plan.attempt,
+                               root=plan.workspaces, base=config.base_for(manifest),
+                               # a verify-only attempt judges the work the engine pushed
+                               from_base=manifest.retry_from == "base" and not plan.verify_only)
+    log.note(f"workspace: {workspace.path} on {workspace.branch} from {workspace.start[:12]}")
+    return workspace
+
+
+def _cwd(plan: AttemptPlan, workspace: Workspace | None) -> Path:
+    """The job's cwd: in its worktree when it has one."""
+    manifest = plan.manifest
+    if workspace is None:
+        return resolve_cwd(manifest, plan.queue_root)
+    sub = Path(os.path.expanduser(manifest.cwd)) if manifest.cwd else None
+    return workspace.path / sub if sub is not None and not sub.is_absolute() else workspace.path
 
 
 def scrubbed(usage: Usage | None, scrubber: Scrubber) -> Usage | None:
