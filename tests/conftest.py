@@ -3,6 +3,7 @@ would. What tests share besides fixtures lives in `tests/helpers/`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,29 @@ from aq.store.queue import Queue
 from tests.helpers.cli import Ran, run_aq
 from tests.helpers.queue import make_queue
 from tests.helpers.workers import Workers
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (`--dist worksteal`) each process starts on a contiguous share of this order
+    and idle ones steal from the end of the others' shares. Spread the slow tests (multi-process
+    runs that mostly wait) evenly over the first two thirds of every share: they overlap the
+    fast ones, which keep the cores busy meanwhile, and none starts near the end to hold the run
+    up alone."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if processes < 2 or len(slow) * 2 > len(items):  # a selection of mostly slow tests
+        return
+    fast = iter([item for item in items if not item.get_closest_marker("slow")])
+    left, ordered = len(items), []
+    for share in range(processes):
+        size = left // (processes - share)  # as xdist hands out its first shares
+        left -= size
+        mine = slow[share::processes]
+        step = max(1, (size * 2 // 3) // max(1, len(mine)))
+        places = {k * step for k in range(len(mine))}
+        picks = iter(mine)
+        ordered += [next(picks) if place in places else next(fast) for place in range(size)]
+    items[:] = ordered
 
 
 @pytest.fixture
