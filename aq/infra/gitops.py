@@ -100,8 +100,11 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
     the commit takes what is staged under queue/, not every untracked file there.
     """
     if exact:
+        big = _big_index(root)
+        if big == WHOLE:
+            _split_index(root)
         git(root, "update-index", "--add", "--remove", "--", *dict.fromkeys(paths))
-        made = _commit_queue_tree(root, message, identity) if _big_index(root) else None
+        made = _commit_queue_tree(root, message, identity) if big else None
         if made is not None:
             return made
         # `-- queue` matches what the index holds under queue/ (untracked files are not in it),
@@ -120,13 +123,39 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
 
 
 BIG_INDEX = 1 << 20  # bytes of .git/index (some 10,000 files) from which a commit is built
+WHOLE, SPLIT = "whole", "split"  # a big index in one file, or split (core.splitIndex)
 
 
-def _big_index(root: Path) -> bool:
+def _big_index(root: Path) -> str | None:
+    """WHOLE or SPLIT when the index is big (its file, or with git's split index its shared
+    part), else None."""
+    git_dir = root / ".git"
     try:
-        return (root / ".git" / "index").stat().st_size >= BIG_INDEX
+        if (git_dir / "index").stat().st_size >= BIG_INDEX:
+            return WHOLE
+        with os.scandir(git_dir) as entries:
+            if any(entry.name.startswith("sharedindex.") and entry.stat().st_size >= BIG_INDEX
+                   for entry in entries):
+                return SPLIT
     except OSError:  # a worktree's .git is a file: the usual way
-        return False
+        pass
+    return None
+
+
+def _split_index(root: Path) -> None:
+    """Have git keep a big index (a year's archive: 200,000 files, 20 MiB) split, in version 4:
+    each change then writes a small file, not the whole index, and every git that reads it
+    reads a third less. Not where the clone's config says otherwise."""
+    split = git(root, "config", "--get", "core.splitIndex", check=False).stdout.strip()
+    version = git(root, "config", "--get", "index.version", check=False).stdout.strip()
+    if split and version:
+        return
+    if not split:
+        git(root, "config", "core.splitIndex", "true", check=False)
+    if not version:
+        git(root, "config", "index.version", "4", check=False)
+    git(root, "update-index", *([] if split else ["--split-index"]),
+        *([] if version else ["--index-version", "4"]), check=False)
 
 
 def _commit_queue_tree(root: Path, message: str, identity: Sequence[str]) -> bool | None:

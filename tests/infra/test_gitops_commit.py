@@ -87,3 +87,32 @@ def test_a_big_index_refuses_to_commit_over_a_head_that_moved(
     with pytest.raises(GitError):
         gitops.commit_paths(repo, paths, "aq: claim job-a", IDENTITY, exact=True)
     assert git(repo, "log", "-1", "--format=%s").strip() == "someone else"
+
+
+def test_a_big_index_is_kept_split_in_version_4_and_still_commits_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the index is big, git is told to keep it split (each change writes a small file)
+    and in version 4; the clone's next commits are made as before."""
+    repo = make_repo(tmp_path / "q")
+    monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    assert gitops.commit_paths(repo, move(repo), "aq: claim job-a", IDENTITY, exact=True)
+    assert git(repo, "config", "core.splitIndex").strip() == "true"
+    assert git(repo, "config", "index.version").strip() == "4"
+    assert list((repo / ".git").glob("sharedindex.*"))
+    (repo / "queue/review").mkdir()
+    (repo / "queue/building/job-a.md").rename(repo / "queue/review/job-a.md")
+    assert gitops.commit_paths(repo, ["queue/building/job-a.md", "queue/review/job-a.md"],
+                               "aq: job-a ok", IDENTITY, exact=True)
+    assert git(repo, "status", "--porcelain", "-uall", "--", "queue") == ""
+    assert git(repo, "ls-tree", "-r", "--name-only", "HEAD", "queue/review").split() == [
+        "queue/review/job-a.md"]
+
+
+def test_a_clone_that_says_no_split_index_keeps_its_word(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo(tmp_path / "q")
+    git(repo, "config", "core.splitIndex", "false")
+    monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    assert gitops.commit_paths(repo, move(repo), "aq: claim job-a", IDENTITY, exact=True)
+    assert git(repo, "config", "core.splitIndex").strip() == "false"
+    assert not list((repo / ".git").glob("sharedindex.*"))
