@@ -7,6 +7,7 @@ which no commit holds, is put back. Files outside what aq manages are never touc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Set
@@ -134,9 +135,8 @@ class Clone:
         (call only under the queue lock). A job file in the inbox that no commit holds is kept
         when it is a person's (no other stage has that job) and removed when it is the moved
         copy of a job HEAD has elsewhere."""
-        # not queue/archive (a year of jobs): a move into it half-made shows in the folder it left
-        done = self._git("status", "--porcelain=v1", "-uall", "--", "queue",
-                         ":(exclude)queue/archive", check=False)
+        done = self._git("status", "--porcelain=v1", "-uall", "--", *self._outside_archive(),
+                         check=False)
         lines = [line for line in done.stdout.splitlines() if line.strip()]
         dirty = [line for line in lines  # a person's files: jobs dropped in the inbox, a HALT
                  if not (line.startswith("?? queue/inbox/") and line.endswith(".md"))
@@ -160,12 +160,31 @@ class Clone:
             (self.root / path).unlink(missing_ok=True)
         return dirty + leftovers
 
+    def _outside_archive(self) -> list[str]:
+        """queue/'s entries but queue/archive (a year of jobs: a move into it half-made shows in
+        the folder it left), on disk or in HEAD, each a pathspec of its own. Named, git looks
+        only at their part of the index; an exclusion has it match every path of the archive."""
+        names = set(filter(None, self._git("ls-tree", "--name-only", "-z", "HEAD", "queue/",
+                                           check=False).stdout.split("\0")))
+        with contextlib.suppress(OSError), os.scandir(self.root / "queue") as entries:
+            names |= {f"queue/{entry.name}" for entry in entries}
+        names.discard("queue/archive")
+        return sorted(f":(literal){name}" for name in names) or ["queue"]
+
     def untracked_inbox_jobs(self) -> dict[Path, bytes]:
         """Job files in queue/inbox that git does not track: dropped there by a person."""
         return {path: data for path, (data, _mtime) in self._dropped_jobs().items()}
 
     def _dropped_jobs(self) -> dict[Path, tuple[bytes, float]]:
         """Job files a person dropped into the inbox that no commit holds yet."""
+        inbox = self.root / "queue" / "inbox"
+        with contextlib.suppress(OSError), os.scandir(inbox) as entries:
+            on_disk = {entry.name for entry in entries if entry.name.endswith(".md")}
+            # most of the time there are none: HEAD's inbox (a tree, not the whole index) says so
+            listed = self._git("ls-tree", "--name-only", "-z", "HEAD", "queue/inbox/", check=False)
+            if listed.returncode == 0 and not on_disk - {
+                    name.rsplit("/", 1)[-1] for name in listed.stdout.split("\0") if name}:
+                return {}
         done = self._git("ls-files", "-z", "--others", "--exclude-standard", "--", "queue/inbox",
                          check=False)
         dropped = {}
