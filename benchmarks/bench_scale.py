@@ -256,6 +256,7 @@ class ScaleRun:
     rejected_per_job: float | None = None
     claims: dict[str, float] = field(default_factory=dict)  # per worker: min, median, max
     zero_claims: int = 0  # workers that never won a claim
+    lottery_zero: float | None = None  # workers a fair lottery of the same claims leaves with none
     fetch_ms: float | None = None
     push_ms: float | None = None
     slowest_s: float | None = None  # the longest fetch or push: a stalled connection shows here
@@ -337,6 +338,10 @@ def rates(run: ScaleRun, calls: Sequence[GitCall]) -> None:
     claims = sorted(row.claims for row in fig.per_worker)
     run.claims = {"min": claims[0], "median": statistics.median(claims), "max": claims[-1]}
     run.zero_claims = sum(1 for n in claims if n == 0)
+    # each claim drawn evenly among all the workers: W * (1 - 1/W)^claims of them get none
+    # (a floor for fairness to measure against, not a goal: with as many jobs as twice the
+    # workers, a perfectly fair draw still leaves several without a claim)
+    run.lottery_zero = len(claims) * (1 - 1 / len(claims)) ** sum(claims) if claims else None
     run.fetch_ms = median_ms([c.seconds for c in calls if c.label == "fetch"])
     run.push_ms = median_ms([c.seconds for c in calls if c.main_push and c.rc == 0])
     run.slowest_s = max((c.seconds for c in calls if c.label in ("fetch", "push", HEARTBEAT)),
@@ -399,6 +404,7 @@ def rows_of(run: ScaleRun) -> list[tuple[str, float | None, str]]:
         ("claims per worker median", claims.get("median"), num(claims.get("median"))),
         ("claims per worker max", claims.get("max"), num(claims.get("max"), 0)),
         ("workers with zero claims", run.zero_claims, str(run.zero_claims)),
+        ("  the same, a fair lottery", run.lottery_zero, num(run.lottery_zero, 1)),
         ("git connections (proxy)", run.connections, str(run.connections)),
         ("  left open at the end", run.left_open, str(run.left_open)),
         ("peak RSS MiB (all children)", run.peak_rss_mib, num(run.peak_rss_mib, 0)),
