@@ -15,6 +15,9 @@ who drops a batch expects it taken in order.
   over a bounded number of times however many warm, fair or preferred jobs keep arriving.
 - fair: its repository (or tracker project) had fewer claims over the last FAIR_WINDOW than the
   busiest one among the candidates.
+- load: its repository (or tracker project) has fewer jobs running now (in building, on any
+  machine) than the most loaded one among the candidates: what runs at once is spread over
+  the repositories, whose CI, reviewers and merges it shares.
 - cost: the typical cost of an attempt on its engine (from the costs recorded in the queue)
   fits its `budget.usd` (+), or does not (-).
 
@@ -43,13 +46,14 @@ from aq.core.scheduler import JobView, Routing
 FIT_PREFERRED = 20.0  # a job's own word on who should run it, after its prefer window too
 FIT_ENGINE = 10.0  # taken off for the last engine of a class: its list is its author's ranking
 WARM = 30.0  # the largest: a clone of a big repository costs minutes, a fetch seconds
-FAIR = 20.0  # a repository no one served lately against the busiest: a small one keeps moving
+FAIR = 10.0  # a repository no one served lately against the busiest: a small one keeps moving
+LOAD = 10.0  # a repository with nothing running now against the most loaded: spread what runs
 COST = 10.0  # ±: an attempt that its budget is likely to stop is money spent for nothing
 STARVE_AFTER = 600.0  # seconds ready before waiting earns points: ordinary queues keep age order
 STARVE_PER_MINUTE = 2.0
 FAIR_WINDOW = 3600.0  # seconds of claims counted: long enough to span several agent runs
 
-MOST_AHEAD = FIT_PREFERRED + FIT_ENGINE + WARM + FAIR + 2 * COST  # the widest gap of bonuses
+MOST_AHEAD = FIT_PREFERRED + FIT_ENGINE + WARM + FAIR + LOAD + 2 * COST  # the widest gap
 
 QUEUE_GROUP = ""  # the fairness group of jobs with no repository and no tracker project
 
@@ -70,6 +74,7 @@ class Signals:
 
     warm: frozenset[str] = frozenset()  # repositories (as jobs name them) cached on this machine
     claims: Mapping[str, int] = field(default_factory=dict)  # recent claims per fairness group
+    running: Mapping[str, int] = field(default_factory=dict)  # jobs in building per group
     engine_costs: Mapping[str, float] = field(default_factory=dict)  # USD of a typical attempt
     default_repo: str | None = None  # aq.yaml `repo:`
     default_engine: str | None = None  # aq.yaml `default_engine:`
@@ -82,16 +87,18 @@ class Score:
     warm: float = 0.0
     starving: float = 0.0
     fair: float = 0.0
+    load: float = 0.0
     cost: float = 0.0
 
     @property
     def total(self) -> float:
-        return round(self.fit + self.warm + self.starving + self.fair + self.cost, 2)
+        return round(self.fit + self.warm + self.starving + self.fair + self.load + self.cost, 2)
 
     def breakdown(self) -> dict[str, float]:
         """As the `claimed` event and `aq next --json` record it."""
         return {"total": self.total, "fit": self.fit, "warm": self.warm,
-                "starving": self.starving, "fair": self.fair, "cost": self.cost}
+                "starving": self.starving, "fair": self.fair, "load": self.load,
+                "cost": self.cost}
 
     def said(self) -> str:
         """`score 38: warm 30, fair 8` (the parts that are not zero)."""
@@ -115,11 +122,13 @@ def rank(ready: Sequence[JobView], now: datetime, signals: Signals,
     runs = [(job, _as_run(job, routing)) for job in ready if job.manifest is not None]
     groups = {job.id: group_of(manifest, signals.default_repo) for job, manifest in runs}
     busiest = max((signals.claims.get(group, 0) for group in groups.values()), default=0)
+    loaded = max((signals.running.get(group, 0) for group in groups.values()), default=0)
     ranked = [Ranked(job, Score(
         fit=_fit(manifest, routing, worker_caps),
         warm=WARM if (manifest.repo or signals.default_repo) in signals.warm else 0.0,
         starving=_starving(job, now),
-        fair=_fair(signals.claims.get(groups[job.id], 0), busiest),
+        fair=_share(FAIR, signals.claims.get(groups[job.id], 0), busiest),
+        load=_share(LOAD, signals.running.get(groups[job.id], 0), loaded),
         cost=_cost(manifest, engine_of(manifest, job.state, routing, worker_caps,
                                        signals.default_engine), signals.engine_costs),
     ), groups[job.id]) for job, manifest in runs]
@@ -168,6 +177,17 @@ def recent_claims(jobs: Iterable[Known], now: datetime, *, default_repo: str | N
         if recent:
             manifest = apply_profile(job.manifest, _profile(job.manifest, profiles))
             counts[group_of(manifest, default_repo)] += recent
+    return dict(counts)
+
+
+def running_now(building: Iterable[Known], *, default_repo: str | None = None,
+                profiles: Mapping[str, Profile] | None = None) -> dict[str, int]:
+    """Jobs running now (the building ones handed in) per fairness group."""
+    counts: Counter[str] = Counter()
+    for job in building:
+        if job.manifest is not None:
+            manifest = apply_profile(job.manifest, _profile(job.manifest, profiles))
+            counts[group_of(manifest, default_repo)] += 1
     return dict(counts)
 
 
@@ -235,9 +255,10 @@ def _starving(job: JobView, now: datetime) -> float:
     return round(STARVE_PER_MINUTE * past / 60, 2) if past > 0 else 0.0
 
 
-def _fair(claims: int, busiest: int) -> float:
-    """FAIR for a group without recent claims when others had some; none for the busiest."""
-    return round(FAIR * (busiest - claims) / busiest, 2) if busiest else 0.0
+def _share(points: float, mine: int, most: int) -> float:
+    """All `points` for a group with none (claims, jobs running) when another has some; none
+    for the group with the most."""
+    return round(points * (most - mine) / most, 2) if most else 0.0
 
 
 def _cost(manifest: Manifest, engine: str | None, costs: Mapping[str, float]) -> float:

@@ -1,14 +1,15 @@
 """What the router (aq.core.router) is told on this machine, and its order of the ready jobs:
-the repositories cached here, the claims of the last hour per repository, what an attempt
-typically costs on each engine. `aq run` claims by it; `aq next` shows it."""
+the repositories cached here, the claims of the last hour and the jobs running now per
+repository, what an attempt typically costs on each engine. `aq run` claims by it; `aq next` shows it."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 
+from aq.core.lifecycle import Stage
 from aq.core.profile import Profile, apply_profile
-from aq.core.router import Ranked, Signals, engine_costs, rank, recent_claims
+from aq.core.router import Ranked, Signals, engine_costs, rank, recent_claims, running_now
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError
 from aq.infra.repocache import cache_dir_for, is_cache, resolve_repo
@@ -31,6 +32,8 @@ def rank_ready(queue: Queue, snapshot: Snapshot, verdicts: Sequence[Verdict], no
     signals = Signals(
         warm=warm_repos(queue, repos),
         claims=recent_claims(snapshot.jobs, now, default_repo=config.repo, profiles=routing.profiles),
+        running=running_now([job for job in snapshot.jobs if job.stage is Stage.BUILDING],
+                            default_repo=config.repo, profiles=routing.profiles),
         engine_costs=engine_costs(snapshot.jobs) if any(
             job.manifest is not None and job.manifest.budget is not None
             and job.manifest.budget.usd is not None for job in ready) else {},

@@ -32,6 +32,7 @@ from aq.core.profile import Profile, parse_profile
 from aq.core.router import (
     COST,
     FAIR,
+    LOAD,
     MOST_AHEAD,
     STARVE_AFTER,
     STARVE_PER_MINUTE,
@@ -41,6 +42,7 @@ from aq.core.router import (
     engine_costs,
     rank,
     recent_claims,
+    running_now,
 )
 from aq.core.scheduler import JobView, Routing, assess
 from aq.infra.repocache import ensure_cache, resolve_repo
@@ -52,7 +54,7 @@ from tests.helpers.queue import T0, write_job
 Aq = Callable[..., Ran]
 LINUX = frozenset({"os:linux", "has:git", "engine:shell", "engine:claude"})
 CLASSES = {"coding-agent": ("claude", "codex", "aider")}
-SCORE_KEYS = {"total", "fit", "warm", "starving", "fair", "cost"}
+SCORE_KEYS = {"total", "fit", "warm", "starving", "fair", "load", "cost"}
 
 
 def job(job_id: str, *, age: float = 0, stage: Stage = Stage.INBOX,
@@ -102,6 +104,8 @@ def ranking(s: Scenario) -> list[Ranked]:
     verdicts = assess(list(s.jobs), T0, worker_caps=s.caps, routing=routing)
     signals = Signals(warm=s.warm, claims=recent_claims(s.jobs, T0, default_repo=s.default_repo,
                                                         profiles=s.profiles),
+                      running=running_now([j for j in s.jobs if j.stage is Stage.BUILDING],
+                                          default_repo=s.default_repo, profiles=s.profiles),
                       engine_costs=engine_costs(s.jobs), default_repo=s.default_repo,
                       default_engine="shell", seed=s.seed)
     return rank([v.job for v in verdicts if v.ready], T0, signals, routing, s.caps)
@@ -144,6 +148,17 @@ SCENARIOS = [
     Scenario("claims older than the fairness window do not count",
              (job("busy-long-ago", age=5, repo="a"), job("quiet", age=1, repo="b"),
               job("done", stage=Stage.SHIPPED, repo="a", claims=(90, 120))), "busy-long-ago"),
+    Scenario("a repo with jobs running now yields to one with none running",
+             (job("loaded", age=5, repo="a"), job("idle", age=1, repo="b"),
+              job("running-1", stage=Stage.BUILDING, repo="a", claims=(90,)),
+              job("running-2", stage=Stage.BUILDING, repo="a", claims=(100,))), "idle"),
+    Scenario("... but a warm checkout outweighs what runs now",
+             (job("loaded-warm", age=5, repo="a"), job("idle-cold", age=1, repo="b"),
+              job("running", stage=Stage.BUILDING, repo="a", claims=(90,))), "loaded-warm",
+             warm=frozenset({"a"})),
+    Scenario("jobs that ran and are done are no load",
+             (job("older", age=5, repo="a"), job("newer", age=1, repo="b"),
+              job("ran", stage=Stage.SHIPPED, repo="a", claims=(90,))), "older"),
     Scenario("a tracker project is a fairness group of its own",
              (job("gh-busy", age=5, tracker_item="github:o/api#1"),
               job("gh-quiet", age=1, tracker_item="github:o/web#2"),
@@ -190,8 +205,8 @@ def test_the_breakdown_names_each_part() -> None:
                               "it", warm=frozenset({"b"})))
     score = ranked[0].score
     assert score.breakdown() == {"total": WARM + FAIR + 30, "fit": 0, "warm": WARM,
-                                 "starving": 30.0, "fair": FAIR, "cost": 0}
-    assert score.said() == "score 80: warm 30, starving 30, fair 20"
+                                 "starving": 30.0, "fair": FAIR, "load": 0, "cost": 0}
+    assert score.said() == "score 70: warm 30, starving 30, fair 10"
     assert ranked[1].score.said() == "score 0"
 
 
@@ -210,6 +225,19 @@ def test_a_seed_breaks_exact_ties_only() -> None:
     assert len(firsts) > 1  # different workers start on different jobs of a batch
     assert all(order(f"worker-{n}")[0] == "older" for n in range(20))
     assert order("worker-3") == order("worker-3")
+
+
+def test_load_is_the_share_of_the_most_loaded_groups_running_jobs() -> None:
+    """A group with none running gets all of LOAD, the most loaded none, one between its share;
+    jobs outside the building stage are not running."""
+    jobs = (job("a1", stage=Stage.BUILDING, repo="a"), job("a2", stage=Stage.BUILDING, repo="a"),
+            job("b1", stage=Stage.BUILDING, repo="b"), job("c-done", stage=Stage.SHIPPED, repo="c"),
+            job("q", stage=Stage.BUILDING))
+    running = running_now([j for j in jobs if j.stage is Stage.BUILDING])
+    assert running == {"a": 2, "b": 1, "": 1}
+    ready = [job("in-a", repo="a"), job("in-b", repo="b"), job("in-c", repo="c")]
+    loads = {r.job.id: r.score.load for r in rank(ready, T0, Signals(running=running))}
+    assert loads == {"in-a": 0.0, "in-b": LOAD / 2, "in-c": LOAD}
 
 
 def test_fairness_counts_claims_per_group_in_the_window() -> None:
@@ -358,3 +386,16 @@ def test_a_warm_checkout_on_this_machine_is_seen(aq: Aq, queue_root: Path, tmp_p
     assert shown["score"]["warm"] == WARM
     assert [(c["id"], c["score"]["warm"]) for c in shown["candidates"]] == [
         ("warm-job", WARM), ("cold-job", 0)]
+
+
+def test_next_scores_the_load_of_what_runs_now(aq: Aq, queue_root: Path) -> None:
+    """`aq next` counts the building jobs of each repository: the job of the repository with
+    none running goes before an older one whose repository has two."""
+    for running in ("run-1", "run-2"):
+        write_job(queue_root, running, stage="building", repo="api")
+    _aged(write_job(queue_root, "older", repo="api"), 5)
+    _aged(write_job(queue_root, "newer", repo="web"), 1)
+    shown = json.loads(aq("next", "--json").stdout)
+    assert [c["id"] for c in shown["candidates"]] == ["newer", "older"]
+    assert shown["score"]["load"] == LOAD
+    assert [c["score"]["load"] for c in shown["candidates"]] == [LOAD, 0]

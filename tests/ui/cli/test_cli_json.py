@@ -25,7 +25,7 @@ DETAIL_KEYS = {"body", "keys", "resolved", "allowed_moves", "attempt_log", "even
 RESOLVED_NAMES = {"engine", "cwd", "timeout", "verify", "priority", "review-policy", "retry",
                   "lock", "yolo", "profile", "engine-class", "capabilities", "allowed-scope"}
 PASSED_OVER_KEYS = {"id", "ready", "kind", "reason"}
-SCORE_KEYS = {"total", "fit", "warm", "starving", "fair", "cost"}
+SCORE_KEYS = {"total", "fit", "warm", "starving", "fair", "load", "cost"}
 MOVE_KEYS = {"id", "from", "to", "action", "tracker", "children_canceled"}
 ATTEMPT_KEYS = {"number", "worker", "token", "started", "finished", "outcome", "verify_exit",
                 "log", "artifacts", "reason", "engine", "usage"}
