@@ -6,16 +6,23 @@ a failed beat is tried again a tick later, or (holding no lease) a TTL passed, o
 passed and a worker started, stopped or changed what it can do. A worker that stops ticking (killed, paused) drops out of
 the beat: its leases are not renewed by its siblings, so they expire as they would alone.
 
+A commit of the queue's branch renews leases too: a worker's commit names the machine's leases
+in a trailer (`Aq-Leases: <machine> <token>...`), and once its push lands each is renewed as a
+beat would renew it (observers count it when they see the commit). While a machine's own
+claims and results keep landing, its beat is not due and no heartbeat is pushed.
+
 Times are the machine's monotonic clock, valid within one boot (the file says which).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ from aq.infra.proc import pid_alive
 
 FRESH_TICKS = 3  # a worker silent for this many ticks is left out of the beat
 LOCK_WAIT = 1.0  # seconds a tick waits for a sibling's beat; longer: this tick beats nothing
+TRAILER = "Aq-Leases:"  # a commit's line naming the leases its machine held when it was made
 
 
 def machine_id(root: Path) -> str:
@@ -60,6 +68,15 @@ class Tick:
     carried: frozenset[str]
     pushed: bool = False
     landed: bool = False
+    renewals: Mapping[str, float] = field(default_factory=dict)  # token -> its last renewal
+
+    def renewed(self, tokens: Sequence[str]) -> float | None:
+        """When all of `tokens` were last renewed (the oldest of their renewals); None if one
+        never was. With no token: when the machine's last beat landed."""
+        if not tokens:
+            return self.landed_at
+        times = [self.renewals.get(token) for token in tokens]
+        return min(t for t in times if t is not None) if None not in times else None
 
 
 class MachineBeat:
@@ -81,6 +98,9 @@ class MachineBeat:
             with FileLock(str(self.path.with_suffix(".lock")), timeout=LOCK_WAIT):
                 data = self._load()
                 workers = self._noted(data, me, now)
+                seen = data.setdefault("seen", {})  # when the machine first noted each lease
+                for token in me.tokens:
+                    seen.setdefault(token, now)
                 fresh = {name: entry for name, entry in workers.items()
                          if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
                 payload = self._payload(data, fresh, wall)
@@ -93,17 +113,49 @@ class MachineBeat:
                     landed = push(payload)
                     if landed:
                         data["landed"], data["carried"] = now, payload["tokens"]
+                        _renew(data, payload["tokens"], now)
                         data["said"] = _said(payload)
                         data["seq"] = payload["seq"]
                         # a stopped worker is gone once a beat that says so landed
                         data["workers"] = {name: entry for name, entry in workers.items()
                                            if not entry.get("retiring")}
+                held = {str(token) for entry in workers.values() for token in entry["tokens"]}
+                for table in ("renewals", "seen"):
+                    data[table] = {token: at for token, at in data.get(table, {}).items()
+                                   if token in held}
                 self._save(data)
                 landed_at = data.get("landed")
                 return Tick(float(landed_at) if landed_at is not None else None,
-                            frozenset(data.get("carried") or ()), pushed, landed)
+                            frozenset(data.get("carried") or ()), pushed, landed,
+                            dict(data["renewals"]))
         except Timeout:
             return Tick(None, frozenset())
+
+    def leases(self, now: float, timing: Timing) -> frozenset[str]:
+        """The leases the machine's live workers hold, as its next beat would list them (for a
+        commit's trailer); none when a sibling holds the file too long."""
+        from filelock import FileLock, Timeout
+
+        try:
+            with FileLock(str(self.path.with_suffix(".lock")), timeout=LOCK_WAIT):
+                data = self._load()
+        except Timeout:
+            return frozenset()
+        return frozenset(str(token) for entry in data["workers"].values()
+                         if now - float(entry.get("alive", -math.inf)) <= FRESH_TICKS * timing.tick
+                         and isinstance(entry.get("pid"), int) and pid_alive(entry["pid"])
+                         for token in entry.get("tokens", ()))
+
+    def renewed(self, tokens: frozenset[str], at: float) -> None:
+        """`tokens` were renewed at `at` (a landed push of commits whose trailer named them
+        left then): the machine's beat is due an interval later for them, not before."""
+        from filelock import FileLock, Timeout
+
+        with contextlib.suppress(Timeout), FileLock(str(self.path.with_suffix(".lock")),
+                                                    timeout=LOCK_WAIT):
+            data = self._load()
+            _renew(data, tokens, at)
+            self._save(data)
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -150,10 +202,31 @@ class MachineBeat:
             return True
         since = now - float(landed)
         if payload["tokens"]:  # a new lease need not wait: observers count from its claim
-            return since >= timing.interval
+            # renewed by a beat or by a commit that named it, else first noted here
+            renewals, seen = data.get("renewals", {}), data.get("seen", {})
+            oldest = min(float(renewals.get(token, seen.get(token, landed)))
+                         for token in payload["tokens"])
+            return now - oldest >= timing.interval
         # a worker started or stopped: said with the next beat, at most one an interval (each
         # beat is a push a forge counts)
         return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
+
+
+def _renew(data: dict[str, Any], tokens: Iterable[str], at: float) -> None:
+    renewals = data.setdefault("renewals", {})
+    for token in tokens:
+        renewals[token] = max(at, float(renewals.get(token, at)))
+
+
+def trailer(machine: str, tokens: Iterable[str]) -> str:
+    """The line a commit carries to renew the leases its machine holds."""
+    return f"{TRAILER} {machine} {' '.join(sorted(tokens))}"
+
+
+def trailer_leases(message: str) -> list[str]:
+    """The leases a commit's message renews (its trailer lines)."""
+    return [token for line in message.splitlines() if line.startswith(TRAILER)
+            for token in line[len(TRAILER):].split()[1:]]
 
 
 def goodbye(payload: Mapping[str, Any]) -> bool:

@@ -22,6 +22,9 @@ class Local:
         self.layout = layout
         self.inbox = inbox
         self.commits = 0  # made by this process: a transaction that made none pushes nothing
+        # a worker's: the line its commits end with to renew its machine's leases, and those
+        self.trailer: Callable[[], tuple[str, frozenset[str]]] | None = None
+        self.carried: set[str] = set()  # leases named by the commits made since `carry_anew`
 
     @contextmanager
     def lock(self, timeout: float = 120.0) -> Iterator[None]:
@@ -74,8 +77,16 @@ class Local:
         from aq.infra import gitops  # lazily: `aq next` writes nothing and loads no git plumbing
 
         paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
+        line, tokens = self.trailer() if self.trailer is not None else ("", frozenset())
+        if tokens:
+            message = f"{message}\n\n{line}"
         if gitops.commit_paths(self.layout.root, paths, message, identity, exact=touched is not None):
             self.commits += 1
+            self.carried |= tokens
+
+    def carry_anew(self) -> None:
+        """Forget the leases named so far: the commits that named them are gone or pushed."""
+        self.carried.clear()
 
     @cached_property
     def identity(self) -> list[str] | None:

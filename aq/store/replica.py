@@ -78,6 +78,9 @@ class Replica:
         self.half_moves = HalfMoves(local.layout.state_dir)
         self.salvage = Salvage(local.layout)
         self.adoption = Adoption(local.layout, local.inbox)
+        # a worker's: asked as a push leaves, what to tell of the leases its commits named
+        # once it landed (a renewal as of when it left, on the worker's clock)
+        self.on_renewal: Callable[[], Callable[[frozenset[str]], None]] | None = None
 
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None, replay: Replay[T] | None) -> Synced[T]:
@@ -86,6 +89,7 @@ class Replica:
 
         with self.half_moves.changing() as left_dirty:
             for attempt in range(PUSH_TRIES):
+                self.local.carry_anew()  # what this try commits is what its push carries
                 replayed = bool(self.unpushed)
                 held = self.held_back()
                 if held and replay is None:
@@ -127,6 +131,7 @@ class Replica:
         uncertain and kept unpushed; else why it did not land: REJECTED (decide again on the
         remote's tip) or REFUSED (hold pushes back for a while)."""
         from aq.store.sync import Push
+        renew = self.on_renewal() if self.on_renewal is not None else None
         pushed, said = remote.push()
         if pushed is Push.REFUSED:
             self._refused(said, said_here=replay is None)
@@ -135,6 +140,8 @@ class Replica:
         if landed:
             self.unpushed.clear()
             self.refusals = 0
+            if renew is not None and self.local.carried:
+                renew(frozenset(self.local.carried))
             return Delivery.LANDED
         if landed is None:
             head = remote.head() or ""

@@ -25,7 +25,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
-from aq.store.beats import goodbye, worker_beats
+from aq.store.beats import goodbye, trailer_leases, worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
 from aq.store.pacer import Pacer
@@ -35,6 +35,7 @@ WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
 GOODBYE_WAIT = 4.0  # seconds a stopping machine's last beat waits for room in the push budget
+NAMED_LEASES_COMMITS = 1000  # the newest commits since the last look read for lease trailers
 
 
 class Push(StrEnum):
@@ -172,6 +173,13 @@ class Remote:
         while len(valid) < 2:
             valid.append(None)
         return valid[0], valid[1]
+
+    def named_leases(self, since: str, tip: str) -> list[str] | None:
+        """The leases the commits after `since` up to `tip` renew (their trailers, see
+        aq.store.beats); None when git cannot say (`since` is not known here)."""
+        done = self._git("log", "-n", str(NAMED_LEASES_COMMITS), "--format=%B", f"{since}..{tip}",
+                         check=False)
+        return trailer_leases(done.stdout) if done.returncode == 0 else None
 
     def is_ancestor(self, commit: str, of: str) -> bool:
         return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
@@ -319,6 +327,13 @@ class LeaseObserver:
         data["watch"], data["dark"] = [watch.since, watch.last], False
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
+        # a commit that landed since the last look renews the leases its trailer names
+        tip, last_tip = remote.tip(), data.get("tip")
+        if isinstance(last_tip, str) and tip is not None and tip != last_tip:
+            for token in remote.named_leases(last_tip, tip) or ():
+                renewed[token] = now
+                confirmed.add(token)
+        data["tip"] = tip
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:

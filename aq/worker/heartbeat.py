@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from aq.core.events import iso
 from aq.core.leases import unrenewed
-from aq.store.beats import MachineBeat, Me, Timing, machine_id
+from aq.store.beats import MachineBeat, Me, Timing, machine_id, trailer
 from aq.store.sync import LeaseObserver
 from aq.worker.context import WorkerContext
 
@@ -34,6 +35,9 @@ class Heartbeat:
     def start(self) -> None:
         if self.ctx.queue.remote is None:
             return
+        # the worker's commits name the machine's leases; their landing renews them
+        self.ctx.queue.local.trailer = self.trailer
+        self.ctx.queue.replica.on_renewal = self.renewal
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
 
@@ -89,13 +93,27 @@ class Heartbeat:
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)
-        if tick.landed_at is not None and set(tokens) <= tick.carried:
-            self.renewed_at = max(self.renewed_at, tick.landed_at)
+        renewed = tick.renewed(tokens)  # by the machine's beat, or by a commit that landed
+        if renewed is not None:
+            self.renewed_at = max(self.renewed_at, renewed)
         if tick.pushed and not tick.landed:
             self.lose_silent_leases(renewed_before, ctx.monotonic())
             silent = ctx.monotonic() - self.renewed_at
             if silent >= ctx.options.lease_ttl / 2 and ctx.roster.busy():
                 ctx.voice.unreachable(f"no heartbeat has reached it for {silent:.0f}s")
+
+    def trailer(self) -> tuple[str, frozenset[str]]:
+        """The line a commit of this worker carries to renew the machine's leases (this
+        worker's own, and those of its live siblings), and those leases."""
+        ctx = self.ctx
+        tokens = self.machine.leases(ctx.monotonic(), self.timing) | set(ctx.roster.tokens())
+        return trailer(self.machine.machine, tokens), tokens
+
+    def renewal(self) -> Callable[[frozenset[str]], None]:
+        """As a push of the worker's commits leaves: what renews the leases they named, as of
+        now, once it landed."""
+        leaving = self.ctx.monotonic()
+        return lambda tokens: self.machine.renewed(tokens, leaving)
 
     def check_renewal(self) -> None:
         """The renew deadline, checked from the main loop as well: the heartbeat thread may be

@@ -80,3 +80,45 @@ def said_beats(fleet: Fleet, ref: str) -> int:
     """The heartbeats a machine's last beat says it pushed."""
     said = json.loads(git(fleet.bare, "log", "-1", "--format=%s", ref))
     return int(said["pushes"]["heartbeats"])
+
+
+def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbeats(
+        fleet: Fleet) -> None:
+    """Machine A holds a long job while a sibling worker there lands a claim or result every
+    moment: their commits name A's leases, so A pushes (almost) no heartbeat, and machine B's
+    worker, watching, never takes the long job back. Once the holder is killed -9, the
+    sibling's commits stop naming its lease: it expires, and the job is taken back."""
+    ttl = 6.0  # heartbeats due every 3 s; the busy worker lands a commit well within that
+    log, go = fleet.base / "pushes", fleet.base / "go"
+    hook = fleet.bare / "hooks" / "pre-receive"
+    hook.write_text(LOG_REFS.format(log=log))
+    hook.chmod(0o755)
+    a, b = fleet.clones
+    ref_a = machine_ref(a)
+    fleet.drop_jobs({"long": (f"while [ ! -e {go} ]; do sleep 0.1; done", {})})
+    run = ("run", "--poll", "0.2", "--lease-ttl", f"{ttl:g}s")
+    holder = fleet.start(a, *run, "--worker", "holder", name="holder")
+    try:
+        wait_for(lambda: fleet.stage("long") == "building", 60, "the holder claiming the long job")
+        fleet.drop_jobs({f"quick-{n:03d}": ("true", {"capabilities": ["lane:a"]})
+                         for n in range(400)})
+        busy = fleet.start(a, *run, "--worker", "busy", "--cap", "lane:a", name="busy")
+        watcher = fleet.start(b, *run, "--worker", "watcher", name="watcher")
+        wait_for(lambda: len(fleet.events("quick-005", "finished")) > 0, 60, "quick jobs landing")
+        before = beats(log, ref_a)
+        time.sleep(2 * ttl)  # a window of time is what is measured here, not waited out
+        during = beats(log, ref_a) - before
+        finished = sum(1 for n in range(400) if fleet.events(f"quick-{n:03d}", "finished"))
+        # without commits renewing the lease: four beats in two TTLs (one every half TTL)
+        assert during <= 1, (during, finished)
+        assert fleet.stage("long") == "building"
+        assert [e["by"] for e in fleet.events("long", "claimed")] == ["holder"]
+
+        fleet.kill(holder)  # its lease is named no more: it expires, and is taken back
+        wait_for(lambda: len(fleet.events("long", "claimed")) == 2, 120,
+                 "another worker taking the dead holder's job back")
+        assert fleet.events("long", "claimed")[-1]["by"] in ("watcher", "busy")
+    finally:
+        go.touch()
+        for proc in fleet.procs:
+            fleet.kill(proc)

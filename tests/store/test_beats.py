@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from aq.store.beats import MachineBeat, Me, Timing, worker_beats
+from aq.store.beats import MachineBeat, Me, Timing, trailer, trailer_leases, worker_beats
 
 TIMING = Timing(interval=50.0, tick=5.0, idle=100.0)  # a lease TTL of 100s
 PID = os.getpid()  # a live process the workers can claim to be
@@ -119,3 +119,54 @@ def test_a_machines_beat_speaks_for_each_of_its_workers_and_an_old_beat_for_one(
         "host": "box", "wall": "w", "machine": "box-1"}}
     old = {"worker": "w9", "tokens": ["t9"], "host": "h"}
     assert worker_beats("w9", old) == {"w9": old}
+
+
+def test_a_machine_whose_commits_keep_landing_pushes_no_beat(tmp_path: Path) -> None:
+    """A landed commit that named the machine's leases renews them: while one lands every 20s
+    the beat is never due; once they stop, the beat comes an interval after the last."""
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")  # the first beat
+    assert beat.leases(1.0, TIMING) == {"t1"}
+    for second in range(5, 200, 5):
+        if second % 20 == 0 and second <= 120:  # a claim or result of the machine lands
+            beat.renewed(beat.leases(float(second), TIMING), float(second))
+        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall")
+    # at 0; then none while commits land (the last at 120); then at 170, an interval on
+    assert len(remote.beats) == 2, [b["seq"] for b in remote.beats]
+    tick = beat.tick(me("w1", "t1"), 200.0, TIMING, remote, "wall")
+    assert tick.renewed(["t1"]) == 170.0
+
+
+def test_a_commit_renews_only_the_leases_it_named(tmp_path: Path) -> None:
+    """A lease the commit did not name (taken after it was made) is renewed by the beat, an
+    interval after the beat before, whatever commits landed."""
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
+    beat.tick(me("w2", "t2"), 1.0, TIMING, remote, "wall")  # a new lease: no beat for it yet
+    beat.renewed(frozenset({"t1"}), 30.0)
+    beat.tick(me("w1", "t1"), 45.0, TIMING, remote, "wall")
+    tick = beat.tick(me("w2", "t2"), 49.0, TIMING, remote, "wall")
+    assert (len(remote.beats), tick.renewed(["t1"]), tick.renewed(["t2"])) == (1, 30.0, None)
+    beat.tick(me("w2", "t2"), 50.0, TIMING, remote, "wall")  # t2: noted at 1, not due yet
+    assert len(remote.beats) == 1
+    beat.tick(me("w2", "t2"), 51.0, TIMING, remote, "wall")  # due for t2: an interval on
+    assert len(remote.beats) == 2 and remote.beats[-1]["tokens"] == ["t1", "t2"]
+
+
+def test_the_leases_a_commit_names_are_those_of_live_fresh_workers(tmp_path: Path) -> None:
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
+    beat.tick(me("w2", "t2", pid=gone.pid), 0.0, TIMING, remote, "wall")  # killed since
+    beat.tick(me("w3", "t3"), 1.0, TIMING, remote, "wall")
+    assert beat.leases(10.0, TIMING) == {"t1", "t3"}
+    assert beat.leases(16.0, TIMING) == {"t3"}  # w1 silent for three ticks: left out
+
+
+def test_a_trailer_names_the_machine_and_its_leases() -> None:
+    line = trailer("box-1", {"2.w.bb", "1.w.aa"})
+    assert line == "Aq-Leases: box-1 1.w.aa 2.w.bb"
+    message = f"aq: claim job by w1\n\n{line}\n\naq: finish other\n\n{trailer('box-2', ['3.x.cc'])}"
+    assert trailer_leases(message) == ["1.w.aa", "2.w.bb", "3.x.cc"]
+    assert trailer_leases("aq: claim job by w1\n") == []

@@ -18,6 +18,7 @@ import pytest
 from aq.store.clone import Clone
 from aq.store.queue import Queue
 from aq.store.replica import Delivery
+from aq.store.beats import trailer
 from aq.store.sync import EMPTY_TREE, LeaseObserver, Push, Remote
 from aq.store.tx import Tx
 from tests.helpers.fleet import Fleet, fleet_in, ledger_body, ledger_rows, machine_ref
@@ -292,6 +293,32 @@ def test_lease_silence_grows_on_the_observers_clock_and_resets_only_when_a_beat_
     building = {}
     assert beat(0, [], 121.0) == ({}, set())  # leases no longer building are forgotten
     assert json.loads((tmp_path / "leases.json").read_text())["renewed"] == {}
+
+
+def test_a_landed_commit_whose_trailer_names_a_lease_renews_it(fleet: Fleet, tmp_path: Path
+                                                                  ) -> None:
+    """A commit of the holder's machine that names its leases (aq.store.beats' trailer) renews
+    them for an observer that sees it land, as a beat would; one that names other leases, or
+    none, renews nothing; and the commits before the observer's first look count for nothing."""
+    a, b = fleet.clones
+    observer_remote = remote_of(b)
+    observer = LeaseObserver(tmp_path / "leases.json")
+    token, other = "1.w1.aaaaaa", "1.w2.bbbbbb"
+    building = {token: "w1", other: "w2"}
+
+    def land(message: str | None, now: float) -> dict[str, float]:
+        if message is not None:
+            commit(a, {f"queue/.events/x-{now:g}.jsonl": "{}\n"}, message)
+            git(a, "push", "-q", "origin", "HEAD:main")
+        assert observer_remote.fetch()
+        return observer.observe(observer_remote, now, building)[0]
+
+    named = f"aq: claim x by w1\n\n{trailer('box-a', [token])}"
+    assert land(named, 100.0) == {token: 0.0, other: 0.0}  # before the first look: not counted
+    assert land(None, 103.0) == {token: 3.0, other: 3.0}
+    assert land(named, 104.0) == {token: 0.0, other: 4.0}
+    assert land("aq: add y by a person", 106.0) == {token: 2.0, other: 6.0}
+    assert land(f"aq: finish\n\n{trailer('box-a', [])}", 107.5) == {token: 3.5, other: 7.5}
 
 
 def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(
