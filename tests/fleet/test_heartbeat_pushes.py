@@ -102,8 +102,8 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
         wait_for(lambda: fleet.stage("long") == "building", 60, "the holder claiming the long job")
         fleet.drop_jobs({f"quick-{n:03d}": ("true", {"capabilities": ["lane:a"]})
                          for n in range(400)})
-        busy = fleet.start(a, *run, "--worker", "busy", "--cap", "lane:a", name="busy")
-        watcher = fleet.start(b, *run, "--worker", "watcher", name="watcher")
+        fleet.start(a, *run, "--worker", "busy", "--cap", "lane:a", name="busy")
+        fleet.start(b, *run, "--worker", "watcher", name="watcher")
         wait_for(lambda: len(fleet.events("quick-005", "finished")) > 0, 60, "quick jobs landing")
         before = beats(log, ref_a)
         time.sleep(2 * ttl)  # a window of time is what is measured here, not waited out

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from aq.store.beats import trailer
 from aq.store.clone import Clone
 from aq.store.queue import Queue
 from aq.store.replica import Delivery
-from aq.store.beats import trailer
 from aq.store.sync import EMPTY_TREE, LeaseObserver, Push, Remote
 from aq.store.tx import Tx
 from tests.helpers.fleet import Fleet, fleet_in, ledger_body, ledger_rows, machine_ref
