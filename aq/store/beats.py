@@ -31,6 +31,7 @@ from aq.infra.proc import pid_alive
 
 FRESH_TICKS = 3  # a worker silent for this many ticks is left out of the beat
 LOCK_WAIT = 1.0  # seconds a tick waits for a sibling's beat; longer: this tick beats nothing
+RENEWAL_WAIT = 0.2  # seconds a landed commit's renewal waits for the file; longer: not noted
 TRAILER = "Aq-Leases:"  # a commit's line naming the leases its machine held when it was made
 
 
@@ -133,14 +134,9 @@ class MachineBeat:
 
     def leases(self, now: float, timing: Timing) -> frozenset[str]:
         """The leases the machine's live workers hold, as its next beat would list them (for a
-        commit's trailer); none when a sibling holds the file too long."""
-        from filelock import FileLock, Timeout
-
-        try:
-            with FileLock(str(self.path.with_suffix(".lock")), timeout=LOCK_WAIT):
-                data = self._load()
-        except Timeout:
-            return frozenset()
+        commit's trailer). Read without the file's lock (it is replaced whole when written): a
+        sibling pushing a beat under it does not hold up a claim."""
+        data = self._load()
         return frozenset(str(token) for entry in data["workers"].values()
                          if now - float(entry.get("alive", -math.inf)) <= FRESH_TICKS * timing.tick
                          and isinstance(entry.get("pid"), int) and pid_alive(entry["pid"])
@@ -151,8 +147,10 @@ class MachineBeat:
         left then): the machine's beat is due an interval later for them, not before."""
         from filelock import FileLock, Timeout
 
+        # under the queue lock: a sibling's beat push holding the file is not waited out (the
+        # renewal is only lost, and the machine's beat then comes as if it were not made)
         with contextlib.suppress(Timeout), FileLock(str(self.path.with_suffix(".lock")),
-                                                    timeout=LOCK_WAIT):
+                                                    timeout=RENEWAL_WAIT):
             data = self._load()
             _renew(data, tokens, at)
             self._save(data)
