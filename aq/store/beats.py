@@ -9,7 +9,8 @@ the beat: its leases are not renewed by its siblings, so they expire as they wou
 A commit of the queue's branch renews leases too: a worker's commit names the machine's leases
 in a trailer (`Aq-Leases: <machine> <token>...`), and once its push lands each is renewed as a
 beat would renew it (observers count it when they see the commit). While a machine's own
-claims and results keep landing, its beat is not due and no heartbeat is pushed.
+claims and results keep landing, its beat is due only once a TTL, as if it held no lease (so
+that `aq workers`, the offline alert and the push budget still see it), not twice.
 
 Times are the machine's monotonic clock, valid within one boot (the file says which).
 """
@@ -204,7 +205,9 @@ class MachineBeat:
             renewals, seen = data.get("renewals", {}), data.get("seen", {})
             oldest = min(float(renewals.get(token, seen.get(token, landed)))
                          for token in payload["tokens"])
-            return now - oldest >= timing.interval
+            # and once a TTL whatever its commits renew, as a machine holding nothing: `aq
+            # workers`, the offline alert and the push budget's count of machines go by beats
+            return now - oldest >= timing.interval or since >= timing.idle
         # a worker started or stopped: said with the next beat, at most one an interval (each
         # beat is a push a forge counts)
         return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))

@@ -85,9 +85,10 @@ def said_beats(fleet: Fleet, ref: str) -> int:
 def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbeats(
         fleet: Fleet) -> None:
     """Machine A holds a long job while a sibling worker there lands a claim or result every
-    moment: their commits name A's leases, so A pushes (about) no heartbeat, and machine B's
-    worker, watching, never takes the long job back. Once the holder is killed -9, the
-    sibling's commits stop naming its lease: it expires, and the job is taken back."""
+    moment: their commits name A's leases, so A beats once a TTL (to be seen, as a machine
+    holding none), not twice, and machine B's worker, watching, never takes the long job back.
+    Once the holder is killed -9, the sibling's commits stop naming its lease: it expires, and
+    the job is taken back."""
     ttl = 8.0  # heartbeats due every 4 s; the busy worker lands a commit well within that
     log, go = fleet.base / "pushes", fleet.base / "go"
     hook = fleet.bare / "hooks" / "pre-receive"
@@ -106,13 +107,13 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
         fleet.start(b, *run, "--worker", "watcher", name="watcher")
         wait_for(lambda: len(fleet.events("quick-005", "finished")) > 0, 60, "quick jobs landing")
         before = beats(log, ref_a)
-        time.sleep(2 * ttl)  # a window of time is what is measured here, not waited out
+        time.sleep(3 * ttl)  # a window of time is what is measured here, not waited out
         during = beats(log, ref_a) - before
         finished = sum(1 for n in range(400) if fleet.events(f"quick-{n:03d}", "finished"))
-        # without commits renewing the lease: four beats in two TTLs (one every half TTL); with
-        # them, none while a commit lands every interval (one or two, should the machine be
-        # so loaded that the busy worker takes longer)
-        assert during <= 2, (during, finished)
+        # without commits renewing the lease: six beats in three TTLs (one every half TTL); with
+        # them, three (one a TTL), or four at the window's edges or should the machine be so
+        # loaded that the busy worker once takes longer than half a TTL
+        assert during <= 4, (during, finished)
         assert fleet.stage("long") == "building"
         assert [e["by"] for e in fleet.events("long", "claimed")] == ["holder"]
 

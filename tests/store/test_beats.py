@@ -121,9 +121,10 @@ def test_a_machines_beat_speaks_for_each_of_its_workers_and_an_old_beat_for_one(
     assert worker_beats("w9", old) == {"w9": old}
 
 
-def test_a_machine_whose_commits_keep_landing_pushes_no_beat(tmp_path: Path) -> None:
+def test_a_machine_whose_commits_keep_landing_beats_once_a_ttl(tmp_path: Path) -> None:
     """A landed commit that named the machine's leases renews them: while one lands every 20s
-    the beat is never due; once they stop, the beat comes an interval after the last."""
+    the beat is due only once a TTL, as a machine's holding none (to be seen); once they stop,
+    it comes an interval after the last."""
     beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
     beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")  # the first beat
     assert beat.leases(1.0, TIMING) == {"t1"}
@@ -131,8 +132,9 @@ def test_a_machine_whose_commits_keep_landing_pushes_no_beat(tmp_path: Path) -> 
         if second % 20 == 0 and second <= 120:  # a claim or result of the machine lands
             beat.renewed(beat.leases(float(second), TIMING), float(second))
         beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall")
-    # at 0; then none while commits land (the last at 120); then at 170, an interval on
-    assert len(remote.beats) == 2, [b["seq"] for b in remote.beats]
+    # at 0; at 100, a TTL on, though commits land (the last at 120); then at 170, an interval
+    # after the last commit (without commits: at 0, 50, 100 and 150)
+    assert len(remote.beats) == 3, [b["seq"] for b in remote.beats]
     tick = beat.tick(me("w1", "t1"), 200.0, TIMING, remote, "wall")
     assert tick.renewed(["t1"]) == 170.0
 
