@@ -10,7 +10,9 @@ A commit of the queue's branch renews leases too: a worker's commit names the ma
 in a trailer (`Aq-Leases: <machine> <token>...`), and once its push lands each is renewed as a
 beat would renew it (observers count it when they see the commit). While a machine's own
 claims and results keep landing, its beat is due only once a TTL, as if it held no lease (so
-that `aq workers`, the offline alert and the push budget still see it), not twice.
+that `aq workers`, the offline alert and the push budget still see it), not twice. Only while
+every machine of the fleet says in its beat that it reads trailers (READS): an older aq that
+does not would take a job back whose lease only commits renewed.
 
 Times are the machine's monotonic clock, valid within one boot (the file says which).
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ FRESH_TICKS = 3  # a worker silent for this many ticks is left out of the beat
 LOCK_WAIT = 1.0  # seconds a tick waits for a sibling's beat; longer: this tick beats nothing
 RENEWAL_WAIT = 0.2  # seconds a landed commit's renewal waits for the file; longer: not noted
 TRAILER = "Aq-Leases:"  # a commit's line naming the leases its machine held when it was made
+READS = "aq-leases"  # said in a beat's `reads`: this machine counts the trailers as renewals
 
 
 def machine_id(root: Path) -> str:
@@ -70,14 +72,17 @@ class Tick:
     carried: frozenset[str]
     pushed: bool = False
     landed: bool = False
-    renewals: Mapping[str, float] = field(default_factory=dict)  # token -> its last renewal
+    renewals: Mapping[str, float] = field(default_factory=dict)  # token -> its last beat
+    by_commits: Mapping[str, float] = field(default_factory=dict)  # token -> its last commit
 
-    def renewed(self, tokens: Sequence[str]) -> float | None:
-        """When all of `tokens` were last renewed (the oldest of their renewals); None if one
-        never was. With no token: when the machine's last beat landed."""
+    def renewed(self, tokens: Sequence[str], *, commits: bool) -> float | None:
+        """When all of `tokens` were last renewed (the oldest of their renewals; by a landed
+        commit too with `commits`); None if one never was. With no token: when the machine's
+        last beat landed."""
         if not tokens:
             return self.landed_at
-        times = [self.renewals.get(token) for token in tokens]
+        times = [_last(token, self.renewals, self.by_commits if commits else {})
+                 for token in tokens]
         return min(t for t in times if t is not None) if None not in times else None
 
 
@@ -90,9 +95,11 @@ class MachineBeat:
         self.boot = boot
 
     def tick(self, me: Me, now: float, timing: Timing,
-             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False) -> Tick:
+             push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False,
+             commits: bool = False) -> Tick:
         """Note `me`, and push the machine's beat if it is due (or `force`d: a worker that
-        stops says so at once) with `push` (payload -> landed; it may add to the payload)."""
+        stops says so at once) with `push` (payload -> landed; it may add to the payload).
+        `commits`: every machine reads trailers, so a landed commit's renewal counts."""
         from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +116,7 @@ class MachineBeat:
                 pushed = landed = False
                 # the last worker of the machine to stop says so at once: no one else will
                 last_out = goodbye(payload)
-                if force or last_out or self._due(data, payload, now, timing):
+                if force or last_out or self._due(data, payload, now, timing, commits):
                     pushed = True
                     data["attempted"] = now
                     landed = push(payload)
@@ -122,14 +129,14 @@ class MachineBeat:
                         data["workers"] = {name: entry for name, entry in workers.items()
                                            if not entry.get("retiring")}
                 held = {str(token) for entry in workers.values() for token in entry["tokens"]}
-                for table in ("renewals", "seen"):
+                for table in ("renewals", "by_commits", "seen"):
                     data[table] = {token: at for token, at in data.get(table, {}).items()
                                    if token in held}
                 self._save(data)
                 landed_at = data.get("landed")
                 return Tick(float(landed_at) if landed_at is not None else None,
                             frozenset(data.get("carried") or ()), pushed, landed,
-                            dict(data["renewals"]))
+                            dict(data["renewals"]), dict(data["by_commits"]))
         except Timeout:
             return Tick(None, frozenset())
 
@@ -138,10 +145,15 @@ class MachineBeat:
         commit's trailer). Read without the file's lock (it is replaced whole when written): a
         sibling pushing a beat under it does not hold up a claim."""
         data = self._load()
-        return frozenset(str(token) for entry in data["workers"].values()
-                         if now - float(entry.get("alive", -math.inf)) <= FRESH_TICKS * timing.tick
-                         and isinstance(entry.get("pid"), int) and pid_alive(entry["pid"])
-                         for token in entry.get("tokens", ()))
+        live = set()
+        for entry in data["workers"].values():
+            if not isinstance(entry, dict) or not isinstance(entry.get("pid"), int):
+                continue
+            alive, tokens = entry.get("alive"), entry.get("tokens")
+            if (isinstance(alive, int | float) and now - alive <= FRESH_TICKS * timing.tick
+                    and isinstance(tokens, list) and pid_alive(entry["pid"])):
+                live |= {str(token) for token in tokens}
+        return frozenset(live)
 
     def renewed(self, tokens: frozenset[str], at: float) -> None:
         """`tokens` were renewed at `at` (a landed push of commits whose trailer named them
@@ -153,7 +165,7 @@ class MachineBeat:
         with contextlib.suppress(Timeout), FileLock(str(self.path.with_suffix(".lock")),
                                                     timeout=RENEWAL_WAIT):
             data = self._load()
-            _renew(data, tokens, at)
+            _renew(data, tokens, at, table="by_commits")
             self._save(data)
 
     def _load(self) -> dict[str, Any]:
@@ -185,7 +197,7 @@ class MachineBeat:
                  wall: str) -> dict[str, Any]:
         tokens = sorted({str(token) for entry in fresh.values() for token in entry["tokens"]})
         return {"machine": self.machine, "host": socket.gethostname(), "wall": wall,
-                "seq": int(data.get("seq", 0)) + 1, "tokens": tokens,
+                "seq": int(data.get("seq", 0)) + 1, "tokens": tokens, "reads": [READS],
                 "workers": {name: {"pid": entry["pid"], "tokens": entry["tokens"],
                                    "capabilities": entry["capabilities"],
                                    "retiring": entry["retiring"]}
@@ -193,7 +205,7 @@ class MachineBeat:
 
     @staticmethod
     def _due(data: Mapping[str, Any], payload: Mapping[str, Any], now: float,
-             timing: Timing) -> bool:
+             timing: Timing, commits: bool) -> bool:
         landed, attempted = data.get("landed"), data.get("attempted")
         if attempted is not None and now - float(attempted) < timing.tick:
             return False  # a sibling just beat (or tried): at most one push a tick
@@ -201,9 +213,10 @@ class MachineBeat:
             return True
         since = now - float(landed)
         if payload["tokens"]:  # a new lease need not wait: observers count from its claim
-            # renewed by a beat or by a commit that named it, else first noted here
-            renewals, seen = data.get("renewals", {}), data.get("seen", {})
-            oldest = min(float(renewals.get(token, seen.get(token, landed)))
+            # renewed by a beat (or, `commits`, by a commit that named it), else first noted
+            beats, seen = data.get("renewals", {}), data.get("seen", {})
+            by_commits = data.get("by_commits", {}) if commits else {}
+            oldest = min(_renewed_or_seen(token, beats, by_commits, float(seen.get(token, landed)))
                          for token in payload["tokens"])
             # and once a TTL whatever its commits renew, as a machine holding nothing: `aq
             # workers`, the offline alert and the push budget's count of machines go by beats
@@ -213,10 +226,23 @@ class MachineBeat:
         return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
 
 
-def _renew(data: dict[str, Any], tokens: Iterable[str], at: float) -> None:
-    renewals = data.setdefault("renewals", {})
+def _renew(data: dict[str, Any], tokens: Iterable[str], at: float, *,
+           table: str = "renewals") -> None:
+    renewals = data.setdefault(table, {})
     for token in tokens:
         renewals[token] = max(at, float(renewals.get(token, at)))
+
+
+def _renewed_or_seen(token: str, beats: Mapping[str, float], commits: Mapping[str, float],
+                     seen: float) -> float:
+    last = _last(token, beats, commits)
+    return seen if last is None else last
+
+
+def _last(token: str, *tables: Mapping[str, float]) -> float | None:
+    """The token's latest renewal in any of `tables`; None if none has it."""
+    times = [float(table[token]) for table in tables if token in table]
+    return max(times) if times else None
 
 
 def trailer(machine: str, tokens: Iterable[str]) -> str:
@@ -225,7 +251,10 @@ def trailer(machine: str, tokens: Iterable[str]) -> str:
 
 
 def trailer_leases(message: str) -> list[str]:
-    """The leases a commit's message renews (its trailer lines)."""
+    """The leases a commit's message renews: its trailer lines, in one of aq's own commits
+    (its subject starts `aq:`); a person's commit that quotes one renews nothing."""
+    if not message.startswith("aq:"):
+        return []
     return [token for line in message.splitlines() if line.startswith(TRAILER)
             for token in line[len(TRAILER):].split()[1:]]
 

@@ -25,7 +25,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
-from aq.store.beats import goodbye, trailer_leases, worker_beats
+from aq.store.beats import READS, goodbye, trailer_leases, worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
 from aq.store.pacer import Pacer
@@ -35,7 +35,6 @@ WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
 GOODBYE_WAIT = 4.0  # seconds a stopping machine's last beat waits for room in the push budget
-NAMED_LEASES_COMMITS = 1000  # the newest commits since the last look read for lease trailers
 
 
 class Push(StrEnum):
@@ -177,9 +176,10 @@ class Remote:
     def named_leases(self, since: str, tip: str) -> list[str] | None:
         """The leases the commits after `since` up to `tip` renew (their trailers, see
         aq.store.beats); None when git cannot say (`since` is not known here)."""
-        done = self._git("log", "-n", str(NAMED_LEASES_COMMITS), "--format=%B", f"{since}..{tip}",
-                         check=False)
-        return trailer_leases(done.stdout) if done.returncode == 0 else None
+        done = self._git("log", "--format=%x00%B", f"{since}..{tip}", check=False)
+        if done.returncode != 0:
+            return None
+        return [token for message in done.stdout.split("\0") for token in trailer_leases(message)]
 
     def is_ancestor(self, commit: str, of: str) -> bool:
         return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
@@ -321,19 +321,22 @@ class LeaseObserver:
         the machine further apart than this do not make one watch (aq.core.leases.watch_gap).
         """
         data = self._load()
+        # a commit that landed since the last look renews the leases its trailer names; when
+        # which commits those are is unknown (no last look at the branch, git cannot say), the
+        # watch starts again: whatever was renewed meanwhile gets a full TTL to be seen
+        tip, last_tip = remote.tip(), data.get("tip")
+        named: list[str] | None = []
+        if tip is not None and tip != last_tip:
+            named = remote.named_leases(last_tip, tip) if isinstance(last_tip, str) else None
         seen = data.get("watch")
         watch = watch_after(Watch(*seen) if isinstance(seen, list) and len(seen) == 2 else None,
-                            now, dark=bool(data.get("dark")), gap=gap)
-        data["watch"], data["dark"] = [watch.since, watch.last], False
+                            now, dark=bool(data.get("dark")) or named is None, gap=gap)
+        data["watch"], data["dark"], data["tip"] = [watch.since, watch.last], False, tip
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
-        # a commit that landed since the last look renews the leases its trailer names
-        tip, last_tip = remote.tip(), data.get("tip")
-        if isinstance(last_tip, str) and tip is not None and tip != last_tip:
-            for token in remote.named_leases(last_tip, tip) or ():
-                renewed[token] = now
-                confirmed.add(token)
-        data["tip"] = tip
+        for token in named or ():
+            renewed[token] = now
+            confirmed.add(token)
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
@@ -354,6 +357,20 @@ class LeaseObserver:
         data["confirmed"] = sorted(t for t in confirmed if t in building)
         self._save(data)
         return silent, confirmed & set(building)
+
+    def all_read_trailers(self, now: float, within: float) -> bool:
+        """Whether every machine whose beat this machine saw change (or appear) within `within`
+        seconds says it counts commit trailers as renewals (aq.store.beats.READS); False before
+        a first look. Until then a landed commit renews no lease in the holder's own count."""
+        data = self._load()
+        if not isinstance(data.get("watch"), list):
+            return False
+        for ref, seen in data["workers"].items():
+            recent = isinstance(seen, list) and len(seen) > 1 and now - float(seen[1]) <= within
+            reads = data["payloads"].get(ref, {}).get("reads")
+            if recent and not (isinstance(reads, list) and READS in reads):
+                return False
+        return True
 
     def retry_waits(self, now: float, pending: Mapping[str, float]) -> dict[str, float]:
         """Seconds each retry still waits on this machine's own clock, counted from the first

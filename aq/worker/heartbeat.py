@@ -89,11 +89,16 @@ class Heartbeat:
             return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
                                     identity=ctx.queue.identity or ())
 
-        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force)
+        # a landed commit renews a lease only where every machine counts it so (an older aq
+        # does not): it is seen within three TTLs of its last beat change
+        commits = LeaseObserver(ctx.queue.state_dir / "leases.json").all_read_trailers(
+            started, 3 * ctx.options.lease_ttl)
+        tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force,
+                                 commits=commits)
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)
-        renewed = tick.renewed(tokens)  # by the machine's beat, or by a commit that landed
+        renewed = tick.renewed(tokens, commits=commits)  # by a beat, or a commit that landed
         if renewed is not None:
             self.renewed_at = max(self.renewed_at, renewed)
         if tick.pushed and not tick.landed:

@@ -96,15 +96,17 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
     hook.chmod(0o755)
     a, b = fleet.clones
     ref_a = machine_ref(a)
-    fleet.drop_jobs({"long": (f"while [ ! -e {go} ]; do sleep 0.1; done", {})})
+    # the long job: for the holder and the watcher alone, never the busy worker
+    fleet.drop_jobs({"long": (f"while [ ! -e {go} ]; do sleep 0.1; done",
+                              {"capabilities": ["lane:long"]})})
     run = ("run", "--poll", "0.2", "--lease-ttl", f"{ttl:g}s")
-    holder = fleet.start(a, *run, "--worker", "holder", name="holder")
+    holder = fleet.start(a, *run, "--worker", "holder", "--cap", "lane:long", name="holder")
     try:
         wait_for(lambda: fleet.stage("long") == "building", 60, "the holder claiming the long job")
         fleet.drop_jobs({f"quick-{n:03d}": ("true", {"capabilities": ["lane:a"]})
                          for n in range(400)})
         fleet.start(a, *run, "--worker", "busy", "--cap", "lane:a", name="busy")
-        fleet.start(b, *run, "--worker", "watcher", name="watcher")
+        fleet.start(b, *run, "--worker", "watcher", "--cap", "lane:long", name="watcher")
         wait_for(lambda: len(fleet.events("quick-005", "finished")) > 0, 60, "quick jobs landing")
         before = beats(log, ref_a)
         time.sleep(3 * ttl)  # a window of time is what is measured here, not waited out
@@ -117,10 +119,18 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
         assert fleet.stage("long") == "building"
         assert [e["by"] for e in fleet.events("long", "claimed")] == ["holder"]
 
+        token = fleet.events("long", "claimed")[0]["token"]
+        assert token in git(fleet.bare, "log", "-3", "--format=%B", "main")  # named till now
         fleet.kill(holder)  # its lease is named no more: it expires, and is taken back
         wait_for(lambda: len(fleet.events("long", "claimed")) == 2, 120,
                  "another worker taking the dead holder's job back")
-        assert fleet.events("long", "claimed")[-1]["by"] in ("watcher", "busy")
+        assert fleet.events("long", "claimed")[-1]["by"] == "watcher"
+        # the sibling's commits since name the dead holder's lease no more
+        since = git(fleet.bare, "rev-parse", "main").strip()
+        wait_for(lambda: int(git(fleet.bare, "rev-list", "--count", f"{since}..main")) >= 3, 60,
+                 "the busy worker landing more commits")
+        later = git(fleet.bare, "log", "--format=%B", f"{since}..main")
+        assert "Aq-Leases:" in later and token not in later
     finally:
         go.touch()
         for proc in fleet.procs:

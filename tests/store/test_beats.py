@@ -126,33 +126,49 @@ def test_a_machine_whose_commits_keep_landing_beats_once_a_ttl(tmp_path: Path) -
     the beat is due only once a TTL, as a machine's holding none (to be seen); once they stop,
     it comes an interval after the last."""
     beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
-    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")  # the first beat
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall", commits=True)  # the first beat
     assert beat.leases(1.0, TIMING) == {"t1"}
     for second in range(5, 200, 5):
         if second % 20 == 0 and second <= 120:  # a claim or result of the machine lands
             beat.renewed(beat.leases(float(second), TIMING), float(second))
-        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall")
+        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall", commits=True)
     # at 0; at 100, a TTL on, though commits land (the last at 120); then at 170, an interval
     # after the last commit (without commits: at 0, 50, 100 and 150)
     assert len(remote.beats) == 3, [b["seq"] for b in remote.beats]
-    tick = beat.tick(me("w1", "t1"), 200.0, TIMING, remote, "wall")
-    assert tick.renewed(["t1"]) == 170.0
+    tick = beat.tick(me("w1", "t1"), 200.0, TIMING, remote, "wall", commits=True)
+    assert tick.renewed(["t1"], commits=True) == 170.0
 
 
 def test_a_commit_renews_only_the_leases_it_named(tmp_path: Path) -> None:
     """A lease the commit did not name (taken after it was made) is renewed by the beat, an
     interval after the beat before, whatever commits landed."""
     beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
-    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
-    beat.tick(me("w2", "t2"), 1.0, TIMING, remote, "wall")  # a new lease: no beat for it yet
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall", commits=True)
+    beat.tick(me("w2", "t2"), 1.0, TIMING, remote, "wall", commits=True)  # a new lease: no beat for it yet
     beat.renewed(frozenset({"t1"}), 30.0)
-    beat.tick(me("w1", "t1"), 45.0, TIMING, remote, "wall")
-    tick = beat.tick(me("w2", "t2"), 49.0, TIMING, remote, "wall")
-    assert (len(remote.beats), tick.renewed(["t1"]), tick.renewed(["t2"])) == (1, 30.0, None)
-    beat.tick(me("w2", "t2"), 50.0, TIMING, remote, "wall")  # t2: noted at 1, not due yet
+    beat.tick(me("w1", "t1"), 45.0, TIMING, remote, "wall", commits=True)
+    tick = beat.tick(me("w2", "t2"), 49.0, TIMING, remote, "wall", commits=True)
+    assert (len(remote.beats), tick.renewed(["t1"], commits=True), tick.renewed(["t2"], commits=True)) == (1, 30.0, None)
+    beat.tick(me("w2", "t2"), 50.0, TIMING, remote, "wall", commits=True)  # t2: noted at 1, not due yet
     assert len(remote.beats) == 1
-    beat.tick(me("w2", "t2"), 51.0, TIMING, remote, "wall")  # due for t2: an interval on
+    beat.tick(me("w2", "t2"), 51.0, TIMING, remote, "wall", commits=True)  # due for t2: an interval on
     assert len(remote.beats) == 2 and remote.beats[-1]["tokens"] == ["t1", "t2"]
+
+
+def test_while_a_machine_of_the_fleet_reads_no_trailers_commits_spare_no_beat(
+        tmp_path: Path) -> None:
+    """An older aq takes a lease back that only commits renewed: until every machine reads
+    trailers, the beat comes every interval, and the holder counts no commit's renewal."""
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
+    for second in range(5, 200, 5):
+        if second % 20 == 0:
+            beat.renewed(frozenset({"t1"}), float(second))
+        tick = beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall")
+    assert len(remote.beats) == 4  # at 0, 50, 100 and 150, as with no commit at all
+    assert tick.renewed(["t1"], commits=False) == 150.0
+    assert tick.renewed(["t1"], commits=True) == 180.0
+    assert all(b["reads"] == ["aq-leases"] for b in remote.beats)  # each beat says it reads them
 
 
 def test_the_leases_a_commit_names_are_those_of_live_fresh_workers(tmp_path: Path) -> None:
@@ -164,6 +180,9 @@ def test_the_leases_a_commit_names_are_those_of_live_fresh_workers(tmp_path: Pat
     beat.tick(me("w3", "t3"), 1.0, TIMING, remote, "wall")
     assert beat.leases(10.0, TIMING) == {"t1", "t3"}
     assert beat.leases(16.0, TIMING) == {"t3"}  # w1 silent for three ticks: left out
+    # a file another aq wrote, or a torn one: what cannot be read names nothing, and fails nothing
+    beat.path.write_text('{"boot": "boot", "workers": {"a": 3, "b": {"pid": 1, "alive": "x"}}}')
+    assert beat.leases(10.0, TIMING) == frozenset()
 
 
 def test_a_trailer_names_the_machine_and_its_leases() -> None:
@@ -172,3 +191,4 @@ def test_a_trailer_names_the_machine_and_its_leases() -> None:
     message = f"aq: claim job by w1\n\n{line}\n\naq: finish other\n\n{trailer('box-2', ['3.x.cc'])}"
     assert trailer_leases(message) == ["1.w.aa", "2.w.bb", "3.x.cc"]
     assert trailer_leases("aq: claim job by w1\n") == []
+    assert trailer_leases(f"Fix the docs\n\n{line}\n") == []  # a person's commit quoting one

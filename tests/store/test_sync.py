@@ -319,6 +319,31 @@ def test_a_landed_commit_whose_trailer_names_a_lease_renews_it(fleet: Fleet, tmp
     assert land(named, 104.0) == {token: 0.0, other: 4.0}
     assert land("aq: add y by a person", 106.0) == {token: 2.0, other: 6.0}
     assert land(f"aq: finish\n\n{trailer('box-a', [])}", 107.5) == {token: 3.5, other: 7.5}
+    # a person's commit that quotes a trailer renews nothing
+    assert land(f"Notes on leases\n\n{trailer('box-a', [other])}", 108.0) == {token: 4.0,
+                                                                               other: 8.0}
+
+
+def test_commits_renew_in_a_holders_count_only_once_every_machine_says_it_reads_them(
+        fleet: Fleet, tmp_path: Path) -> None:
+    """A machine whose beat (seen within the window) does not say it reads trailers (an older
+    aq) keeps every holder beating as before; one long silent does not."""
+    a, b = fleet.clones
+    holder, observer_remote = remote_of(a), remote_of(b)
+    observer = LeaseObserver(tmp_path / "leases.json")
+    assert not observer.all_read_trailers(100.0, 30.0)  # before a first look: no
+
+    def look(now: float) -> None:
+        assert observer_remote.fetch()
+        observer.observe(observer_remote, now, {})
+
+    assert holder.heartbeat("new-box", {"seq": 1, "tokens": [], "reads": ["aq-leases"]})
+    look(100.0)
+    assert observer.all_read_trailers(101.0, 30.0)
+    assert holder.heartbeat("old-box", {"seq": 1, "tokens": []})  # an aq before trailers
+    look(110.0)
+    assert not observer.all_read_trailers(111.0, 30.0)
+    assert observer.all_read_trailers(141.0, 30.0)  # its beat unchanged for the window: gone
 
 
 def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(
