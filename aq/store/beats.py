@@ -65,11 +65,10 @@ class Timing:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """What a tick saw: when the machine's last beat that landed left, and the leases it carried
-    (None: none landed in this boot); whether this tick pushed one, and if it landed."""
+    """What a tick saw: when the machine's last beat that landed left (None: none landed in this
+    boot); whether this tick pushed one, and if it landed; when each lease was last renewed."""
 
     landed_at: float | None
-    carried: frozenset[str]
     pushed: bool = False
     landed: bool = False
     renewals: Mapping[str, float] = field(default_factory=dict)  # token -> its last beat
@@ -111,7 +110,7 @@ class MachineBeat:
                 for token in me.tokens:
                     seen.setdefault(token, now)
                 fresh = {name: entry for name, entry in workers.items()
-                         if now - float(entry["alive"]) <= FRESH_TICKS * timing.tick}
+                         if _fresh(entry, now, timing)}
                 payload = self._payload(data, fresh, wall)
                 pushed = landed = False
                 # the last worker of the machine to stop says so at once: no one else will
@@ -121,7 +120,7 @@ class MachineBeat:
                     data["attempted"] = now
                     landed = push(payload)
                     if landed:
-                        data["landed"], data["carried"] = now, payload["tokens"]
+                        data["landed"] = now
                         _renew(data, payload["tokens"], now)
                         data["said"] = _said(payload)
                         data["seq"] = payload["seq"]
@@ -134,26 +133,19 @@ class MachineBeat:
                                    if token in held}
                 self._save(data)
                 landed_at = data.get("landed")
-                return Tick(float(landed_at) if landed_at is not None else None,
-                            frozenset(data.get("carried") or ()), pushed, landed,
+                return Tick(float(landed_at) if landed_at is not None else None, pushed, landed,
                             dict(data["renewals"]), dict(data["by_commits"]))
         except Timeout:
-            return Tick(None, frozenset())
+            return Tick(None)
 
     def leases(self, now: float, timing: Timing) -> frozenset[str]:
         """The leases the machine's live workers hold, as its next beat would list them (for a
         commit's trailer). Read without the file's lock (it is replaced whole when written): a
         sibling pushing a beat under it does not hold up a claim."""
-        data = self._load()
-        live = set()
-        for entry in data["workers"].values():
-            if not isinstance(entry, dict) or not isinstance(entry.get("pid"), int):
-                continue
-            alive, tokens = entry.get("alive"), entry.get("tokens")
-            if (isinstance(alive, int | float) and now - alive <= FRESH_TICKS * timing.tick
-                    and isinstance(tokens, list) and pid_alive(entry["pid"])):
-                live |= {str(token) for token in tokens}
-        return frozenset(live)
+        return frozenset(str(token) for entry in self._load()["workers"].values()
+                         if _fresh(entry, now, timing) and isinstance(entry["tokens"], list)
+                         and isinstance(entry["pid"], int) and pid_alive(entry["pid"])
+                         for token in entry["tokens"])
 
     def renewed(self, tokens: frozenset[str], at: float) -> None:
         """`tokens` were renewed at `at` (a landed push of commits whose trailer named them
@@ -224,6 +216,14 @@ class MachineBeat:
         # a worker started or stopped: said with the next beat, at most one an interval (each
         # beat is a push a forge counts)
         return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
+
+
+def _fresh(entry: Any, now: float, timing: Timing) -> bool:
+    """Whether a worker noted in the beat file ticked within FRESH_TICKS ticks (an entry that
+    cannot be read, say another aq's, is not)."""
+    return (isinstance(entry, dict) and isinstance(entry.get("alive"), int | float)
+            and "tokens" in entry and "pid" in entry
+            and now - entry["alive"] <= FRESH_TICKS * timing.tick)
 
 
 def _renew(data: dict[str, Any], tokens: Iterable[str], at: float, *,

@@ -72,8 +72,8 @@ def test_a_failed_beat_is_tried_again_a_tick_later_and_only_a_landed_one_renews(
         tmp_path: Path) -> None:
     beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
     first = beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall")
-    assert (first.pushed, first.landed, first.landed_at, first.carried) == (
-        True, True, 0.0, frozenset({"t1"}))
+    assert (first.pushed, first.landed, first.landed_at, dict(first.renewals)) == (
+        True, True, 0.0, {"t1": 0.0})
     remote.down = True
     failed = beat.tick(me("w1", "t1"), 50.0, TIMING, remote, "wall")
     assert failed.pushed and not failed.landed and failed.landed_at == 0.0
