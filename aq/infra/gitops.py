@@ -146,8 +146,12 @@ def _split_index(root: Path) -> None:
     """Have git keep a big index (a year's archive: 200,000 files, 20 MiB) split, in version 4:
     each change then writes a small file, not the whole index, and every git that reads it
     reads a third less. Not where the clone's config says otherwise."""
-    split = git(root, "config", "--get", "core.splitIndex", check=False).stdout.strip()
-    version = git(root, "config", "--get", "index.version", check=False).stdout.strip()
+    # one read of both (a clone that says no to either keeps a whole index: this runs at each
+    # of its commits); git prints the names in lower case
+    said = dict(line.split(" ", 1) for line in git(
+        root, "config", "--get-regexp", r"^(core\.splitindex|index\.version)$",
+        check=False).stdout.splitlines() if " " in line)
+    split, version = said.get("core.splitindex"), said.get("index.version")
     if split and version:
         return
     if not split:
