@@ -216,17 +216,22 @@ class Attempt:
         """A parent whose children are settled: its verify alone. The engine is not started
         again, so neither its budget nor its being installed here stands in the way; the verify
         has the job's timeout."""
+        missing = self._no_cwd()
+        if missing is not None:
+            return missing
+        log_note("its children are settled: running its verify")
+        self.log.note("its engine's work was done in an earlier attempt and its children "
+                      "are settled: only its verify runs")
+        limit = self.config.timeout_for(self.plan.manifest)
+        return self._after_engine(_window(self.started, limit, self.files.mark), "children settled")
+
+    def _no_cwd(self) -> Ending | None:
+        """Note who runs the attempt, and where; why it cannot run there (no such cwd)."""
         plan = self.plan
         self.log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {self.cwd}")
         if not self.cwd.is_dir():
             return Ending(Outcome.ENGINE_FAILED, f"cwd {self.cwd} does not exist on this machine")
-        log_note("its children are settled: running its verify")
-        self.log.note("its engine's work was done in an earlier attempt and its children "
-                      "are settled: only its verify runs")
-        limit = self.config.timeout_for(plan.manifest)
-        window = Window(limit=limit, deadline=self.started + limit, mark=new_mark())
-        _write_text(self.files.mark, window.mark)
-        return self._after_engine(window, "children settled")
+        return None
 
     def _after_engine(self, window: Window, said: str) -> Ending:
         """Once the engine's work is done: wait for the job's children, else its verify."""
@@ -248,9 +253,9 @@ class Attempt:
         """Why the engine may not start (no cwd, a budget used up, no such engine), else the
         engine, what the job has left to spend and the seconds this attempt may run."""
         plan, manifest = self.plan, self.plan.manifest
-        self.log.note(f"job {plan.job_id} attempt {plan.attempt} by {plan.worker} in {self.cwd}")
-        if not self.cwd.is_dir():
-            return Ending(Outcome.ENGINE_FAILED, f"cwd {self.cwd} does not exist on this machine")
+        missing = self._no_cwd()
+        if missing is not None:
+            return missing
         budget_left = None
         if manifest.budget and manifest.budget.wall:
             budget_left = manifest.budget.wall - plan.wall_used
@@ -297,7 +302,7 @@ class Attempt:
                           "which is not installed on this machine")
         return Launch(spec=spec, argv=argv, program=program, text=prompt.text,
                       session=prompt.session, resumed=prompt.resumed, spent=spent,
-                      window=Window(limit=limit, deadline=self.started + limit, mark=new_mark()))
+                      window=_window(self.started, limit, self.files.mark))
 
     def _run_engine(self, launch: Launch) -> tuple[proc.StreamResult, Meter]:
         """The engine, run to its end; its usage, leftovers and work kept in the log and `engine_run`."""
@@ -314,7 +319,6 @@ class Attempt:
         reader = reader_for(spec.usage) if spec.usage else None
         meter = Meter(reader, launch.spent, self.config, launch.resumed,
                       live=self.files.live_usage, clock=self.clock)
-        _write_text(self.files.mark, launch.window.mark)
         ran = proc.run_streaming(launch.argv, cwd=self.cwd, env=self.env, sink=log.write,
                                  deadline=launch.window.deadline, stop=self.stop,
                                  grace=self.config.kill_grace, clock=self.clock,
@@ -453,6 +457,14 @@ def _show_argv(argv: list[str], spec: EngineSpec) -> str:
     for part in argv:
         shown.append("<prompt>" if len(part) > 80 and spec.input == "prompt" else part)
     return " ".join(shown)
+
+
+def _window(started: float, limit: float, mark_file: Path) -> Window:
+    """`limit` seconds from `started` for the attempt's processes, and the mark each carries,
+    kept in `mark_file` for the tool kill."""
+    window = Window(limit=limit, deadline=started + limit, mark=new_mark())
+    _write_text(mark_file, window.mark)
+    return window
 
 
 def _write_text(path: Path, text: str) -> None:
