@@ -164,12 +164,17 @@ class Clone:
         """queue/'s entries but queue/archive (a year of jobs: a move into it half-made shows in
         the folder it left), on disk or in HEAD, each a pathspec of its own. Named, git looks
         only at their part of the index; an exclusion has it match every path of the archive."""
-        names = set(filter(None, self._git("ls-tree", "--name-only", "-z", "HEAD", "queue/",
-                                           check=False).stdout.split("\0")))
+        names = self._in_head("queue/") or set()
         with contextlib.suppress(OSError), os.scandir(self.root / "queue") as entries:
             names |= {f"queue/{entry.name}" for entry in entries}
         names.discard("queue/archive")
         return sorted(f":(literal){name}" for name in names) or ["queue"]
+
+    def _in_head(self, folder: str) -> set[str] | None:
+        """The paths HEAD's tree holds directly in `folder` (given with its "/"), read from the
+        tree, not the index; None when git cannot say (no HEAD yet)."""
+        listed = self._git("ls-tree", "--name-only", "-z", "HEAD", folder, check=False)
+        return set(filter(None, listed.stdout.split("\0"))) if listed.returncode == 0 else None
 
     def untracked_inbox_jobs(self) -> dict[Path, bytes]:
         """Job files in queue/inbox that git does not track: dropped there by a person."""
@@ -181,9 +186,8 @@ class Clone:
         with contextlib.suppress(OSError), os.scandir(inbox) as entries:
             on_disk = {entry.name for entry in entries if entry.name.endswith(".md")}
             # most of the time there are none: HEAD's inbox (a tree, not the whole index) says so
-            listed = self._git("ls-tree", "--name-only", "-z", "HEAD", "queue/inbox/", check=False)
-            if listed.returncode == 0 and not on_disk - {
-                    name.rsplit("/", 1)[-1] for name in listed.stdout.split("\0") if name}:
+            listed = self._in_head("queue/inbox/")
+            if listed is not None and not on_disk - {name.rsplit("/", 1)[-1] for name in listed}:
                 return {}
         done = self._git("ls-files", "-z", "--others", "--exclude-standard", "--", "queue/inbox",
                          check=False)

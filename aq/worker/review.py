@@ -69,9 +69,8 @@ class Reviewer:
 
     def _verdict(self, cwd: Path, branch: str | None) -> Verdict | str | None:
         """The verdict on this attempt's work once its review is settled; why there is none when
-        the review job failed (its engine did, or it was canceled); None
-        while it is asked for (made now if there is none, tried again next time if that fails)
-        or runs."""
+        the review job failed (its engine did, or it was canceled); None while it is asked for
+        (made now if there is none, tried again next time if that fails) or runs."""
         queue = Queue(self.queue_root)
         found = [job for job in queue.snapshot().jobs
                  if reviewed_attempt(job.manifest, self.job_id) == self.work]
