@@ -6,13 +6,15 @@ a failed beat is tried again a tick later, or (holding no lease) a TTL passed, o
 passed and a worker started, stopped or changed what it can do. A worker that stops ticking (killed, paused) drops out of
 the beat: its leases are not renewed by its siblings, so they expire as they would alone.
 
-A commit of the queue's branch renews leases too: a worker's commit names the machine's leases
-in a trailer (`Aq-Leases: <machine> <token>...`), and once its push lands each is renewed as a
-beat would renew it (observers count it when they see the commit). While a machine's own
-claims and results keep landing, its beat is due only once a TTL, as if it held no lease (so
-that `aq workers`, the offline alert and the push budget still see it), not twice. Only while
-every machine of the fleet says in its beat that it reads trailers (READS): an older aq that
-does not would take a job back whose lease only commits renewed.
+A commit of the queue's branch renews leases too: a worker's commit names its machine and the
+machine's leases in a trailer (`Aq-Leases: <machine> <token>...`), and once its push lands each
+is renewed as a beat would renew it (observers count it when they see the commit). The commit
+also shows the machine alive, as a beat does, to `aq workers`, the offline alert and the push
+budget's count of machines: while a machine's own claims and results keep landing it need not
+beat at all, but when a worker of it starts or stops (an interval after its last beat, to be
+said). Only while every machine of the fleet says in its beat that it reads trailers (LEASES:
+as renewals; ALIVE: as signs of life): an older aq that does not would take a job back whose
+lease only commits renewed, or count the machine gone.
 
 Times are the machine's monotonic clock, valid within one boot (the file says which).
 """
@@ -35,7 +37,9 @@ FRESH_TICKS = 3  # a worker silent for this many ticks is left out of the beat
 LOCK_WAIT = 1.0  # seconds a tick waits for a sibling's beat; longer: this tick beats nothing
 RENEWAL_WAIT = 0.2  # seconds a landed commit's renewal waits for the file; longer: not noted
 TRAILER = "Aq-Leases:"  # a commit's line naming the leases its machine held when it was made
-READS = "aq-leases"  # said in a beat's `reads`: this machine counts the trailers as renewals
+LEASES = "aq-leases"  # said in a beat's `reads`: this machine counts trailers as renewals
+ALIVE = "aq-alive"  # ... and as signs of its machine's life (as `aq workers` sees it)
+READS = (LEASES, ALIVE)
 
 
 def machine_id(root: Path) -> str:
@@ -95,10 +99,11 @@ class MachineBeat:
 
     def tick(self, me: Me, now: float, timing: Timing,
              push: Callable[[dict[str, Any]], bool], wall: str, *, force: bool = False,
-             commits: bool = False) -> Tick:
+             commits: bool = False, alive: bool = False) -> Tick:
         """Note `me`, and push the machine's beat if it is due (or `force`d: a worker that
         stops says so at once) with `push` (payload -> landed; it may add to the payload).
-        `commits`: every machine reads trailers, so a landed commit's renewal counts."""
+        `commits`: every machine reads trailers, so a landed commit's renewal counts; `alive`:
+        it counts as a sign of the machine's life too, so no beat is due for that alone."""
         from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +120,7 @@ class MachineBeat:
                 pushed = landed = False
                 # the last worker of the machine to stop says so at once: no one else will
                 last_out = goodbye(payload)
-                if force or last_out or self._due(data, payload, now, timing, commits):
+                if force or last_out or self._due(data, payload, now, timing, commits, alive):
                     pushed = True
                     data["attempted"] = now
                     landed = push(payload)
@@ -148,8 +153,8 @@ class MachineBeat:
                          for token in entry["tokens"])
 
     def renewed(self, tokens: frozenset[str], at: float) -> None:
-        """`tokens` were renewed at `at` (a landed push of commits whose trailer named them
-        left then): the machine's beat is due an interval later for them, not before."""
+        """A landed push of the machine's commits left at `at`: their trailers renewed `tokens`
+        and showed the machine alive. Its beat is due an interval later for them, not before."""
         from filelock import FileLock, Timeout
 
         # under the queue lock: a sibling's beat push holding the file is not waited out (the
@@ -158,6 +163,7 @@ class MachineBeat:
                                                     timeout=RENEWAL_WAIT):
             data = self._load()
             _renew(data, tokens, at, table="by_commits")
+            data["proved"] = max(at, float(data.get("proved", at)))
             self._save(data)
 
     def _load(self) -> dict[str, Any]:
@@ -189,7 +195,7 @@ class MachineBeat:
                  wall: str) -> dict[str, Any]:
         tokens = sorted({str(token) for entry in fresh.values() for token in entry["tokens"]})
         return {"machine": self.machine, "host": socket.gethostname(), "wall": wall,
-                "seq": int(data.get("seq", 0)) + 1, "tokens": tokens, "reads": [READS],
+                "seq": int(data.get("seq", 0)) + 1, "tokens": tokens, "reads": list(READS),
                 "workers": {name: {"pid": entry["pid"], "tokens": entry["tokens"],
                                    "capabilities": entry["capabilities"],
                                    "retiring": entry["retiring"]}
@@ -197,25 +203,28 @@ class MachineBeat:
 
     @staticmethod
     def _due(data: Mapping[str, Any], payload: Mapping[str, Any], now: float,
-             timing: Timing, commits: bool) -> bool:
+             timing: Timing, commits: bool, alive: bool) -> bool:
         landed, attempted = data.get("landed"), data.get("attempted")
         if attempted is not None and now - float(attempted) < timing.tick:
             return False  # a sibling just beat (or tried): at most one push a tick
         if landed is None:
             return True
         since = now - float(landed)
+        # the machine's last sign of life the fleet sees: its last beat, or (`alive`) its last
+        # commit that landed; past a TTL it is due, as a machine's holding nothing, to be seen
+        proved = float(data.get("proved", landed)) if alive else float(landed)
+        unseen = now - max(float(landed), proved) >= timing.idle
+        # a worker started or stopped: said with the next beat, at most one an interval (each
+        # beat is a push a forge counts)
+        changed = since >= timing.interval and _said(payload) != data.get("said")
         if payload["tokens"]:  # a new lease need not wait: observers count from its claim
             # renewed by a beat (or, `commits`, by a commit that named it), else first noted
             beats, seen = data.get("renewals", {}), data.get("seen", {})
             by_commits = data.get("by_commits", {}) if commits else {}
             oldest = min(_renewed_or_seen(token, beats, by_commits, float(seen.get(token, landed)))
                          for token in payload["tokens"])
-            # and once a TTL whatever its commits renew, as a machine holding nothing: `aq
-            # workers`, the offline alert and the push budget's count of machines go by beats
-            return now - oldest >= timing.interval or since >= timing.idle
-        # a worker started or stopped: said with the next beat, at most one an interval (each
-        # beat is a push a forge counts)
-        return since >= timing.idle or (since >= timing.interval and _said(payload) != data.get("said"))
+            return now - oldest >= timing.interval or unseen or changed
+        return unseen or changed
 
 
 def _fresh(entry: Any, now: float, timing: Timing) -> bool:
@@ -250,13 +259,15 @@ def trailer(machine: str, tokens: Iterable[str]) -> str:
     return f"{TRAILER} {machine} {' '.join(sorted(tokens))}"
 
 
-def trailer_leases(message: str) -> list[str]:
-    """The leases a commit's message renews: its trailer lines, in one of aq's own commits
-    (its subject starts `aq:`); a person's commit that quotes one renews nothing."""
+def trailers(message: str) -> list[tuple[str, list[str]]]:
+    """The machines a commit's message shows alive, each with the leases it renews: its trailer
+    lines, in one of aq's own commits (its subject starts `aq:`); a person's commit that quotes
+    one shows nothing."""
     if not message.startswith("aq:"):
         return []
-    return [token for line in message.splitlines() if line.startswith(TRAILER)
-            for token in line[len(TRAILER):].split()[1:]]
+    named = [line[len(TRAILER):].split() for line in message.splitlines()
+             if line.startswith(TRAILER)]
+    return [(words[0], words[1:]) for words in named if words]
 
 
 def goodbye(payload: Mapping[str, Any]) -> bool:

@@ -25,6 +25,7 @@ class Local:
         # a worker's: the line its commits end with to renew its machine's leases, and those
         self.trailer: Callable[[], tuple[str, frozenset[str]]] | None = None
         self.carried: set[str] = set()  # leases named by the commits made since `carry_anew`
+        self.signed = False  # a commit made since `carry_anew` carries the trailer
 
     @contextmanager
     def lock(self, timeout: float = 120.0) -> Iterator[None]:
@@ -78,15 +79,17 @@ class Local:
 
         paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
         line, tokens = self.trailer() if self.trailer is not None else ("", frozenset())
-        if tokens:
+        if line:  # naming no lease, it still shows the machine alive
             message = f"{message}\n\n{line}"
         if gitops.commit_paths(self.layout.root, paths, message, identity, exact=touched is not None):
             self.commits += 1
             self.carried |= tokens
+            self.signed = self.signed or bool(line)
 
     def carry_anew(self) -> None:
         """Forget the leases named so far: the commits that named them are gone or pushed."""
         self.carried.clear()
+        self.signed = False
 
     @cached_property
     def identity(self) -> list[str] | None:

@@ -57,7 +57,8 @@ class Pacer:
     def __init__(self, state_dir: Path, budget: PushBudget | None, *, boot: str, machine: str,
                  lease_ttl: float, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 utc: Callable[[], datetime] | None = None) -> None:
+                 utc: Callable[[], datetime] | None = None,
+                 signs: Callable[[float], Mapping[str, float]] | None = None) -> None:
         self.path = state_dir / "pushes.json"
         self.machine = machine
         self.budget = budget
@@ -66,13 +67,18 @@ class Pacer:
         self.monotonic = monotonic
         self.sleep = sleep
         self.utc = utc or (lambda: datetime.now(UTC))
+        # machine -> seconds since one of its commits was seen land (on `monotonic`): a machine
+        # whose commits keep landing may not beat at all
+        self.signs = signs
 
     def machines(self, beats: Iterable[Mapping[str, Any]]) -> int:
         """The machines sharing the budget: this one, and each other whose heartbeat (`beats`:
-        their payloads, as last fetched) was written in the last three lease TTLs, or in the
-        last window if all its workers stopped (their pushes stay in the remote's window). By
-        each machine's own clock: a budget is no lease, a guess will do."""
+        their payloads, as last fetched) was written, or one of whose commits was seen land, in
+        the last three lease TTLs, or in the last window if all its workers stopped (their
+        pushes stay in the remote's window). A beat's age by its machine's own clock: a budget
+        is no lease, a guess will do."""
         now, others = self.utc(), 0
+        signs = self.signs(self.monotonic()) if self.signs is not None else {}
         for beat in beats:
             workers = beat.get("workers")
             if not isinstance(workers, dict) or beat.get("machine") == self.machine:
@@ -83,6 +89,7 @@ class Pacer:
                 age = (now - parse_iso(str(beat.get("wall")))).total_seconds()
             except (ValueError, TypeError):
                 continue
+            age = min(age, signs.get(str(beat.get("machine")), age))
             if stopped:
                 others += self.budget is not None and age <= self.budget.per + MARGIN
             else:

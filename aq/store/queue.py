@@ -148,7 +148,8 @@ class Queue:
         if origin is None:
             return None
         pacer = Pacer(self.state_dir, self.config.push_budget, boot=LeaseObserver.boot_id(),
-                      machine=machine_id(self.root), lease_ttl=self.config.lease_ttl)
+                      machine=machine_id(self.root), lease_ttl=self.config.lease_ttl,
+                      signs=LeaseObserver(self.state_dir / "leases.json").alive)
         return Remote(self.root, origin.name, origin.branch, pacer)
 
     def transact(self, change: Callable[[Tx], T], message: str,

@@ -140,7 +140,7 @@ class Replica:
         if landed:
             self.unpushed.clear()
             self.refusals = 0
-            if renew is not None and self.local.carried:
+            if renew is not None and self.local.signed:
                 renew(frozenset(self.local.carried))
             return Delivery.LANDED
         if landed is None:

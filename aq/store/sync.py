@@ -25,7 +25,7 @@ from typing import Any
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
-from aq.store.beats import READS, goodbye, trailer_leases, worker_beats
+from aq.store.beats import READS, goodbye, trailers, worker_beats
 from aq.store.layout import Layout
 from aq.store.origin import find_origin
 from aq.store.pacer import Pacer
@@ -173,13 +173,14 @@ class Remote:
             valid.append(None)
         return valid[0], valid[1]
 
-    def named_leases(self, since: str, tip: str) -> list[str] | None:
-        """The leases the commits after `since` up to `tip` renew (their trailers, see
-        aq.store.beats); None when git cannot say (`since` is not known here)."""
+    def trailers(self, since: str, tip: str) -> list[tuple[str, list[str]]] | None:
+        """The machines the commits after `since` up to `tip` show alive, each with the leases
+        it renews (their trailers, see aq.store.beats); None when git cannot say (`since` is
+        not known here)."""
         done = self._git("log", "--format=%x00%B", f"{since}..{tip}", check=False)
         if done.returncode != 0:
             return None
-        return [token for message in done.stdout.split("\0") for token in trailer_leases(message)]
+        return [named for message in done.stdout.split("\0") for named in trailers(message)]
 
     def is_ancestor(self, commit: str, of: str) -> bool:
         return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
@@ -325,18 +326,21 @@ class LeaseObserver:
         # which commits those are is unknown (no last look at the branch, git cannot say), the
         # watch starts again: whatever was renewed meanwhile gets a full TTL to be seen
         tip, last_tip = remote.tip(), data.get("tip")
-        named: list[str] | None = []
+        named: list[tuple[str, list[str]]] | None = []
         if tip is not None and tip != last_tip:
-            named = remote.named_leases(last_tip, tip) if isinstance(last_tip, str) else None
+            named = remote.trailers(last_tip, tip) if isinstance(last_tip, str) else None
         seen = data.get("watch")
         watch = watch_after(Watch(*seen) if isinstance(seen, list) and len(seen) == 2 else None,
                             now, dark=bool(data.get("dark")) or named is None, gap=gap)
         data["watch"], data["dark"], data["tip"] = [watch.since, watch.last], False, tip
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
-        for token in named or ():
-            renewed[token] = now
-            confirmed.add(token)
+        alive = data.setdefault("alive", {})  # machine -> when a commit of it was seen landed
+        for machine, tokens in named or ():
+            alive[machine] = now
+            for token in tokens:
+                renewed[token] = now
+                confirmed.add(token)
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
@@ -355,22 +359,29 @@ class LeaseObserver:
         data["renewed"] = {t: v for t, v in renewed.items() if t in building}
         data["first"] = {t: v for t, v in first.items() if t in building}
         data["confirmed"] = sorted(t for t in confirmed if t in building)
+        beating = {payload.get("machine") for payload in data["payloads"].values()}
+        data["alive"] = {machine: at for machine, at in alive.items() if machine in beating}
         self._save(data)
         return silent, confirmed & set(building)
 
-    def all_read_trailers(self, now: float, within: float) -> bool:
-        """Whether every machine whose beat this machine saw change (or appear) within `within`
-        seconds says it counts commit trailers as renewals (aq.store.beats.READS); False before
-        a first look. Until then a landed commit renews no lease in the holder's own count."""
+    def fleet_reads(self, now: float, within: float) -> frozenset[str]:
+        """What every machine whose beat this machine saw change (or appear) within `within`
+        seconds says it reads of commit trailers (aq.store.beats.READS); nothing before a first
+        look. Until all read them, a landed commit renews no lease in the holder's own count
+        (LEASES), and spares no beat (ALIVE)."""
         data = self._load()
         if not isinstance(data.get("watch"), list):
-            return False
+            return frozenset()
+        reads = set(READS)
         for ref, seen in data["workers"].items():
-            recent = isinstance(seen, list) and len(seen) > 1 and now - float(seen[1]) <= within
-            reads = data["payloads"].get(ref, {}).get("reads")
-            if recent and not (isinstance(reads, list) and READS in reads):
-                return False
-        return True
+            if isinstance(seen, list) and len(seen) > 1 and now - float(seen[1]) <= within:
+                said = data["payloads"].get(ref, {}).get("reads")
+                reads &= set(said) if isinstance(said, list) else set()
+        return frozenset(reads)
+
+    def alive(self, now: float) -> dict[str, float]:
+        """machine -> seconds since this machine saw a commit of it land (its trailer)."""
+        return {str(machine): now - float(at) for machine, at in self._load().get("alive", {}).items()}
 
     def retry_waits(self, now: float, pending: Mapping[str, float]) -> dict[str, float]:
         """Seconds each retry still waits on this machine's own clock, counted from the first
@@ -387,18 +398,25 @@ class LeaseObserver:
         return {key: max(0.0, backoff - (now - first[key])) for key, backoff in pending.items()}
 
     def seen_changing(self) -> set[str]:
-        """The workers whose heartbeat this machine has seen change, not only appear: for the
-        others, how long ago they beat is known only from the beat itself."""
+        """The workers whose heartbeat this machine has seen change, not only appear, or whose
+        machine's commit it saw land: for the others, how long ago they beat is known only from
+        the beat itself."""
         data = self._load()
-        return {worker for ref, seen in data["workers"].items() if len(seen) > 2 and seen[2]
-                for worker in worker_beats(ref, data["payloads"].get(ref, {}))}
+        alive = data.get("alive", {})
+        return {worker for ref, seen in data["workers"].items()
+                for worker, said in worker_beats(ref, data["payloads"].get(ref, {})).items()
+                if (len(seen) > 2 and seen[2]) or said.get("machine") in alive}
 
     def workers(self, now: float) -> dict[str, tuple[float | None, dict[str, Any]]]:
-        """worker id -> (seconds since its heartbeat last changed as seen here, what its last
-        beat said of it): a machine's beat speaks for each of its workers."""
+        """worker id -> (seconds since its last sign of life as seen here: its heartbeat
+        changing, or a commit of its machine landing; what its last beat said of it): a
+        machine's beat speaks for each of its workers, and its commits for all of them."""
         data = self._load()
+        alive = data.get("alive", {})
         found = {}
         for ref, seen in data["workers"].items():
             for worker, said in worker_beats(ref, data["payloads"].get(ref, {})).items():
-                found[worker] = (now - float(seen[1]) if seen else None, said)
+                signs = [float(at) for at in (seen[1] if seen else None,
+                                              alive.get(said.get("machine"))) if at is not None]
+                found[worker] = (now - max(signs) if signs else None, said)
         return found

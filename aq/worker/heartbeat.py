@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from aq.core.events import iso
 from aq.core.leases import unrenewed
-from aq.store.beats import MachineBeat, Me, Timing, machine_id, trailer
+from aq.store.beats import ALIVE, LEASES, MachineBeat, Me, Timing, machine_id, trailer
 from aq.store.sync import LeaseObserver
 from aq.worker.context import WorkerContext
 
@@ -89,12 +89,13 @@ class Heartbeat:
             return remote.heartbeat(self.machine.machine, payload, timeout=timeout,
                                     identity=ctx.queue.identity or ())
 
-        # a landed commit renews a lease only where every machine counts it so (an older aq
-        # does not): it is seen within three TTLs of its last beat change
-        commits = LeaseObserver(ctx.queue.state_dir / "leases.json").all_read_trailers(
+        # a landed commit renews a lease, or shows the machine alive, only where every machine
+        # counts it so (an older aq does not): it is seen within three TTLs of its last beat
+        reads = LeaseObserver(ctx.queue.state_dir / "leases.json").fleet_reads(
             started, 3 * ctx.options.lease_ttl)
+        commits = LEASES in reads
         tick = self.machine.tick(me, started, self.timing, push, iso(ctx.now()), force=force,
-                                 commits=commits)
+                                 commits=commits, alive=commits and ALIVE in reads)
         # silence before this beat counts even if it renewed: a pause (SIGSTOP, a suspended
         # laptop) between renewals may have let observers expire the lease
         self.lose_silent_leases(renewed_before, started)

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,19 +77,24 @@ def test_eight_workers_on_two_machines_push_heartbeats_per_machine(fleet: Fleet)
             fleet.kill(worker)
 
 
+def said(fleet: Fleet, ref: str) -> dict[str, Any]:
+    """What a machine's last beat says."""
+    payload: dict[str, Any] = json.loads(git(fleet.bare, "log", "-1", "--format=%s", ref))
+    return payload
+
+
 def said_beats(fleet: Fleet, ref: str) -> int:
     """The heartbeats a machine's last beat says it pushed."""
-    said = json.loads(git(fleet.bare, "log", "-1", "--format=%s", ref))
-    return int(said["pushes"]["heartbeats"])
+    return int(said(fleet, ref)["pushes"]["heartbeats"])
 
 
 def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbeats(
         fleet: Fleet) -> None:
     """Machine A holds a long job while a sibling worker there lands a claim or result every
-    moment: their commits name A's leases, so A beats once a TTL (to be seen, as a machine
-    holding none), not twice, and machine B's worker, watching, never takes the long job back.
-    Once the holder is killed -9, the sibling's commits stop naming its lease: it expires, and
-    the job is taken back."""
+    moment: their commits name A and its leases, so A does not beat at all, and machine B's
+    worker, watching, never takes the long job back, nor does B see A silent (`aq workers`, the
+    offline alert). Once the holder is killed -9, the sibling's commits stop naming its lease:
+    it expires, and the job is taken back."""
     ttl = 8.0  # heartbeats due every 4 s; the busy worker lands a commit well within that
     log, go = fleet.base / "pushes", fleet.base / "go"
     hook = fleet.bare / "hooks" / "pre-receive"
@@ -108,16 +114,25 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
         fleet.start(a, *run, "--worker", "busy", "--cap", "lane:a", name="busy")
         fleet.start(b, *run, "--worker", "watcher", "--cap", "lane:long", name="watcher")
         wait_for(lambda: len(fleet.events("quick-005", "finished")) > 0, 60, "quick jobs landing")
+        # the busy worker's start is said by a beat (an interval after the one before)
+        wait_for(lambda: "busy" in said(fleet, ref_a)["workers"], 60, "A's beat naming busy")
         before = beats(log, ref_a)
         time.sleep(3 * ttl)  # a window of time is what is measured here, not waited out
         during = beats(log, ref_a) - before
         finished = sum(1 for n in range(400) if fleet.events(f"quick-{n:03d}", "finished"))
-        # without commits renewing the lease: six beats in three TTLs (one every half TTL); with
-        # them, three (one a TTL), or four at the window's edges or should the machine be so
-        # loaded that the busy worker once takes longer than half a TTL
-        assert during <= 4, (during, finished)
+        # without commits showing A alive: three beats in three TTLs (one a TTL); without them
+        # renewing its lease either, six; with both, none, or one should the machine be so
+        # loaded that the busy worker once takes longer than half a TTL to land a commit
+        assert during <= 1, (during, finished)
         assert fleet.stage("long") == "building"
         assert [e["by"] for e in fleet.events("long", "claimed")] == ["holder"]
+        # B sees A's workers alive by their commits, with no beat of A for three TTLs
+        shown = fleet.aq(b, "workers", "--json")
+        assert shown.returncode == 0, shown.stderr
+        ages = {row["worker"]: row["heartbeat_age"] for row in json.loads(shown.stdout)}
+        assert ages["holder"] < ttl and ages["busy"] < ttl, ages
+        alerts = fleet.aq(b, "alerts", "--json")
+        assert "machine_offline" not in alerts.stdout, alerts.stdout
 
         token = fleet.events("long", "claimed")[0]["token"]
         assert token in git(fleet.bare, "log", "-3", "--format=%B", "main")  # named till now

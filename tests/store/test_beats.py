@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from aq.store.beats import MachineBeat, Me, Timing, trailer, trailer_leases, worker_beats
+from aq.store.beats import MachineBeat, Me, Timing, trailer, trailers, worker_beats
 
 TIMING = Timing(interval=50.0, tick=5.0, idle=100.0)  # a lease TTL of 100s
 PID = os.getpid()  # a live process the workers can claim to be
@@ -139,20 +139,46 @@ def test_a_machine_whose_commits_keep_landing_beats_once_a_ttl(tmp_path: Path) -
     assert tick.renewed(["t1"], commits=True) == 170.0
 
 
-def test_a_commit_renews_only_the_leases_it_named(tmp_path: Path) -> None:
-    """A lease the commit did not name (taken after it was made) is renewed by the beat, an
-    interval after the beat before, whatever commits landed."""
+def test_a_machine_whose_commits_keep_landing_need_not_beat_at_all(tmp_path: Path) -> None:
+    """Where every machine counts a commit as a sign of life too (`alive`), a machine whose
+    commits keep landing does not beat for the TTL; once they stop it beats an interval after
+    the last. A worker starting meanwhile is said an interval after the last beat."""
     beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
-    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall", commits=True)
-    beat.tick(me("w2", "t2"), 1.0, TIMING, remote, "wall", commits=True)  # a new lease: no beat for it yet
-    beat.renewed(frozenset({"t1"}), 30.0)
-    beat.tick(me("w1", "t1"), 45.0, TIMING, remote, "wall", commits=True)
-    tick = beat.tick(me("w2", "t2"), 49.0, TIMING, remote, "wall", commits=True)
-    assert (len(remote.beats), tick.renewed(["t1"], commits=True), tick.renewed(["t2"], commits=True)) == (1, 30.0, None)
-    beat.tick(me("w2", "t2"), 50.0, TIMING, remote, "wall", commits=True)  # t2: noted at 1, not due yet
-    assert len(remote.beats) == 1
-    beat.tick(me("w2", "t2"), 51.0, TIMING, remote, "wall", commits=True)  # due for t2: an interval on
-    assert len(remote.beats) == 2 and remote.beats[-1]["tokens"] == ["t1", "t2"]
+    beat.tick(me("w1", "t1"), 0.0, TIMING, remote, "wall", commits=True, alive=True)
+    for second in range(5, 400, 5):
+        if second % 20 == 0 and second <= 320:  # a claim or result of the machine lands
+            beat.renewed(beat.leases(float(second), TIMING), float(second))
+        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall", commits=True, alive=True)
+        if second == 200:  # a second worker starts: said at 50 after the last beat (at 0)
+            beat.tick(me("w2"), 200.5, TIMING, remote, "wall", commits=True, alive=True)
+        if second > 200:
+            beat.tick(me("w2"), second + 0.5, TIMING, remote, "wall", commits=True, alive=True)
+    # at 0; at 200.5, to say w2; at 370, an interval after the last commit (at 320)
+    assert [b["seq"] for b in remote.beats] == [1, 2, 3]
+    assert sorted(remote.beats[1]["workers"]) == ["w1", "w2"]
+    # a machine holding no lease is seen by its commits alike: its beat waits a TTL from the last
+    idle, quiet = MachineBeat(tmp_path / "idle", "box-2", "boot"), Remote()
+    for second in range(0, 300, 5):
+        if second in (60, 140):
+            idle.renewed(frozenset(), float(second))
+        idle.tick(me("w3"), float(second), TIMING, quiet, "wall", commits=True, alive=True)
+    assert len(quiet.beats) == 2  # at 0 and 240 (without `alive`: at 0, 100 and 200)
+
+
+def test_a_commit_renews_only_the_leases_it_named(tmp_path: Path) -> None:
+    """A lease the commit did not name (taken after it was made) is renewed by a beat, an
+    interval after the machine first noted it, whatever commits landed."""
+    beat, remote = MachineBeat(tmp_path, "box-1", "boot"), Remote()
+    for second in range(0, 115, 5):
+        if second == 90:
+            beat.renewed(frozenset({"t1"}), 90.0)  # made before w2 took t2
+        beat.tick(me("w1", "t1"), float(second), TIMING, remote, "wall", commits=True)
+        held = ("t2",) if second >= 60 else ()  # noted at 61
+        tick = beat.tick(me("w2", *held), second + 1.0, TIMING, remote, "wall", commits=True)
+        if second == 105:
+            assert (len(remote.beats), tick.renewed(["t1"], commits=True),
+                    tick.renewed(["t2"], commits=True)) == (2, 90.0, None)  # at 0 and 50
+    assert len(remote.beats) == 3 and remote.beats[-1]["tokens"] == ["t1", "t2"]  # at 111
 
 
 def test_while_a_machine_of_the_fleet_reads_no_trailers_commits_spare_no_beat(
@@ -168,7 +194,7 @@ def test_while_a_machine_of_the_fleet_reads_no_trailers_commits_spare_no_beat(
     assert len(remote.beats) == 4  # at 0, 50, 100 and 150, as with no commit at all
     assert tick.renewed(["t1"], commits=False) == 150.0
     assert tick.renewed(["t1"], commits=True) == 180.0
-    assert all(b["reads"] == ["aq-leases"] for b in remote.beats)  # each beat says it reads them
+    assert all(b["reads"] == ["aq-leases", "aq-alive"] for b in remote.beats)  # each says it reads them
 
 
 def test_the_leases_a_commit_names_are_those_of_live_fresh_workers(tmp_path: Path) -> None:
@@ -189,6 +215,7 @@ def test_a_trailer_names_the_machine_and_its_leases() -> None:
     line = trailer("box-1", {"2.w.bb", "1.w.aa"})
     assert line == "Aq-Leases: box-1 1.w.aa 2.w.bb"
     message = f"aq: claim job by w1\n\n{line}\n\naq: finish other\n\n{trailer('box-2', ['3.x.cc'])}"
-    assert trailer_leases(message) == ["1.w.aa", "2.w.bb", "3.x.cc"]
-    assert trailer_leases("aq: claim job by w1\n") == []
-    assert trailer_leases(f"Fix the docs\n\n{line}\n") == []  # a person's commit quoting one
+    assert trailers(message) == [("box-1", ["1.w.aa", "2.w.bb"]), ("box-2", ["3.x.cc"])]
+    assert trailers("aq: claim job by w1\n") == []
+    assert trailers(f"aq: finish job\n\n{trailer('box-3', [])}") == [("box-3", [])]  # alive
+    assert trailers(f"Fix the docs\n\n{line}\n") == []  # a person's commit quoting one

@@ -148,7 +148,7 @@ def test_every_push_is_counted_since_the_clone_began(tmp_path: Path) -> None:
     assert again.counts()["pushes"] == 3 and again.counts()["since"] == iso(NOW)
 
 
-def test_the_machines_sharing_the_budget_are_those_seen_beating_lately(tmp_path: Path) -> None:
+def test_the_machines_sharing_the_budget_are_those_seen_beating_or_committing_lately(tmp_path: Path) -> None:
     paced = pacer(tmp_path, Clock())
 
     def beat(machine: str, age: float, retiring: bool = False) -> dict[str, object]:
@@ -161,6 +161,14 @@ def test_the_machines_sharing_the_budget_are_those_seen_beating_lately(tmp_path:
     # me, a and b (within three TTLs of 30s), and one that stopped within the window of 10s:
     # its last pushes are still counted by the remote
     assert paced.machines(beats) == 4
+    # a machine whose commits keep landing need not beat: seen land 50s ago (on this machine's
+    # clock, 100s now), "gone" is counted; one seen long ago, or with no beat at all, is not
+    clock = Clock()
+    signs = {"gone": 50.0, "b": 500.0, "no-beat": 1.0}
+    paced = Pacer(tmp_path, SIX_A_10S, boot="b", machine="me-1", lease_ttl=30.0, monotonic=clock,
+                  sleep=clock.sleep, utc=lambda: NOW,
+                  signs=lambda now: {m: age + clock.now - now for m, age in signs.items()})
+    assert paced.machines(beats) == 5
 
 
 @pytest.mark.parametrize(("value", "says"), [

@@ -66,4 +66,4 @@ def test_a_fresh_clone_ages_a_long_stopped_worker_by_its_heartbeat_not_by_first_
         assert row["worker"] == "old-worker" and row["age_from"] == "its clock"
         assert 3 * 3600 - 60 < row["heartbeat_age"] < 3 * 3600 + 600
         text = fleet.aq(second, "workers").stdout
-        assert "heartbeat 3h ago (its clock)" in text and "(stopped)" in text
+        assert "seen 3h ago (its clock)" in text and "(stopped)" in text

@@ -327,23 +327,63 @@ def test_a_landed_commit_whose_trailer_names_a_lease_renews_it(fleet: Fleet, tmp
 def test_commits_renew_in_a_holders_count_only_once_every_machine_says_it_reads_them(
         fleet: Fleet, tmp_path: Path) -> None:
     """A machine whose beat (seen within the window) does not say it reads trailers (an older
-    aq) keeps every holder beating as before; one long silent does not."""
+    aq) keeps every holder beating as before; one long silent does not. One that reads them as
+    renewals but not as signs of life keeps every machine beating once a TTL."""
     a, b = fleet.clones
     holder, observer_remote = remote_of(a), remote_of(b)
     observer = LeaseObserver(tmp_path / "leases.json")
-    assert not observer.all_read_trailers(100.0, 30.0)  # before a first look: no
+    assert observer.fleet_reads(100.0, 30.0) == frozenset()  # before a first look: nothing
 
     def look(now: float) -> None:
         assert observer_remote.fetch()
         observer.observe(observer_remote, now, {})
 
-    assert holder.heartbeat("new-box", {"seq": 1, "tokens": [], "reads": ["aq-leases"]})
+    both = {"aq-leases", "aq-alive"}
+    assert holder.heartbeat("new-box", {"seq": 1, "tokens": [], "reads": sorted(both)})
     look(100.0)
-    assert observer.all_read_trailers(101.0, 30.0)
+    assert observer.fleet_reads(101.0, 30.0) == both
     assert holder.heartbeat("old-box", {"seq": 1, "tokens": []})  # an aq before trailers
+    look(105.0)
+    assert observer.fleet_reads(106.0, 30.0) == frozenset()
+    assert holder.heartbeat("mid-box", {"seq": 1, "tokens": [], "reads": ["aq-leases"]})
     look(110.0)
-    assert not observer.all_read_trailers(111.0, 30.0)
-    assert observer.all_read_trailers(141.0, 30.0)  # its beat unchanged for the window: gone
+    assert observer.fleet_reads(111.0, 30.0) == frozenset()
+    assert observer.fleet_reads(136.0, 30.0) == {"aq-leases"}  # old-box's beat: out of the window
+    assert observer.fleet_reads(141.0, 30.0) == both
+
+
+def test_a_machines_landed_commit_shows_its_workers_alive(fleet: Fleet, tmp_path: Path) -> None:
+    """What `aq workers`, the offline alert and the push budget see of a machine: the later of
+    its beat changing and one of its commits landing (its trailer, naming a lease or none), on
+    the observer's clock; a person's commit, or another machine's, shows it nothing."""
+    a, b = fleet.clones
+    observer_remote = remote_of(b)
+    observer = LeaseObserver(tmp_path / "leases.json")
+
+    def look(now: float) -> None:
+        assert observer_remote.fetch()
+        observer.observe(observer_remote, now, {})
+
+    def land(message: str, now: float) -> None:
+        commit(a, {f"queue/.events/x-{now:g}.jsonl": "{}\n"}, message)
+        git(a, "push", "-q", "origin", "HEAD:main")
+        look(now)
+
+    beat = {"machine": "box-a", "wall": "2026-12-05T00:00:00Z", "tokens": [],
+            "workers": {"w1": {"pid": 1, "tokens": [], "capabilities": [], "retiring": False}}}
+    assert remote_of(a).heartbeat("box-a", beat)
+    look(100.0)
+    assert observer.workers(110.0)["w1"][0] == pytest.approx(10.0)
+    assert observer.seen_changing() == set()  # appeared only: its age is in the beat
+    land(f"aq: claim x by w1\n\n{trailer('box-a', ['1.w1.aaaaaa'])}", 120.0)
+    land(f"aq: finish x by w1\n\n{trailer('box-a', [])}", 150.0)
+    assert observer.workers(155.0)["w1"][0] == pytest.approx(5.0)
+    assert observer.seen_changing() == {"w1"}
+    assert observer.alive(155.0) == {"box-a": pytest.approx(5.0)}
+    land(f"A person's notes\n\n{trailer('box-a', [])}", 170.0)
+    land(f"aq: claim y by w9\n\n{trailer('box-z', [])}", 171.0)  # a machine with no beat seen
+    assert observer.workers(180.0)["w1"][0] == pytest.approx(30.0)
+    assert observer.alive(180.0) == {"box-a": pytest.approx(30.0)}
 
 
 def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(

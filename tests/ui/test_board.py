@@ -163,7 +163,7 @@ def test_a_building_card_shows_its_holder_and_heartbeat_age(data: BoardData, wid
     assert (card.holder, card.heartbeat_age, card.attempt) == ("w1", 12.0, 2)
     assert (card.profile, card.engine, card.tracker_item) == ("reviewer", "shell", "github:acme/web#12")
     text = board_text(data, width=width, color=False)
-    assert "w1 · 30m · beat 12s ago" in text
+    assert "w1 · 30m · seen 12s ago" in text
     assert "attempt 2" in text
 
 

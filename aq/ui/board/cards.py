@@ -93,7 +93,7 @@ def _running(card: Card, now: datetime | None) -> Text:
     if card.cost_usd is not None:
         parts.append((f"${card.cost_usd:.2f}", ""))
     if card.heartbeat_age is not None:
-        parts.append((f"beat {span(card.heartbeat_age)} ago", "dim"))
+        parts.append((f"seen {span(card.heartbeat_age)} ago", "dim"))
     return joined(parts)
 
 

@@ -35,7 +35,8 @@ def resume(queue: QueueOpt = None) -> None:
 
 
 def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
-    """Workers seen on the remote: heartbeat age on this machine's clock (on the worker's own
+    """Workers seen on the remote: how long ago each was last seen alive (its heartbeat
+    changing, or a commit of its machine landing) on this machine's clock (on the worker's own
     clock until this machine has seen it beat), the jobs they hold."""
     import time
 
@@ -49,7 +50,7 @@ def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     if not rows:
         print("no worker has published a heartbeat to the remote")
     for r in rows:
-        age = "first seen now" if not r.silent_for else f"heartbeat {format_duration(r.silent_for)} ago"
+        age = "first seen now" if not r.silent_for else f"seen {format_duration(r.silent_for)} ago"
         age += " (its clock)" if r.age_from == "its clock" else ""
         held = ", ".join(r.jobs) or "no jobs"
         print(f"{r.worker:<24} {r.host or '?':<16} {age:<24} {held}{'  (stopped)' if r.retiring else ''}")
