@@ -175,16 +175,20 @@ class Queue:
         hooks = self._move_hooks()
         if hooks is not None:  # the moves it makes fire aq.yaml's hooks once committed
             change = hooks.watch(change)
-        with self.lock():
-            if self.remote is None:  # alone: everything in queue/ is committed
-                from aq.store.replica import Delivery, Synced
-
-                synced = Synced(self.local.apply(change, message, describe, exact=False),
-                                Delivery.LOCAL)
-            else:
-                synced = self.replica.transact(self.remote, change, message, describe, replay)
+        def settle(synced: Synced[T]) -> None:  # under the lock, as the transaction ends
             if hooks is not None:
                 _never_failing(lambda: hooks.settle(synced.confirmed))
+
+        if self.remote is not None:  # the lock is taken for each try, let go between them
+            synced = self.replica.transact(self.remote, change, message, describe, replay,
+                                           self.lock, settle)
+        else:
+            from aq.store.replica import Delivery, Synced
+
+            with self.lock():  # alone: everything in queue/ is committed
+                synced = Synced(self.local.apply(change, message, describe, exact=False),
+                                Delivery.LOCAL)
+                settle(synced)
         if hooks is not None:  # with the lock let go: a slow hook holds up no other writer
             _never_failing(hooks.fire)
         return synced

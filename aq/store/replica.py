@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -83,45 +84,65 @@ class Replica:
         self.on_renewal: Callable[[], Callable[[frozenset[str]], None]] | None = None
 
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
-                 describe: Callable[[T], str] | None, replay: Replay[T] | None) -> Synced[T]:
-        """Apply `change` on the remote's tip and push it (under the lock); see Queue.transact_synced."""
+                 describe: Callable[[T], str] | None, replay: Replay[T] | None,
+                 lock: Callable[[], AbstractContextManager[object]],
+                 settle: Callable[[Synced[T]], None] | None = None) -> Synced[T]:
+        """Apply `change` on the remote's tip and push it; see Queue.transact_synced. Each try
+        holds the clone's `lock`; a try that lost a race lets it go before waiting and deciding
+        again, so the clone's other writers are not held up by one transaction's retries.
+        `settle` runs under the lock of the try that ended it."""
         from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
 
-        with self.half_moves.changing() as left_dirty:
-            for attempt in range(PUSH_TRIES):
-                self.local.carry_anew()  # what this try commits is what its push carries
-                replayed = bool(self.unpushed)
-                held = self.held_back()
-                if held and replay is None:
-                    raise RemoteRefused(f"the remote {remote.name!r} refused a push moments ago: "
-                                        "nothing changed; try again in a few minutes")
-                # held back after a refusal: worked on as if offline, sent once the wait is over
-                reachable = not held and self.sync(remote, check_tree=left_dirty and attempt == 0)
-                if not reachable and replay is None:
-                    raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}"
-                                            f"{_said(self.unreachable_said)}: "
-                                            "nothing changed; try again when it answers")
-                commits = self.local.commits
-                result = self.local.apply(change, message, describe, exact=True, online=reachable)
-                if self.local.commits == commits and not (replayed and reachable):  # nothing to push
-                    return self._synced(result, Delivery.LANDED if reachable else Delivery.UNREACHABLE)
-                if not reachable:
-                    self._keep(replay, result)
-                    return self._synced(result, Delivery.UNREACHABLE)
-                delivery = self._pushed(remote, result, replay)
-                if isinstance(delivery, Delivery):
-                    return self._synced(result, delivery)
-                # lost to another machine, refused, or the push never arrived: take our refused
-                # commits off HEAD now. Left there, a next try whose fetch fails would build on
-                # them and find its work "already done" in a commit the remote never took.
-                self._note_kept(_clone(remote).align())
-                if delivery is Push.REFUSED and replay is None:
-                    raise RemoteRefused(f"the remote {remote.name!r} refused the push "
-                                        f"({self.refused_said}): nothing changed; try again later")
-                if delivery is not Push.REFUSED:
-                    _backoff(attempt)  # then decide again on the remote's tip
+        for attempt in range(PUSH_TRIES):
+            with lock(), self.half_moves.changing() as left_dirty:
+                tried = self._try(remote, change, message, describe, replay, left_dirty)
+                if isinstance(tried, Synced):
+                    if settle is not None:
+                        settle(tried)
+                    return tried
+            if tried is not Push.REFUSED:
+                _backoff(attempt)  # then decide again on the remote's tip
         raise RemoteBusy(f"gave up after {PUSH_TRIES} tries: other machines kept pushing first; "
                          "try again")
+
+    def _try(self, remote: Remote, change: Callable[[Tx], T], message: str,
+             describe: Callable[[T], str] | None, replay: Replay[T] | None,
+             left_dirty: bool) -> Synced[T] | Push:
+        """One try, under the lock: where the change is, or why it did not land (REJECTED:
+        lost to another machine, or the push never arrived; REFUSED, with `replay`: kept, and
+        held back from the next try's push)."""
+        from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
+
+        self.local.carry_anew()  # what this try commits is what its push carries
+        replayed = bool(self.unpushed)
+        held = self.held_back()
+        if held and replay is None:
+            raise RemoteRefused(f"the remote {remote.name!r} refused a push moments ago: "
+                                "nothing changed; try again in a few minutes")
+        # held back after a refusal: worked on as if offline, sent once the wait is over
+        reachable = not held and self.sync(remote, check_tree=left_dirty)
+        if not reachable and replay is None:
+            raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}"
+                                    f"{_said(self.unreachable_said)}: "
+                                    "nothing changed; try again when it answers")
+        commits = self.local.commits
+        result = self.local.apply(change, message, describe, exact=True, online=reachable)
+        if self.local.commits == commits and not (replayed and reachable):  # nothing to push
+            return self._synced(result, Delivery.LANDED if reachable else Delivery.UNREACHABLE)
+        if not reachable:
+            self._keep(replay, result)
+            return self._synced(result, Delivery.UNREACHABLE)
+        delivery = self._pushed(remote, result, replay)
+        if isinstance(delivery, Delivery):
+            return self._synced(result, delivery)
+        # lost to another machine, refused, or the push never arrived: take our refused
+        # commits off HEAD now. Left there, a next try whose fetch fails would build on
+        # them and find its work "already done" in a commit the remote never took.
+        self._note_kept(_clone(remote).align())
+        if delivery is Push.REFUSED and replay is None:
+            raise RemoteRefused(f"the remote {remote.name!r} refused the push "
+                                f"({self.refused_said}): nothing changed; try again later")
+        return delivery
 
     def _synced(self, result: T, delivery: Delivery) -> Synced[T]:
         return Synced(result, delivery, len(self.unpushed))

@@ -4,7 +4,8 @@ it left; a push the remote refused, or one that never went, renews nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from aq.errors import RemoteRefused, RemoteUnreachable
 from aq.store.beats import trailer
 from aq.store.queue import Queue
+from aq.store.tx import Tx
 from aq.usecases.jobs import add_job
 from tests.helpers.fleet import fleet_in
 from tests.helpers.git import git
@@ -59,3 +61,33 @@ def test_only_a_landed_push_renews_the_leases_its_commits_named(tmp_path: Path) 
 
         add_job(queue, "true", {}, job_id="again", now=T0, who="w", entropy=4)
         assert told[-1] == (102, frozenset({"1.w.aa"}))
+
+
+def test_a_transaction_lets_the_clone_lock_go_between_tries(tmp_path: Path) -> None:
+    """A try that lost a race lets the clone's lock go before it waits and decides again: the
+    clone's other writers (sibling workers) are not held up by one transaction's retries."""
+    with fleet_in(tmp_path, clones=2) as fleet:
+        mine, other = (Queue(clone) for clone in fleet.clones)
+        held: list[str] = []
+        taking = mine.lock
+
+        @contextmanager
+        def lock(timeout: float = 120.0) -> Iterator[None]:
+            with taking(timeout):
+                held.append("taken")
+                yield
+                held.append("let go")
+
+        mine.lock = lock  # type: ignore[method-assign]
+        raced = iter([True])
+
+        def change(tx: Tx) -> None:
+            held.append("change")
+            if next(raced, False):  # another machine lands a job meanwhile: this push loses
+                add_job(other, "true", {}, job_id="theirs", now=T0, who="b", entropy=1)
+            tx.write(mine.qdir / "inbox" / "mine.md", "---\nverify: \"true\"\n---\n")
+
+        mine.transact(change, "aq: add mine")
+        assert held == ["taken", "change", "let go", "taken", "change", "let go"]
+        assert {"mine.md", "theirs.md"} <= set(git(fleet.bare, "ls-tree", "--name-only", "main",
+                                                   "queue/inbox/").replace("queue/inbox/", "").split())

@@ -18,12 +18,13 @@ from aq.ui.dash.session import Session
 from aq.ui.dash.times import short
 from aq.usecases.fleet import WorkerRow
 
-COLUMNS = ("worker", "host", "heartbeat", "jobs", "state")
+COLUMNS = ("worker", "host", "last seen", "jobs", "state")
 
 
 def worker_cells(row: WorkerRow) -> tuple[Text, ...]:
-    """A worker as `aq workers` says it: its heartbeat's age (on its own clock until this
-    machine has seen it beat), the jobs it holds, whether it stopped."""
+    """A worker as `aq workers` says it: how long ago it was last seen alive (its heartbeat, or
+    a commit of its machine; on its own clock until this machine has seen it beat), the jobs it
+    holds, whether it stopped."""
     if not row.silent_for:
         age = Text("first seen now", style="dim")
     else:
