@@ -56,16 +56,13 @@ def refusal(root: Path, path: Path, *, folder: bool = False, where: str = "the q
     """Why aq must not read or write `path` under `root`, or None. Each component below `root`
     is looked at without following it: a link anywhere on the way, a path that leaves `root`,
     or an end that is not a regular file (a folder, with `folder`) is refused."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = ("..",)
-    if ".." in parts:
+    parts = _below(os.fspath(root), os.fspath(path))
+    if parts is None or ".." in parts:
         return (f"{path}: outside {root}; aq reads and writes only files inside it (a path "
                 "through '..' or elsewhere is refused)")
-    current = root
+    current = os.fspath(root)
     for index, part in enumerate(parts):
-        current = current / part
+        current = os.path.join(current, part)  # strings, not Paths: every write of aq asks
         try:
             mode = os.lstat(current).st_mode
         except OSError:
@@ -77,6 +74,16 @@ def refusal(root: Path, path: Path, *, folder: bool = False, where: str = "the q
             continue
         return describe("/".join(parts[:index + 1]), mode, folder or not last, where)
     return None
+
+
+def _below(root: str, path: str) -> list[str] | None:
+    """The components of `path` below `root`, compared as written (as Path.relative_to does:
+    nothing resolved, '.' and empty components dropped); None when it is not below it."""
+    if os.path.isabs(root) != os.path.isabs(path):
+        return None
+    above = [part for part in root.split(os.sep) if part not in ("", ".")]
+    parts = [part for part in path.split(os.sep) if part not in ("", ".")]
+    return parts[len(above):] if parts[:len(above)] == above else None
 
 
 def check(root: Path, path: Path, *, folder: bool = False) -> None:

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from aq.errors import UnsafePath
-from aq.infra.confine import read_regular, refusal, refusals
+from aq.infra.confine import _below, read_regular, refusal, refusals
 from tests.helpers.cli import Ran, aq_env
 from tests.helpers.queue import write_job
 
@@ -256,3 +258,22 @@ def test_refusal_looks_at_every_component_without_following(tmp_path: Path) -> N
         with pytest.raises(UnsafePath):
             read_regular(path)
     assert read_regular(root / "dir/file") == b"x"
+
+
+PART = st.sampled_from(["q", "queue", "inbox", ".", "..", "", "a.md", "x y"])
+
+
+@given(st.booleans(), st.lists(PART, max_size=4), st.booleans(), st.lists(PART, max_size=6))
+def test_what_is_below_the_root_is_read_as_pathlib_reads_it(
+        root_abs: bool, root: list[str], path_abs: bool, path: list[str]) -> None:
+    """The string check every write goes through reads a path below the root as
+    Path.relative_to does: nothing resolved, '.' and doubled slashes dropped (but at the
+    start: two slashes there are a root of their own to pathlib, which aq never has)."""
+    root_s = ("/" if root_abs else "") + "/".join(root)
+    path_s = ("/" if path_abs else "") + "/".join(path)
+    assume(not root_s.startswith("//") and not path_s.startswith("//"))
+    try:
+        expected: list[str] | None = list(Path(path_s).relative_to(Path(root_s)).parts)
+    except ValueError:
+        expected = None
+    assert _below(root_s or ".", path_s or ".") == expected
