@@ -4,6 +4,7 @@ terminal."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -23,7 +24,7 @@ from aq.ui.dash.jobs import JobsScreen
 from aq.ui.dash.table import JobTable
 from aq.ui.dash.workers import WorkersScreen
 from tests.helpers.cli import aq_env, run_aq
-from tests.helpers.queue import stage_of, write_job
+from tests.helpers.queue import T0, stage_of, write_job
 from tests.ui.dash.pilot import (
     burst,
     cursor,
@@ -231,10 +232,16 @@ def test_columns_fit_80_and_160_columns_cutting_the_title_never_the_status(queue
     seed(queue_root)
     title = "A rather long title that describes the job at some length, more than fits"
     write_job(queue_root, "waiter", title=title, deps=["no-such-job"], priority="low")
+    # a job with no event is as old as its file: made 3m before the dash's clock (T0), not
+    # now, or the width of "when" (`in 338d`, `in 337d23h`) and so the title's is the hour's
+    made = (T0 - timedelta(minutes=3)).timestamp()
+    for job in (queue_root / "queue").glob("*/*.md"):
+        os.utime(job, (made, made))
     statuses = ["waits: dep no-such-job does not exist", "ready"]
 
     async def narrow(pilot: Pilot[None]) -> None:
-        assert await row_has(pilot, "waiter", "A rath…")
+        assert await row_has(pilot, "waiter", "3m ago")
+        assert await row_has(pilot, "waiter", "A rather l…")
         _fits(pilot, 80, statuses)
         assert title not in screen_text(pilot)
 
@@ -243,7 +250,7 @@ def test_columns_fit_80_and_160_columns_cutting_the_title_never_the_status(queue
         _fits(pilot, 160, statuses)
         await press(pilot, "enter")  # the detail pane beside the list: still nothing cut
         assert jobs(pilot).query_one(DetailPane).open
-        assert await row_has(pilot, "waiter", "A rath…")
+        assert await row_has(pilot, "waiter", "A rather l…")
         _fits(pilot, 160, statuses)
 
     drive(queue_root, narrow, size=(80, 24))
