@@ -18,10 +18,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from aq.core.events import iso, parse_iso
 from aq.core.leases import Watch, silence, watch_after
 from aq.infra import gitops, proc
 from aq.infra.files import write_atomic
@@ -34,6 +36,7 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
+RECENT_COMMITS = 100  # a first look reads when each machine last committed from these, at most
 GOODBYE_WAIT = 4.0  # seconds a stopping machine's last beat waits for room in the push budget
 
 
@@ -173,14 +176,20 @@ class Remote:
             valid.append(None)
         return valid[0], valid[1]
 
-    def trailers(self, since: str, tip: str) -> list[tuple[str, list[str]]] | None:
-        """The machines the commits after `since` up to `tip` show alive, each with the leases
-        it renews (their trailers, see aq.store.beats); None when git cannot say (`since` is
-        not known here)."""
-        done = self._git("log", "--format=%x00%B", f"{since}..{tip}", check=False)
+    def trailers(self, since: str | None, tip: str, last: int = 0
+                 ) -> list[tuple[str, list[str], int]] | None:
+        """The machines the commits after `since` up to `tip` (with no `since`: the `last`
+        commits up to it) show alive, each with the leases it renews and when the commit was
+        made, on that machine's clock (epoch seconds; their trailers, see aq.store.beats); None
+        when git cannot say (`since` is not known here)."""
+        span = [f"{since}..{tip}"] if since is not None else [f"-n{last}", tip]
+        done = self._git("log", "--format=%x00%ct%x00%B", *span, check=False)
         if done.returncode != 0:
             return None
-        return [named for message in done.stdout.split("\0") for named in trailers(message)]
+        fields = done.stdout.split("\0")[1:]
+        return [(machine, tokens, int(stamp)) for stamp, message in zip(fields[::2], fields[1::2],
+                                                                      strict=False)
+                if stamp.strip().isdigit() for machine, tokens in trailers(message)]
 
     def is_ancestor(self, commit: str, of: str) -> bool:
         return self._git("merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
@@ -326,7 +335,7 @@ class LeaseObserver:
         # which commits those are is unknown (no last look at the branch, git cannot say), the
         # watch starts again: whatever was renewed meanwhile gets a full TTL to be seen
         tip, last_tip = remote.tip(), data.get("tip")
-        named: list[tuple[str, list[str]]] | None = []
+        named: list[tuple[str, list[str], int]] | None = []
         if tip is not None and tip != last_tip:
             named = remote.trailers(last_tip, tip) if isinstance(last_tip, str) else None
         seen = data.get("watch")
@@ -335,12 +344,11 @@ class LeaseObserver:
         data["watch"], data["dark"], data["tip"] = [watch.since, watch.last], False, tip
         workers, renewed, first = data["workers"], data["renewed"], data["first"]
         confirmed = set(data.setdefault("confirmed", []))
-        alive = data.setdefault("alive", {})  # machine -> when a commit of it was seen landed
-        for machine, tokens in named or ():
-            alive[machine] = now
+        for _machine, tokens, _made in named or ():
             for token in tokens:
                 renewed[token] = now
                 confirmed.add(token)
+        self._note_signs(data, remote, tip, named, now, unbroken=watch.since < now)
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
@@ -360,9 +368,27 @@ class LeaseObserver:
         data["first"] = {t: v for t, v in first.items() if t in building}
         data["confirmed"] = sorted(t for t in confirmed if t in building)
         beating = {payload.get("machine") for payload in data["payloads"].values()}
-        data["alive"] = {machine: at for machine, at in alive.items() if machine in beating}
+        for table in ("alive", "made"):
+            data[table] = {machine: at for machine, at in data[table].items() if machine in beating}
         self._save(data)
         return silent, confirmed & set(building)
+
+    @staticmethod
+    def _note_signs(data: dict[str, Any], remote: Remote, tip: str | None,
+                    named: list[tuple[str, list[str], int]] | None, now: float, *,
+                    unbroken: bool) -> None:
+        """A machine's commits that landed since the last look show it alive: seen now (on
+        this machine's clock) if this watch of the remote is unbroken, and, whatever the
+        watch, when each was made (on the machine's own clock; on a first look, or one that
+        cannot tell which commits landed since, from the last commits on the tip)."""
+        alive = data.setdefault("alive", {})  # machine -> when a commit of it was seen landed
+        made = data.setdefault("made", {})  # machine -> when its last commit was made (its clock)
+        if named is None and tip is not None:
+            named = remote.trailers(None, tip, last=RECENT_COMMITS)
+        for machine, _tokens, stamp in named or ():
+            if unbroken:
+                alive[machine] = now
+            made[machine] = max(stamp, int(made.get(machine, stamp)))
 
     def fleet_reads(self, now: float, within: float) -> frozenset[str]:
         """What every machine whose beat this machine saw change (or appear) within `within`
@@ -412,11 +438,24 @@ class LeaseObserver:
         changing, or a commit of its machine landing; what its last beat said of it): a
         machine's beat speaks for each of its workers, and its commits for all of them."""
         data = self._load()
-        alive = data.get("alive", {})
+        alive, made = data.get("alive", {}), data.get("made", {})
         found = {}
         for ref, seen in data["workers"].items():
             for worker, said in worker_beats(ref, data["payloads"].get(ref, {})).items():
-                signs = [float(at) for at in (seen[1] if seen else None,
-                                              alive.get(said.get("machine"))) if at is not None]
+                machine = said.get("machine")
+                signs = [float(at) for at in (seen[1] if seen else None, alive.get(machine))
+                         if at is not None]
+                if machine in made:  # its last sign on its own clock: the later of the two
+                    said["wall"] = _later(said.get("wall"), int(made[machine]))
                 found[worker] = (now - max(signs) if signs else None, said)
         return found
+
+
+def _later(wall: object, stamp: int) -> str:
+    """The later of a beat's wall time (ISO) and a commit's (epoch seconds), as ISO."""
+    made = datetime.fromtimestamp(stamp, UTC)
+    try:
+        beat = parse_iso(str(wall))
+    except (ValueError, TypeError):
+        return iso(made)
+    return iso(max(beat, made))

@@ -11,8 +11,8 @@ lasts. The kinds (thresholds in aq.yaml `alerts:`, aq.core.alert_rules):
 - failure_spike: `failure_spike` failed attempts of one engine/profile within its window, keyed
   by the window's slot of time: a spike that goes on is told again at most once a window;
 - budget: the queue's daily budget crossed (aq.yaml `budget:`), or a job stopped at its own;
-- machine_offline: a machine's heartbeat silent for `offline` without a goodbye (a worker that
-  stops says so in its last beat);
+- machine_offline: a machine silent (no heartbeat, no commit of its workers landing) for
+  `offline` without a goodbye (a worker that stops says so in its last beat);
 - dead_letter: a job in dead_letter.
 
 `raise_alerts` is what an idle worker does with them (aq.worker.upkeep): each alert whose key
@@ -213,7 +213,7 @@ def _offline(workers: tuple[WorkerRow, ...] | None, config: QueueConfig, now: da
         silent = max(row.silent_for or 0.0 for row in rows)
         held = sorted(job for row in rows for job in row.jobs)
         yield Alert(MACHINE_OFFLINE, f"{MACHINE_OFFLINE}:{host}:{wall}", host,
-                    f"{host}: no heartbeat for {format_duration(silent)} (worker "
+                    f"{host}: no heartbeat or commit for {format_duration(silent)} (worker "
                     f"{', '.join(row.worker for row in rows)})"
                     + (f", holding {', '.join(held)}" if held else ""),
                     iso(now - timedelta(seconds=silent)))

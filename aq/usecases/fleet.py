@@ -42,7 +42,7 @@ class WorkerRow:
     worker: str
     host: str | None
     silent_for: float | None  # seconds since its heartbeat changed; None: unknown
-    their_clock: str | None  # the wall time the worker wrote into its heartbeat (its own clock)
+    their_clock: str | None  # its last sign of life on its own clock: its beat, or its machine's commit
     jobs: tuple[str, ...]
     retiring: bool
     age_from: str = "this machine"  # or "its clock": first seen here, aged by its own wall time

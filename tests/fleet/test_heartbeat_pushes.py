@@ -102,10 +102,19 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
     hook.chmod(0o755)
     a, b = fleet.clones
     ref_a = machine_ref(a)
+    # a machine silent for two TTLs (16 s) is offline: A does not beat for longer than that
+    fleet.pull_seed()
+    config = fleet.seed / "aq.yaml"
+    config.write_text(config.read_text().replace("lease_ttl: 10m", f"lease_ttl: {ttl:g}s")
+                      + "alerts: {offline: 1s}\n")
+    git(fleet.seed, "commit", "-q", "-m", "offline after two TTLs", "--", "aq.yaml")
+    git(fleet.seed, "push", "-q", "origin", "HEAD:main")
+    for clone in (a, b):
+        git(clone, "pull", "-q", "--ff-only")
     # the long job: for the holder and the watcher alone, never the busy worker
     fleet.drop_jobs({"long": (f"while [ ! -e {go} ]; do sleep 0.1; done",
                               {"capabilities": ["lane:long"]})})
-    run = ("run", "--poll", "0.2", "--lease-ttl", f"{ttl:g}s")
+    run = ("run", "--poll", "0.2")  # the lease TTL of aq.yaml
     holder = fleet.start(a, *run, "--worker", "holder", "--cap", "lane:long", name="holder")
     try:
         wait_for(lambda: fleet.stage("long") == "building", 60, "the holder claiming the long job")
@@ -132,7 +141,7 @@ def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbea
         ages = {row["worker"]: row["heartbeat_age"] for row in json.loads(shown.stdout)}
         assert ages["holder"] < ttl and ages["busy"] < ttl, ages
         alerts = fleet.aq(b, "alerts", "--json")
-        assert "machine_offline" not in alerts.stdout, alerts.stdout
+        assert alerts.returncode == 0 and "machine_offline" not in alerts.stdout, alerts.stdout
 
         token = fleet.events("long", "claimed")[0]["token"]
         assert token in git(fleet.bare, "log", "-3", "--format=%B", "main")  # named till now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -355,27 +356,32 @@ def test_commits_renew_in_a_holders_count_only_once_every_machine_says_it_reads_
 def test_a_machines_landed_commit_shows_its_workers_alive(fleet: Fleet, tmp_path: Path) -> None:
     """What `aq workers`, the offline alert and the push budget see of a machine: the later of
     its beat changing and one of its commits landing (its trailer, naming a lease or none), on
-    the observer's clock; a person's commit, or another machine's, shows it nothing."""
+    the observer's clock while its watch is unbroken; and when the machine last committed, on
+    its own clock, whatever the watch (a first look reads it from the tip's last commits). A
+    person's commit, or another machine's, shows it nothing."""
     a, b = fleet.clones
     observer_remote = remote_of(b)
     observer = LeaseObserver(tmp_path / "leases.json")
 
-    def look(now: float) -> None:
+    def look(now: float, gap: float = math.inf) -> None:
         assert observer_remote.fetch()
-        observer.observe(observer_remote, now, {})
+        observer.observe(observer_remote, now, {}, gap=gap)
 
-    def land(message: str, now: float) -> None:
-        commit(a, {f"queue/.events/x-{now:g}.jsonl": "{}\n"}, message)
+    def land(message: str, now: float | None, gap: float = math.inf) -> None:
+        commit(a, {f"queue/.events/x-{time.monotonic()}.jsonl": "{}\n"}, message)
         git(a, "push", "-q", "origin", "HEAD:main")
-        look(now)
+        if now is not None:
+            look(now, gap)
 
-    beat = {"machine": "box-a", "wall": "2026-12-05T00:00:00Z", "tokens": [],
+    beat = {"machine": "box-a", "wall": "2026-01-05T00:00:00Z", "tokens": [],
             "workers": {"w1": {"pid": 1, "tokens": [], "capabilities": [], "retiring": False}}}
     assert remote_of(a).heartbeat("box-a", beat)
+    land(f"aq: claim x by w1\n\n{trailer('box-a', ['1.w1.aaaaaa'])}", None)  # before any look
     look(100.0)
-    assert observer.workers(110.0)["w1"][0] == pytest.approx(10.0)
-    assert observer.seen_changing() == set()  # appeared only: its age is in the beat
-    land(f"aq: claim x by w1\n\n{trailer('box-a', ['1.w1.aaaaaa'])}", 120.0)
+    assert observer.alive(101.0) == {}  # landed before the first look: not seen land
+    age, said = observer.workers(110.0)["w1"]
+    assert age == pytest.approx(10.0) and said["wall"] > "2026-12"  # its commit, not its beat
+    assert observer.seen_changing() == set()  # appeared only: its age is on its own clock
     land(f"aq: finish x by w1\n\n{trailer('box-a', [])}", 150.0)
     assert observer.workers(155.0)["w1"][0] == pytest.approx(5.0)
     assert observer.seen_changing() == {"w1"}
@@ -384,6 +390,9 @@ def test_a_machines_landed_commit_shows_its_workers_alive(fleet: Fleet, tmp_path
     land(f"aq: claim y by w9\n\n{trailer('box-z', [])}", 171.0)  # a machine with no beat seen
     assert observer.workers(180.0)["w1"][0] == pytest.approx(30.0)
     assert observer.alive(180.0) == {"box-a": pytest.approx(30.0)}
+    # looks further apart than the gap: what landed meanwhile may be old, not seen now
+    land(f"aq: claim z by w1\n\n{trailer('box-a', [])}", 400.0, gap=60.0)
+    assert observer.alive(400.0) == {"box-a": pytest.approx(250.0)}
 
 
 def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(

@@ -197,7 +197,7 @@ def test_a_machine_silent_without_a_goodbye_is_offline(queue_root: Path) -> None
     assert (offline.kind, offline.subject, offline.since) == ("machine_offline", "hostA",
                                                                at(-40 * MINUTE))
     assert offline.key == f"machine_offline:hostA:{at(-40 * MINUTE)}"
-    assert offline.message == "hostA: no heartbeat for 40m (worker a-1, a-2), holding job-x"
+    assert offline.message == "hostA: no heartbeat or commit for 40m (worker a-1, a-2), holding job-x"
     configure(queue_root, lease_ttl="30m")  # 40m is less than two TTLs
     assert alerts_at(queue_root, 0, Signs(workers=rows)) == ()
 

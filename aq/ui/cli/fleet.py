@@ -37,7 +37,8 @@ def resume(queue: QueueOpt = None) -> None:
 def workers(queue: QueueOpt = None, as_json: JsonOpt = False) -> None:
     """Workers seen on the remote: how long ago each was last seen alive (its heartbeat
     changing, or a commit of its machine landing) on this machine's clock (on the worker's own
-    clock until this machine has seen it beat), the jobs they hold."""
+    clock until this machine has seen it beat or its machine's commit land), the jobs they
+    hold."""
     import time
 
     from aq.core.durations import format_duration
