@@ -9,6 +9,15 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The tests start thousands of `python -m aq` processes: let Python keep the bytecode it
+# compiles, compiled once here, or an environment with PYTHONDONTWRITEBYTECODE=1 (as some CI
+# images set) compiles aq's modules again in every one of them (about 40 ms each). pytest
+# keeps its rewritten test modules the same way: collected once here, on the core the checks
+# below leave idle, each of the three test processes reads them (7 s of collection, not 3 x 7)
+unset PYTHONDONTWRITEBYTECODE
+{ .venv/bin/python -m compileall -q aq tests
+  .venv/bin/python -m pytest --collect-only -q -p no:cacheprovider; } >/dev/null 2>&1 &
+warm=$!
 # Real programs the tests drive through their own CLIs, pinned to versions that run on Node 20
 # (npm registry): Backlog.md, a tracker; claude-code, codex and gemini-cli, agent CLIs run
 # against the tests' fake model APIs. Installed once into .tools/; a test that needs one that
@@ -32,11 +41,7 @@ fi
 .venv/bin/mypy
 # the layers: quiet when kept, the whole report when a contract is broken
 layers=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$layers"; exit 1; }
-# The tests start thousands of `python -m aq` processes: let Python keep the bytecode it
-# compiles, compiled once here, or an environment with PYTHONDONTWRITEBYTECODE=1 (as some CI
-# images set) compiles aq's modules again in every one of them (about 40 ms each)
-unset PYTHONDONTWRITEBYTECODE
-.venv/bin/python -m compileall -q aq tests
+wait "$warm" || true  # a collection error is the test run's to report
 # three processes on two cores: the fleet tests spend much of their time waiting on leases,
 # pacing windows and workers (CI: 397 s against 468 s with two), and must hold under load
 .venv/bin/python -m pytest -n 3 --dist worksteal "$@"
