@@ -10,6 +10,7 @@ installed, `has:<tool>` for tools on PATH, `<tool>=<version>` for the versions t
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import platform
 import shutil
@@ -172,9 +173,14 @@ def _probe_commands(found: Mapping[str, str], search: str, os_name: str,
                     wanted: frozenset[str] | None, timeout: float) -> set[str]:
     """Version tags, `gpu` and `has:xcode`, from commands run side by side (a start stays fast)."""
     checks: list[tuple[list[str], tuple[str, ...], str | None]] = []
+    caps: set[str] = set()
     for tool, exe in found.items():
         args, names = VERSION_COMMANDS.get(tool, ((), ()))
-        if names and (wanted is None or not wanted.isdisjoint(names)):
+        if not names or (wanted is not None and wanted.isdisjoint(names)):
+            continue
+        if tool == "npm" and (version := _npm_version(exe)):
+            caps.update(f"{name}={version}" for name in names)
+        else:
             checks.append(([exe, *args], names, None))
     if nvidia := shutil.which("nvidia-smi", path=search):
         checks.append(([nvidia], (), "gpu"))
@@ -182,9 +188,8 @@ def _probe_commands(found: Mapping[str, str], search: str, os_name: str,
         # /usr/bin/xcodebuild is a stub that fails when only the command line tools are installed.
         checks.append(([xcodebuild, "-version"], ("xcode",), "has:xcode"))
     if not checks:
-        return set()
+        return caps
     env = proc.clean_env({"PATH": search})
-    caps: set[str] = set()
     with ThreadPoolExecutor(max_workers=min(8, len(checks)), thread_name_prefix="probe") as pool:
         outputs = pool.map(lambda check: _answer(check[0], env, timeout), checks)
         for (_, names, tag), output in zip(checks, outputs, strict=True):
@@ -196,6 +201,22 @@ def _probe_commands(found: Mapping[str, str], search: str, os_name: str,
             if version:
                 caps.update(f"{name}={version}" for name in names)
     return caps
+
+
+def _npm_version(exe: str) -> str | None:
+    """npm's version from the package.json of the install its command leads to (what `npm
+    --version` prints), read rather than asked: npm is a node program, and starting it costs
+    about 0.2 s of CPU at every worker's start. None where the command leads to no such file
+    (a version manager's shim, npm.cmd): npm is then asked."""
+    real = Path(os.path.realpath(exe))  # <prefix>/lib/node_modules/npm/bin/npm-cli.js
+    for folder in (real.parent.parent, real.parent):
+        try:
+            data = json.loads((folder / "package.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("name") == "npm":
+            return version_in(str(data.get("version", "")))
+    return None
 
 
 def _answer(argv: list[str], env: Mapping[str, str], timeout: float) -> str | None:

@@ -60,6 +60,23 @@ def test_probes_tools_versions_engines_and_gpu(tmp_path: Path) -> None:
     }
 
 
+def test_npm_s_version_is_read_from_its_install_not_asked(tmp_path: Path) -> None:
+    """npm's command leads to its install (a link to lib/node_modules/npm/bin/npm-cli.js): its
+    version is read from the package.json there, not asked of npm (a node program, slow to
+    start); a command that leads to no npm install (a shim) is asked as any tool is."""
+    install = tmp_path / "lib" / "node_modules" / "npm"
+    (install / "bin").mkdir(parents=True)
+    script = tool(install / "bin", "npm-cli.js", "exit 1")  # asked, it would give no version
+    (install / "package.json").write_text('{"name": "npm", "version": "10.8.2"}')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").symlink_to(script)
+    assert {"has:npm", "npm=10.8.2"} <= caps_of(bin_dir, tmp_path)
+    (bin_dir / "npm").unlink()
+    prints(bin_dir, "npm", "9.1.0")
+    assert {"has:npm", "npm=9.1.0"} <= caps_of(bin_dir, tmp_path)
+
+
 def test_an_empty_path_gives_only_os_and_arch(tmp_path: Path) -> None:
     """With nothing installed a worker reports its os and arch alone."""
     (tmp_path / "bin").mkdir()
