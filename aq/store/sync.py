@@ -348,12 +348,14 @@ class LeaseObserver:
             for token in tokens:
                 renewed[token] = now
                 confirmed.add(token)
-        self._note_signs(data, remote, tip, named, now, unbroken=watch.since < now)
+        unbroken = watch.since < now  # the last look was within the gap, and saw the remote
+        self._note_signs(data, remote, tip, named, now, unbroken=unbroken)
         for worker, (commit, payload) in remote.observed_heartbeats().items():
             previous = workers.get(worker, [None])[0]
             if previous != commit:
-                # the third field: this machine saw it change (not only appear): an age it can tell
-                workers[worker] = [commit, now, previous is not None]
+                # the third field: this machine saw it change (not only appear, nor change
+                # while it was not looking, maybe long ago): an age it can tell
+                workers[worker] = [commit, now, previous is not None and unbroken]
                 data["payloads"][worker] = payload
                 for token in payload.get("tokens", []):
                     renewed[str(token)] = now

@@ -390,9 +390,17 @@ def test_a_machines_landed_commit_shows_its_workers_alive(fleet: Fleet, tmp_path
     land(f"aq: claim y by w9\n\n{trailer('box-z', [])}", 171.0)  # a machine with no beat seen
     assert observer.workers(180.0)["w1"][0] == pytest.approx(30.0)
     assert observer.alive(180.0) == {"box-a": pytest.approx(30.0)}
-    # looks further apart than the gap: what landed meanwhile may be old, not seen now
+    # looks further apart than the gap: what landed or beat meanwhile may be old, not seen now
+    other = {**beat, "machine": "box-b", "workers": {"w2": beat["workers"]["w1"]}}
+    assert remote_of(a).heartbeat("box-b", other)
+    look(200.0)
+    assert remote_of(a).heartbeat("box-b", {**other, "seq": 2})
     land(f"aq: claim z by w1\n\n{trailer('box-a', [])}", 400.0, gap=60.0)
     assert observer.alive(400.0) == {"box-a": pytest.approx(250.0)}
+    assert "w2" not in observer.seen_changing()  # its age: by its own clock
+    assert remote_of(a).heartbeat("box-b", {**other, "seq": 3})
+    look(410.0, gap=60.0)
+    assert "w2" in observer.seen_changing()
 
 
 def test_lease_silence_restarts_after_a_fetch_failed_or_nobody_looked_for_longer_than_the_gap(
