@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import socket
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
         if big == WHOLE:
             _split_index(root)
         git(root, "update-index", "--add", "--remove", "--", *dict.fromkeys(paths))
-        made = _commit_queue_tree(root, message, identity) if big else None
+        made = _commit_queue_tree(root, message, identity, paths) if big else None
         if made is not None:
             return made
         # `-- queue` matches what the index holds under queue/ (untracked files are not in it),
@@ -162,23 +163,25 @@ def _split_index(root: Path) -> None:
         *([] if version else ["--index-version", "4"]), check=False)
 
 
-def _commit_queue_tree(root: Path, message: str, identity: Sequence[str]) -> bool | None:
-    """Commit what the index holds under queue/ on top of HEAD, and nothing staged elsewhere,
-    built from plumbing: `git commit -- queue` looks at every file under queue/ (a year's
-    archive: 100,000s of them) where this writes only the subtrees the index says changed; in
-    five git calls more, which a small queue does not need. None where it does not apply (no
-    HEAD yet, the queue not at the repository's top): the caller commits the usual way. False
-    when the queue is as HEAD has it."""
+def _commit_queue_tree(root: Path, message: str, identity: Sequence[str],
+                       paths: Sequence[str] = ()) -> bool | None:
+    """Commit on top of HEAD what the index holds under queue/ (`paths` staged), and nothing
+    staged elsewhere, built from plumbing: `git commit -- queue` looks at every file under
+    queue/ (a year's archive: 100,000s of them) where this writes only the trees that changed.
+    None where it does not apply (no HEAD yet, the queue not at the repository's top): the
+    caller commits the usual way. False when the queue is as HEAD has it."""
     done = git(root, "rev-parse", "--show-prefix", "HEAD^{commit}", "HEAD^{tree}", check=False)
     lines = done.stdout.split("\n")
     if done.returncode != 0 or len(lines) < 3 or lines[0]:
         return None
     head, head_tree = lines[1], lines[2]
-    queue = git(root, "write-tree", "--prefix=queue/").stdout.strip()
-    entries = [line for line in git(root, "ls-tree", "-z", head_tree).stdout.split("\0")
-               if line and not line.endswith("\tqueue")]
-    tree = git(root, "mktree", "-z", input="\0".join([*entries, f"040000 tree {queue}\tqueue"])
-               + "\0").stdout.strip()
+    tree = _patched_tree(root, head_tree, paths) if paths else None
+    if tree is None:  # from the index: it reads every entry of it, the archive's too
+        queue = git(root, "write-tree", "--prefix=queue/").stdout.strip()
+        entries = [f"{mode} {kind} {oid}\t{name}" for name, (mode, kind, oid)
+                   in _ls_tree(root, head_tree) if name != "queue"]
+        tree = git(root, "mktree", "-z", input="\0".join([*entries, f"040000 tree {queue}\tqueue"])
+                   + "\0").stdout.strip()
     if tree == head_tree:
         return False
     commit = git(root, *identity, "commit-tree", tree, "-p", head, "-m", message).stdout.strip()
@@ -186,6 +189,111 @@ def _commit_queue_tree(root: Path, message: str, identity: Sequence[str]) -> boo
     git(root, "update-ref", "-m", f"commit: {message.splitlines()[0] if message else ''}",
         "HEAD", commit, head)
     return True
+
+
+Entry = tuple[str, str, str]  # mode, type, object id: one entry of a tree
+
+
+def _patched_tree(root: Path, head_tree: str, paths: Sequence[str]) -> str | None:
+    """The tree of HEAD with `paths` (files under queue/, as they are on disk: there, or gone)
+    put in, without the index: only the folders on their way are read from HEAD's tree and
+    written again, so a big index (a year's archive) is not read. None where a path is not a
+    plain file (a link, an executable, a folder), nor was one in HEAD: the index decides then."""
+    changed: dict[str, str | None] = {}  # path -> its blob, None: gone
+    present = []
+    for path in dict.fromkeys(paths):
+        if not path.startswith("queue/") or "\n" in path or path.endswith("/"):
+            return None
+        try:
+            st_mode = os.lstat(root / path).st_mode
+        except FileNotFoundError:
+            changed[path] = None
+            continue
+        if not stat.S_ISREG(st_mode) or st_mode & stat.S_IXUSR:
+            return None
+        present.append(path)
+    if present:
+        blobs = git(root, "hash-object", "-w", "--stdin-paths", input="\n".join(present) + "\n")
+        changed.update(zip(present, blobs.stdout.split(), strict=True))
+    folders = {"/".join(path.split("/")[:depth]) for path in changed
+               for depth in range(1, path.count("/") + 1)}
+    held: dict[str, dict[str, Entry]] = {"": dict(_ls_tree(root, head_tree))}
+    for path, entry in _ls_tree(root, head_tree, "--", *(f"{f}/" for f in sorted(folders))):
+        folder, _, name = path.rpartition("/")
+        held.setdefault(folder, {})[name] = entry
+    for path in changed:
+        folder, _, name = path.rpartition("/")
+        if held.get(folder, {}).get(name, ("100644", "blob", ""))[:2] != ("100644", "blob"):
+            return None  # HEAD has a link, an executable or a folder there
+    for folder in folders:
+        parent, _, name = folder.rpartition("/")
+        if held.get(parent, {}).get(name, ("040000", "tree", ""))[1] != "tree":
+            return None  # HEAD has a file where a folder goes
+    return _write_trees(root, held, changed, folders, len(head_tree))
+
+
+def _ls_tree(root: Path, *args: str) -> list[tuple[str, Entry]]:
+    """`git ls-tree -z ARGS`: each entry's path and (mode, type, object id)."""
+    listed = []
+    for line in git(root, "ls-tree", "-z", *args).stdout.split("\0"):
+        if line:
+            info, path = line.split("\t", 1)
+            mode, kind, oid = info.split()
+            listed.append((path, (mode, kind, oid)))
+    return listed
+
+
+def _write_trees(root: Path, held: dict[str, dict[str, Entry]], changed: dict[str, str | None],
+                 folders: set[str], id_length: int) -> str:
+    """Write the folders on the changed paths' way, deepest first, in one `git mktree --batch`
+    (each tree's id is computed here first, for its parent's entry): the new root tree."""
+    made: dict[str, str | None] = {}  # folder -> its new tree, None: left empty (git keeps none)
+    trees = []
+    for folder in sorted(folders | {""}, key=lambda f: (-f.count("/") - bool(f), f)):
+        entries = dict(held.get(folder, {}))
+        for path, blob in changed.items():
+            parent, _, name = path.rpartition("/")
+            if parent == folder:
+                _put(entries, name, None if blob is None else ("100644", "blob", blob))
+        for child, tree in made.items():
+            parent, _, name = child.rpartition("/")
+            if parent == folder and child != folder:
+                _put(entries, name, None if tree is None else ("040000", "tree", tree))
+        made[folder] = _tree_id(entries, id_length) if entries else None
+        if entries:
+            trees.append("".join(f"{mode} {kind} {oid}\t{name}\n"
+                                 for name, (mode, kind, oid) in entries.items()))
+    written = git(root, "mktree", "--batch", input="\n".join(trees)).stdout.split()
+    expected = [tree for tree in made.values() if tree is not None]
+    if written != expected:
+        raise GitError(f"git mktree wrote trees other than aq computed in {root}: "
+                       f"{written} against {expected}; nothing was committed")
+    top = made[""]
+    assert top is not None  # queue/ is never the only thing that goes
+    return top
+
+
+def _put(entries: dict[str, Entry], name: str, entry: Entry | None) -> None:
+    if entry is None:
+        entries.pop(name, None)
+    else:
+        entries[name] = entry
+
+
+def _tree_id(entries: dict[str, Entry], id_length: int) -> str:
+    """A tree's object id as git computes it: entries ordered by name (a folder's as if it
+    ended with '/'), each `mode name NUL raw-id`; SHA-1, or SHA-256 in a repository of 64-digit
+    ids."""
+    import hashlib
+
+    def order(item: tuple[str, Entry]) -> bytes:
+        name, (_mode, kind, _oid) = item
+        return name.encode() + (b"/" if kind == "tree" else b"")
+
+    body = b"".join(f"{mode.lstrip('0')} {name}".encode() + b"\0" + bytes.fromhex(oid)
+                    for name, (mode, _kind, oid) in sorted(entries.items(), key=order))
+    digest = hashlib.sha256 if id_length == 64 else hashlib.sha1
+    return digest(b"tree %d\0" % len(body) + body).hexdigest()
 
 
 def kill_orphaned_git(root: Path) -> list[int]:

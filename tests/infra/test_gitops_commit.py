@@ -4,9 +4,12 @@ index (a year's archive) commits through plumbing; both ways must make the same 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aq.errors import GitError
 from aq.infra import gitops
@@ -116,3 +119,59 @@ def test_a_clone_that_says_no_split_index_keeps_its_word(
     assert gitops.commit_paths(repo, move(repo), "aq: claim job-a", IDENTITY, exact=True)
     assert git(repo, "config", "core.splitIndex").strip() == "false"
     assert not list((repo / ".git").glob("sharedindex.*"))
+
+
+NAMES = ("a.md", "deep.md", "deep-x", "a", "b.md")  # beside the folder "deep": sorted as "deep/"
+FOLDERS = ("queue/inbox", "queue/.logs/a", "queue/.logs/a/deep", "queue/building")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.tuples(st.sampled_from(FOLDERS), st.sampled_from(NAMES),
+                                   st.sampled_from(["write", "append", "remove"])),
+                         min_size=1, max_size=6), min_size=1, max_size=3))
+def test_a_big_index_commits_the_trees_the_index_would_without_reading_it(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        steps: list[list[tuple[str, str, str]]]) -> None:
+    """With a big index, a transaction's files (new, changed, gone; in folders new, nested or
+    left empty) are committed without `git write-tree` reading the whole index: the commit's
+    tree is the one the index then holds, and queue/ is clean."""
+    root = make_repo(tmp_path_factory.mktemp("q") / "q")
+    log = root.parent / "git.log"
+    monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    monkeypatch.setattr(gitops, "_LOG", str(log))
+    for step in steps:
+        touched = []
+        for folder, name, action in step:
+            path = root / folder / name
+            if (root / folder).is_file() or path.is_dir():
+                continue  # a file where a folder goes, or the reverse: not aq's queue
+            if action == "remove":
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a" if action == "append" else "w") as handle:
+                    handle.write(f"{action} {name}\n")
+            touched.append(f"{folder}/{name}")
+        gitops.commit_paths(root, touched, "aq: a step", IDENTITY, exact=True)
+        assert git(root, "write-tree").strip() == git(root, "rev-parse", "HEAD^{tree}").strip()
+        assert git(root, "status", "--porcelain", "-uall", "--", "queue") == ""
+    calls = [json.loads(line)["args"][0] for line in log.read_text().splitlines()]
+    assert "write-tree" not in calls and "mktree" in calls  # only the folders changed, written
+
+
+def test_an_executable_or_a_link_is_committed_by_the_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path that is no plain file (an executable a person made, a link) is left to the index
+    to commit, as every path was before: the commit is the same."""
+    root = make_repo(tmp_path / "q")
+    log = tmp_path / "git.log"
+    monkeypatch.setattr(gitops, "BIG_INDEX", 1)
+    monkeypatch.setattr(gitops, "_LOG", str(log))
+    script = root / "queue/inbox/run.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    assert gitops.commit_paths(root, ["queue/inbox/run.sh"], "aq: add", IDENTITY, exact=True)
+    assert git(root, "ls-tree", "HEAD", "queue/inbox/run.sh").startswith("100755 blob")
+    assert git(root, "status", "--porcelain", "-uall", "--", "queue") == ""
+    calls = [json.loads(line)["args"][0] for line in log.read_text().splitlines()]
+    assert "write-tree" in calls
