@@ -154,14 +154,14 @@ class Queue:
 
     def transact(self, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None = None, *,
-                 replay: Replay[T] | None = None) -> T:
+                 replay: Replay[T] | None = None, fresh: float = 0.0) -> T:
         """Apply `change` under the lock, commit what it touched and (with a remote) push it:
         the change's result (see transact_synced)."""
-        return self.transact_synced(change, message, describe, replay=replay).value
+        return self.transact_synced(change, message, describe, replay=replay, fresh=fresh).value
 
     def transact_synced(self, change: Callable[[Tx], T], message: str,
                         describe: Callable[[T], str] | None = None, *,
-                        replay: Replay[T] | None = None) -> Synced[T]:
+                        replay: Replay[T] | None = None, fresh: float = 0.0) -> Synced[T]:
         """Apply `change` under the lock, commit what it touched and (with a remote) push it:
         the change's result, and where the change is as far as the remote goes.
 
@@ -170,7 +170,9 @@ class Queue:
         the result. With a remote the change counts only once pushed: unless `replay` is given,
         an unreachable remote raises RemoteUnreachable before anything changes. With `replay`, a
         change made while the remote cannot be reached is kept, and `replay(result)` is the
-        change replayed on the tip when it answers again (None: nothing to replay).
+        change replayed on the tip when it answers again (None: nothing to replay). `fresh`: the
+        first try fetches only if no process of this clone fetched within that many seconds
+        (a worker's look for work: its siblings' fetches are as good as its own).
         """
         hooks = self._move_hooks()
         if hooks is not None:  # the moves it makes fire aq.yaml's hooks once committed
@@ -181,7 +183,7 @@ class Queue:
 
         if self.remote is not None:  # the lock is taken for each try, let go between them
             synced = self.replica.transact(self.remote, change, message, describe, replay,
-                                           self.lock, settle)
+                                           self.lock, settle, fresh)
         else:
             from aq.store.replica import Delivery, Synced
 
@@ -246,6 +248,12 @@ class Queue:
         """Whether this process holds its pushes back after the remote refused one (a hook, a
         rate limit): its changes wait here until the wait is over."""
         return "replica" in self.__dict__ and self.replica.held_back()
+
+    @property
+    def looked(self) -> bool:
+        """Whether this process's last sync fetched itself (not a sibling's recent fetch read):
+        what its heartbeats say of leases is then as of now."""
+        return self.replica.looked
 
     @property
     def fetches_failed(self) -> int:

@@ -8,15 +8,20 @@ remote cannot be reached stays unpushed, and is replayed until a push of it land
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aq.errors import PushUncertain, RemoteBusy, RemoteRefused, RemoteUnreachable
+from aq.infra.files import write_atomic
 from aq.store.local import Local
 from aq.store.recovery import Adoption, HalfMoves, Salvage
 from aq.store.tx import Tx, Unpushed
@@ -29,6 +34,7 @@ T = TypeVar("T")
 Replay = Callable[[T], Callable[[Tx], object] | None]  # a result -> its change replayed later, if any
 
 PUSH_TRIES = 40
+FETCHED = "fetched.json"  # in the state folder: when a process of the clone last fetched
 CONFIRM_TRIES = 4
 # After the remote refused a push (a hook, a rate limit): no push for this long, doubled with
 # each refusal in a row, up to the longest; the change waits here meanwhile, as if offline.
@@ -76,6 +82,7 @@ class Replica:
         self.remote_answered = True  # False: the last sync got no answer (or no confirmation)
         self.fetches_failed = 0  # by this process: lease figures from before one are out of date
         self.notices: list[str] = []  # for a person: said once by the CLI or the worker
+        self.looked = True  # the last sync fetched itself (False: it read a sibling's fetch)
         self.half_moves = HalfMoves(local.layout.state_dir)
         self.salvage = Salvage(local.layout)
         self.adoption = Adoption(local.layout, local.inbox)
@@ -86,16 +93,19 @@ class Replica:
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None, replay: Replay[T] | None,
                  lock: Callable[[], AbstractContextManager[object]],
-                 settle: Callable[[Synced[T]], None] | None = None) -> Synced[T]:
+                 settle: Callable[[Synced[T]], None] | None = None,
+                 fresh: float = 0.0) -> Synced[T]:
         """Apply `change` on the remote's tip and push it; see Queue.transact_synced. Each try
         holds the clone's `lock`; a try that lost a race lets it go before waiting and deciding
         again, so the clone's other writers are not held up by one transaction's retries.
-        `settle` runs under the lock of the try that ended it."""
+        `settle` runs under the lock of the try that ended it. `fresh`: the first try fetches
+        only if no process of this clone fetched within that many seconds (see `sync`)."""
         from aq.store.sync import Push  # lazily: `aq next` loads this module, never sync
 
         for attempt in range(PUSH_TRIES):
             with lock(), self.half_moves.changing() as left_dirty:
-                tried = self._try(remote, change, message, describe, replay, left_dirty)
+                tried = self._try(remote, change, message, describe, replay, left_dirty,
+                                  fresh if attempt == 0 else 0.0)
                 if isinstance(tried, Synced):
                     if settle is not None:
                         settle(tried)
@@ -107,7 +117,7 @@ class Replica:
 
     def _try(self, remote: Remote, change: Callable[[Tx], T], message: str,
              describe: Callable[[T], str] | None, replay: Replay[T] | None,
-             left_dirty: bool) -> Synced[T] | Push:
+             left_dirty: bool, fresh: float) -> Synced[T] | Push:
         """One try, under the lock: where the change is, or why it did not land (REJECTED:
         lost to another machine, or the push never arrived; REFUSED, with `replay`: kept, and
         held back from the next try's push)."""
@@ -120,7 +130,7 @@ class Replica:
             raise RemoteRefused(f"the remote {remote.name!r} refused a push moments ago: "
                                 "nothing changed; try again in a few minutes")
         # held back after a refusal: worked on as if offline, sent once the wait is over
-        reachable = not held and self.sync(remote, check_tree=left_dirty)
+        reachable = not held and self.sync(remote, check_tree=left_dirty, fresh=fresh)
         if not reachable and replay is None:
             raise RemoteUnreachable(f"cannot reach the queue's remote {remote.name!r}"
                                     f"{_said(self.unreachable_said)}: "
@@ -195,10 +205,16 @@ class Replica:
         if notice not in self.notices and not said_here:
             self.notices.append(notice)
 
-    def sync(self, remote: Remote, check_tree: bool = True) -> bool:
+    def sync(self, remote: Remote, check_tree: bool = True, fresh: float = 0.0) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work it has not taken
-        yet. `check_tree`: first put back half a move a process killed mid-transaction left."""
-        self.remote_answered = self.fetch(remote)
+        yet. `check_tree`: first put back half a move a process killed mid-transaction left.
+        `fresh`: no fetch when another process of this clone (a sibling worker) fetched within
+        that many seconds: the clone's tip is that recent (the `looked` of this sync is then
+        False).
+        Each fetch is a read a forge counts (GitHub: 15 a second per repository)."""
+        self.looked = not (fresh > 0 and _sibling_fetched(self.local.layout.state_dir,
+                                                          self.monotonic(), fresh))
+        self.remote_answered = self.fetch(remote) if self.looked else True
         if not self.remote_answered:
             return False
         clone = _clone(remote)
@@ -223,6 +239,7 @@ class Replica:
         observer of this machine: while the remote is out of sight, no lease goes silent."""
         fetched = remote.fetch()
         if fetched:
+            _note_fetch(self.local.layout.state_dir, self.monotonic())
             return True
         self.unreachable_said = fetched.said
         self.lost_sight()
@@ -283,6 +300,29 @@ class Replica:
                 f"commits in this clone that the remote lacks and aq did not make (a person's, or "
                 f"an agent's that committed in the queue's clone) are kept on branch {branch}; "
                 "the queue's branch moved on without them: push or merge them from there")
+
+
+def _note_fetch(state_dir: Path, now: float) -> None:
+    """A fetch of this process worked at `now`: noted for the clone's other processes."""
+    from aq.store.sync import LeaseObserver  # lazily: see `Replica._pushed`
+
+    with contextlib.suppress(OSError):
+        write_atomic(state_dir / FETCHED, json.dumps(
+            {"boot": LeaseObserver.boot_id(), "at": now, "pid": os.getpid()}))
+
+
+def _sibling_fetched(state_dir: Path, now: float, within: float) -> bool:
+    """Whether another process of the clone (a sibling worker) was the last to fetch, within
+    `within` seconds of `now`."""
+    from aq.store.sync import LeaseObserver  # lazily: see `Replica._pushed`
+
+    try:
+        said = json.loads((state_dir / FETCHED).read_text())
+        at = float(said["at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (said.get("boot") == LeaseObserver.boot_id() and said.get("pid") != os.getpid()
+            and 0 <= now - at < within)
 
 
 def _clone(remote: Remote) -> Clone:

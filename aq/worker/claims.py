@@ -78,10 +78,11 @@ class Claimer:
         self.take_turn()
         started = ctx.monotonic()
         try:
+            # a look for work: a sibling worker's fetch within a poll is as good as its own
             claim: Claim | None = ctx.queue.transact(
                 self.claim, f"aq: claim by {ctx.worker_id}",
                 describe=lambda c: f"aq: claim {c.job.id if c else ''} by {ctx.worker_id}",
-                replay=replay)
+                replay=replay, fresh=ctx.options.poll)
             if claim is not None:
                 self.landed(started)
             return claim

@@ -73,7 +73,10 @@ class Reclaimer:
         if ctx.queue.remote is not None and tx.online:
             # observed for every lease, this worker's own too: what this machine saw is shared
             # by all workers of the clone, and one must not drop another's record of a renewal
-            seen, confirmed = self.observe(every)
+            looked = self.observe(every)
+            if looked is None:  # a sibling's fetch read, no look of its own: it judges
+                return False
+            seen, confirmed = looked
             silence = {token: s for token, s in seen.items() if token in building}
         else:
             confirmed = set(building)
@@ -114,11 +117,13 @@ class Reclaimer:
         if every:
             self.observe(every)
 
-    def observe(self, building: Mapping[str, Job]) -> tuple[dict[str, float], set[str]]:
+    def observe(self, building: Mapping[str, Job]) -> tuple[dict[str, float], set[str]] | None:
         """Each lease's silence and the leases seen renewed, from the heartbeats fetched last.
         Looked up at most every quarter heartbeat interval: in between the last figures are
         aged by the time passed (aq.core.leases.look_is_fresh). A fetch that failed since makes
-        them out of date: the outage restarts every lease's silence."""
+        them out of date: the outage restarts every lease's silence. None when this worker's
+        last sync read a sibling's fetch and its own figures are not fresh: it has no look of
+        its own (the sibling that fetched judged the leases on it)."""
         ctx = self.ctx
         now, last = ctx.monotonic(), self._look
         if (last is not None and last.fetches_failed == ctx.queue.fetches_failed
@@ -126,6 +131,8 @@ class Reclaimer:
             aged = now - last.at
             return ({token: last.silence[token] + aged for token in building if token in last.silence},
                     last.confirmed & set(building))
+        if not ctx.queue.looked:
+            return None
 
         remote = ctx.queue.remote
         assert remote is not None

@@ -4,6 +4,9 @@ it left; a push the remote refused, or one that never went, renews nothing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from aq.errors import RemoteRefused, RemoteUnreachable
+from aq.infra import gitops
 from aq.store.beats import trailer
 from aq.store.queue import Queue
 from aq.store.tx import Tx
 from aq.usecases.jobs import add_job
+from tests.helpers.cli import aq_env
 from tests.helpers.fleet import fleet_in
 from tests.helpers.git import git
 from tests.helpers.queue import T0
@@ -91,3 +96,42 @@ def test_a_transaction_lets_the_clone_lock_go_between_tries(tmp_path: Path) -> N
         assert held == ["taken", "change", "let go", "taken", "change", "let go"]
         assert {"mine.md", "theirs.md"} <= set(git(fleet.bare, "ls-tree", "--name-only", "main",
                                                    "queue/inbox/").replace("queue/inbox/", "").split())
+
+
+def test_a_worker_looking_for_work_reads_a_sibling_fetch_within_its_poll(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fetch is a read a forge counts: a transaction given `fresh` (a worker's look for
+    work) does not fetch when another process of its clone fetched within that many seconds,
+    and decides on the clone's tip as that process left it; a push on it that loses to a newer
+    tip fetches on the next try, as ever. Without `fresh`, or past it, it fetches."""
+    with fleet_in(tmp_path, clones=2) as fleet:
+        mine, other = fleet.clones
+        log = tmp_path / "git.log"
+        monkeypatch.setattr(gitops, "_LOG", str(log))
+
+        def fetches() -> int:  # of this process, in my clone
+            calls = [json.loads(line) for line in log.read_text().splitlines()]
+            return sum(call["args"][0] == "fetch" and Path(call["root"]) == mine.resolve()
+                       for call in calls)
+
+        sibling = subprocess.run(  # another process of the clone looks at the remote
+            [sys.executable, "-c", "import sys, pathlib; from aq.store.queue import Queue; "
+             "sys.exit(0 if Queue(pathlib.Path(sys.argv[1])).refresh_from_remote() else 1)",
+             str(mine)],
+            env=aq_env(), capture_output=True, text=True, timeout=60)
+        assert sibling.returncode == 0, sibling.stderr
+        add_job(Queue(other), "true", {}, job_id="theirs", now=T0, who="b", entropy=1)
+
+        queue = Queue(mine)
+        seen = queue.transact(lambda tx: tx.stage_of("theirs"), "aq: look", fresh=60.0)
+        assert (seen, queue.looked, fetches()) == (None, False, 0)  # the sibling's tip
+
+        def add(tx: Tx) -> None:
+            tx.write(queue.qdir / "inbox" / "mine.md", '---\nverify: "true"\n---\n')
+
+        queue.transact(add, "aq: add mine", fresh=60.0)  # lost to "theirs", then fetched
+        assert fetches() == 1
+        landed = git(fleet.bare, "ls-tree", "--name-only", "main", "queue/inbox/")
+        assert {"queue/inbox/mine.md", "queue/inbox/theirs.md"} <= set(landed.split())
+        assert queue.transact(lambda tx: tx.stage_of("theirs"), "aq: look") is not None
+        assert (queue.looked, fetches()) == (True, 2)
