@@ -17,8 +17,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from aq.errors import GitError
 from aq.infra.gitops import commit_of, git, must, shown_url
 
@@ -69,6 +67,8 @@ def locked(cache: Path) -> Iterator[None]:
     """The cache's lock, shared by every worker on the machine (worktree metadata is shared)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     path = cache.with_name(cache.name + ".lock")
+    from filelock import FileLock, Timeout  # lazily: `aq ls` and `aq next` route, never lock
+
     lock = FileLock(str(path), timeout=LOCK_TIMEOUT)
     try:
         lock.acquire(poll_interval=0.05)

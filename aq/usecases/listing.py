@@ -11,7 +11,6 @@ from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.requirements import tools_compared
 from aq.core.router import Ranked
 from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
-from aq.store.beats import worker_beats
 from aq.store.layout import FINAL_STAGES
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot, read_everything
@@ -105,6 +104,8 @@ def _unservable(queue: Queue, snapshot: Snapshot, verdicts: Mapping[str, Verdict
                 ) -> dict[str, Verdict]:
     """Inbox jobs no worker of the fleet could take, judged by the capabilities each worker
     published in its last heartbeat: kind "fleet", with what none of them has."""
+    from aq.store.beats import worker_beats  # lazily: only with a remote
+
     if queue.remote is None:
         return {}
     fleet = [frozenset(str(cap) for cap in said.get("capabilities") or ())
