@@ -12,7 +12,6 @@ from aq.core.profile import Profile, apply_profile
 from aq.core.router import Ranked, Signals, engine_costs, rank, recent_claims, running_now
 from aq.core.scheduler import Routing, Verdict
 from aq.errors import AqError
-from aq.infra.repocache import cache_dir_for, is_cache, resolve_repo
 from aq.store.queue import Queue
 from aq.store.snapshot import Snapshot
 
@@ -46,6 +45,9 @@ def warm_repos(queue: Queue, repos: Collection[str]) -> frozenset[str]:
     starts with a fetch instead of a clone."""
     if not repos:
         return frozenset()
+    # lazily: it loads git's plumbing, which a queue of jobs with no repo never needs
+    from aq.infra.repocache import cache_dir_for, is_cache, resolve_repo
+
     root = queue.config.workspaces_root(queue.workspace_key)
     warm = set()
     for repo in repos:
