@@ -247,30 +247,30 @@ def _write_trees(root: Path, held: dict[str, dict[str, Entry]], changed: dict[st
                  folders: set[str], id_length: int) -> str:
     """Write the folders on the changed paths' way, deepest first, in one `git mktree --batch`
     (each tree's id is computed here first, for its parent's entry): the new root tree."""
-    made: dict[str, str | None] = {}  # folder -> its new tree, None: left empty (git keeps none)
-    trees = []
+    put: dict[str, list[tuple[str, Entry | None]]] = {}  # folder -> what goes in (None: out)
+    for path, blob in changed.items():
+        parent, _, name = path.rpartition("/")
+        put.setdefault(parent, []).append((name, None if blob is None else ("100644", "blob", blob)))
+    trees, ids = [], []
+    tree: str | None = None
     for folder in sorted(folders | {""}, key=lambda f: (-f.count("/") - bool(f), f)):
         entries = dict(held.get(folder, {}))
-        for path, blob in changed.items():
-            parent, _, name = path.rpartition("/")
-            if parent == folder:
-                _put(entries, name, None if blob is None else ("100644", "blob", blob))
-        for child, tree in made.items():
-            parent, _, name = child.rpartition("/")
-            if parent == folder and child != folder:
-                _put(entries, name, None if tree is None else ("040000", "tree", tree))
-        made[folder] = _tree_id(entries, id_length) if entries else None
-        if entries:
+        for name, entry in put.get(folder, ()):
+            _put(entries, name, entry)
+        tree = _tree_id(entries, id_length) if entries else None  # git keeps no empty folder
+        if tree is not None:
             trees.append("".join(f"{mode} {kind} {oid}\t{name}\n"
                                  for name, (mode, kind, oid) in entries.items()))
+            ids.append(tree)
+        if folder:  # its parent comes later (it is less deep): the new tree goes in there
+            parent, _, name = folder.rpartition("/")
+            put.setdefault(parent, []).append((name, None if tree is None else ("040000", "tree", tree)))
     written = git(root, "mktree", "--batch", input="\n".join(trees)).stdout.split()
-    expected = [tree for tree in made.values() if tree is not None]
-    if written != expected:
+    if written != ids:
         raise GitError(f"git mktree wrote trees other than aq computed in {root}: "
-                       f"{written} against {expected}; nothing was committed")
-    top = made[""]
-    assert top is not None  # queue/ is never the only thing that goes
-    return top
+                       f"{written} against {ids}; nothing was committed")
+    assert tree is not None  # the root, last: queue/ is never the only thing that goes
+    return tree
 
 
 def _put(entries: dict[str, Entry], name: str, entry: Entry | None) -> None:
