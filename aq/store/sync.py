@@ -13,6 +13,7 @@ last changed.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -292,7 +293,9 @@ class LeaseObserver:
         self.path = path
 
     @staticmethod
+    @functools.cache
     def boot_id() -> str:
+        """This boot's id: read once a process (each fetch and each look at the leases ask)."""
         try:
             return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         except OSError:
