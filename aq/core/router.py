@@ -174,8 +174,7 @@ def recent_claims(jobs: Iterable[Known], now: datetime, *, default_repo: str | N
             continue
         recent = sum(1 for attempt in job.state.attempts if counted(attempt.started))
         if recent:
-            manifest = apply_profile(job.manifest, _profile(job.manifest, profiles))
-            counts[group_of(manifest, default_repo)] += recent
+            counts[_group(job.manifest, default_repo, profiles)] += recent
     return dict(counts)
 
 
@@ -185,9 +184,14 @@ def running_now(building: Iterable[Known], *, default_repo: str | None = None,
     counts: Counter[str] = Counter()
     for job in building:
         if job.manifest is not None:
-            manifest = apply_profile(job.manifest, _profile(job.manifest, profiles))
-            counts[group_of(manifest, default_repo)] += 1
+            counts[_group(job.manifest, default_repo, profiles)] += 1
     return dict(counts)
+
+
+def _group(manifest: Manifest, default_repo: str | None,
+           profiles: Mapping[str, Profile] | None) -> str:
+    """The fairness group of a job as it runs: its profile applied."""
+    return group_of(apply_profile(manifest, _profile(manifest, profiles)), default_repo)
 
 
 def engine_costs(jobs: Iterable[Known]) -> dict[str, float]:
