@@ -9,7 +9,6 @@ and runs only its verify, which can read the children's results (fan-in).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,5 +110,7 @@ def descendants(kin: Mapping[str, Family], parent: str) -> list[tuple[str, str]]
 def child_key(parent: str, text: str) -> str:
     """The idempotency key of a child spawned with `text` (its whole manifest): a retried parent
     that spawns the same child again finds the one it made."""
+    import hashlib  # only where children are spawned; a listing needs none
+
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return f"child-of:{parent}:{digest}"

@@ -11,7 +11,6 @@ command.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import time
@@ -80,6 +79,8 @@ def _command(key: str, value: object) -> str:
 
 
 def _near(word: str, known: tuple[str, ...]) -> str:
+    import difflib  # only for a misspelt key
+
     close = difflib.get_close_matches(word, known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
 from aq.core.prices import Price, parse_prices
-from aq.core.review import REVIEW_KEY
 from aq.core.samples import SAMPLE_KEY
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
@@ -195,6 +193,8 @@ class QueueConfig:
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
         never reviewed itself, nor is a sample (its job is, once one of its samples won)."""
+        from aq.core.review import REVIEW_KEY  # the review use-case's: no listing needs it
+
         if manifest.idempotency_key and manifest.idempotency_key.startswith((REVIEW_KEY,
                                                                              SAMPLE_KEY)):
             return None
@@ -288,6 +288,8 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         raise ConfigError(f"{source}: expected a mapping of keys such as 'timeout: 1h'")
     for key in raw:
         if key not in _KNOWN:
+            import difflib  # only for a misspelt key
+
             close = difflib.get_close_matches(str(key), _KNOWN, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{source}: unknown key '{key}'{hint}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -118,6 +117,8 @@ class Pacer:
             stamp, wait = self._take(machines, "push")
             if stamp is not None:
                 return stamp
+            import random  # only for a push that waits: `aq ls` reads the budget alone
+
             self.sleep(min(wait, POLL) + random.uniform(0, 0.5))  # spread a fleet's pushes
 
     def beat_turn(self, machines: int, *, renews: bool, wait: float = 0.0) -> Turn:

@@ -7,11 +7,13 @@ registry that opens the one a reference names, importing only that adapter.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aq.errors import UsageError
-from aq.trackers.base import Tracker
-from aq.trackers.settings import TrackerSettings
+
+if TYPE_CHECKING:  # aq.yaml's settings import this package: they need no adapter's types
+    from aq.trackers.base import Tracker
+    from aq.trackers.settings import TrackerSettings
 
 # --- the registry --------------------------------------------------------------------------------
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aq.core.lifecycle import STAGES, Stage
 from aq.core.profile import Profile, apply_profile, choose_engine
 from aq.core.requirements import tools_compared
-from aq.core.router import Ranked
 from aq.core.scheduler import Routing, Verdict, assess, capabilities_missing
 from aq.store.layout import FINAL_STAGES
 from aq.store.queue import Queue
 from aq.store.snapshot import Job, Snapshot, read_everything
-from aq.usecases.routing import rank_ready
+
+if TYPE_CHECKING:  # the router orders what `aq next` may take; `aq ls` lists without it
+    from aq.core.router import Ranked
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,8 @@ class NextResult:
 
 def next_job(queue: Queue, *, now: datetime, capabilities: Capabilities,
              worker_id: str | None = None) -> NextResult:
+    from aq.usecases.routing import rank_ready
+
     snapshot = queue.snapshot()
     halted = queue.halted()
     profiles = profiles_used(queue, snapshot)
