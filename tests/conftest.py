@@ -20,22 +20,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     and idle ones steal from the end of the others' shares. Spread the slow tests (multi-process
     runs that mostly wait) evenly over the first two thirds of every share: they overlap the
     fast ones, which keep the cores busy meanwhile, and none starts near the end to hold the run
-    up alone."""
+    up alone. The heavy ones (marked `heavy`: fleet runs that keep both cores busy) are spread
+    over that time of the whole run, each at its own moment, so that they rarely wait for one
+    another (`one_heavy_at_a_time`)."""
     processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     slow = [item for item in items if item.get_closest_marker("slow")]
     if processes < 2 or len(slow) * 2 > len(items):  # a selection of mostly slow tests
         return
+    heavy = [item for item in slow if item.get_closest_marker("heavy")]
+    light = [item for item in slow if not item.get_closest_marker("heavy")]
     fast = iter([item for item in items if not item.get_closest_marker("slow")])
     left, ordered = len(items), []
     for share in range(processes):
         size = left // (processes - share)  # as xdist hands out its first shares
         left -= size
-        mine = slow[share::processes]
-        step = max(1, (size * 2 // 3) // max(1, len(mine)))
-        places = {k * step for k in range(len(mine))}
-        picks = iter(mine)
-        ordered += [next(picks) if place in places else next(fast) for place in range(size)]
+        span = size * 2 // 3
+        plan: list[pytest.Item | None] = [None] * size
+        for index in range(share, len(heavy), processes):  # heavy i at i/n of the span
+            plan[index * span // len(heavy)] = heavy[index]
+        mine = light[share::processes]
+        step = max(1, span // max(1, len(mine)))
+        for k, item in enumerate(mine):
+            place = k * step
+            while plan[place] is not None:
+                place += 1
+            plan[place] = item
+        ordered += [item if item is not None else next(fast) for item in plan]
     items[:] = ordered
+
+
+@pytest.fixture(autouse=True)
+def one_heavy_at_a_time(request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Two heavy fleet runs at once on two cores take each other's CPU: each ran 2.5 times
+    longer and spent 2.5 times the CPU (its workers poll and are killed by the clock, not by
+    its progress). Under xdist a heavy test waits for the one running in another process."""
+    if request.node.get_closest_marker("heavy") is None:
+        yield
+        return
+    from filelock import FileLock
+
+    # each xdist process has its own base temp dir, in one the whole run shares
+    with FileLock(tmp_path_factory.getbasetemp().parent / "heavy-test.lock"):
+        yield
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         yield made
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_a_hundred_jobs_survive_killed_workers_and_a_killed_remote(fleet: Fleet) -> None:
     """100 jobs (200 with AQ_SOAK=1), 6 workers over 3 clones, kill -9 of a worker every 1-3 s
     and of the remote's git processes at random: every job ends in one final stage, none lost,

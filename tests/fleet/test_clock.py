@@ -106,6 +106,7 @@ def test_no_worker_takes_a_live_lease_whatever_its_wall_clock(
     assert_skewed(result.events)
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_chaos_with_clocks_an_hour_apart_ends_like_any_chaos(
         fleet: Fleet, clocks: dict[str, dict[str, str]]) -> None:
     """A small chaos run (40 jobs, kill -9 every 1-3 s, the remote's git killed) with workers

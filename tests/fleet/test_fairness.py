@@ -22,6 +22,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         yield made
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_six_racing_workers_each_get_claims(fleet: Fleet) -> None:
     fleet.drop_jobs({f"job-{n:03}": ("true", {"verify": "true"}) for n in range(JOBS)})
     workers = [fleet.start(clone, "run", "--drain", "--worker", f"w{c}-{i}", "--poll", "0.05",

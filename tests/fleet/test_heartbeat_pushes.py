@@ -88,6 +88,7 @@ def said_beats(fleet: Fleet, ref: str) -> int:
     return int(said(fleet, ref)["pushes"]["heartbeats"])
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_a_machine_whose_commits_keep_landing_renews_its_leases_without_heartbeats(
         fleet: Fleet) -> None:
     """Machine A holds a long job while a sibling worker there lands a claim or result every

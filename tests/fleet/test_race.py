@@ -47,6 +47,7 @@ def race(fleet: Fleet, name: str, workers: int) -> list[str]:
     return [fleet.out(proc) for proc in procs]
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_one_job_raced_by_six_clones_has_exactly_one_winner_every_round(fleet: Fleet) -> None:
     """Rounds of six clones claiming one job at the same instant (6, or 20 with AQ_SOAK=1):
     each round exactly one runs it, once."""

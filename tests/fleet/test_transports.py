@@ -231,6 +231,7 @@ def claimed_in(remote: Path, commit: str) -> list[str]:
             and f"D\tqueue/inbox/{line.rpartition('/')[2]}" in changes]
 
 
+@pytest.mark.heavy  # it keeps both cores busy: see tests/conftest.py
 def test_chaos_with_the_server_killed_in_the_middle_of_pushes(
         transport: tuple[Fleet, Server]) -> None:
     """Workers killed with kill -9 while the server itself is killed with kill -9 in the middle
