@@ -105,10 +105,6 @@ def worker_config_path(environ: Mapping[str, str] | None = None) -> Path:
 def worker_tags(config_file: Path, *, required: bool = False) -> tuple[str, ...]:
     """The `capabilities:` tags of a worker config file; none when it does not exist (unless
     `required`). A file that cannot be used raises ConfigError naming it and what to fix."""
-    import yaml  # lazily: `aq ls` and `aq next` load this module but parse no YAML
-
-    from aq.core.yamltext import load_yaml
-
     try:
         text = config_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -118,6 +114,12 @@ def worker_tags(config_file: Path, *, required: bool = False) -> tuple[str, ...]
         return ()
     except OSError as err:
         raise ConfigError(f"{config_file}: cannot read: {err.strerror or err}") from None
+    # lazily, and only for a file that exists: most machines have none, and a worker's start
+    # then loads no YAML parser (11 ms)
+    import yaml
+
+    from aq.core.yamltext import load_yaml
+
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as err:
