@@ -5,6 +5,30 @@
 # to run in one process
 set -euo pipefail
 cd "$(dirname "$0")"
+# Real programs the tests drive through their own CLIs, pinned to versions that run on Node 20
+# (npm registry): Backlog.md, a tracker; claude-code, codex and gemini-cli, agent CLIs run
+# against the tests' fake model APIs. Installed once into .tools/; a test that needs one that
+# could not be installed is skipped and says so. npm runs beside pip (the network and the
+# other core), and the tests wait for it.
+npm_pins="backlog.md@1.52.0 @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0 @google/gemini-cli@0.61.0"
+npm_bins="backlog claude codex gemini"
+missing_bins=""
+for bin in $npm_bins; do
+    [ -x ".tools/node_modules/.bin/$bin" ] || missing_bins="$missing_bins $bin"
+done
+tools=
+if [ -n "$missing_bins" ]; then
+    {
+        if command -v npm >/dev/null 2>&1; then
+            # shellcheck disable=SC2086 # one word per package
+            npm install --silent --no-fund --no-audit --prefix .tools $npm_pins >/dev/null 2>&1 \
+                || echo "test.sh: could not install$missing_bins from npm; the tests that need them will be skipped" >&2
+        else
+            echo "test.sh: npm is not installed, so$missing_bins cannot be; the tests that need them will be skipped" >&2
+        fi
+    } &
+    tools=$!
+fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
@@ -18,30 +42,12 @@ unset PYTHONDONTWRITEBYTECODE
 { .venv/bin/python -m compileall -q aq tests
   .venv/bin/python -m pytest --collect-only -q -p no:cacheprovider; } >/dev/null 2>&1 &
 warm=$!
-# Real programs the tests drive through their own CLIs, pinned to versions that run on Node 20
-# (npm registry): Backlog.md, a tracker; claude-code, codex and gemini-cli, agent CLIs run
-# against the tests' fake model APIs. Installed once into .tools/; a test that needs one that
-# could not be installed is skipped and says so.
-npm_pins="backlog.md@1.52.0 @anthropic-ai/claude-code@2.1.197 @openai/codex@0.171.0 @google/gemini-cli@0.61.0"
-npm_bins="backlog claude codex gemini"
-missing_bins=""
-for bin in $npm_bins; do
-    [ -x ".tools/node_modules/.bin/$bin" ] || missing_bins="$missing_bins $bin"
-done
-if [ -n "$missing_bins" ]; then
-    if command -v npm >/dev/null 2>&1; then
-        # shellcheck disable=SC2086 # one word per package
-        npm install --silent --no-fund --no-audit --prefix .tools $npm_pins >/dev/null 2>&1 \
-            || echo "test.sh: could not install$missing_bins from npm; the tests that need them will be skipped" >&2
-    else
-        echo "test.sh: npm is not installed, so$missing_bins cannot be; the tests that need them will be skipped" >&2
-    fi
-fi
 .venv/bin/ruff check aq tests benchmarks scripts
 .venv/bin/mypy
 # the layers: quiet when kept, the whole report when a contract is broken
 layers=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$layers"; exit 1; }
 wait "$warm" || true  # a collection error is the test run's to report
+[ -z "$tools" ] || wait "$tools"
 # three processes on two cores: the fleet tests spend much of their time waiting on leases,
 # pacing windows and workers (CI: 397 s against 468 s with two), and must hold under load
 .venv/bin/python -m pytest -n 3 --dist worksteal "$@"
