@@ -59,8 +59,10 @@ def test_an_attempt_is_stopped_as_its_streamed_usage_crosses_the_budget(
     usage = finished["usage"]
     assert 300_000 <= usage["input_tokens"] < 4_000_000, usage
     assert usage["cost_usd"] == pytest.approx(usage["input_tokens"] * 10 / 1e6)
+    # what the engine wrote before the crossing message is in its log ("step 3" comes after
+    # that message, and a quick stop can end the engine before it is written)
     log = (root / "queue" / ".logs" / "spender" / "1.log").read_text()
-    assert "step 3" in log and "all steps done" not in log
+    assert "step 2" in log and "all steps done" not in log
 
 
 def test_the_budget_counts_every_attempt_and_a_requeue_clears_the_count(root: Path) -> None:
