@@ -29,24 +29,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     heavy = [item for item in slow if item.get_closest_marker("heavy")]
     light = [item for item in slow if not item.get_closest_marker("heavy")]
-    fast = iter([item for item in items if not item.get_closest_marker("slow")])
+    fast = [item for item in items if not item.get_closest_marker("slow")]
     left, ordered = len(items), []
     for share in range(processes):
         size = left // (processes - share)  # as xdist hands out its first shares
         left -= size
         span = size * 2 // 3
         plan: list[pytest.Item | None] = [None] * size
-        for index in range(share, len(heavy), processes):  # heavy i at i/n of the span
-            plan[index * span // len(heavy)] = heavy[index]
+        wanted = [(index * span // len(heavy), heavy[index])  # heavy i at i/n of the span
+                  for index in range(share, len(heavy), processes)]
         mine = light[share::processes]
         step = max(1, span // max(1, len(mine)))
-        for k, item in enumerate(mine):
-            place = k * step
-            while plan[place] is not None:
-                place += 1
-            plan[place] = item
-        ordered += [item if item is not None else next(fast) for item in plan]
-    items[:] = ordered
+        wanted += [(k * step, item) for k, item in enumerate(mine)]
+        for place, item in wanted:
+            free = [at for at in range(place, size) if plan[at] is None]
+            if not free:
+                return  # a selection too small to spread: leave its order as it is
+            plan[free[0]] = item
+        ordered += plan
+    if sum(item is None for item in ordered) != len(fast):
+        return
+    rest = iter(fast)
+    items[:] = [item if item is not None else next(rest) for item in ordered]
 
 
 @pytest.fixture(autouse=True)
