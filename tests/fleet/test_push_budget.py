@@ -16,7 +16,7 @@ from tests.helpers.git import git
 from tests.helpers.queue import configure
 
 pytestmark = pytest.mark.slow
-LIMIT, WINDOW = 6, 6  # pushes, seconds
+LIMIT, WINDOW = 6, 3  # pushes, seconds
 JOBS = 6
 RATE_LIMIT = """#!/bin/sh
 exec 9>"{base}/limit.lock"
