@@ -42,14 +42,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         step = max(1, span // max(1, len(mine)))
         wanted += [(k * step, item) for k, item in enumerate(mine)]
         for place, item in wanted:
-            free = [at for at in range(place, size) if plan[at] is None]
-            if not free:
+            free = next((at for at in range(place, size) if plan[at] is None), None)
+            if free is None:
                 return  # a selection too small to spread: leave its order as it is
-            plan[free[0]] = item
+            plan[free] = item
         ordered += plan
-    if sum(item is None for item in ordered) != len(fast):
-        return
-    rest = iter(fast)
+    rest = iter(fast)  # every slow test has its place: the places left are as many as these
     items[:] = [item if item is not None else next(rest) for item in ordered]
 
 
