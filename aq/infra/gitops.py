@@ -7,7 +7,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from aq.errors import GitError
@@ -23,10 +23,11 @@ NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
 
 
 def git(root: Path, *args: str, check: bool = True, input: str | None = None,
-        timeout: float | None = None) -> proc.Completed:
+        timeout: float | None = None, env: Mapping[str, str] | None = None) -> proc.Completed:
+    """Run git in `root`; `env`: variables of aq's own for it (GIT_INDEX_FILE, say)."""
     try:
         done = proc.run([*GIT, *args], cwd=root, input=input, timeout=timeout,
-                        env=proc.clean_env({OWNER_VAR: str(os.getpid()), **NO_PROMPT}))
+                        env=proc.clean_env({OWNER_VAR: str(os.getpid()), **NO_PROMPT, **(env or {})}))
     except FileNotFoundError:
         raise GitError("git is not installed or not on PATH: install git and try again") from None
     if _LOG:
@@ -215,12 +216,8 @@ def _patched_tree(root: Path, head_tree: str, paths: Sequence[str]) -> str | Non
     if present:
         blobs = git(root, "hash-object", "-w", "--stdin-paths", input="\n".join(present) + "\n")
         changed.update(zip(present, blobs.stdout.split(), strict=True))
-    folders = {"/".join(path.split("/")[:depth]) for path in changed
-               for depth in range(1, path.count("/") + 1)}
-    held: dict[str, dict[str, Entry]] = {"": dict(_ls_tree(root, head_tree))}
-    for path, entry in _ls_tree(root, head_tree, "--", *(f"{f}/" for f in sorted(folders))):
-        folder, _, name = path.rpartition("/")
-        held.setdefault(folder, {})[name] = entry
+    folders = _folders_of(changed)
+    held = _held(root, head_tree, folders)
     for path in changed:
         folder, _, name = path.rpartition("/")
         if held.get(folder, {}).get(name, ("100644", "blob", ""))[:2] != ("100644", "blob"):
@@ -230,6 +227,30 @@ def _patched_tree(root: Path, head_tree: str, paths: Sequence[str]) -> str | Non
         if held.get(parent, {}).get(name, ("040000", "tree", ""))[1] != "tree":
             return None  # HEAD has a file where a folder goes
     return _write_trees(root, held, changed, folders, len(head_tree))
+
+
+def patch_tree(root: Path, base_tree: str, changed: Mapping[str, str | None]) -> str:
+    """The tree `base_tree` with each path of `changed` (a file's, from the top) made a plain
+    file of that blob, or taken out (None), written without an index: only the folders on
+    their way are read and written again."""
+    folders = _folders_of(changed)
+    return _write_trees(root, _held(root, base_tree, folders), dict(changed), folders,
+                        len(base_tree))
+
+
+def _folders_of(paths: Iterable[str]) -> set[str]:
+    """Every folder on the way to `paths` ('a/b/c' -> 'a', 'a/b')."""
+    return {"/".join(path.split("/")[:depth]) for path in paths
+            for depth in range(1, path.count("/") + 1)}
+
+
+def _held(root: Path, tree: str, folders: set[str]) -> dict[str, dict[str, Entry]]:
+    """What `tree` holds at its top ('') and in each of `folders` (those it has)."""
+    held: dict[str, dict[str, Entry]] = {"": dict(_ls_tree(root, tree))}
+    for path, entry in _ls_tree(root, tree, "--", *(f"{f}/" for f in sorted(folders))):
+        folder, _, name = path.rpartition("/")
+        held.setdefault(folder, {})[name] = entry
+    return held
 
 
 def _ls_tree(root: Path, *args: str) -> list[tuple[str, Entry]]:

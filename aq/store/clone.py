@@ -161,13 +161,14 @@ class Clone:
         return dirty + leftovers
 
     def _outside_archive(self) -> list[str]:
-        """queue/'s entries but queue/archive (a year of jobs: a move into it half-made shows in
-        the folder it left), on disk or in HEAD, each a pathspec of its own. Named, git looks
-        only at their part of the index; an exclusion has it match every path of the archive."""
+        """queue/'s entries but the archive's (a year of jobs: a move into it half-made shows in
+        the folder it left; queue/.archive is not the branch's at all), on disk or in HEAD, each
+        a pathspec of its own. Named, git looks only at their part of the index; an exclusion
+        has it match every path of the archive."""
         names = self._in_head("queue/") or set()
         with contextlib.suppress(OSError), os.scandir(self.root / "queue") as entries:
             names |= {f"queue/{entry.name}" for entry in entries}
-        names.discard("queue/archive")
+        names -= {"queue/archive", "queue/.archive"}
         return sorted(f":(literal){name}" for name in names) or ["queue"]
 
     def _in_head(self, folder: str) -> set[str] | None:

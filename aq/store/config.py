@@ -54,7 +54,7 @@ artifact_max: 10MiB
 # this; unset, it keeps them.
 # log_retention: 90d
 # Jobs final (shipped, failed, dead letter) for longer than this are due to move to
-# queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs, so no folder nears a forge's
+# queue/.archive/<yyyy>/<mm>/<nnn>/ with their events and logs, so no folder nears a forge's
 # limit (GitHub: 3,000 entries); idle workers move what is due (at most once an hour each,
 # 500 jobs a commit), and `aq archive` does at once. Unset: only `aq archive` moves jobs, those
 # final for over 14 days.

@@ -3,10 +3,15 @@ state folder.
 
 A job's stage is the folder its file sits in: queue/<stage>/<id>.md, its events in
 queue/.events/<id>.jsonl, its attempt logs under queue/.logs/<id>/. A final job archived
-(`aq archive`) keeps that shape one part of the archive down: queue/archive/<yyyy>/<mm>/<nnn>/
+(`aq archive`) keeps that shape one part of the archive down: queue/.archive/<yyyy>/<mm>/<nnn>/
 holds <stage>/<id>.md, .events/<id>.jsonl and .logs/<id>/ of at most PART_SIZE jobs that became
 final in that month, so no folder of the queue nears a forge's limit on entries (GitHub: 3,000),
 and keys.json, the idempotency keys of its jobs (key -> id), so that `aq add` finds them unread.
+
+In a git queue the archive is not on the queue's branch: it is the checkout of a ref of its own
+(aq.store.archive_ref), which git ignores in the work tree, so the branch every claim pushes
+stays as small as the live queue. queue/archive/ is where earlier versions of aq kept it, on
+the branch: it is read as parts of the archive too, and `aq archive` moves it over.
 What only this machine needs (the lock, caches, running attempts) is in a state folder inside
 the git dir.
 """
@@ -28,7 +33,8 @@ EVENTS_DIR = ".events"
 LOGS_DIR = ".logs"
 HALT_FILE = "HALT"
 PROFILES_DIR = "profiles"
-ARCHIVE_DIR = "archive"
+ARCHIVE_DIR = ".archive"  # the archive's checkout: ignored by git, on a ref of its own
+BRANCH_ARCHIVE_DIR = "archive"  # where earlier aq kept the archive: on the queue's branch
 ARCHIVE_KEYS = "keys.json"  # in each part of the archive: its jobs' idempotency keys
 CACHE_VERSION = 17  # of the cached manifests, states and profiles: bumped when one changes shape
 
@@ -60,13 +66,17 @@ def locate_root(explicit: str | None = None, cwd: Path | None = None) -> Path:
     return found
 
 
-def _state_key(root: Path) -> str:
-    """One state folder per queue in a repo: '.' for a queue at the top, else its path's hash."""
-    top = root
+def _top(root: Path) -> Path:
+    """The top of the work tree holding `root` (`root` itself when none does)."""
     for folder in (root, *root.parents):
         if (folder / ".git").exists():
-            top = folder
-            break
+            return folder
+    return root
+
+
+def _state_key(root: Path) -> str:
+    """One state folder per queue in a repo: '.' for a queue at the top, else its path's hash."""
+    top = _top(root)
     if top == root:
         return "."
     import hashlib
@@ -129,28 +139,49 @@ class Layout:
     def check_folders(self) -> None:
         """queue/ and its stage, event, log and archive folders are folders of this queue, not
         links to others (DESIGN §5): else the queue is refused in one line naming the link."""
-        for name in (*STAGES, EVENTS_DIR, LOGS_DIR, ARCHIVE_DIR):
+        for name in (*STAGES, EVENTS_DIR, LOGS_DIR, ARCHIVE_DIR, BRANCH_ARCHIVE_DIR):
             check(self.root, self.qdir / name, folder=True)
+
+    @property
+    def prefix(self) -> str:
+        """The queue root's path in its repository ('' at the top, else 'sub/dir/')."""
+        top = _top(self.root)
+        return "" if top == self.root else f"{self.root.relative_to(top).as_posix()}/"
 
     # --- the archive --------------------------------------------------------------------------
 
     @property
     def archive_dir(self) -> Path:
+        """queue/.archive: where `aq archive` puts jobs (in git, the checkout of its own ref)."""
         return self.qdir / ARCHIVE_DIR
 
+    @property
+    def branch_archive_dir(self) -> Path:
+        """queue/archive: the archive earlier aq kept on the queue's branch."""
+        return self.qdir / BRANCH_ARCHIVE_DIR
+
     def part_dir(self, year: int, month: int, number: int) -> Path:
-        """queue/archive/<yyyy>/<mm>/<nnn>: the month's `number`th part (from 1)."""
+        """queue/.archive/<yyyy>/<mm>/<nnn>: the month's `number`th part (from 1)."""
         return self.archive_dir / f"{year:04d}" / f"{month:02d}" / f"{number:03d}"
 
     def month_parts(self, year: int, month: int) -> list[Path]:
-        """The parts of one month of the archive, oldest first."""
-        return _numbered(self.archive_dir / f"{year:04d}" / f"{month:02d}")
+        """The parts of one month of the archive, in both places, by number (a part on the
+        branch first where both have one of that number)."""
+        month_dirs = (base / f"{year:04d}" / f"{month:02d}"
+                      for base in (self.branch_archive_dir, self.archive_dir))
+        return sorted((part for folder in month_dirs for part in _numbered(folder)),
+                      key=lambda part: int(part.name))
 
     def archive_parts(self) -> list[Path]:
-        """Every part of the archive, oldest first: a listing of its year and month folders,
-        never of the jobs in them. A folder that is a link is never entered."""
-        return [part for year in _numbered(self.archive_dir) for month in _numbered(year)
-                for part in _numbered(month)]
+        """Every part of the archive, oldest first (the branch's before the ref's): a listing of
+        its year and month folders, never of the jobs in them. A folder that is a link is never
+        entered."""
+        return [part for base in (self.branch_archive_dir, self.archive_dir)
+                for year in _numbered(base) for month in _numbered(year) for part in _numbered(month)]
+
+    def in_branch_archive(self, part: Path) -> bool:
+        """Whether `part` is one of the archive kept on the queue's branch (queue/archive)."""
+        return part.is_relative_to(self.branch_archive_dir)
 
     def find_archived(self, job_id: str) -> tuple[Path, Stage] | None:
         """The part and final stage an archived job's file is in; None when it is in none. A

@@ -39,6 +39,11 @@ def find_origin(layout: Layout, configured: str | None) -> Origin | None:
     return Origin(name, branch)
 
 
+def current_branch(layout: Layout) -> str:
+    """The clone's current branch ("main" when it has none yet)."""
+    return "main" if layout.git_dir is None else _remotes_and_branch(layout, layout.git_dir)[1]
+
+
 def _remotes_and_branch(layout: Layout, git_dir: Path) -> tuple[tuple[str, ...], str]:
     key = _key(git_dir)
     cache = StatCache(layout.state_dir / CACHE_NAME, version=1)

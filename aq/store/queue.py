@@ -27,6 +27,7 @@ from aq.store.origin import Origin, find_origin
 from aq.store.snapshot import Job, Snapshot, halted, read_job, read_snapshot, resolve
 
 if TYPE_CHECKING:
+    from aq.store.archive_ref import ArchiveRef
     from aq.store.hooks import MoveHooks
     from aq.store.local import Local
     from aq.store.profiles import Profiles
@@ -151,6 +152,18 @@ class Queue:
                       machine=machine_id(self.root), lease_ttl=self.config.lease_ttl,
                       signs=LeaseObserver(self.state_dir / "leases.json").alive)
         return Remote(self.root, origin.name, origin.branch, pacer)
+
+    @cached_property
+    def archive_ref(self) -> ArchiveRef | None:
+        """The archive's own ref and its checkout (aq.store.archive_ref); None outside git."""
+        if self.git_dir is None:
+            return None
+        from aq.store.archive_ref import ArchiveRef
+        from aq.store.origin import current_branch
+
+        remote = self.remote
+        return ArchiveRef(self.layout, remote,
+                          remote.branch if remote is not None else current_branch(self.layout))
 
     def transact(self, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None = None, *,

@@ -20,14 +20,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from aq.errors import PushUncertain, RemoteBusy, RemoteRefused, RemoteUnreachable
+from aq.errors import AqError, PushUncertain, RemoteBusy, RemoteRefused, RemoteUnreachable
 from aq.infra.files import write_atomic
 from aq.store.local import Local
 from aq.store.recovery import Adoption, HalfMoves, Salvage
 from aq.store.tx import Tx, Unpushed
 
 if TYPE_CHECKING:
+    from aq.store.archive_ref import ArchiveRef
     from aq.store.clone import Clone
+    from aq.store.layout import Layout
     from aq.store.sync import Push, Remote
 
 T = TypeVar("T")
@@ -89,6 +91,7 @@ class Replica:
         # a worker's: asked as a push leaves, what to tell of the leases its commits named
         # once it landed (a renewal as of when it left, on the worker's clock)
         self.on_renewal: Callable[[], Callable[[frozenset[str]], None]] | None = None
+        self.archive: ArchiveRef | None = None  # the archive's checkout, kept at its fetched tip
 
     def transact(self, remote: Remote, change: Callable[[Tx], T], message: str,
                  describe: Callable[[T], str] | None, replay: Replay[T] | None,
@@ -219,7 +222,8 @@ class Replica:
             return False
         clone = _clone(remote)
         self._drop_landed(remote)
-        heads = remote.heads()  # read once: nothing below moves HEAD before the align
+        head, tip, archive = remote.tips()  # read once: nothing below moves HEAD before the align
+        heads = (head, tip)
         mine = {work.commit for work in self.unpushed if work.commit}
         salvaged = self.salvage.of_the_dead(clone, *heads, mine=mine)
         if check_tree:
@@ -228,6 +232,7 @@ class Replica:
         seen = self.local.inbox.unchanged()
         self._note_kept(clone.align(heads))  # git's own inbox changes are no dropped files either
         self.local.inbox.own_change(seen)
+        self._catch_up_archive(remote, archive)
         self.unpushed += salvaged
         # work stays listed until a push of it lands: a replay that loses a race is replayed again
         for work in list(self.unpushed):
@@ -257,10 +262,21 @@ class Replica:
         with self.local.lock(timeout):
             if not self.fetch(remote):
                 return False
-            head, tip = remote.heads()
+            head, tip, archive = remote.tips()
             if head and tip and head != tip and remote.is_ancestor(head, tip):
                 self._note_kept(_clone(remote).align((head, tip)))
+            self._catch_up_archive(remote, archive)
         return True
+
+    def _catch_up_archive(self, remote: Remote, tip: str | None) -> None:
+        """Bring queue/.archive to the archive's tip as fetched (a read of one small file when
+        it is there already). Trouble with it is said once and never stops a sync."""
+        self.archive = self.archive or _archive_of(self.local.layout, remote)
+        try:
+            self.archive.catch_up(tip)
+        except (AqError, OSError) as err:
+            _note(self.notices, f"the archive's checkout in queue/.archive could not be brought "
+                                f"up to date: {err}")
 
     def _drop_landed(self, remote: Remote) -> None:
         """Unpushed work whose unconfirmed push did land is unpushed no more. Each item is checked
@@ -300,6 +316,17 @@ class Replica:
                 f"commits in this clone that the remote lacks and aq did not make (a person's, or "
                 f"an agent's that committed in the queue's clone) are kept on branch {branch}; "
                 "the queue's branch moved on without them: push or merge them from there")
+
+
+def _archive_of(layout: Layout, remote: Remote) -> ArchiveRef:
+    from aq.store.archive_ref import ArchiveRef  # lazily: only a sync keeps the checkout
+
+    return ArchiveRef(layout, remote, remote.branch)
+
+
+def _note(notices: list[str], notice: str) -> None:
+    if notice not in notices:
+        notices.append(notice)
 
 
 def _note_fetch(state_dir: Path, now: float) -> None:

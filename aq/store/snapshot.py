@@ -3,7 +3,7 @@
 A listing of 10,000 jobs must stay fast (`aq ls` is on the path of every command), so a job
 file or event log is parsed again only when its stat signature changed.
 
-A snapshot holds the jobs of the stage folders: the archive (queue/archive/, see
+A snapshot holds the jobs of the stage folders: the archive (queue/.archive/, see
 aq.store.layout) is never listed by it, so `aq ls`, `aq next` and a worker's claim cost the same
 however many jobs were archived. It is searched only for an id no stage folder holds: a job
 named by a command, an inbox job's dep. `read_everything` lists the archive too (`aq ls --all`),
@@ -51,7 +51,7 @@ class Job:
     error: str | None
     state: JobState
     added: datetime
-    archived: bool = False  # in a part of the archive (folder: queue/archive/<y>/<m>/<n>/<stage>)
+    archived: bool = False  # in a part of the archive (folder: queue/.archive/<y>/<m>/<n>/<stage>)
 
     @property
     def path(self) -> Path:
@@ -104,16 +104,19 @@ def read_snapshot(layout: Layout) -> Snapshot:
 
 def read_everything(layout: Layout, live: Snapshot | None = None) -> Snapshot:
     """The jobs of the stage folders (`live`, if just read), then every archived one
-    (`archived`), read through a cache of the archive's own (`aq ls --all`). A job both in a
-    stage folder and in the archive, or in two parts, is a problem, and its first copy carries
-    it as its error."""
+    (`archived`), read through a cache of the archive's own (`aq ls --all`). A job in two parts
+    of the archive, or both in a stage folder and in the branch's queue/archive, is a problem,
+    and its first copy carries it as its error. The archive's ref may still hold a copy of a
+    job that came back to a stage folder: the stage folder's is the job."""
     live = live or read_snapshot(layout)
     cache = _JobCache.load(layout.state_dir / "archive-cache.pickle")
     listing = _Listing(cache)
     listing.jobs, listing.seen = list(live.jobs), {job.id: str(job.stage) for job in live.jobs}
+    back = frozenset(listing.seen)
     for part in layout.archive_parts():
         rel = layout.relative(part)
-        listing.add_folder(part, rel, _stage_folders(part, rel, listing.problems), archived=True)
+        listing.add_folder(part, rel, _stage_folders(part, rel, listing.problems), archived=True,
+                           outranked=frozenset() if layout.in_branch_archive(part) else back)
     cache.save(keep=[job.id for job in listing.jobs[len(live.jobs):]])
     return Snapshot(tuple(listing.jobs), (*live.problems, *listing.snapshot().problems),
                     live.archived_deps, layout)
@@ -135,7 +138,7 @@ def _stage_folders(part: Path, rel: str, problems: list[str]) -> list[Stage]:
         elif entry.name not in (EVENTS_DIR, LOGS_DIR) or not entry.is_dir(follow_symlinks=False):
             problems.append(f"{rel}/{entry.name}: not a part of the archive (it holds only "
                             f"{', '.join(FINAL_STAGES)}, {EVENTS_DIR} and {LOGS_DIR} folders "
-                            f"and {ARCHIVE_KEYS}): move it out of queue/archive")
+                            f"and {ARCHIVE_KEYS}): move it out of the archive")
     return sorted(stages, key=FINAL_STAGES.index)
 
 
@@ -293,9 +296,10 @@ class _Listing:
         return Snapshot(tuple(self.jobs), (*self.problems, *self.unread), archived_deps, layout)
 
     def add_folder(self, base: Path, rel: str, stages: Iterable[Stage],
-                   archived: bool = False) -> None:
+                   archived: bool = False, outranked: frozenset[str] = frozenset()) -> None:
         """The jobs of `base` (queue/, or a part of the archive; `rel` names it in problems):
-        its stage folders' files, their event logs in its .events/."""
+        its stage folders' files, their event logs in its .events/; not those of `outranked`
+        (jobs whose copy elsewhere is the job)."""
         events = _Events(base / EVENTS_DIR, f"{rel}/{EVENTS_DIR}")
         for stage in stages:
             folder = base / stage
@@ -304,7 +308,8 @@ class _Listing:
             except FileNotFoundError:
                 continue
             for entry in entries:
-                if not entry.name.startswith(".") and entry.name.endswith(".md"):
+                if (not entry.name.startswith(".") and entry.name.endswith(".md")
+                        and entry.name[:-3] not in outranked):
                     self._add(stage, folder, f"{rel}/{stage}", entry, events, archived)
         self.unread += events.refused.values()
 

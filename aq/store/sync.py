@@ -36,6 +36,8 @@ from aq.store.pacer import Pacer
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
+ARCHIVE_REFS = "refs/aq/archive"  # <branch>: the archive of the queue on that branch (aq.store.archive_ref)
+FETCHED_ARCHIVES = "refs/aq/fetched/archive"  # where a fetch puts the remote's
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
 RECENT_COMMITS = 100  # a first look reads when each machine last committed from these, at most
 GOODBYE_WAIT = 4.0  # seconds a stopping machine's last beat waits for room in the push budget
@@ -129,6 +131,16 @@ class Remote:
     def tracking(self) -> str:
         return f"refs/remotes/{self.name}/{self.branch}"
 
+    @property
+    def archive_ref(self) -> str:
+        """The remote's ref holding the archive of the queue's branch."""
+        return f"{ARCHIVE_REFS}/{self.branch}"
+
+    @property
+    def archive_tracking(self) -> str:
+        """That ref as last fetched."""
+        return f"{FETCHED_ARCHIVES}/{self.branch}"
+
     @classmethod
     def detect(cls, root: Path, configured: str | None) -> Remote | None:
         """The queue's remote (see store.origin); None for a local queue."""
@@ -141,14 +153,15 @@ class Remote:
     # --- the queue's branch: read, and pushed to as compare-and-swap --------------------------
 
     def fetch(self) -> Fetched:
-        """Fetch the branch and the workers' heartbeat refs: false (with git's line) when the
-        remote is unreachable. Not the queue repository's submodules: looking for them reads the
-        whole index, which in a clone with a year's archive is most of a fetch's time."""
+        """Fetch the branch, the workers' heartbeat refs and the archive's: false (with git's
+        line) when the remote is unreachable. Not the queue repository's submodules: looking for
+        them reads the whole index."""
         done = self._git(
             "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune", "--no-recurse-submodules",
             self.name,
             f"+refs/heads/{self.branch}:{self.tracking}",
-            f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*", check=False, timeout=NETWORK_TIMEOUT,
+            f"+{WORKER_REFS}/*:{OBSERVED_REFS}/*",
+            f"+{ARCHIVE_REFS}/*:{FETCHED_ARCHIVES}/*", check=False, timeout=NETWORK_TIMEOUT,
         )
         if done.returncode == 0:
             return Fetched(True)
@@ -170,12 +183,18 @@ class Remote:
 
     def heads(self) -> tuple[str | None, str | None]:
         """HEAD and the remote's tip as last fetched, in one git call."""
-        done = self._git("rev-parse", "HEAD", self.tracking, check=False)
+        head, tip, _archive = self.tips()
+        return head, tip
+
+    def tips(self) -> tuple[str | None, str | None, str | None]:
+        """HEAD, the remote's tip and its archive's as last fetched, in one git call."""
+        names = ("HEAD", self.tracking, self.archive_tracking)
+        done = self._git("rev-parse", *names, check=False)
         lines = [line.strip() for line in done.stdout.splitlines()]
-        valid = [line if len(line) == 40 and line != self.tracking else None for line in lines]
-        while len(valid) < 2:
+        valid = [line if len(line) in (40, 64) and line not in names else None for line in lines]
+        while len(valid) < len(names):
             valid.append(None)
-        return valid[0], valid[1]
+        return valid[0], valid[1], valid[2]
 
     def trailers(self, since: str | None, tip: str, last: int = 0
                  ) -> list[tuple[str, list[str], int]] | None:
@@ -202,16 +221,17 @@ class Remote:
         tip = self.tip()
         return bool(tip is not None and self.is_ancestor(commit, tip))
 
-    def push(self) -> tuple[Push, str]:
-        """Push HEAD to the queue's branch, once the push budget has room (aq.store.pacer): how
-        it ended, and the server's words if it refused."""
+    def push(self, refspec: str | None = None) -> tuple[Push, str]:
+        """Push HEAD to the queue's branch (or `refspec`: the archive's commit to its ref), as a
+        compare-and-swap, once the push budget has room (aq.store.pacer): how it ended, and the
+        server's words if it refused."""
         stamp = None
         if self.pacer is not None and self.pacer.budget is not None:  # no budget: no pacing
             stamp = self.pacer.wait_turn(self._machines())
         try:
-            outcome, said = push_outcome(self._git("push", "--porcelain", "-q", self.name,
-                                                   f"HEAD:refs/heads/{self.branch}", check=False,
-                                                   timeout=NETWORK_TIMEOUT))
+            outcome, said = push_outcome(self._git(
+                "push", "--porcelain", "-q", self.name,
+                refspec or f"HEAD:refs/heads/{self.branch}", check=False, timeout=NETWORK_TIMEOUT))
         finally:
             if self.pacer is not None:
                 self.pacer.pushed(stamp)

@@ -18,7 +18,14 @@ from aq.infra.confine import refusals
 from aq.infra.scope import check_globs
 from aq.store.config import CONFIG_NAME
 from aq.store.eventlog import bad_event_lines
-from aq.store.layout import ARCHIVE_DIR, EVENTS_DIR, FINAL_STAGES, PROFILES_DIR, QUEUE_DIR
+from aq.store.layout import (
+    ARCHIVE_DIR,
+    BRANCH_ARCHIVE_DIR,
+    EVENTS_DIR,
+    FINAL_STAGES,
+    PROFILES_DIR,
+    QUEUE_DIR,
+)
 from aq.store.queue import Queue
 from aq.usecases.jobs import job_file, mcp_refusals
 
@@ -144,7 +151,10 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
     for job_id, where in sorted(places.items()):
         if "building" in where and queue.state_of(job_id).token is None:
             problems.append(f"HEAD: job {job_id} is in building but holds no lease (no claim event)")
-    problems += _stray_event_logs(listed, places) + _full_folders(listed)
+    # the archive's ref first: its jobs join `places`, so an event log left in queue/.events
+    # for a job the ref holds is named as not beside its file
+    problems += _archive_ref_problems(queue, places)
+    problems += _stray_event_logs(listed, places, "HEAD") + _full_folders(listed, "HEAD")
     events_dir = queue.qdir / EVENTS_DIR
     for path in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
         bad = bad_event_lines(path)
@@ -159,6 +169,26 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
     return FsckResult(commits, len(places), tuple(problems))
 
 
+def _archive_ref_problems(queue: Queue, places: dict[str, set[str]]) -> list[str]:
+    """The archive's own ref (aq.store.archive_ref) checked as HEAD is: each job in one part,
+    its event log beside it, no folder as full as a forge allows. Its jobs are added to
+    `places`; a copy of a job a stage folder holds is no problem (that job came back)."""
+    shelf = queue.archive_ref
+    tip = shelf.tip() if shelf is not None else None
+    if shelf is None or tip is None:
+        return []
+    listed = gitops.git(queue.root, "ls-tree", "-r", "--name-only", tip, "--",
+                        f"{QUEUE_DIR}/{ARCHIVE_DIR}", check=False).stdout.splitlines()
+    archived = _places_by_job(listed)
+    problems = [f"{shelf.ref}: job {job_id} is in {len(where)} places: {', '.join(sorted(where))}"
+                for job_id, where in sorted(archived.items()) if len(where) > 1]
+    problems += _stray_event_logs(listed, archived, shelf.ref) + _full_folders(listed, shelf.ref)
+    for job_id, where in archived.items():
+        if not places.get(job_id, set()) & _STAGE_NAMES:
+            places.setdefault(job_id, set()).update(where)
+    return problems
+
+
 def _committed_links(queue: Queue) -> list[str]:
     """Symbolic links HEAD holds among aq's files: a clone checks them out as links."""
     tree = gitops.git(queue.root, "ls-tree", "-r", "HEAD", "--", CONFIG_NAME, PROFILES_DIR,
@@ -170,17 +200,19 @@ def _committed_links(queue: Queue) -> list[str]:
 
 _STAGE_NAMES = frozenset(str(stage) for stage in STAGES)
 _FINAL_NAMES = frozenset(str(stage) for stage in FINAL_STAGES)
+_ARCHIVE_NAMES = frozenset((ARCHIVE_DIR, BRANCH_ARCHIVE_DIR))
 
 
 def _place(path: str) -> tuple[str, str] | None:
     """(job id, place) of a job file's path: its stage (queue/<stage>/<id>.md), or its part
-    of the archive and stage (archive/<yyyy>/<mm>/<nnn>/<stage>); None for any other path."""
+    of the archive and stage (.archive/<yyyy>/<mm>/<nnn>/<stage>, or the branch's archive/...);
+    None for any other path."""
     parts = path.split("/")
     if not parts[-1].endswith(".md"):
         return None
     if len(parts) == 3 and parts[1] in _STAGE_NAMES:
         return parts[2][:-3], parts[1]
-    if len(parts) == 7 and parts[1] == ARCHIVE_DIR and parts[5] in _FINAL_NAMES:
+    if len(parts) == 7 and parts[1] in _ARCHIVE_NAMES and parts[5] in _FINAL_NAMES:
         return parts[6][:-3], "/".join(parts[1:6])
     return None
 
@@ -194,7 +226,8 @@ def _places_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
     return places
 
 
-def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]]) -> list[str]:
+def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]], where_from: str
+                      ) -> list[str]:
     """An event log that is not beside its job's file: an archived job's in queue/.events/ (a
     write after it was archived), or a part's for a job that is not in that part."""
     problems = []
@@ -203,15 +236,15 @@ def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]]) -> l
         if not parts[-1].endswith(".jsonl") or parts[-2] != EVENTS_DIR:
             continue
         job_id, where = parts[-1][:-6], places.get(parts[-1][:-6], set())
-        base = "/".join(parts[1:-2])  # "" for queue/.events, else archive/<yyyy>/<mm>/<nnn>
+        base = "/".join(parts[1:-2])  # "" for queue/.events, else .archive/<yyyy>/<mm>/<nnn>
         beside = any(place.rpartition("/")[0] == base for place in where)
         if where and not beside:
-            problems.append(f"HEAD: {path}: the event log of job {job_id} is not beside its file "
-                            f"({QUEUE_DIR}/{sorted(where)[0]}): move it there")
+            problems.append(f"{where_from}: {path}: the event log of job {job_id} is not beside "
+                            f"its file ({QUEUE_DIR}/{sorted(where)[0]}): move it there")
     return problems
 
 
-def _full_folders(paths: Sequence[str]) -> list[str]:
+def _full_folders(paths: Sequence[str], where_from: str) -> list[str]:
     """Folders of the queue with FOLDER_LIMIT entries or more at HEAD."""
     children: dict[str, set[str]] = {}
     for path in paths:
@@ -219,7 +252,8 @@ def _full_folders(paths: Sequence[str]) -> list[str]:
         while folder and name not in children.setdefault(folder, set()):
             children[folder].add(name)
             folder, _, name = folder.rpartition("/")
-    return [f"HEAD: {folder} holds {len(names):,} entries, as many as a forge such as GitHub "
+    return [f"{where_from}: {folder} holds {len(names):,} entries, as many as a forge such as "
+            f"GitHub "
             f"allows in one folder ({FOLDER_LIMIT:,}): run 'aq archive' (--older-than 1d, if the "
             "jobs are recent)" for folder, names in sorted(children.items())
             if len(names) >= FOLDER_LIMIT]

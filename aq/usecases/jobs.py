@@ -313,6 +313,6 @@ def resolve_settings(queue: Queue, own: Manifest, profile: Profile | None = None
 
 def job_file(job: Job) -> str:
     """The job file's path as a person reads it in a problem: `queue/<stage>/<id>.md`."""
-    if job.archived:  # queue/archive/<yyyy>/<mm>/<nnn>/<stage>/<id>.md
+    if job.archived:  # queue/.archive/<yyyy>/<mm>/<nnn>/<stage>/<id>.md
         return "/".join((QUEUE_DIR, *job.folder.parts[-5:], f"{job.id}.md"))
     return f"{QUEUE_DIR}/{job.stage}/{job.id}.md"

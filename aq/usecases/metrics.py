@@ -6,7 +6,7 @@ exactly as `aq stats --json` computes them (so the two never disagree); gauges a
 it is now: jobs per stage, the oldest ready job's wait, the workers whose heartbeats are on the
 remote, the alerts open. Nothing is kept between two reads: each read is the queue at that
 moment, so any number of `aq web` processes or machines can be scraped and agree. Archived jobs
-(queue/archive/) are not counted, as in `aq stats`: a counter drops when jobs are archived, which
+(queue/.archive/) are not counted, as in `aq stats`: a counter drops when jobs are archived, which
 Prometheus's rate() reads as a reset.
 """
 

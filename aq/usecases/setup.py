@@ -81,7 +81,7 @@ def init_queue(root: Path, *, here: bool = False) -> InitResult:
     created += _copy_catalog(root)
     ignore = root / QUEUE_DIR / ".gitignore"
     if not ignore.exists():
-        write_atomic(ignore, ".state/\n.*.tmp-*\n")
+        write_atomic(ignore, ".state/\n.*.tmp-*\n.archive/\n")  # .archive: on a ref of its own
         created.append(f"{QUEUE_DIR}/.gitignore")
     committed = False
     if created:

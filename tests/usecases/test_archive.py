@@ -1,6 +1,7 @@
 """`aq archive` and the archive (aq.usecases.archive, aq.store.snapshot): final jobs leave the
-stage folders for queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs, every command
-still finds them by id, and the everyday reads never look inside the archive."""
+stage folders for queue/.archive/<yyyy>/<mm>/<nnn>/ with their events and logs, on a ref of
+their own (the queue's branch keeps only the live jobs), every command still finds them by id,
+and the everyday reads never look inside the archive."""
 
 from __future__ import annotations
 
@@ -57,6 +58,11 @@ def commit_all(root: Path, message: str) -> None:
     git(root, "commit", "-q", "--no-verify", "-m", message)
 
 
+def archive_ref(root: Path) -> str:
+    """The ref holding the archive of the branch checked out at `root`, in a queue with no remote."""
+    return f"refs/aq/archive/{git(root, 'symbolic-ref', '--short', 'HEAD').strip()}"
+
+
 def largest_folders(root: Path) -> list[tuple[int, str]]:
     """The three fullest folders under queue/ in the work tree, by their entries."""
     sizes = [(len(names) + len(dirs), os.path.relpath(top, root))
@@ -108,11 +114,16 @@ def test_archive_moves_5000_shipped_jobs_into_dated_parts_and_every_command_stil
                                              "in 11 commit(s)")
     assert git(root, "rev-list", "--count", f"{before}..HEAD").strip() == "11"
     assert git(root, "status", "--porcelain") == ""
+    on_branch = git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", "queue").splitlines()
+    assert [path for path in on_branch if "old-" in path or "archive" in path] == []
+    on_ref = git(root, "ls-tree", "-r", "--name-only", archive_ref(root)).splitlines()
+    assert len([path for path in on_ref if path.endswith(".md")]) == 5001
+    assert git(root, "rev-list", "--count", archive_ref(root)).strip() == "11"
 
     fullest, where = largest_folders(root)[0]
     assert fullest <= PART_SIZE + 1, where  # a part's stage folder: its jobs (and a .gitkeep)
     parts = sorted({str(path.parent.parent.relative_to(root))
-                    for path in (root / "queue" / "archive").glob("*/*/*/shipped/*.md")})
+                    for path in (root / "queue" / ".archive").glob("*/*/*/shipped/*.md")})
     assert len(parts) == 6  # 3,500 jobs in 4 parts of their month, 1,500 in 2 of the next
     assert (root / parts[0] / "shipped" / "old-0000.md").is_file()
     assert (root / parts[0] / ".events" / "old-0000.jsonl").is_file()
@@ -132,7 +143,7 @@ def test_archive_moves_5000_shipped_jobs_into_dated_parts_and_every_command_stil
     assert (detail["stage"], detail["archived"]) == ("shipped", True)
     assert [event["type"] for event in detail["events"]] == ["added", "claimed", "finished", "archived"]
     assert run_aq("show", "old-failed", cwd=root).stdout.splitlines()[1].startswith(
-        "  stage:    failed (archived: queue/archive/")
+        "  stage:    failed (archived: queue/.archive/")
     assert run_aq("logs", "old-0050", cwd=root).stdout == "the log of old-0050\n"
 
     checked = run_aq("fsck", "--history", cwd=root, timeout=120)
@@ -155,7 +166,9 @@ def test_archive_rejects_a_bad_duration_in_one_line(queue_root: Path) -> None:
 def test_a_requeued_archived_job_moves_back_and_a_refused_move_leaves_it_archived(
         queue_root: Path) -> None:
     """`aq requeue` of an archived failed job brings its file, events and logs back and puts it
-    in the inbox in one commit; a move the job's stage does not allow changes nothing."""
+    in the inbox in one commit; a move the job's stage does not allow changes nothing. The
+    archive's old copy is outranked by the stage folder's, and replaced when it is archived
+    again."""
     long_ago = NOW - timedelta(days=60)
     write_final(queue_root, "broke", "failed", long_ago, log=True)
     write_final(queue_root, "done", "shipped", long_ago)
@@ -172,13 +185,29 @@ def test_a_requeued_archived_job_moves_back_and_a_refused_move_leaves_it_archive
     assert requeued.stdout.startswith("broke: failed -> inbox")
     assert (queue_root / "queue" / "inbox" / "broke.md").is_file()
     assert (queue_root / "queue" / ".logs" / "broke" / "1.log").is_file()
-    assert not [path for path in (queue_root / "queue" / "archive").rglob("broke*")
-                if path.is_file()]  # (git keeps no folders: an emptied one may stay)
     kinds = [json.loads(line)["type"] for line in
              (queue_root / "queue" / ".events" / "broke.jsonl").read_text().splitlines()]
     assert kinds[-3:] == ["archived", "unarchived", "moved"]
     assert git(queue_root, "status", "--porcelain") == ""
-    assert run_aq("fsck", "--history", cwd=queue_root).returncode == 0
+    checked = run_aq("fsck", "--history", cwd=queue_root)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # the archive's ref keeps its copy, which the stage folder's outranks everywhere
+    [old_copy] = (queue_root / "queue" / ".archive").glob("*/*/*/failed/broke.md")
+    everything = listed(run_aq("ls", "--all", "--json", cwd=queue_root))
+    assert (everything["broke"]["stage"], everything["broke"]["archived"]) == ("inbox", False)
+    assert json.loads(run_aq("show", "broke", "--json", cwd=queue_root).stdout)["stage"] == "inbox"
+
+    # final again and archived again: it takes the place of its old copy, with all its events
+    assert run_aq("cancel", "broke", cwd=queue_root).returncode == 0
+    later = archive(Queue(queue_root), now=NOW + timedelta(days=30), older_than=86400)
+    assert [(item.job_id, item.stage) for item in later.moved] == [("broke", "failed")]
+    assert not (queue_root / "queue" / "failed" / "broke.md").exists()
+    assert [path.name for path in (queue_root / "queue" / ".archive").rglob("broke*.md")] == ["broke.md"]
+    kinds = [json.loads(line)["type"] for line in
+             (old_copy.parent.parent / ".events" / "broke.jsonl").read_text().splitlines()]
+    assert kinds[-4:] == ["unarchived", "moved", "moved", "archived"]
+    assert run_aq("fsck", cwd=queue_root).returncode == 0
 
 
 def test_the_use_case_moves_only_what_is_due_at_most_limit_a_batch_per_commit(queue: Queue) -> None:
@@ -211,8 +240,8 @@ import os, sys
 def _hook(event, args):
     if event in ("open", "os.scandir", "os.listdir") and args and args[0] is not None:
         path = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
-        inside = path.partition("/queue/archive")[2].strip("/").split("/")
-        if "/queue/archive" in path and (event == "open" or len(inside) > 3):
+        inside = path.partition("/queue/.archive")[2].strip("/").split("/")
+        if "/queue/.archive/" in path and (event == "open" or len(inside) > 3):
             with open(os.environ["AQ_TEST_AUDIT"], "a") as out:
                 out.write(event + " " + path + "\\n")
 sys.addaudithook(_hook)
@@ -222,7 +251,7 @@ sys.addaudithook(_hook)
 def test_everyday_reads_and_a_claim_never_look_inside_the_archive(queue_root: Path,
                                                                   tmp_path: Path) -> None:
     """`aq ls --stage inbox`, `aq next` and `aq run --once` open and list nothing under
-    queue/archive (Python's audit events say what a process opens and lists)."""
+    queue/.archive (Python's audit events say what a process opens and lists)."""
     for index in range(30):
         write_final(queue_root, f"old-{index}", "shipped", NOW - timedelta(days=30), log=True)
     commit_all(queue_root, "old jobs")
@@ -278,8 +307,9 @@ def test_a_worker_runs_in_shallow_and_partial_clones_and_fsck_history_asks_for_t
         archived = run_aq("archive", "--json", cwd=shallow, timeout=120)
         assert archived.returncode == 0, archived.stderr
         assert len(json.loads(archived.stdout)["moved"]) == 40
-        tree = git(fleet.bare, "ls-tree", "-r", "--name-only", "main", "--", "queue/archive")
+        tree = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main")
         assert len([path for path in tree.splitlines() if "/shipped/" in path]) == 40
+        assert "old-" not in git(fleet.bare, "ls-tree", "-r", "--name-only", "main")
 
         refused = run_aq("fsck", "--history", cwd=shallow)
         assert refused.returncode == 1
@@ -288,7 +318,7 @@ def test_a_worker_runs_in_shallow_and_partial_clones_and_fsck_history_asks_for_t
 
         pulled = run_aq("ls", "--fetch", "--json", cwd=partial)
         assert pulled.returncode == 0, pulled.stderr
-        assert (partial / "queue" / "archive").is_dir()
+        assert (partial / "queue" / ".archive").is_dir()
         assert run_aq("show", "old-7", cwd=partial).returncode == 0
         checked = run_aq("fsck", "--history", cwd=partial, timeout=120)
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -306,7 +336,7 @@ def test_an_add_with_the_key_of_an_archived_job_finds_it(queue_root: Path) -> No
     write_final(queue_root, "other", "shipped", long_ago)
     commit_all(queue_root, "a job made with a key, shipped long ago")
     assert run_aq("archive", cwd=queue_root).returncode == 0
-    [keys] = (queue_root / "queue" / "archive").rglob("keys.json")
+    [keys] = (queue_root / "queue" / ".archive").rglob("keys.json")
     assert json.loads(keys.read_text()) == {"nightly-2026-10-01": "nightly"}
     listed_all = run_aq("ls", "--all", cwd=queue_root)  # keys.json is the part's, no stray file
     assert listed_all.returncode == 0 and listed_all.stderr == "", listed_all.stderr

@@ -25,7 +25,7 @@ class Clock:
 
 
 def archived(root: Path, job_id: str) -> list[Path]:
-    return list((root / "queue" / "archive").glob(f"*/*/*/*/{job_id}.md"))
+    return list((root / "queue" / ".archive").glob(f"*/*/*/*/{job_id}.md"))
 
 
 def test_an_idle_worker_archives_what_is_due_at_most_once_an_hour(queue_root: Path,

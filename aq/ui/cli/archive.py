@@ -1,4 +1,4 @@
-"""`aq archive`: move jobs final for long out of the stage folders, into queue/archive/."""
+"""`aq archive`: move jobs final for long out of the stage folders, into the archive."""
 
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ def archive(
     queue: QueueOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Move jobs final for long into queue/archive/<yyyy>/<mm>/<nnn>/ with their events and logs,
-    500 per commit. Every command still finds them by id; `aq ls --all` lists them."""
+    """Move jobs final for long into queue/.archive/<yyyy>/<mm>/<nnn>/ with their events and
+    logs, 500 per commit. In git the archive is a ref of its own (refs/aq/archive/<branch>), so
+    the branch every claim pushes keeps only the live jobs; queue/archive/, where earlier aq kept
+    it on the branch, moves over too. Every command still finds them by id; `aq ls --all`
+    lists them."""
     from aq.usecases.archive import BATCH, DEFAULT_AGE
     from aq.usecases.archive import archive as run_archive
     from aq.usecases.setup import who_am_i
@@ -47,6 +50,9 @@ def archive(
     for job_id, why in result.kept:
         print(f"kept {job_id}: {why}")
     verb = "would archive" if dry_run else "archived"
+    if result.moved_over:
+        print(f"{'would move' if dry_run else 'moved'} {result.moved_over} job(s) archived on the "
+              "branch (queue/archive) to the archive's own ref")
     commits = -(-len(result.moved) // BATCH) if dry_run else result.commits
     print(f"{verb} {len(result.moved)} job(s) final for over {age / 86400:g} day(s)"
           + (f" in {commits} commit(s)" if result.moved else "")
@@ -61,6 +67,7 @@ def _say_moved(moved: Sequence[ArchivedJob], verb: str = "archived") -> None:
 
 def archive_json(result: ArchiveResult) -> dict[str, Any]:
     return {"dry_run": result.dry_run, "commits": result.commits, "left": result.left,
+            "moved_over": result.moved_over,
             "moved": [{"id": item.job_id, "stage": str(item.stage), "final_since": item.final_since,
                        "part": item.part} for item in result.moved],
             "kept": [{"id": job_id, "why": why} for job_id, why in result.kept]}

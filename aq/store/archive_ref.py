@@ -1,0 +1,205 @@
+"""The archive's own ref: finished jobs kept off the queue's branch.
+
+Every claim pushes the queue's branch, and git's work for a push or a fetch grows with the
+tree the branch holds: with a year of finished jobs on it, a claim took 1.7 times as long as on
+a fresh queue (benchmarks/bench_archive.py). So the archive (aq.usecases.archive) is a ref of
+its own: refs/aq/archive/<branch> on the remote, fetched with the branch into
+refs/aq/fetched/archive/<branch> (a queue with no remote keeps refs/aq/archive/<branch> itself).
+Its tree holds <queue>/.archive/<yyyy>/<mm>/<nnn>/..., the very paths of the work tree, where it
+is checked out through an index of its own (<git dir>/aq/archive/index). git ignores
+queue/.archive/ (info/exclude), so the branch's index and status never see it, and readers read
+plain files as they always did.
+
+A batch is archived by two compare-and-swaps: the jobs' files are added to the archive's ref
+(`put`: a lost race decides again on the new tip), then taken off the branch, each job only if
+its files there are still the ones copied. A crash between leaves a job in both places: the
+copy in its stage folder wins (readers look in the archive only for what no stage folder
+holds), and the next `aq archive` copies it again over the old copy and takes it off.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aq.errors import GitError, QueueBusy, RemoteBusy, RemoteRefused, RemoteUnreachable
+from aq.infra import gitops
+from aq.infra.files import write_atomic
+from aq.store.layout import ARCHIVE_DIR, QUEUE_DIR, Layout
+
+if TYPE_CHECKING:
+    from filelock import FileLock
+
+    from aq.store.sync import Remote
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+ARCHIVE_REFS = "refs/aq/archive"  # + /<branch>: on the remote, or in a queue without one
+PUT_TRIES = 20
+LOCK_WAIT = 300.0  # seconds: a first checkout of a year's archive writes 100,000s of files
+Content = Path | bytes | None  # a file of the queue to copy, new content, or None: taken out
+
+
+class ArchiveRef:
+    """The archive's ref of one queue's branch, and its checkout in queue/.archive."""
+
+    def __init__(self, layout: Layout, remote: Remote | None, branch: str) -> None:
+        if layout.git_dir is None:
+            raise GitError(f"{layout.root} is not in a git repository: its archive has no ref")
+        self.layout = layout
+        self.remote = remote
+        self.home = layout.git_dir / "aq" / "archive"  # the checkout's index, what it shows, lock
+        self.ref = remote.archive_tracking if remote is not None else f"{ARCHIVE_REFS}/{branch}"
+        self._lock: FileLock | None = None
+
+    def _git(self, *args: str, check: bool = True, input: str | None = None,
+             env: Mapping[str, str] | None = None) -> str:
+        return gitops.git(self.layout.root, *args, check=check, input=input, env=env).stdout
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """This clone's lock on the checkout (held again by the same object: no wait)."""
+        from filelock import FileLock, Timeout
+
+        if self._lock is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.home / "lock"), timeout=LOCK_WAIT)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise QueueBusy(f"the archive's lock {self.home / 'lock'} is busy: another aq is "
+                            "archiving or reading the archive; try again") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def tip(self) -> str | None:
+        """The archive's commit: as last fetched, or the queue's own without a remote."""
+        return gitops.commit_of(self.layout.root, self.ref)
+
+    def shown(self) -> str | None:
+        """The commit queue/.archive shows ('' or None: nothing checked out yet)."""
+        try:
+            return (self.home / "shown").read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def tree_path(self, path: Path) -> str:
+        """A file of the queue's path in the archive's tree (and the work tree's)."""
+        return self.layout.prefix + path.relative_to(self.layout.root).as_posix()
+
+    def catch_up(self, tip: str | None) -> bool:
+        """Make queue/.archive what the archive's commit `tip` holds, changing only the files
+        that differ from what it shows. False when it already showed `tip`."""
+        if tip == self.shown():
+            return False
+        with self.lock():
+            shown = self.shown()
+            if tip == shown:
+                return False
+            self._ignore()
+            env = {"GIT_INDEX_FILE": str(self.home / "index")}
+            target = tip or EMPTY_TREE
+            merged = shown is not None and (self.home / "index").is_file() and gitops.git(
+                self.layout.root, "read-tree", "-m", "-u", shown, target, env=env,
+                check=False).returncode == 0
+            if not merged:  # a first checkout, or a file of it changed by hand: all of it anew
+                self._git("read-tree", "--reset", "-u", target, env=env)
+            write_atomic(self.home / "shown", tip or "")
+            return True
+
+    def _ignore(self) -> None:
+        """Have git ignore queue/.archive in the work tree: a person's `git add -A` or aq's own
+        commits of queue/ never take the archive onto the branch."""
+        line = f"/{self.layout.prefix}{QUEUE_DIR}/{ARCHIVE_DIR}/"
+        exclude = Path(self._git("rev-parse", "--path-format=absolute", "--git-path",
+                                 "info/exclude").strip())
+        try:
+            text = exclude.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        if line not in text.splitlines():
+            write_atomic(exclude, text + ("" if not text or text.endswith("\n") else "\n")
+                         + f"# aq: the archive's checkout (its own ref, {ARCHIVE_REFS}/...)\n"
+                         + line + "\n")
+
+    def put(self, plan: Callable[[], Mapping[Path, Content]], message: str,
+            identity: Sequence[str]) -> str | None:
+        """Commit what `plan` says onto the archive's tip and push it as a compare-and-swap;
+        `plan` runs on queue/.archive as of the tip each try, so a try that lost a race decides
+        again. The commit that landed (the tip when there was nothing to change; None: no
+        archive yet and nothing to put in it)."""
+        for attempt in range(PUT_TRIES):
+            with self.lock():
+                if self.remote is not None and not self.remote.fetch():
+                    raise RemoteUnreachable(f"cannot reach the queue's remote {self.remote.name!r}:"
+                                            " nothing was archived; try again when it answers")
+                tip = self.tip()
+                self.catch_up(tip)
+                base = self._git("rev-parse", f"{tip}^{{tree}}").strip() if tip else EMPTY_TREE
+                changes = plan()
+                tree = gitops.patch_tree(self.layout.root, base, self._blobs(changes)) \
+                    if changes else base
+                if tree == base:
+                    return tip
+                commit = self._git(*identity, "commit-tree", tree, *(["-p", tip] if tip else []),
+                                   "-m", message).strip()
+                if self._land(commit, tip):
+                    self.catch_up(self.tip())
+                    return commit
+            _backoff(attempt)
+        raise RemoteBusy(f"gave up after {PUT_TRIES} tries: other machines kept changing the "
+                         "archive first; try again")
+
+    def _blobs(self, changes: Mapping[Path, Content]) -> dict[str, str | None]:
+        """Each change's path in the tree and its blob (written), or None: taken out."""
+        blobs: dict[str, str | None] = {}
+        sources: list[tuple[str, Path]] = []
+        with tempfile.TemporaryDirectory(prefix="aq-archive-") as scratch:
+            for index, (path, content) in enumerate(changes.items()):
+                if content is None:
+                    blobs[self.tree_path(path)] = None
+                    continue
+                if isinstance(content, bytes):
+                    written = Path(scratch) / str(index)
+                    written.write_bytes(content)
+                    content = written
+                sources.append((self.tree_path(path), content))
+            if sources:
+                ids = self._git("hash-object", "-w", "--no-filters", "--stdin-paths",
+                                input="".join(f"{source}\n" for _, source in sources)).split()
+                blobs.update(zip((name for name, _ in sources), ids, strict=True))
+        return blobs
+
+    def _land(self, commit: str, tip: str | None) -> bool:
+        """Move the archive's ref from `tip` to `commit`: on the remote by a push that fails if
+        another moved it first, then here. False when another did."""
+        if self.remote is None:
+            return gitops.git(self.layout.root, "update-ref", self.ref, commit, tip or "",
+                              check=False).returncode == 0
+        from aq.store.sync import Push
+
+        outcome, said = self.remote.push(f"{commit}:{self.remote.archive_ref}")
+        if outcome is Push.REFUSED:
+            raise RemoteRefused(f"the remote {self.remote.name!r} refused the archive's push "
+                                f"({said or 'no reason given'}): nothing was archived; try again later")
+        if outcome is Push.TRANSPORT:  # it may have landed: the remote says
+            if not self.remote.fetch():
+                return False
+            landed = self.tip()
+            return landed is not None and self.remote.is_ancestor(commit, landed)
+        if outcome is Push.OK:
+            self._git("update-ref", self.ref, commit)
+            return True
+        return False
+
+
+def _backoff(attempt: int) -> None:
+    import random
+    import time
+
+    time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** min(attempt, 6))))
+

@@ -1,0 +1,208 @@
+"""The archive on a ref of its own (aq.store.archive_ref, aq.usecases.archive_moves): the
+queue's branch keeps only the live jobs, every clone's sync checks the archive out into
+queue/.archive, a batch moved half-way (copied, not yet taken off the branch) is finished by
+the next run, machines archiving at once each move a job once, a job changed between the two
+steps stays, and the archive an earlier aq kept on the branch (queue/archive) moves over."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aq.store.queue import Queue
+from aq.usecases.archive import archive
+from aq.usecases.archive_moves import Copied, copy_plan
+from tests.helpers.cli import aq_env, run_aq
+from tests.helpers.fleet import fleet_in
+from tests.helpers.git import git
+from tests.usecases.test_archive import archive_ref, commit_all, final_events, listed, write_final
+
+NOW = datetime.now(UTC)
+LONG_AGO = NOW - timedelta(days=40)
+
+
+def on_branch(root: Path, ref: str = "HEAD") -> list[str]:
+    return git(root, "ls-tree", "-r", "--name-only", ref, "--", "queue").splitlines()
+
+
+def test_a_clone_sees_what_another_archived_and_the_branch_carries_none_of_it(tmp_path: Path) -> None:
+    """One clone archives and pushes; the remote's branch no longer holds the jobs, its archive
+    ref does, and another clone's next sync checks them out: `show`, `logs`, `ls --all` and a
+    dep on an archived job work there."""
+    with fleet_in(tmp_path, 2) as fleet:
+        first, second = fleet.clones
+        for index in range(12):
+            write_final(first, f"old-{index}", "shipped", LONG_AGO, log=index == 3)
+        commit_all(first, "final jobs")
+        git(first, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(second, "ls", "--fetch").returncode == 0  # the second has them live
+
+        moved = fleet.aq(first, "archive", "--json")
+        assert moved.returncode == 0, moved.stderr
+        assert len(json.loads(moved.stdout)["moved"]) == 12
+        assert [path for path in on_branch(fleet.bare, "main") if "old-" in path] == []
+        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main").splitlines()
+        assert len([path for path in in_ref if path.endswith(".md")]) == 12
+        assert all(path.startswith("queue/.archive/") for path in in_ref)
+
+        added = fleet.aq(second, "add", "--id", "after", "--body", "true", "--deps", "old-5")
+        assert added.returncode == 0, added.stderr  # a sync: it moves to the tip and the archive
+        assert not list((second / "queue" / "shipped").glob("old-*.md"))
+        shown = json.loads(fleet.aq(second, "show", "old-7", "--json").stdout)
+        assert (shown["stage"], shown["archived"]) == ("shipped", True)
+        assert [event["type"] for event in shown["events"]][-1] == "archived"
+        assert fleet.aq(second, "logs", "old-3").stdout == "the log of old-3\n"
+        assert len(listed(fleet.aq(second, "ls", "--all", "--json"))) == 13
+        assert json.loads(fleet.aq(second, "next", "--json").stdout)["next"]["id"] == "after"
+        assert git(second, "status", "--porcelain") == ""  # git ignores the checkout
+        checked = fleet.aq(second, "fsck")
+        assert checked.returncode == 0 and checked.stderr.startswith("13 jobs"), checked.stderr
+
+
+def test_a_batch_copied_but_not_taken_off_the_branch_is_one_job_and_the_next_run_ends_it(
+        queue_root: Path) -> None:
+    """A crash between the two steps leaves the jobs both in their stage folder and in the
+    archive: every command shows each once, from its stage folder, and the next `aq archive`
+    takes them off the branch without a second copy."""
+    for index in range(3):
+        write_final(queue_root, f"old-{index}", "failed", LONG_AGO)
+    commit_all(queue_root, "final jobs")
+    queue = Queue(queue_root)
+    shelf = queue.archive_ref
+    assert shelf is not None
+    copied: dict[str, Copied] = {}
+    shelf.put(lambda: copy_plan(queue.layout, ["old-0", "old-1"], NOW, 86400, "me", copied),
+              "aq: archive 2 job(s) by me", queue.identity or [])  # ...and the process dies here
+    assert sorted(copied) == ["old-0", "old-1"]
+    assert len(list((queue_root / "queue" / ".archive").rglob("old-*.md"))) == 2
+
+    everything = run_aq("ls", "--all", "--json", cwd=queue_root)
+    assert everything.stderr == ""
+    assert {job_id: job["archived"] for job_id, job in listed(everything).items()} == {
+        "old-0": False, "old-1": False, "old-2": False}
+    assert run_aq("fsck", cwd=queue_root).returncode == 0
+    assert json.loads(run_aq("show", "old-0", "--json", cwd=queue_root).stdout)["archived"] is False
+
+    done = archive(queue, now=NOW, older_than=86400)
+    assert sorted(item.job_id for item in done.moved) == ["old-0", "old-1", "old-2"]
+    assert [path for path in on_branch(queue_root) if "old-" in path] == []
+    copies = sorted(path.name for path in (queue_root / "queue" / ".archive").rglob("old-*.md"))
+    assert copies == ["old-0.md", "old-1.md", "old-2.md"]
+    assert run_aq("fsck", cwd=queue_root).returncode == 0
+
+
+def test_a_job_written_to_between_copy_and_take_off_stays_and_is_copied_again(
+        queue_root: Path) -> None:
+    """The branch's side takes a job off only if its files are still what was copied: a job
+    written to meanwhile stays live, and the next run's copy holds what was written."""
+    write_final(queue_root, "busy", "shipped", LONG_AGO)
+    commit_all(queue_root, "a final job")
+    queue = Queue(queue_root)
+    shelf = queue.archive_ref
+    assert shelf is not None
+    copied: dict[str, Copied] = {}
+    shelf.put(lambda: copy_plan(queue.layout, ["busy"], NOW, 86400, "me", copied), "aq: archive",
+              queue.identity or [])
+    events = queue_root / "queue" / ".events" / "busy.jsonl"
+    events.write_text(events.read_text() + json.dumps({"ts": "2026-01-01T00:00:00Z",
+                                                       "type": "note", "text": "late"}) + "\n")
+    commit_all(queue_root, "a late note")
+    from aq.usecases.archive_moves import take_off
+
+    assert queue.transact(take_off(copied), "aq: take off") == []
+    assert (queue_root / "queue" / "shipped" / "busy.md").is_file()
+
+    again = archive(queue, now=NOW, older_than=86400)
+    assert [item.job_id for item in again.moved] == ["busy"]
+    [copy] = (queue_root / "queue" / ".archive").rglob("busy.jsonl")
+    assert [json.loads(line)["type"] for line in copy.read_text().splitlines()][-2:] == [
+        "note", "archived"]
+
+
+def test_two_machines_archiving_at_once_move_each_job_once(tmp_path: Path) -> None:
+    """Two clones run `aq archive` on the same 300 due jobs at the same moment: the archive's
+    ref and the branch are each a compare-and-swap, so every job ends in the archive once and
+    on the branch not at all."""
+    with fleet_in(tmp_path, 2) as fleet:
+        first, second = fleet.clones
+        for index in range(300):
+            write_final(first, f"old-{index:03d}", "shipped", LONG_AGO + timedelta(minutes=index))
+        commit_all(first, "final jobs")
+        git(first, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(second, "ls", "--fetch").returncode == 0
+        procs = [subprocess.Popen([sys.executable, "-m", "aq", "archive", "--json"], cwd=clone,
+                                  env=aq_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for clone in (first, second)]
+        said = [proc.communicate(timeout=240) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], said
+        moved = [item["id"] for out, _err in said for item in json.loads(out)["moved"]]
+        assert sorted(moved) == [f"old-{index:03d}" for index in range(300)]  # each by one of them
+        assert [path for path in on_branch(fleet.bare, "main") if "old-" in path] == []
+        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main").splitlines()
+        jobs = [path.rsplit("/", 1)[1] for path in in_ref if path.endswith(".md")]
+        assert sorted(jobs) == [f"old-{index:03d}.md" for index in range(300)]
+        for clone in (first, second):
+            assert fleet.aq(clone, "ls", "--fetch").returncode == 0
+            assert fleet.aq(clone, "fsck").returncode == 0
+
+
+def test_a_refused_archive_push_moves_nothing_and_says_so_in_one_line(tmp_path: Path) -> None:
+    """A remote whose hook refuses the archive's ref: `aq archive` exits 1 with one line naming
+    the refusal, and every job is still on the branch."""
+    with fleet_in(tmp_path, 1) as fleet:
+        [clone] = fleet.clones
+        write_final(clone, "old", "shipped", LONG_AGO)
+        commit_all(clone, "a final job")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+        hook = fleet.bare / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\nwhile read old new ref; do case $ref in refs/aq/archive/*) "
+                        "echo 'archives are not allowed here' >&2; exit 1;; esac; done\n")
+        hook.chmod(0o755)
+        refused = fleet.aq(clone, "archive")
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1 and "refused the archive's push" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert "queue/shipped/old.md" in on_branch(fleet.bare, "main")
+        assert (clone / "queue" / "shipped" / "old.md").is_file()
+
+
+def test_the_archive_an_earlier_aq_kept_on_the_branch_is_read_then_moved_over(
+        queue_root: Path) -> None:
+    """Jobs in the branch's queue/archive/<yyyy>/<mm>/<nnn>/ (where aq kept the archive before
+    it had a ref) are found by every command; `aq archive` moves them to the ref into parts of
+    the same names (a new job final that month gets a part after them), keys and all."""
+    part = queue_root / "queue" / "archive" / f"{LONG_AGO:%Y}" / f"{LONG_AGO:%m}" / "001"
+    for index in range(4):
+        (part / "shipped").mkdir(parents=True, exist_ok=True)
+        (part / ".events").mkdir(exist_ok=True)
+        key = "idempotency-key: nightly-1\n" if index == 2 else ""
+        (part / "shipped" / f"kept-{index}.md").write_text(f"---\ntitle: kept {index}\n{key}---\ntrue\n")
+        (part / ".events" / f"kept-{index}.jsonl").write_text(final_events(f"kept-{index}",
+                                                                           "shipped", LONG_AGO))
+    (part / "keys.json").write_text(json.dumps({"nightly-1": "kept-2"}))
+    write_final(queue_root, "new-one", "failed", LONG_AGO)
+    commit_all(queue_root, "an archive on the branch, and a job due")
+    shown = json.loads(run_aq("show", "kept-1", "--json", cwd=queue_root).stdout)
+    assert (shown["stage"], shown["archived"]) == ("shipped", True)
+
+    done = run_aq("archive", "--json", cwd=queue_root)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [item["id"] for item in result["moved"]] == ["new-one"]
+    assert result["moved"][0]["part"].endswith("/002")  # after the branch's 001
+    assert result["moved_over"] == 4
+    assert [path for path in on_branch(queue_root) if "archive" in path or "kept" in path] == []
+    assert not (queue_root / "queue" / "archive").exists()  # emptied folders go too
+    moved_part = queue_root / "queue" / ".archive" / f"{LONG_AGO:%Y}" / f"{LONG_AGO:%m}" / "001"
+    assert sorted(path.name for path in (moved_part / "shipped").iterdir()) == [
+        f"kept-{index}.md" for index in range(4)]
+    assert json.loads((moved_part / "keys.json").read_text()) == {"nightly-1": "kept-2"}
+    in_ref = git(queue_root, "ls-tree", "-r", "--name-only", archive_ref(queue_root)).splitlines()
+    assert len([path for path in in_ref if path.endswith(".md")]) == 5
+    assert json.loads(run_aq("show", "kept-1", "--json", cwd=queue_root).stdout)["archived"] is True
+    assert run_aq("fsck", "--history", cwd=queue_root).returncode == 0
+    again = run_aq("add", "--key", "nightly-1", "--body", "echo other", cwd=queue_root)
+    assert again.returncode == 1 and "already made job kept-2" in again.stderr, again.stderr
