@@ -2,14 +2,18 @@
 `aq run --once` on a queue with N archived jobs, beside the same queue without them.
 
 Both queues hold the same 100 trivial inbox jobs (`engine: shell`, body `true`). The big one
-also holds N jobs in queue/archive/<yyyy>/<mm>/<nnn>/ as `aq archive` leaves them (a job file,
-an event log of 10 events, a log for one job in ten), spread over twelve months. Each queue is
-made as one commit by `git fast-import` into a bare remote and cloned, as a machine of a fleet
-has it; the commands run as whole processes in the clones, interleaved round by round with
-`python -c pass`. It prints figures and asserts nothing (see benchmarks/README.md).
+also holds N jobs in its archive as `aq archive` leaves them (a job file, an event log of 10
+events, a log for one job in ten), spread over twelve months: on the archive's own ref,
+refs/aq/archive/main, in queue/.archive/<yyyy>/<mm>/<nnn>/ (with --on-branch: on the queue's
+branch in queue/archive/, where earlier aq kept it). Each queue is made by `git fast-import`
+into a bare remote and cloned, as a machine of a fleet has it; a first `aq ls --fetch` checks
+the archive out (timed apart); then the commands run as whole processes in the clones,
+interleaved round by round with `python -c pass`. It prints figures and asserts nothing (see
+benchmarks/README.md).
 
     python benchmarks/bench_archive.py                 # 100,000 archived jobs, 5 runs
     python benchmarks/bench_archive.py --jobs 20000    # a smaller archive
+    python benchmarks/bench_archive.py --on-branch     # the archive on the branch, as before
     python benchmarks/bench_archive.py --json          # the same figures as JSON on stdout
 """
 
@@ -137,8 +141,9 @@ def archived_events(job_id: str, final: datetime, part: str) -> bytes:
     return "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events).encode()
 
 
-def archived_files(count: int) -> Iterator[tuple[str, bytes]]:
-    """`count` shipped jobs as `aq archive` leaves them, over the twelve months before last."""
+def archived_files(count: int, folder: str) -> Iterator[tuple[str, bytes]]:
+    """`count` shipped jobs as `aq archive` leaves them in `folder` (queue/.archive, or the
+    branch's queue/archive), over the twelve months before last."""
     newest = datetime.now(UTC) - timedelta(days=30)
     span = timedelta(days=365)
     filling: dict[tuple[int, int], list[int]] = {}
@@ -149,7 +154,7 @@ def archived_files(count: int) -> Iterator[tuple[str, bytes]]:
         if part_of[1] == PART_SIZE:
             part_of[0], part_of[1] = part_of[0] + 1, 0
         part_of[1] += 1
-        part = f"queue/archive/{final.year:04d}/{final.month:02d}/{part_of[0]:03d}"
+        part = f"{folder}/{final.year:04d}/{final.month:02d}/{part_of[0]:03d}"
         job_id = f"done-{index:06d}"
         body = f"---\ntitle: finished work {index}\npriority: medium\n---\nFix item {index}.\n"
         yield f"{part}/shipped/{job_id}.md", body.encode()
@@ -158,38 +163,45 @@ def archived_files(count: int) -> Iterator[tuple[str, bytes]]:
             yield f"{part}/.logs/{job_id}/3.log", f"[aq] job {job_id} attempt 3\nok\n".encode()
 
 
-def fast_import(bare: Path, files: Iterator[tuple[str, bytes]]) -> int:
-    """One commit on main holding `files`, streamed into the bare repo by git fast-import."""
+def fast_import(bare: Path, commits: Mapping[str, Iterator[tuple[str, bytes]]]) -> int:
+    """A commit on each ref of `commits` holding its files, streamed into the bare repo by git
+    fast-import: the files written."""
     proc = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=bare, stdin=subprocess.PIPE,
                             env=child_env())
     assert proc.stdin is not None
-    message = b"bench: the queue"
     count = 0
     with proc.stdin as out:
-        out.write(b"commit refs/heads/main\ncommitter bench <bench@example.invalid> "
-                  + f"{int(time.time())} +0000\n".encode()
-                  + f"data {len(message)}\n".encode() + message + b"\n")
-        for path, data in files:
-            out.write(f"M 100644 inline {path}\ndata {len(data)}\n".encode() + data + b"\n")
-            count += 1
+        for ref, files in commits.items():
+            message = f"bench: {ref}".encode()
+            out.write(f"commit {ref}\ncommitter bench <bench@example.invalid> ".encode()
+                      + f"{int(time.time())} +0000\n".encode()
+                      + f"data {len(message)}\n".encode() + message + b"\n")
+            for path, data in files:
+                out.write(f"M 100644 inline {path}\ndata {len(data)}\n".encode() + data + b"\n")
+                count += 1
     if proc.wait() != 0:
         raise SystemExit("git fast-import failed")
     return count
 
 
-def build(base: Path, name: str, archived: int, seed: Mapping[str, bytes]) -> tuple[Path, float, int]:
+def build(base: Path, name: str, archived: int, seed: Mapping[str, bytes], on_branch: bool
+          ) -> tuple[Path, float, int]:
     """A bare remote holding the queue and a clone of it: the clone, seconds, files."""
     start = time.perf_counter()
     bare = base / f"{name}.git"
     bare.mkdir(parents=True)
     git(bare, "init", "-q", "--bare", "-b", "main")
 
-    def every() -> Iterator[tuple[str, bytes]]:
+    def branch() -> Iterator[tuple[str, bytes]]:
         yield from seed.items()
         yield from live_files()
-        yield from archived_files(archived)
+        if on_branch:
+            yield from archived_files(archived, "queue/archive")
 
-    files = fast_import(bare, every())
+    commits = {"refs/heads/main": branch()}
+    if archived and not on_branch:
+        commits["refs/aq/archive/main"] = archived_files(archived, "queue/.archive")
+    files = fast_import(bare, commits)
     clone = base / name
     git(base, "clone", "-q", str(bare), str(clone))
     return clone, time.perf_counter() - start, files
@@ -267,12 +279,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000, help="archived jobs (default 100,000)")
     parser.add_argument("--runs", type=int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--on-branch", action="store_true",
+                        help="the archive on the queue's branch (queue/archive), as earlier aq kept it")
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
     options = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="aq-bench-archive-"))
     try:
-        report = run(base, options.jobs, options.runs)
+        report = run(base, options.jobs, options.runs, options.on_branch)
     finally:
         if options.keep:
             print(f"kept {base}", file=sys.stderr)
@@ -291,11 +305,13 @@ def index_mib(root: Path) -> float:
     return round(((root / ".git" / "index").stat().st_size + shared) / 1048576, 1)
 
 
-def run(base: Path, archived: int, runs: int) -> dict[str, object]:
+def run(base: Path, archived: int, runs: int, on_branch: bool) -> dict[str, object]:
     load = os.getloadavg()[0]
     seed = seed_files(base)
-    small, small_build, small_files = build(base, "small", 0, seed)
-    big, big_build, big_files = build(base, "big", archived, seed)
+    small, small_build, small_files = build(base, "small", 0, seed, on_branch)
+    big, big_build, big_files = build(base, "big", archived, seed, on_branch)
+    first_sync = {name: round(timed([sys.executable, "-m", "aq", "ls", "--fetch"], root,
+                                    child_env())[0], 2) for name, root in (("small", small), ("big", big))}
     figures, python = measure(small, big, runs)
     hook = base / "hook"
     hook.mkdir()
@@ -304,6 +320,7 @@ def run(base: Path, archived: int, runs: int) -> dict[str, object]:
              for name, root in (("small", small), ("big", big))}
     return {
         "archived_jobs": archived, "live_jobs": LIVE_JOBS, "events_per_archived_job": EVENTS_PER_JOB,
+        "archive_on": "branch" if on_branch else "ref", "first_sync_s": first_sync,
         "files": {"small": small_files, "big": big_files},
         "build_s": {"small": round(small_build, 1), "big": round(big_build, 1)},
         "index_mib": {name: index_mib(root) for name, root in (("small", small), ("big", big))},
@@ -325,8 +342,12 @@ def print_report(report: Mapping[str, object]) -> None:
     print(f"bench_archive: {report['archived_jobs']:,} archived jobs ({report['events_per_archived_job']} "
           f"events each) + {report['live_jobs']} inbox jobs, beside the {report['live_jobs']} alone; "
           f"load {report['load_before']} -> {report['load_after']}")
-    print(f"  built: big {files['big']:,} files in {build_s['big']} s (git index {index['big']} MiB), "
-          f"small {files['small']:,} files in {build_s['small']} s ({index['small']} MiB); "
+    first = report["first_sync_s"]
+    assert isinstance(first, dict)
+    print(f"  archive on the {report['archive_on']}; built: big {files['big']:,} files in "
+          f"{build_s['big']} s (git index {index['big']} MiB), small {files['small']:,} files in "
+          f"{build_s['small']} s ({index['small']} MiB); first `aq ls --fetch` (checks the "
+          f"archive out): big {first['big']} s, small {first['small']} s; "
           f"python -c pass {report['python_s']} s")
     print(f"\n  {'median of the runs':<30} {'100 jobs s':>10} {'archive s':>10} {'ratio':>7}  "
           f"target {TARGET_RATIO}x")
