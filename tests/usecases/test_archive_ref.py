@@ -206,3 +206,24 @@ def test_the_archive_an_earlier_aq_kept_on_the_branch_is_read_then_moved_over(
     assert run_aq("fsck", "--history", cwd=queue_root).returncode == 0
     again = run_aq("add", "--key", "nightly-1", "--body", "echo other", cwd=queue_root)
     assert again.returncode == 1 and "already made job kept-2" in again.stderr, again.stderr
+
+
+def test_outside_git_the_archive_is_a_folder_the_jobs_move_into_and_back(tmp_path: Path) -> None:
+    """A queue in no git repository has no ref to keep its archive on: `aq archive` moves the
+    files into queue/.archive, and a requeue moves them back."""
+    root = tmp_path / "plain"
+    for folder in ("inbox", "shipped", "failed", ".events"):
+        (root / "queue" / folder).mkdir(parents=True)
+    write_final(root, "old", "failed", LONG_AGO, log=True)
+    queue = Queue(root)
+    assert queue.archive_ref is None
+    done = archive(queue, now=NOW, older_than=86400)
+    assert [item.job_id for item in done.moved] == ["old"]
+    [copy] = (root / "queue" / ".archive").rglob("old.md")
+    assert copy.parent.name == "failed" and not (root / "queue" / "failed" / "old.md").exists()
+    assert (copy.parent.parent / ".logs" / "old" / "1.log").is_file()
+
+    back = run_aq("requeue", "old", cwd=root)
+    assert back.returncode == 0, back.stderr
+    assert (root / "queue" / "inbox" / "old.md").is_file()
+    assert not list((root / "queue" / ".archive").rglob("old*.*"))
