@@ -11,12 +11,21 @@ import pytest
 from tests.helpers.cli import run_aq
 from tests.helpers.queue import write_job
 
+# Each shell's script, by a line only it has. Typer's own switch for tests makes
+# `--show-completion SHELL` take the shell by name: left to itself it ignores the name and
+# looks for a shell among the process's parents, which a test run started by no shell (cron,
+# a CI runner, a background job) does not have.
+SCRIPTS = {"bash": "complete -o default -F _aq_completion aq", "zsh": "#compdef aq",
+           "fish": "complete --command aq"}
 
-@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+
+@pytest.mark.parametrize("shell", sorted(SCRIPTS))
 def test_each_shell_gets_a_completion_script(tmp_path: Path, shell: str) -> None:
-    ran = run_aq("--show-completion", shell, cwd=tmp_path, process=True)
+    ran = run_aq("--show-completion", shell, cwd=tmp_path, process=True,
+                 env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert ran.returncode == 0, ran.stderr
-    assert "_AQ_COMPLETE" in ran.stdout
+    assert SCRIPTS[shell] in ran.stdout and "_AQ_COMPLETE" in ran.stdout
+    assert not [line for other, line in SCRIPTS.items() if other != shell and line in ran.stdout]
 
 
 def complete(cwd: Path, line: str, **env: str) -> list[str]:
