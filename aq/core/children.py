@@ -17,7 +17,6 @@ from typing import Protocol
 from aq.core.events import Attempt
 from aq.core.lifecycle import Stage
 from aq.core.manifest import Manifest
-from aq.core.samples import WON, sample_of
 
 UNSETTLED = frozenset({Stage.INBOX, Stage.BUILDING})  # a worker may still run it
 
@@ -77,6 +76,8 @@ def families(jobs: Iterable[JobView]) -> dict[str, Family]:
 
 
 def _family(parent: str, found: list[JobView]) -> Family:
+    from aq.core.samples import WON, sample_of  # lazily: a queue of no parent needs no samples
+
     found = sorted(found, key=lambda job: (job.added, job.id))
     samples, won = [], set()
     for job in found:

@@ -27,7 +27,6 @@ order, whatever order the jobs come in.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,8 +136,15 @@ def rank(ready: Sequence[JobView], now: datetime, signals: Signals,
 def _order(ranked: Ranked, seed: str | None) -> tuple[int, float, datetime, str, str]:
     manifest = ranked.job.manifest
     assert manifest is not None
-    tie = hashlib.sha256(f"{seed}\0{ranked.job.id}".encode()).hexdigest() if seed else ""
+    tie = _tie(seed, ranked.job.id) if seed else ""
     return (manifest.priority_rank, -ranked.score.total, ranked.job.added, tie, ranked.job.id)
+
+
+def _tie(seed: str, job_id: str) -> str:
+    """A worker's own order among jobs equal in all else, the same at every look."""
+    import hashlib  # lazily: only a worker's claim has a seed; `aq next` saves its import
+
+    return hashlib.sha256(f"{seed}\0{job_id}".encode()).hexdigest()
 
 
 def group_of(manifest: Manifest, default_repo: str | None) -> str:

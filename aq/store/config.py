@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aq.core.alert_rules import AlertRules, parse_alert_rules
 from aq.core.durations import parse_duration, parse_money, parse_size
 from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
-from aq.core.prices import Price, parse_prices
-from aq.core.samples import SAMPLE_KEY
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
-from aq.infra.hooks import HookSettings, parse_hooks
-from aq.store.pacer import PushBudget
-from aq.trackers.settings import TrackerSettings, parse_settings
+
+if TYPE_CHECKING:  # the sections most queues leave out are imported when aq.yaml has them
+    from aq.core.alert_rules import AlertRules
+    from aq.core.prices import Price
+    from aq.infra.hooks import HookSettings
+    from aq.store.pacer import PushBudget
+    from aq.trackers.settings import TrackerSettings
 
 CONFIG_NAME = "aq.yaml"
 
@@ -181,19 +182,40 @@ class QueueConfig:
     ship: str = "mark"
     workspaces_dir: str | None = None  # where cache clones and worktrees live (default: user cache)
     engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
-    trackers: TrackerSettings = field(default_factory=TrackerSettings)
+    tracker_settings: TrackerSettings | None = None  # aq.yaml `trackers:`, if it has them
     prices: dict[str, Price] = field(default_factory=dict)  # USD per million tokens, per model
     budget_usd_per_day: float | None = None  # the queue halts when a UTC day's runs cost more
     budget_tokens_per_day: int | None = None
     review: ReviewGate | None = None  # the review gate of every job that sets none of its own
     push_budget: PushBudget | None = None  # the fleet's pushes allowed per window (paced)
     hooks: HookSettings | None = None  # commands run when a job moves or an alert is raised
-    alerts: AlertRules = field(default_factory=AlertRules)  # when a trouble is worth telling
+    alert_rules: AlertRules | None = None  # aq.yaml `alerts:`, if it has them
+
+    # `aq ls` reads the config unpickled: a section aq.yaml leaves out is None there, so its
+    # module (and its dataclasses, a millisecond each to make on Python 3.11) is not imported
+    @property
+    def trackers(self) -> TrackerSettings:
+        """The trackers' settings (aq.yaml `trackers:`, else the defaults)."""
+        if self.tracker_settings is not None:
+            return self.tracker_settings
+        from aq.trackers.settings import TrackerSettings
+
+        return TrackerSettings()
+
+    @property
+    def alerts(self) -> AlertRules:
+        """When a trouble is worth telling (aq.yaml `alerts:`, else the defaults)."""
+        if self.alert_rules is not None:
+            return self.alert_rules
+        from aq.core.alert_rules import AlertRules
+
+        return AlertRules()
 
     def review_for(self, manifest: Manifest) -> ReviewGate | None:
         """The job's review gate: its own (or its profile's), else aq.yaml's. A review job is
         never reviewed itself, nor is a sample (its job is, once one of its samples won)."""
         from aq.core.review import REVIEW_KEY  # the review use-case's: no listing needs it
+        from aq.core.samples import SAMPLE_KEY
 
         if manifest.idempotency_key and manifest.idempotency_key.startswith((REVIEW_KEY,
                                                                              SAMPLE_KEY)):
@@ -252,7 +274,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 10  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 11  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -330,17 +352,36 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     take("ship", _ship_mode)
     take("review", review_gate)
     values["engines"] = _engines(raw.get("engines") or {}, source)
-    values["prices"] = parse_prices(raw.get("prices") or {}, f"{source}: prices")
+    if raw.get("prices"):
+        from aq.core.prices import parse_prices
+
+        values["prices"] = parse_prices(raw["prices"], f"{source}: prices")
     values.update(_queue_budget(raw.get("budget"), source))
     if raw.get("push_budget") is not None:
         values["push_budget"] = _push_budget(raw["push_budget"], source)
     try:
-        values["trackers"] = parse_settings(raw.get("trackers"), source)
-        values["hooks"] = parse_hooks(raw.get("hooks"))
-        values["alerts"] = parse_alert_rules(raw.get("alerts"))
+        values.update(_sections(raw, source))
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     return QueueConfig(**values)
+
+
+def _sections(raw: dict[Any, Any], source: str) -> dict[str, object]:
+    """The trackers, hooks and alerts sections aq.yaml has (each parsed by its own module)."""
+    values: dict[str, object] = {}
+    if raw.get("trackers") is not None:
+        from aq.trackers.settings import parse_settings
+
+        values["tracker_settings"] = parse_settings(raw["trackers"], source)
+    if raw.get("hooks") is not None:
+        from aq.infra.hooks import parse_hooks
+
+        values["hooks"] = parse_hooks(raw["hooks"])
+    if raw.get("alerts") is not None:
+        from aq.core.alert_rules import parse_alert_rules
+
+        values["alert_rules"] = parse_alert_rules(raw["alerts"])
+    return values
 
 
 def _queue_budget(raw: object, source: str) -> dict[str, object]:
@@ -385,6 +426,8 @@ def _push_budget(raw: object, source: str) -> PushBudget:
         raise ConfigError(f"{source}: key 'push_budget.per': {err}") from None
     if per <= 0:
         raise ConfigError(f"{source}: key 'push_budget.per': a window longer than 0s; {example}")
+    from aq.store.pacer import PushBudget
+
     return PushBudget(count, per)
 
 
