@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,10 @@ Content = Path | bytes | None  # a file of the queue to copy, new content, or No
 
 
 class ArchiveRef:
-    """The archive's ref of one queue's branch, and its checkout in queue/.archive."""
+    """The archive's ref of one queue's branch, and its checkout in queue/.archive.
+
+    Lock order: the clone's queue lock, then this one (a sync catches up holding the first;
+    `put` takes both), so the two never wait on each other in turn."""
 
     def __init__(self, layout: Layout, remote: Remote | None, branch: str) -> None:
         if layout.git_dir is None:
@@ -51,7 +54,8 @@ class ArchiveRef:
         self.layout = layout
         self.remote = remote
         self.home = layout.git_dir / "aq" / "archive"  # the checkout's index, what it shows, lock
-        self.ref = remote.archive_tracking if remote is not None else f"{ARCHIVE_REFS}/{branch}"
+        self.own = f"{ARCHIVE_REFS}/{branch}"  # a queue's with no remote (or before it had one)
+        self.ref = remote.archive_tracking if remote is not None else self.own
         self._lock: FileLock | None = None
 
     def _git(self, *args: str, check: bool = True, input: str | None = None,
@@ -59,26 +63,34 @@ class ArchiveRef:
         return gitops.git(self.layout.root, *args, check=check, input=input, env=env).stdout
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """This clone's lock on the checkout (held again by the same object: no wait)."""
+    def lock(self, wait: bool = True) -> Iterator[bool]:
+        """This clone's lock on the checkout: whether it is held (not `wait`ing, False when
+        another has it; `wait`ing, QueueBusy after LOCK_WAIT seconds)."""
         from filelock import FileLock, Timeout
 
         if self._lock is None:
             self.home.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(str(self.home / "lock"), timeout=LOCK_WAIT)
+            self._lock = FileLock(str(self.home / "lock"))
         try:
-            self._lock.acquire()
+            self._lock.acquire(timeout=LOCK_WAIT if wait else 0)
         except Timeout:
+            if not wait:
+                yield False
+                return
             raise QueueBusy(f"the archive's lock {self.home / 'lock'} is busy: another aq is "
-                            "archiving or reading the archive; try again") from None
+                            "archiving or checking the archive out; try again") from None
         try:
-            yield
+            yield True
         finally:
             self._lock.release()
 
     def tip(self) -> str | None:
-        """The archive's commit: as last fetched, or the queue's own without a remote."""
-        return gitops.commit_of(self.layout.root, self.ref)
+        """The archive's commit: as last fetched, else the one this clone keeps (a queue with
+        no remote, or one given a remote after it archived: its first `put` pushes it)."""
+        found = gitops.commit_of(self.layout.root, self.ref)
+        if found is None and self.ref != self.own:
+            found = gitops.commit_of(self.layout.root, self.own)
+        return found
 
     def shown(self) -> str | None:
         """The commit queue/.archive shows ('' or None: nothing checked out yet)."""
@@ -91,25 +103,43 @@ class ArchiveRef:
         """A file of the queue's path in the archive's tree (and the work tree's)."""
         return self.layout.prefix + path.relative_to(self.layout.root).as_posix()
 
-    def catch_up(self, tip: str | None) -> bool:
+    def catch_up(self, tip: str | None, wait: bool = True) -> bool:
         """Make queue/.archive what the archive's commit `tip` holds, changing only the files
-        that differ from what it shows. False when it already showed `tip`."""
-        if tip == self.shown():
+        that differ from what it shows (all of them when queue/.archive is gone). No `tip` (no
+        archive on the remote yet, a ref gone) changes nothing: the checkout is never emptied
+        for want of a ref. False when nothing changed (not `wait`ing: or the lock was busy)."""
+        if tip is None or (tip == self.shown() and self.layout.archive_dir.is_dir()):
             return False
-        with self.lock():
+        with self.lock(wait) as held:
             shown = self.shown()
-            if tip == shown:
+            whole = not self.layout.archive_dir.is_dir()  # a `git clean -x`, say: all anew
+            if not held or (tip == shown and not whole):
                 return False
             self._ignore()
-            env = {"GIT_INDEX_FILE": str(self.home / "index")}
-            target = tip or EMPTY_TREE
-            merged = shown is not None and (self.home / "index").is_file() and gitops.git(
-                self.layout.root, "read-tree", "-m", "-u", shown, target, env=env,
-                check=False).returncode == 0
+            env = self._index()
+            merged = not whole and shown is not None and (self.home / "index").is_file() \
+                and gitops.git(self.layout.root, "read-tree", "-m", "-u", shown, tip, env=env,
+                               check=False).returncode == 0
             if not merged:  # a first checkout, or a file of it changed by hand: all of it anew
-                self._git("read-tree", "--reset", "-u", target, env=env)
-            write_atomic(self.home / "shown", tip or "")
+                self._git("read-tree", "--reset", "-u", tip, env=env)
+            self.layout.archive_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.home / "shown", tip)
             return True
+
+    def _index(self) -> dict[str, str]:
+        """The environment that has git use the checkout's own index (call under the lock)."""
+        # only aq writes this index, under this lock: a lock file of it is a killed git's
+        (self.home / "index.lock").unlink(missing_ok=True)
+        return {"GIT_INDEX_FILE": str(self.home / "index")}
+
+    def _repair(self, tip: str) -> None:
+        """Put back what was removed or changed by hand in queue/.archive, which `put` plans on
+        (the parts' keys, how full they are): a stat of each of its files."""
+        env = self._index()
+        changed = self._git("ls-files", "-d", "-m", "-z", "--", f"{QUEUE_DIR}/{ARCHIVE_DIR}",
+                            env=env)
+        if changed.strip("\0"):
+            self._git("read-tree", "--reset", "-u", tip, env=env)
 
     def _ignore(self) -> None:
         """Have git ignore queue/.archive in the work tree: a person's `git add -A` or aq's own
@@ -127,18 +157,22 @@ class ArchiveRef:
                          + line + "\n")
 
     def put(self, plan: Callable[[], Mapping[Path, Content]], message: str,
-            identity: Sequence[str]) -> str | None:
+            identity: Sequence[str], queue_lock: Callable[[], AbstractContextManager[object]]
+            ) -> str | None:
         """Commit what `plan` says onto the archive's tip and push it as a compare-and-swap;
-        `plan` runs on queue/.archive as of the tip each try, so a try that lost a race decides
-        again. The commit that landed (the tip when there was nothing to change; None: no
-        archive yet and nothing to put in it)."""
+        `plan` runs on queue/.archive as of the tip each try, under the clone's `queue_lock`
+        (no sibling moves a file meanwhile), so a try that lost a race decides again. The
+        commit that landed (the tip when there was nothing to change; None: no archive yet and
+        nothing to put in it)."""
         for attempt in range(PUT_TRIES):
-            with self.lock():
+            with queue_lock(), self.lock():
                 if self.remote is not None and not self.remote.fetch():
                     raise RemoteUnreachable(f"cannot reach the queue's remote {self.remote.name!r}:"
                                             " nothing was archived; try again when it answers")
                 tip = self.tip()
-                self.catch_up(tip)
+                if tip is not None:
+                    self.catch_up(tip)
+                    self._repair(tip)
                 base = self._git("rev-parse", f"{tip}^{{tree}}").strip() if tip else EMPTY_TREE
                 changes = plan()
                 tree = gitops.patch_tree(self.layout.root, base, self._blobs(changes)) \
@@ -191,7 +225,7 @@ class ArchiveRef:
                 return False
             landed = self.tip()
             return landed is not None and self.remote.is_ancestor(commit, landed)
-        if outcome is Push.OK:
+        if outcome is Push.OK:  # as a fetch would (none runs meanwhile: the queue lock is held)
             self._git("update-ref", self.ref, commit)
             return True
         return False

@@ -272,8 +272,8 @@ class Replica:
         """Bring queue/.archive to the archive's tip as fetched (a read of one small file when
         it is there already). Trouble with it is said once and never stops a sync."""
         self.archive = self.archive or _archive_of(self.local.layout, remote)
-        try:
-            self.archive.catch_up(tip)
+        try:  # not waiting: the archive's lock held means its holder catches up (`put`)
+            self.archive.catch_up(tip, wait=False)
         except (AqError, OSError) as err:
             _note(self.notices, f"the archive's checkout in queue/.archive could not be brought "
                                 f"up to date: {err}")

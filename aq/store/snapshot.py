@@ -105,18 +105,27 @@ def read_snapshot(layout: Layout) -> Snapshot:
 def read_everything(layout: Layout, live: Snapshot | None = None) -> Snapshot:
     """The jobs of the stage folders (`live`, if just read), then every archived one
     (`archived`), read through a cache of the archive's own (`aq ls --all`). A job in two parts
-    of the archive, or both in a stage folder and in the branch's queue/archive, is a problem,
-    and its first copy carries it as its error. The archive's ref may still hold a copy of a
-    job that came back to a stage folder: the stage folder's is the job."""
+    of the archive's ref, or in two of the branch's queue/archive, or in a stage folder and
+    the branch's queue/archive, is a problem, and its first copy carries it as its error. Half
+    a move leaves a job in two places, which is no problem: the ref may still hold a copy of a
+    job that came back to a stage folder (the stage folder's is the job), and the branch's
+    queue/archive one of a job moved over to the ref (the ref's is)."""
     live = live or read_snapshot(layout)
     cache = _JobCache.load(layout.state_dir / "archive-cache.pickle")
     listing = _Listing(cache)
     listing.jobs, listing.seen = list(live.jobs), {job.id: str(job.stage) for job in live.jobs}
-    back = frozenset(listing.seen)
-    for part in layout.archive_parts():
+    live_ids = frozenset(listing.seen)
+    parts = layout.archive_parts()
+    on_branch = [part for part in parts if layout.in_branch_archive(part)]
+    for part in [part for part in parts if part not in on_branch]:  # the ref's parts first
         rel = layout.relative(part)
         listing.add_folder(part, rel, _stage_folders(part, rel, listing.problems), archived=True,
-                           outranked=frozenset() if layout.in_branch_archive(part) else back)
+                           outranked=live_ids)
+    in_ref = frozenset(listing.seen) - live_ids
+    for part in on_branch:
+        rel = layout.relative(part)
+        listing.add_folder(part, rel, _stage_folders(part, rel, listing.problems), archived=True,
+                           outranked=in_ref)
     cache.save(keep=[job.id for job in listing.jobs[len(live.jobs):]])
     return Snapshot(tuple(listing.jobs), (*live.problems, *listing.snapshot().problems),
                     live.archived_deps, layout)

@@ -194,6 +194,8 @@ class Remote:
         valid = [line if len(line) in (40, 64) and line not in names else None for line in lines]
         while len(valid) < len(names):
             valid.append(None)
+        if (valid[0] is None or valid[1] is None) and valid[2] is None:  # git stopped at the
+            valid[2] = gitops.commit_of(self.root, self.archive_tracking)  # first one missing
         return valid[0], valid[1], valid[2]
 
     def trailers(self, since: str | None, tip: str, last: int = 0

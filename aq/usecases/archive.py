@@ -107,7 +107,7 @@ def _batch(queue: Queue, chunk: Sequence[str], now: datetime, older_than: float,
                               f"aq: archive {len(chunk)} job(s) by {who}", describe)
     copied: dict[str, Copied] = {}
     commit = shelf.put(lambda: copy_plan(queue.layout, chunk, now, older_than, who, copied),
-                       f"aq: archive {len(chunk)} job(s) by {who}", queue.identity or [])
+                       f"aq: archive {len(chunk)} job(s) by {who}", queue.identity or [], queue.lock)
     if not copied:
         return []
     return queue.transact(take_off(copied), f"aq: archive {len(copied)} job(s) by {who}",
@@ -138,7 +138,7 @@ def _move_branch_batch(queue: Queue, most: int, who: str) -> int:
     copied: dict[str, Copied] = {}
     commit = shelf.put(lambda: branch_copy_plan(queue.layout, most, copied),
                        f"aq: archive up to {most} job(s) from queue/archive, by {who}",
-                       queue.identity or [])
+                       queue.identity or [], queue.lock)
     if not copied:
         return 0
     done = queue.transact(take_off(copied), "aq: archive jobs from queue/archive",

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,20 +85,22 @@ def copy_plan(layout: Layout, job_ids: Sequence[str], now: datetime, older_than:
         else:
             part = parts.take(since)
         files = job_files(layout.qdir, stage, job_id)
-        digests = _digests(files)
-        if digests is None:
-            continue  # gone meanwhile, or a link: it stays ('aq lint' names a link)
-        rel = layout.relative(part)
         events = layout.events_path(job_id)
-        # copied as they are now: a change after their digest keeps the job on the branch
-        changes.update({part / path.relative_to(layout.qdir): path for path in files})
-        log = events.read_bytes() if events in digests else b""
-        changes[part / events.relative_to(layout.qdir)] = with_event(log, {
+        contents = _digests(files, keep={layout.job_path(stage, job_id), events})
+        if contents is None:
+            continue  # gone meanwhile, or a link: it stays ('aq lint' names a link)
+        held, read = contents
+        rel = layout.relative(part)
+        # the job's file and events copied as digested; its logs (up to log_max each, too many
+        # to hold) read again by git: under the queue lock no aq changes them meanwhile, and a
+        # change by anyone else shows at take-off, which then leaves the job where it is
+        changes.update({part / path.relative_to(layout.qdir): read.get(path, path) for path in files})
+        changes[part / events.relative_to(layout.qdir)] = with_event(read.get(events, b""), {
             "ts": iso(now), "type": ARCHIVED, "by": who, "part": rel,
             "why": f"final since {iso(since)[:10]}: moved to {rel}"})
         if (key := key_of(layout.job_path(stage, job_id))) is not None:
             keys.setdefault(part, {})[key] = job_id
-        copied[job_id] = Copied(ArchivedJob(job_id, stage, iso(since), rel), layout.qdir, digests)
+        copied[job_id] = Copied(ArchivedJob(job_id, stage, iso(since), rel), layout.qdir, held)
     for part, taken in keys.items():
         changes[part / ARCHIVE_KEYS] = keys_json({**archived_keys(part), **taken})
     return changes
@@ -116,9 +118,10 @@ def branch_copy_plan(layout: Layout, most: int, copied: dict[str, Copied]) -> di
         target = layout.archive_dir / part.relative_to(layout.branch_archive_dir)
         for stage, job_id in _jobs_of(part):
             files = job_files(part, stage, job_id)
-            digests = _digests(files)
-            if digests is None:
+            found = _digests(files)
+            if found is None:
                 continue  # a link or other non-file: it stays ('aq lint' names it)
+            digests = found[0]
             changes.update({target / path.relative_to(part): path for path in files})
             since = fold(read_events(part / EVENTS_DIR / f"{job_id}.jsonl")).moved_at or ""
             copied[job_id] = Copied(ArchivedJob(job_id, stage, since, layout.relative(target)),
@@ -150,7 +153,8 @@ def take_off(copied: Mapping[str, Copied]) -> Callable[[Tx], list[ArchivedJob]]:
         emptied = set()
         for job_id, copy in copied.items():
             files = job_files(copy.base, copy.job.stage, job_id)
-            if _digests(files) != copy.digests:
+            found = _digests(files)
+            if found is None or found[0] != copy.digests:
                 continue
             for path in files:
                 tx.remove(path)
@@ -168,19 +172,24 @@ def take_off(copied: Mapping[str, Copied]) -> Callable[[Tx], list[ArchivedJob]]:
     return change
 
 
-def _digests(files: Sequence[Path]) -> dict[Path, str] | None:
-    """Each file's content digest; None when one is gone or is not a plain file."""
-    import stat
+def _digests(files: Sequence[Path], keep: Container[Path] = ()
+             ) -> tuple[dict[Path, str], dict[Path, bytes]] | None:
+    """Each file's content digest, and the bytes of those in `keep` (read once: what is copied
+    is what was digested); None when one is gone or is not a plain file (never read through a
+    link)."""
+    from aq.errors import UnsafePath
+    from aq.infra.confine import read_regular
 
-    found = {}
-    for path in files:
-        try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                return None
-            found[path] = digest(path.read_bytes())
-        except OSError:
-            return None
-    return found
+    digests, kept = {}, {}
+    try:
+        for path in files:
+            data = read_regular(path)
+            digests[path] = digest(data)
+            if path in keep:
+                kept[path] = data
+    except (OSError, UnsafePath):
+        return None
+    return digests, kept
 
 
 def move_in(job_ids: Sequence[str], now: datetime, older_than: float, who: str

@@ -55,8 +55,8 @@ class Upkeep:
         try:
             done = archive(ctx.queue, now=ctx.now(), older_than=older_than, limit=ARCHIVE_BATCH,
                            who=ctx.worker_id, batch=ARCHIVE_BATCH)
-        except AqError as err:  # the remote away, the lock busy: the next look tries again
-            ctx.voice.say_once(f"archiving waits: {err}")
+        except (AqError, OSError) as err:  # the remote away, the lock busy, a file gone: the
+            ctx.voice.say_once(f"archiving waits: {err}")  # next look tries again
             return
         if done.moved:
             ctx.voice.say(f"archived {len(done.moved)} job(s) final for over "

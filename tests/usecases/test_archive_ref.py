@@ -75,7 +75,7 @@ def test_a_batch_copied_but_not_taken_off_the_branch_is_one_job_and_the_next_run
     assert shelf is not None
     copied: dict[str, Copied] = {}
     shelf.put(lambda: copy_plan(queue.layout, ["old-0", "old-1"], NOW, 86400, "me", copied),
-              "aq: archive 2 job(s) by me", queue.identity or [])  # ...and the process dies here
+              "aq: archive 2 job(s) by me", queue.identity or [], queue.lock)  # ...and it dies here
     assert sorted(copied) == ["old-0", "old-1"]
     assert len(list((queue_root / "queue" / ".archive").rglob("old-*.md"))) == 2
 
@@ -105,7 +105,7 @@ def test_a_job_written_to_between_copy_and_take_off_stays_and_is_copied_again(
     assert shelf is not None
     copied: dict[str, Copied] = {}
     shelf.put(lambda: copy_plan(queue.layout, ["busy"], NOW, 86400, "me", copied), "aq: archive",
-              queue.identity or [])
+              queue.identity or [], queue.lock)
     events = queue_root / "queue" / ".events" / "busy.jsonl"
     events.write_text(events.read_text() + json.dumps({"ts": "2026-01-01T00:00:00Z",
                                                        "type": "note", "text": "late"}) + "\n")
@@ -227,3 +227,87 @@ def test_outside_git_the_archive_is_a_folder_the_jobs_move_into_and_back(tmp_pat
     assert back.returncode == 0, back.stderr
     assert (root / "queue" / "inbox" / "old.md").is_file()
     assert not list((root / "queue" / ".archive").rglob("old*.*"))
+
+
+def test_a_queue_given_a_remote_after_it_archived_keeps_its_archive_and_pushes_it(
+        queue_root: Path, tmp_path: Path) -> None:
+    """A queue with no remote keeps its archive on a ref of its own; given a remote later, every
+    command still finds the archived jobs, and its next archiving pushes them all there."""
+    write_final(queue_root, "early", "shipped", LONG_AGO)
+    commit_all(queue_root, "a final job")
+    assert archive(Queue(queue_root), now=NOW, older_than=86400).moved
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(queue_root, "remote", "add", "origin", str(bare))
+    git(queue_root, "push", "-q", "-u", "origin", "HEAD")
+
+    assert "early" in listed(run_aq("ls", "--fetch", "--all", "--json", cwd=queue_root))
+    assert json.loads(run_aq("show", "early", "--json", cwd=queue_root).stdout)["archived"] is True
+    write_final(queue_root, "later", "failed", LONG_AGO)
+    commit_all(queue_root, "another")
+    git(queue_root, "push", "-q", "origin", "HEAD")
+    assert [item.job_id for item in archive(Queue(queue_root), now=NOW, older_than=86400).moved] \
+        == ["later"]
+    branch = git(queue_root, "symbolic-ref", "--short", "HEAD").strip()
+    pushed = git(bare, "ls-tree", "-r", "--name-only", f"refs/aq/archive/{branch}").splitlines()
+    assert sorted(path.rsplit("/", 1)[1] for path in pushed if path.endswith(".md")) == [
+        "early.md", "later.md"]
+
+
+def test_a_checkout_removed_or_changed_by_hand_is_put_back(tmp_path: Path) -> None:
+    """queue/.archive removed (`git clean -x`) comes back at the next sync; a file of it removed
+    or changed, and a lock file a killed git left on its index, are put right before the next
+    archiving plans on them: no part loses its keys."""
+    with fleet_in(tmp_path, 1) as fleet:
+        [clone] = fleet.clones
+        for index in range(3):
+            write_final(clone, f"old-{index}", "shipped", LONG_AGO)
+        (clone / "queue" / "shipped" / "old-0.md").write_text(
+            "---\ntitle: keyed\nidempotency-key: nightly-0\n---\ntrue\n")
+        commit_all(clone, "final jobs")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(clone, "archive").returncode == 0
+
+        git(clone, "clean", "-q", "-fdx", "--", "queue")
+        assert not (clone / "queue" / ".archive").exists()
+        assert fleet.aq(clone, "ls", "--fetch").returncode == 0
+        assert json.loads(fleet.aq(clone, "show", "old-1", "--json").stdout)["archived"] is True
+
+        [keys] = (clone / "queue" / ".archive").rglob("keys.json")
+        keys.unlink()
+        (keys.parent / "shipped" / "old-2.md").write_text("scribbled over\n")
+        (clone.joinpath(".git", "aq", "archive", "index.lock")).write_text("")
+        write_final(clone, "old-3", "shipped", LONG_AGO)
+        commit_all(clone, "one more")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(clone, "archive").returncode == 0
+        [keys] = (clone / "queue" / ".archive").rglob("keys.json")
+        assert json.loads(keys.read_text()) == {"nightly-0": "old-0"}
+        assert (keys.parent / "shipped" / "old-2.md").read_text() != "scribbled over\n"
+        ref = git(fleet.bare, "show", f"refs/aq/archive/main:{keys.relative_to(clone)}")
+        assert json.loads(ref) == {"nightly-0": "old-0"}
+
+
+def test_a_move_from_the_branchs_archive_half_made_shows_each_job_once(queue_root: Path) -> None:
+    """Copied onto the ref but not yet taken off the branch's queue/archive (a crash): `ls --all`
+    lists each job once, from the ref, and names no problem."""
+    part = queue_root / "queue" / "archive" / f"{LONG_AGO:%Y}" / f"{LONG_AGO:%m}" / "001"
+    (part / "shipped").mkdir(parents=True)
+    (part / ".events").mkdir()
+    (part / "shipped" / "m-1.md").write_text("---\ntitle: m 1\n---\ntrue\n")
+    (part / ".events" / "m-1.jsonl").write_text(final_events("m-1", "shipped", LONG_AGO))
+    commit_all(queue_root, "an archive on the branch")
+    queue = Queue(queue_root)
+    shelf = queue.archive_ref
+    assert shelf is not None
+    from aq.usecases.archive_moves import branch_copy_plan
+
+    copied: dict[str, Copied] = {}
+    shelf.put(lambda: branch_copy_plan(queue.layout, 10, copied), "aq: move over",
+              queue.identity or [], queue.lock)
+    assert list(copied) == ["m-1"] and (part / "shipped" / "m-1.md").is_file()
+    everything = listed(run_aq("ls", "--all", "--json", cwd=queue_root))
+    assert list(everything) == ["m-1"] and everything["m-1"]["error"] is None
+    shown = run_aq("ls", "--all", cwd=queue_root)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    assert "(archived: queue/.archive/" in run_aq("show", "m-1", cwd=queue_root).stdout
