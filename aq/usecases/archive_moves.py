@@ -78,18 +78,24 @@ def copy_plan(layout: Layout, job_ids: Sequence[str], now: datetime, older_than:
         if found is None:
             continue
         stage, since = found
-        earlier = layout.find_archived(job_id)  # a copy an earlier run left: replaced where it is
-        if earlier is not None and not layout.in_branch_archive(earlier[0]):
-            part = earlier[0]
-            changes.update(dict.fromkeys(job_files(part, earlier[1], job_id)))
-        else:
-            part = parts.take(since)
         files = job_files(layout.qdir, stage, job_id)
         events = layout.events_path(job_id)
         contents = _digests(files, keep={layout.job_path(stage, job_id), events})
         if contents is None:
             continue  # gone meanwhile, or a link: it stays ('aq lint' names a link)
         held, read = contents
+        earlier = layout.find_archived(job_id)  # a copy an earlier run left: replaced where it is
+        if earlier is not None and not layout.in_branch_archive(earlier[0]):
+            part = earlier[0]
+            if _copied_already(layout, part, earlier[1], stage, job_id, held):
+                # another machine's copy (its take-off not landed yet, or lost): the same
+                # files, so nothing changes on the ref, and this one's take-off may end it
+                copied[job_id] = Copied(ArchivedJob(job_id, stage, iso(since),
+                                                    layout.relative(part)), layout.qdir, held)
+                continue
+            changes.update(dict.fromkeys(job_files(part, earlier[1], job_id)))
+        else:
+            part = parts.take(since)
         rel = layout.relative(part)
         # the job's file and events copied as digested; its logs (up to log_max each, too many
         # to hold) read again by git: under the queue lock no aq changes them meanwhile, and a
@@ -104,6 +110,28 @@ def copy_plan(layout: Layout, job_ids: Sequence[str], now: datetime, older_than:
     for part, taken in keys.items():
         changes[part / ARCHIVE_KEYS] = keys_json({**archived_keys(part), **taken})
     return changes
+
+
+def _copied_already(layout: Layout, part: Path, stage_there: Stage, stage: Stage, job_id: str,
+                    digests: Mapping[Path, str]) -> bool:
+    """Whether the archive's copy of a job in `part` is its files in queue/ (`digests`) as they
+    are now, its event log with one `archived` event more."""
+    there = _digests(job_files(part, stage_there, job_id), keep={part / EVENTS_DIR / f"{job_id}.jsonl"})
+    if stage_there is not stage or there is None:
+        return False
+    found, kept = there
+    mine = {path.relative_to(layout.qdir): value for path, value in digests.items()}
+    theirs = {path.relative_to(part): value for path, value in found.items()}
+    events = layout.events_path(job_id).relative_to(layout.qdir)
+    log = kept.get(part / events, b"")
+    head, _, last = log.rstrip(b"\n").rpartition(b"\n")
+    try:
+        archived_last = json.loads(last).get("type") == ARCHIVED
+    except (ValueError, AttributeError):
+        return False
+    logged = digest(head + b"\n" if head else b"")
+    return (archived_last and mine.pop(events, digest(b"")) == logged
+            and theirs.pop(events, None) is not None and mine == theirs)
 
 
 def branch_copy_plan(layout: Layout, most: int, copied: dict[str, Copied]) -> dict[Path, Content]:
