@@ -85,8 +85,10 @@ class ArchiveRef:
             self._lock.release()
 
     def tip(self) -> str | None:
-        """The archive's commit: as last fetched, else the one this clone keeps (a queue with
-        no remote, or one given a remote after it archived: its first `put` pushes it)."""
+        """The archive's commit: as last fetched; else the one this clone keeps, its own ref
+        (a queue with no remote; with one, the last commit checked out, kept there so that no
+        gc takes it): a remote that lost its archive ref, or never had one, gets it back with
+        the next `put`."""
         found = gitops.commit_of(self.layout.root, self.ref)
         if found is None and self.ref != self.own:
             found = gitops.commit_of(self.layout.root, self.own)
@@ -124,6 +126,8 @@ class ArchiveRef:
                 self._git("read-tree", "--reset", "-u", tip, env=env)
             self.layout.archive_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self.home / "shown", tip)
+            if self.ref != self.own:  # the commit shown stays reachable here (see `tip`)
+                self._git("update-ref", self.own, tip)
             return True
 
     def _index(self) -> dict[str, str]:

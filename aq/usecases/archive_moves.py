@@ -87,7 +87,11 @@ def copy_plan(layout: Layout, job_ids: Sequence[str], now: datetime, older_than:
         earlier = layout.find_archived(job_id)  # a copy an earlier run left: replaced where it is
         if earlier is not None and not layout.in_branch_archive(earlier[0]):
             part = earlier[0]
-            if _copied_already(layout, part, earlier[1], stage, job_id, held):
+            against = _against_copy(layout, part, earlier[1], stage, job_id, held,
+                                    read.get(events, b""))
+            if against == AHEAD:
+                continue  # copied by a machine that saw more of it: this clone's view is old
+            if against == SAME:
                 # another machine's copy (its take-off not landed yet, or lost): the same
                 # files, so nothing changes on the ref, and this one's take-off may end it
                 copied[job_id] = Copied(ArchivedJob(job_id, stage, iso(since),
@@ -112,26 +116,38 @@ def copy_plan(layout: Layout, job_ids: Sequence[str], now: datetime, older_than:
     return changes
 
 
-def _copied_already(layout: Layout, part: Path, stage_there: Stage, stage: Stage, job_id: str,
-                    digests: Mapping[Path, str]) -> bool:
-    """Whether the archive's copy of a job in `part` is its files in queue/ (`digests`) as they
-    are now, its event log with one `archived` event more."""
-    there = _digests(job_files(part, stage_there, job_id), keep={part / EVENTS_DIR / f"{job_id}.jsonl"})
-    if stage_there is not stage or there is None:
-        return False
+SAME, AHEAD, OTHER = "same", "ahead", "other"  # an archive's copy against a job's files now
+
+
+def _against_copy(layout: Layout, part: Path, stage_there: Stage, stage: Stage, job_id: str,
+                  digests: Mapping[Path, str], log: bytes) -> str:
+    """How the archive's copy of a job in `part` compares with its files in queue/ now (their
+    `digests`, its event log `log`): SAME (those files, the log with one `archived` event more),
+    AHEAD (the copy's log holds all of this one and more: this clone is behind the machine
+    that copied it), else OTHER (the job changed since: copied again)."""
+    there = _digests(job_files(part, stage_there, job_id),
+                     keep={part / EVENTS_DIR / f"{job_id}.jsonl"})
+    if there is None:
+        return OTHER
     found, kept = there
-    mine = {path.relative_to(layout.qdir): value for path, value in digests.items()}
-    theirs = {path.relative_to(part): value for path, value in found.items()}
-    events = layout.events_path(job_id).relative_to(layout.qdir)
-    log = kept.get(part / events, b"")
-    head, _, last = log.rstrip(b"\n").rpartition(b"\n")
+    head, _, last = kept.get(part / EVENTS_DIR / f"{job_id}.jsonl", b"").rstrip(b"\n") \
+        .rpartition(b"\n")
     try:
-        archived_last = json.loads(last).get("type") == ARCHIVED
+        if json.loads(last).get("type") != ARCHIVED:
+            return OTHER
     except (ValueError, AttributeError):
-        return False
-    logged = digest(head + b"\n" if head else b"")
-    return (archived_last and mine.pop(events, digest(b"")) == logged
-            and theirs.pop(events, None) is not None and mine == theirs)
+        return OTHER
+    before = head + b"\n" if head else b""  # the copy's log before its `archived` event
+    mine = log + (b"\n" if log and not log.endswith(b"\n") else b"")  # as with_event leaves it
+    if mine and before != mine and before.startswith(mine):
+        return AHEAD
+    if stage_there is not stage or before != mine:
+        return OTHER
+    events = layout.events_path(job_id)
+    ours = {path.relative_to(layout.qdir): value for path, value in digests.items() if path != events}
+    theirs = {path.relative_to(part): value for path, value in found.items()
+              if path.parent.name != EVENTS_DIR or path.name != f"{job_id}.jsonl"}
+    return SAME if ours == theirs else OTHER
 
 
 def branch_copy_plan(layout: Layout, most: int, copied: dict[str, Copied]) -> dict[Path, Content]:

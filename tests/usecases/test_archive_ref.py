@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aq.core.events import iso
 from aq.store.queue import Queue
 from aq.usecases.archive import archive
 from aq.usecases.archive_moves import Copied, copy_plan
@@ -311,3 +312,59 @@ def test_a_move_from_the_branchs_archive_half_made_shows_each_job_once(queue_roo
     shown = run_aq("ls", "--all", cwd=queue_root)
     assert shown.returncode == 0 and shown.stderr == "", shown.stderr
     assert "(archived: queue/.archive/" in run_aq("show", "m-1", cwd=queue_root).stdout
+
+
+def test_a_remote_that_lost_the_archive_ref_gets_the_whole_archive_back(tmp_path: Path) -> None:
+    """The archive's ref deleted on the remote (a queue moved to a new remote with only its
+    branch, say): the clone's checkout is kept, and its next `aq archive` pushes the whole
+    archive again with the new job, not the new job alone."""
+    with fleet_in(tmp_path, 1) as fleet:
+        [clone] = fleet.clones
+        for index in range(3):
+            write_final(clone, f"old-{index}", "shipped", LONG_AGO)
+        commit_all(clone, "final jobs")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(clone, "archive").returncode == 0
+        git(fleet.bare, "update-ref", "-d", "refs/aq/archive/main")
+        write_final(clone, "old-3", "failed", LONG_AGO)
+        commit_all(clone, "one more")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+
+        assert sorted(listed(fleet.aq(clone, "ls", "--fetch", "--all", "--json"))) == [
+            f"old-{index}" for index in range(4)]
+        assert fleet.aq(clone, "archive").returncode == 0
+        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main")
+        assert sorted(path.rsplit("/", 1)[1] for path in in_ref.splitlines()
+                      if path.endswith(".md")) == [f"old-{index}.md" for index in range(4)]
+        assert json.loads(fleet.aq(clone, "show", "old-0", "--json").stdout)["archived"] is True
+
+
+def test_a_clone_behind_never_replaces_a_copy_that_holds_more_of_the_job(tmp_path: Path) -> None:
+    """Machine B copies a job whose event log has a line machine A has not fetched yet; A,
+    archiving from its older view, leaves B's copy as it is and takes nothing off the branch."""
+    with fleet_in(tmp_path, 2) as fleet:
+        behind, ahead = fleet.clones
+        write_final(ahead, "late", "shipped", LONG_AGO)
+        commit_all(ahead, "a final job")
+        git(ahead, "push", "-q", "origin", "HEAD:main")
+        assert fleet.aq(behind, "ls", "--fetch").returncode == 0  # A sees it as it was
+        events = ahead / "queue" / ".events" / "late.jsonl"
+        events.write_text(events.read_text() + json.dumps(
+            {"ts": iso(NOW), "type": "note", "by": "b", "text": "seen late"}) + "\n")
+        commit_all(ahead, "a late line")
+        git(ahead, "push", "-q", "origin", "HEAD:main")
+        queue = Queue(ahead)
+        shelf = queue.archive_ref
+        assert shelf is not None
+        copied: dict[str, Copied] = {}
+        shelf.put(lambda: copy_plan(queue.layout, ["late"], NOW, 86400, "b", copied),
+                  "aq: archive", queue.identity or [], queue.lock)  # B's take-off not yet made
+
+        done = archive(Queue(behind), now=NOW, older_than=86400, who="a")
+        assert done.moved == ()
+        copy = git(fleet.bare, "show", "refs/aq/archive/main:" + next(
+            path for path in git(fleet.bare, "ls-tree", "-r", "--name-only",
+                                 "refs/aq/archive/main").splitlines()
+            if path.endswith("late.jsonl")))
+        assert [json.loads(line)["type"] for line in copy.splitlines()][-2:] == ["note", "archived"]
+        assert "queue/shipped/late.md" in on_branch(fleet.bare, "main")
