@@ -117,6 +117,11 @@ class RemoteBusy(AqError):
     """Every try to push lost to another machine's push (a very busy remote)."""
 
 
+class ArchiveWaits(AqError):
+    """A machine of the fleet runs an older aq, which cannot read the archive on its own ref:
+    a job archived now would vanish from its view."""
+
+
 class UnsafePath(AqError):
     """A file or folder aq would read or write in the queue is a symbolic link, not a regular
     file, or leads outside the queue (DESIGN §5): refused, never followed."""

@@ -39,7 +39,8 @@ RENEWAL_WAIT = 0.2  # seconds a landed commit's renewal waits for the file; long
 TRAILER = "Aq-Leases:"  # a commit's line naming the leases its machine held when it was made
 LEASES = "aq-leases"  # said in a beat's `reads`: this machine counts trailers as renewals
 ALIVE = "aq-alive"  # ... and as signs of its machine's life (as `aq workers` sees it)
-READS = (LEASES, ALIVE)
+ARCHIVE_REF = "aq-archive-ref"  # ... and the archive on its own ref (aq.store.archive_ref)
+READS = (LEASES, ALIVE, ARCHIVE_REF)
 
 
 def machine_id(root: Path) -> str:

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from aq.core.events import iso
 from aq.core.lifecycle import Stage
+from aq.errors import ArchiveWaits
 from aq.store.eventlog import parse_time
 from aq.store.layout import FINAL_STAGES
 from aq.store.queue import Queue
@@ -76,6 +77,7 @@ def archive(queue: Queue, *, now: datetime, older_than: float, limit: int | None
         over = len(branch_copy_plan(queue.layout, limit or sys.maxsize, {})) \
             if queue.archive_ref is not None else 0
         return ArchiveResult(planned, 0, left, tuple(kept), dry_run=True, moved_over=over)
+    _check_fleet_reads_the_ref(queue)
     moved: list[ArchivedJob] = []
     commits = 0
     for start in range(0, len(due), max(1, batch)):
@@ -91,6 +93,25 @@ def archive(queue: Queue, *, now: datetime, older_than: float, limit: int | None
     if over:
         drop_empty_folders(queue.layout, [])
     return ArchiveResult(tuple(moved), commits + bool(over), left, tuple(kept), moved_over=over)
+
+
+def _check_fleet_reads_the_ref(queue: Queue) -> None:
+    """Refuse while a machine whose heartbeat is on the remote (as last fetched) runs an older
+    aq: it reads no archive off the branch, so a job archived now would vanish from its view
+    (its inbox jobs that need it would wait forever there)."""
+    remote = queue.remote
+    if remote is None:
+        return
+    from aq.store.beats import ARCHIVE_REF, goodbye
+    from aq.store.sync import WORKER_REFS
+
+    older = sorted(machine for machine, (_commit, payload) in remote.observed_heartbeats().items()
+                   if not goodbye(payload) and ARCHIVE_REF not in (payload.get("reads") or ()))
+    if older:
+        raise ArchiveWaits(
+            f"{', '.join(older)} run(s) an older aq, which cannot read the archive on its own "
+            f"ref: archiving waits until they run this aq or stop (a machine gone for good: "
+            f"git push {remote.name} :{WORKER_REFS}/{older[0]})")
 
 
 def _batch(queue: Queue, chunk: Sequence[str], now: datetime, older_than: float, who: str

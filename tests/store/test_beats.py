@@ -194,7 +194,8 @@ def test_while_a_machine_of_the_fleet_reads_no_trailers_commits_spare_no_beat(
     assert len(remote.beats) == 4  # at 0, 50, 100 and 150, as with no commit at all
     assert tick.renewed(["t1"], commits=False) == 150.0
     assert tick.renewed(["t1"], commits=True) == 180.0
-    assert all(b["reads"] == ["aq-leases", "aq-alive"] for b in remote.beats)  # each says it reads them
+    assert all(b["reads"] == ["aq-leases", "aq-alive", "aq-archive-ref"]
+               for b in remote.beats)  # each says what it reads
 
 
 def test_the_leases_a_commit_names_are_those_of_live_fresh_workers(tmp_path: Path) -> None:

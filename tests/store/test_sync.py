@@ -350,7 +350,7 @@ def test_commits_renew_in_a_holders_count_only_once_every_machine_says_it_reads_
     look(110.0)
     assert observer.fleet_reads(111.0, 30.0) == frozenset()
     assert observer.fleet_reads(136.0, 30.0) == {"aq-leases"}  # old-box's beat: out of the window
-    assert observer.fleet_reads(141.0, 30.0) == both
+    assert observer.fleet_reads(141.0, 30.0) == {*both, "aq-archive-ref"}  # none in the window
 
 
 def test_a_machines_landed_commit_shows_its_workers_alive(fleet: Fleet, tmp_path: Path) -> None:

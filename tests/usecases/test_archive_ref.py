@@ -368,3 +368,31 @@ def test_a_clone_behind_never_replaces_a_copy_that_holds_more_of_the_job(tmp_pat
             if path.endswith("late.jsonl")))
         assert [json.loads(line)["type"] for line in copy.splitlines()][-2:] == ["note", "archived"]
         assert "queue/shipped/late.md" in on_branch(fleet.bare, "main")
+
+
+def test_archiving_waits_while_a_machine_runs_an_older_aq(tmp_path: Path) -> None:
+    """A machine whose heartbeat does not say it reads the archive's ref (an older aq) would
+    lose sight of what is archived: `aq archive` moves nothing and says which machine, in one
+    line; a machine that said goodbye, or whose ref is gone, holds nothing up."""
+    with fleet_in(tmp_path, 1) as fleet:
+        [clone] = fleet.clones
+        write_final(clone, "old", "shipped", LONG_AGO)
+        commit_all(clone, "a final job")
+        git(clone, "push", "-q", "origin", "HEAD:main")
+        remote = Queue(clone).remote
+        assert remote is not None
+        assert remote.heartbeat("old-box", {"seq": 1, "tokens": [], "reads": ["aq-leases"],
+                                            "workers": {"w": {"pid": 1, "tokens": []}}})
+        assert remote.heartbeat("gone-box", {"seq": 9, "tokens": [], "reads": [],
+                                             "workers": {"w": {"retiring": True}}})
+
+        waiting = fleet.aq(clone, "archive")
+        assert waiting.returncode == 1 and waiting.stderr.count("\n") == 1, waiting.stderr
+        assert "old-box run(s) an older aq" in waiting.stderr and "gone-box" not in waiting.stderr
+        assert "git push origin :refs/aq/workers/old-box" in waiting.stderr
+        assert (clone / "queue" / "shipped" / "old.md").is_file()
+
+        git(clone, "push", "-q", "origin", ":refs/aq/workers/old-box")
+        moved = fleet.aq(clone, "archive")
+        assert moved.returncode == 0, moved.stderr
+        assert not (clone / "queue" / "shipped" / "old.md").exists()
