@@ -89,10 +89,10 @@ def archive(queue: Queue, *, now: datetime, older_than: float, limit: int | None
             drop_empty_folders(queue.layout, [item.job_id for item in done])
             if announce is not None:
                 announce(done)
-    over = _move_branch_archive(queue, limit, batch, who)
+    over, over_commits = _move_branch_archive(queue, limit, batch, who)
     if over:
         drop_empty_folders(queue.layout, [])
-    return ArchiveResult(tuple(moved), commits + bool(over), left, tuple(kept), moved_over=over)
+    return ArchiveResult(tuple(moved), commits + over_commits, left, tuple(kept), moved_over=over)
 
 
 def _check_fleet_reads_the_ref(queue: Queue) -> None:
@@ -136,19 +136,20 @@ def _batch(queue: Queue, chunk: Sequence[str], now: datetime, older_than: float,
                                          f"{shelf.ref} {commit}.")
 
 
-def _move_branch_archive(queue: Queue, limit: int | None, batch: int, who: str) -> int:
+def _move_branch_archive(queue: Queue, limit: int | None, batch: int, who: str
+                         ) -> tuple[int, int]:
     """Move what an earlier aq archived on the branch (queue/archive) to the archive's ref, at
-    most `limit` jobs, `batch` a commit: the jobs moved."""
+    most `limit` jobs, `batch` a commit: the jobs moved, and the commits of the branch."""
     if queue.archive_ref is None or not os.path.isdir(queue.layout.branch_archive_dir):
-        return 0
-    moved = 0
+        return 0, 0
+    moved = commits = 0
     while limit is None or moved < limit:
         done = _move_branch_batch(queue, max(1, min(batch, sys.maxsize if limit is None
                                                     else limit - moved)), who)
         if not done:
             break  # none left, or all changed meanwhile: the next run
-        moved += done
-    return moved
+        moved, commits = moved + done, commits + 1
+    return moved, commits
 
 
 def _move_branch_batch(queue: Queue, most: int, who: str) -> int:
