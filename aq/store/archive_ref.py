@@ -29,14 +29,11 @@ from aq.errors import GitError, QueueBusy, RemoteBusy, RemoteRefused, RemoteUnre
 from aq.infra import gitops
 from aq.infra.files import write_atomic
 from aq.store.layout import ARCHIVE_DIR, QUEUE_DIR, Layout
+from aq.store.sync import ARCHIVE_REFS, EMPTY_TREE, Push, Remote
 
 if TYPE_CHECKING:
     from filelock import FileLock
 
-    from aq.store.sync import Remote
-
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-ARCHIVE_REFS = "refs/aq/archive"  # + /<branch>: on the remote, or in a queue without one
 PUT_TRIES = 20
 LOCK_WAIT = 300.0  # seconds: a first checkout of a year's archive writes 100,000s of files
 Content = Path | bytes | None  # a file of the queue to copy, new content, or None: taken out
@@ -218,8 +215,6 @@ class ArchiveRef:
         if self.remote is None:
             return gitops.git(self.layout.root, "update-ref", self.ref, commit, tip or "",
                               check=False).returncode == 0
-        from aq.store.sync import Push
-
         outcome, said = self.remote.push(f"{commit}:{self.remote.archive_ref}")
         if outcome is Push.REFUSED:
             raise RemoteRefused(f"the remote {self.remote.name!r} refused the archive's push "

@@ -36,7 +36,8 @@ from aq.store.pacer import Pacer
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 WORKER_REFS = "refs/aq/workers"
 OBSERVED_REFS = "refs/aq/observed"
-ARCHIVE_REFS = "refs/aq/archive"  # <branch>: the archive of the queue on that branch (aq.store.archive_ref)
+ARCHIVE_REFS = "refs/aq/archive"  # + /<branch>: the archive of the queue on that branch, on the
+# remote (a queue with no remote keeps it itself; aq.store.archive_ref)
 FETCHED_ARCHIVES = "refs/aq/fetched/archive"  # where a fetch puts the remote's
 NETWORK_TIMEOUT = 60.0  # seconds a fetch or push may take before the remote counts as not answering
 RECENT_COMMITS = 100  # a first look reads when each machine last committed from these, at most
