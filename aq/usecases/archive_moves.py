@@ -17,14 +17,17 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aq.core.events import Event, fold, iso
 from aq.core.ids import is_job_id
 from aq.core.lifecycle import Stage
-from aq.store.archive_ref import Content
 from aq.store.eventlog import parse_time, read_events
 from aq.store.layout import ARCHIVE_KEYS, EVENTS_DIR, FINAL_STAGES, LOGS_DIR, PART_SIZE, Layout
 from aq.store.tx import Tx
+
+if TYPE_CHECKING:  # a type only: the archive's ref module loads the sync machinery
+    from aq.store.archive_ref import Content
 
 ARCHIVED = "archived"  # event types: where the job's files went, and that they came back
 UNARCHIVED = "unarchived"
