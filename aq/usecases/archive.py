@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aq.core.events import iso
 from aq.core.lifecycle import Stage
@@ -42,6 +44,9 @@ from aq.usecases.archive_moves import (
     unsafe_log,
 )
 from aq.usecases.tracker_posts import owed_posts
+
+if TYPE_CHECKING:  # a type only: the archive's ref module loads the sync machinery
+    from aq.store.archive_ref import Content
 
 __all__ = ["ARCHIVED", "UNARCHIVED", "ArchiveResult", "ArchivedJob", "archive", "archived_keys",
            "unarchive"]
@@ -122,16 +127,27 @@ def _batch(queue: Queue, chunk: Sequence[str], now: datetime, older_than: float,
         return (f"aq: archive {len(result)} job(s) final for over {older_than / 86400:g} "
                 f"day(s), by {who}")
 
+    message = f"aq: archive {len(chunk)} job(s) by {who}"
+    if queue.archive_ref is None:
+        return queue.transact(move_in(chunk, now, older_than, who), message, describe)
+    return _copy_then_take_off(
+        queue, lambda copied: copy_plan(queue.layout, chunk, now, older_than, who, copied),
+        message, describe)
+
+
+def _copy_then_take_off(queue: Queue, plan: Callable[[dict[str, Copied]], Mapping[Path, Content]],
+                        message: str, describe: Callable[[list[ArchivedJob]], str]
+                        ) -> list[ArchivedJob]:
+    """A batch copied onto the archive's ref as `plan` says (filling in what it copied), then
+    taken off the branch, in a commit `describe` names with where the files went: the jobs
+    that moved."""
     shelf = queue.archive_ref
-    if shelf is None:
-        return queue.transact(move_in(chunk, now, older_than, who),
-                              f"aq: archive {len(chunk)} job(s) by {who}", describe)
+    assert shelf is not None
     copied: dict[str, Copied] = {}
-    commit = shelf.put(lambda: copy_plan(queue.layout, chunk, now, older_than, who, copied),
-                       f"aq: archive {len(chunk)} job(s) by {who}", queue.identity or [], queue.lock)
+    commit = shelf.put(lambda: plan(copied), message, queue.identity or [], queue.lock)
     if not copied:
         return []
-    return queue.transact(take_off(copied), f"aq: archive {len(copied)} job(s) by {who}",
+    return queue.transact(take_off(copied), message,
                           lambda result: f"{describe(result)}\n\nTheir files are in "
                                          f"{shelf.ref} {commit}.")
 
@@ -155,19 +171,11 @@ def _move_branch_archive(queue: Queue, limit: int | None, batch: int, who: str
 def _move_branch_batch(queue: Queue, most: int, who: str) -> int:
     """Up to `most` jobs of the branch's queue/archive copied onto the archive's ref, then
     taken off the branch: how many were."""
-    shelf = queue.archive_ref
-    assert shelf is not None
-    copied: dict[str, Copied] = {}
-    commit = shelf.put(lambda: branch_copy_plan(queue.layout, most, copied),
-                       f"aq: archive up to {most} job(s) from queue/archive, by {who}",
-                       queue.identity or [], queue.lock)
-    if not copied:
-        return 0
-    done = queue.transact(take_off(copied), "aq: archive jobs from queue/archive",
-                          lambda result: f"aq: move {len(result)} archived job(s) from "
-                                         f"queue/archive to the archive's own ref, by {who}"
-                                         f"\n\nTheir files are in {shelf.ref} {commit}.")
-    return len(done)
+    return len(_copy_then_take_off(
+        queue, lambda copied: branch_copy_plan(queue.layout, most, copied),
+        f"aq: archive up to {most} job(s) from queue/archive, by {who}",
+        lambda result: f"aq: move {len(result)} archived job(s) from queue/archive to the "
+                       f"archive's own ref, by {who}"))
 
 
 def _due(queue: Queue, now: datetime, older_than: float
