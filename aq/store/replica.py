@@ -202,11 +202,10 @@ class Replica:
         wait = min(REFUSAL_WAIT_MAX, REFUSAL_WAIT * 2 ** (self.refusals - 1))
         self.held_until = self.monotonic() + wait * random.uniform(0.75, 1.25)
         self.refused_said = said or "no reason given"
-        notice = (f"the remote refuses pushes ({self.refused_said}): a limit of the server, not "
-                  "a lost race; aq waits before each next push, longer each time (up to "
-                  "10m), and keeps its results until one lands")
-        if notice not in self.notices and not said_here:
-            self.notices.append(notice)
+        if not said_here:
+            _note(self.notices, f"the remote refuses pushes ({self.refused_said}): a limit of the "
+                                "server, not a lost race; aq waits before each next push, longer "
+                                "each time (up to 10m), and keeps its results until one lands")
 
     def sync(self, remote: Remote, check_tree: bool = True, fresh: float = 0.0) -> bool:
         """Fetch, then bring this clone to the remote's tip and replay the work it has not taken
@@ -325,6 +324,7 @@ def _archive_of(layout: Layout, remote: Remote) -> ArchiveRef:
 
 
 def _note(notices: list[str], notice: str) -> None:
+    """`notice` for a person, once however often it is noted."""
     if notice not in notices:
         notices.append(notice)
 
