@@ -253,9 +253,8 @@ def _full_folders(paths: Sequence[str], where_from: str) -> list[str]:
             children[folder].add(name)
             folder, _, name = folder.rpartition("/")
     return [f"{where_from}: {folder} holds {len(names):,} entries, as many as a forge such as "
-            f"GitHub "
-            f"allows in one folder ({FOLDER_LIMIT:,}): run 'aq archive' (--older-than 1d, if the "
-            "jobs are recent)" for folder, names in sorted(children.items())
+            f"GitHub allows in one folder ({FOLDER_LIMIT:,}): run 'aq archive' (--older-than 1d, "
+            "if the jobs are recent)" for folder, names in sorted(children.items())
             if len(names) >= FOLDER_LIMIT]
 
 
