@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.fleet import fleet_in, ledger_body
-from tests.helpers.git import git
+from tests.helpers.git import files_at, git, jobs_at
 from tests.helpers.queue import configure
 from tests.helpers.waiting import wait_for
 from tests.usecases.test_archive import commit_all, write_final
@@ -32,8 +32,7 @@ def places(bare: Path) -> Counter[str]:
     archive's ref (a job in a stage folder and in the archive counts twice)."""
     found: Counter[str] = Counter()
     for ref in ("main", "refs/aq/archive/main"):
-        listed = git(bare, "ls-tree", "-r", "--name-only", ref, check=False)
-        found.update(path.rsplit("/", 1)[1][:-3] for path in listed.splitlines()
+        found.update(path.rsplit("/", 1)[1][:-3] for path in files_at(bare, ref, check=False)
                      if path.endswith(".md") and path.split("/")[-2] in (
                          "inbox", "building", "review", "testing", "shipped", "failed",
                          "dead_letter"))
@@ -41,8 +40,7 @@ def places(bare: Path) -> Counter[str]:
 
 
 def archived(bare: Path) -> set[str]:
-    listed = git(bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main", check=False)
-    return {path.rsplit("/", 1)[1][:-3] for path in listed.splitlines() if path.endswith(".md")}
+    return set(jobs_at(bare, "refs/aq/archive/main", check=False))
 
 
 def test_workers_archive_at_their_idle_turns_while_others_claim_and_every_job_stays_whole(

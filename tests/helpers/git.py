@@ -29,6 +29,18 @@ def git_in(root: Path, *args: str) -> str:
     return done.stdout
 
 
+def files_at(repo: Path, ref: str, *paths: str, check: bool = True) -> list[str]:
+    """The path of every file in `ref`'s tree (under `paths`), as `git ls-tree -r` names them."""
+    return git(repo, "ls-tree", "-r", "--name-only", ref, "--", *paths, check=check).splitlines()
+
+
+def jobs_at(repo: Path, ref: str, check: bool = True) -> list[str]:
+    """The ids of the job files (`<id>.md`) in `ref`'s tree, sorted: where its stage folders and
+    archive parts hold them is left out."""
+    return sorted(path.rsplit("/", 1)[-1][:-3] for path in files_at(repo, ref, check=check)
+                  if path.endswith(".md"))
+
+
 def head(root: Path) -> str:
     """The commit `root`'s HEAD names."""
     return git(root, "rev-parse", "HEAD").strip()

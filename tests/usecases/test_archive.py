@@ -21,7 +21,7 @@ from aq.store.queue import Queue
 from aq.usecases.archive import archive
 from tests.helpers.cli import Ran, aq_env, run_aq
 from tests.helpers.fleet import fleet_in
-from tests.helpers.git import git, head
+from tests.helpers.git import files_at, git, head, jobs_at
 from tests.helpers.queue import write_job
 
 NOW = datetime.now(UTC)
@@ -114,10 +114,9 @@ def test_archive_moves_5000_shipped_jobs_into_dated_parts_and_every_command_stil
                                              "in 11 commit(s)")
     assert git(root, "rev-list", "--count", f"{before}..HEAD").strip() == "11"
     assert git(root, "status", "--porcelain") == ""
-    on_branch = git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", "queue").splitlines()
+    on_branch = files_at(root, "HEAD", "queue")
     assert [path for path in on_branch if "old-" in path or "archive" in path] == []
-    on_ref = git(root, "ls-tree", "-r", "--name-only", archive_ref(root)).splitlines()
-    assert len([path for path in on_ref if path.endswith(".md")]) == 5001
+    assert len(jobs_at(root, archive_ref(root))) == 5001
     assert git(root, "rev-list", "--count", archive_ref(root)).strip() == "11"
 
     fullest, where = largest_folders(root)[0]
@@ -307,9 +306,9 @@ def test_a_worker_runs_in_shallow_and_partial_clones_and_fsck_history_asks_for_t
         archived = run_aq("archive", "--json", cwd=shallow, timeout=120)
         assert archived.returncode == 0, archived.stderr
         assert len(json.loads(archived.stdout)["moved"]) == 40
-        tree = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main")
-        assert len([path for path in tree.splitlines() if "/shipped/" in path]) == 40
-        assert "old-" not in git(fleet.bare, "ls-tree", "-r", "--name-only", "main")
+        tree = files_at(fleet.bare, "refs/aq/archive/main")
+        assert len([path for path in tree if "/shipped/" in path]) == 40
+        assert not [path for path in files_at(fleet.bare, "main") if "old-" in path]
 
         refused = run_aq("fsck", "--history", cwd=shallow)
         assert refused.returncode == 1

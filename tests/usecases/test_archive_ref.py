@@ -18,15 +18,11 @@ from aq.usecases.archive import archive
 from aq.usecases.archive_moves import Copied, copy_plan
 from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.fleet import fleet_in
-from tests.helpers.git import git
+from tests.helpers.git import files_at, git, jobs_at
 from tests.usecases.test_archive import archive_ref, commit_all, final_events, listed, write_final
 
 NOW = datetime.now(UTC)
 LONG_AGO = NOW - timedelta(days=40)
-
-
-def on_branch(root: Path, ref: str = "HEAD") -> list[str]:
-    return git(root, "ls-tree", "-r", "--name-only", ref, "--", "queue").splitlines()
 
 
 def test_a_clone_sees_what_another_archived_and_the_branch_carries_none_of_it(tmp_path: Path) -> None:
@@ -44,8 +40,8 @@ def test_a_clone_sees_what_another_archived_and_the_branch_carries_none_of_it(tm
         moved = fleet.aq(first, "archive", "--json")
         assert moved.returncode == 0, moved.stderr
         assert len(json.loads(moved.stdout)["moved"]) == 12
-        assert [path for path in on_branch(fleet.bare, "main") if "old-" in path] == []
-        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main").splitlines()
+        assert [path for path in files_at(fleet.bare, "main", "queue") if "old-" in path] == []
+        in_ref = files_at(fleet.bare, "refs/aq/archive/main")
         assert len([path for path in in_ref if path.endswith(".md")]) == 12
         assert all(path.startswith("queue/.archive/") for path in in_ref)
 
@@ -89,7 +85,7 @@ def test_a_batch_copied_but_not_taken_off_the_branch_is_one_job_and_the_next_run
 
     done = archive(queue, now=NOW, older_than=86400)
     assert sorted(item.job_id for item in done.moved) == ["old-0", "old-1", "old-2"]
-    assert [path for path in on_branch(queue_root) if "old-" in path] == []
+    assert [path for path in files_at(queue_root, "HEAD", "queue") if "old-" in path] == []
     copies = sorted(path.name for path in (queue_root / "queue" / ".archive").rglob("old-*.md"))
     assert copies == ["old-0.md", "old-1.md", "old-2.md"]
     assert run_aq("fsck", cwd=queue_root).returncode == 0
@@ -141,10 +137,8 @@ def test_two_machines_archiving_at_once_move_each_job_once(tmp_path: Path) -> No
         assert [proc.returncode for proc in procs] == [0, 0], said
         moved = [item["id"] for out, _err in said for item in json.loads(out)["moved"]]
         assert sorted(moved) == [f"old-{index:03d}" for index in range(300)]  # each by one of them
-        assert [path for path in on_branch(fleet.bare, "main") if "old-" in path] == []
-        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main").splitlines()
-        jobs = [path.rsplit("/", 1)[1] for path in in_ref if path.endswith(".md")]
-        assert sorted(jobs) == [f"old-{index:03d}.md" for index in range(300)]
+        assert [path for path in files_at(fleet.bare, "main", "queue") if "old-" in path] == []
+        assert jobs_at(fleet.bare, "refs/aq/archive/main") == [f"old-{index:03d}" for index in range(300)]
         for clone in (first, second):
             assert fleet.aq(clone, "ls", "--fetch").returncode == 0
             assert fleet.aq(clone, "fsck").returncode == 0
@@ -166,7 +160,7 @@ def test_a_refused_archive_push_moves_nothing_and_says_so_in_one_line(tmp_path: 
         assert refused.returncode == 1
         assert refused.stderr.count("\n") == 1 and "refused the archive's push" in refused.stderr
         assert "Traceback" not in refused.stderr
-        assert "queue/shipped/old.md" in on_branch(fleet.bare, "main")
+        assert "queue/shipped/old.md" in files_at(fleet.bare, "main", "queue")
         assert (clone / "queue" / "shipped" / "old.md").is_file()
 
 
@@ -195,14 +189,13 @@ def test_the_archive_an_earlier_aq_kept_on_the_branch_is_read_then_moved_over(
     assert [item["id"] for item in result["moved"]] == ["new-one"]
     assert result["moved"][0]["part"].endswith("/002")  # after the branch's 001
     assert result["moved_over"] == 4
-    assert [path for path in on_branch(queue_root) if "archive" in path or "kept" in path] == []
+    assert [path for path in files_at(queue_root, "HEAD", "queue") if "archive" in path or "kept" in path] == []
     assert not (queue_root / "queue" / "archive").exists()  # emptied folders go too
     moved_part = queue_root / "queue" / ".archive" / f"{LONG_AGO:%Y}" / f"{LONG_AGO:%m}" / "001"
     assert sorted(path.name for path in (moved_part / "shipped").iterdir()) == [
         f"kept-{index}.md" for index in range(4)]
     assert json.loads((moved_part / "keys.json").read_text()) == {"nightly-1": "kept-2"}
-    in_ref = git(queue_root, "ls-tree", "-r", "--name-only", archive_ref(queue_root)).splitlines()
-    assert len([path for path in in_ref if path.endswith(".md")]) == 5
+    assert len(jobs_at(queue_root, archive_ref(queue_root))) == 5
     assert json.loads(run_aq("show", "kept-1", "--json", cwd=queue_root).stdout)["archived"] is True
     assert run_aq("fsck", "--history", cwd=queue_root).returncode == 0
     again = run_aq("add", "--key", "nightly-1", "--body", "echo other", cwd=queue_root)
@@ -250,9 +243,7 @@ def test_a_queue_given_a_remote_after_it_archived_keeps_its_archive_and_pushes_i
     assert [item.job_id for item in archive(Queue(queue_root), now=NOW, older_than=86400).moved] \
         == ["later"]
     branch = git(queue_root, "symbolic-ref", "--short", "HEAD").strip()
-    pushed = git(bare, "ls-tree", "-r", "--name-only", f"refs/aq/archive/{branch}").splitlines()
-    assert sorted(path.rsplit("/", 1)[1] for path in pushed if path.endswith(".md")) == [
-        "early.md", "later.md"]
+    assert jobs_at(bare, f"refs/aq/archive/{branch}") == ["early", "later"]
 
 
 def test_a_checkout_removed_or_changed_by_hand_is_put_back(tmp_path: Path) -> None:
@@ -333,9 +324,7 @@ def test_a_remote_that_lost_the_archive_ref_gets_the_whole_archive_back(tmp_path
         assert sorted(listed(fleet.aq(clone, "ls", "--fetch", "--all", "--json"))) == [
             f"old-{index}" for index in range(4)]
         assert fleet.aq(clone, "archive").returncode == 0
-        in_ref = git(fleet.bare, "ls-tree", "-r", "--name-only", "refs/aq/archive/main")
-        assert sorted(path.rsplit("/", 1)[1] for path in in_ref.splitlines()
-                      if path.endswith(".md")) == [f"old-{index}.md" for index in range(4)]
+        assert jobs_at(fleet.bare, "refs/aq/archive/main") == [f"old-{index}" for index in range(4)]
         assert json.loads(fleet.aq(clone, "show", "old-0", "--json").stdout)["archived"] is True
 
 
@@ -363,11 +352,10 @@ def test_a_clone_behind_never_replaces_a_copy_that_holds_more_of_the_job(tmp_pat
         done = archive(Queue(behind), now=NOW, older_than=86400, who="a")
         assert done.moved == ()
         copy = git(fleet.bare, "show", "refs/aq/archive/main:" + next(
-            path for path in git(fleet.bare, "ls-tree", "-r", "--name-only",
-                                 "refs/aq/archive/main").splitlines()
+            path for path in files_at(fleet.bare, "refs/aq/archive/main")
             if path.endswith("late.jsonl")))
         assert [json.loads(line)["type"] for line in copy.splitlines()][-2:] == ["note", "archived"]
-        assert "queue/shipped/late.md" in on_branch(fleet.bare, "main")
+        assert "queue/shipped/late.md" in files_at(fleet.bare, "main", "queue")
 
 
 def test_archiving_waits_while_a_machine_runs_an_older_aq(tmp_path: Path) -> None:
