@@ -699,15 +699,19 @@ def test_ls_blocked_flags_a_job_no_worker_of_the_fleet_has_advertised_the_capabi
     assert "plain" not in listed
 
 
-def aqs_git_in(root: Path) -> list[tuple[int, int]]:
-    """(pid, parent pid) of each git command aq started that runs in `root` now (from /proc)."""
+def aqs_git_in(root: Path, doing: str = "") -> list[tuple[int, int]]:
+    """(pid, parent pid) of each git command aq started that runs in `root` now (from /proc);
+    with `doing` ("push"...), of those whose command line has that word."""
     from aq.infra.gitops import GIT
 
     mark = b"\0".join(part.encode() for part in GIT) + b"\0"
     found = []
     for entry in Path("/proc").iterdir():
-        try:
-            if (entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(mark)
+        try:  # a process may end between any two of these reads
+            if not entry.name.isdigit():
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+            if (cmdline.startswith(mark) and doing.encode() in cmdline
                     and os.readlink(entry / "cwd") == str(root.resolve())):
                 found.append((int(entry.name),
                               int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])))
@@ -731,9 +735,7 @@ def test_a_git_push_orphaned_by_a_killed_worker_is_stopped_by_the_next_one(fleet
     hook.write_text("#!/bin/sh\nsleep 120\n")
     hook.chmod(0o755)
     worker = fleet.worker(a, "doomed", "--once")
-    assert wait_until(lambda: bool(aqs_git_in(a)) and any(p for p, _ in aqs_git_in(a)), 60)
-    assert wait_until(lambda: any("push" in (Path(f"/proc/{p}/cmdline").read_bytes().decode(
-        errors="replace")) for p, _ in aqs_git_in(a)), 60), "the worker never pushed"
+    assert wait_until(lambda: bool(aqs_git_in(a, "push")), 60), "the worker never pushed"
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
     assert wait_until(lambda: any(parent == 1 for _, parent in aqs_git_in(a)), 10), aqs_git_in(a)
