@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs aq with its test extras into .venv, then runs ruff, mypy (strict on aq/), the layer
-# contract (import-linter, see pyproject.toml) and the whole test suite in three processes
+# contract (import-linter, see pyproject.toml) and the whole test suite in four processes
 # (pytest-xdist). Extra arguments go to pytest, e.g. ./test.sh -k scheduler, or ./test.sh -n 0
 # to run in one process
 set -euo pipefail
@@ -42,7 +42,7 @@ fi
 # compiles, compiled once here, or an environment with PYTHONDONTWRITEBYTECODE=1 (as some CI
 # images set) compiles aq's modules again in every one of them (about 40 ms each). pytest
 # keeps its rewritten test modules the same way: collected once here, on the core the checks
-# below leave idle, each of the three test processes reads them (7 s of collection, not 3 x 7)
+# below leave idle, each of the four test processes reads them (7 s of collection, not 4 x 7)
 unset PYTHONDONTWRITEBYTECODE
 { .venv/bin/python -m compileall -q aq tests
   .venv/bin/python -m pytest --collect-only -q -p no:cacheprovider; } >/dev/null 2>&1 &
@@ -53,6 +53,7 @@ warm=$!
 layers=$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$layers"; exit 1; }
 wait "$warm" || true  # a collection error is the test run's to report
 [ -z "$tools" ] || wait "$tools"
-# three processes on two cores: the fleet tests spend much of their time waiting on leases,
-# pacing windows and workers (CI: 397 s against 468 s with two), and must hold under load
-.venv/bin/python -m pytest -n 3 --dist worksteal "$@"
+# four processes on two cores: the fleet tests spend much of their time waiting on leases,
+# pacing windows and workers, and must hold under load. The whole suite on this 2-core machine:
+# 468 s with two, 297-353 s with three (the cores idle a quarter of the time), 249 s with four
+.venv/bin/python -m pytest -n 4 --dist worksteal "$@"
