@@ -11,12 +11,12 @@ from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
-from aq.infra.engines import DEFAULT_ENGINES, EngineSpec, engine_from_config
 from aq.infra.files import StatCache, signature
 
 if TYPE_CHECKING:  # the sections most queues leave out are imported when aq.yaml has them
     from aq.core.alert_rules import AlertRules
     from aq.core.prices import Price
+    from aq.infra.engines import EngineSpec
     from aq.infra.hooks import HookSettings
     from aq.store.pacer import PushBudget
     from aq.trackers.settings import TrackerSettings
@@ -181,7 +181,7 @@ class QueueConfig:
     base: str | None = None
     ship: str = "mark"
     workspaces_dir: str | None = None  # where cache clones and worktrees live (default: user cache)
-    engines: dict[str, EngineSpec] = field(default_factory=lambda: dict(DEFAULT_ENGINES))
+    engine_settings: dict[str, EngineSpec] = field(default_factory=dict)  # aq.yaml `engines:`
     tracker_settings: TrackerSettings | None = None  # aq.yaml `trackers:`, if it has them
     prices: dict[str, Price] = field(default_factory=dict)  # USD per million tokens, per model
     budget_usd_per_day: float | None = None  # the queue halts when a UTC day's runs cost more
@@ -193,6 +193,13 @@ class QueueConfig:
 
     # `aq ls` reads the config unpickled: a section aq.yaml leaves out is None there, so its
     # module (and its dataclasses, a millisecond each to make on Python 3.11) is not imported
+    @property
+    def engines(self) -> dict[str, EngineSpec]:
+        """The engines jobs can name: the built-in ones, with aq.yaml's `engines:` over them."""
+        from aq.infra.engines import DEFAULT_ENGINES
+
+        return {**DEFAULT_ENGINES, **self.engine_settings}
+
     @property
     def trackers(self) -> TrackerSettings:
         """The trackers' settings (aq.yaml `trackers:`, else the defaults)."""
@@ -274,7 +281,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 11  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
+_CACHE_VERSION = 12  # bumped when QueueConfig's fields change: an old pickle lacks the new ones
 
 
 def _read_config(path: Path) -> QueueConfig:
@@ -292,17 +299,18 @@ def _read_config(path: Path) -> QueueConfig:
 
 
 def _engines(raw: object, source: str) -> dict[str, EngineSpec]:
-    """The built-in engines, with aq.yaml's `engines:` entries over them."""
+    """aq.yaml's `engines:` entries, each over the built-in engine of its name if any."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: key 'engines': expected a mapping of engine names")
+    if not raw:
+        return {}
     # lazily: only when aq.yaml is parsed; a warm command unpickles the config instead
+    from aq.infra.engines import DEFAULT_ENGINES, engine_from_config
     from aq.infra.usage.registry import READERS
 
-    engines = dict(DEFAULT_ENGINES)
-    for name, spec in raw.items():
-        engines[str(name)] = engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)),
-                                                frozenset(READERS))
-    return engines
+    return {str(name): engine_from_config(str(name), spec, DEFAULT_ENGINES.get(str(name)),
+                                          frozenset(READERS))
+            for name, spec in raw.items()}
 
 
 def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
@@ -351,7 +359,7 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
     take("workspaces_dir", str)
     take("ship", _ship_mode)
     take("review", review_gate)
-    values["engines"] = _engines(raw.get("engines") or {}, source)
+    values["engine_settings"] = _engines(raw.get("engines") or {}, source)
     if raw.get("prices"):
         from aq.core.prices import parse_prices
 
