@@ -41,6 +41,10 @@ from aq.store.layout import (
     Layout,
 )
 
+# The state of every job with no event log (dropped by hand, not yet adopted): one frozen
+# object, so the cache pickles it once and a reader makes it once, not once per job.
+NO_EVENTS = JobState()
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -161,7 +165,7 @@ def _archived_deps(layout: Layout, listing: _Listing) -> tuple[Job, ...]:
         place = layout.find_archived(dep)
         if place is not None:
             part, stage = place
-            found.append(Job(dep, stage, part / stage, None, None, JobState(),
+            found.append(Job(dep, stage, part / stage, None, None, NO_EVENTS,
                              datetime.fromtimestamp(0, UTC), archived=True))
     return tuple(found)
 
@@ -445,7 +449,7 @@ class _JobCache:
         hit = self.states.get(job_id)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        state = fold(read_events(events_dir / f"{job_id}.jsonl")) if sig is not None else JobState()
+        state = fold(read_events(events_dir / f"{job_id}.jsonl")) if sig is not None else NO_EVENTS
         self.states[job_id] = (sig, state)
         self.changed += 1
         return state
