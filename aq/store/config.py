@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aq.core.durations import parse_duration, parse_money, parse_size
-from aq.core.lifecycle import RetryRule
 from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
@@ -15,6 +14,7 @@ from aq.infra.files import StatCache, signature
 
 if TYPE_CHECKING:  # the sections most queues leave out are imported when aq.yaml has them
     from aq.core.alert_rules import AlertRules
+    from aq.core.decisions import RetryRule
     from aq.core.prices import Price
     from aq.infra.engines import EngineSpec
     from aq.infra.hooks import HookSettings
@@ -246,6 +246,8 @@ class QueueConfig:
         return top / queue_key
 
     def retry_rule(self, manifest: Manifest) -> RetryRule:
+        from aq.core.decisions import RetryRule  # a worker's: no listing decides anything
+
         policy = manifest.retry
         return RetryRule(
             max=policy.max if policy and policy.max is not None else self.retry_max,

@@ -10,9 +10,10 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aq.core.decisions import reclaim_decision
 from aq.core.events import finished, iso
 from aq.core.leases import expired, look_is_fresh, may_expire, watch_gap
-from aq.core.lifecycle import Stage, reclaim_decision
+from aq.core.lifecycle import Stage
 from aq.infra import proc, proctree
 from aq.infra.rundir import RunFiles
 from aq.store.snapshot import Job, Snapshot

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from aq.core.decisions import Decision, decide, failure_fingerprint
 from aq.core.events import Event, JobState, finished, fold, iso, stale_result
 from aq.core.fencing import Standing, fence
-from aq.core.lifecycle import Action, Decision, Outcome, Stage, decide, failure_fingerprint
+from aq.core.lifecycle import Action, Outcome, Stage
 from aq.core.manifest import Manifest
 from aq.errors import AqError
 from aq.infra.repos import remove_workspace
@@ -179,7 +180,7 @@ class Recorder:
 
     def _decide(self, ended: Ended, fingerprint: str | None, state: JobState,
                 now: datetime) -> Decision:
-        """Where the job goes (aq.core.lifecycle.decide), held back from autoship when files
+        """Where the job goes (aq.core.decisions.decide), held back from autoship when files
         changed outside its allowed scope."""
         claim, result = ended.claim, ended.result
         manifest = claim.job.manifest

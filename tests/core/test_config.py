@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aq.core.lifecycle import RetryRule
+from aq.core.decisions import RetryRule
 from aq.core.manifest import Manifest, RetryPolicy
 from aq.core.yamltext import load_yaml
 from aq.errors import ConfigError
