@@ -381,17 +381,9 @@ class Parts:
             elif self.layout.in_branch_archive(parts[-1]):
                 self.filling[key] = [int(parts[-1].name), PART_SIZE]  # a new part after it
             else:
-                self.filling[key] = [int(parts[-1].name), _jobs_in(parts[-1])]
+                self.filling[key] = [int(parts[-1].name), len(_jobs_of(parts[-1]))]
         filling = self.filling[key]
         if filling[1] >= PART_SIZE:
             filling[0], filling[1] = filling[0] + 1, 0
         filling[1] += 1
         return self.layout.part_dir(*key, filling[0])
-
-
-def _jobs_in(part: Path) -> int:
-    count = 0
-    for stage in FINAL_STAGES:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(part / stage) as entries:
-            count += sum(1 for entry in entries if entry.name.endswith(".md"))
-    return count
