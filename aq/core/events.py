@@ -174,7 +174,8 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {
 
 
 def fold(events: Iterable[Event]) -> JobState:
-    """The current state of a job from its events, oldest first. Unknown types are kept, not fatal."""
+    """The current state of a job from its events, oldest first. Unknown types are kept, not
+    fatal; a field of another type than aq writes (an event edited by hand) is read as absent."""
     folding = _Folding()
     for event in events:
         folding.events += 1
@@ -184,7 +185,7 @@ def fold(events: Iterable[Event]) -> JobState:
         if kind in (FINISHED, STALE_RESULT) and isinstance(event.get("usage"), dict):
             folding.spend(kind, event)
         if kind == ADDED:
-            folding.added_at = folding.added_at or event.get("ts")
+            folding.added_at = folding.added_at or _text(event.get("ts"))
         elif kind == CLAIMED:
             folding.claim(event)
         elif kind == FINISHED:
@@ -229,7 +230,7 @@ class _Folding:
         """What a finished (or fenced) attempt's engine used; a finished one's session."""
         usage = event["usage"]
         self.usd_used += _number(usage.get("cost_usd"))
-        self.tokens_used += int(sum(_number(usage.get(key)) for key in TOKEN_KEYS))
+        self.tokens_used += int(min(sum(_number(usage.get(key)) for key in TOKEN_KEYS), 1e18))
         if kind == FINISHED and usage.get("session") and event.get("engine"):
             total = event.get("session_usage")
             where = event.get("session_where")  # host:cwd the session lives in
@@ -238,11 +239,13 @@ class _Folding:
                             str(where) if isinstance(where, str) else "")
 
     def claim(self, event: Event) -> None:
-        self.token, self.holder = event.get("token"), event.get("by")
-        self.holder_host, pid = event.get("host"), event.get("pid")
-        self.holder_pid = pid if isinstance(pid, int) else None
+        self.token, self.holder = _text(event.get("token")), _text(event.get("by"))
+        self.holder_host, pid = _text(event.get("host")), event.get("pid")
+        self.holder_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        number = event.get("attempt")
         self.attempts.append(Attempt(
-            number=int(event.get("attempt", len(self.attempts) + 1)),
+            number=number if isinstance(number, int) and not isinstance(number, bool)
+            else len(self.attempts) + 1,
             worker=str(self.holder), token=str(self.token), started=str(event.get("ts")),
         ))
         self.not_before, self.retry_backoff = None, None
@@ -250,22 +253,22 @@ class _Folding:
     def finish(self, event: Event) -> None:
         # a failed attempt's stray file is still there for the retry, which sees it as dirty
         # before it started: every attempt's count until a person requeues the job
-        found = tuple(str(p) for p in event.get("out_of_scope") or ())
+        found = _texts(event.get("out_of_scope"))
         # a job's branch judged as a whole against base (scope: branch) replaces the count
         self.out_of_scope = (found if event.get("scope") == "branch"
                              else tuple(dict.fromkeys((*self.out_of_scope, *found))))
         if event.get("branch"):
-            self.branch, self.branch_head = str(event["branch"]), event.get("head")
+            self.branch, self.branch_head = str(event["branch"]), _text(event.get("head"))
             self.branch_pushed = bool(event.get("pushed"))
         if self.attempts and self.attempts[-1].token == event.get("token"):
             self.attempts[-1] = _finish(self.attempts[-1], event)
-        duration = event.get("duration")
-        self.wall_used += float(duration) if isinstance(duration, int | float) else 0.0
+        self.wall_used += _number(event.get("duration"))
         self.token = self.holder = self.holder_host = self.holder_pid = None
-        self.not_before = event.get("not_before")
+        self.not_before = _text(event.get("not_before"))
         wait = event.get("backoff")
-        self.retry_backoff = float(wait) if isinstance(wait, int | float) and self.not_before else None
-        self.last_outcome, self.last_reason = event.get("outcome"), event.get("why")
+        self.retry_backoff = _number(wait) if isinstance(wait, int | float) and self.not_before \
+            else None
+        self.last_outcome, self.last_reason = _text(event.get("outcome")), _text(event.get("why"))
         if event.get("action") == "retry" and event.get("outcome") != "review_changes":
             self.retries_used += 1  # a review's request for changes has review.max_rounds
         if event.get("outcome") == "review_changes":
@@ -276,10 +279,11 @@ class _Folding:
             self.awaiting_children = False
         self.reclaims += counts_as_reclaim(event)
         if event.get("outcome") not in (None, "ok", "interrupted", "awaiting_children"):
-            self.last_fingerprint, self.last_failure_tail = event.get("fingerprint"), event.get("tail")
+            self.last_fingerprint = _text(event.get("fingerprint"))
+            self.last_failure_tail = _text(event.get("tail"))
 
     def move(self, event: Event) -> None:
-        self.last_reason = event.get("why") or self.last_reason
+        self.last_reason = _text(event.get("why")) or self.last_reason
         if event.get("action") == "cancel" and self.token is not None:
             self.token = self.holder = self.holder_host = self.holder_pid = None
         if event.get("action") in ("requeue", "cancel"):
@@ -319,10 +323,10 @@ def counts_as_reclaim(event: Event) -> bool:
 def _finish(attempt: Attempt, event: Event) -> Attempt:
     return Attempt(
         number=attempt.number, worker=attempt.worker, token=attempt.token, started=attempt.started,
-        outcome=event.get("outcome"), verify_exit=event.get("verify_exit"),
-        finished=event.get("ts"), log=event.get("log"),
-        artifacts=tuple(event.get("artifacts", ())), reason=event.get("why"),
-        engine=event.get("engine"),
+        outcome=_text(event.get("outcome")), verify_exit=_count(event.get("verify_exit")),
+        finished=_text(event.get("ts")), log=_text(event.get("log")),
+        artifacts=_texts(event.get("artifacts")), reason=_text(event.get("why")),
+        engine=_text(event.get("engine")),
         usage=event.get("usage") if isinstance(event.get("usage"), dict) else None,
     )
 
@@ -332,6 +336,22 @@ TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write
 
 def _number(value: object) -> float:
     """A count or an amount from an event; anything else (a hand-edited event) counts 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < 0:
-        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e300:
+        return 0.0  # NaN fails the comparison too
     return float(value)
+
+
+def _text(value: object) -> str | None:
+    """A text field of an event: a value of another type (edited by hand) is read as none."""
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    """A list of paths or names in an event; its items that are text."""
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(item for item in value if isinstance(item, str))

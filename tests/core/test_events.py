@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from aq.core.events import Attempt, Event, JobState, counts_as_reclaim, fold, iso, parse_iso
 from tests.helpers.queue import T0
 
@@ -194,3 +197,51 @@ def test_the_session_to_resume_is_the_last_finished_runs_not_a_late_fenced_ones(
     ])
     assert state.session == ("claude", "s-2", usage, "box:/q")
     assert (state.usd_used, state.tokens_used) == (0.75, 15)
+
+
+# --- events edited by hand ----------------------------------------------------------------------
+
+# Any JSON value, as a hand edit or another program may leave in a field (1e400 reads as inf).
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6)
+FIELDS = ("ts", "by", "attempt", "token", "host", "pid", "outcome", "why", "tail", "fingerprint",
+          "not_before", "backoff", "duration", "verify_exit", "log", "artifacts", "engine",
+          "out_of_scope", "branch", "head", "usage", "session_usage", "session_where")
+
+
+def is_text(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(("added", "claimed", "finished", "moved")),
+                          st.dictionaries(st.sampled_from(FIELDS), ANY_JSON, max_size=6)),
+                min_size=1, max_size=6))
+def test_a_field_of_any_type_never_breaks_the_fold_nor_leaks_into_the_state(
+        events: list[tuple[str, dict[str, object]]]) -> None:
+    """One hand-edited line (`"attempt": null`, `"tail": 5`, `"tokens": 1e400`) once made every
+    command that read the job fail with a Python error, workers included. A field of another
+    type than aq writes is read as absent, and the state keeps the types readers rely on."""
+    state = fold([{"type": kind, "action": "retry", **fields} for kind, fields in events])
+    texts = (state.token, state.holder, state.holder_host, state.added_at, state.not_before,
+             state.last_fingerprint, state.last_failure_tail, state.last_outcome,
+             state.last_reason, state.branch_head, state.moved_at)
+    assert all(is_text(value) for value in texts), texts
+    assert isinstance(state.tokens_used, int) and isinstance(state.usd_used, float)
+    assert state.usd_used < float("inf") and state.wall_used < float("inf")
+    assert all(isinstance(path, str) for path in state.out_of_scope)
+    assert state.holder_pid is None or type(state.holder_pid) is int
+    for attempt in state.attempts:
+        assert type(attempt.number) is int
+        assert all(is_text(value) for value in (attempt.outcome, attempt.finished, attempt.log,
+                                                attempt.reason, attempt.engine))
+        assert attempt.verify_exit is None or type(attempt.verify_exit) is int
+        assert all(isinstance(name, str) for name in attempt.artifacts)
+
+
+def test_a_claim_with_no_attempt_number_counts_as_the_next_attempt() -> None:
+    state = fold([added(), {**claimed(1, "t1"), "attempt": None}, finished("t1", "verify_failed", "retry"),
+                  {**claimed(2, "t2", minutes=3), "attempt": "two"}])
+    assert [attempt.number for attempt in state.attempts] == [1, 2]
