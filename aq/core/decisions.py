@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aq.core.durations import format_duration
+from aq.core.durations import MAX_DURATION, format_duration
 from aq.core.lifecycle import NEVER_RETRIED, Action, Outcome, Stage
 
 
@@ -84,7 +84,8 @@ def decide(
         return Decision(Action.DEAD, Stage.DEAD_LETTER, "stuck: the same failure twice in a row")
     if retries_used >= retry.max:
         return Decision(Action.DEAD, Stage.DEAD_LETTER, f"{outcome}; all {retry.max} retries used")
-    wait = retry.backoff * (2 ** retries_used)
+    # doubled each time, up to the longest duration aq takes: a later date overflows
+    wait = min(retry.backoff * 2.0 ** min(retries_used, 64), MAX_DURATION)
     return Decision(
         Action.RETRY, Stage.INBOX,
         f"{outcome}; retry {retries_used + 1} of {retry.max} in {format_duration(wait)}",

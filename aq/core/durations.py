@@ -16,6 +16,9 @@ _UNIT_SECONDS = {
     "w": 604800,
 }
 DURATION_EXAMPLES = "a duration such as 90s, 45m, 2h or 1h30m"
+# The longest duration aq takes (a century): a clock plus any wait aq computes from it (a retry
+# backoff doubled, a --since) must stay a date Python can hold.
+MAX_DURATION = 100 * 365 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -28,12 +31,12 @@ def parse_duration(value: object) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{value!r} is negative; expected {DURATION_EXAMPLES}")
-        return float(value)
+        return _at_most_a_century(value, float(value))
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not {DURATION_EXAMPLES}")
     text = value.strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+        return _at_most_a_century(value, float(text))
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):
         if match.start() != pos:
@@ -42,7 +45,15 @@ def parse_duration(value: object) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not {DURATION_EXAMPLES}")
-    return total
+    return _at_most_a_century(value, total)
+
+
+def _at_most_a_century(value: object, seconds: float) -> float:
+    if seconds != seconds:
+        raise ValueError(f"{value!r} is not {DURATION_EXAMPLES}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than a century; expected {DURATION_EXAMPLES}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -63,20 +74,17 @@ def format_duration(seconds: float) -> str:
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.I)
 _SIZE_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 SIZE_EXAMPLES = "a count or size such as 500, 2M, 1.5k or 5MiB"
+MAX_SIZE = 10**18  # beyond any count or size aq meets; a 64-bit integer holds it
 
 
 def parse_size(value: object) -> int:
     """A count or a byte size: `2M` tokens, `1.5k`, `5MiB`, `100KB` (binary powers only with `i`)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not {SIZE_EXAMPLES}")
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{value!r} is negative; expected {SIZE_EXAMPLES}")
-        return value
-    if isinstance(value, float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative; expected {SIZE_EXAMPLES}")
-        return int(value)
+        return _at_most_max_size(value, value)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not {SIZE_EXAMPLES}")
     match = _SIZE.fullmatch(value.strip())
@@ -84,7 +92,15 @@ def parse_size(value: object) -> int:
         raise ValueError(f"{value!r} is not {SIZE_EXAMPLES}")
     number, prefix, suffix = match.groups()
     base = 1024 if suffix.lower().startswith("i") else 1000
-    return int(float(number) * base ** _SIZE_POWER[prefix.lower()])
+    return _at_most_max_size(value, float(number) * base ** _SIZE_POWER[prefix.lower()])
+
+
+def _at_most_max_size(value: object, size: float) -> int:
+    if size != size:
+        raise ValueError(f"{value!r} is not {SIZE_EXAMPLES}")
+    if size > MAX_SIZE:
+        raise ValueError(f"{value!r} is too large; expected {SIZE_EXAMPLES}")
+    return int(size)
 
 
 def parse_money(value: object) -> float:

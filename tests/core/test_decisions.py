@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aq.core.decisions import Decision, RetryRule, decide, failure_fingerprint, reclaim_decision
+from aq.core.durations import MAX_DURATION
 from aq.core.lifecycle import Action, Outcome, Stage
 from tests.helpers.queue import T0
 
@@ -71,6 +72,15 @@ def test_backoff_doubles_with_each_retry(maximum: int, data: st.DataObject, back
         assert decision.not_before == T0 + timedelta(seconds=backoff * 2**used)
     else:
         assert (decision.action, decision.to, decision.not_before) == (Action.DEAD, Stage.DEAD_LETTER, None)
+
+
+@pytest.mark.parametrize("used", [7, 40, 2000])
+def test_a_doubled_backoff_stops_at_a_century(used: int) -> None:
+    """A long backoff doubled many times once made a date past the year 9999: the worker failed
+    recording the result, and the job was run again and again until dead-lettered."""
+    rule = RetryRule(max=10_000, backoff=MAX_DURATION / 2, on=frozenset({"verify_failed"}))
+    decision = decide_after(Outcome.VERIFY_FAILED, retry=rule, retries_used=used)
+    assert decision.to is Stage.INBOX and decision.not_before == T0 + timedelta(seconds=MAX_DURATION)
 
 
 def test_failure_with_no_retries_left_is_dead_lettered() -> None:

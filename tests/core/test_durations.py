@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aq.core.durations import format_duration, parse_duration, parse_money, parse_size
+from aq.core.durations import MAX_DURATION, format_duration, parse_duration, parse_money, parse_size
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,9 @@ def test_parse_duration_reads_spelled_units(written: str, seconds: float) -> Non
 
 @pytest.mark.parametrize(
     "written",
-    ["", "soon", "5x", "1h30", "-5m", "h", "m5", "5m-", "1.2.3h", -1, -0.5, True, None, [1], {"m": 5}],
+    ["", "soon", "5x", "1h30", "-5m", "h", "m5", "5m-", "1.2.3h", -1, -0.5, True, None, [1], {"m": 5},
+     # what YAML reads `.inf` and `.nan` as, and more than a century: no date a clock can reach
+     float("inf"), float("nan"), "5300w", "99999999999d", "9" * 400, 10**20],
 )
 def test_parse_duration_refuses_the_rest(written: object) -> None:
     """Anything else is a ValueError naming the value and the forms expected."""
@@ -118,7 +120,8 @@ def test_parse_size_reads_counts_and_byte_sizes(written: object, count: int) -> 
     assert parse_size(written) == count
 
 
-@pytest.mark.parametrize("written", ["", "lots", "-5", "5X", "M", "5 MB extra", -1, -2.5, True, None, [5]])
+@pytest.mark.parametrize("written", ["", "lots", "-5", "5X", "M", "5 MB extra", -1, -2.5, True, None, [5],
+                                     float("inf"), float("nan"), "9" * 400, "2000000T", 10**30])
 def test_parse_size_refuses_the_rest(written: object) -> None:
     """Anything else is a ValueError naming the value and the forms expected."""
     with pytest.raises(ValueError) as caught:
@@ -140,3 +143,8 @@ def test_parse_money_refuses_the_rest(written: object) -> None:
         parse_money(written)
     assert repr(written) in str(caught.value)
     assert "an amount of dollars such as 5 or 2.50" in str(caught.value)
+
+
+def test_a_century_is_the_longest_duration_taken() -> None:
+    assert parse_duration("5200w") == 5200 * 604800 <= MAX_DURATION
+    assert parse_duration(MAX_DURATION) == MAX_DURATION

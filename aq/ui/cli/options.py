@@ -43,3 +43,13 @@ def duration_of(flag: str, value: str) -> float:
         return parse_duration(value)
     except ValueError as err:
         raise UsageError(f"{flag} {value!r}: {err}") from None
+
+
+def interval(value: float, flag: str = "--every") -> float:
+    """Seconds between a live view's refreshes or looks: more than 0 and at most a day; any other
+    value (NaN and infinity too) is one line naming the flag (exit 2)."""
+    from aq.errors import UsageError
+
+    if not 0 < value <= 86400:
+        raise UsageError(f"{flag} {value:g}: give more than 0 seconds and at most a day (86400)")
+    return value

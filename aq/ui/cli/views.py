@@ -11,7 +11,7 @@ import typer
 
 from aq.errors import AqError, ExitStatus, UsageError
 from aq.infra.clock import utc_now as now
-from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt, duration_of
+from aq.ui.cli.options import CapOpt, JsonOpt, QueueOpt, duration_of, interval
 from aq.ui.cli.session import cap_tags, caps, emit, located
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def board(
     from aq.ui.board import board_data, board_text, stages_from
 
     stages = stages_from(stage)
+    interval(every)
     q = located(queue)
     if once:
         size = shutil.get_terminal_size((100, 40))
@@ -85,6 +86,8 @@ def dash(
     from aq.ui.dash.app import run_dash
     from aq.usecases.setup import who_am_i
 
+    if every is not None:
+        interval(every)
     q = located(queue)
     run_dash(q, who=who_am_i(), refresh=every or (5.0 if q.remote is not None else 2.0))
 
@@ -121,6 +124,7 @@ def events(
     """The queue's events in time order, one line (or one JSON object) each."""
     from aq.usecases.events import all_events, event_json, event_line, follow
 
+    interval(every)
     q = located(queue)
 
     def show(item: Any) -> None:
@@ -195,8 +199,7 @@ def web(
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port} is not a port: give 0 to 65535")
-    if every <= 0:
-        raise UsageError(f"--every {every} must be more than 0 seconds")
+    interval(every)
     if token is not None and len(token) < 16:
         raise UsageError("--token is too short to keep strangers out: give 16 characters or more")
     q = located(queue)

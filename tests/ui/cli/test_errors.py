@@ -82,3 +82,14 @@ def test_a_remote_that_does_not_answer_is_remote_unreachable(queue_root: Path, t
     assert ran.returncode == ExitStatus.REFUSED
     assert ran.stderr == (f"aq: cannot reach the queue's remote 'origin' ('{tmp_path / 'gone.git'}' "
                           "does not appear to be a git repository): try again when it answers\n")
+
+
+@pytest.mark.parametrize("args", [("board", "--every", "inf"), ("board", "--every", "-1"),
+                                  ("events", "--follow", "--every", "nan"),
+                                  ("dash", "--every", "0")])
+def test_a_live_views_interval_must_be_a_sane_number_of_seconds(queue_root: Path,
+                                                                 args: tuple[str, ...]) -> None:
+    """Infinity once reached a refresh thread's sleep as a traceback; NaN a sleep's ValueError."""
+    ran = run_aq(*args, cwd=queue_root)
+    assert ran.returncode == ExitStatus.USAGE, ran
+    assert ran.stderr.startswith(f"aq: --every {args[-1]}") and ran.stderr.count("\n") == 1, ran

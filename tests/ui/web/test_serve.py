@@ -27,7 +27,9 @@ def test_a_port_in_use_is_one_line_saying_what_to_do(aq: Aq) -> None:
 
 @pytest.mark.parametrize(("args", "said"), [
     (("--port", "70000"), "--port 70000 is not a port"),
-    (("--every", "0"), "--every 0.0 must be more than 0 seconds"),
+    (("--every", "0"), "--every 0: give more than 0 seconds and at most a day"),
+    (("--every", "1e300"), "--every 1e+300: give more than 0 seconds and at most a day"),
+    (("--every", "nan"), "--every nan: give more than 0 seconds"),
     (("--token", "short"), "--token is too short"),
 ])
 def test_bad_options_are_one_line(aq: Aq, args: tuple[str, ...], said: str) -> None:
