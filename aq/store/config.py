@@ -292,7 +292,11 @@ def _read_config(path: Path) -> QueueConfig:
     from aq.core.yamltext import load_yaml
 
     try:
-        raw = load_yaml(read_regular(path, CONFIG_NAME).decode("utf-8"))
+        data = read_regular(path, CONFIG_NAME)
+        raw = load_yaml(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                          f"{err.start}): save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
     except OSError as err:

@@ -663,13 +663,18 @@ def test_a_missing_queue_dir_is_one_line(aq: Aq, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["ls"], ["show", "job"], ["run", "--once"]])
-def test_a_broken_config_is_one_line(aq: Aq, queue_root: Path, args: list[str]) -> None:
+@pytest.mark.parametrize(("text", "said"), [
+    (b"timeout: [1h\n", "aq.yaml: not valid YAML"),
+    (b"timeout: 1h # \xe9t\xe9\n", "aq.yaml: not UTF-8 text (byte 0xe9 at offset 14): save it as UTF-8"),
+])
+def test_a_broken_config_is_one_line(aq: Aq, queue_root: Path, args: list[str], text: bytes,
+                                     said: str) -> None:
     """A broken aq.yaml stops ls, show and run with one line naming the file, exit 1."""
     write_job(queue_root, "job")
-    (queue_root / "aq.yaml").write_text("timeout: [1h\n")
+    (queue_root / "aq.yaml").write_bytes(text)
     ran = aq(*args)
     assert_one_line_error(ran, ExitStatus.REFUSED)
-    assert "aq.yaml: not valid YAML" in ran.stderr
+    assert said in ran.stderr
     assert (queue_root / "queue" / "inbox" / "job.md").exists()
 
 
