@@ -13,7 +13,10 @@ _SUFFIX_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i,
 
 
 def is_job_id(text: str) -> bool:
-    return len(text) <= MAX_ID_LENGTH and JOB_ID.fullmatch(text) is not None and ".." not in text
+    # not `x.md`: a command given `x.md` means job x (its file's name), so job x.md could never
+    # be named, and a command meant for it would act on x
+    return (len(text) <= MAX_ID_LENGTH and JOB_ID.fullmatch(text) is not None and ".." not in text
+            and not text.endswith(".md"))
 
 
 def check_job_id(text: str) -> str:
@@ -25,6 +28,8 @@ def check_job_id(text: str) -> str:
             problem = "is empty"
         elif len(text) > MAX_ID_LENGTH:
             problem = f"is longer than {MAX_ID_LENGTH} characters"
+        elif text.endswith(".md"):
+            problem = f"ends in '.md', as job files do (it would name job {text[:-3]!r})"
         else:
             problem = "has characters other than lower-case letters, digits, '-', '_' and '.'"
         raise InvalidJobId(

@@ -33,6 +33,7 @@ def test_valid_ids_are_accepted(job_id: str) -> None:
         ("-x", "has characters other than"),
         (".hidden", "has characters other than"),
         ("x" * 121, "is longer than 120 characters"),
+        ("notes.md", "ends in '.md', as job files do (it would name job 'notes')"),
     ],
 )
 def test_bad_ids_are_refused_saying_why(job_id: str, problem: str) -> None:

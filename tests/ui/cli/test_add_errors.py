@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aq.errors import ExitStatus
 from tests.helpers.cli import run_aq
 
 FILES: dict[str, bytes] = {
@@ -86,3 +87,13 @@ def test_a_job_copied_by_hand_into_a_second_stage_is_not_run_again(queue_root: P
     assert "queue/review/twice.md: job twice is also in inbox" in worker.stderr
     linted = run_aq("lint", cwd=queue_root)
     assert linted.returncode == 1 and "job twice is also in inbox" in linted.stdout + linted.stderr
+
+
+def test_an_id_ending_in_md_is_refused_so_no_command_mistakes_one_job_for_another(
+        queue_root: Path) -> None:
+    """`aq add --id notes.md` once added a job that `aq cancel notes.md` could never reach: it
+    canceled job `notes` instead (a command given `x.md` means job x)."""
+    assert run_aq("add", "--id", "notes", "--body", "real job", cwd=queue_root).returncode == 0
+    ran = run_aq("add", "--id", "notes.md", "--body", "scratch", cwd=queue_root)
+    assert ran.returncode == ExitStatus.USAGE and "ends in '.md'" in ran.stderr, ran
+    assert sorted(path.name for path in (queue_root / "queue" / "inbox").glob("*.md")) == ["notes.md"]
