@@ -98,29 +98,52 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
                  exact: bool = False) -> bool:
     """Stage `paths` (new, changed or deleted) and commit them. False when there was nothing to commit.
 
-    `exact`: `paths` are files, staged one by one (a path that exists nowhere is skipped), and
-    the commit takes what is staged under queue/, not every untracked file there.
+    `exact`: `paths` are files (a path that exists nowhere is skipped), and the commit holds
+    those and nothing else; else each of `paths` whole (a folder: all it holds, untracked too).
     """
     if exact:
         big = _big_index(root)
         if big == WHOLE:
             _split_index(root)
+        # in the index first: a commit of paths takes only those git knows (a new file is not)
         git(root, "update-index", "--add", "--remove", "--", *dict.fromkeys(paths))
         made = _commit_queue_tree(root, message, identity, paths) if big else None
         if made is not None:
             return made
-        # `-- queue` matches what the index holds under queue/ (untracked files are not in it),
-        # and never a file the person staged elsewhere in the repo
-        done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", "queue",
-                   check=False)
-    else:
-        git(root, "add", "-A", "--", *paths)
-        done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths,
-                   check=False)
+        return _commit_only(root, list(dict.fromkeys(paths)), message, identity)
+    git(root, "add", "-A", "--", *paths)
+    done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths,
+               check=False)
     if done.returncode == 0:
         return True
     if "nothing to commit" in done.stdout + done.stderr or "no changes added" in done.stdout:
         return False
+    raise GitError(f"git commit failed in {root}: {reason(done)}")
+
+
+def _commit_only(root: Path, paths: list[str], message: str, identity: Sequence[str]) -> bool:
+    """Commit exactly `paths` as they are on disk (there, or gone): nothing else a person
+    changed, deleted or staged, under queue/ or elsewhere, goes in with them (a clone's commit
+    is pushed to the whole fleet). A path git never knew and that is gone (a file dropped by
+    hand that the transaction moved on) has nothing to commit: git refuses the whole commit
+    for one, so it is left out on a second try."""
+    for attempt in range(2):
+        done = git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths,
+                   check=False)
+        if done.returncode == 0:
+            return True
+        said = done.stdout + done.stderr
+        if "nothing to commit" in said or "no changes added" in said:
+            return False
+        if attempt == 0 and "did not match any file(s) known to git" in said:
+            gone = [path for path in paths if not os.path.lexists(root / path)]
+            known = set(git(root, "ls-tree", "-z", "--name-only", "HEAD", "--", *gone,
+                            check=False).stdout.split("\0")) if gone else set()
+            paths = [path for path in paths if path not in gone or path in known]
+            if not paths:
+                return False
+            continue
+        break
     raise GitError(f"git commit failed in {root}: {reason(done)}")
 
 

@@ -65,6 +65,40 @@ def test_a_transaction_commits_its_queue_files_and_nothing_else(repo: Path) -> N
     assert git(repo, "show", "HEAD:queue/archive/2026/01/000/old.md") == "old\n"
 
 
+def test_a_persons_unstaged_edits_and_deletions_under_queue_stay_out_of_the_commit(
+        repo: Path) -> None:
+    """A commit is pushed to the whole fleet: a job file a person deleted by hand, or an event
+    log they edited, once went in with the next transaction's commit (`git commit -- queue`
+    takes the work tree's state of every tracked file under queue/)."""
+    (repo / "queue/inbox/job-b.md").write_text("b\n")
+    (repo / "queue/.events/job-b.jsonl").write_text("{}\n")
+    git(repo, "add", "-A")
+    git(repo, *IDENTITY, "commit", "-qm", "job-b")
+    (repo / "queue/inbox/job-b.md").unlink()
+    (repo / "queue/.events/job-b.jsonl").write_text('{"oops": 1}\n')
+    assert gitops.commit_paths(repo, move(repo), "aq: claim job-a", IDENTITY, exact=True)
+    assert git(repo, "show", "HEAD:queue/inbox/job-b.md") == "b\n"
+    assert git(repo, "show", "HEAD:queue/.events/job-b.jsonl") == "{}\n"
+    changed = git(repo, "show", "--no-renames", "--name-only", "--format=", "HEAD").split()
+    assert sorted(changed) == ["queue/.events/job-a.jsonl", "queue/building/job-a.md",
+                               "queue/inbox/job-a.md"]
+    status = git(repo, "status", "--porcelain", "-uall").splitlines()
+    assert sorted(status) == [" D queue/inbox/job-b.md", " M queue/.events/job-b.jsonl"]
+
+
+def test_a_file_git_never_knew_that_the_transaction_moved_on_leaves_nothing_behind(
+        repo: Path) -> None:
+    """A job file dropped by hand (never committed) and moved by a transaction: its old path
+    is known to no commit, so only where it went is committed, with the rest."""
+    (repo / "queue/inbox/dropped.md").write_text("x\n")
+    (repo / "queue/building").mkdir(exist_ok=True)
+    (repo / "queue/inbox/dropped.md").rename(repo / "queue/building/dropped.md")
+    paths = ["queue/inbox/dropped.md", "queue/building/dropped.md", *move(repo)]
+    assert gitops.commit_paths(repo, paths, "aq: claim", IDENTITY, exact=True)
+    assert git(repo, "show", "HEAD:queue/building/dropped.md") == "x\n"
+    assert git(repo, "status", "--porcelain", "-uall", "--", "queue") == ""
+
+
 def test_nothing_changed_is_no_commit(repo: Path) -> None:
     before = git(repo, "rev-parse", "HEAD").strip()
     assert not gitops.commit_paths(repo, ["queue/inbox/job-a.md"], "aq: nothing", IDENTITY,
