@@ -44,7 +44,9 @@ class Ref:
         return f"cmd:{self.adapter}:{self.item}" if self.kind == "cmd" else f"{self.kind}:{self.item}"
 
 
-_GITHUB = re.compile(r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)#(?P<number>[1-9][0-9]*)")
+# OWNER/REPO as GitHub allows them; never `.` or `..`, which would walk its API's paths
+GITHUB_REPO = re.compile(r"(?!\.\.?/)[A-Za-z0-9_.-]+/(?!\.\.?(?:#|$))[A-Za-z0-9_.-]+")
+_GITHUB = re.compile(rf"(?P<repo>{GITHUB_REPO.pattern})#(?P<number>[1-9][0-9]*)")
 _BACKLOG = re.compile(r"[A-Za-z]+-[0-9]+(?:\.[0-9]+)*")
 EXAMPLES = "github:OWNER/REPO#N, backlog:TASK-N or cmd:NAME:ID"
 

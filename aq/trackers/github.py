@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from email.message import Message
 from typing import Any
 
-from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority
+from aq.trackers.base import GITHUB_REPO, Item, Post, Ref, TrackerError, our_priority
 from aq.trackers.settings import DONE, IN_PROGRESS, GitHubSettings
 
 TRIES = 4
@@ -52,7 +52,7 @@ class GitHub:
         search quota). Words after the repo (e.g. `milestone:v2`) make it a search, refused
         when GitHub says it is incomplete or holds more than the 1,000 results it returns."""
         repo, _, extra = query.strip().partition(" ")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
+        if not GITHUB_REPO.fullmatch(repo):
             raise TrackerError(f"github:{query} is not a query: expected github:OWNER/REPO "
                                "(then search words if you like, e.g. 'milestone:v2')")
         wanted = label or self.settings.label

@@ -12,7 +12,7 @@ import pytest
 
 from aq.core.events import POSTING
 from aq.core.lifecycle import Action, Stage
-from aq.errors import ConfigError
+from aq.errors import ConfigError, UsageError
 from aq.store.queue import Queue
 from aq.trackers.base import Item, Post, Ref, TrackerError, parse_ref
 from aq.trackers.github import GitHub
@@ -145,6 +145,15 @@ def _fetched(root: Path, tracker: FakeTracker, ident: str) -> Item:
 def test_github_references_ignore_case() -> None:
     """github:Acme/App#3 and github:acme/app#3 are one item, so one job."""
     assert str(parse_ref("github:Acme/App#3")) == str(parse_ref("github:acme/app#3")) == "github:acme/app#3"
+
+
+@pytest.mark.parametrize("ref", ["github:../..#1", "github:acme/..#1", "github:./app#1",
+                                 "github:acme/.#2", "github:acme#1", "github:acme/app#0"])
+def test_a_github_reference_that_is_no_repository_is_refused(ref: str) -> None:
+    """`github:../..#1` once passed, and the issue was asked of /repos/../../issues/1 with the
+    token: an OWNER or a REPO of `.` or `..` walks the API's paths."""
+    with pytest.raises(UsageError, match="is not a GitHub issue"):
+        parse_ref(ref)
 
 
 @pytest.mark.parametrize(("url", "said"), [
