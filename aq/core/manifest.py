@@ -118,6 +118,8 @@ def _text(value: object) -> str:
     text = str(value).strip()
     if not text:
         raise ValueError("is empty")
+    if "\0" in text:  # a YAML "\0": no command, file name or line can hold one
+        raise ValueError("holds a NUL byte")
     return text
 
 
@@ -418,6 +420,8 @@ def check_fields(metadata: Mapping[Any, object], checkers: Mapping[str, tuple[st
 
 def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
     """Validate a manifest's text into a `Manifest`, or raise ManifestError naming file and key."""
+    if "\0" in text:
+        raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
     metadata, body = split_frontmatter(text, source)
     if not body.strip():
         raise ManifestError(source, "the body is empty: write what the job should do below the frontmatter")

@@ -259,6 +259,9 @@ def headless_problems(spec: EngineSpec, env: Mapping[str, str], *, root: bool) -
 _KEYS = ("cmd", "yolo", "input", "env", "usage", "resume", "max_usd", "yolo_env", "mcp", "mcp_env")
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def engine_from_config(name: str, raw: object, base: EngineSpec | None,
                        readers: frozenset[str] | None = None) -> EngineSpec:
     """An `engines:` entry of aq.yaml, over the built-in of the same name if there is one.
@@ -277,13 +280,22 @@ def engine_from_config(name: str, raw: object, base: EngineSpec | None,
         if isinstance(value, str):
             return tuple(shlex.split(value))
         if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
+            if any("\0" in str(item) for item in value):
+                raise ConfigError(f"{where}.{key}: holds a NUL byte, which no command line can")
             return tuple(str(item) for item in value)
         raise ConfigError(f"{where}.{key}: expected a list of strings, got {value!r}")
 
     def mapping(key: str, default: Mapping[str, str]) -> dict[str, str]:
+        """Environment variables: names a process can be given, values that are text."""
         value = raw.get(key, default)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}.{key}: expected a mapping of names to values")
+        for name, text in value.items():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ConfigError(f"{where}.{key}: {name!r} is not an environment variable name "
+                                  "(letters, digits and _, not starting with a digit)")
+            if not isinstance(text, str | int | float) or isinstance(text, bool) or "\0" in str(text):
+                raise ConfigError(f"{where}.{key}.{name}: expected text (quote it), got {text!r}")
         return {str(k): str(v) for k, v in value.items()}
 
     cmd = strings("cmd", base.cmd if base else ())

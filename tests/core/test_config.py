@@ -97,6 +97,13 @@ def test_engines_are_added_and_override_built_ins() -> None:
         ("engines: {mine: {cmd: [x, --, '{prompt}'], input: stdin}}",
          "aq.yaml: engines.mine: input: stdin feeds the prompt on stdin; drop {prompt} from cmd"),
         ("engines: {mine: {cmd: [x], usage: nope}}", "aq.yaml: engines.mine.usage: 'nope' is not a usage reader"),
+        # once passed here, then failed every attempt with a Python error (or passed "None")
+        ("engines: {mine: {cmd: [x], env: {'A=B': c}}}",
+         "aq.yaml: engines.mine.env: 'A=B' is not an environment variable name"),
+        ("engines: {mine: {cmd: [x], env: {A: null}}}", "aq.yaml: engines.mine.env.A: expected text"),
+        ('engines: {mine: {cmd: [x], env: {A: "\\0"}}}', "aq.yaml: engines.mine.env.A: expected text"),
+        ('engines: {mine: {cmd: [x, "a\\0b"]}}', "aq.yaml: engines.mine.cmd: holds a NUL byte"),
+        ("log_max: .inf", f"{SOURCE}: key 'log_max': inf is too large"),
         ("prices: {m1: {input: cheap}}", f"{SOURCE}: prices"),
         ("budget: {usd_per_week: 5}", f"{SOURCE}: unknown key 'budget.usd_per_week'"),
         ("budget: {usd_per_day: lots}", f"{SOURCE}: key 'budget.usd_per_day'"),

@@ -198,6 +198,9 @@ def test_content_hash_follows_the_text() -> None:
         ("capabilities: 5", "capabilities", "5", "is not a list"),
         ("title: ''", "title", "", "is empty"),  # an empty value is named by saying so
         ("lock: {a: 1}", "lock", "{'a': 1}", "is not text"),
+        ('verify: "test \\0"', "verify", "holds a NUL byte", "holds a NUL byte"),
+        ("budget: {tokens: .inf}", "budget", "inf", "too large"),
+        ("timeout: .nan", "timeout", "nan", "a duration such as"),
     ],
 )
 def test_bad_value_names_file_key_value_and_expectation(
