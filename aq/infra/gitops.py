@@ -121,6 +121,11 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, identity: Seque
     raise GitError(f"git commit failed in {root}: {reason(done)}")
 
 
+def unstage(root: Path, paths: Sequence[str]) -> None:
+    """Put the index back as HEAD has it for `paths` (taken out where HEAD has none)."""
+    git(root, "reset", "-q", "--", *paths, check=False)
+
+
 def _commit_only(root: Path, paths: list[str], message: str, identity: Sequence[str]) -> bool:
     """Commit exactly `paths` as they are on disk (there, or gone): nothing else a person
     changed, deleted or staged, under queue/ or elsewhere, goes in with them (a clone's commit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -49,11 +50,14 @@ class Local:
         """Run `change` (under the lock) and commit what it touched; on any failure every file
         it changed is put back. `exact`: commit exactly the touched paths, else all of queue/."""
         tx = Tx(self.layout, self.inbox, online)
+        paths: list[Path] | None = None
+        staging = False  # once the commit has begun, its paths may be staged
         try:
             result = change(tx)
             if tx.touched:
                 text = describe(result) if describe and result is not None else message
-                paths = tx.touched if exact else None
+                paths = list(tx.touched) if exact else None
+                staging = True
                 try:
                     self.commit(text, paths)
                 except GitError as err:
@@ -65,9 +69,22 @@ class Local:
                         raise
                     self.commit(text, paths)
         except BaseException:
-            tx.rollback()  # nothing half-done stays in the clone
+            tx.rollback()  # nothing half-done stays in the clone: its files, nor the index
+            if staging:
+                self._unstage(paths)
             raise
         return result
+
+    def _unstage(self, touched: list[Path] | None) -> None:
+        """The index as HEAD has it for the paths a failed commit staged (None: all of queue/),
+        so that a person's next `git commit` does not take half a transaction."""
+        if self.layout.git_dir is None:
+            return
+        from aq.infra import gitops
+
+        paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
+        with contextlib.suppress(GitError, OSError):
+            gitops.unstage(self.layout.root, paths)
 
     def commit(self, message: str, touched: list[Path] | None = None) -> None:
         """Commit the queue: with a remote, exactly the paths the transaction touched (never a

@@ -10,13 +10,13 @@ import pytest
 
 from aq.core.events import CLAIMED
 from aq.core.lifecycle import Action, Stage
-from aq.errors import AmbiguousJob, InvalidJobId, JobNotFound, QueueNotFound
+from aq.errors import AmbiguousJob, GitError, InvalidJobId, JobNotFound, QueueNotFound
 from aq.infra.files import write_atomic
 from aq.store.eventlog import bad_event_lines
 from aq.store.queue import Queue
 from aq.store.snapshot import read_job
 from aq.usecases.moves import record_move
-from tests.helpers.git import head
+from tests.helpers.git import git_in, head
 from tests.helpers.queue import T0, write_job
 
 
@@ -191,6 +191,25 @@ def test_a_transaction_that_touches_nothing_makes_no_commit(queue: Queue) -> Non
     assert head(queue.root) == before
     queue.transact(lambda tx: tx.write(queue.qdir / "note.txt", "hi\n"), "test: note")
     assert head(queue.root) != before
+
+
+def test_a_commit_that_fails_leaves_neither_the_files_nor_the_index_changed(queue: Queue) -> None:
+    """A transaction whose commit git refuses puts its files back, and the index too: it once
+    left the move staged (`RD failed/j.md -> inbox/j.md`) for a person's next commit to take.
+    git refuses here because a folder stands where a committed event log was."""
+    write_job(queue.root, "other", stage="failed")
+    write_job(queue.root, "j", stage="failed")
+    (queue.qdir / ".events" / "other.jsonl").write_text("{}\n")
+    git_in(queue.root, "add", "-A")
+    git_in(queue.root, "commit", "-qm", "two failed jobs")
+    (queue.qdir / ".events" / "other.jsonl").unlink()
+    (queue.qdir / ".events" / "other.jsonl").mkdir()
+    with pytest.raises(GitError):
+        record_move(queue, "j", Action.REQUEUE, who="ann", now=T0)
+    assert (queue.qdir / "failed" / "j.md").is_file()
+    assert not (queue.qdir / "inbox" / "j.md").exists()
+    assert git_in(queue.root, "status", "--porcelain", "--", "queue").splitlines() == [
+        " D queue/.events/other.jsonl"]
 
 
 # --- write_atomic ----------------------------------------------------------------------------
