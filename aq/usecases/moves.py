@@ -11,7 +11,7 @@ from datetime import datetime
 from aq.core.children import descendants, families
 from aq.core.events import iso, moved
 from aq.core.lifecycle import Action, Stage, check_move
-from aq.errors import JobNotFound, MoveRefused
+from aq.errors import JobNotFound, MoveRefused, UsageError
 from aq.store.queue import Queue
 from aq.store.tx import Tx
 from aq.usecases.archive import unarchive
@@ -72,6 +72,8 @@ def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: dateti
     of a job whose last attempt changed files outside its allowed-scope is refused unless
     `allow_out_of_scope`, and the override is recorded with who made it. The move alone: the
     post it owes a tracker item stays owed."""
+    if action is Action.REJECT and not (reason or "").strip():  # every front end's rule
+        raise UsageError("a reject needs a reason: say why (it is kept in the event log)")
     job = queue.resolve(ref)
     job_id = job.id
     shipped: dict[str, object] = {}

@@ -209,7 +209,8 @@ def test_every_allowed_move_lands_in_its_stage_with_an_event(queue: Queue) -> No
         write_job(queue.root, f"{action}-from-{stage}", stage=stage)
     for stage, action in pairs:
         job_id = f"{action}-from-{stage}"
-        result = move_job(queue, job_id, Action(action), who=WHO, env={}, now=T0)
+        result = move_job(queue, job_id, Action(action), who=WHO, env={}, now=T0,
+                          reason="not good enough" if action == "reject" else None)
         assert (result.source, result.target) == (stage, TARGET[action])
         assert queue.stage_of(job_id) == TARGET[action]
         event = queue.read_events(job_id)[-1]

@@ -567,6 +567,17 @@ def test_an_allowed_move_moves_records_and_commits(aq: Aq, queue_root: Path, sta
     assert git(queue_root, "status", "--porcelain", "queue") == ""
 
 
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_a_reject_without_a_reason_is_refused_as_everywhere_else(aq: Aq, queue_root: Path,
+                                                                  reason: str) -> None:
+    """`aq reject J -r ''` once moved the job, where the dash, the web UI and MCP ask why."""
+    write_job(queue_root, "mover", stage="testing")
+    ran = aq("reject", "mover", "--reason", reason)
+    assert_one_line_error(ran, ExitStatus.USAGE)
+    assert "a reject needs a reason" in ran.stderr
+    assert (queue_root / "queue" / "testing" / "mover.md").exists()
+
+
 def test_cancel_reason_is_kept_in_the_event(aq: Aq, queue_root: Path) -> None:
     """`aq cancel --reason R` records why as 'canceled: R'."""
     write_job(queue_root, "mover", stage="testing")
