@@ -31,7 +31,8 @@ def spawn_child(queue: Queue, parent_ref: str, body: str, fields: Mapping[str, A
     if not own.get("idempotency-key"):
         own["idempotency-key"] = child_key(parent.id, render_manifest(own, body, source))
     return add_job(queue, body, own, job_id=None, now=now, who=who, entropy=entropy,
-                   source=source, reserved=reserved,  # again under the lock: it may have moved
+                   source=source, reserved=reserved, spawned=True,
+                   # again under the lock: it may have moved
                    guard=lambda tx: _at_work(parent.id, tx.stage_of(parent.id)))
 
 

@@ -53,17 +53,23 @@ def add_job(
     source: str = "the new job",
     reserved: bool = False,
     guard: Callable[[Tx], None] | None = None,
+    spawned: bool = False,
 ) -> AddResult:
     """Write a new job into the inbox (or find the one its idempotency key already made).
     `source` names where its text came from, in errors; `guard` refuses the add, under the
     lock, when what it depends on has changed. Keys starting `review:` are aq's own
     (`reserved`: a review the worker asks for), and so are `sample:` ones: no one else may make
-    a job pass as a review, or as a sample that wins."""
+    a job pass as a review, or as a sample that wins. A child (`parent:`) is added only
+    `spawned` (aq.usecases.children), which checks its parent is there and at work."""
     if not body.strip():
         raise UsageError("the job has no body: give a FILE, '-' for stdin, or --body TEXT")
     text = render_manifest(fields, body, source)
     probe_id = check_job_id(job_id) if job_id else "new-job"
     manifest = parse_manifest(probe_id, text, source)
+    if manifest.parent is not None and not spawned:
+        raise ManifestError(source, "a child is added with aq add --parent JOB (or aq spawn in "
+                            "its parent's attempt), which checks the parent waits for it",
+                            "parent")
     if (manifest.idempotency_key or "").startswith((REVIEW_KEY, SAMPLE_KEY)) and not reserved:
         raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} or {SAMPLE_KEY!r} "
                             "are aq's own (its reviews and samples): choose another key",

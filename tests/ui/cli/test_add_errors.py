@@ -97,3 +97,15 @@ def test_an_id_ending_in_md_is_refused_so_no_command_mistakes_one_job_for_anothe
     ran = run_aq("add", "--id", "notes.md", "--body", "scratch", cwd=queue_root)
     assert ran.returncode == ExitStatus.USAGE and "ends in '.md'" in ran.stderr, ran
     assert sorted(path.name for path in (queue_root / "queue" / "inbox").glob("*.md")) == ["notes.md"]
+
+
+@pytest.mark.parametrize("parent", ["nosuch", "p"])
+def test_a_parent_in_the_frontmatter_is_refused_for_add_parent_checks_it(
+        queue_root: Path, parent: str) -> None:
+    """`parent:` in an added file's frontmatter once made a child of a job that is not there,
+    or of one in review that never waits for it, where --parent refuses both."""
+    assert run_aq("add", "--id", "p", "--body", "the parent", cwd=queue_root).returncode == 0
+    ran = run_aq("add", "-", cwd=queue_root, input=f"---\nparent: {parent}\n---\necho hi\n")
+    assert ran.returncode != 0 and "key 'parent'" in ran.stderr, ran
+    assert "aq add --parent JOB" in ran.stderr and ran.stderr.count("\n") == 1, ran
+    assert sorted(path.stem for path in (queue_root / "queue" / "inbox").glob("*.md")) == ["p"]
