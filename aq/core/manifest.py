@@ -392,7 +392,10 @@ def split_frontmatter(text: str, source: str) -> tuple[dict[Any, Any], str]:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ManifestError(source, f"frontmatter is a {type(metadata).__name__}, not a mapping of keys such as 'priority: high'")
+        what = {"list": "a list", "str": "text", "int": "a number", "float": "a number",
+                "bool": "true or false", "date": "a date", "datetime": "a date and time"}
+        raise ManifestError(source, f"frontmatter is {what.get(type(metadata).__name__, 'a value')}, "
+                            "not a mapping of keys such as 'priority: high'")
     return metadata, text[match.end():].strip()
 
 

@@ -268,12 +268,14 @@ def test_bad_yaml_line_is_the_file_line() -> None:
 
 @pytest.mark.parametrize(
     ("frontmatter", "kind"),
-    [("- a\n- b", "list"), ("just words", "str"), ("42", "int")],
+    [("- a\n- b", "a list"), ("just words", "text"), ("42", "a number"), ("true", "true or false"),
+     ("2026-01-01", "a date")],
 )
 def test_frontmatter_that_is_not_a_mapping_is_refused(frontmatter: str, kind: str) -> None:
-    """Frontmatter that is a list or a scalar is an error saying it is not a mapping of keys."""
+    """Frontmatter that is a list or a scalar is an error saying, in a person's words, what it
+    is and that it is not a mapping of keys."""
     message = error_of(frontmatter)
-    assert message == f"{SOURCE}: frontmatter is a {kind}, not a mapping of keys such as 'priority: high'"
+    assert message == f"{SOURCE}: frontmatter is {kind}, not a mapping of keys such as 'priority: high'"
 
 
 def test_unclosed_fence_is_refused() -> None:
