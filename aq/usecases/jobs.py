@@ -66,14 +66,7 @@ def add_job(
     text = render_manifest(fields, body, source)
     probe_id = check_job_id(job_id) if job_id else "new-job"
     manifest = parse_manifest(probe_id, text, source)
-    if manifest.parent is not None and not spawned:
-        raise ManifestError(source, "a child is added with aq add --parent JOB (or aq spawn in "
-                            "its parent's attempt), which checks the parent waits for it",
-                            "parent")
-    if (manifest.idempotency_key or "").startswith((REVIEW_KEY, SAMPLE_KEY)) and not reserved:
-        raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} or {SAMPLE_KEY!r} "
-                            "are aq's own (its reviews and samples): choose another key",
-                            "idempotency-key")
+    _check_maker(manifest, source, reserved=reserved, spawned=spawned)
     if manifest.idempotency_key:
         existing = _find_by_key(queue, manifest.idempotency_key)
         if existing is not None:
@@ -200,6 +193,18 @@ def _up_front_children(queue: Queue, manifest: Manifest, parent: str, entropy: i
                              "own: let it spawn them when it runs (aq spawn)")
         made.append((new_job_id(kid.title, entropy + number), kid_text))
     return made
+
+
+def _check_maker(manifest: Manifest, source: str, *, reserved: bool, spawned: bool) -> None:
+    """A child is made only through aq.usecases.children, and aq's own keys only by aq."""
+    if manifest.parent is not None and not spawned:
+        raise ManifestError(source, "a child is added with aq add --parent JOB (or aq spawn in "
+                            "its parent's attempt), which checks the parent waits for it",
+                            "parent")
+    if (manifest.idempotency_key or "").startswith((REVIEW_KEY, SAMPLE_KEY)) and not reserved:
+        raise ManifestError(source, f"idempotency keys starting {REVIEW_KEY!r} or {SAMPLE_KEY!r} "
+                            "are aq's own (its reviews and samples): choose another key",
+                            "idempotency-key")
 
 
 def _find_by_key(queue: Queue, key: str) -> Job | None:
