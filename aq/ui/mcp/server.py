@@ -39,15 +39,28 @@ class AqServer(MCPServer[Any]):
         super().__init__("aq", version=aq.__version__, instructions=INSTRUCTIONS,
                          log_level="WARNING")
         self._turn = anyio.Lock()
+        self._parameters: dict[str, frozenset[str]] | None = None  # each tool's, once listed
 
     async def call_tool(self, name: str, arguments: dict[str, Any],
                         context: Context[Any, Any] | None = None
                         ) -> CallToolResult | InputRequiredResult:
         async with self._turn:
+            known = await self._parameters_of(name)
+            unknown = sorted(set(arguments) - known) if known is not None else []
+            if unknown:  # refused, not dropped: `timeout: 5x` must not add a job without one
+                return _refused(f"{name}: unknown argument {unknown[0]!r}; known: "
+                                f"{', '.join(sorted(known or ()))}")
             try:
                 return await super().call_tool(name, arguments, context)
             except ToolError as err:
                 return _error(name, err)
+
+    async def _parameters_of(self, name: str) -> frozenset[str] | None:
+        """The arguments tool `name` takes (None: no such tool, which the SDK answers)."""
+        if self._parameters is None:
+            self._parameters = {tool.name: frozenset(tool.input_schema.get("properties") or ())
+                                for tool in await super().list_tools()}
+        return self._parameters.get(name)
 
     async def list_tools(self) -> list[Tool]:
         """The tools without the titles pydantic puts on every schema: words an agent pays for
@@ -73,6 +86,11 @@ def _error(name: str, err: ToolError) -> CallToolResult:
         text = f"internal error: {type(cause).__name__}: {cause}"
     else:  # the SDK's own: an unknown tool
         text = str(err)
+    return _refused(text)
+
+
+def _refused(text: str) -> CallToolResult:
+    """An error result of one line."""
     line = " ".join(text.split())
     return CallToolResult(content=[TextContent(type="text", text=line)], is_error=True)
 

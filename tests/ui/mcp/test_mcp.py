@@ -208,6 +208,17 @@ def test_bad_arguments_are_errors_and_the_server_goes_on(queue_root: Path) -> No
     assert listed == {"jobs": []}
 
 
+def test_an_unknown_argument_is_refused_not_dropped(queue_root: Path) -> None:
+    """add_job with `timeout: "5x"` or `id: "BAD"` once added the job without them, silently."""
+    async def script(session: ClientSession) -> tuple[str, Any]:
+        said = refusal(await call(session, "add_job", body="echo hi", timeout="5x"))
+        return said, answer(await call(session, "list_jobs"))
+
+    said, listed = talk(queue_root, script)
+    assert said.startswith("add_job: unknown argument 'timeout'; known: body, deps, "), said
+    assert listed == {"jobs": []}
+
+
 def test_a_tool_that_crashes_answers_an_internal_error_in_one_line(queue_root: Path) -> None:
     """Anything but an AqError is an error result "internal error: ..." and the server goes
     on (in-process: a tool made to crash, beside the real ones)."""
