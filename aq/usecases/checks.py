@@ -229,7 +229,8 @@ def _places_by_job(paths: Sequence[str]) -> dict[str, set[str]]:
 def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]], where_from: str
                       ) -> list[str]:
     """An event log that is not beside its job's file: an archived job's in queue/.events/ (a
-    write after it was archived), or a part's for a job that is not in that part."""
+    write after it was archived), or a part's for a job that is not in that part; or one of a
+    job whose file is nowhere (removed by hand: its history explains a job no one can see)."""
     problems = []
     for path in paths:
         parts = path.split("/")
@@ -238,7 +239,11 @@ def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]], wher
         job_id, where = parts[-1][:-6], places.get(parts[-1][:-6], set())
         base = "/".join(parts[1:-2])  # "" for queue/.events, else .archive/<yyyy>/<mm>/<nnn>
         beside = any(place.rpartition("/")[0] == base for place in where)
-        if where and not beside:
+        if not where:
+            problems.append(f"{where_from}: {path}: the event log of job {job_id}, whose file is "
+                            f"in no stage nor the archive: put the file back from git history "
+                            f"(git log -- '{QUEUE_DIR}/*/{job_id}.md'), or remove the log")
+        elif not beside:
             problems.append(f"{where_from}: {path}: the event log of job {job_id} is not beside "
                             f"its file ({QUEUE_DIR}/{sorted(where)[0]}): move it there")
     return problems
