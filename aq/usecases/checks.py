@@ -114,6 +114,13 @@ def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
                  if (problem := check_requirement(req))]
     if manifest.allowed_scope is not None and (bad := check_globs(manifest.allowed_scope)):
         problems.append(f"key 'allowed-scope': {bad}")
+    review = manifest.review  # its review job would wait in the inbox forever, and the job too
+    if review is not None and review.profile and review.profile not in profiles:
+        problems.append(f"key 'review': profile {review.profile!r} does not exist (known: "
+                        f"{', '.join(sorted(profiles)) or 'none'}); add profiles/{review.profile}.md")
+    if review is not None and review.engine and review.engine not in engines:
+        problems.append(f"key 'review': engine {review.engine!r} is not defined (known: "
+                        f"{', '.join(sorted(engines))}); add it under engines: in aq.yaml")
     return problems
 
 

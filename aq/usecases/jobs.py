@@ -121,6 +121,7 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
         raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
                             f"profiles/{profile}.md{hint}", "profile")
     _check_samples(queue, fields, source, hint)
+    _check_review(queue, fields, source, hint)
     if fields.get("mcp") is True:
         named = fields.get("engines")
         more = [part.strip() for item in ([named] if isinstance(named, str) else named or [])
@@ -146,6 +147,23 @@ def mcp_refusals(queue: Queue, engine: str | None, engine_class: str | None,
     if engine is None and engine_class is None:
         engine = queue.config.default_engine
     return refusals([*([engine] if engine else []), *more], queue.config.engines)
+
+
+def _check_review(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:
+    """The review gate's profile and engine, when the job names them: a review job made of a
+    profile that is not there would wait in the inbox forever, and the job with it."""
+    review = fields.get("review")
+    if not isinstance(review, dict):
+        return
+    profile, engine = review.get("profile"), review.get("engine")
+    if isinstance(profile, str) and profile not in queue.profiles().found:
+        known = ", ".join(sorted(queue.profiles().found)) or "none"
+        raise ManifestError(source, f"review.profile {profile!r} does not exist (known: {known}): "
+                            f"add profiles/{profile}.md{hint}", "review")
+    if isinstance(engine, str) and engine not in queue.config.engines:
+        known = ", ".join(sorted(queue.config.engines))
+        raise ManifestError(source, f"review.engine {engine!r} is not defined (known: {known}): "
+                            f"add it under engines: in aq.yaml{hint}", "review")
 
 
 def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:

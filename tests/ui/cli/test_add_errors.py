@@ -109,3 +109,19 @@ def test_a_parent_in_the_frontmatter_is_refused_for_add_parent_checks_it(
     assert ran.returncode != 0 and "key 'parent'" in ran.stderr, ran
     assert "aq add --parent JOB" in ran.stderr and ran.stderr.count("\n") == 1, ran
     assert sorted(path.stem for path in (queue_root / "queue" / "inbox").glob("*.md")) == ["p"]
+
+
+@pytest.mark.parametrize(("review", "said"), [
+    ("{profile: nosuch}", "review.profile 'nosuch' does not exist"),
+    ("{engine: nosuch}", "review.engine 'nosuch' is not defined"),
+])
+def test_a_review_gate_naming_what_is_not_there_is_refused_and_lint_names_it(
+        queue_root: Path, review: str, said: str) -> None:
+    """A review gate of a profile that is not there was added; once the job's verify passed, its
+    review job waited in the inbox forever, and the job with it."""
+    text = f"---\nreview: {review}\n---\necho hi\n"
+    ran = run_aq("add", "-", cwd=queue_root, input=text)
+    assert ran.returncode != 0 and said in ran.stderr and ran.stderr.count("\n") == 1, ran
+    (queue_root / "queue" / "inbox" / "dropped.md").write_text(text)
+    linted = run_aq("lint", cwd=queue_root)
+    assert linted.returncode == 1 and "key 'review'" in linted.stdout + linted.stderr, linted
