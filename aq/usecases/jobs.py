@@ -108,18 +108,9 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
     retry = fields.get("retry")
     ladder = retry.get("escalate") if isinstance(retry, dict) else None
     for step in ladder if isinstance(ladder, list) else ():
-        if isinstance(step, str) and step not in queue.config.engines:
-            known = ", ".join(sorted(queue.config.engines))
-            raise ManifestError(source, f"retry.escalate: engine {step!r} is not defined (known: "
-                                f"{known}): add it under engines: in aq.yaml{hint}", "retry")
-    if isinstance(engine, str) and engine not in queue.config.engines:
-        known = ", ".join(sorted(queue.config.engines))
-        raise ManifestError(source, f"engine {engine!r} is not defined (known: {known}): add it "
-                            f"under engines: in aq.yaml{hint}", "engine")
-    if isinstance(profile, str) and profile not in queue.profiles().found:
-        known = ", ".join(sorted(queue.profiles().found)) or "none"
-        raise ManifestError(source, f"profile {profile!r} does not exist (known: {known}): add "
-                            f"profiles/{profile}.md{hint}", "profile")
+        _need_engine(queue, step, "retry.escalate: engine", "retry", source, hint)
+    _need_engine(queue, engine, "engine", "engine", source, hint)
+    _need_profile(queue, profile, "profile", "profile", source, hint)
     _check_samples(queue, fields, source, hint)
     _check_review(queue, fields, source, hint)
     if fields.get("mcp") is True:
@@ -155,15 +146,25 @@ def _check_review(queue: Queue, fields: Mapping[str, Any], source: str, hint: st
     review = fields.get("review")
     if not isinstance(review, dict):
         return
-    profile, engine = review.get("profile"), review.get("engine")
-    if isinstance(profile, str) and profile not in queue.profiles().found:
-        known = ", ".join(sorted(queue.profiles().found)) or "none"
-        raise ManifestError(source, f"review.profile {profile!r} does not exist (known: {known}): "
-                            f"add profiles/{profile}.md{hint}", "review")
-    if isinstance(engine, str) and engine not in queue.config.engines:
-        known = ", ".join(sorted(queue.config.engines))
-        raise ManifestError(source, f"review.engine {engine!r} is not defined (known: {known}): "
-                            f"add it under engines: in aq.yaml{hint}", "review")
+    _need_profile(queue, review.get("profile"), "review.profile", "review", source, hint)
+    _need_engine(queue, review.get("engine"), "review.engine", "review", source, hint)
+
+
+def _need_engine(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
+    """Refuse an engine name (`what` says where it was given) that aq.yaml does not define."""
+    engines = queue.config.engines
+    if isinstance(name, str) and name not in engines:
+        raise ManifestError(source, f"{what} {name!r} is not defined (known: "
+                            f"{', '.join(sorted(engines))}): add it under engines: in aq.yaml{hint}",
+                            key)
+
+
+def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
+    """Refuse a profile name (`what` says where it was given) that profiles/ does not hold."""
+    if isinstance(name, str) and name not in (found := queue.profiles().found):
+        raise ManifestError(source, f"{what} {name!r} does not exist (known: "
+                            f"{', '.join(sorted(found)) or 'none'}): add profiles/{name}.md{hint}",
+                            key)
 
 
 def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:
@@ -172,10 +173,8 @@ def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: s
     engines = fields.get("engines")
     names = [engines] if isinstance(engines, str) else engines if isinstance(engines, list) else []
     for name in (part.strip() for item in names if isinstance(item, str) for part in item.split(",")):
-        if name and name not in queue.config.engines:
-            known = ", ".join(sorted(queue.config.engines))
-            raise ManifestError(source, f"engines: engine {name!r} is not defined (known: "
-                                f"{known}): add it under engines: in aq.yaml{hint}", "engines")
+        if name:
+            _need_engine(queue, name, "engines: engine", "engines", source, hint)
     samples = fields.get("samples")
     if not (isinstance(samples, int) and samples > 1) and not names:
         return
