@@ -19,6 +19,8 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 
+from aq.errors import UsageError
+
 Version = tuple[int, ...]
 
 # Tools whose probed version a worker reports as `<tool>=<version>` (see aq.infra.probe).
@@ -128,6 +130,20 @@ def check_tag(tag: str) -> str | None:
                 f"as tool=version (such as node=20.11.1)")
     problem = _plain_problem(tag.strip())
     return f"capability {tag!r}: {problem}" if problem else None
+
+
+def cli_tags(tags: Iterable[str]) -> list[str]:
+    """`--cap` tags; an empty one (an unset shell variable) is skipped, a malformed one refused
+    in one line (exit 2)."""
+    kept = []
+    for tag in tags:
+        if not tag.strip():
+            continue
+        problem = check_tag(tag)
+        if problem:
+            raise UsageError(f"--cap: {problem}")
+        kept.append(tag.strip())
+    return kept
 
 
 def _plain_problem(tag: str) -> str | None:

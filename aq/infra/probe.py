@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aq.core.requirements import check_tag, version_in
-from aq.errors import ConfigError, UsageError
+from aq.core.requirements import check_tag, cli_tags, version_in
+from aq.errors import ConfigError
 from aq.infra import proc
 from aq.infra.engines import EngineSpec
 
@@ -60,7 +60,7 @@ def probe(
     `aq.core.requirements.tools_compared`; npm alone takes a few hundred ms); None probes all.
     A tool that fails or does not answer within `timeout` seconds is reported without a version.
     """
-    declared = [*_file_tags(config_file), *_cli_tags(tags)]  # a bad tag fails before any probing
+    declared = [*_file_tags(config_file), *cli_tags(tags)]  # a bad tag fails before any probing
     search = os.environ.get("PATH", os.defpath) if path is None else path
     os_name = os_name or _os_name()
     caps = {f"os:{os_name}", f"arch:{_arch()}", *declared}
@@ -156,19 +156,6 @@ def _file_tags(config_file: Path | None) -> tuple[str, ...]:
     if config_file is not None:
         return worker_tags(config_file)
     return worker_tags(worker_config_path(), required=bool(os.environ.get("AQ_WORKER_CONFIG")))
-
-
-def _cli_tags(tags: Iterable[str]) -> list[str]:
-    """`--cap` tags; an empty one (an unset shell variable) is skipped, a malformed one refused."""
-    kept = []
-    for tag in tags:
-        if not tag.strip():
-            continue
-        problem = check_tag(tag)
-        if problem:
-            raise UsageError(f"--cap: {problem}")
-        kept.append(tag.strip())
-    return kept
 
 
 def _probe_commands(found: Mapping[str, str], search: str, os_name: str,

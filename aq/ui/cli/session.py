@@ -93,13 +93,9 @@ def caps(queue: Queue, tags: list[str] | None = None) -> Callable[[frozenset[str
     """This machine's capabilities, probed when a command needs them: with the versions of only
     the tools some job compares (`node>=20`), since asking every tool takes a few hundred ms.
     A malformed `--cap` is refused now, whether or not a job then asks."""
-    from aq.core.requirements import check_tag
-    from aq.errors import UsageError
+    from aq.core.requirements import cli_tags
 
-    given = cap_tags(tags)
-    for tag in given:
-        if problem := check_tag(tag):
-            raise UsageError(f"--cap: {problem}")
+    given = cli_tags(cap_tags(tags))
 
     def probed(compared: frozenset[str]) -> frozenset[str]:
         from aq.infra.probe import probe  # only when some job asks for a capability
