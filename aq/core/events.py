@@ -240,12 +240,10 @@ class _Folding:
 
     def claim(self, event: Event) -> None:
         self.token, self.holder = _text(event.get("token")), _text(event.get("by"))
-        self.holder_host, pid = _text(event.get("host")), event.get("pid")
-        self.holder_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-        number = event.get("attempt")
+        self.holder_host, self.holder_pid = _text(event.get("host")), _count(event.get("pid"))
+        number = _count(event.get("attempt"))
         self.attempts.append(Attempt(
-            number=number if isinstance(number, int) and not isinstance(number, bool)
-            else len(self.attempts) + 1,
+            number=number if number is not None else len(self.attempts) + 1,
             worker=str(self.holder), token=str(self.token), started=str(event.get("ts")),
         ))
         self.not_before, self.retry_backoff = None, None
