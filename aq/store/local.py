@@ -82,9 +82,12 @@ class Local:
             return
         from aq.infra import gitops
 
-        paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
         with contextlib.suppress(GitError, OSError):
-            gitops.unstage(self.layout.root, paths)
+            gitops.unstage(self.layout.root, self._git_paths(touched))
+
+    def _git_paths(self, touched: list[Path] | None) -> list[str]:
+        """What a commit of `touched` names to git (None: all of queue/)."""
+        return [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
 
     def commit(self, message: str, touched: list[Path] | None = None) -> None:
         """Commit the queue: with a remote, exactly the paths the transaction touched (never a
@@ -94,7 +97,7 @@ class Local:
             return
         from aq.infra import gitops  # lazily: `aq next` writes nothing and loads no git plumbing
 
-        paths = [QUEUE_DIR] if touched is None else [self.layout.relative(p) for p in touched]
+        paths = self._git_paths(touched)
         line, tokens = self.trailer() if self.trailer is not None else ("", frozenset())
         if line:  # naming no lease, it still shows the machine alive
             message = f"{message}\n\n{line}"
