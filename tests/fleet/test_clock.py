@@ -78,11 +78,20 @@ def assert_skewed(events: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_no_worker_takes_a_live_lease_whatever_its_wall_clock(
-        fleet: Fleet, clocks: dict[str, dict[str, str]]) -> None:
-    """Three clones with wall clocks true, an hour fast and an hour slow each hold a job for three
-    lease TTLs while a worker of every clock watches: no lease is taken, each job runs once."""
+        tmp_path: Path, clocks: dict[str, dict[str, str]]) -> None:
+    """Three clones with wall clocks true, an hour fast and an hour slow each hold a job for two
+    and a half lease TTLs while a worker of every clock watches: no lease is taken, each job
+    runs once."""
+    # a 10 s TTL renewed every second: a holder stops its attempt only when no renewal has
+    # landed for 8 s, which three holders' racing pushes on a loaded 2-core machine stay well
+    # inside (a 5 s TTL gives 4 s, and the test failed once under load with it)
+    with Fleet(tmp_path, ttl="10s", heartbeat="1s", poll="0.2") as fleet:
+        holds(fleet, clocks)
+
+
+def holds(fleet: Fleet, clocks: dict[str, dict[str, str]]) -> None:
     ids = ["long-a", "long-b", "long-c"]
-    fleet.seed(ids, pause=15.0)  # 3 x the 5 s TTL
+    fleet.seed(ids, pause=25.0)  # 2.5 x the TTL
     clones = {name: fleet.clone(name) for name in SKEWS}
     holders: list[Worker] = []
     for name, clone in clones.items():
