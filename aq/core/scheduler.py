@@ -46,6 +46,14 @@ class Routing:
             return profile.prefers_engine
         return self.engine_classes.get(engine_class, ())
 
+    def unserved(self, engine_class: str, profile: Profile | None) -> str | None:
+        """Why no engine can ever serve `engine_class` (the queue lists none for it, nor does
+        the profile), or None."""
+        if self.engines_of(engine_class, profile):
+            return None
+        return (f"engine-class {engine_class!r} names no engines: list them in aq.yaml "
+                "engine_classes or the profile's prefers-engine")
+
 
 NO_ROUTING = Routing()
 
@@ -212,8 +220,7 @@ def _block_reason(
     if manifest.engine is None and manifest.engine_class is not None:
         engines = routing.engines_of(manifest.engine_class, profile)
         if not engines:
-            return "capability", (f"engine-class {manifest.engine_class!r} names no engines: list "
-                                  "them in aq.yaml engine_classes or the profile's prefers-engine")
+            return "capability", str(routing.unserved(manifest.engine_class, profile))
         if choose_engine(manifest.engine_class, engines, worker_caps) is None:
             return "capability", (f"needs an engine of class {manifest.engine_class} "
                                   f"({', '.join(engines)}) that this worker lacks")

@@ -11,7 +11,7 @@ from aq.core.lifecycle import STAGES
 from aq.core.manifest import Manifest
 from aq.core.profile import Profile, profile_problem
 from aq.core.requirements import check_requirement
-from aq.core.scheduler import dependency_cycles
+from aq.core.scheduler import Routing, dependency_cycles
 from aq.errors import AqError, NotApplicable, UnsafePath
 from aq.infra import gitops
 from aq.infra.confine import refusals
@@ -56,12 +56,16 @@ def lint(queue: Queue) -> LintResult:
     profiles = queue.profiles()
     problems += list(profiles.problems)
     problems += _profile_setting_problems(profiles.found)
+    problems += _engine_name_problems(queue, profiles.found)
+    routing = Routing(profiles.found, queue.config.engine_classes)
     for job_id, manifest in sorted(manifests.items()):
         for dep in manifest.deps:
             if dep not in by_id and not (is_job_id(dep) and queue.layout.find_archived(dep)):
                 problems.append(f"{job_file(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
         problems += [f"{job_file(by_id[job_id])}: {problem}"
                      for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
+        problems += [f"{job_file(by_id[job_id])}: key 'engine-class': {unserved}"
+                     for unserved in [_unserved(manifest, routing)] if unserved]
         if manifest.mcp:
             ladder = manifest.retry.escalate if manifest.retry else ()
             problems += [f"{job_file(by_id[job_id])}: key 'mcp': {line}" for line in mcp_refusals(
@@ -98,6 +102,36 @@ def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
         if profile.allowed_scope is not None and (bad := check_globs(profile.allowed_scope)):
             problems.append(f"{source}: key 'allowed-scope': {bad}")
     return problems
+
+
+def _engine_name_problems(queue: Queue, profiles: Mapping[str, Profile]) -> list[str]:
+    """Engines named in aq.yaml's engine_classes and in profiles that aq.yaml does not define:
+    a job routed to one fails at run time. A profile's engine-class that names no engines."""
+    engines = queue.config.engines
+    known = f"(known: {', '.join(sorted(engines))}); add it under engines: in aq.yaml"
+    problems = [f"{CONFIG_NAME}: key 'engine_classes.{klass}': engine {name!r} is not defined {known}"
+                for klass, names in sorted(queue.config.engine_classes.items())
+                for name in names if name not in engines]
+    routing = Routing(profiles, queue.config.engine_classes)
+    for name, profile in sorted(profiles.items()):
+        source = f"{PROFILES_DIR}/{name}.md"
+        problems += [f"{source}: key '{key}': engine {engine!r} is not defined {known}"
+                     for key, named in (("engine", (profile.engine,)),
+                                        ("prefers-engine", profile.prefers_engine))
+                     for engine in named if engine and engine not in engines]
+        if profile.engine is None and profile.engine_class and (
+                unserved := routing.unserved(profile.engine_class, profile)):
+            problems.append(f"{source}: key 'engine-class': {unserved}")
+    return problems
+
+
+def _unserved(manifest: Manifest, routing: Routing) -> str | None:
+    """The job's own engine-class names no engines (one its profile gives is named there)."""
+    if manifest.engine is not None or manifest.engine_class is None:
+        return None
+    profiles = routing.profiles or {}
+    profile = profiles.get(manifest.profile) if manifest.profile else None
+    return routing.unserved(manifest.engine_class, profile)
 
 
 def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],

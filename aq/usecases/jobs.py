@@ -111,6 +111,7 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
         _need_engine(queue, step, "retry.escalate: engine", "retry", source, hint)
     _need_engine(queue, engine, "engine", "engine", source, hint)
     _need_profile(queue, profile, "profile", "profile", source, hint)
+    _need_class(queue, fields, source, hint)
     _check_samples(queue, fields, source, hint)
     _check_review(queue, fields, source, hint)
     if fields.get("mcp") is True:
@@ -165,6 +166,17 @@ def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, 
         raise ManifestError(source, f"{what} {name!r} does not exist (known: "
                             f"{', '.join(sorted(found)) or 'none'}): add profiles/{name}.md{hint}",
                             key)
+
+
+def _need_class(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:
+    """Refuse an engine-class (with no engine) that names no engines, here or in the profile."""
+    klass, profile = fields.get("engine-class"), fields.get("profile")
+    if not isinstance(klass, str) or fields.get("engine") is not None:
+        return
+    found = queue.profiles().found.get(profile) if isinstance(profile, str) else None
+    unserved = Routing(engine_classes=queue.config.engine_classes).unserved(klass, found)
+    if unserved:
+        raise ManifestError(source, f"{unserved}{hint}", "engine-class")
 
 
 def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:

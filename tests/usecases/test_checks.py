@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.helpers.cli import run_aq
 from tests.helpers.git import git_in
+from tests.helpers.queue import write, write_job
 
 
 def test_an_event_log_whose_job_file_was_removed_by_hand_is_named(queue_root: Path) -> None:
@@ -22,3 +23,44 @@ def test_an_event_log_whose_job_file_was_removed_by_hand_is_named(queue_root: Pa
         "HEAD: queue/.events/gone.jsonl: the event log of job gone, whose file is in no stage "
         "nor the archive: put the file back from git history (git log -- 'queue/*/gone.md'), "
         "or remove the log"], ran.stdout
+
+
+def test_lint_names_every_engine_a_job_could_be_routed_to_that_does_not_exist(queue_root: Path) -> None:
+    """An engine class listing an engine aq.yaml does not define, a profile naming one, and a
+    job's engine-class that names no engines at all: each failed only when a worker ran the
+    job (or never picked it), and lint said nothing."""
+    config = queue_root / "aq.yaml"
+    config.write_text(config.read_text().replace(
+        "\n  coding-agent: [", "\n  fast: [shell, nosuch]\n  coding-agent: [", 1))
+    write(queue_root, "profiles/p.md", "---\nengine: gone\nprefers-engine: [zzz]\n---\n")
+    write(queue_root, "profiles/q.md", "---\nengine-class: unlisted\n---\n")
+    write_job(queue_root, "odd", engine_class="oracle")
+    write_job(queue_root, "fine", engine_class="fast")
+    ran = run_aq("lint", cwd=queue_root)
+    assert ran.returncode == 1
+    known = ("(known: aider, amp, claude, codex, copilot, cursor-agent, devin, gemini, goose, "
+             "opencode, qwen, shell); add it under engines: in aq.yaml")
+    classes = "list them in aq.yaml engine_classes or the profile's prefers-engine"
+    assert ran.stdout.splitlines() == [
+        f"aq.yaml: key 'engine_classes.fast': engine 'nosuch' is not defined {known}",
+        f"profiles/p.md: key 'engine': engine 'gone' is not defined {known}",
+        f"profiles/p.md: key 'prefers-engine': engine 'zzz' is not defined {known}",
+        f"profiles/q.md: key 'engine-class': engine-class 'unlisted' names no engines: {classes}",
+        f"queue/inbox/odd.md: key 'engine-class': engine-class 'oracle' names no engines: {classes}",
+    ], ran.stdout
+    assert ran.stderr.strip() == "2 jobs, 5 problem(s)"
+
+
+def test_add_refuses_an_engine_class_that_names_no_engines_unless_forced(queue_root: Path) -> None:
+    write(queue_root, "job.md", "---\ntitle: Odd\nengine-class: oracle\n---\nrun it\n")
+    ran = run_aq("add", "job.md", cwd=queue_root)
+    assert (ran.returncode, ran.stdout) == (1, "")
+    assert ran.stderr.strip() == (
+        "aq: job.md: key 'engine-class': engine-class 'oracle' names no engines: list them in "
+        "aq.yaml engine_classes or the profile's prefers-engine, or add with --force")
+    assert not list((queue_root / "queue" / "inbox").glob("*.md"))
+    assert run_aq("add", "job.md", "--force", cwd=queue_root).returncode == 0
+    write(queue_root, "profiles/p.md", "---\nprefers-engine: [shell]\n---\n")
+    write(queue_root, "served.md", "---\ntitle: Served\nengine-class: oracle\nprofile: p\n---\nrun it\n")
+    assert run_aq("add", "served.md", cwd=queue_root).returncode == 0
+
