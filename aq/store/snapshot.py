@@ -333,7 +333,9 @@ class _Listing:
         rel = f"{rel_folder}/{name}"
         unread = None if entry.is_file(follow_symlinks=False) else entry_refusal(rel, entry)
         if unread is None and not entry.is_file(follow_symlinks=False):
-            return  # a folder
+            self.problems.append(f"{rel}: a folder where a job file belongs; aq reads no folders "
+                                 f"in {rel_folder}/: move it out of queue/")
+            return
         if not is_job_id(job_id):
             self.problems.append(f"{rel}: the file name is not a job id (lower-case letters, digits, "
                                  f"'-', '_', '.'): rename it, e.g. to {_suggest_name(job_id)}.md")

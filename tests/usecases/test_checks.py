@@ -64,3 +64,14 @@ def test_add_refuses_an_engine_class_that_names_no_engines_unless_forced(queue_r
     write(queue_root, "served.md", "---\ntitle: Served\nengine-class: oracle\nprofile: p\n---\nrun it\n")
     assert run_aq("add", "served.md", cwd=queue_root).returncode == 0
 
+
+def test_a_folder_named_like_a_job_file_is_a_problem_not_silence(queue_root: Path) -> None:
+    """A folder `queue/inbox/x.md` (unpacked there, or made by mistake) was skipped without a
+    word: lint passed, ls showed nothing, and the job someone meant was never run."""
+    (queue_root / "queue" / "inbox" / "meant.md").mkdir()
+    line = ("queue/inbox/meant.md: a folder where a job file belongs; aq reads no folders in "
+            "queue/inbox/: move it out of queue/")
+    ran = run_aq("lint", cwd=queue_root)
+    assert (ran.returncode, ran.stdout.splitlines()) == (1, [line])
+    listed = run_aq("ls", cwd=queue_root)
+    assert listed.returncode == 0 and f"aq: {line}" in listed.stderr
