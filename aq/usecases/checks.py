@@ -14,7 +14,7 @@ from aq.core.requirements import check_requirement
 from aq.core.scheduler import Routing, dependency_cycles
 from aq.errors import AqError, NotApplicable, UnsafePath
 from aq.infra import gitops
-from aq.infra.confine import refusals
+from aq.infra.confine import describe, refusals
 from aq.infra.scope import check_globs
 from aq.store.config import CONFIG_NAME
 from aq.store.eventlog import bad_event_lines
@@ -83,8 +83,17 @@ def lint(queue: Queue) -> LintResult:
             if bad:
                 problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
                                 f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
-    problems += _refused(queue)  # logs and artifacts too; each link named once
+    problems += _log_folders(queue) + _refused(queue)  # logs and artifacts too; each link named once
     return LintResult(len(snapshot.jobs), tuple(dict.fromkeys(problems)))
+
+
+def _log_folders(queue: Queue) -> list[str]:
+    """Folders where event logs belong (a job's log, unreadable: it cannot be claimed or moved).
+    Links there are named by `_refused`, with the rest of the queue's."""
+    events_dir = queue.qdir / EVENTS_DIR
+    return [line for path in sorted(events_dir.glob("*.jsonl"))
+            if path.is_dir() and not path.is_symlink()
+            and (line := describe(queue.relative(path), path.lstat().st_mode))]
 
 
 def _refused(queue: Queue) -> list[str]:
@@ -202,7 +211,7 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
         if bad:
             problems.append(f"{queue.relative(path)}: line {bad[0]} is not a readable event "
                             f"({len(bad)} such line(s))")
-    problems += _committed_links(queue) + _refused(queue)
+    problems += _committed_links(queue) + _log_folders(queue) + _refused(queue)
     commits = 1
     if history:
         commits, found = _fsck_history(queue)

@@ -75,3 +75,16 @@ def test_a_folder_named_like_a_job_file_is_a_problem_not_silence(queue_root: Pat
     assert (ran.returncode, ran.stdout.splitlines()) == (1, [line])
     listed = run_aq("ls", cwd=queue_root)
     assert listed.returncode == 0 and f"aq: {line}" in listed.stderr
+
+
+def test_a_folder_where_an_event_log_belongs_is_named_by_lint_and_fsck(queue_root: Path) -> None:
+    """The worker could not claim the job (it said why), yet lint and fsck passed."""
+    assert run_aq("add", "--id", "j1", "--body", "echo hi", cwd=queue_root).returncode == 0
+    log = queue_root / "queue" / ".events" / "j1.jsonl"
+    log.unlink()
+    log.mkdir()
+    line = ("queue/.events/j1.jsonl: a folder, not a regular file; aq reads and writes only "
+            "regular files inside the queue: remove it or put a regular file there")
+    for check in ("lint", "fsck"):
+        ran = run_aq(check, cwd=queue_root)
+        assert (ran.returncode, ran.stdout.splitlines()) == (1, [line]), (check, ran.stdout)
