@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aq.core.manifest import NAME
 from aq.core.profile import Profile
-from aq.errors import ProfileNotFound
+from aq.errors import ProfileNotFound, UsageError
 from aq.store.layout import PROFILES_DIR
 from aq.store.queue import Queue
 
@@ -36,5 +37,8 @@ def get_profile(queue: Queue, name: str) -> Profile:
     if broken:
         raise ProfileNotFound(broken[0])
     known = ", ".join(sorted(loaded.found)) or "none"
+    if not NAME.fullmatch(name):  # a path, or a name no job can give
+        raise UsageError(f"{name!r} is not a profile name (letters, digits, '.', '_', '-', "
+                              f"the name of a file in {PROFILES_DIR}/ without .md; known: {known})")
     raise ProfileNotFound(f"no profile {name!r} in {PROFILES_DIR}/ (known: {known}); add "
                           f"{PROFILES_DIR}/{name}.md")

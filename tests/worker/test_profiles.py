@@ -387,6 +387,16 @@ def test_profiles_show_of_a_missing_name_is_one_line_naming_the_known_ones(queue
                     "add profiles/nope.md")
 
 
+def test_profiles_show_of_a_path_says_what_a_profile_name_is(queue_root: Path, aq: Aq) -> None:
+    """`show ../x` suggested adding profiles/../x.md, a file outside profiles/."""
+    ran = aq("profiles", "show", "../x")
+    assert (ran.returncode, ran.stdout) == (2, "")
+    assert ran.stderr.splitlines() == [
+        "aq: '../x' is not a profile name (letters, digits, '.', '_', '-', the name of a file in "
+        "profiles/ without .md; known: backend-engineer, developer, docs-writer, "
+        "frontend-engineer, qa, reviewer, ui-designer, ux-designer)"]
+
+
 def test_a_malformed_profile_is_reported_not_shown(queue_root: Path, aq: Aq) -> None:
     """A profile file that does not parse: `show` exits 1 with its problem, the listing and lint
     report it, and the other profiles still list."""
