@@ -393,7 +393,7 @@ def split_frontmatter(text: str, source: str) -> tuple[dict[Any, Any], str]:
         metadata = {}
     if not isinstance(metadata, dict):
         what = {"list": "a list", "str": "text", "int": "a number", "float": "a number",
-                "bool": "true or false", "date": "a date", "datetime": "a date and time"}
+                "bool": "true or false"}
         raise ManifestError(source, f"frontmatter is {what.get(type(metadata).__name__, 'a value')}, "
                             "not a mapping of keys such as 'priority: high'")
     return metadata, text[match.end():].strip()

@@ -246,6 +246,15 @@ def test_unknown_key_yaml_reads_as_boolean_is_named_as_written(key: str) -> None
     assert f"key '{key}'" in error_of(f"{key}: 3")
 
 
+def test_a_date_is_read_as_written() -> None:
+    """YAML 1.1 reads 2026-01-01 as a date: a title became '2026-01-01' by luck of str(), a
+    timestamp lock lost its form, and a refusal quoted datetime.date(2026, 1, 1)."""
+    assert parse("title: 2026-01-01\nlock: 2026-01-01 10:00:00").lock == "2026-01-01 10:00:00"
+    assert error_of("timeout: 2026-01-01") == (
+        f"{SOURCE}: key 'timeout': '2026-01-01' is not a duration such as 90s, 45m, 2h or 1h30m")
+    assert "datetime" not in error_of("priority: 2026-01-01")
+
+
 def test_dep_on_itself_is_refused() -> None:
     """A job that lists its own id in deps is refused, naming the key and the id."""
     message = error_of(f"deps: [setup, {JOB}]")
@@ -269,7 +278,7 @@ def test_bad_yaml_line_is_the_file_line() -> None:
 @pytest.mark.parametrize(
     ("frontmatter", "kind"),
     [("- a\n- b", "a list"), ("just words", "text"), ("42", "a number"), ("true", "true or false"),
-     ("2026-01-01", "a date")],
+     ("2026-01-01", "text")],
 )
 def test_frontmatter_that_is_not_a_mapping_is_refused(frontmatter: str, kind: str) -> None:
     """Frontmatter that is a list or a scalar is an error saying, in a person's words, what it
