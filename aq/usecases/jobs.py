@@ -153,7 +153,7 @@ def _check_review(queue: Queue, fields: Mapping[str, Any], source: str, hint: st
 
 def _need_engine(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
     """Refuse an engine name (`what` says where it was given) that aq.yaml does not define."""
-    engines = queue.config.engines
+    engines, name = queue.config.engines, _named(name)
     if isinstance(name, str) and name not in engines:
         raise ManifestError(source, f"{what} {name!r} is not defined (known: "
                             f"{', '.join(sorted(engines))}): add it under engines: in aq.yaml{hint}",
@@ -162,15 +162,22 @@ def _need_engine(queue: Queue, name: object, what: str, key: str, source: str, h
 
 def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
     """Refuse a profile name (`what` says where it was given) that profiles/ does not hold."""
+    name = _named(name)
     if isinstance(name, str) and name not in (found := queue.profiles().found):
         raise ManifestError(source, f"{what} {name!r} does not exist (known: "
                             f"{', '.join(sorted(found)) or 'none'}): add profiles/{name}.md{hint}",
                             key)
 
 
+def _named(value: object) -> object:
+    """A name as the manifest reads it: YAML's `engine: 7` is the name '7', not a number to
+    pass over (the job would be added naming an engine that does not exist)."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 def _need_class(queue: Queue, fields: Mapping[str, Any], source: str, hint: str) -> None:
     """Refuse an engine-class (with no engine) that names no engines, here or in the profile."""
-    klass, profile = fields.get("engine-class"), fields.get("profile")
+    klass, profile = _named(fields.get("engine-class")), _named(fields.get("profile"))
     if not isinstance(klass, str) or fields.get("engine") is not None:
         return
     found = queue.profiles().found.get(profile) if isinstance(profile, str) else None

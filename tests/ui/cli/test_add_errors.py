@@ -17,6 +17,10 @@ FILES: dict[str, bytes] = {
     "binary.md": b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00",
     "latin1.md": b"---\ntitle: Caf\xe9\n---\nbad byte\n",
     "ghost-engine.md": b"---\nengine: no-such-engine\n---\nRun it.\n",
+    # YAML reads these names as numbers: they were let through unchecked and added
+    "number-engine.md": b"---\nengine: 123\n---\nRun it.\n",
+    "number-profile.md": b"---\nprofile: 42\n---\nRun it.\n",
+    "number-class.md": b"---\nengine-class: 7\n---\nRun it.\n",
 }
 
 
@@ -25,6 +29,9 @@ FILES: dict[str, bytes] = {
     (["binary.md"], 1, "aq: binary.md: looks binary (it holds NUL bytes): a job is a Markdown text file"),
     (["latin1.md"], 1, "aq: latin1.md: is not UTF-8 text (byte 0xe9 at offset 14): save it as UTF-8"),
     (["ghost-engine.md"], 1, "aq: ghost-engine.md: key 'engine': engine 'no-such-engine' is not defined"),
+    (["number-engine.md"], 1, "aq: number-engine.md: key 'engine': engine '123' is not defined"),
+    (["number-profile.md"], 1, "aq: number-profile.md: key 'profile': profile '42' does not exist"),
+    (["number-class.md"], 1, "aq: number-class.md: key 'engine-class': engine-class '7' names no engines"),
     (["--body", "x", "--engine", "no-such-engine"], 2, "aq: --engine: engine 'no-such-engine' is not defined"),
     (["--body", "x", "--profile", "nope"], 2, "aq: --profile: profile 'nope' does not exist"),
     (["--body", "x", "--id", ""], 2, "aq: --id is empty: give a job id"),
