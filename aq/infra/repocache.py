@@ -106,13 +106,17 @@ def clone_or_fetch(repo: str, cache: Path, timeout: float) -> None:
     new = cache.with_name(cache.name + ".new")
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    git(new, "init", "-q", "--bare")
-    git(new, "config", "core.logAllRefUpdates", "true")  # reflogs: a reset branch is recoverable
-    git(new, "remote", "add", "origin", url)
-    must(git(new, "fetch", "-q", "origin", check=False, timeout=timeout),
-         f"cannot clone {shown_url(url)} into {cache}")
-    git(new, "remote", "set-head", "origin", "--auto", check=False, timeout=timeout)
-    os.replace(new, cache)
+    try:
+        git(new, "init", "-q", "--bare")
+        git(new, "config", "core.logAllRefUpdates", "true")  # reflogs: a reset branch is recoverable
+        git(new, "remote", "add", "origin", url)
+        must(git(new, "fetch", "-q", "origin", check=False, timeout=timeout),
+             f"cannot clone {shown_url(url)} into {cache}")
+        git(new, "remote", "set-head", "origin", "--auto", check=False, timeout=timeout)
+        os.replace(new, cache)
+    except BaseException:  # a clone that failed leaves nothing behind in the cache folder
+        shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def default_branch(cache: Path) -> str:

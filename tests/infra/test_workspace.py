@@ -123,6 +123,9 @@ def test_a_missing_repository_is_one_clear_error(tmp_path: Path, root: Path) -> 
     missing = tmp_path / "nowhere.git"
     with pytest.raises(GitError, match=r"cannot clone .*nowhere\.git"):
         ensure_cache(str(missing), root)
+    # nothing is left of the failed clone (a half-made `<cache>.new` stayed there until the next)
+    cache = cache_dir_for(str(missing), root)
+    assert sorted(p.name for p in cache.parent.iterdir()) == [f"{cache.name}.lock"]
     assert not cache_dir_for(str(missing), root).exists()
 
 
