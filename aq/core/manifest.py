@@ -20,6 +20,16 @@ REVIEW_POLICIES = ("auto", "manual")
 RETRY_ON = ("timeout", "verify_failed", "engine_failed", "engine_missing")
 DEFAULT_RETRY_ON = ("timeout", "verify_failed", "engine_failed")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A job file's most: 1 MiB is some 250k tokens, more than most agents take as a prompt. Over it,
+# a file is refused unread, so a log pasted by mistake cannot exhaust every reader's memory.
+MAX_JOB_BYTES = 1 << 20
+
+
+def too_big(source: str, size: int | None) -> ManifestError:
+    """A job of `size` bytes (None: more than read) refused."""
+    said = "more than" if size is None else f"{size / (1 << 20):.1f} MiB, over"
+    return ManifestError(source, f"{said} the 1 MiB a job file may be: put the material in a "
+                         "file of the repository and name it in the body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +435,8 @@ def parse_manifest(job_id: str, text: str, source: str) -> Manifest:
     """Validate a manifest's text into a `Manifest`, or raise ManifestError naming file and key."""
     if "\0" in text:
         raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
+    if len(text) > MAX_JOB_BYTES // 4 and (size := len(text.encode())) > MAX_JOB_BYTES:
+        raise too_big(source, size)
     metadata, body = split_frontmatter(text, source)
     if not body.strip():
         raise ManifestError(source, "the body is empty: write what the job should do below the frontmatter")

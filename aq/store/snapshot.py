@@ -24,7 +24,7 @@ from typing import Any
 from aq.core.events import JobState, fold
 from aq.core.ids import check_job_id, is_job_id, slugify
 from aq.core.lifecycle import STAGES, Stage
-from aq.core.manifest import Manifest, parse_manifest
+from aq.core.manifest import MAX_JOB_BYTES, Manifest, parse_manifest, too_big
 from aq.core.scheduler import JobView
 from aq.errors import AmbiguousJob, JobNotFound, ManifestError, UnsafePath
 from aq.infra.confine import entry_refusal, read_regular
@@ -436,6 +436,8 @@ class _JobCache:
         if hit is not None and hit[0] == sig and (hit[2] is None or hit[2].startswith(rel + ":")):
             return hit[1], hit[2]  # an error names the file's path: it must be where it was
         try:
+            if sig[1] > MAX_JOB_BYTES:  # refused unread
+                raise too_big(rel, sig[1])
             text = read_regular(folder / name, rel).decode("utf-8")
             manifest: Manifest | None = parse_manifest(job_id, text, rel)
             error = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -153,6 +152,10 @@ def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: i
 
 def _job_text(data: bytes, source: str) -> str:
     """A job file's text: UTF-8 Markdown, refused in one line when it is not."""
+    from aq.core.manifest import MAX_JOB_BYTES, too_big
+
+    if len(data) > MAX_JOB_BYTES:  # read to one byte more than a job may be
+        raise too_big(source, None)
     if b"\0" in data:
         raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
     try:
@@ -163,17 +166,23 @@ def _job_text(data: bytes, source: str) -> str:
 
 
 def _read_body(file: str | None, body: str | None) -> str:
+    from aq.core.manifest import MAX_JOB_BYTES, too_big
+
     if body is not None and file is not None:
         raise UsageError("give the body either as FILE or as --body, not both")
     if body is not None:
         return body
     if file == "-":
-        return _job_text(sys.stdin.buffer.read(), "stdin")
+        return _job_text(sys.stdin.buffer.read(MAX_JOB_BYTES + 1), "stdin")
     if file is not None:
         try:
-            data = Path(file).read_bytes()
+            with open(file, "rb") as opened:  # no more than a job may be: a huge file is refused
+                data = opened.read(MAX_JOB_BYTES + 1)
+                size = max(len(data), os.fstat(opened.fileno()).st_size)
         except OSError as err:
             raise UsageError(f"cannot read {file}: {err.strerror}") from None
+        if size > MAX_JOB_BYTES:
+            raise too_big(file, size)
         return _job_text(data, file)
     raise UsageError("no job body: give a FILE, '-' for stdin, or --body TEXT")
 

@@ -132,3 +132,24 @@ def test_a_review_gate_naming_what_is_not_there_is_refused_and_lint_names_it(
     (queue_root / "queue" / "inbox" / "dropped.md").write_text(text)
     linted = run_aq("lint", cwd=queue_root)
     assert linted.returncode == 1 and "key 'review'" in linted.stdout + linted.stderr, linted
+
+
+def test_a_job_over_a_mebibyte_is_refused_unread_wherever_it_comes_from(queue_root: Path) -> None:
+    """A log pasted as a job: from a file or stdin, add refuses it in one line; dropped into the
+    inbox, it is a job no worker runs, named by lint, and nobody reads it whole. (With no cap a
+    3 GB file ran every reader out of memory.)"""
+    big = "---\ntitle: Pasted\n---\n" + "a line of a pasted log\n" * 50_000  # 1.1 MiB
+    (queue_root / "big.md").write_text(big)
+    tail = "over the 1 MiB a job file may be: put the material in a file of the repository and " \
+           "name it in the body"
+    ran = run_aq("add", "big.md", cwd=queue_root)
+    assert (ran.returncode, ran.stderr) == (1, f"aq: big.md: 1.1 MiB, {tail}\n")
+    ran = run_aq("add", "-", input=big, cwd=queue_root)
+    assert (ran.returncode, ran.stderr) == (1, "aq: stdin: more than the 1 MiB a job file may be: "
+                                            "put the material in a file of the repository and "
+                                            "name it in the body\n")
+    assert list((queue_root / "queue" / "inbox").glob("*.md")) == []
+    (queue_root / "queue" / "inbox" / "big.md").write_text(big)
+    linted = run_aq("lint", cwd=queue_root)
+    assert (linted.returncode, linted.stdout) == (1, f"queue/inbox/big.md: 1.1 MiB, {tail}\n")
+    assert run_aq("next", cwd=queue_root).stdout == "nothing to take\n"
