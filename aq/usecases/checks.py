@@ -79,6 +79,9 @@ def lint(queue: Queue) -> LintResult:
     events_dir = queue.qdir / EVENTS_DIR
     if events_dir.is_dir():
         for path in sorted(events_dir.glob("*.jsonl")):
+            job_id = path.name[:-6]
+            if job_id not in by_id and not (is_job_id(job_id) and queue.layout.find_archived(job_id)):
+                problems.append(_orphan_log(queue.relative(path), job_id))
             bad = bad_event_lines(path)
             if bad:
                 problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
@@ -290,13 +293,17 @@ def _stray_event_logs(paths: Sequence[str], places: Mapping[str, set[str]], wher
         base = "/".join(parts[1:-2])  # "" for queue/.events, else .archive/<yyyy>/<mm>/<nnn>
         beside = any(place.rpartition("/")[0] == base for place in where)
         if not where:
-            problems.append(f"{where_from}: {path}: the event log of job {job_id}, whose file is "
-                            f"in no stage nor the archive: put the file back from git history "
-                            f"(git log -- '{QUEUE_DIR}/*/{job_id}.md'), or remove the log")
+            problems.append(f"{where_from}: {_orphan_log(path, job_id)}")
         elif not beside:
             problems.append(f"{where_from}: {path}: the event log of job {job_id} is not beside "
                             f"its file ({QUEUE_DIR}/{sorted(where)[0]}): move it there")
     return problems
+
+
+def _orphan_log(path: str, job_id: str) -> str:
+    return (f"{path}: the event log of job {job_id}, whose file is in no stage nor the archive: "
+            f"put the file back from git history (git log -- '{QUEUE_DIR}/*/{job_id}.md'), or "
+            "remove the log")
 
 
 def _full_folders(paths: Sequence[str], where_from: str) -> list[str]:

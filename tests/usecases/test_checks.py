@@ -88,3 +88,15 @@ def test_a_folder_where_an_event_log_belongs_is_named_by_lint_and_fsck(queue_roo
     for check in ("lint", "fsck"):
         ran = run_aq(check, cwd=queue_root)
         assert (ran.returncode, ran.stdout.splitlines()) == (1, [line]), (check, ran.stdout)
+
+
+def test_lint_names_an_event_log_whose_job_file_is_gone_before_it_is_committed(
+        queue_root: Path) -> None:
+    """fsck named it at HEAD; lint, run on the working tree before a commit, said nothing."""
+    assert run_aq("add", "--id", "gone", "--body", "echo hi", cwd=queue_root).returncode == 0
+    (queue_root / "queue" / "inbox" / "gone.md").unlink()
+    ran = run_aq("lint", cwd=queue_root)
+    assert (ran.returncode, ran.stdout.splitlines()) == (1, [
+        "queue/.events/gone.jsonl: the event log of job gone, whose file is in no stage nor the "
+        "archive: put the file back from git history (git log -- 'queue/*/gone.md'), or remove "
+        "the log"])
