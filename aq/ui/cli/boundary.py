@@ -50,12 +50,32 @@ def _guarded(command: Callable[[], int]) -> NoReturn:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(int(ExitStatus.OK)) from None
     except OSError as err:
-        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), int(ExitStatus.REFUSED))
+        fail(os_line(err), int(ExitStatus.REFUSED))
     except Exception as err:
         if os.environ.get("AQ_DEBUG"):
             raise
         fail(f"internal error: {type(err).__name__}: {err} (set AQ_DEBUG=1 for the traceback, "
              "and please report it)", int(ExitStatus.REFUSED))
+
+
+# what to do about the system's refusals a person can mend (errno -> the advice)
+_OS_ADVICE = {
+    "EROFS": "run aq where the queue and its .git can be written",
+    "EACCES": "aq writes the queue's files and .git/aq: check their owner and mode",
+    "EPERM": "aq writes the queue's files and .git/aq: check their owner and mode",
+    "ENOSPC": "free some space and run it again",
+    "EDQUOT": "free some space and run it again",
+}
+
+
+def os_line(err: OSError) -> str:
+    """The system's refusal in one line: the file, what went wrong and, where a person can
+    mend it, what to do."""
+    import errno
+
+    advice = _OS_ADVICE.get(errno.errorcode.get(err.errno or 0, ""))
+    line = f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
+    return f"{line}: {advice}" if advice else line
 
 
 @functools.cache

@@ -3,6 +3,10 @@ its kind (1: the action was refused, 2: the command line is wrong)."""
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +24,11 @@ from aq.errors import (
     UsageError,
 )
 from aq.store.queue import Queue
+from aq.ui.cli.boundary import os_line
 from aq.usecases.fleet import list_workers
 from aq.usecases.logs import find_log
 from aq.usecases.ship import job_diff
-from tests.helpers.cli import run_aq
+from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.git import git_in
 from tests.helpers.queue import write_job
 
@@ -93,3 +98,50 @@ def test_a_live_views_interval_must_be_a_sane_number_of_seconds(queue_root: Path
     ran = run_aq(*args, cwd=queue_root)
     assert ran.returncode == ExitStatus.USAGE, ran
     assert ran.stderr.startswith(f"aq: --every {args[-1]}") and ran.stderr.count("\n") == 1, ran
+
+
+def _in_a_mount_namespace(script: str) -> subprocess.CompletedProcess[str] | None:
+    """`script` run by sh as root of a user and mount namespace of its own (so it may mount);
+    None where the kernel does not allow one."""
+    try:
+        probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30)
+    except OSError:
+        return None
+    if probe.returncode != 0:
+        return None
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                          timeout=120, env=aq_env(None))
+
+
+AQ = f"{sys.executable} -m aq"
+
+
+def test_a_read_only_or_full_disk_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    """The system's refusal came through as the raw OS line ("No space left on device"), with
+    no word of what to do; and the queue must be left as it was."""
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    for folder in (ro, full):
+        folder.mkdir()
+    assert run_aq("init", str(ro / "q"), cwd=tmp_path).returncode == 0
+    ran = _in_a_mount_namespace(
+        f"mount --bind -o ro {ro} {ro} && cd {ro}/q && {AQ} add --id one --body hi; echo rc=$?; "
+        f"mount -t tmpfs -o size=2m tmpfs {full} && {AQ} init {full}/q >/dev/null && cd {full}/q "
+        f"&& (head -c 3000000 /dev/zero > {full}/filler 2>/dev/null; true) && {AQ} add --id two --body hi; "
+        f"echo rc=$?; rm {full}/filler; git status --porcelain; {AQ} ls")
+    if ran is None:
+        pytest.skip("needs user and mount namespaces (unshare -rm) to mount a read-only or full disk")
+    assert ran.stderr.splitlines() == [
+        f"aq: {ro}/q/.git/aq: Read-only file system: run aq where the queue and its .git can be "
+        "written",
+        "aq: No space left on device: free some space and run it again"], ran.stderr
+    assert ran.stdout.splitlines() == ["rc=1", "rc=1", "no jobs"]  # nothing half-written
+
+
+@pytest.mark.parametrize(("code", "advice"), [
+    (errno.EACCES, "aq writes the queue's files and .git/aq: check their owner and mode"),
+    (errno.EDQUOT, "free some space and run it again"),
+])
+def test_an_os_refusal_a_person_can_mend_says_how(code: int, advice: str) -> None:
+    err = OSError(code, os.strerror(code), "/q/queue/inbox/a.md")
+    assert os_line(err) == f"/q/queue/inbox/a.md: {os.strerror(code)}: {advice}"
+    assert os_line(OSError(errno.EIO, os.strerror(errno.EIO))) == os.strerror(errno.EIO)
