@@ -249,10 +249,24 @@ def test_unknown_key_yaml_reads_as_boolean_is_named_as_written(key: str) -> None
 def test_a_date_is_read_as_written() -> None:
     """YAML 1.1 reads 2026-01-01 as a date: a title became '2026-01-01' by luck of str(), a
     timestamp lock lost its form, and a refusal quoted datetime.date(2026, 1, 1)."""
-    assert parse("title: 2026-01-01\nlock: 2026-01-01 10:00:00").lock == "2026-01-01 10:00:00"
+    assert parse("lock: 2026-01-01T10:00:00Z").lock == "2026-01-01T10:00:00Z"
     assert error_of("timeout: 2026-01-01") == (
         f"{SOURCE}: key 'timeout': '2026-01-01' is not a duration such as 90s, 45m, 2h or 1h30m")
     assert "datetime" not in error_of("priority: 2026-01-01")
+
+
+@pytest.mark.parametrize(("written", "key"), [
+    ("10:30", "lock"), ("010", "lock"), ("1_000", "lock"), ("0x1f", "engine")])
+def test_a_yaml_1_1_number_is_read_as_written(written: str, key: str) -> None:
+    """YAML 1.1 reads 10:30 as 630 (base 60), 010 as 8, 1_000 as 1000 and 0x1f as 31: a lock or
+    an engine named so became another name."""
+    assert getattr(parse(f"{key}: {written}"), key) == written
+
+
+def test_a_base_60_time_is_no_duration() -> None:
+    """`timeout: 1:30` was 90 seconds by YAML 1.1's base 60; it now asks for a unit."""
+    assert error_of("timeout: 1:30") == (
+        f"{SOURCE}: key 'timeout': '1:30' is not a duration such as 90s, 45m, 2h or 1h30m")
 
 
 def test_dep_on_itself_is_refused() -> None:
