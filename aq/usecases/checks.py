@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aq.core.ids import is_job_id
 from aq.core.lifecycle import STAGES
 from aq.core.manifest import Manifest
-from aq.core.profile import Profile, profile_problem
+from aq.core.profile import Profile
 from aq.core.requirements import check_requirement
-from aq.core.scheduler import Routing, dependency_cycles
-from aq.errors import AqError, NotApplicable, UnsafePath
+from aq.core.scheduler import dependency_cycles
+from aq.errors import AqError, NotApplicable, QueueBusy, UnsafePath
 from aq.infra import gitops
 from aq.infra.confine import describe, refusals
 from aq.infra.scope import check_globs
-from aq.store.config import CONFIG_NAME
+from aq.store.config import CONFIG_NAME, QueueConfig
 from aq.store.eventlog import bad_event_lines
 from aq.store.layout import (
     ARCHIVE_DIR,
@@ -28,6 +29,7 @@ from aq.store.layout import (
 )
 from aq.store.queue import Queue
 from aq.usecases.jobs import job_file, mcp_refusals
+from aq.usecases.routes import job_problems, setting_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,11 @@ class LintResult:
 
 def lint(queue: Queue) -> LintResult:
     """Every manifest valid, every dep present, no dependency cycle, event logs readable."""
+    config: QueueConfig | None
     try:
-        queue.config  # noqa: B018 - a broken aq.yaml is a problem too
-        problems: list[str] = []
-    except AqError as err:
-        problems = [str(err)]
+        config, problems = queue.config, []
+    except AqError as err:  # a broken aq.yaml is a problem too; what needs it is not checked
+        config, problems = None, [str(err)]
     try:
         snapshot = queue.snapshot()
     except UnsafePath as err:  # a stage folder is a link: nothing in the queue is read
@@ -56,17 +58,14 @@ def lint(queue: Queue) -> LintResult:
     profiles = queue.profiles()
     problems += list(profiles.problems)
     problems += _profile_setting_problems(profiles.found)
-    problems += _engine_name_problems(queue, profiles.found)
-    routing = Routing(profiles.found, queue.config.engine_classes)
+    problems += setting_problems(config, profiles.found) if config is not None else []
     for job_id, manifest in sorted(manifests.items()):
         for dep in manifest.deps:
             if dep not in by_id and not (is_job_id(dep) and queue.layout.find_archived(dep)):
                 problems.append(f"{job_file(by_id[job_id])}: key 'deps': job {dep!r} does not exist")
-        problems += [f"{job_file(by_id[job_id])}: {problem}"
-                     for problem in _routing_problems(manifest, profiles.found, queue.config.engines)]
-        problems += [f"{job_file(by_id[job_id])}: key 'engine-class': {unserved}"
-                     for unserved in [_unserved(manifest, routing)] if unserved]
-        if manifest.mcp:
+        problems += [f"{job_file(by_id[job_id])}: {problem}" for problem in
+                     [*job_problems(manifest, profiles.found, config), *_job_setting_problems(manifest)]]
+        if manifest.mcp and config is not None:
             ladder = manifest.retry.escalate if manifest.retry else ()
             problems += [f"{job_file(by_id[job_id])}: key 'mcp': {line}" for line in mcp_refusals(
                 queue, manifest.engine, manifest.engine_class, manifest.profile,
@@ -76,27 +75,50 @@ def lint(queue: Queue) -> LintResult:
         if tuple(cycle) not in seen_cycles:
             seen_cycles.add(tuple(cycle))
             problems.append("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
-    events_dir = queue.qdir / EVENTS_DIR
-    if events_dir.is_dir():
-        for path in sorted(events_dir.glob("*.jsonl")):
-            job_id = path.name[:-6]
-            if job_id not in by_id and not (is_job_id(job_id) and queue.layout.find_archived(job_id)):
-                problems.append(_orphan_log(queue.relative(path), job_id))
-            bad = bad_event_lines(path)
-            if bad:
-                problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
-                                f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
-    problems += _log_folders(queue) + _refused(queue)  # logs and artifacts too; each link named once
+    problems += _event_log_problems(queue, by_id) + _refused(queue)  # each link named once
     return LintResult(len(snapshot.jobs), tuple(dict.fromkeys(problems)))
 
 
-def _log_folders(queue: Queue) -> list[str]:
-    """Folders where event logs belong (a job's log, unreadable: it cannot be claimed or moved).
+def _event_log_problems(queue: Queue, known: Collection[str] | None) -> list[str]:
+    """The logs of queue/.events: a folder in a log's place (its job cannot be claimed or
+    moved), lines that are not events, and (given the `known` jobs) a log whose job is nowhere.
     Links there are named by `_refused`, with the rest of the queue's."""
-    events_dir = queue.qdir / EVENTS_DIR
-    return [line for path in sorted(events_dir.glob("*.jsonl"))
-            if path.is_dir() and not path.is_symlink()
-            and (line := describe(queue.relative(path), path.lstat().st_mode))]
+    problems: list[str] = []
+    suspects = []
+    for path in sorted((queue.qdir / EVENTS_DIR).glob("*.jsonl")):
+        if path.is_dir() and not path.is_symlink():
+            problems.append(str(describe(queue.relative(path), path.lstat().st_mode)))
+            continue
+        if known is not None and path.name[:-6] not in known:
+            suspects.append(path)
+        bad = bad_event_lines(path)
+        if bad:
+            problems.append(f"{queue.relative(path)}: line {bad[0]} is not a JSON event with a "
+                            f"readable ts ({len(bad)} such line(s)); the rest of the log is used")
+    return problems + _orphan_logs(queue, suspects)
+
+
+def _orphan_logs(queue: Queue, suspects: Sequence[Path]) -> list[str]:
+    """The logs of `suspects` whose job is in no stage nor the archive, looked for again under
+    the queue's lock: a job being added writes its log first, and a job moving between stages
+    can be missed by a listing of them. A queue aq may not lock is looked at without it."""
+    def orphans() -> list[str]:
+        return [_orphan_log(queue.relative(path), path.name[:-6]) for path in suspects
+                if path.exists() and not _anywhere(queue, path.name[:-6])]
+
+    if not suspects:
+        return []
+    try:
+        with queue.lock(timeout=10):
+            return orphans()
+    except (QueueBusy, OSError):
+        return orphans()
+
+
+def _anywhere(queue: Queue, job_id: str) -> bool:
+    if any((queue.qdir / stage / f"{job_id}.md").exists() for stage in STAGES):
+        return True
+    return is_job_id(job_id) and queue.layout.find_archived(job_id) is not None
 
 
 def _refused(queue: Queue) -> list[str]:
@@ -116,57 +138,11 @@ def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
     return problems
 
 
-def _engine_name_problems(queue: Queue, profiles: Mapping[str, Profile]) -> list[str]:
-    """Engines named in aq.yaml's engine_classes and in profiles that aq.yaml does not define:
-    a job routed to one fails at run time. A profile's engine-class that names no engines."""
-    engines = queue.config.engines
-    known = f"(known: {', '.join(sorted(engines))}); add it under engines: in aq.yaml"
-    problems = [f"{CONFIG_NAME}: key 'engine_classes.{klass}': engine {name!r} is not defined {known}"
-                for klass, names in sorted(queue.config.engine_classes.items())
-                for name in names if name not in engines]
-    routing = Routing(profiles, queue.config.engine_classes)
-    for name, profile in sorted(profiles.items()):
-        source = f"{PROFILES_DIR}/{name}.md"
-        problems += [f"{source}: key '{key}': engine {engine!r} is not defined {known}"
-                     for key, named in (("engine", (profile.engine,)),
-                                        ("prefers-engine", profile.prefers_engine))
-                     for engine in named if engine and engine not in engines]
-        if profile.engine is None and profile.engine_class and (
-                unserved := routing.unserved(profile.engine_class, profile)):
-            problems.append(f"{source}: key 'engine-class': {unserved}")
-    return problems
-
-
-def _unserved(manifest: Manifest, routing: Routing) -> str | None:
-    """The job's own engine-class names no engines (one its profile gives is named there)."""
-    if manifest.engine is not None or manifest.engine_class is None:
-        return None
-    profiles = routing.profiles or {}
-    profile = profiles.get(manifest.profile) if manifest.profile else None
-    return routing.unserved(manifest.engine_class, profile)
-
-
-def _routing_problems(manifest: Manifest, profiles: Mapping[str, Profile],
-                      engines: Mapping[str, object]) -> list[str]:
-    problems = []
-    if manifest.engine and manifest.engine not in engines:
-        problems.append(f"key 'engine': {manifest.engine!r} is not defined (known: "
-                        f"{', '.join(sorted(engines))}); add it under engines: in aq.yaml")
-    if manifest.profile and manifest.profile not in profiles:
-        problems.append(f"key 'profile': {profile_problem(manifest, profiles)}")
-    elif manifest.profile and (refused := profile_problem(manifest, profiles)):
-        problems.append(f"key 'yolo': {refused}")
-    problems += [f"key 'capabilities': {problem}" for req in manifest.capabilities
-                 if (problem := check_requirement(req))]
+def _job_setting_problems(manifest: Manifest) -> list[str]:
+    problems = [f"key 'capabilities': {problem}" for req in manifest.capabilities
+                if (problem := check_requirement(req))]
     if manifest.allowed_scope is not None and (bad := check_globs(manifest.allowed_scope)):
         problems.append(f"key 'allowed-scope': {bad}")
-    review = manifest.review  # its review job would wait in the inbox forever, and the job too
-    if review is not None and review.profile and review.profile not in profiles:
-        problems.append(f"key 'review': profile {review.profile!r} does not exist (known: "
-                        f"{', '.join(sorted(profiles)) or 'none'}); add profiles/{review.profile}.md")
-    if review is not None and review.engine and review.engine not in engines:
-        problems.append(f"key 'review': engine {review.engine!r} is not defined (known: "
-                        f"{', '.join(sorted(engines))}); add it under engines: in aq.yaml")
     return problems
 
 
@@ -208,13 +184,7 @@ def fsck(queue: Queue, *, history: bool) -> FsckResult:
     # for a job the ref holds is named as not beside its file
     problems += _archive_ref_problems(queue, places)
     problems += _stray_event_logs(listed, places, "HEAD") + _full_folders(listed, "HEAD")
-    events_dir = queue.qdir / EVENTS_DIR
-    for path in sorted(events_dir.glob("*.jsonl")) if events_dir.is_dir() else []:
-        bad = bad_event_lines(path)
-        if bad:
-            problems.append(f"{queue.relative(path)}: line {bad[0]} is not a readable event "
-                            f"({len(bad)} such line(s))")
-    problems += _committed_links(queue) + _log_folders(queue) + _refused(queue)
+    problems += _event_log_problems(queue, None) + _committed_links(queue) + _refused(queue)
     commits = 1
     if history:
         commits, found = _fsck_history(queue)

@@ -31,6 +31,7 @@ from aq.store.queue import Queue
 from aq.store.snapshot import Job
 from aq.store.tx import Tx
 from aq.usecases.listing import Capabilities, assess_inbox
+from aq.usecases.routes import undefined_engine, unserved_class
 from aq.usecases.tracker_posts import owed_posts
 
 
@@ -153,11 +154,9 @@ def _check_review(queue: Queue, fields: Mapping[str, Any], source: str, hint: st
 
 def _need_engine(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
     """Refuse an engine name (`what` says where it was given) that aq.yaml does not define."""
-    engines, name = queue.config.engines, _named(name)
-    if isinstance(name, str) and name not in engines:
-        raise ManifestError(source, f"{what} {name!r} is not defined (known: "
-                            f"{', '.join(sorted(engines))}): add it under engines: in aq.yaml{hint}",
-                            key)
+    name = _named(name)
+    if isinstance(name, str) and (line := undefined_engine(queue.config, name, what)):
+        raise ManifestError(source, f"{line}{hint}", key)
 
 
 def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, hint: str) -> None:
@@ -181,8 +180,7 @@ def _need_class(queue: Queue, fields: Mapping[str, Any], source: str, hint: str)
     if not isinstance(klass, str) or fields.get("engine") is not None:
         return
     found = queue.profiles().found.get(profile) if isinstance(profile, str) else None
-    unserved = Routing(engine_classes=queue.config.engine_classes).unserved(klass, found)
-    if unserved:
+    if unserved := unserved_class(queue.config, klass, found):
         raise ManifestError(source, f"{unserved}{hint}", "engine-class")
 
 
@@ -191,7 +189,8 @@ def _check_samples(queue: Queue, fields: Mapping[str, Any], source: str, hint: s
     become the job's) and a verify (the first sample it passes wins)."""
     engines = fields.get("engines")
     names = [engines] if isinstance(engines, str) else engines if isinstance(engines, list) else []
-    for name in (part.strip() for item in names if isinstance(item, str) for part in item.split(",")):
+    for name in (part.strip() for item in map(_named, names) if isinstance(item, str)
+                 for part in item.split(",")):
         if name:
             _need_engine(queue, name, "engines: engine", "engines", source, hint)
     samples = fields.get("samples")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tests.helpers.cli import run_aq
+from aq.store.queue import Queue
+from tests.helpers.cli import aq_env, run_aq
 from tests.helpers.git import git_in
 from tests.helpers.queue import write, write_job
 
@@ -39,7 +43,7 @@ def test_lint_names_every_engine_a_job_could_be_routed_to_that_does_not_exist(qu
     ran = run_aq("lint", cwd=queue_root)
     assert ran.returncode == 1
     known = ("(known: aider, amp, claude, codex, copilot, cursor-agent, devin, gemini, goose, "
-             "opencode, qwen, shell); add it under engines: in aq.yaml")
+             "opencode, qwen, shell): add it under engines: in aq.yaml")
     classes = "list them in aq.yaml engine_classes or the profile's prefers-engine"
     assert ran.stdout.splitlines() == [
         f"aq.yaml: key 'engine_classes.fast': engine 'nosuch' is not defined {known}",
@@ -100,3 +104,47 @@ def test_lint_names_an_event_log_whose_job_file_is_gone_before_it_is_committed(
         "queue/.events/gone.jsonl: the event log of job gone, whose file is in no stage nor the "
         "archive: put the file back from git history (git log -- 'queue/*/gone.md'), or remove "
         "the log"])
+
+
+def test_lint_does_not_call_the_log_of_a_job_being_added_an_orphan(queue_root: Path) -> None:
+    """A job being added has its event log written before its file, under the queue's lock:
+    lint, which reads without the lock, said "remove the log" of a live job on a busy queue.
+    It now looks again under the lock before it names a log whose job is nowhere."""
+    queue = Queue(queue_root)
+    with queue.lock():
+        log = queue_root / "queue" / ".events" / "new.jsonl"
+        log.write_text('{"ts": "2026-12-06T00:00:00Z", "type": "added", "by": "me"}\n')
+        linting = subprocess.Popen([sys.executable, "-m", "aq", "lint"], cwd=queue_root,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=aq_env(None))
+        time.sleep(1.0)  # lint lists the logs and waits for the lock (on a slow machine it may
+        # not get so far, and then its listing sees the file: it must pass either way)
+        write_job(queue_root, "new")
+    out, err = linting.communicate(timeout=60)
+    assert (linting.returncode, out) == (0, ""), err
+
+
+def test_lint_names_a_retry_ladder_or_samples_engine_that_does_not_exist(queue_root: Path) -> None:
+    """aq add refused them; a job dropped into the inbox with them passed lint, and failed (or
+    ran a sample nowhere) only at run time."""
+    write_job(queue_root, "esc", retry={"max": 1, "escalate": ["nosuch"]})
+    write_job(queue_root, "sm", samples=2, engines=["gone", "shell"], repo=".", verify="true")
+    ran = run_aq("lint", cwd=queue_root)
+    known = ("(known: aider, amp, claude, codex, copilot, cursor-agent, devin, gemini, goose, "
+             "opencode, qwen, shell): add it under engines: in aq.yaml")
+    assert (ran.returncode, ran.stdout.splitlines()) == (1, [
+        f"queue/inbox/esc.md: key 'retry': retry.escalate: engine 'nosuch' is not defined {known}",
+        f"queue/inbox/sm.md: key 'engines': engines: engine 'gone' is not defined {known}"])
+
+
+def test_lint_with_a_broken_aq_yaml_still_checks_the_rest(queue_root: Path) -> None:
+    """A broken aq.yaml ended lint at its first job (the engine checks read it): the other
+    problems went unsaid and --json gave an error instead of the list."""
+    write_job(queue_root, "fine")
+    (queue_root / "queue" / "inbox" / "meant.md").mkdir()
+    config = queue_root / "aq.yaml"
+    config.write_text(config.read_text() + "\ntimeout: banana\n")
+    ran = run_aq("lint", cwd=queue_root)
+    assert ran.returncode == 1
+    assert [line.split(":")[0] for line in ran.stdout.splitlines()] == [
+        str(queue_root / "aq.yaml"), "queue/inbox/meant.md"], ran.stdout

@@ -21,6 +21,7 @@ FILES: dict[str, bytes] = {
     "number-engine.md": b"---\nengine: 123\n---\nRun it.\n",
     "number-profile.md": b"---\nprofile: 42\n---\nRun it.\n",
     "number-class.md": b"---\nengine-class: 7\n---\nRun it.\n",
+    "number-samples.md": b"---\nengines: [7, shell]\n---\nRun it.\n",
 }
 
 
@@ -32,6 +33,7 @@ FILES: dict[str, bytes] = {
     (["number-engine.md"], 1, "aq: number-engine.md: key 'engine': engine '123' is not defined"),
     (["number-profile.md"], 1, "aq: number-profile.md: key 'profile': profile '42' does not exist"),
     (["number-class.md"], 1, "aq: number-class.md: key 'engine-class': engine-class '7' names no engines"),
+    (["number-samples.md"], 1, "aq: number-samples.md: key 'engines': engines: engine '7' is not defined"),
     (["--body", "x", "--engine", "no-such-engine"], 2, "aq: --engine: engine 'no-such-engine' is not defined"),
     (["--body", "x", "--profile", "nope"], 2, "aq: --profile: profile 'nope' does not exist"),
     (["--body", "x", "--id", ""], 2, "aq: --id is empty: give a job id"),
@@ -64,7 +66,7 @@ def test_force_adds_a_job_whose_engine_is_not_defined_yet(queue_root: Path) -> N
     assert ran.returncode == 0, ran.stderr
     linted = run_aq("lint", cwd=queue_root)
     assert linted.returncode == 1
-    assert "queue/inbox/early.md: key 'engine': 'later-agent' is not defined" in linted.stdout + linted.stderr
+    assert "queue/inbox/early.md: key 'engine': engine 'later-agent' is not defined" in linted.stdout + linted.stderr
 
 
 def test_add_goes_through_a_stale_index_lock_a_killed_git_left(queue_root: Path) -> None:
