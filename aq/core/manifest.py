@@ -27,9 +27,9 @@ MAX_JOB_BYTES = 1 << 20
 
 def too_big(source: str, size: int | None) -> ManifestError:
     """A job of `size` bytes (None: more than read) refused."""
-    said = "more than" if size is None else f"{size / (1 << 20):.1f} MiB, over"
-    return ManifestError(source, f"{said} the 1 MiB a job file may be: put the material in a "
-                         "file of the repository and name it in the body")
+    said = "more than" if size is None else f"{size:,} bytes, over"
+    return ManifestError(source, f"{said} the 1 MiB ({MAX_JOB_BYTES:,} bytes) a job file may be: "
+                         "put the material in a file of the repository and name it in the body")
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,10 +114,10 @@ def open_regular(path: Path, rel: str | None = None) -> BinaryIO:
         raise
 
 
-def read_regular(path: Path, rel: str | None = None) -> bytes:
-    """The bytes of `path` if it is a regular file (see `open_regular`)."""
+def read_regular(path: Path, rel: str | None = None, limit: int = -1) -> bytes:
+    """The bytes of `path` if it is a regular file (see `open_regular`): its first `limit`."""
     with open_regular(path, rel) as handle:
-        return handle.read()
+        return handle.read(limit)
 
 
 def read_file(root: Path, path: Path, where: str = "the queue") -> bytes:

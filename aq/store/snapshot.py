@@ -332,7 +332,7 @@ class _Listing:
         job_id = name[:-3]
         rel = f"{rel_folder}/{name}"
         unread = None if entry.is_file(follow_symlinks=False) else entry_refusal(rel, entry)
-        if unread is None and not entry.is_file(follow_symlinks=False):
+        if unread is None and entry.is_dir(follow_symlinks=False):
             self.problems.append(f"{rel}: a folder where a job file belongs; aq reads no folders "
                                  f"in {rel_folder}/: move it out of queue/")
             return

@@ -12,6 +12,7 @@ from aq.core.events import POSTED, Event, added, iso
 from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import Stage, allowed_actions
 from aq.core.manifest import (
+    MAX_JOB_BYTES,
     Manifest,
     content_key,
     parse_manifest,
@@ -302,8 +303,8 @@ def show_job(queue: Queue, ref: str, *, now: datetime, capabilities: Capabilitie
     if job.manifest is not None:
         profile = queue.profiles().found.get(job.manifest.profile) if job.manifest.profile else None
         resolved = resolve_settings(queue, job.manifest, profile)
-    try:  # a job file that is a link is never read: job.error says so
-        text = read_regular(job.path, job_file(job)).decode("utf-8", "replace")
+    try:  # a job file that is a link is never read, nor one too big beyond its start: job.error says so
+        text = read_regular(job.path, job_file(job), MAX_JOB_BYTES).decode("utf-8", "replace")
     except (OSError, AqError):
         text = ""
     events = tuple(read_events(job.events_path))  # an archived job's are in its archive part

@@ -60,9 +60,9 @@ def _guarded(command: Callable[[], int]) -> NoReturn:
 
 # what to do about the system's refusals a person can mend (errno -> the advice)
 _OS_ADVICE = {
-    "EROFS": "run aq where the queue and its .git can be written",
-    "EACCES": "aq writes the queue's files and .git/aq: check their owner and mode",
-    "EPERM": "aq writes the queue's files and .git/aq: check their owner and mode",
+    "EROFS": "aq must write there: run it where that file system can be written",
+    "EACCES": "aq must read or write there: check the owner and mode of the file and its folder",
+    "EPERM": "aq must read or write there: check the owner and mode of the file and its folder",
     "ENOSPC": "free some space and run it again",
     "EDQUOT": "free some space and run it again",
 }

@@ -138,20 +138,21 @@ def test_a_review_gate_naming_what_is_not_there_is_refused_and_lint_names_it(
 
 def test_a_job_over_a_mebibyte_is_refused_unread_wherever_it_comes_from(queue_root: Path) -> None:
     """A log pasted as a job: from a file or stdin, add refuses it in one line; dropped into the
-    inbox, it is a job no worker runs, named by lint, and nobody reads it whole. (With no cap a
-    3 GB file ran every reader out of memory.)"""
+    inbox, it is a job no worker runs, named by lint, and ls, lint, show and workers never read
+    it whole. (With no cap a 3 GB file ran every reader out of memory.)"""
     big = "---\ntitle: Pasted\n---\n" + "a line of a pasted log\n" * 50_000  # 1.1 MiB
     (queue_root / "big.md").write_text(big)
-    tail = "over the 1 MiB a job file may be: put the material in a file of the repository and " \
-           "name it in the body"
+    tail = "the 1 MiB (1,048,576 bytes) a job file may be: put the material in a file of the " \
+           "repository and name it in the body"
     ran = run_aq("add", "big.md", cwd=queue_root)
-    assert (ran.returncode, ran.stderr) == (1, f"aq: big.md: 1.1 MiB, {tail}\n")
+    assert (ran.returncode, ran.stderr) == (1, f"aq: big.md: 1,150,022 bytes, over {tail}\n")
     ran = run_aq("add", "-", input=big, cwd=queue_root)
-    assert (ran.returncode, ran.stderr) == (1, "aq: stdin: more than the 1 MiB a job file may be: "
-                                            "put the material in a file of the repository and "
-                                            "name it in the body\n")
+    assert (ran.returncode, ran.stderr) == (1, f"aq: stdin: more than {tail}\n")
     assert list((queue_root / "queue" / "inbox").glob("*.md")) == []
     (queue_root / "queue" / "inbox" / "big.md").write_text(big)
     linted = run_aq("lint", cwd=queue_root)
-    assert (linted.returncode, linted.stdout) == (1, f"queue/inbox/big.md: 1.1 MiB, {tail}\n")
+    assert (linted.returncode, linted.stdout) == (
+        1, f"queue/inbox/big.md: 1,150,022 bytes, over {tail}\n")
+    shown = run_aq("show", "big", cwd=queue_root)
+    assert shown.returncode == 0 and f"1,150,022 bytes, over {tail}" in shown.stdout + shown.stderr
     assert run_aq("next", cwd=queue_root).stdout == "nothing to take\n"

@@ -131,17 +131,19 @@ def test_a_read_only_or_full_disk_is_one_line_saying_what_to_do(tmp_path: Path) 
     if ran is None:
         pytest.skip("needs user and mount namespaces (unshare -rm) to mount a read-only or full disk")
     assert ran.stderr.splitlines() == [
-        f"aq: {ro}/q/.git/aq: Read-only file system: run aq where the queue and its .git can be "
-        "written",
+        f"aq: {ro}/q/.git/aq: Read-only file system: aq must write there: run it where that file "
+        "system can be written",
         "aq: No space left on device: free some space and run it again"], ran.stderr
     assert ran.stdout.splitlines() == ["rc=1", "rc=1", "no jobs"]  # nothing half-written
 
 
 @pytest.mark.parametrize(("code", "advice"), [
-    (errno.EACCES, "aq writes the queue's files and .git/aq: check their owner and mode"),
+    (errno.EACCES, "aq must read or write there: check the owner and mode of the file and its "
+                   "folder"),
     (errno.EDQUOT, "free some space and run it again"),
 ])
 def test_an_os_refusal_a_person_can_mend_says_how(code: int, advice: str) -> None:
+    """The advice fits any file aq touches (the queue, its state, the repository caches)."""
     err = OSError(code, os.strerror(code), "/q/queue/inbox/a.md")
     assert os_line(err) == f"/q/queue/inbox/a.md: {os.strerror(code)}: {advice}"
     assert os_line(OSError(errno.EIO, os.strerror(errno.EIO))) == os.strerror(errno.EIO)
