@@ -76,9 +76,10 @@ class CommandTracker:
 
     def _item(self, data: Mapping[str, Any], ident: str) -> Item:
         fields = self.settings.fields
-        labels = _pick(data, "labels", fields) or ()
-        if isinstance(labels, str):
-            labels = [part.strip() for part in labels.split(",") if part.strip()]
+        labels = self._labels(_pick(data, "labels", fields), ident)
+        for key in ("title", "body"):
+            if not _scalar(value := _pick(data, key, fields)) and value is not None:
+                raise self._not_text(ident, key, value)
         status = _pick(data, "status", fields)
         if isinstance(status, dict):
             status = status.get("name")
@@ -89,13 +90,31 @@ class CommandTracker:
             ref=Ref("cmd", ident, self.settings.name),
             title=str(_pick(data, "title", fields) or ""),
             body=str(_pick(data, "body", fields) or "").replace("\r\n", "\n").strip(),
-            labels=tuple(str(label.get("name") if isinstance(label, dict) else label) for label in labels),
+            labels=labels,
             priority=our_priority(priority, self.settings.priorities),
             status=str(status) if status is not None else None,
             open=str(status or "").lower() not in {*self.settings.closed,
                                                    self.settings.statuses.get(DONE, "").lower()} - {""},
             url=str(_pick(data, "url", fields) or "") or None,
         )
+
+    def _labels(self, raw: object, ident: str) -> tuple[str, ...]:
+        """An item's labels: a list of names (or of objects with a "name"), or names with commas
+        between."""
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        names = [label.get("name") if isinstance(label, dict) else label
+                 for label in (raw if isinstance(raw, list) else [[raw]])]
+        if all(_scalar(name) for name in names):
+            return tuple(str(name) for name in names)
+        raise self._not_text(ident, "labels", raw)
+
+    def _not_text(self, ident: str, key: str, value: object) -> TrackerError:
+        return TrackerError(f"cmd:{self.settings.name}: item {ident}'s {key!r} is "
+                            f"{json.dumps(value)[:60]}, not text: make the command print text "
+                            "(labels: a list of names, or names with commas between)")
 
     def _json(self, template: Sequence[str], values: Mapping[str, str], what: str) -> Any:
         out = self._run(template, values, what)
@@ -138,3 +157,7 @@ def _pick(data: object, name: str, fields: Mapping[str, str]) -> Any:
             return value
     return None
 
+
+def _scalar(value: object) -> bool:
+    """Text, or a number read as text: what a title, a body or a label may be."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)

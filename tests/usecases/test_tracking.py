@@ -470,6 +470,23 @@ def test_fields_are_read_at_the_dotted_paths_aq_yaml_names(queue_root: Path, tra
     assert (item.open, item.labels, item.body, item.url) == (False, ("a", "b", "c"), "", None)
 
 
+@pytest.mark.parametrize(("field", "value", "shown"), [
+    ("labels", 5, "5"), ("labels", True, "true"), ("labels", {"a": 1}, '{"a": 1}'),
+    ("labels", [None, "bug"], '[null, "bug"]'), ("labels", [{"id": 3}], '[{"id": 3}]'),
+    ("title", {"a": 1}, '{"a": 1}'), ("body", ["x"], '["x"]')])
+def test_an_item_field_of_the_wrong_kind_is_a_tracker_error_not_an_internal_one(
+        queue_root: Path, tracker: FakeTracker, field: str, value: object, shown: str) -> None:
+    """`"labels": 5` from a tracker's command was an internal error (an int iterated), and a
+    title given as an object became the title "{'a': 1}"."""
+    adapter = tracker.adapter(queue_root)
+    tracker.put("9", {"id": "9", "title": "t", "body": "b", field: value})
+    with pytest.raises(TrackerError) as caught:
+        adapter.fetch(Ref("cmd", "9", "fake"))
+    assert str(caught.value) == (
+        f"cmd:fake: item 9's {field!r} is {shown}, not text: make the command print text "
+        "(labels: a list of names, or names with commas between)")
+
+
 def test_the_text_is_one_argument_never_seen_by_a_shell(queue_root: Path, tracker: FakeTracker) -> None:
     """Quotes, newlines, $(...) and placeholders in a comment reach the tracker as one argument, unchanged."""
     text = "it's \"done\"\nsecond line $(touch pwned) `touch pwned2` $HOME {id} {status} {text}"
