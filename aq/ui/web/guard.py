@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -124,7 +124,9 @@ async def _refuse(send: Send, status: int, line: str) -> None:
 async def _with_cookie(send: Send, scope: Scope, query: dict[str, str], token: str) -> None:
     """The token came in the address: keep it in a cookie and send the browser on without it."""
     rest = urlencode({k: v for k, v in query.items() if k != "token"})
-    path = str(scope.get("path") or "/")
+    # the decoded path, encoded again: a CR or LF must not reach the header, nor a backslash
+    # ('/\\host' is '//host' to a browser) or other text a browser may read its own way
+    path = quote(str(scope.get("path") or "/"), safe="/-._~!$&'()*+,;=:@")
     if not path.startswith("/") or path.startswith("//"):  # '//host' would leave this site
         path = "/"
     location = path + (f"?{rest}" if rest else "")

@@ -129,3 +129,15 @@ def test_the_token_redirect_never_leaves_this_site() -> None:
     status, headers, _ = call(guard, path="//evil.example/x", query=f"token={TOKEN}",
                               host="10.1.2.3:8765")
     assert status == 303 and headers["location"] == "/"
+
+
+@pytest.mark.parametrize(("path", "location"), [
+    ("/\\evil.example", "/%5Cevil.example"),  # '/\host' is '//host' to a browser
+    ("/\r\nSet-Cookie: x=1", "/%0D%0ASet-Cookie:%20x=1"),  # was a server traceback
+    ("/jobs/caf\u00e9", "/jobs/caf%C3%A9")])
+def test_the_token_redirect_sends_the_path_encoded(path: str, location: str) -> None:
+    """The decoded path went back into Location as it was: a backslash path left the site, a
+    CR LF made the server fail with a traceback, and non-ASCII went out unencoded."""
+    guard, _ = guarded("0.0.0.0", TOKEN)
+    status, headers, _ = call(guard, path=path, query=f"token={TOKEN}", host="10.1.2.3:8765")
+    assert status == 303 and headers["location"] == location
