@@ -96,3 +96,18 @@ class Outcome(StrEnum):
 
 
 NEVER_RETRIED = frozenset({Outcome.BUDGET_EXHAUSTED, Outcome.BUDGET_EXCEEDED})
+
+
+# A person's reason for a move or a halt: kept in an event log (and a commit message), so a
+# paragraph at most; a log pasted in its place would weigh on every read of the job.
+MAX_REASON = 2000
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why `reason` cannot be kept, or None."""
+    if len(reason) > MAX_REASON:
+        return (f"the reason is {len(reason):,} characters, over the {MAX_REASON:,} one may be: "
+                "say it in a few lines (put a long account in a file of the repository)")
+    if "\0" in reason:
+        return "the reason holds a NUL byte: write it as text"
+    return None

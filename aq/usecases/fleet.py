@@ -8,8 +8,8 @@ from datetime import datetime
 
 from aq.core.events import iso, parse_iso
 from aq.core.leases import watch_gap
-from aq.core.lifecycle import Stage
-from aq.errors import NotApplicable, RemoteUnreachable
+from aq.core.lifecycle import Stage, reason_problem
+from aq.errors import NotApplicable, RemoteUnreachable, UsageError
 from aq.store.layout import HALT_FILE
 from aq.store.queue import Queue
 from aq.store.sync import LeaseObserver
@@ -18,6 +18,9 @@ from aq.store.tx import Tx
 
 def halt(queue: Queue, *, reason: str, who: str, now: datetime) -> bool:
     """Create queue/HALT: no worker claims anything until `resume`. False if already halted."""
+    if problem := reason_problem(reason):
+        raise UsageError(problem)
+
     def change(tx: Tx) -> bool:
         if queue.halted() is not None:
             return False

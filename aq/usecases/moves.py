@@ -10,7 +10,7 @@ from datetime import datetime
 
 from aq.core.children import descendants, families
 from aq.core.events import iso, moved
-from aq.core.lifecycle import Action, Stage, check_move
+from aq.core.lifecycle import Action, Stage, check_move, reason_problem
 from aq.errors import JobNotFound, MoveRefused, UsageError
 from aq.store.queue import Queue
 from aq.store.tx import Tx
@@ -74,6 +74,8 @@ def record_move(queue: Queue, ref: str, action: Action, *, who: str, now: dateti
     post it owes a tracker item stays owed."""
     if action is Action.REJECT and not (reason or "").strip():  # every front end's rule
         raise UsageError("a reject needs a reason: say why (it is kept in the event log)")
+    if reason is not None and (problem := reason_problem(reason)):
+        raise UsageError(problem)
     job = queue.resolve(ref)
     job_id = job.id
     shipped: dict[str, object] = {}

@@ -22,17 +22,19 @@ MOVES = frozenset({"promote", "ship", "reject", "requeue", "cancel"})  # a perso
 
 async def move(request: Request) -> Response:
     body = await _body(request)
-    if body is None:
-        return _refused(400, "the request's body must be a JSON object")
+    if isinstance(body, str):
+        return _refused(400, body)
     action = request.path_params["action"]
     if action not in MOVES:
         return _refused(404, f"no move {action!r}: the moves are {', '.join(sorted(MOVES))}")
-    reason = str(body.get("reason") or "").strip() or None
+    reason, allow = body.get("reason"), body.get("allow_out_of_scope", False)
+    if not isinstance(reason, str | None) or not isinstance(allow, bool):
+        return _refused(400, "'reason' must be text and 'allow_out_of_scope' true or false")
+    reason = (reason or "").strip() or None
     if Action(action) is Action.REJECT and reason is None:
         return _refused(400, "a reject needs a reason: say why")
     return await _run(request, lambda queue, web: _move(queue, web, request.path_params["job"],
-                                                        Action(action), reason,
-                                                        bool(body.get("allow_out_of_scope"))))
+                                                        Action(action), reason, allow))
 
 
 async def refresh(request: Request) -> Response:
@@ -44,7 +46,12 @@ async def refresh(request: Request) -> Response:
 
 async def halt(request: Request) -> Response:
     body = await _body(request)
-    reason = str((body or {}).get("reason") or "").strip()
+    if isinstance(body, str):
+        return _refused(400, body)
+    reason = body.get("reason")
+    if not isinstance(reason, str | None):
+        return _refused(400, "'reason' must be text")
+    reason = (reason or "").strip()
     if not reason:
         return _refused(400, "a halt needs a reason: say why, so the fleet knows")
     from aq.usecases.fleet import halt as halt_queue
@@ -97,12 +104,21 @@ def _refused(status: int, message: str) -> Response:
     return JSONResponse({"ok": False, "error": message}, status_code=status)
 
 
-async def _body(request: Request) -> dict[str, Any] | None:
-    raw = await request.body()
+MAX_BODY = 64 * 1024  # a move's or a halt's JSON: a reason of a few lines, and a flag
+
+
+async def _body(request: Request) -> dict[str, Any] | str:
+    """The request's JSON object, or why it is none (a body bigger than any move needs is not
+    read beyond MAX_BODY)."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            return f"the request's body is over {MAX_BODY:,} bytes: a move needs a reason of a few lines"
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+        body = None
+    return body if isinstance(body, dict) else "the request's body must be a JSON object"

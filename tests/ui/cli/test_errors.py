@@ -147,3 +147,19 @@ def test_an_os_refusal_a_person_can_mend_says_how(code: int, advice: str) -> Non
     err = OSError(code, os.strerror(code), "/q/queue/inbox/a.md")
     assert os_line(err) == f"/q/queue/inbox/a.md: {os.strerror(code)}: {advice}"
     assert os_line(OSError(errno.EIO, os.strerror(errno.EIO))) == os.strerror(errno.EIO)
+
+
+def test_a_reason_longer_than_a_paragraph_is_refused_before_anything_is_kept(queue_root: Path) -> None:
+    """A reason goes into an event log and a commit message; a log pasted as one weighed on every
+    read of the job (and of the board) ever after."""
+    write_job(queue_root, "done", stage="review")
+    git_in(queue_root, "add", "-A")
+    git_in(queue_root, "commit", "-qm", "a job in review")
+    head = git_in(queue_root, "rev-parse", "HEAD")
+    line = ("aq: the reason is 2,001 characters, over the 2,000 one may be: say it in a few "
+            "lines (put a long account in a file of the repository)\n")
+    for args in (["reject", "done", "--reason", "x" * 2001], ["halt", "--reason", "x" * 2001]):
+        ran = run_aq(*args, cwd=queue_root)
+        assert (ran.returncode, ran.stderr) == (2, line), args
+    assert git_in(queue_root, "rev-parse", "HEAD") == head
+    assert not (queue_root / "queue" / "HALT").exists()

@@ -103,6 +103,13 @@ def test_a_move_from_the_web_is_recorded_as_its_person_via_web(served: Served,
     ("/jobs/done/explode", {}, 404, "no move 'explode'"),
     ("/jobs/nope/cancel", {}, 409, "no job 'nope'"),
     ("/jobs/done/cancel", "not json", 400, "must be a JSON object"),
+    # a string is not false: "false" shipped past the scope gate (bool of any text is true)
+    ("/jobs/done/ship", {"allow_out_of_scope": "false"}, 400,
+     "'allow_out_of_scope' true or false"),
+    ("/jobs/done/reject", {"reason": ["a"]}, 400, "'reason' must be text"),
+    # kept in the event log and the commit: 60 MB were, and the board then took 18 s
+    ("/jobs/done/reject", {"reason": "x" * 3000}, 409, "over the 2,000 one may be"),
+    ("/jobs/done/reject", {"reason": "x" * 70_000}, 400, "over 65,536 bytes"),
 ])
 def test_a_refused_move_says_why_in_one_line_and_changes_nothing(
         shared: tuple[Path, Served], path: str, body: object, status: int, said: str) -> None:
