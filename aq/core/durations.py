@@ -48,6 +48,14 @@ def parse_duration(value: object) -> float:
     return _at_most_a_century(value, total)
 
 
+def parse_positive_duration(value: object) -> float:
+    """A duration that must be more than nothing: a timeout, a lease, a poll."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration; expected {DURATION_EXAMPLES}")
+    return seconds
+
+
 def _at_most_a_century(value: object, seconds: float) -> float:
     if seconds != seconds:
         raise ValueError(f"{value!r} is not {DURATION_EXAMPLES}")

@@ -10,7 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aq.core.durations import DURATION_EXAMPLES, parse_duration, parse_money, parse_size
+from aq.core.durations import (
+    parse_duration,
+    parse_money,
+    parse_positive_duration,
+    parse_size,
+)
 from aq.core.ids import is_job_id
 from aq.errors import ManifestError
 
@@ -153,13 +158,6 @@ def _bool(value: object) -> bool:
     raise ValueError(f"{value!r} is not true or false")
 
 
-def _positive_duration(value: object) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"{value!r} is not a positive duration; expected {DURATION_EXAMPLES}")
-    return seconds
-
-
 def _str_list(value: object) -> tuple[str, ...]:
     """A YAML list of strings, or one string with items separated by commas."""
     if isinstance(value, str):
@@ -254,7 +252,7 @@ def _budget(value: object) -> Budget:
     fields = {str(key): item for key, item in value.items()}
     _reject_unknown(fields, ("wall", "usd", "tokens"), "budget.")
     return Budget(
-        wall=_positive_duration(fields["wall"]) if "wall" in fields else None,
+        wall=parse_positive_duration(fields["wall"]) if "wall" in fields else None,
         usd=parse_money(fields["usd"]) if "usd" in fields else None,
         tokens=parse_size(fields["tokens"]) if "tokens" in fields else None,
     )
@@ -324,7 +322,7 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "cwd": ("cwd", _one_line),
     "yolo": ("yolo", _bool),
     "lock": ("lock", _one_line),
-    "timeout": ("timeout", _positive_duration),
+    "timeout": ("timeout", parse_positive_duration),
     "verify": ("verify", _text),
     "profile": ("profile", _name),
     "engine-class": ("engine_class", _name),

@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from aq.core.durations import parse_positive_duration
 from aq.core.manifest import (
     Manifest,
     ReviewGate,
     _bool,
     _name,
     _one_line,
-    _positive_duration,
     _review_policy,
     _ship,
     _str_list,
@@ -82,7 +82,7 @@ _CHECKERS: dict[str, tuple[str, Any]] = {
     "prefers-engine": ("prefers_engine", _str_list),
     "allowed-scope": ("allowed_scope", _str_list),
     "review-policy": ("review_policy", _review_policy),
-    "timeout": ("timeout", _positive_duration),
+    "timeout": ("timeout", parse_positive_duration),
     "allow-yolo": ("allow_yolo", _bool),
     "repo": ("repo", _one_line),
     "base": ("base", _one_line),

@@ -6,8 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aq.core.durations import parse_duration, parse_money, parse_size
-from aq.core.manifest import DEFAULT_RETRY_ON, RETRY_ON, Manifest, ReviewGate, _ship, review_gate
+from aq.core.durations import parse_duration, parse_money, parse_positive_duration, parse_size
+from aq.core.manifest import (
+    DEFAULT_RETRY_ON,
+    RETRY_ON,
+    Manifest,
+    ReviewGate,
+    _ship,
+    _text,
+    review_gate,
+)
 from aq.errors import ConfigError
 from aq.infra.confine import describe, read_regular
 from aq.infra.files import StatCache, signature
@@ -339,14 +347,15 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
             except ValueError as err:
                 raise ConfigError(f"{source}: key '{key}': {err}") from None
 
-    for key in ("timeout", "kill_grace", "lease_ttl", "heartbeat_interval", "poll", "prefer_window",
-                "log_retention", "archive_after"):
+    for key in ("kill_grace", "prefer_window", "log_retention", "archive_after"):
         take(key, parse_duration)
+    for key in ("timeout", "lease_ttl", "heartbeat_interval", "poll"):  # 0: every job times out,
+        take(key, parse_positive_duration)  # or a worker spins
     for key in ("log_max", "artifact_max"):
         take(key, parse_size)
     take("max_reclaims", _positive_int)
-    take("default_engine", str)
-    take("remote", str)
+    take("default_engine", _text)
+    take("remote", _text)
     retry = raw.get("retry") or {}
     if not isinstance(retry, dict):
         raise ConfigError(f"{source}: key 'retry': expected {{max: 0, backoff: 5m, on: [...]}}")
@@ -361,9 +370,9 @@ def parse_config(raw: Any, source: str = CONFIG_NAME) -> QueueConfig:
         except ValueError as err:
             raise ConfigError(f"{source}: key 'retry.{key}': {err}") from None
     values["engine_classes"] = _engine_classes(raw.get("engine_classes"), source)
-    take("repo", str)
-    take("base", str)
-    take("workspaces_dir", str)
+    take("repo", _text)
+    take("base", _text)
+    take("workspaces_dir", _text)
     take("ship", _ship_mode)
     take("review", review_gate)
     values["engine_settings"] = _engines(raw.get("engines") or {}, source)

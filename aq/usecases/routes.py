@@ -28,11 +28,14 @@ def unserved_class(config: QueueConfig, engine_class: str, profile: Profile | No
 
 
 def setting_problems(config: QueueConfig, profiles: Mapping[str, Profile]) -> list[str]:
-    """Engines named in aq.yaml's engine_classes and in profiles that aq.yaml does not define
-    (a job routed to one fails at run time), and a profile's engine-class that names none."""
-    problems = [f"{CONFIG_NAME}: key 'engine_classes.{klass}': {line}"
-                for klass, names in sorted(config.engine_classes.items()) for name in names
-                if (line := undefined_engine(config, name))]
+    """Engines named in aq.yaml (its default_engine, its engine_classes) and in profiles that
+    aq.yaml does not define (a job routed to one fails at run time), and a profile's
+    engine-class that names none."""
+    problems = [f"{CONFIG_NAME}: key 'default_engine': {line}"
+                for line in [undefined_engine(config, config.default_engine)] if line]
+    problems += [f"{CONFIG_NAME}: key 'engine_classes.{klass}': {line}"
+                 for klass, names in sorted(config.engine_classes.items()) for name in names
+                 if (line := undefined_engine(config, name))]
     for name, profile in sorted(profiles.items()):
         source = f"{PROFILES_DIR}/{name}.md"
         problems += [f"{source}: key '{key}': {line}"

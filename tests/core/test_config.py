@@ -107,6 +107,15 @@ def test_engines_are_added_and_override_built_ins() -> None:
         ("prices: {m1: {input: cheap}}", f"{SOURCE}: prices"),
         ("budget: {usd_per_week: 5}", f"{SOURCE}: unknown key 'budget.usd_per_week'"),
         ("budget: {usd_per_day: lots}", f"{SOURCE}: key 'budget.usd_per_day'"),
+        # accepted: an idle worker spun at 74% of a core, every job timed out at once
+        ("poll: 0s", f"{SOURCE}: key 'poll': '0s' is not a positive duration"),
+        ("timeout: 0s", f"{SOURCE}: key 'timeout': '0s' is not a positive duration"),
+        ("lease_ttl: 0", f"{SOURCE}: key 'lease_ttl': 0 is not a positive duration"),
+        ("heartbeat_interval: 0s", f"{SOURCE}: key 'heartbeat_interval': '0s' is not a positive"),
+        # accepted as the text of a list: aq doctor showed the folder "['a']/..."
+        ("workspaces_dir: [a]", f"{SOURCE}: key 'workspaces_dir': ['a'] is not text"),
+        ("repo: {url: x}", f"{SOURCE}: key 'repo': {{'url': 'x'}} is not text"),
+        ("default_engine: [claude]", f"{SOURCE}: key 'default_engine': ['claude'] is not text"),
     ],
 )
 def test_bad_config_names_key_value_and_expectation(text: str, expected: str) -> None:

@@ -35,7 +35,8 @@ def test_lint_names_every_engine_a_job_could_be_routed_to_that_does_not_exist(qu
     job (or never picked it), and lint said nothing."""
     config = queue_root / "aq.yaml"
     config.write_text(config.read_text().replace(
-        "\n  coding-agent: [", "\n  fast: [shell, nosuch]\n  coding-agent: [", 1))
+        "\n  coding-agent: [", "\n  fast: [shell, nosuch]\n  coding-agent: [", 1).replace(
+        "default_engine: shell", "default_engine: absent"))
     write(queue_root, "profiles/p.md", "---\nengine: gone\nprefers-engine: [zzz]\n---\n")
     write(queue_root, "profiles/q.md", "---\nengine-class: unlisted\n---\n")
     write_job(queue_root, "odd", engine_class="oracle")
@@ -46,13 +47,14 @@ def test_lint_names_every_engine_a_job_could_be_routed_to_that_does_not_exist(qu
              "opencode, qwen, shell): add it under engines: in aq.yaml")
     classes = "list them in aq.yaml engine_classes or the profile's prefers-engine"
     assert ran.stdout.splitlines() == [
+        f"aq.yaml: key 'default_engine': engine 'absent' is not defined {known}",
         f"aq.yaml: key 'engine_classes.fast': engine 'nosuch' is not defined {known}",
         f"profiles/p.md: key 'engine': engine 'gone' is not defined {known}",
         f"profiles/p.md: key 'prefers-engine': engine 'zzz' is not defined {known}",
         f"profiles/q.md: key 'engine-class': engine-class 'unlisted' names no engines: {classes}",
         f"queue/inbox/odd.md: key 'engine-class': engine-class 'oracle' names no engines: {classes}",
     ], ran.stdout
-    assert ran.stderr.strip() == "2 jobs, 5 problem(s)"
+    assert ran.stderr.strip() == "2 jobs, 6 problem(s)"
 
 
 def test_add_refuses_an_engine_class_that_names_no_engines_unless_forced(queue_root: Path) -> None:
