@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aq.core.manifest import Manifest
+from aq.core.manifest import Manifest, ReviewGate
 from aq.core.profile import Profile, profile_problem
 from aq.core.scheduler import Routing
 from aq.store.config import CONFIG_NAME, QueueConfig
@@ -36,8 +36,12 @@ def setting_problems(config: QueueConfig, profiles: Mapping[str, Profile]) -> li
     problems += [f"{CONFIG_NAME}: key 'engine_classes.{klass}': {line}"
                  for klass, names in sorted(config.engine_classes.items()) for name in names
                  if (line := undefined_engine(config, name))]
+    problems += [f"{CONFIG_NAME}: key 'review': {line}"
+                 for line in _missing_reviewer(config.review, profiles, config)]
     for name, profile in sorted(profiles.items()):
         source = f"{PROFILES_DIR}/{name}.md"
+        problems += [f"{source}: key 'review': {line}"
+                     for line in _missing_reviewer(profile.review, profiles, config)]
         problems += [f"{source}: key '{key}': {line}"
                      for key, named in (("engine", (profile.engine,)),
                                         ("prefers-engine", profile.prefers_engine))
@@ -58,10 +62,8 @@ def job_problems(manifest: Manifest, profiles: Mapping[str, Profile],
         problems.append(f"key 'profile': {profile_problem(manifest, profiles)}")
     elif manifest.profile and (refused := profile_problem(manifest, profiles)):
         problems.append(f"key 'yolo': {refused}")
-    review = manifest.review  # its review job would wait in the inbox forever, and the job too
-    if review is not None and review.profile and review.profile not in profiles:
-        problems.append(f"key 'review': profile {review.profile!r} does not exist (known: "
-                        f"{', '.join(sorted(profiles)) or 'none'}); add profiles/{review.profile}.md")
+    review = manifest.review
+    problems += [f"key 'review': {line}" for line in _missing_reviewer(review, profiles)]
     if config is None:
         return problems
     named = [("engine", "engine", manifest.engine),
@@ -74,4 +76,20 @@ def job_problems(manifest: Manifest, profiles: Mapping[str, Profile],
     if manifest.engine is None and manifest.engine_class is not None and (line := unserved_class(
             config, manifest.engine_class, profiles.get(manifest.profile or ""))):
         problems.append(f"key 'engine-class': {line}")
+    return problems
+
+
+def _missing_reviewer(review: ReviewGate | None, profiles: Mapping[str, Profile],
+                      config: QueueConfig | None = None) -> list[str]:
+    """A review gate's profile that does not exist (its review job would wait in the inbox
+    forever, and the job with it), and (given aq.yaml) its engine that is not defined."""
+    if review is None:
+        return []
+    problems = []
+    if review.profile and review.profile not in profiles:
+        problems.append(f"profile {review.profile!r} does not exist (known: "
+                        f"{', '.join(sorted(profiles)) or 'none'}); add profiles/{review.profile}.md")
+    if config is not None and review.engine and (
+            line := undefined_engine(config, review.engine, "review.engine")):
+        problems.append(line)
     return problems

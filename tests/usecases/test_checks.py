@@ -150,3 +150,24 @@ def test_lint_with_a_broken_aq_yaml_still_checks_the_rest(queue_root: Path) -> N
     assert ran.returncode == 1
     assert [line.split(":")[0] for line in ran.stdout.splitlines()] == [
         str(queue_root / "aq.yaml"), "queue/inbox/meant.md"], ran.stdout
+
+
+def test_lint_names_a_review_gate_of_a_profile_or_aq_yaml_naming_what_is_not_there(
+        queue_root: Path) -> None:
+    """A job took its review gate from its profile or aq.yaml, ran, passed its verify, and then
+    waited for ever on a review job no worker could pick; lint named it only after the run."""
+    write(queue_root, "profiles/checked.md", "---\nreview: {profile: nosuch, engine: gone}\n---\n")
+    config = queue_root / "aq.yaml"
+    config.write_text(config.read_text() + "\nreview: {profile: absent}\n")
+    ran = run_aq("lint", cwd=queue_root)
+    assert ran.returncode == 1
+    assert [line for line in ran.stdout.splitlines() if "'review'" in line] == [
+        "aq.yaml: key 'review': profile 'absent' does not exist (known: backend-engineer, checked, "
+        "developer, docs-writer, frontend-engineer, qa, reviewer, ui-designer, ux-designer); add "
+        "profiles/absent.md",
+        "profiles/checked.md: key 'review': profile 'nosuch' does not exist (known: "
+        "backend-engineer, checked, developer, docs-writer, frontend-engineer, qa, reviewer, "
+        "ui-designer, ux-designer); add profiles/nosuch.md",
+        "profiles/checked.md: key 'review': review.engine 'gone' is not defined (known: aider, amp, "
+        "claude, codex, copilot, cursor-agent, devin, gemini, goose, opencode, qwen, shell): add "
+        "it under engines: in aq.yaml"], ran.stdout
