@@ -68,6 +68,9 @@ def parse_ref(text: str) -> Ref:
     if not sep or not COMMAND_NAME.fullmatch(name) or not item.strip() or any(c.isspace() for c in item):
         raise UsageError(f"{text!r} is not a command tracker item: expected cmd:NAME:ID, NAME "
                          "being an adapter under trackers.cmd in aq.yaml")
+    if item.startswith("-"):  # the id is an argument of the adapter's commands, never an option
+        raise UsageError(f"{text!r} is not an item id aq hands to a command: it starts with "
+                         "'-', which the tracker's command would read as an option")
     return Ref("cmd", item, name)
 
 

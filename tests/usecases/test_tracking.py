@@ -101,6 +101,7 @@ def test_parse_ref_reads_each_kind_of_reference() -> None:
     ("cmd:jira:", "expected cmd:NAME:ID"),
     ("cmd:ji ra:1", "expected cmd:NAME:ID"),
     ("cmd:jira:a b", "expected cmd:NAME:ID"),
+    ("cmd:jira:--output=/etc/x", "starts with '-', which the tracker's command would read as an option"),
 ])
 def test_parse_ref_refuses_a_bad_reference_saying_what_a_good_one_is(text: str, expected: str) -> None:
     """A bad reference is a usage error quoting it and showing the shape expected, on one line."""

@@ -132,9 +132,13 @@ def test_children_declared_up_front_are_added_with_their_parent_in_one_commit(
      "gone is in shipped: a child is added while its parent is in inbox or building"),
     (("add", "--parent", "gone", "--id", "x", "--body", "echo x"), {}, ExitStatus.USAGE,
      "--id and --parent do not go together"),
+    (("spawn", "--engine", "nosuch", "--body", "echo x"), {"AQ_JOB_ID": "gone"}, ExitStatus.USAGE,
+     "--engine: engine 'nosuch' is not defined (known: aider, amp, claude, codex, copilot, "
+     "cursor-agent, devin, gemini, goose, opencode, qwen, shell): add it under engines: in aq.yaml\n"),
 ])
 def test_bad_spawns_are_one_line(queue_root: Path, aq: Aq, args: tuple[str, ...],
                                  env: dict[str, str], status: int, said: str) -> None:
+    """Each says what is wrong in one line (spawn offered add's --force, which it has not)."""
     write_job(queue_root, "gone", "echo", stage="shipped")
     ran = aq(*args, env=env)
     assert ran.returncode == status and said in ran.stderr, ran.stderr

@@ -48,24 +48,33 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a job to the inbox and print its id."""
+    _check_timeout(timeout)
+    options = {"title": title, "priority": priority, "deps": deps, "verify": verify,
+               "engine": engine, "profile": profile, "lock": lock, "timeout": timeout,
+               "idempotency-key": key, "cwd": cwd}
+    _add(file, body, options, (retry_max, retry_backoff), job_id=job_id, parent=parent,
+         queue=queue, as_json=as_json, hint=None if force else ", or add with --force")
+
+
+def _add(file: str | None, body: str | None, options: dict[str, str | None],
+         retry: tuple[int | None, str | None], *, job_id: str | None, parent: str | None,
+         queue: str | None, as_json: bool, hint: str | None) -> None:
+    """add and spawn: the job's names checked (unless `hint` is None: forced), saying `hint`
+    of how to add it anyway."""
     from aq.core.manifest import split_frontmatter
     from aq.usecases.jobs import check_names
 
-    _check_timeout(timeout)
     q = located(queue)
     text = _read_body(file, body)
     source = "the job body" if file is None else "stdin" if file == "-" else file
     # what the file says is content (refused: exit 1); what a flag says is the command line (2)
     front, text_body = split_frontmatter(text, source)
-    options = {"title": title, "priority": priority, "deps": deps, "verify": verify,
-               "engine": engine, "profile": profile, "lock": lock, "timeout": timeout,
-               "idempotency-key": key, "cwd": cwd}
-    fields, flags = _fields(dict(front), options, retry_max, retry_backoff)
+    fields, flags = _fields(dict(front), options, *retry)
     if job_id is not None and not job_id.strip():
         raise UsageError("--id is empty: give a job id, or leave --id out to make one from the title")
     try:
-        if not force:
-            check_names(q, fields, source, hint=", or add with --force")
+        if hint is not None:
+            check_names(q, fields, source, hint=hint)
         result = _added(q, text_body, fields, job_id, parent, source)
     except ManifestError as err:
         if err.key in flags:
@@ -124,10 +133,10 @@ def spawn(
     if not parent:
         raise UsageError("aq spawn runs inside a job's attempt (AQ_JOB_ID is not set): to add "
                          "a child from outside, use aq add --parent JOB")
-    add(file=file, body=body, title=title, job_id=None, priority=priority, deps=None,
-        verify=verify, engine=engine, profile=profile, lock=None, timeout=None, retry_max=None,
-        retry_backoff=None, key=key, cwd=None, force=False, parent=parent,
-        queue=os.environ.get("AQ_QUEUE"), as_json=as_json)
+    options = {"title": title, "priority": priority, "verify": verify, "engine": engine,
+               "profile": profile, "idempotency-key": key}
+    _add(file, body, options, (None, None), job_id=None, parent=parent,
+         queue=os.environ.get("AQ_QUEUE"), as_json=as_json, hint="")
 
 
 def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: int | None,
@@ -142,7 +151,7 @@ def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: i
             fields["retry"] = {**retry, key: value}
     if retry_max is not None or retry_backoff is not None:
         flags.add("retry")
-    deps = options["deps"]
+    deps = options.get("deps")
     if deps is not None:
         fields["deps"] = [d.strip() for d in deps.split(",") if d.strip()]
         if not fields["deps"]:

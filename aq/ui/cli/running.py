@@ -30,6 +30,7 @@ def run(
 ) -> None:
     """Work the queue: claim, run the engine, verify, move. Forever unless --once or --drain.
     On a terminal its last line says what it runs, for how long, and each log's last line."""
+    from aq.core.durations import format_duration
     from aq.worker.runner import Worker
 
     if once and drain:
@@ -37,7 +38,11 @@ def run(
     poll_s = _seconds("--poll", poll)
     ttl_s, beat_s = _seconds("--lease-ttl", lease_ttl), _seconds("--heartbeat", heartbeat)
     q = located(queue)
-    q.config  # noqa: B018 - a broken aq.yaml stops here, before any claim
+    ttl, beat = ttl_s or q.config.lease_ttl, beat_s or q.config.heartbeat_interval  # a broken
+    if beat is not None and beat >= ttl:  # aq.yaml stops here, before any claim
+        raise UsageError(f"a heartbeat every {format_duration(beat)} does not renew a lease of "
+                         f"{format_duration(ttl)} in time: make it shorter than the lease TTL, "
+                         "half or less (--heartbeat, or heartbeat_interval in aq.yaml)")
     mode = "once" if once else "drain" if drain else "forever"
     if worker is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", worker)
                                or ".." in worker or worker.endswith((".", ".lock"))):

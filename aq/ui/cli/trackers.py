@@ -40,7 +40,7 @@ def from_tracker(
     while it waits in the inbox."""
     import secrets
 
-    from aq.core.durations import parse_duration
+    from aq.core.durations import parse_positive_duration
     from aq.usecases.setup import who_am_i
     from aq.usecases.tracker_import import import_named, watch_imports
 
@@ -48,7 +48,7 @@ def from_tracker(
         raise UsageError("name tracker items (github:OWNER/REPO#N, backlog:TASK-N, cmd:NAME:ID) "
                          "or give --query")
     try:
-        interval = parse_duration(every)
+        interval = parse_positive_duration(every)  # 0: a watch that never rests
     except ValueError as err:
         raise UsageError(f"--every: {err}") from None
     q, who = located(queue), who_am_i()

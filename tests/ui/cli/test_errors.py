@@ -163,3 +163,18 @@ def test_a_reason_longer_than_a_paragraph_is_refused_before_anything_is_kept(que
         assert (ran.returncode, ran.stderr) == (2, line), args
     assert git_in(queue_root, "rev-parse", "HEAD") == head
     assert not (queue_root / "queue" / "HALT").exists()
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    # a lease expired before its renewal: every attempt was stopped as "lease lost"
+    (("run", "--once", "--heartbeat", "20m"), "aq: a heartbeat every 20m does not renew a lease "
+     "of 10m in time: make it shorter than the lease TTL, half or less (--heartbeat, or "
+     "heartbeat_interval in aq.yaml)\n"),
+    # a watch that never rests: it spun at 30% of a core
+    (("from-tracker", "cmd:x:1", "--watch", "--every", "0"), "aq: --every: '0' is not a positive "
+     "duration; expected a duration such as 90s, 45m, 2h or 1h30m\n"),
+])
+def test_timing_flags_that_cannot_work_are_refused(queue_root: Path, args: tuple[str, ...],
+                                                   said: str) -> None:
+    ran = run_aq(*args, cwd=queue_root)
+    assert (ran.returncode, ran.stderr) == (2, said)
