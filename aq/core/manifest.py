@@ -10,13 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aq.core.durations import (
-    parse_duration,
-    parse_money,
-    parse_positive_duration,
-    parse_size,
-)
+from aq.core.durations import parse_duration, parse_money, parse_positive_duration, parse_size
 from aq.core.ids import is_job_id
+from aq.core.requirements import check_requirement
 from aq.errors import ManifestError
 
 PRIORITIES = ("critical", "high", "medium", "low")
@@ -167,6 +163,15 @@ def _str_list(value: object) -> tuple[str, ...]:
     else:
         raise ValueError(f"{value!r} is not a list")
     return tuple(_one_line(item) for item in items)
+
+
+def _capabilities(value: object) -> tuple[str, ...]:
+    """Requirements a worker must have, each well formed (`a b` would match no worker ever)."""
+    names = _str_list(value)
+    for name in names:
+        if problem := check_requirement(name):
+            raise ValueError(problem)
+    return names
 
 
 def _priority(value: object) -> str:
@@ -326,7 +331,7 @@ _CHECKERS: dict[str, tuple[str, Callable[[object], Any]]] = {
     "verify": ("verify", _text),
     "profile": ("profile", _name),
     "engine-class": ("engine_class", _name),
-    "capabilities": ("capabilities", _str_list),
+    "capabilities": ("capabilities", _capabilities),
     "prefers": ("prefers", _str_list),
     "priority": ("priority", _priority),
     "budget": ("budget", _budget),

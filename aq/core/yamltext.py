@@ -4,7 +4,7 @@ YAML 1.1 (PyYAML's default) reads `on`, `off`, `yes`, `no` as booleans, so `retr
 would lose its key and an unknown key `yes:` would be reported as `True`. It reads
 `2026-01-01` as a date, `10:30` as the number 630 (base 60), `010` as 8 (octal) and `1_000` as
 1000: a lock, an engine's name or a duration became something else. Here only true/false are
-booleans, numbers are plain decimals (`0`, `-12`, `1.5`, `2e3`, `.inf`), and the rest is text.
+booleans, numbers are plain decimals (`0`, `-12`, `1.5`, `2.5e3`, `.inf`), and the rest is text.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 # YAML 1.2's core schema, but a leading zero keeps a number text (`010` is a name, not 10)
 _Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(_FLOAT, re.compile(
-    r"^(?:[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+_Loader.add_implicit_resolver(_FLOAT, re.compile(  # with a point, as YAML 1.1 asks: 0E0 is text
+    r"^(?:[-+]?(?:0|[1-9][0-9]*)\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?"
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+.0123456789"))
 
 

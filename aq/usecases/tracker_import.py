@@ -23,6 +23,7 @@ from aq.store.snapshot import Job, Snapshot
 from aq.store.tx import Tx
 from aq.trackers import open_tracker
 from aq.trackers.base import Item, TrackerError, our_priority, parse_ref
+from aq.usecases.jobs import check_names
 from aq.usecases.tracker_delivery import Trackers
 
 LABEL_KEYS = {"profile": "profile", "priority": "priority", "engine": "engine", "lock": "lock"}
@@ -52,14 +53,24 @@ def job_fields(item: Item) -> dict[str, Any]:
     return fields
 
 
-def item_text(item: Item) -> tuple[str, Manifest]:
-    """The job file an item makes, and its manifest (a bad label is an error naming the item)."""
-    text = render_manifest(job_fields(item), item.body.strip() or item.title.strip() or str(item.ref))
+_FROM_LABELS = {*LABEL_KEYS.values(), "capabilities"}
+
+
+def item_text(item: Item, queue: Queue | None = None) -> tuple[str, Manifest]:
+    """The job file an item makes, and its manifest (an error names the item, and its labels
+    when they set the key); given the `queue`, the engine and profile its labels name must be
+    there, as `aq add` checks."""
+    fields = job_fields(item)
+    text = render_manifest(fields, item.body.strip() or item.title.strip() or str(item.ref))
     try:
-        return text, parse_manifest("imported-job", text, str(item.ref))
+        manifest = parse_manifest("imported-job", text, str(item.ref))
+        if queue is not None:
+            check_names(queue, fields, str(item.ref))
     except ManifestError as err:
-        raise ManifestError(str(item.ref), f"{err.problem} (from the item's labels: fix them in "
-                            "the tracker)", err.key) from None
+        where = "the item's labels: fix them" if err.key in _FROM_LABELS else "the item: fix it"
+        raise ManifestError(str(item.ref), f"{err.problem} (from {where} in the tracker)",
+                            err.key) from None
+    return text, manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +114,7 @@ def import_items(queue: Queue, items: Sequence[Item], *, now: datetime, who: str
             continue
         seen.add(str(item.ref))
         try:
-            ready.append((index, item, *item_text(item)))
+            ready.append((index, item, *item_text(item, queue)))
         except AqError as err:  # a ManifestError names the item itself
             results[index] = Imported(str(item.ref), "failed", str(err))
 

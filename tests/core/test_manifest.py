@@ -399,7 +399,8 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[tuple[object, str, object]]] = {
     "verify": ONE_LINE.map(lambda t: (t, "verify", t.strip())),
     "profile": NAME.map(lambda n: (n, "profile", n)),
     "engine-class": NAME.map(lambda n: (n, "engine_class", n)),
-    "capabilities": _strings(ONE_LINE).map(lambda v: (v[0], "capabilities", v[1])),
+    "capabilities": _strings(st.from_regex(r"[a-z][a-z0-9]{0,7}(:[a-z0-9]{1,8})?", fullmatch=True)).map(
+        lambda v: (v[0], "capabilities", v[1])),
     "prefers": _strings(ONE_LINE).map(lambda v: (v[0], "prefers", v[1])),
     "priority": PRIORITY.map(lambda p: (p[0], "priority", p[1])),
     "budget": budget_fields().map(lambda b: (b[0], "budget", b[1])),
@@ -460,3 +461,11 @@ def test_negative_budget_usd_is_refused() -> None:
     message = error_of("budget: {usd: -5}")
     assert "key 'budget'" in message
     assert "-5" in message
+
+
+def test_a_malformed_capability_is_refused_where_the_job_is_read() -> None:
+    """`capabilities: ["a b"]` matched no worker ever: aq add took it (lint named it), and a
+    tracker label cap:"a b" made such a job."""
+    assert error_of('capabilities: ["a b"]') == (
+        f"{SOURCE}: key 'capabilities': capability 'a b': holds a space; a capability is one "
+        "word such as has:docker")

@@ -241,6 +241,30 @@ def test_a_bad_label_fails_that_item_only(linked: Queue, tracker: FakeTracker) -
         "cmd:fake:1", "cmd:fake:3"]
 
 
+@pytest.mark.parametrize(("labels", "body", "said"), [
+    # once made jobs aq add refuses: run at last, they failed engine_missing or waited for ever
+    (("engine:nosuch",), "echo", "key 'engine': engine 'nosuch' is not defined"),
+    (("profile:nosuch",), "echo", "key 'profile': profile 'nosuch' does not exist"),
+    (("cap:a b",), "echo", "key 'capabilities': capability 'a b': holds a space"),
+])
+def test_an_item_whose_labels_name_what_add_refuses_fails_alone(
+        linked: Queue, tracker: FakeTracker, labels: tuple[str, ...], body: str, said: str) -> None:
+    ref = tracker.add("1", "first", body, labels=labels)
+    [result] = imports(linked, ref)
+    assert result.failed and result.message.startswith(f"{ref}: {said}"), result.message
+    assert result.message.endswith("(from the item's labels: fix them in the tracker)")
+    assert not linked.snapshot().jobs
+
+
+def test_an_item_whose_body_cannot_be_a_job_is_not_blamed_on_its_labels(
+        linked: Queue, tracker: FakeTracker) -> None:
+    ref = tracker.add("1", "first", "a\0b")
+    [result] = imports(linked, ref)
+    assert result.failed and result.message == (
+        f"{ref}: looks binary (it holds NUL bytes): a job is a Markdown text file (from the item: "
+        "fix it in the tracker)")
+
+
 # --- importing again ----------------------------------------------------------------------------
 
 def test_the_same_content_again_changes_nothing(linked: Queue, tracker: FakeTracker) -> None:
