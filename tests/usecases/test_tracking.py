@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from aq.core.events import POSTED, POSTING, UPDATED, iso, parse_iso
+from aq.core.events import POSTED, POSTING, UPDATED, iso, moved, parse_iso, tracker_posting
 from aq.core.lifecycle import Action
 from aq.errors import ConfigError, UsageError
 from aq.store.config import parse_config
@@ -40,7 +40,7 @@ from aq.usecases.tracker_posts import compose, owed_posts, post_key
 from tests.helpers.cli import Ran, aq_env, run_aq
 from tests.helpers.git import git
 from tests.helpers.processes import alive, ctrl_c_as_a_terminal_sends_it
-from tests.helpers.queue import T0, events, make_queue
+from tests.helpers.queue import T0, events, make_queue, write_job
 from tests.helpers.trackers import WHO, FakeTracker, configure, env
 from tests.helpers.waiting import wait_until
 
@@ -783,3 +783,16 @@ def test_a_watch_yields_each_looks_news_and_sleeps_between_looks(linked: Queue,
     assert [(r.ref, r.outcome) for r in next(looks)] == [("cmd:fake:2", "added")]
     stopping[0] = True
     assert list(looks) == [] and slept == [5.0, 5.0]
+
+
+def test_show_says_a_post_let_go_is_anyones_to_send(queue_root: Path) -> None:
+    """A post its holder let go has no holder: show said "sent by , or anyone after ..."."""
+    write_job(queue_root, "j", stage="failed", tracker_item="cmd:fake:1")
+    move = moved("2026-12-06T00:00:00Z", "p@h", "inbox", "failed", "cancel", "canceled")
+    let_go = tracker_posting("2026-12-06T00:00:05Z", "p@h", "p@h/1/ab", post_key("j", move),
+                             "cmd:fake:1", released=True)
+    (queue_root / "queue" / ".events" / "j.jsonl").write_text(
+        "".join(json.dumps(event) + "\n" for event in (move, let_go)))
+    shown = run_aq("show", "j", cwd=queue_root)
+    assert "  tracker:  cmd:fake:1: 0 post(s) sent, 1 owed (let go: anyone sends it; aq " \
+           "to-tracker)" in shown.stdout.splitlines(), shown.stdout

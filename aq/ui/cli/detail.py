@@ -52,8 +52,9 @@ def _print_detail(detail: JobDetail, metered: frozenset[str] = frozenset()) -> N
     print(f"  moves:    {', '.join(detail.allowed) or 'none'}")
     if job.manifest is not None and job.manifest.tracker_item:
         owed = detail.tracker_owed
-        owing = (f", {len(owed)} owed (sent by {owed[0][0]}, or anyone after trackers.takeover; "
-                 "aq to-tracker)") if owed else ""
+        holder = (f"sent by {owed[0][0]}, or anyone after trackers.takeover" if owed and owed[0][0]
+                  else "let go: anyone sends it")  # "" is no one's: its holder let it go
+        owing = f", {len(owed)} owed ({holder}; aq to-tracker)" if owed else ""
         print(f"  tracker:  {job.manifest.tracker_item}: {detail.tracker_sent} post(s) sent{owing}")
     _print_family(detail)
     if job.manifest is not None:

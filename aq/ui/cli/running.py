@@ -44,9 +44,8 @@ def run(
                          f"{format_duration(ttl)} in time: make it shorter than the lease TTL, "
                          "half or less (--heartbeat, or heartbeat_interval in aq.yaml)")
     mode = "once" if once else "drain" if drain else "forever"
-    if worker is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", worker)
-                               or ".." in worker or worker.endswith((".", ".lock"))):
-        raise UsageError(f"--worker {worker!r}: use letters, digits, '.', '_' and '-' (it names a git ref)")
+    if worker is not None and (problem := _worker_name_problem(worker)):
+        raise UsageError(f"--worker {worker!r}: {problem} (it names a git ref)")
     runner = Worker(q, worker_id=worker, max_jobs=max_jobs, poll=poll_s, mode=mode,
                     capabilities=all_caps(q, cap), offline=offline, lease_ttl=ttl_s,
                     heartbeat=beat_s)
@@ -59,6 +58,19 @@ def run(
           file=sys.stderr)
     if result.signal == "SIGINT":  # Ctrl-C: stopped in good order, and said so to the shell
         raise typer.Exit(130)
+
+
+def _worker_name_problem(name: str) -> str | None:
+    """What rule of a worker's name `name` breaks, or None."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]*", name):
+        return "use only letters, digits, '.', '_' and '-'"
+    if not name[:1].isalnum():
+        return "start it with a letter or a digit"
+    if len(name) > 64:
+        return f"make it at most 64 characters (it has {len(name)})"
+    if ".." in name or name.endswith((".", ".lock")):
+        return "it may not hold '..', nor end in '.' or '.lock'"
+    return None
 
 
 def _seconds(flag: str, value: str | None) -> float | None:

@@ -48,8 +48,8 @@ class AqServer(MCPServer[Any]):
             known = await self._parameters_of(name)
             unknown = sorted(set(arguments) - known) if known is not None else []
             if unknown:  # refused, not dropped: `timeout: 5x` must not add a job without one
-                return _refused(f"{name}: unknown argument {unknown[0]!r}; known: "
-                                f"{', '.join(sorted(known or ()))}")
+                return _refused(f"{name}: unknown argument {unknown[0]!r}; " + (
+                    f"known: {', '.join(sorted(known))}" if known else "it takes none"))
             try:
                 return await super().call_tool(name, arguments, context)
             except ToolError as err:

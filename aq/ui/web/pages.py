@@ -193,7 +193,8 @@ def _event(name: str, data: str) -> str:
 
 def problem_page(web: Web, status: int, message: str) -> Response:
     with web.queue() as queue:
-        values = web.page(queue, message=message)
+        values = web.page(queue, message=message, heading={400: "bad request", 404: "not found"}.get(
+            status, f"refused ({status})"))
     return HTMLResponse(render("problem.html", values), status_code=status)
 
 

@@ -178,3 +178,17 @@ def test_timing_flags_that_cannot_work_are_refused(queue_root: Path, args: tuple
                                                    said: str) -> None:
     ran = run_aq(*args, cwd=queue_root)
     assert (ran.returncode, ran.stderr) == (2, said)
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("a..b", "it may not hold '..', nor end in '.' or '.lock'"),
+    ("x.lock", "it may not hold '..', nor end in '.' or '.lock'"),
+    ("-", "start it with a letter or a digit"),
+    ("w" * 70, "make it at most 64 characters (it has 70)"),
+    ("a b", "use only letters, digits, '.', '_' and '-'"),
+])
+def test_a_worker_name_that_cannot_name_a_ref_says_which_rule_it_breaks(
+        queue_root: Path, name: str, rule: str) -> None:
+    """Each once said "use letters, digits, '.', '_' and '-'", which most of them do."""
+    ran = run_aq("run", "--once", "--worker", name, cwd=queue_root)
+    assert (ran.returncode, ran.stderr) == (2, f"aq: --worker {name!r}: {rule} (it names a git ref)\n")

@@ -210,12 +210,14 @@ def test_bad_arguments_are_errors_and_the_server_goes_on(queue_root: Path) -> No
 
 def test_an_unknown_argument_is_refused_not_dropped(queue_root: Path) -> None:
     """add_job with `timeout: "5x"` or `id: "BAD"` once added the job without them, silently."""
-    async def script(session: ClientSession) -> tuple[str, Any]:
+    async def script(session: ClientSession) -> tuple[str, str, Any]:
         said = refusal(await call(session, "add_job", body="echo hi", timeout="5x"))
-        return said, answer(await call(session, "list_jobs"))
+        bare = refusal(await call(session, "next_job", worker="me"))
+        return said, bare, answer(await call(session, "list_jobs"))
 
-    said, listed = talk(queue_root, script)
+    said, bare, listed = talk(queue_root, script)
     assert said.startswith("add_job: unknown argument 'timeout'; known: body, deps, "), said
+    assert bare == "next_job: unknown argument 'worker'; it takes none"  # was "known: " and nothing
     assert listed == {"jobs": []}
 
 

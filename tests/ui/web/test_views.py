@@ -215,4 +215,5 @@ def test_a_bad_since_is_one_line_with_status_400(queue_root: Path) -> None:
             lines = re.findall(r'<p class="refusal">(.*?)</p>', html, re.S)
             assert len(lines) == 1 and "\n" not in lines[0] and bad in lines[0], lines
             assert "Traceback" not in html and "<svg" not in html
+            assert "<title>bad request" in html and "not found" not in html  # it was "not found"
         assert "Traceback" not in web.output()
