@@ -127,11 +127,16 @@ class QueueTools:
         from aq.core.manifest import split_frontmatter
         from aq.usecases.children import spawn_child
 
-        parent = parent or self.env.get("AQ_JOB_ID")
+        inside = self.env.get("AQ_JOB_ID")
+        parent = parent or inside
         if not parent:
             raise UsageError("spawn_child needs its parent: call it from inside a job's attempt "
                              "(AQ_JOB_ID), or name parent")
         q = self._fresh(now=True)
+        parent = q.resolve(parent).id
+        if inside and parent != inside and not _below(q, parent, inside):
+            raise MoveRefused(f"an agent inside job {inside}'s attempt may add children only to "
+                              f"its own job and its children; {parent} is not one")
         front, text = split_frontmatter(body, "the child")
         given = {"title": title, "priority": priority, "verify": verify}
         fields = {**front, **{key: value for key, value in given.items() if value is not None}}
@@ -235,12 +240,7 @@ class QueueTools:
             raise MoveRefused(f"an agent inside job {inside}'s attempt may not {action} a job: "
                               f"that is a person's call (aq {action} from outside the job)")
         target = queue.resolve(ref)
-        parents = {job.id: job.manifest.parent for job in queue.snapshot().jobs if job.manifest}
-        above, seen = parents.get(target.id), set()
-        while above is not None and above != inside and above not in seen:
-            seen.add(above)
-            above = parents.get(above)
-        if above != inside:
+        if not _below(queue, target.id, inside):
             raise MoveRefused(f"an agent inside job {inside}'s attempt may {action} only its own "
                               f"children and theirs; {target.id} is not one")
 
@@ -258,3 +258,13 @@ class QueueTools:
         if len(passed) > LISTED:
             data["left_out"] = len(passed) - LISTED
         return self._answer(data)
+
+
+def _below(queue: Queue, job_id: str, ancestor: str) -> bool:
+    """Whether `job_id` is a child of `ancestor`, or a child's, and so on."""
+    parents = {job.id: job.manifest.parent for job in queue.snapshot().jobs if job.manifest}
+    above, seen = parents.get(job_id), set()
+    while above is not None and above != ancestor and above not in seen:
+        seen.add(above)
+        above = parents.get(above)
+    return above == ancestor

@@ -4,6 +4,7 @@ theirs, and never promote, ship or requeue; a person's server may do what the CL
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,16 @@ def test_an_agent_in_a_job_cancels_its_own_descendants_only(family: Path) -> Non
 def test_a_persons_server_moves_as_the_cli_does(family: Path) -> None:
     tools(family, None).move_job("done", "ship")
     assert stage_of(family, "done") == "shipped"
+
+
+def test_an_agent_in_a_job_adds_children_only_to_its_own_family(family: Path) -> None:
+    """spawn_child with `parent` named another inbox job: an agent could make any job wait for
+    a child of its making (move_job was gated, spawn_child was not)."""
+    agent = tools(family, "parent")
+    with pytest.raises(MoveRefused, match="only to its own job and its children; stranger is "
+                                          "not one"):
+        agent.spawn_child("echo more", parent="stranger")
+    assert [job.id for job in Queue(family).snapshot().jobs
+            if job.manifest and job.manifest.parent == "stranger"] == []
+    said = json.loads(agent.spawn_child("echo more", parent="chi"))  # a prefix: the job's id
+    assert said["parent"] == "child" and said["created"]
