@@ -81,7 +81,8 @@ def test_a_review_that_fails_sends_the_work_to_a_person_not_back_to_the_agent(
     out = tmp_path / "out"
     out.mkdir()
     configure(queue_root, engines={"worker": worker_engine(out),
-                                   "broken": {"cmd": ["bash", "-c", "echo no key; exit 1"]}})
+                                   "broken": {"cmd": ["bash", "-c", "echo no key; exit 1"],
+                                              "input": "stdin"}})
     write_job(queue_root, "feature", "Write DONE.", engine="worker", verify="true",
               review={"engine": "broken", "max_rounds": 3})
     ran = aq("run", "--drain")

@@ -268,8 +268,8 @@ def test_a_worker_runs_the_engine_its_class_resolves_to_and_the_claim_records_it
         "default_engine: shell\n"
         "engines:\n"
         "  ghost: {cmd: [aq-test-no-such-engine, '{prompt_file}']}\n"
-        "  one: {cmd: [bash, -c, 'echo one > \"$AQ_JOB_ID.ran\"'], input: body}\n"
-        "  two: {cmd: [bash, -c, 'echo two > \"$AQ_JOB_ID.ran\"'], input: body}\n"
+        "  one: {cmd: [bash, -c, 'echo one > \"$AQ_JOB_ID.ran\"'], input: stdin}\n"
+        "  two: {cmd: [bash, -c, 'echo two > \"$AQ_JOB_ID.ran\"'], input: stdin}\n"
         "engine_classes:\n  scripted: [ghost, two, one]\n")
     (queue_root / "profiles" / "scripter.md").write_text(
         "---\nengine-class: scripted\nprefers-engine: [ghost, one, two]\n---\nYou script.\n")
