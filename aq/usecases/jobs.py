@@ -9,7 +9,7 @@ from typing import Any
 
 from aq.core.children import child_key, family
 from aq.core.events import POSTED, Event, added, iso
-from aq.core.ids import check_job_id, new_job_id
+from aq.core.ids import check_job_id, is_job_id, new_job_id
 from aq.core.lifecycle import Stage, allowed_actions
 from aq.core.manifest import (
     MAX_JOB_BYTES,
@@ -114,6 +114,7 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
     _need_engine(queue, engine, "engine", "engine", source, hint)
     _need_profile(queue, profile, "profile", "profile", source, hint)
     _need_class(queue, fields, source, hint)
+    _need_deps(queue, fields.get("deps"), source, hint)
     _check_samples(queue, fields, source, hint)
     _check_review(queue, fields, source, hint)
     if fields.get("mcp") is True:
@@ -167,6 +168,26 @@ def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, 
         raise ManifestError(source, f"{what} {name!r} does not exist (known: "
                             f"{', '.join(sorted(found)) or 'none'}): add profiles/{name}.md{hint}",
                             key)
+
+
+def _need_deps(queue: Queue, deps: object, source: str, hint: str) -> None:
+    """Refuse a dep that is no job, here or archived: the job would wait for it for ever. One
+    added on another machine may not be here yet: the remote's tip is looked at first (if it
+    does not answer, nothing is refused: lint names a dep still missing)."""
+    named = [deps] if isinstance(deps, str) else deps if isinstance(deps, list) else []
+    names = [dep.strip() for item in named for dep in str(item).split(",") if dep.strip()]
+    absent = _absent(queue, names)
+    if absent and queue.remote is not None:
+        absent = _absent(queue, names) if queue.refresh_from_remote(30.0) else []
+    if absent:
+        raise ManifestError(source, f"job {absent[0]!r} does not exist (nor in the archive): the "
+                            f"job would wait for it for ever; add it first{hint}", "deps")
+
+
+def _absent(queue: Queue, names: list[str]) -> list[str]:
+    known = {job.id for job in queue.snapshot().jobs} if names else set()
+    return [name for name in names
+            if name not in known and not (is_job_id(name) and queue.layout.find_archived(name))]
 
 
 def _named(value: object) -> object:

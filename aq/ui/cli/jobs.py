@@ -40,7 +40,7 @@ def add(
     key: Annotated[str | None, typer.Option("--key", help="Idempotency key.")] = None,
     cwd: Annotated[str | None, typer.Option("--cwd", help="Where the engine and verify run.")] = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Add it even if its engine, engine class or profile does not exist (yet).")] = False,
+        "--force", help="Add it even if its engine, engine class, profile or a dep does not exist (yet).")] = False,
     parent: Annotated[str | None, typer.Option(
         "--parent", help="Add it as a child of this job, which waits for it (see aq spawn).")
     ] = None,

@@ -11,6 +11,7 @@ import pytest
 
 from aq.errors import ExitStatus
 from tests.helpers.cli import run_aq
+from tests.helpers.fleet import fleet_in
 
 FILES: dict[str, bytes] = {
     "typo.md": b"---\nprioritty: high\n---\nFix it.\n",
@@ -38,6 +39,9 @@ FILES: dict[str, bytes] = {
     (["--body", "x", "--profile", "nope"], 2, "aq: --profile: profile 'nope' does not exist"),
     (["--body", "x", "--id", ""], 2, "aq: --id is empty: give a job id"),
     (["--body", "x", "--deps", ",,"], 2, "aq: --deps ',,' names no job"),
+    # the job waited for ever ("dep nosuch does not exist"); lint named it, add took it
+    (["--body", "x", "--deps", "nosuch"], 2, "aq: --deps: job 'nosuch' does not exist (nor in the "
+     "archive): the job would wait for it for ever; add it first, or add with --force"),
     (["--body", "x", "--timeout", "45x"], 2, "aq: --timeout: '45x' is not a duration"),
     (["--body", "x", "--retry-backoff", "soon"], 2, "aq: --retry-max/--retry-backoff: 'soon' is not a duration"),
     (["no-such-file.md"], 2, "aq: cannot read no-such-file.md: No such file or directory"),
@@ -156,3 +160,16 @@ def test_a_job_over_a_mebibyte_is_refused_unread_wherever_it_comes_from(queue_ro
     shown = run_aq("show", "big", cwd=queue_root)
     assert shown.returncode == 0 and f"1,150,022 bytes, over {tail}" in shown.stdout + shown.stderr
     assert run_aq("next", cwd=queue_root).stdout == "nothing to take\n"
+
+
+def test_a_dep_another_machine_added_is_found_on_the_remote(tmp_path: Path) -> None:
+    """A dep pushed from another clone, not yet here: add looks at the remote's tip before it
+    refuses, so a fleet does not see a job that exists called missing."""
+    with fleet_in(tmp_path, 2) as fleet:
+        first, second = fleet.clones
+        assert fleet.aq(first, "add", "--id", "base", "--body", "true").returncode == 0
+        assert not (second / "queue" / "inbox" / "base.md").exists()
+        added = fleet.aq(second, "add", "--id", "after", "--body", "true", "--deps", "base")
+        assert added.returncode == 0, added.stderr
+        refused = fleet.aq(second, "add", "--id", "lost", "--body", "true", "--deps", "nosuch")
+        assert refused.returncode == 2 and "job 'nosuch' does not exist" in refused.stderr

@@ -179,6 +179,8 @@ def test_add_from_stdin(aq: Aq, queue_root: Path) -> None:
 
 def test_add_every_option_lands_in_the_manifest(aq: Aq, queue_root: Path) -> None:
     """Each `aq add` option is written as its manifest key, and the id is printed."""
+    for dep in ("dep-a", "dep-b"):
+        assert aq("add", "--body", "echo dep", "--id", dep).returncode == 0
     ran = aq("add", "--body", "echo all", "--title", "All options", "--id", "all-opts",
              "--priority", "high", "--deps", "dep-a, dep-b", "--verify", "test -f done",
              "--engine", "shell", "--profile", "reviewer", "--lock", "db", "--timeout", "45m",
@@ -351,7 +353,7 @@ def test_version_prints_the_installed_version(aq: Aq) -> None:
 def test_show_prints_stage_block_reason_settings_and_timeline(aq: Aq, queue_root: Path) -> None:
     """`aq show` prints the stage, why the job waits, each resolved setting with its source, and the events."""
     aq("add", "--body", "echo s", "--title", "Shown", "--id", "shown", "--timeout", "45m",
-       "--deps", "absent")
+       "--deps", "absent", "--force")
     out = aq("show", "shown").stdout
     assert "stage:    inbox" in out
     assert "dep absent does not exist" in out
@@ -363,7 +365,7 @@ def test_show_prints_stage_block_reason_settings_and_timeline(aq: Aq, queue_root
 def test_show_json_has_manifest_settings_attempts_and_events(aq: Aq, queue_root: Path) -> None:
     """`aq show --json` holds the manifest, resolved settings with sources, attempts, events and block reason."""
     aq("add", "--body", "echo s", "--title", "Shown", "--id", "shown", "--timeout", "45m",
-       "--deps", "absent")
+       "--deps", "absent", "--force")
     job = json.loads(aq("show", "shown", "--json").stdout)
     assert (job["stage"], job["body"], job["keys"]) == ("inbox", "echo s",
                                                          ["title", "deps", "timeout"])
