@@ -30,7 +30,7 @@ def test_a_worker_killed_mid_review_loses_no_verdict_and_makes_no_second_review(
     hang_first = (f'if [ "$AQ_ATTEMPT" = 1 ]; then touch {started}; n=0; '
                   'while [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; fi\n'
                   'echo "looks right"; echo "VERDICT: approve"')
-    configure(fleet.seed, engines={"reviewer": {"cmd": ["bash", "-c", hang_first]}})
+    configure(fleet.seed, engines={"reviewer": {"cmd": ["bash", "-c", hang_first], "input": "stdin"}})
     git(fleet.seed, "commit", "-qam", "a reviewer engine")
     git(fleet.seed, "push", "-q", "origin", "HEAD:main")
     for clone in fleet.clones:  # a worker reads aq.yaml as its clone has it when it starts

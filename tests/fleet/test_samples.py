@@ -34,7 +34,8 @@ def engines(marks: Path, go: Path) -> dict[str, object]:
     good = (f'touch "{marks}/started-$AQ_JOB_ID"; n=0; '
             f'while [ ! -e "{go}" ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n+1)); done; '
             'echo good > answer')
-    return {"slow": {"cmd": ["bash", "-c", slow]}, "good": {"cmd": ["bash", "-c", good]}}
+    return {"slow": {"cmd": ["bash", "-c", slow], "input": "stdin"},
+            "good": {"cmd": ["bash", "-c", good], "input": "stdin"}}
 
 
 def set_up(fleet: Fleet, tmp_path: Path) -> tuple[Path, Path, Path]:
