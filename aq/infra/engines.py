@@ -334,23 +334,3 @@ def _check_template(where: str, spec: EngineSpec) -> None:
                               "'--' before {prompt}, or a --flag={prompt} form")
     if spec.input == "stdin" and any("{prompt}" in part for part in spec.cmd):
         raise ConfigError(f"{where}: input: stdin feeds the prompt on stdin; drop {{prompt}} from cmd")
-    if spec.input != "stdin" and not any("{prompt" in part for part in spec.cmd):
-        raise ConfigError(f"{where}: input: {spec.input} passes the prompt only where cmd has "
-                          "{prompt} or {prompt_file}, and it has neither: add one, or use "
-                          "input: stdin (else every job runs without its task)")
-    for key, parts, known in (("cmd", spec.cmd, _CMD_PLACES), ("resume", spec.resume, {"session"}),
-                              ("max_usd", spec.max_usd, {"usd"}), ("mcp", spec.mcp, _MCP_PLACES),
-                              ("mcp_env", tuple(spec.mcp_env.values()), _MCP_PLACES)):
-        for part in parts:
-            unknown = [name for name in _PLACEHOLDER.findall(part)
-                       if name not in known and _group_of(part) is None]
-            if unknown:
-                raise ConfigError(f"{where}.{key}: {{{unknown[0]}}} is no placeholder aq fills "
-                                  f"(it would reach the command as written); known here: "
-                                  f"{', '.join(f'{{{name}}}' for name in sorted(known))}")
-
-
-# the placeholders each part of an engine fills (a `${shell}` variable is the shell's own)
-_PLACEHOLDER = re.compile(r"(?<!\$)\{([a-z_]+)\}")
-_CMD_PLACES = {"prompt", "prompt_file", "usage_file"}
-_MCP_PLACES = {"mcp_config", "mcp_toml", "mcp_opencode"}

@@ -103,15 +103,6 @@ def test_engines_are_added_and_override_built_ins() -> None:
         ("engines: {mine: {cmd: [x], env: {A: null}}}", "aq.yaml: engines.mine.env.A: expected text"),
         ('engines: {mine: {cmd: [x], env: {A: "\\0"}}}', "aq.yaml: engines.mine.env.A: expected text"),
         ('engines: {mine: {cmd: [x, "a\\0b"]}}', "aq.yaml: engines.mine.cmd: holds a NUL byte"),
-        # accepted: every job "succeeded" without its task, or the command got "{nosuch}"
-        ("engines: {mine: {cmd: [x, --print], input: prompt}}",
-         "aq.yaml: engines.mine: input: prompt passes the prompt only where cmd has {prompt} or "
-         "{prompt_file}, and it has neither"),
-        ("engines: {mine: {cmd: [x, '{prompt_fil}']}}",
-         "aq.yaml: engines.mine.cmd: {prompt_fil} is no placeholder aq fills"),
-        ("engines: {mine: {cmd: [x], input: stdin, resume: [--resume, '{sesion}']}}",
-         "aq.yaml: engines.mine.resume: {sesion} is no placeholder aq fills (it would reach the "
-         "command as written); known here: {session}"),
         ("log_max: .inf", f"{SOURCE}: key 'log_max': inf is too large"),
         ("prices: {m1: {input: cheap}}", f"{SOURCE}: prices"),
         ("budget: {usd_per_week: 5}", f"{SOURCE}: unknown key 'budget.usd_per_week'"),
@@ -165,8 +156,3 @@ def test_engine_and_timeout_fall_back_to_the_queue() -> None:
     config = config_of("default_engine: shell\ntimeout: 30m")
     assert (config.engine_for(manifest()), config.timeout_for(manifest())) == ("shell", 1800.0)
     assert (config.engine_for(manifest(engine="codex")), config.timeout_for(manifest(timeout=90.0))) == ("codex", 90.0)
-
-
-def test_a_shell_variable_in_an_engine_command_is_the_shells_own() -> None:
-    config = config_of("engines: {mine: {cmd: [bash, -c, 'cat ${task} {prompt_file}'], input: prompt}}")
-    assert config.engines["mine"].cmd == ("bash", "-c", "cat ${task} {prompt_file}")
