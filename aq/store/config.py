@@ -291,7 +291,7 @@ def load_config(root: Path, cache_dir: Path | None = None) -> QueueConfig:
     return config
 
 
-_CACHE_VERSION = 13  # bumped when QueueConfig's fields change (an old pickle lacks the new ones)
+_CACHE_VERSION = 14  # bumped when QueueConfig's fields change (an old pickle lacks the new ones)
 # or when the same aq.yaml would now parse otherwise
 
 

@@ -36,7 +36,7 @@ PROFILES_DIR = "profiles"
 ARCHIVE_DIR = ".archive"  # the archive's checkout: ignored by git, on a ref of its own
 BRANCH_ARCHIVE_DIR = "archive"  # where earlier aq kept the archive: on the queue's branch
 ARCHIVE_KEYS = "keys.json"  # in each part of the archive: its jobs' idempotency keys
-CACHE_VERSION = 18  # of the cached manifests, states and profiles: bumped when one changes shape,
+CACHE_VERSION = 19  # of the cached manifests, states and profiles: bumped when one changes shape,
 # or when the same file would now parse otherwise (a cached parse would outlive the change)
 
 FINAL_STAGES = (Stage.SHIPPED, Stage.FAILED, Stage.DEAD_LETTER)  # what the archive holds

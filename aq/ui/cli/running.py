@@ -39,10 +39,12 @@ def run(
     ttl_s, beat_s = _seconds("--lease-ttl", lease_ttl), _seconds("--heartbeat", heartbeat)
     q = located(queue)
     ttl, beat = ttl_s or q.config.lease_ttl, beat_s or q.config.heartbeat_interval  # a broken
-    if beat is not None and beat >= ttl:  # aq.yaml stops here, before any claim
+    # aq.yaml stops here, before any claim; a heartbeat over half the TTL renews after the
+    # holder's own deadline (3/4 of it) or not at all: every attempt would stop as lease lost
+    if beat is not None and beat > ttl / 2:
         raise UsageError(f"a heartbeat every {format_duration(beat)} does not renew a lease of "
-                         f"{format_duration(ttl)} in time: make it shorter than the lease TTL, "
-                         "half or less (--heartbeat, or heartbeat_interval in aq.yaml)")
+                         f"{format_duration(ttl)} in time: make it half the lease TTL or less "
+                         "(--heartbeat, or heartbeat_interval in aq.yaml)")
     mode = "once" if once else "drain" if drain else "forever"
     if worker is not None and (problem := _worker_name_problem(worker)):
         raise UsageError(f"--worker {worker!r}: {problem} (it names a git ref)")

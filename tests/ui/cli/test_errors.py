@@ -168,8 +168,12 @@ def test_a_reason_longer_than_a_paragraph_is_refused_before_anything_is_kept(que
 @pytest.mark.parametrize(("args", "said"), [
     # a lease expired before its renewal: every attempt was stopped as "lease lost"
     (("run", "--once", "--heartbeat", "20m"), "aq: a heartbeat every 20m does not renew a lease "
-     "of 10m in time: make it shorter than the lease TTL, half or less (--heartbeat, or "
-     "heartbeat_interval in aq.yaml)\n"),
+     "of 10m in time: make it half the lease TTL or less (--heartbeat, or heartbeat_interval "
+     "in aq.yaml)\n"),
+    # over half: the holder's renew deadline (3/4 of the TTL) came first, every attempt stopped
+    (("run", "--once", "--lease-ttl", "8s", "--heartbeat", "7s"), "aq: a heartbeat every 7s "
+     "does not renew a lease of 8s in time: make it half the lease TTL or less (--heartbeat, "
+     "or heartbeat_interval in aq.yaml)\n"),
     # a watch that never rests: it spun at 30% of a core
     (("from-tracker", "cmd:x:1", "--watch", "--every", "0"), "aq: --every: '0' is not a positive "
      "duration; expected a duration such as 90s, 45m, 2h or 1h30m\n"),
