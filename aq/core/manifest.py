@@ -12,7 +12,7 @@ from typing import Any
 
 from aq.core.durations import parse_duration, parse_money, parse_positive_duration, parse_size
 from aq.core.ids import is_job_id
-from aq.core.requirements import check_requirement
+from aq.core.requirements import malformed_requirement
 from aq.errors import ManifestError
 
 PRIORITIES = ("critical", "high", "medium", "low")
@@ -166,10 +166,10 @@ def _str_list(value: object) -> tuple[str, ...]:
 
 
 def _capabilities(value: object) -> tuple[str, ...]:
-    """Requirements a worker must have, each well formed (`a b` would match no worker ever)."""
+    """Requirements a worker must have, each one some worker could meet (not `a b`)."""
     names = _str_list(value)
     for name in names:
-        if problem := check_requirement(name):
+        if problem := malformed_requirement(name):
             raise ValueError(problem)
     return names
 

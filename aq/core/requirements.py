@@ -104,15 +104,12 @@ def versions_of(tool: str, have: frozenset[str]) -> list[Version]:
 
 
 def check_requirement(req: str) -> str | None:
-    """What is wrong with a requirement, in one line naming it; None when it is well formed."""
-    if is_version_requirement(req):
-        try:
-            _parse_version_requirement(req)
-        except ValueError as err:
-            return f"capability {req!r}: {err}"
-        return None
-    problem = _plain_problem(req.strip())
-    if problem is None and "=" in req:
+    """What is wrong with a requirement, in one line naming it (`malformed_requirement`, or
+    advice: node=20 matches only a worker tagged exactly so); None when it is well formed."""
+    if (malformed := malformed_requirement(req)) or is_version_requirement(req):
+        return malformed
+    problem = None
+    if "=" in req:
         tool, _, value = req.strip().partition("=")
         version = parse_version(value) if _STRICT_VERSION.fullmatch(value) else None
         if tool in VERSIONED_TOOLS and version is not None:
@@ -120,6 +117,19 @@ def check_requirement(req: str) -> str | None:
             problem = (f"workers report {tool}'s full version (such as {tool}=20.11.1), so only "
                        f"a worker tagged exactly {req.strip()} has it; for any {value}.x write "
                        f"{tool}>={value},<{after}")
+    return f"capability {req!r}: {problem}" if problem else None
+
+
+def malformed_requirement(req: str) -> str | None:
+    """Why no worker could ever meet `req` (a space, a malformed version condition), in one
+    line naming it; None when some worker could."""
+    if is_version_requirement(req):
+        try:
+            _parse_version_requirement(req)
+        except ValueError as err:
+            return f"capability {req!r}: {err}"
+        return None
+    problem = _plain_problem(req.strip())
     return f"capability {req!r}: {problem}" if problem else None
 
 

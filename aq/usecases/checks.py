@@ -139,9 +139,12 @@ def _profile_setting_problems(profiles: Mapping[str, Profile]) -> list[str]:
 
 
 def _job_setting_problems(manifest: Manifest) -> list[str]:
+    """Advice on a job's settings (a malformed one makes the job invalid: the parser says it)."""
+    problems = [f"key 'capabilities': {problem}" for req in manifest.capabilities
+                if (problem := check_requirement(req))]  # node=20: only a worker tagged so
     if manifest.allowed_scope is not None and (bad := check_globs(manifest.allowed_scope)):
-        return [f"key 'allowed-scope': {bad}"]
-    return []
+        problems.append(f"key 'allowed-scope': {bad}")
+    return problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -469,3 +469,6 @@ def test_a_malformed_capability_is_refused_where_the_job_is_read() -> None:
     assert error_of('capabilities: ["a b"]') == (
         f"{SOURCE}: key 'capabilities': capability 'a b': holds a space; a capability is one "
         "word such as has:docker")
+    assert "node>=twenty" in error_of("capabilities: [node>=twenty]")
+    # advice is lint's, not a refusal: a worker tagged exactly node=20 meets it
+    assert parse("capabilities: [node=20]").capabilities == ("node=20",)
