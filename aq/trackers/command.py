@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from aq.core.scrub import Scrubber
+from aq.errors import UsageError
 from aq.infra import proc
-from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority
+from aq.trackers.base import Item, Post, Ref, TrackerError, our_priority, parse_ref
 from aq.trackers.settings import DONE, IN_PROGRESS, CommandSettings
 
 # where a field usually is, when aq.yaml's `fields:` does not say
@@ -56,7 +57,12 @@ class CommandTracker:
             if ident is None or str(ident).strip() == "":
                 raise TrackerError(f"cmd:{self.settings.name}: an item the query printed has no "
                                    "id: map one with trackers.cmd.NAME.fields.id")
-            items.append(self.fetch(Ref("cmd", str(ident), self.settings.name)))
+            try:  # checked as a reference a person gives is: no space, no leading '-'
+                ref = parse_ref(f"cmd:{self.settings.name}:{ident}")
+            except UsageError as err:
+                raise TrackerError(f"cmd:{self.settings.name}: the query printed an item aq "
+                                   f"cannot take: {err}") from None
+            items.append(self.fetch(ref))
         return items
 
     def post(self, ref: Ref, post: Post) -> str | None:
@@ -101,8 +107,8 @@ class CommandTracker:
     def _labels(self, raw: object, ident: str) -> tuple[str, ...]:
         """An item's labels: a list of names (or of objects with a "name"), or names with commas
         between."""
-        if raw is None:
-            return ()
+        if raw is None or raw is False or (isinstance(raw, str | list | dict) and not raw):
+            return ()  # none: null, false, "", [], {}
         if isinstance(raw, str):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         names = [label.get("name") if isinstance(label, dict) else label
@@ -112,9 +118,9 @@ class CommandTracker:
         raise self._not_text(ident, "labels", raw)
 
     def _not_text(self, ident: str, key: str, value: object) -> TrackerError:
+        shape = "a list of names, or names with commas between" if key == "labels" else "text"
         return TrackerError(f"cmd:{self.settings.name}: item {ident}'s {key!r} is "
-                            f"{json.dumps(value)[:60]}, not text: make the command print text "
-                            "(labels: a list of names, or names with commas between)")
+                            f"{json.dumps(value)[:60]}, not text: make the command print {shape}")
 
     def _json(self, template: Sequence[str], values: Mapping[str, str], what: str) -> Any:
         out = self._run(template, values, what)

@@ -108,13 +108,17 @@ def import_items(queue: Queue, items: Sequence[Item], *, now: datetime, who: str
     results: dict[int, Imported] = {}
     ready: list[tuple[int, Item, str, Manifest]] = []
     seen: set[str] = set()
+    snapshot = queue.snapshot()
     for index, item in enumerate(items):
         if str(item.ref) in seen:
             results[index] = Imported(str(item.ref), "unchanged", f"{item.ref}: listed twice; imported once")
             continue
         seen.add(str(item.ref))
+        # names are checked as aq add checks them only for a job to be made: a closed item or
+        # one imported already is reported as before, whatever its labels say now
+        making = item.open and (new or linked_job(snapshot, str(item.ref)) is None)
         try:
-            ready.append((index, item, *item_text(item, queue)))
+            ready.append((index, item, *item_text(item, queue if making else None)))
         except AqError as err:  # a ManifestError names the item itself
             results[index] = Imported(str(item.ref), "failed", str(err))
 

@@ -340,6 +340,14 @@ def test_a_closed_item_imports_nothing_and_reports_its_job(linked: Queue, tracke
     assert job_of(linked, "cmd:fake:5").id == anyway.job_id
 
 
+def test_names_are_checked_only_for_a_job_to_be_made(linked: Queue, tracker: FakeTracker) -> None:
+    """A closed item is reported as closed whatever its labels name (the check of engine and
+    profile, made before it was known to be closed, failed it with exit 1)."""
+    closed = tracker.add("5", "Old idea", "echo old", labels=("engine:nosuch",), status="Resolved")
+    [result] = imports(linked, closed)
+    assert result.outcome == "closed", result.message
+
+
 # --- posts owed -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -507,9 +515,26 @@ def test_an_item_field_of_the_wrong_kind_is_a_tracker_error_not_an_internal_one(
     tracker.put("9", {"id": "9", "title": "t", "body": "b", field: value})
     with pytest.raises(TrackerError) as caught:
         adapter.fetch(Ref("cmd", "9", "fake"))
+    shape = "a list of names, or names with commas between" if field == "labels" else "text"
     assert str(caught.value) == (
-        f"cmd:fake: item 9's {field!r} is {shown}, not text: make the command print text "
-        "(labels: a list of names, or names with commas between)")
+        f"cmd:fake: item 9's {field!r} is {shown}, not text: make the command print {shape}")
+
+
+@pytest.mark.parametrize("none", [None, False, [], {}, ""])
+def test_labels_that_are_empty_or_false_are_no_labels(
+        queue_root: Path, tracker: FakeTracker, none: object) -> None:
+    tracker.put("9", {"id": "9", "title": "t", "body": "b", "labels": none})
+    assert tracker.adapter(queue_root).fetch(Ref("cmd", "9", "fake")).labels == ()
+
+
+def test_a_query_item_whose_id_would_be_read_as_an_option_fails_the_query(
+        queue_root: Path, tracker: FakeTracker) -> None:
+    """A person's cmd:NAME:-x was refused, but the same id printed by the query was fetched
+    (its view command got '--dash' as an option) and its posts could never be sent."""
+    tracker.add("--dash", "dashed", "echo d")
+    with pytest.raises(TrackerError, match="the query printed an item aq cannot take: "
+                                           "'cmd:fake:--dash' is not an item id"):
+        tracker.adapter(queue_root).query("all", None)
 
 
 def test_the_text_is_one_argument_never_seen_by_a_shell(queue_root: Path, tracker: FakeTracker) -> None:
