@@ -114,7 +114,6 @@ def check_names(queue: Queue, fields: Mapping[str, Any], source: str, *, hint: s
     _need_engine(queue, engine, "engine", "engine", source, hint)
     _need_profile(queue, profile, "profile", "profile", source, hint)
     _need_class(queue, fields, source, hint)
-    _need_deps(queue, fields.get("deps"), source, hint)
     _check_samples(queue, fields, source, hint)
     _check_review(queue, fields, source, hint)
     if fields.get("mcp") is True:
@@ -170,24 +169,22 @@ def _need_profile(queue: Queue, name: object, what: str, key: str, source: str, 
                             key)
 
 
-def _need_deps(queue: Queue, deps: object, source: str, hint: str) -> None:
-    """Refuse a dep that is no job, here or archived: the job would wait for it for ever. One
-    added on another machine may not be here yet: the remote's tip is looked at first (if it
-    does not answer, nothing is refused: lint names a dep still missing)."""
-    named = [deps] if isinstance(deps, str) else deps if isinstance(deps, list) else []
-    names = [dep.strip() for item in named for dep in str(item).split(",") if dep.strip()]
-    absent = _absent(queue, names)
-    if absent and queue.remote is not None:
-        absent = _absent(queue, names) if queue.refresh_from_remote(30.0) else []
-    if absent:
-        raise ManifestError(source, f"job {absent[0]!r} does not exist (nor in the archive): the "
-                            f"job would wait for it for ever; add it first{hint}", "deps")
+def deps_exist(queue: Queue, fields: Mapping[str, Any], source: str, hint: str = ""
+               ) -> Callable[[Tx], None]:
+    """A guard for add_job: each of the `deps` the fields give is a job of the queue, as the tip
+    it commits on holds it, or of its archive; else the job would wait for it for ever.
+    `hint`: how to add it anyway."""
+    given = fields.get("deps")
+    named = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+    deps = [dep.strip() for item in named for dep in str(item).split(",") if dep.strip()]
 
-
-def _absent(queue: Queue, names: list[str]) -> list[str]:
-    known = {job.id for job in queue.snapshot().jobs} if names else set()
-    return [name for name in names
-            if name not in known and not (is_job_id(name) and queue.layout.find_archived(name))]
+    def guard(tx: Tx) -> None:
+        for dep in deps:
+            if tx.stage_of(dep) is None and not (is_job_id(dep) and queue.layout.find_archived(dep)):
+                raise ManifestError(source, f"job {dep!r} does not exist (nor in the archive): "
+                                    f"the job would wait for it for ever; add it first{hint}",
+                                    "deps")
+    return guard
 
 
 def _named(value: object) -> object:

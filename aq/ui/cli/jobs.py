@@ -75,7 +75,7 @@ def _add(file: str | None, body: str | None, options: dict[str, str | None],
     try:
         if hint is not None:
             check_names(q, fields, source, hint=hint)
-        result = _added(q, text_body, fields, job_id, parent, source)
+        result = _added(q, text_body, fields, job_id, parent, source, hint)
     except ManifestError as err:
         if err.key in flags:
             flag = {"idempotency-key": "key", "retry": "retry-max/--retry-backoff"}.get(err.key, err.key)
@@ -90,18 +90,19 @@ def _add(file: str | None, body: str | None, options: dict[str, str | None],
 
 
 def _added(q: Queue, body: str, fields: dict[str, Any], job_id: str | None, parent: str | None,
-           source: str) -> AddResult:
+           source: str, hint: str | None) -> AddResult:
     """The job added: a child of `parent` (recorded as the worker running it, when spawned from
-    inside an attempt), or one on its own."""
+    inside an attempt), or one on its own, its deps there unless forced (`hint` None)."""
     import secrets
 
     from aq.usecases.children import spawn_child
-    from aq.usecases.jobs import add_job
+    from aq.usecases.jobs import add_job, deps_exist
     from aq.usecases.setup import who_am_i
 
     if parent is None:
         return add_job(q, body, fields, job_id=job_id, now=now(), who=who_am_i(),
-                       entropy=secrets.randbits(30), source=source)
+                       entropy=secrets.randbits(30), source=source,
+                       guard=None if hint is None else deps_exist(q, fields, source, hint))
     if job_id is not None:
         raise UsageError("--id and --parent do not go together: a child's id is made from its "
                          "title")

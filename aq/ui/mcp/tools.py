@@ -99,7 +99,7 @@ class QueueTools:
     ) -> str:
         """Add a job to the queue's inbox. Returns its id and stage."""
         from aq.core.manifest import split_frontmatter
-        from aq.usecases.jobs import add_job, check_names
+        from aq.usecases.jobs import add_job, check_names, deps_exist
 
         q = self.queue
         source = "the job body"
@@ -109,7 +109,8 @@ class QueueTools:
         fields = {**front, **{key: value for key, value in given.items() if value is not None}}
         check_names(q, fields, source)
         added = add_job(q, text, fields, job_id=None, now=self.clock(), who=self.who,
-                        entropy=secrets.randbits(30), source=source)
+                        entropy=secrets.randbits(30), source=source,
+                        guard=deps_exist(q, fields, source))
         data = {"id": added.job.id, "stage": str(added.job.stage), "created": added.created}
         return self._answer(data if added.created else {**data, "message": added.message})
 

@@ -12,6 +12,7 @@ import pytest
 from aq.errors import ExitStatus
 from tests.helpers.cli import run_aq
 from tests.helpers.fleet import fleet_in
+from tests.helpers.git import git
 
 FILES: dict[str, bytes] = {
     "typo.md": b"---\nprioritty: high\n---\nFix it.\n",
@@ -163,10 +164,12 @@ def test_a_job_over_a_mebibyte_is_refused_unread_wherever_it_comes_from(queue_ro
 
 
 def test_a_dep_another_machine_added_is_found_on_the_remote(tmp_path: Path) -> None:
-    """A dep pushed from another clone, not yet here: add looks at the remote's tip before it
-    refuses, so a fleet does not see a job that exists called missing."""
+    """A dep pushed from another clone, not yet here: add judges the deps on the remote's tip
+    it commits on, so a fleet does not see a job that exists called missing, even from a clone
+    with a commit of its own the remote has not (which a fetch alone does not move on)."""
     with fleet_in(tmp_path, 2) as fleet:
         first, second = fleet.clones
+        git(second, "commit", "-q", "--allow-empty", "-m", "a commit of this clone's own")
         assert fleet.aq(first, "add", "--id", "base", "--body", "true").returncode == 0
         assert not (second / "queue" / "inbox" / "base.md").exists()
         added = fleet.aq(second, "add", "--id", "after", "--body", "true", "--deps", "base")
