@@ -62,6 +62,31 @@ class AqServer(MCPServer[Any]):
                                 for tool in await super().list_tools()}
         return self._parameters.get(name)
 
+    async def run_stdio_async(self) -> None:
+        """As the SDK's, but a line that is no JSON-RPC message is answered: the SDK passes it
+        on as an exception its dispatcher drops, and the client got no reply at all. The answer
+        is JSON-RPC's Invalid Request, with the id null (the line's own cannot be told)."""
+        from mcp.server.stdio import stdio_server
+        from mcp.shared.message import SessionMessage
+        from mcp_types import JSONRPCError
+
+        async with stdio_server() as (read_stream, write_stream):
+            send, receive = anyio.create_memory_object_stream[Any](0)
+
+            async def pump() -> None:
+                async with send:
+                    async for item in read_stream:
+                        if not isinstance(item, Exception):
+                            await send.send(item)
+                            continue
+                        await write_stream.send(SessionMessage(JSONRPCError(
+                            jsonrpc="2.0", id=None, error=_unreadable(item))))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(pump)
+                await self._lowlevel_server.run(
+                    receive, write_stream, self._lowlevel_server.create_initialization_options())
+
     async def list_tools(self) -> list[Tool]:
         """The tools without the titles pydantic puts on every schema: words an agent pays for
         that say nothing the names do not."""
@@ -97,6 +122,18 @@ def _refused(text: str) -> CallToolResult:
 
 def _cut(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _unreadable(err: Exception) -> Any:
+    """JSON-RPC's answer to a line the SDK could not read: not JSON (a lone surrogate's escape
+    too), or JSON that is no JSON-RPC 2.0 message."""
+    from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData
+
+    first = err.errors()[0] if isinstance(err, ValidationError) and err.errors() else None
+    if first is not None and first["type"] == "json_invalid":
+        return ErrorData(code=PARSE_ERROR, message=f"not JSON: {first['msg']}")
+    return ErrorData(code=INVALID_REQUEST, message="not a JSON-RPC 2.0 request, notification "
+                     "or response (an object with \"jsonrpc\": \"2.0\", and a method or a result)")
 
 
 def _untitled(schema: Any) -> Any:

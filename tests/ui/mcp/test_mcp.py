@@ -378,3 +378,32 @@ def test_spawn_child_outside_a_job_needs_its_parent(queue_root: Path) -> None:
     orphan, named = talk(queue_root, script)
     assert "needs its parent" in orphan
     assert named["parent"] == "parent" and named["created"]
+
+
+def test_a_line_that_is_no_json_rpc_message_is_answered_and_the_server_goes_on(
+        queue_root: Path) -> None:
+    """Malformed JSON, an array, jsonrpc "1.0" or a lone surrogate's escape got no reply at
+    all (the SDK's dispatcher drops what it cannot read): a client waited for ever. Each now
+    gets JSON-RPC's error with the id null, and the next request its answer."""
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    lines = [json.dumps(hello), json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+             "not json", "[1, 2]", json.dumps({"jsonrpc": "1.0", "id": 5, "method": "tools/list"}),
+             '{"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"x": "\\ud800"}}',
+             json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/list"})]
+    server = subprocess.Popen([sys.executable, "-m", "aq", "mcp"], cwd=queue_root, env=aq_env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write("\n".join(lines) + "\n")
+    server.stdin.flush()
+    answers = []
+    while not answers or answers[-1].get("id") != 8:  # the last request's answer ends it
+        line = server.stdout.readline()
+        assert line, server.communicate(timeout=60)[1]
+        answers.append(json.loads(line))
+    server.stdin.close()
+    server.wait(timeout=60)
+    errors = [(a["id"], a["error"]["code"]) for a in answers if "error" in a]
+    assert errors == [(None, -32700), (None, -32600), (None, -32600), (None, -32700)], answers
+    assert "tools" in answers[-1]["result"]
