@@ -15,6 +15,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -395,15 +396,21 @@ def test_a_line_that_is_no_json_rpc_message_is_answered_and_the_server_goes_on(
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert server.stdin is not None and server.stdout is not None
-    server.stdin.write("\n".join(lines) + "\n")
-    server.stdin.flush()
-    answers = []
-    while not answers or answers[-1].get("id") != 8:  # the last request's answer ends it
-        line = server.stdout.readline()
-        assert line, server.communicate(timeout=60)[1]
-        answers.append(json.loads(line))
-    server.stdin.close()
-    server.wait(timeout=60)
+    stuck = threading.Timer(120, server.kill)  # a server that never answers ends the reading
+    stuck.start()
+    try:
+        server.stdin.write("\n".join(lines) + "\n")
+        server.stdin.flush()
+        answers = []
+        while not answers or answers[-1].get("id") != 8:  # the last request's answer ends it
+            line = server.stdout.readline()
+            assert line, server.communicate(timeout=60)[1]
+            answers.append(json.loads(line))
+        server.stdin.close()
+        server.wait(timeout=60)
+    finally:
+        stuck.cancel()
+        server.kill()
     errors = [(a["id"], a["error"]["code"]) for a in answers if "error" in a]
     assert errors == [(None, -32700), (None, -32600), (None, -32600), (None, -32700)], answers
     assert "tools" in answers[-1]["result"]
