@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from aq.core.ids import check_job_id
+from aq.core.ids import check_job_id, is_job_id
 from aq.core.lifecycle import STAGES, Stage
 from aq.errors import QueueNotFound
 from aq.infra.confine import check
@@ -136,6 +136,11 @@ class Layout:
             if os.path.lexists(self.qdir / stage / f"{job_id}.md"):  # a link too: it is refused
                 return stage
         return None
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether the job's file is in a stage folder or the archive (fresh from disk)."""
+        return is_job_id(job_id) and (self.stage_of(job_id) is not None
+                                      or self.find_archived(job_id) is not None)
 
     def check_folders(self) -> None:
         """queue/ and its stage, event, log and archive folders are folders of this queue, not

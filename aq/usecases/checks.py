@@ -104,7 +104,7 @@ def _orphan_logs(queue: Queue, suspects: Sequence[Path]) -> list[str]:
     can be missed by a listing of them. A queue aq may not lock is looked at without it."""
     def orphans() -> list[str]:
         return [_orphan_log(queue.relative(path), path.name[:-6]) for path in suspects
-                if path.exists() and not _anywhere(queue, path.name[:-6])]
+                if path.exists() and not queue.layout.has_job(path.name[:-6])]
 
     if not suspects:
         return []
@@ -113,12 +113,6 @@ def _orphan_logs(queue: Queue, suspects: Sequence[Path]) -> list[str]:
             return orphans()
     except (QueueBusy, OSError):
         return orphans()
-
-
-def _anywhere(queue: Queue, job_id: str) -> bool:
-    if any((queue.qdir / stage / f"{job_id}.md").exists() for stage in STAGES):
-        return True
-    return is_job_id(job_id) and queue.layout.find_archived(job_id) is not None
 
 
 def _refused(queue: Queue) -> list[str]:

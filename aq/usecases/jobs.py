@@ -9,7 +9,7 @@ from typing import Any
 
 from aq.core.children import child_key, family
 from aq.core.events import POSTED, Event, added, iso
-from aq.core.ids import check_job_id, is_job_id, new_job_id
+from aq.core.ids import check_job_id, new_job_id
 from aq.core.lifecycle import Stage, allowed_actions
 from aq.core.manifest import (
     MAX_JOB_BYTES,
@@ -180,7 +180,7 @@ def deps_exist(queue: Queue, fields: Mapping[str, Any], source: str, hint: str =
 
     def guard(tx: Tx) -> None:
         for dep in deps:
-            if tx.stage_of(dep) is None and not (is_job_id(dep) and queue.layout.find_archived(dep)):
+            if not tx.layout.has_job(dep):
                 raise ManifestError(source, f"job {dep!r} does not exist (nor in the archive): "
                                     f"the job would wait for it for ever; add it first{hint}",
                                     "deps")
