@@ -160,12 +160,13 @@ def _fields(fields: dict[str, Any], options: dict[str, str | None], retry_max: i
     return fields, flags
 
 
-def _job_text(data: bytes, source: str) -> str:
-    """A job file's text: UTF-8 Markdown, refused in one line when it is not."""
+def _job_text(data: bytes, source: str, size: int | None = None) -> str:
+    """A job file's text: UTF-8 Markdown of at most MAX_JOB_BYTES (`data` is read to one byte
+    more; `size`: the file's, when known), refused in one line when it is not."""
     from aq.core.manifest import MAX_JOB_BYTES, too_big
 
-    if len(data) > MAX_JOB_BYTES:  # read to one byte more than a job may be
-        raise too_big(source, None)
+    if max(len(data), size or 0) > MAX_JOB_BYTES:
+        raise too_big(source, size)
     if b"\0" in data:
         raise ManifestError(source, "looks binary (it holds NUL bytes): a job is a Markdown text file")
     try:
@@ -176,7 +177,7 @@ def _job_text(data: bytes, source: str) -> str:
 
 
 def _read_body(file: str | None, body: str | None) -> str:
-    from aq.core.manifest import MAX_JOB_BYTES, too_big
+    from aq.core.manifest import MAX_JOB_BYTES
 
     if body is not None and file is not None:
         raise UsageError("give the body either as FILE or as --body, not both")
@@ -191,9 +192,7 @@ def _read_body(file: str | None, body: str | None) -> str:
                 size = max(len(data), os.fstat(opened.fileno()).st_size)
         except OSError as err:
             raise UsageError(f"cannot read {file}: {err.strerror}") from None
-        if size > MAX_JOB_BYTES:
-            raise too_big(file, size)
-        return _job_text(data, file)
+        return _job_text(data, file, size)
     raise UsageError("no job body: give a FILE, '-' for stdin, or --body TEXT")
 
 
