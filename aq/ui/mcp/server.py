@@ -65,7 +65,8 @@ class AqServer(MCPServer[Any]):
     async def run_stdio_async(self) -> None:
         """As the SDK's, but a line that is no JSON-RPC message is answered: the SDK passes it
         on as an exception its dispatcher drops, and the client got no reply at all. The answer
-        is JSON-RPC's Invalid Request, with the id null (the line's own cannot be told)."""
+        is JSON-RPC's Parse error or Invalid Request (`_unreadable`), with the id null (the
+        line's own cannot be told)."""
         from mcp.server.stdio import stdio_server
         from mcp.shared.message import SessionMessage
         from mcp_types import JSONRPCError
