@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from aq.core.durations import MAX_SIZE
 from aq.core.lifecycle import Stage
 
 Event = dict[str, Any]
@@ -230,7 +231,7 @@ class _Folding:
         """What a finished (or fenced) attempt's engine used; a finished one's session."""
         usage = event["usage"]
         self.usd_used += _number(usage.get("cost_usd"))
-        self.tokens_used += int(min(sum(_number(usage.get(key)) for key in TOKEN_KEYS), 1e18))
+        self.tokens_used += int(min(sum(_number(usage.get(key)) for key in TOKEN_KEYS), MAX_SIZE))
         if kind == FINISHED and usage.get("session") and event.get("engine"):
             total = event.get("session_usage")
             where = event.get("session_where")  # host:cwd the session lives in
